@@ -1,0 +1,1 @@
+"""Datasets: one manifest format, a synthetic generator and adapters for real image collections."""

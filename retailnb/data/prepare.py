@@ -1,0 +1,91 @@
+"""The data stage's one entry point: build (synthetic) or ingest (real) a dataset into a manifest folder.
+
+Whatever the source, the result is ``out_dir/manifest.csv`` in the format of
+:mod:`retailnb.data.manifest`, so every later stage is the same for synthetic and real data. Real images
+are never copied: their manifest rows hold absolute paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from retailnb.data.adapters import AdapterReport
+from retailnb.data.grocery import build_grocery_manifest
+from retailnb.data.imagefolder import build_image_folder_manifest
+from retailnb.data.synthetic import SyntheticConfig, generate
+
+SOURCES: tuple[str, ...] = ("synthetic", "grocery_store", "imagefolder")
+log = logging.getLogger(__name__)
+
+
+def prepare_dataset(
+    source: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] = "",
+    labels: str = "fine",
+    on_error: str = "raise",
+    min_size: int = 16,
+    synthetic: SyntheticConfig | None = None,
+    workers: int | None = None,
+) -> Path:
+    """Write the manifest of ``source`` into ``out_dir`` (replaced whole, only once complete).
+
+    Args:
+        source: ``synthetic`` (rendered by retailnb), ``grocery_store`` or ``imagefolder``.
+        out_dir: the folder to (re)write; it holds ``manifest.csv`` and, for real data,
+            ``ingest_report.json`` listing skipped inputs.
+        root: the real dataset's folder (ignored for ``synthetic``).
+        labels: Grocery Store labels, ``fine`` or ``coarse``.
+        on_error: ``raise`` or ``skip`` for bad real images (see the adapters).
+        min_size: smallest accepted shorter side of a real image, in pixels.
+        synthetic: the synthetic dataset's settings (defaults when None).
+        workers: worker processes; None uses every core.
+
+    Returns:
+        The manifest's path.
+
+    Raises:
+        ValueError: an unknown ``source``, or a real source without ``root``.
+    """
+    out_dir = Path(out_dir)
+    if source not in SOURCES:
+        raise ValueError(f"data.source must be one of {SOURCES}, got {source!r}")
+    if source == "synthetic":
+        return generate(synthetic or SyntheticConfig(), out_dir, workers=workers)
+    if not str(root):
+        raise ValueError(f"data.root must name the dataset folder for data.source={source!r}")
+    if not Path(root).exists():
+        raise FileNotFoundError(f"data.root {str(root)!r} does not exist (data.source={source!r})")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        manifest = tmp / "manifest.csv"
+        if source == "grocery_store":
+            report = build_grocery_manifest(
+                root, manifest, labels=labels, on_error=on_error, min_size=min_size, workers=workers  # type: ignore[arg-type]
+            )
+        else:
+            report = build_image_folder_manifest(root, manifest, on_error=on_error, min_size=min_size, workers=workers)  # type: ignore[arg-type]
+        (tmp / "ingest_report.json").write_text(json.dumps(_report_dict(report), indent=2, default=str) + "\n")
+        if report.n_skipped:
+            log.warning("skipped %d bad input(s) of %s; see ingest_report.json", report.n_skipped, root)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir / "manifest.csv"
+
+
+def _report_dict(report: AdapterReport) -> dict[str, object]:
+    """The adapter's report as JSON-ready values, without the temporary manifest path."""
+    data = asdict(report)
+    data.pop("manifest", None)
+    return data

@@ -1,0 +1,25 @@
+"""Counts that describe a manifest: what a person checks first and what `dvc metrics` tracks."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from retailnb.data.manifest import Manifest
+
+
+def summarize(manifest: Manifest) -> dict[str, object]:
+    """Images and classes per role, images per domain, and the few-shot depth of the probe split.
+
+    Returned as plain JSON-ready values so the data stage can write it as its metrics file.
+    """
+    images = manifest.role_counts()
+    classes = {role: len({r.class_name for r in manifest.select(role)}) for role in images}
+    domains = Counter(r.domain for r in manifest.records)
+    probe = Counter(r.class_name for r in manifest.select("probe_train"))
+    return {
+        "images": images,
+        "classes": classes,
+        "domains": dict(sorted(domains.items())),
+        "unique_images": len({r.path for r in manifest.records}),
+        "probe_train_min_per_class": min(probe.values()) if probe else 0,
+    }

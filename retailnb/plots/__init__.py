@@ -1,0 +1,1 @@
+"""Figures a person wants to look at, drawn with matplotlib from manifests, metrics and features."""

@@ -1,0 +1,77 @@
+"""Overview figures of a dataset: catalogue against shelf images, and images per class and role."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from PIL import Image
+
+from retailnb.data.manifest import ROLES, Manifest, Record
+
+
+def pick_family(manifest: Manifest, roles: tuple[str, ...] = ("labelled", "probe_train")) -> str:
+    """The group (brand family or coarse class) with the most classes among ``roles``; '' if none.
+
+    A family with several members is what shows the fine-grained neighbours the task is about.
+    """
+    members: dict[str, set[str]] = defaultdict(set)
+    for r in manifest.select(*roles):
+        members[r.group].add(r.class_name)
+    if not members:
+        return ""
+    return max(sorted(members), key=lambda g: len(members[g]))
+
+
+def catalogue_vs_shelf(
+    manifest: Manifest, *, group: str | None = None, n_classes: int = 4, n_shelf: int = 5
+) -> Figure:
+    """A grid with one row per class of ``group``: its first catalogue image, then shelf images.
+
+    The gap between the first column and the rest is the domain gap the method has to bridge.
+    """
+    group = pick_family(manifest) if group is None else group
+    by_class: dict[str, list[Record]] = defaultdict(list)
+    for r in manifest.records:
+        if r.group == group and r.class_name:
+            by_class[r.class_name].append(r)
+    classes = sorted(by_class)[:n_classes]
+    if not classes:
+        raise ValueError(f"no images in group {group!r}")
+    fig, axes = plt.subplots(len(classes), 1 + n_shelf, figsize=(1.6 * (1 + n_shelf), 1.7 * len(classes)), squeeze=False)
+    for row, name in zip(axes, classes):
+        seen: set[str] = set()
+        unique = [r for r in by_class[name] if not (r.path in seen or seen.add(r.path))]
+        catalogue = [r for r in unique if r.domain == "catalogue"][:1]
+        shelf = [r for r in unique if r.domain != "catalogue"][:n_shelf]
+        for ax, rec in zip(row, catalogue + shelf):
+            with Image.open(manifest.resolve(rec)) as im:
+                ax.imshow(im.convert("RGB"))
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(name, fontsize=8)
+    axes[0][0].set_title("catalogue", fontsize=9)
+    for ax in axes[0][1:]:
+        ax.set_title("shelf", fontsize=9)
+    fig.suptitle(f"Catalogue vs shelf: {group or 'all classes'}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def class_counts(manifest: Manifest) -> Figure:
+    """Histogram of images per class for each role present: shows few-shot depth and imbalance."""
+    roles = [role for role, n in manifest.role_counts().items() if n]
+    fig, axes = plt.subplots(1, len(roles), figsize=(2.6 * len(roles), 2.4), squeeze=False)
+    for ax, role in zip(axes[0], roles):
+        counts = Counter(r.class_name for r in manifest.select(role))
+        ax.hist(list(counts.values()), bins=min(20, max(3, len(set(counts.values())))), color="tab:blue")
+        ax.set_title(f"{role}\n{len(counts)} classes, {sum(counts.values())} images", fontsize=8)
+        ax.set_xlabel("images per class", fontsize=8)
+    axes[0][0].set_ylabel("classes")
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["ROLES", "catalogue_vs_shelf", "class_counts", "pick_family"]
