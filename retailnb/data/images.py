@@ -1,0 +1,327 @@
+"""Robust image loading shared by the whole project.
+
+Every image the project reads goes through :func:`load_rgb`, so a corrupt file, an odd pixel mode or a
+phone photo's EXIF rotation is handled once, the same way, everywhere. :func:`check_image` is the cheap
+version the dataset adapters run over a whole collection, and :func:`decode_images` decodes a list of
+images once into one uint8 array so that training does not decode JPEGs every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from multiprocessing.context import BaseContext
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_SIZE = 8
+"""Images whose shorter side is below this many pixels are rejected: they carry no usable content."""
+
+POOL_MIN_ITEMS = 256
+"""Below this many images a process pool costs more to start than it saves."""
+
+_CHUNK = 32  # images per task sent to a pool worker: large enough to amortise the inter-process traffic
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_WHITE = (255, 255, 255)
+
+PathLike = str | os.PathLike[str]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ImageError(ValueError):
+    """An image file is missing, empty, truncated, not an image, or too small.
+
+    Attributes:
+        path: the offending file.
+        problem: what is wrong with it, in words (without the path).
+    """
+
+    def __init__(self, path: PathLike, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type[ImageError], tuple[Path, str]]:
+        # Exceptions are pickled from ``args``; rebuild from both fields so errors cross process pools.
+        return (type(self), (self.path, self.problem))
+
+
+def _check_file(path: Path) -> None:
+    """Reject a path that is missing, not a regular file, or empty (one ``stat`` call)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except OSError as err:
+        raise ImageError(path, f"cannot access file ({err.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError(path, "not a regular file")
+    if info.st_size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+
+
+def _identify(fh: BinaryIO, path: Path, min_size: int) -> Image.Image:
+    """Open an image lazily from ``fh`` (header only), rejecting non-images and too-small images."""
+    try:
+        im = Image.open(fh)
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image (Pillow cannot identify the format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+        raise ImageError(path, f"cannot read image header ({type(err).__name__}: {err})") from None
+    if min(im.size) < min_size:
+        w, h = im.size
+        raise ImageError(path, f"image is {w}x{h} px, smaller than min_size={min_size} px")
+    return im
+
+
+def _decode(im: Image.Image, path: Path) -> None:
+    """Decode the pixel data of ``im`` in place, turning every decoder failure into :class:`ImageError`."""
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Some libraries flip this global; a truncated file would then load silently as a grey block.
+        raise ImageError(path, "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set, truncated files cannot be detected")
+    try:
+        im.load()
+    except Exception as err:  # noqa: BLE001 - any decoder failure means the file is unusable
+        raise ImageError(path, f"truncated or corrupt image data ({type(err).__name__}: {err})") from None
+
+
+def _to_uint8(values: np.ndarray, full_scale: float) -> np.ndarray:
+    """Scale ``values`` so that ``full_scale`` maps to 255, rounding and clipping to the uint8 range."""
+    return np.clip(np.rint(values.astype(np.float64) * (255.0 / full_scale)), 0, 255).astype(np.uint8)
+
+
+def _high_depth_to_l(im: Image.Image) -> Image.Image:
+    """8-bit grey version of a 16-bit (``I;16*``), 32-bit integer (``I``) or float (``F``) image.
+
+    Pillow's own ``convert("L")`` clips every value above 255 to white; this scales instead. ``I;16``
+    images are 16-bit by definition. ``I`` and ``F`` do not record their bit depth, so their full scale is
+    inferred from the data: 1.0 for floats within [0, 1], else 255, 65535 or the maximum, the first that
+    bounds the values (``I`` is how some formats deliver 16-bit data).
+    """
+    values = np.asarray(im)
+    if im.mode.startswith("I;16"):
+        full_scale = 65535.0
+    else:
+        top = float(values.max()) if values.size else 0.0
+        bounds = (1.0, 255.0, 65535.0) if im.mode == "F" else (255.0, 65535.0)
+        full_scale = next((s for s in bounds if top <= s), top)
+    return Image.fromarray(_to_uint8(values, full_scale), mode="L")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert a decoded image of any Pillow mode to 8-bit RGB.
+
+    Transparent pixels (alpha channels, or a palette / grey / RGB transparency key) are composited on
+    white, the background of a catalogue packshot; Pillow's plain ``convert("RGB")`` would show whatever
+    colour the transparent pixels happen to hold. High bit-depth grey is scaled, not clipped.
+
+    Args:
+        im: a loaded image in any mode.
+
+    Returns:
+        An RGB image of the same size (``im`` itself when it is already RGB without transparency).
+    """
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        im = _high_depth_to_l(im)
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _load(path: PathLike, min_size: int, draft: int | None) -> Image.Image:
+    """Shared body of :func:`load_rgb` and :func:`check_image`; see :func:`load_rgb`."""
+    path = Path(path)
+    _check_file(path)
+    with path.open("rb") as fh:  # closed on return: the decoded pixels no longer need the file
+        im = _identify(fh, path, min_size)
+        if draft is not None and im.format == "JPEG":
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale while both sides stay >= draft: many times faster.
+            im.draft(None, (draft, draft))
+        _decode(im, path)
+    try:
+        ImageOps.exif_transpose(im, in_place=True)
+        return to_rgb(im)
+    except Exception as err:  # noqa: BLE001 - malformed EXIF or an exotic mode
+        raise ImageError(path, f"cannot convert to RGB ({type(err).__name__}: {err})") from None
+
+
+def load_rgb(path: PathLike, min_size: int = DEFAULT_MIN_SIZE, *, draft: int | None = None) -> Image.Image:
+    """Open an image file as an upright 8-bit RGB image.
+
+    Applies the EXIF orientation (phone photos are often stored sideways) and converts every mode to RGB
+    (see :func:`to_rgb`).
+
+    Args:
+        path: the image file.
+        min_size: smallest accepted shorter side, in pixels (of the stored image, before any draft).
+        draft: when given, a JPEG may be decoded at a reduced scale as long as both sides stay at least
+            ``draft`` pixels; use it when the image will be shrunk to ``draft`` anyway.
+
+    Returns:
+        The decoded RGB image, detached from the file.
+
+    Raises:
+        ImageError: the file is missing, empty (0 bytes), not an image, truncated or corrupt, or its
+            shorter side is below ``min_size``. The message names the file and the problem.
+    """
+    return _load(path, min_size, draft)
+
+
+def check_image(path: PathLike, min_size: int = DEFAULT_MIN_SIZE) -> str | None:
+    """Cheaply check that :func:`load_rgb` would succeed on ``path``.
+
+    The whole file is decoded (only full decoding detects a truncated JPEG), but JPEGs at 1/8 scale,
+    which makes the check several times cheaper than a full load.
+
+    Args:
+        path: the image file.
+        min_size: smallest accepted shorter side, in pixels.
+
+    Returns:
+        None when the image is usable, otherwise the problem in words (without the path).
+    """
+    try:
+        _load(path, min_size, draft=1)
+    except ImageError as err:
+        return err.problem
+    return None
+
+
+def fit_square(im: Image.Image, size: int) -> np.ndarray:
+    """Resize ``im`` so its shorter side is ``size`` and centre-crop it to ``size`` x ``size``.
+
+    Resizing and cropping happen in one resampling step (Pillow's ``box`` argument), antialiased.
+
+    Returns:
+        A uint8 array of shape (size, size, 3).
+    """
+    w, h = im.size
+    side = min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    out = im.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side))
+    return np.asarray(out, dtype=np.uint8)
+
+
+def _decode_chunk(paths: Sequence[str], size: int, min_size: int) -> np.ndarray:
+    """Decode a chunk of images into an (n, size, size, 3) array (the unit of work of a pool worker)."""
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, p in enumerate(paths):
+        out[i] = fit_square(load_rgb(p, min_size, draft=size), size)
+    return out
+
+
+def _check_chunk(paths: Sequence[str], min_size: int) -> list[str | None]:
+    """:func:`check_image` over a chunk of paths (the unit of work of a pool worker)."""
+    return [check_image(p, min_size) for p in paths]
+
+
+def _pool_context() -> BaseContext:
+    """Process start method for worker pools.
+
+    ``fork`` where the platform has it, as PyTorch's DataLoader does: workers start in milliseconds and,
+    unlike ``spawn`` and ``forkserver``, never re-import the caller's ``__main__`` (a script without an
+    ``if __name__ == "__main__"`` guard would otherwise run again in every worker). The workers only run
+    Pillow and NumPy, so the threads a parent may hold (PyTorch, CUDA) are not touched.
+    """
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+
+
+def default_workers() -> int:
+    """Number of CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not available on macOS / Windows
+        return os.cpu_count() or 1
+
+
+def _chunks(items: Sequence[T], n: int) -> list[Sequence[T]]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
+
+
+def map_chunks(func: Callable[[Sequence[T]], R], items: Sequence[T], workers: int | None = None) -> Iterator[R]:
+    """Apply ``func`` to consecutive chunks of ``items``, in a process pool when that pays off.
+
+    Results come back lazily and in order, so a caller may stop at the first bad result.
+
+    Args:
+        func: a picklable (module-level) function of a chunk of items.
+        items: the work.
+        workers: worker processes; None uses every available core, 0 or 1 runs in this process. Below
+            :data:`POOL_MIN_ITEMS` items the work always runs in this process.
+
+    Yields:
+        ``func`` of each chunk of up to 32 items, in order.
+    """
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 or None, got {workers}")
+    chunks = _chunks(items, _CHUNK)
+    workers = min(workers, len(chunks))
+    if workers <= 1 or len(items) < POOL_MIN_ITEMS:
+        yield from map(func, chunks)
+        return
+    # An executor rather than multiprocessing.Pool: a worker that dies (out of memory, killed) raises
+    # BrokenProcessPool here instead of leaving the caller waiting forever.
+    executor = ProcessPoolExecutor(workers, mp_context=_pool_context())
+    try:
+        yield from executor.map(func, chunks)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def check_images(
+    paths: Sequence[PathLike], min_size: int = DEFAULT_MIN_SIZE, *, workers: int | None = None
+) -> Iterator[str | None]:
+    """:func:`check_image` over many files, in parallel; yields each result lazily, in order."""
+    work = partial(_check_chunk, min_size=min_size)
+    for problems in map_chunks(work, [str(p) for p in paths], workers):
+        yield from problems
+
+
+def decode_images(
+    paths: Sequence[PathLike], size: int, *, workers: int | None = None, min_size: int = DEFAULT_MIN_SIZE
+) -> np.ndarray:
+    """Decode images into one uint8 array, each resized (shorter side ``size``) and centre-cropped.
+
+    Training decodes its data once with this instead of every epoch. Large JPEGs are decoded at reduced
+    scale (JPEG draft mode) and many images are spread over a process pool.
+
+    Args:
+        paths: image files, in the order wanted.
+        size: side of the square output images, in pixels.
+        workers: worker processes; None uses every available core, 0 or 1 decodes in this process.
+        min_size: smallest accepted shorter side of a stored image, in pixels.
+
+    Returns:
+        An array of shape (len(paths), size, size, 3), dtype uint8, in the order of ``paths``.
+
+    Raises:
+        ImageError: an image cannot be loaded (see :func:`load_rgb`); the message names it.
+        ValueError: ``size`` is not positive.
+    """
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size}")
+    started = time.perf_counter()
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    work = partial(_decode_chunk, size=size, min_size=min_size)
+    start = 0
+    for block in map_chunks(work, [str(p) for p in paths], workers):
+        out[start : start + len(block)] = block
+        start += len(block)
+    seconds = time.perf_counter() - started
+    log.info("decoded %d images at %d px in %.1fs (%.0f images/s)", len(paths), size, seconds, len(paths) / seconds)
+    return out

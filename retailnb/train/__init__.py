@@ -1,0 +1,1 @@
+"""Training: batch sampling, the device-agnostic training engine, and the method-specific steps."""

@@ -1,0 +1,242 @@
+"""The one training loop of the project, on CPU, one GPU or many, through Lightning Fabric.
+
+Both the contrastive stage and the noisy student use it: they differ only in the dataset, the batch
+sampler and the loss function they pass. Fabric places the model and batches on the device, wraps the
+model for DDP when several processes run (under ``torchrun``), and applies mixed precision where the device
+supports it. The loop adds what a research run needs: a cosine schedule with warm-up, a tqdm bar, dvclive
+curves, an atomic checkpoint every epoch and exact resumption from it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from lightly.utils.scheduler import CosineWarmupScheduler
+from lightning_fabric import Fabric
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from retailnb.models.checkpoint import load_training_state, save_training_state
+
+LossFn = Callable[[nn.Module, Any], Mapping[str, torch.Tensor]]
+OPTIMIZERS = ("adamw", "sgd")
+
+
+class MetricLogger(Protocol):
+    """What the loop needs of a logger: dvclive's ``Live`` satisfies it."""
+
+    def log_metric(self, name: str, val: float) -> None: ...
+
+    def next_step(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Optimisation and placement settings shared by every training stage.
+
+    Attributes:
+        epochs: passes over the data.
+        lr: peak learning rate, reached after warm-up.
+        weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
+        warmup_epochs: linear warm-up length, in epochs (fractions allowed).
+        optimizer: ``adamw`` or ``sgd`` (momentum 0.9).
+        accelerator: Fabric accelerator: ``auto``, ``cpu``, ``cuda``, ...
+        devices: devices per node; more than one needs ``torchrun`` (see ``retailnb.train.launch``).
+        strategy: Fabric strategy (``auto`` picks DDP when several processes run).
+        precision: ``auto`` picks bf16 mixed precision on CUDA and fp32 elsewhere, or a Fabric value.
+        num_workers: DataLoader worker processes for augmentation.
+        seed: seeds model init, batches and augmentation.
+    """
+
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    optimizer: str = "adamw"
+    accelerator: str = "auto"
+    devices: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"
+    num_workers: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs and self.epochs > 1:
+            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
+
+
+@dataclass
+class FitResult:
+    """What a finished (or resumed and finished) run reports."""
+
+    history: dict[str, list[float]]
+    epochs_run: int
+    start_epoch: int
+    images: int
+    data_seconds: float
+    step_seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        """Training throughput over the epochs this call ran (data waits included)."""
+        total = self.data_seconds + self.step_seconds
+        return self.images / total if total > 0 else 0.0
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """Fabric precision for ``auto``: bf16 mixed where CUDA supports it, fp32 otherwise."""
+    if precision != "auto":
+        return precision
+    cuda = accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available()
+    return "bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def make_fabric(config: EngineConfig) -> Fabric:
+    """A launched Fabric for ``config``; under ``torchrun`` it joins the process group (gloo on CPU)."""
+    fabric = Fabric(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=config.strategy,
+        precision=resolve_precision(config.precision, config.accelerator),  # type: ignore[arg-type]
+    )
+    fabric.launch()
+    return fabric
+
+
+def build_optimizer(model: nn.Module, config: EngineConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD over the trainable parameters; norms and biases are not weight-decayed."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: EngineConfig, steps_per_epoch: int) -> CosineWarmupScheduler:
+    """lightly's cosine schedule with linear warm-up, stepped once per optimiser step."""
+    total = config.epochs * steps_per_epoch
+    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), max(total - 1, 0))
+    return CosineWarmupScheduler(optimizer, warmup_epochs=warmup, max_epochs=total)
+
+
+def fit(
+    fabric: Fabric,
+    model: nn.Module,
+    dataset: Dataset[Any],
+    batch_sampler: Any,
+    loss_fn: LossFn,
+    config: EngineConfig,
+    *,
+    state_path: str | Path,
+    live: MetricLogger | None = None,
+    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+    stop_after_epoch: int | None = None,
+) -> FitResult:
+    """Train ``model`` with ``loss_fn`` for ``config.epochs``, resuming from ``state_path`` if it exists.
+
+    Args:
+        fabric: a launched Fabric (see :func:`make_fabric`).
+        model: the module whose parameters are trained (unwrapped; Fabric wraps it).
+        dataset: indexable dataset; ``batch_sampler`` yields lists of its indices.
+        batch_sampler: has ``set_epoch(epoch)`` and yields index batches for this process.
+        loss_fn: ``loss_fn(model, batch)`` returns named scalars including ``"loss"``, which is minimised;
+            the others are logged.
+        config: optimisation settings.
+        state_path: the resumable training state, rewritten atomically after every epoch.
+        live: dvclive ``Live`` (or any :class:`MetricLogger`) for curves; only rank 0 logs.
+        on_epoch_end: called with (epoch, unwrapped model) after each epoch's checkpoint.
+        stop_after_epoch: stop after this epoch as if interrupted (used to test resumption).
+
+    Returns:
+        Loss history per epoch and throughput of this call.
+    """
+    state_path = Path(state_path)
+    steps_per_epoch = len(batch_sampler)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch)
+    start_epoch, history = 0, defaultdict(list)
+    if state_path.exists():
+        resume = load_training_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler)
+        start_epoch, history = resume.epoch + 1, defaultdict(list, resume.extra.get("history", {}))
+    wrapped, optimizer = fabric.setup(model, optimizer)
+    loader = DataLoader(
+        dataset, batch_sampler=batch_sampler, num_workers=config.num_workers, persistent_workers=False
+    )
+    loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+    images, data_s, step_s = 0, 0.0, 0.0
+    last = config.epochs - 1 if stop_after_epoch is None else min(stop_after_epoch, config.epochs - 1)
+    for epoch in range(start_epoch, last + 1):
+        batch_sampler.set_epoch(epoch)
+        wrapped.train()
+        sums: dict[str, float] = defaultdict(float)
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not fabric.is_global_zero, leave=False)
+        tick = time.perf_counter()
+        for batch in loader:
+            tock = time.perf_counter()
+            losses = loss_fn(wrapped, batch)
+            optimizer.zero_grad(set_to_none=True)
+            fabric.backward(losses["loss"])
+            optimizer.step()
+            scheduler.step()
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            if not all(math.isfinite(v) for v in values.values()):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}: {values}; lower lr or check the data")
+            for k, v in values.items():
+                sums[k] += v
+            images += _batch_size(batch)
+            tick, data_s, step_s = time.perf_counter(), data_s + (tock - tick), step_s + (time.perf_counter() - tock)
+            bar.set_postfix(loss=f"{values['loss']:.3f}")
+            bar.update()
+        bar.close()
+        means = {k: v / max(steps_per_epoch, 1) for k, v in sums.items()}
+        means["lr"] = optimizer.param_groups[0]["lr"]
+        for k, v in means.items():
+            history[k].append(v)
+        if live is not None and fabric.is_global_zero:
+            for k, v in means.items():
+                live.log_metric(f"train/{k}", v)
+            live.next_step()
+        if fabric.is_global_zero:
+            save_training_state(
+                state_path,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                step=(epoch + 1) * steps_per_epoch,
+                epoch=epoch,
+                extra={"history": dict(history)},
+            )
+        fabric.barrier()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model)
+    return FitResult(
+        history=dict(history),
+        epochs_run=max(0, last + 1 - start_epoch),
+        start_epoch=start_epoch,
+        images=images,
+        data_seconds=data_s,
+        step_seconds=step_s,
+    )
+
+
+def _batch_size(batch: Any) -> int:
+    """Number of images in a batch: the leading size of its first tensor."""
+    first = batch
+    while isinstance(first, (list, tuple)):
+        first = first[0]
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) else 0
