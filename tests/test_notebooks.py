@@ -62,3 +62,28 @@ def test_data_notebook_smoke(run_notebook: Callable[..., Path], tmp_path: Path) 
     figures = tmp_path / "reports" / "figures" / "01_data"
     assert (figures / "catalogue_vs_shelf.png").stat().st_size > 1000
     assert (figures / "class_counts.png").stat().st_size > 1000
+
+
+def test_pretrain_notebook_smoke(run_notebook: Callable[..., Path], tmp_path: Path) -> None:
+    run_notebook("01_data.ipynb", **TINY_DATA)
+    run_notebook(
+        "02_pretrain.ipynb",
+        backbone="test_resnet",
+        image_size=32,
+        epochs=2,
+        batch_size=8,
+        images_per_class=2,
+        proj_hidden_dim=32,
+        proj_dim=16,
+        warmup_epochs=0.5,
+        num_workers=0,
+    )
+    metrics = json.loads((tmp_path / "metrics" / "pretrain.json").read_text())
+    for model in ("pretrained", "random_init"):
+        assert 0.0 <= metrics["monitor"][model]["knn_accuracy"] <= 1.0
+        assert 0.0 <= metrics["monitor"][model]["probe_accuracy"] <= 1.0
+    assert metrics["train"]["images_per_second"] > 0
+    assert (tmp_path / "models" / "pretrain" / "backbone.pt").is_file()
+    assert (tmp_path / "dvclive" / "pretrain" / "metrics.json").is_file()
+    for name in ("curves.png", "retrievals.png"):
+        assert (tmp_path / "reports" / "figures" / "02_pretrain" / name).stat().st_size > 1000

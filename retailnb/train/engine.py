@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from retailnb.models.checkpoint import load_training_state, save_training_state
+from retailnb.models.checkpoint import load_checkpoint, load_training_state, save_training_state
 
 LossFn = Callable[[nn.Module, Any], Mapping[str, torch.Tensor]]
 OPTIMIZERS = ("adamw", "sgd")
@@ -134,6 +134,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: EngineConfig, step
     return CosineWarmupScheduler(optimizer, warmup_epochs=warmup, max_epochs=total)
 
 
+def can_resume(state_path: str | Path, run_key: str) -> bool:
+    """Whether ``state_path`` holds a training state of this very run (same ``run_key``).
+
+    The key is the serialised spec of the run: a state left by a run with other parameters (DVC keeps
+    the folder with ``persist``) must not be continued, or a changed parameter would be silently ignored.
+    """
+    path = Path(state_path)
+    return path.is_file() and load_checkpoint(path).get("extra", {}).get("run_key") == run_key
+
+
 def fit(
     fabric: Fabric,
     model: nn.Module,
@@ -146,6 +156,7 @@ def fit(
     live: MetricLogger | None = None,
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
     stop_after_epoch: int | None = None,
+    run_key: str = "",
 ) -> FitResult:
     """Train ``model`` with ``loss_fn`` for ``config.epochs``, resuming from ``state_path`` if it exists.
 
@@ -161,6 +172,8 @@ def fit(
         live: dvclive ``Live`` (or any :class:`MetricLogger`) for curves; only rank 0 logs.
         on_epoch_end: called with (epoch, unwrapped model) after each epoch's checkpoint.
         stop_after_epoch: stop after this epoch as if interrupted (used to test resumption).
+        run_key: identifies the run's parameters; a saved state with another key is not resumed but
+            replaced (see :func:`can_resume`).
 
     Returns:
         Loss history per epoch and throughput of this call.
@@ -170,7 +183,7 @@ def fit(
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
     start_epoch, history = 0, defaultdict(list)
-    if state_path.exists():
+    if can_resume(state_path, run_key):
         resume = load_training_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler)
         start_epoch, history = resume.epoch + 1, defaultdict(list, resume.extra.get("history", {}))
     wrapped, optimizer = fabric.setup(model, optimizer)
@@ -219,7 +232,7 @@ def fit(
                 scheduler=scheduler,
                 step=(epoch + 1) * steps_per_epoch,
                 epoch=epoch,
-                extra={"history": dict(history)},
+                extra={"history": dict(history), "run_key": run_key},
             )
         fabric.barrier()
         if on_epoch_end is not None:

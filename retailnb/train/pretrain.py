@@ -23,7 +23,7 @@ from retailnb.models.backbone import feature_dim
 from retailnb.models.checkpoint import save_backbone
 from retailnb.train.contrastive import ContrastiveConfig, ContrastiveObjective, build_model
 from retailnb.train.datasets import MultiViewDataset, to_chw_uint8
-from retailnb.train.engine import EngineConfig, FitResult, fit, make_fabric
+from retailnb.train.engine import EngineConfig, FitResult, can_resume, fit, make_fabric
 from retailnb.train.sampler import EpochBatchSampler
 from retailnb.transforms.views import retail_view_transform
 
@@ -146,7 +146,11 @@ def pretrain(spec: PretrainSpec, *, stop_after_epoch: int | None = None) -> FitR
         seed=spec.engine.seed,
     )
     objective = ContrastiveObjective(spec.model, distributed=fabric.world_size > 1)
-    live = _live(spec.live_dir) if spec.live_dir and fabric.is_global_zero else None
+    run_key = spec.to_json()
+    resuming = can_resume(out_dir / "train_state.pt", run_key)
+    if resuming:
+        log.info("resuming from %s", out_dir / "train_state.pt")
+    live = _live(spec.live_dir, resume=resuming) if spec.live_dir and fabric.is_global_zero else None
     try:
         result = fit(
             fabric,
@@ -158,6 +162,7 @@ def pretrain(spec: PretrainSpec, *, stop_after_epoch: int | None = None) -> FitR
             state_path=out_dir / "train_state.pt",
             live=live,
             stop_after_epoch=stop_after_epoch,
+            run_key=run_key,
         )
     finally:
         if live is not None:
@@ -173,17 +178,18 @@ def pretrain(spec: PretrainSpec, *, stop_after_epoch: int | None = None) -> FitR
             "images_per_second": result.images_per_second,
             "data_seconds": result.data_seconds,
             "step_seconds": result.step_seconds,
+            "history": result.history,
             "spec": asdict(spec),
         }
         (out_dir / "backbone.json").write_text(json.dumps(info, indent=2) + "\n")
     return result
 
 
-def _live(live_dir: str) -> Any:
-    """A dvclive logger that leaves dvc.yaml alone and resumes its curves after an interruption."""
+def _live(live_dir: str, resume: bool) -> Any:
+    """A dvclive logger that leaves dvc.yaml alone; it continues its curves when the run resumes."""
     from dvclive import Live
 
-    return Live(live_dir, dvcyaml=None, save_dvc_exp=False, resume=True, report=None)
+    return Live(live_dir, dvcyaml=None, save_dvc_exp=False, resume=resume, report=None)
 
 
 def main(argv: list[str] | None = None) -> None:
