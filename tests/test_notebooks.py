@@ -87,3 +87,21 @@ def test_pretrain_notebook_smoke(run_notebook: Callable[..., Path], tmp_path: Pa
     assert (tmp_path / "dvclive" / "pretrain" / "metrics.json").is_file()
     for name in ("curves.png", "retrievals.png"):
         assert (tmp_path / "reports" / "figures" / "02_pretrain" / name).stat().st_size > 1000
+
+
+def test_noisy_student_notebook_smoke(run_notebook: Callable[..., Path], tmp_path: Path) -> None:
+    run_notebook("01_data.ipynb", **TINY_DATA)
+    tiny = dict(image_size=32, batch_size=8, warmup_epochs=0.5, num_workers=0)
+    run_notebook("02_pretrain.ipynb", backbone="test_resnet", epochs=1, images_per_class=2, proj_hidden_dim=32,
+                 proj_dim=16, **tiny)
+    run_notebook("03_noisy_student.ipynb", teacher_architecture="test_resnet", rounds=2, epochs=1, threshold=0.3, **tiny)
+    metrics = json.loads((tmp_path / "metrics" / "noisy.json").read_text())
+    assert set(metrics) == {"round_0", "round_1", "round_2", "best_round"}
+    for r in (1, 2):
+        row = metrics[f"round_{r}"]
+        assert 0.0 <= row["probe_accuracy"] <= 1.0 and 0.0 < row["coverage"] <= 1.0
+        assert (tmp_path / "models" / "noisy" / f"round_{r}" / "pseudolabels.csv").is_file()
+    rounds = json.loads((tmp_path / "metrics" / "noisy_rounds.json").read_text())
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    for name in ("threshold.png", "rounds.png"):
+        assert (tmp_path / "reports" / "figures" / "03_noisy_student" / name).stat().st_size > 1000

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from retailnb.evaluation.features import extract_features
-from retailnb.evaluation.monitor import MonitorData
+from retailnb.evaluation.quickprobe import ProbeData
 
 
 def training_curves(history: Mapping[str, Sequence[float]]) -> Figure:
@@ -37,7 +37,7 @@ def nearest(queries: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-(q @ g.T), axis=1, kind="stable")[:, :k]
 
 
-def retrievals(backbone: nn.Module, data: MonitorData, *, n_queries: int = 6, k: int = 5, seed: int = 0) -> Figure:
+def retrievals(backbone: nn.Module, data: ProbeData, *, n_queries: int = 6, k: int = 5, seed: int = 0) -> Figure:
     """Shelf queries from ``monitor_test`` and their ``k`` nearest ``monitor_train`` images.
 
     A green frame marks a neighbour of the query's product, red another product.

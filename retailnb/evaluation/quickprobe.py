@@ -1,8 +1,8 @@
-"""The pretraining monitor: how well frozen features separate held-out source products.
+"""Quick probes of a backbone: how well its frozen features separate products of a train/test pair.
 
-It answers, right after pretraining and before any downstream stage, whether the backbone learned
-anything: kNN and logistic-regression accuracy on the ``monitor_train``/``monitor_test`` roles, for the
-trained backbone and for the same architecture with random weights.
+The pretraining monitor uses it right after pretraining, before any downstream stage, to see whether
+the backbone learned anything (held-out source products, against random weights); the noisy student
+uses it to score each round on the target catalogue. The full few-shot evaluation is in ``fewshot``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from retailnb.evaluation.probe import knn_accuracy, probe_accuracy
 
 
 @dataclass(frozen=True)
-class MonitorData:
-    """Decoded monitor images with their labels (train labels index ``classes``)."""
+class ProbeData:
+    """Decoded images of a train/test role pair with their labels (both index ``classes``)."""
 
     train: list[Record]
     test: list[Record]
@@ -31,14 +31,20 @@ class MonitorData:
     classes: list[str]
 
 
-def load_monitor_data(manifest: Manifest, image_size: int) -> MonitorData:
-    """Decode the ``monitor_train`` and ``monitor_test`` images once, for every backbone to score."""
-    train, test = manifest.select("monitor_train"), manifest.select("monitor_test")
+def load_probe_data(
+    manifest: Manifest, image_size: int, train_role: str = "monitor_train", test_role: str = "monitor_test"
+) -> ProbeData:
+    """Decode the images of a train and a test role once, for every backbone to score.
+
+    The pretraining monitor uses ``monitor_train``/``monitor_test`` (held-out source products); the
+    downstream probe uses ``probe_train``/``probe_test`` (the target catalogue).
+    """
+    train, test = manifest.select(train_role), manifest.select(test_role)
     if not train or not test:
-        raise ValueError(f"{manifest.root / 'manifest.csv'}: the monitor needs 'monitor_train' and 'monitor_test' rows")
+        raise ValueError(f"{manifest.root / 'manifest.csv'}: needs rows with roles {train_role!r} and {test_role!r}")
     y_train, classes = encode_labels(train)
     y_test, _ = encode_labels(test, classes)
-    return MonitorData(
+    return ProbeData(
         train=train,
         test=test,
         x_train=decode_images(manifest.paths(train), image_size),
@@ -49,7 +55,7 @@ def load_monitor_data(manifest: Manifest, image_size: int) -> MonitorData:
     )
 
 
-def monitor_scores(backbone: nn.Module, data: MonitorData, *, knn_k: int = 1) -> dict[str, float]:
+def probe_scores(backbone: nn.Module, data: ProbeData, *, knn_k: int = 1) -> dict[str, float]:
     """kNN (cosine) and logistic-regression accuracy of ``backbone``'s frozen features on the monitor."""
     f_train = extract_features(backbone, data.x_train)
     f_test = extract_features(backbone, data.x_test)

@@ -1,0 +1,169 @@
+"""Teachers and noised students of the noisy-student stage.
+
+A teacher turns images into class probabilities over the labelled source products, without noise (eval
+mode, un-augmented images). Round 1's teacher is the frozen contrastive backbone with a classifier fitted
+on the labelled images' features (a logistic regression or a linear head); later rounds' teacher is the
+previous round's student network. A student is a timm classifier trained under noise (RandAugment,
+dropout before the classifier, stochastic depth) on labelled plus pseudolabelled images with a soft
+cross-entropy, through the same engine as the contrastive stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retailnb.evaluation.features import extract_features
+from retailnb.evaluation.probe import fit_logistic_probe
+from retailnb.models.backbone import check_model_name
+
+TEACHER_CLASSIFIERS = ("logreg", "linear")
+STUDENT_INITS = ("teacher", "scratch")
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against probability targets (one-hot rows give the usual hard-label loss)."""
+    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+class StudentObjective:
+    """The engine's loss for a student batch of (noised images, target probabilities)."""
+
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        return {"loss": soft_cross_entropy(model(images), targets)}
+
+
+@dataclass
+class FeatureTeacher:
+    """Round 1's teacher: a frozen backbone plus a classifier fitted on its features of labelled images."""
+
+    backbone: nn.Module
+    classifier: object  # an sklearn pipeline with predict_proba, or a torch linear head
+    kind: str
+    stats: tuple[np.ndarray, np.ndarray] | None = None  # feature mean and std for the linear head
+
+    def predict_proba(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Class probabilities of un-augmented ``images`` (uint8), rows summing to 1."""
+        features = extract_features(self.backbone, images)
+        if self.kind == "logreg":
+            return np.asarray(self.classifier.predict_proba(features), dtype=np.float64)  # type: ignore[attr-defined]
+        with torch.no_grad():
+            logits = self.classifier(torch.from_numpy(_standardise(features, self.stats)))  # type: ignore[operator,arg-type]
+        return torch.softmax(logits, dim=1).double().numpy()
+
+
+def _standardise(x: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return ((x - stats[0]) / stats[1]).astype(np.float32)
+
+
+def fit_linear_head(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 200, lr: float = 0.05, seed: int = 0) -> nn.Linear:
+    """A linear softmax head trained full-batch with Adam on standardised features."""
+    generator = torch.Generator().manual_seed(seed)
+    head = nn.Linear(x.shape[1], n_classes)
+    with torch.no_grad():
+        head.weight.normal_(0, 0.01, generator=generator)
+        head.bias.zero_()
+    xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(np.asarray(y, dtype=np.int64))
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
+    for _ in range(epochs):
+        opt.zero_grad()
+        F.cross_entropy(head(xt), yt).backward()
+        opt.step()
+    return head.eval()
+
+
+def fit_feature_teacher(
+    backbone: nn.Module, images: np.ndarray | torch.Tensor, labels: Sequence[int], *, classifier: str = "logreg", seed: int = 0
+) -> FeatureTeacher:
+    """Fit round 1's teacher on the labelled images.
+
+    Raises:
+        ValueError: an unknown ``classifier``.
+    """
+    if classifier not in TEACHER_CLASSIFIERS:
+        raise ValueError(f"noisy.teacher_classifier must be one of {TEACHER_CLASSIFIERS}, got {classifier!r}")
+    features = extract_features(backbone, images)
+    y = np.asarray(labels)
+    if classifier == "logreg":
+        return FeatureTeacher(backbone, fit_logistic_probe(features, y, seed=seed), "logreg")
+    stats = (features.mean(0), features.std(0) + 1e-6)
+    head = fit_linear_head(_standardise(features, stats), y, int(y.max()) + 1, seed=seed)
+    return FeatureTeacher(backbone, head, "linear", stats)
+
+
+@torch.inference_mode()
+def network_probabilities(model: nn.Module, images: np.ndarray | torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
+    """Softmax outputs of a student network used as the next teacher (eval mode: no dropout/drop-path)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return np.concatenate(
+            [torch.softmax(logits, dim=1).double().numpy() for logits in _logits(model, images, batch_size)]
+        )
+    finally:
+        model.train(was_training)
+
+
+def _logits(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    from retailnb.evaluation.features import imagenet_normalize
+
+    device = next(model.parameters()).device
+    t = torch.as_tensor(images)
+    if t.shape[-1] == 3:
+        t = t.permute(0, 3, 1, 2)
+    return [model(imagenet_normalize(t[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(t), batch_size)]
+
+
+def build_student(
+    architecture: str,
+    n_classes: int,
+    *,
+    drop_rate: float,
+    drop_path_rate: float,
+    init: str,
+    teacher_backbone_state: dict[str, torch.Tensor] | None = None,
+) -> nn.Module:
+    """A timm classifier with dropout and stochastic depth, from scratch or from the teacher's backbone.
+
+    Raises:
+        ValueError: an unknown ``init``, or ``init='teacher'`` without a teacher state or with an
+            architecture whose backbone does not match it.
+    """
+    if init not in STUDENT_INITS:
+        raise ValueError(f"noisy.student_init must be one of {STUDENT_INITS}, got {init!r}")
+    check_model_name(architecture)
+    model = timm.create_model(architecture, num_classes=n_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+    if init == "teacher":
+        if teacher_backbone_state is None:
+            raise ValueError("noisy.student_init='teacher' needs the teacher's backbone weights")
+        mismatch = f"the student architecture {architecture!r} does not match the teacher backbone"
+        try:
+            missing, unexpected = model.load_state_dict(teacher_backbone_state, strict=False)
+        except RuntimeError as err:  # tensors of other shapes
+            raise ValueError(f"{mismatch}; use student_init=scratch ({str(err).splitlines()[1].strip()})") from None
+        head = set(classifier_keys(model))
+        if unexpected or set(missing) - head:
+            raise ValueError(
+                f"{mismatch} ({len(set(missing) - head)} missing, {len(unexpected)} unexpected weights); "
+                "use student_init=scratch"
+            )
+    return model
+
+
+def classifier_keys(model: nn.Module) -> list[str]:
+    """State-dict keys of a timm model's classifier (what a feature backbone does not have)."""
+    name = model.pretrained_cfg.get("classifier", "fc") if hasattr(model, "pretrained_cfg") else "fc"
+    return [k for k in model.state_dict() if k == name or k.startswith(f"{name}.")]
+
+
+def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The student's weights without its classifier: a state dict timm loads with ``num_classes=0``."""
+    drop = set(classifier_keys(model))
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k not in drop}
