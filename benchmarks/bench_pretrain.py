@@ -17,7 +17,9 @@ Three training loops on the same small synthetic dataset, timm backbone, image s
 
 Throughput is images per second over ``--steps`` steps after ``--warmup`` untimed ones. Where the time
 goes, per step: ``wait`` is the main process waiting for the next batch, ``augment`` is the batched
-augmentation in the step (c), ``model`` is forward, loss, backward and optimiser step. For (a) and (b)
+augmentation in the step (c), ``model`` is forward, loss, backward and optimiser step, ``main cpu`` is
+the CPU time the main process used (well below ``wait + augment + model`` when its threads were
+starved of a core, by workers or by other processes; above it when its threads spin). For (a) and (b)
 the workers' own time per batch is reported too (``worker decode`` / ``worker augment``: summed over
 the batch's images, in one worker), which says how far the workers are from keeping up.
 
@@ -130,7 +132,7 @@ def batch_views(spec: PretrainSpec) -> BatchViews:
     )
 
 
-def planned_batches(labels: np.ndarray, spec: PretrainSpec, n: int) -> list[np.ndarray]:
+def planned_batches(labels: np.ndarray, spec: PretrainSpec, n: int) -> list[list[int]]:
     """The first ``n`` batches the pretraining sampler plans, over as many epochs as that takes."""
     batches: list[np.ndarray] = []
     epoch = 0
@@ -144,7 +146,7 @@ def planned_batches(labels: np.ndarray, spec: PretrainSpec, n: int) -> list[np.n
             epoch=epoch,
         )
         epoch += 1
-    return batches[:n]
+    return [b.tolist() for b in batches[:n]]
 
 
 class JpegViewsDataset(Dataset[tuple[list[torch.Tensor], int, float, float]]):
@@ -153,7 +155,7 @@ class JpegViewsDataset(Dataset[tuple[list[torch.Tensor], int, float, float]]):
     Items are ``(views, 0, decode_seconds, augment_seconds)``; the two times only feed the report.
     """
 
-    def __init__(self, paths: Sequence[Path], transform: Callable[[Any], list[torch.Tensor]]) -> None:
+    def __init__(self, paths: Sequence[Path], transform: Callable[[Any], Any]) -> None:
         self.paths = list(paths)
         self.transform = transform
 
@@ -203,11 +205,12 @@ def measure(name: str, loader: DataLoader[Any], step: StepFn, warmup: int, steps
     timing = Timing(name)
     batches: Iterator[Any] = iter(loader)
     for i in range(warmup + steps):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         data = next(batches)
         got = time.perf_counter()
         extra = step(data)
         done = time.perf_counter()
+        cpu = time.process_time() - cpu
         if i < warmup:
             continue
         timing.steps += 1
@@ -215,6 +218,7 @@ def measure(name: str, loader: DataLoader[Any], step: StepFn, warmup: int, steps
         timing.wall += done - start
         timing.add("wait", got - start)
         timing.add("step", done - got)
+        timing.add("main cpu", cpu)
         for phase, seconds in extra.items():
             timing.add(phase, seconds)
     del batches  # shuts the workers down before the next loop starts
@@ -262,7 +266,7 @@ def our_model(args: argparse.Namespace) -> tuple[nn.Module, ContrastiveObjective
 
 
 def run_per_sample(
-    images: torch.Tensor, labels: np.ndarray, batches: list[np.ndarray], spec: PretrainSpec, args: argparse.Namespace
+    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainSpec, args: argparse.Namespace
 ) -> Timing:
     """(b) our current pipeline: per-image views in one DataLoader worker."""
     model, objective, optimizer = our_model(args)
@@ -278,7 +282,7 @@ def run_per_sample(
 
 
 def run_batched(
-    images: torch.Tensor, labels: np.ndarray, batches: list[np.ndarray], spec: PretrainSpec, args: argparse.Namespace
+    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainSpec, args: argparse.Namespace
 ) -> Timing:
     """(c) our pipeline with BatchViews: uint8 batches in, both views made in the training step."""
     model, objective, optimizer = our_model(args)
@@ -299,14 +303,15 @@ def run_batched(
 
 def report(rows: list[Timing], args: argparse.Namespace) -> None:
     """Print the table of throughput and time per phase, and the ratios to the reference."""
-    phases = ["wait", "augment", "model", "worker decode", "worker augment"]
+    phases = ["wait", "augment", "model", "main cpu", "worker decode", "worker augment"]
     print(f"\n{args.backbone}, {args.size}px, batch {args.batch} x 2 views, {args.steps} timed steps")
     header = f"{'pipeline':36s} {'img/s':>7s} {'ms/step':>8s}" + "".join(f" {p:>14s}" for p in phases)
     print(header + "\n" + "-" * len(header))
     for t in rows:
         cells = "".join(f" {t.ms_per_step(p):14.0f}" if p in t.phases else f" {'-':>14s}" for p in phases)
         print(f"{t.name:36s} {t.images_per_second:7.1f} {1000 * t.wall / t.steps:8.0f}{cells}")
-    print("(ms per step; worker columns: one worker's busy time for one batch)")
+    print("(ms per step; main cpu: CPU time of the main process, all its threads; worker columns: one")
+    print(" worker's busy wall time for one batch)")
     reference = rows[0].images_per_second
     for t in rows[1:]:
         print(f"ratio {t.name.split(',')[0]}/(a): {t.images_per_second / reference:.2f}")

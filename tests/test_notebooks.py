@@ -41,7 +41,7 @@ def test_every_stage_passes_only_parameters_its_notebook_declares() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert stages, "dvc.yaml has no stages"
     for name, stage in stages.items():
-        cmd = stage["cmd"]
+        cmd = stage.get("do", stage)["cmd"]  # a foreach stage keeps its command under "do"
         match = re.search(r"papermill (notebooks/\S+\.ipynb)", cmd)
         assert match, f"stage {name} does not run a notebook with papermill"
         declared = parameter_names(REPO / match.group(1))
@@ -78,15 +78,15 @@ def test_pretrain_notebook_smoke(run_notebook: Callable[..., Path], tmp_path: Pa
         warmup_epochs=0.5,
         num_workers=0,
     )
-    metrics = json.loads((tmp_path / "metrics" / "pretrain.json").read_text())
+    metrics = json.loads((tmp_path / "metrics" / "pretrain" / "simclr_supcon.json").read_text())
     for model in ("pretrained", "random_init"):
         assert 0.0 <= metrics["monitor"][model]["knn_accuracy"] <= 1.0
         assert 0.0 <= metrics["monitor"][model]["probe_accuracy"] <= 1.0
     assert metrics["train"]["images_per_second"] > 0
-    assert (tmp_path / "models" / "pretrain" / "backbone.pt").is_file()
-    assert (tmp_path / "dvclive" / "pretrain" / "metrics.json").is_file()
+    assert (tmp_path / "models" / "pretrain" / "simclr_supcon" / "backbone.pt").is_file()
+    assert (tmp_path / "dvclive" / "pretrain" / "simclr_supcon" / "metrics.json").is_file()
     for name in ("curves.png", "retrievals.png"):
-        assert (tmp_path / "reports" / "figures" / "02_pretrain" / name).stat().st_size > 1000
+        assert (tmp_path / "reports" / "figures" / "02_pretrain_simclr_supcon" / name).stat().st_size > 1000
 
 
 def test_noisy_student_notebook_smoke(run_notebook: Callable[..., Path], tmp_path: Path) -> None:
@@ -94,7 +94,8 @@ def test_noisy_student_notebook_smoke(run_notebook: Callable[..., Path], tmp_pat
     tiny = dict(image_size=32, batch_size=8, warmup_epochs=0.5, num_workers=0)
     run_notebook("02_pretrain.ipynb", backbone="test_resnet", epochs=1, images_per_class=2, proj_hidden_dim=32,
                  proj_dim=16, **tiny)
-    run_notebook("03_noisy_student.ipynb", teacher_architecture="test_resnet", rounds=2, epochs=1, threshold=0.3, **tiny)
+    run_notebook("03_noisy_student.ipynb", teacher_architecture="test_resnet", rounds=2, epochs=1, threshold=0.3,
+                 **tiny)
     metrics = json.loads((tmp_path / "metrics" / "noisy.json").read_text())
     assert set(metrics) == {"round_0", "round_1", "round_2", "best_round"}
     for r in (1, 2):
@@ -105,3 +106,30 @@ def test_noisy_student_notebook_smoke(run_notebook: Callable[..., Path], tmp_pat
     assert [r["round"] for r in rounds] == [0, 1, 2]
     for name in ("threshold.png", "rounds.png"):
         assert (tmp_path / "reports" / "figures" / "03_noisy_student" / name).stat().st_size > 1000
+
+
+def test_evaluate_and_report_notebooks_smoke(run_notebook: Callable[..., Path], tmp_path: Path) -> None:
+    run_notebook("01_data.ipynb", **TINY_DATA)
+    tiny = dict(image_size=32, batch_size=8, warmup_epochs=0.5, num_workers=0)
+    pretrain = dict(backbone="test_resnet", epochs=1, images_per_class=2, proj_hidden_dim=32, proj_dim=16, **tiny)
+    for variant, (w_simclr, w_supcon) in {"simclr_supcon": (1.0, 1.0), "simclr": (1.0, 0.0)}.items():
+        run_notebook("02_pretrain.ipynb", out_dir=f"models/pretrain/{variant}", metrics_path=f"metrics/pretrain/{variant}.json",
+                     live_dir=f"dvclive/pretrain/{variant}", simclr_weight=w_simclr, supcon_weight=w_supcon, **pretrain)
+    run_notebook("03_noisy_student.ipynb", teacher_architecture="test_resnet", rounds=1, epochs=1, threshold=0.3,
+                 teacher_backbone="models/pretrain/simclr_supcon/backbone.pt", **tiny)
+    run_notebook("04_evaluate.ipynb", architecture="test_resnet", image_size=32, shots="1,2,all", draws=2,
+                 finetune_epochs=1, finetune_batch_size=8, num_workers=0)
+    metrics = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
+    assert set(metrics["methods"]) == {"random_init", "simclr", "simclr_supcon", "noisy_round_1"}
+    for row in metrics["methods"].values():
+        assert {"probe_1", "probe_2", "probe_all", "knn_all", "ratio_to_finetune"} <= set(row)
+        assert 0.0 <= row["probe_all"] <= 1.0
+    assert 0.0 <= metrics["finetuned_accuracy"] <= 1.0
+    shots = json.loads((tmp_path / "metrics" / "evaluate" / "shots.json").read_text())
+    assert [p["shots"] for p in shots] == ["1", "2", "all"]
+    confusion = json.loads((tmp_path / "metrics" / "evaluate" / "confusion.json").read_text())
+    assert len(confusion) == TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"] * TINY_DATA["probe_test_per_sku"]
+    assert len(list((tmp_path / "features").glob("*.npz"))) == 4
+    run_notebook("05_report.ipynb")
+    table = (tmp_path / "reports" / "results.md").read_text()
+    assert "simclr_supcon" in table and "random_init" in table

@@ -1,0 +1,134 @@
+"""The evaluation table: every backbone the pipeline produced, probed few-shot, against finetuning.
+
+Rows are computed, never typed in: ``random_init``, one row per pretraining variant found under the
+pretraining folder, one per noisy-student round, an optional local weights file, and the finetuned
+network's accuracy as the reference each probe is divided by.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from retailnb.evaluation.features import extract_features, load_features, save_features
+from retailnb.evaluation.fewshot import fewshot_eval, summarize_fewshot
+from retailnb.evaluation.finetune import FinetuneResult, finetune
+from retailnb.evaluation.probe import fit_logistic_probe
+from retailnb.evaluation.quickprobe import ProbeData
+from retailnb.models.backbone import create_backbone
+from retailnb.train.engine import EngineConfig
+
+Features = tuple[np.ndarray, np.ndarray]
+
+
+def collect_backbones(pretrain_dir: str | os.PathLike[str], noisy_dir: str | os.PathLike[str],
+                      extra_weights: str = "") -> dict[str, str]:
+    """Backbone name -> weights (``none`` or a file), in table order.
+
+    Pretraining variants are the sub-folders of ``pretrain_dir`` holding ``backbone.pt``; noisy rounds are
+    ``noisy_dir/round_<r>/backbone.pt``.
+    """
+    found = {"random_init": "none"}
+    for folder in sorted(Path(pretrain_dir).glob("*/backbone.pt")):
+        found[folder.parent.name] = str(folder)
+    rounds = sorted(Path(noisy_dir).glob("round_*/backbone.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
+    for path in rounds:
+        found[f"noisy_{path.parent.name}"] = str(path)
+    if extra_weights:
+        if not Path(extra_weights).is_file():
+            raise FileNotFoundError(f"evaluate.extra_weights: no file at {extra_weights!r}")
+        found["local_weights"] = extra_weights
+    return found
+
+
+def backbone_features(name: str, model: nn.Module, data: ProbeData, cache_dir: str | os.PathLike[str],
+                      weights: str) -> Features:
+    """Frozen train and test features of one backbone, read from the cache when its weights are unchanged."""
+    path = Path(cache_dir) / f"{name}.npz"
+    key = _weights_key(weights)
+    if path.is_file():
+        cached = load_features(path)
+        if cached.meta.get("weights_key") == key and len(cached.labels) == len(data.y_train) + len(data.y_test):
+            n = len(data.y_train)
+            return cached.features[:n], cached.features[n:]
+    f_train, f_test = extract_features(model, data.x_train), extract_features(model, data.x_test)
+    save_features(path, np.concatenate([f_train, f_test]), np.concatenate([data.y_train, data.y_test]),
+                  data.classes, weights_key=key, n_train=len(data.y_train))
+    return f_train, f_test
+
+
+def _weights_key(weights: str) -> str:
+    """Identifies a weights file's content by size and modification time (``none`` for random init)."""
+    if weights == "none":
+        return "none"
+    stat = Path(weights).stat()
+    return f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def evaluate_backbones(backbones: Mapping[str, str], data: ProbeData, *, architecture: str,
+                       shots: Sequence[int | None], draws: int, seed: int, knn_k: int = 1,
+                       cache_dir: str | os.PathLike[str]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Features]]:
+    """Few-shot summaries and features of every backbone."""
+    summaries, features = {}, {}
+    for name, weights in backbones.items():
+        torch.manual_seed(seed)  # random_init: the same random weights every run
+        model = create_backbone(architecture, weights=weights)
+        features[name] = backbone_features(name, model, data, cache_dir, weights)
+        f_train, f_test = features[name]
+        rows = fewshot_eval(f_train, data.y_train, f_test, data.y_test,
+                            shots=shots, draws=draws, seed=seed, knn_k=knn_k)
+        summaries[name] = summarize_fewshot(rows)
+    return summaries, features
+
+
+def finetune_baseline(architecture: str, backbone_path: str | os.PathLike[str], data: ProbeData, *,
+                      engine: EngineConfig, image_size: int, batch_size: int,
+                      state_path: str | os.PathLike[str]) -> FinetuneResult:
+    """Finetune the main backbone end to end on all of ``probe_train``; score on ``probe_test``."""
+    state = torch.load(backbone_path, map_location="cpu", weights_only=True)
+    return finetune(architecture, state, data.x_train, data.y_train, data.x_test, data.y_test, engine=engine,
+                    state_path=state_path, image_size=image_size, batch_size=batch_size)
+
+
+def results_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned_accuracy: float,
+                  main: str) -> dict[str, dict[str, float]]:
+    """One row per method: probe accuracy per shot count (mean and std), kNN, ratio to finetuning."""
+    table: dict[str, dict[str, float]] = {}
+    for name, rows in summaries.items():
+        row: dict[str, float] = {}
+        for s in rows:
+            row[f"probe_{s['shots']}"] = s["probe_accuracy_mean"]
+            row[f"probe_{s['shots']}_std"] = s["probe_accuracy_std"]
+            if s["shots"] == "all":
+                row["knn_all"] = s["knn_accuracy_mean"]
+        if "probe_all" in row and finetuned_accuracy > 0:
+            row["ratio_to_finetune"] = row["probe_all"] / finetuned_accuracy
+        table[name] = row
+    if main not in table:
+        raise ValueError(f"the main variant {main!r} is not among the evaluated backbones {sorted(table)}")
+    return table
+
+
+def write_plot_data(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned: FinetuneResult,
+                    data: ProbeData, main_features: Features, out_dir: str | os.PathLike[str]) -> None:
+    """Data files ``dvc plots`` renders: accuracy against shots per method, and the probe's confusions."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    curve = []
+    for s in next(iter(summaries.values())):
+        point: dict[str, Any] = {"shots": str(s["shots"]), "finetuned": finetuned.accuracy}
+        for name, rows in summaries.items():
+            point[name] = next(r["probe_accuracy_mean"] for r in rows if r["shots"] == s["shots"])
+        curve.append(point)
+    (out / "shots.json").write_text(json.dumps(curve, indent=2) + "\n")
+    probe = fit_logistic_probe(main_features[0], data.y_train)
+    predicted = probe.predict(main_features[1])
+    confusion = [{"actual": data.classes[a], "predicted": data.classes[p]} for a, p in zip(data.y_test, predicted)]
+    (out / "confusion.json").write_text(json.dumps(confusion) + "\n")

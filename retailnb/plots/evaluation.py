@@ -1,0 +1,202 @@
+"""Figures of the evaluation: accuracy against shots, a map of the embeddings, and the probe's confusions."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from retailnb.evaluation.probe import DEFAULT_THREADS, fit_logistic_probe
+from retailnb.evaluation.quickprobe import ProbeData
+
+MIN_TSNE_POINTS = 10
+"""Below this many points t-SNE has no meaningful neighbourhoods (its perplexity must stay below the
+number of points), so :func:`embedding_map` shows the first two principal components instead."""
+
+MAX_LEGEND_CLASSES = 20
+"""More classes than this make a legend taller than the map and colours no eye can tell apart."""
+
+
+def shot_order(shots: Sequence[int | str]) -> list[int | str]:
+    """Distinct shot counts, numbers ascending and ``"all"`` last: the x positions of :func:`shots_figure`."""
+    distinct = set(shots)
+    numbers = sorted(s for s in distinct if s != "all")
+    return [*numbers, "all"] if "all" in distinct else numbers
+
+
+def shots_figure(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned_accuracy: float) -> Figure:
+    """Probe accuracy against images per product, one line per method, finetuning as a dashed line.
+
+    The shot counts are evenly spaced categories (1, 5, 10, all) rather than a numeric axis, so that
+    ``"all"``, whose size depends on the dataset, sits at the end. Error bars are one standard deviation
+    over the seeded draws of the shots.
+
+    Args:
+        summaries: method name → rows of :func:`retailnb.evaluation.fewshot.summarize_fewshot` (keys
+            ``shots``, ``probe_accuracy_mean``, ``probe_accuracy_std``).
+        finetuned_accuracy: test accuracy of the whole network finetuned on every training image.
+    """
+    order = shot_order([row["shots"] for rows in summaries.values() for row in rows])
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, rows in summaries.items():
+        kept = sorted((order.index(r["shots"]), r) for r in rows if "probe_accuracy_mean" in r)
+        x = [i for i, _ in kept]
+        mean = [r["probe_accuracy_mean"] for _, r in kept]
+        std = [r.get("probe_accuracy_std", 0.0) for _, r in kept]
+        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=name)
+    ax.axhline(finetuned_accuracy, color="black", linestyle="--", label=f"finetuned ({finetuned_accuracy:.3f})")
+    ax.set_xticks(range(len(order)), [str(s) for s in order])
+    ax.set_xlabel("training images per product")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Logistic regression on frozen features against finetuning", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _pca(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:
+    """The first ``n_components`` principal components of ``x``, zero columns where fewer exist."""
+    k = min(n_components, *x.shape)
+    out = np.zeros((len(x), n_components))
+    if k > 0:
+        out[:, :k] = PCA(n_components=k, random_state=seed).fit_transform(x)
+    return out
+
+
+def embed_2d(features: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, str]:
+    """2-D coordinates of ``features`` and the method's name ("t-SNE" or "PCA").
+
+    The features are standardised (each dimension weighs the same) and reduced to 50 principal
+    components, which removes noise and makes t-SNE fast; t-SNE starts from the PCA layout (stable
+    global arrangement) with a fixed ``random_state``, so the same features give the same map.
+    Fewer than :data:`MIN_TSNE_POINTS` points are shown by PCA alone.
+    """
+    x = StandardScaler().fit_transform(np.asarray(features, dtype=np.float64).reshape(len(features), -1))
+    if len(x) < MIN_TSNE_POINTS:
+        return _pca(x, 2, seed), "PCA"
+    reduced = _pca(x, 50, seed)
+    perplexity = min(30.0, (len(x) - 1) / 3)
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+    with threadpool_limits(limits=DEFAULT_THREADS):
+        return tsne.fit_transform(reduced), "t-SNE"
+
+
+def class_colours(n: int) -> list[Any]:
+    """``n`` distinct colours: the qualitative tab10/tab20 palettes while they suffice, a rainbow beyond."""
+    if n <= 10:
+        return [plt.get_cmap("tab10")(i) for i in range(n)]
+    if n <= 20:
+        return [plt.get_cmap("tab20")(i) for i in range(n)]
+    return [plt.get_cmap("turbo")(v) for v in np.linspace(0.05, 0.95, n)]
+
+
+def embedding_map(features: np.ndarray, labels: np.ndarray, classes: list[str], *, seed: int = 0) -> Figure:
+    """A 2-D map of embeddings (t-SNE, or PCA for a handful of points), one colour per class.
+
+    Products whose points form separate clusters are ones a linear probe can tell apart; mixed clusters
+    show the fine-grained neighbours. The legend is drawn only up to :data:`MAX_LEGEND_CLASSES` classes.
+
+    Args:
+        features: (N, D) features.
+        labels: (N,) class indices into ``classes``.
+        classes: class names.
+        seed: seed of PCA and t-SNE.
+    """
+    labels = np.asarray(labels)
+    if len(features) != len(labels):
+        raise ValueError(f"features has {len(features)} rows but labels has {len(labels)}")
+    xy, method = embed_2d(features, seed=seed)
+    present = np.unique(labels)
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for colour, c in zip(class_colours(len(present)), present):
+        pts = xy[labels == c]
+        ax.scatter(pts[:, 0], pts[:, 1], s=12, color=colour, label=classes[c])
+    if len(present) <= MAX_LEGEND_CLASSES:
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=1.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"{method} of {len(labels)} embeddings, {len(present)} classes", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_pairs(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> list[tuple[int, int, int]]:
+    """The ``n`` most frequent mistakes as (true class, predicted class, count).
+
+    Sorted by count, most frequent first, ties by true then predicted class so the order is stable.
+    Correct predictions are not counted; fewer than ``n`` pairs come back when fewer kinds of mistake exist.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must have the same shape")
+    counts = Counter((int(t), int(p)) for t, p in zip(y_true, y_pred) if t != p)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [(t, p, count) for (t, p), count in ranked[:n]]
+
+
+def _show(ax: Axes, image: np.ndarray | None, title: str) -> None:
+    """An image without ticks and with a small title; a blank panel saying so when there is none."""
+    if image is None:
+        ax.text(0.5, 0.5, "no image", ha="center", va="center", fontsize=7)
+    else:
+        ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=7)
+
+
+def _first(images: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """The first image where ``mask`` holds, or None when it holds nowhere."""
+    hits = np.flatnonzero(mask)
+    return images[hits[0]] if hits.size else None
+
+
+def confusion_figure(
+    features: tuple[np.ndarray, np.ndarray], data: ProbeData, *, n_pairs: int = 4
+) -> Figure:
+    """The probe's most frequent confusions, each shown as a mistaken test image and the two products.
+
+    A logistic probe (:func:`retailnb.evaluation.probe.fit_logistic_probe`) is fitted on every training
+    feature and predicts the test features. Each row is one (true, predicted) pair: the first test image
+    of the true product that was taken for the other, then a training image of each product, so a reader
+    sees whether the two really look alike.
+
+    Args:
+        features: (train, test) features, rows aligned with ``data.x_train`` and ``data.x_test``.
+        data: the images and labels the features were extracted from.
+        n_pairs: how many of the most frequent pairs to show.
+    """
+    f_train, f_test = features
+    pipe = fit_logistic_probe(f_train, data.y_train)
+    with threadpool_limits(limits=DEFAULT_THREADS):
+        y_pred = pipe.predict(f_test)
+    pairs = confusion_pairs(data.y_test, y_pred, n_pairs)
+    if not pairs:
+        fig, ax = plt.subplots(figsize=(5, 1.5))
+        ax.text(0.5, 0.5, f"No confusions: all {len(data.y_test)} test images classified correctly",
+                ha="center", va="center", fontsize=9)
+        ax.set_axis_off()
+        return fig
+    fig, axes = plt.subplots(len(pairs), 3, figsize=(6.6, 2.3 * len(pairs)), squeeze=False)
+    for row, (t, p, count) in zip(axes, pairs):
+        true_name, pred_name = data.classes[t], data.classes[p]
+        _show(row[0], _first(data.x_test, (data.y_test == t) & (y_pred == p)),
+              f"test: {true_name}\ntaken for {pred_name} ({count}×)")
+        _show(row[1], _first(data.x_train, data.y_train == t),
+              f"train: {true_name}\n({int(np.sum(data.y_test == t))} test images)")
+        _show(row[2], _first(data.x_train, data.y_train == p),
+              f"train: {pred_name}\n({int(np.sum(y_pred == p))} predicted)")
+    fig.suptitle(f"Most frequent probe confusions ({int(np.sum(y_pred != data.y_test))} of "
+                 f"{len(data.y_test)} test images wrong)", fontsize=9)
+    fig.tight_layout()
+    return fig

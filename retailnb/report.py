@@ -1,0 +1,265 @@
+"""The final report's words and tables, computed from the metrics the stages wrote.
+
+Every sentence that judges a result ("pretraining helped", "round 2 did not help") is derived here from the
+numbers, so the report cannot drift from the metrics: rerun the pipeline and the verdicts follow.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+TOLERANCE = 0.01
+"""Smallest accuracy difference called an improvement (one point): below it, draws and seeds alone move
+the numbers. A larger standard deviation of either side, when recorded, replaces it."""
+
+PRETRAIN_VARIANTS = ("simclr", "supcon", "simclr_supcon")
+"""Names of the contrastive pretraining variants in ``metrics/evaluate.json``."""
+
+_PROBE_KEY = re.compile(r"^probe_(\d+|all)$")
+_ROUND_KEY = re.compile(r"^noisy_round_(\d+)$")
+
+
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object at ``path``, or None when the file does not exist (a stage that was not run)."""
+    p = Path(path)
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def read_pretrain_metrics(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Pretraining metrics per variant: ``<variant>.json`` files of a folder, or a single file named by its stem.
+
+    Returns an empty dict when ``path`` does not exist.
+    """
+    p = Path(path)
+    if p.is_file():
+        return {p.stem: json.loads(p.read_text())}
+    return {f.stem: json.loads(f.read_text()) for f in sorted(p.glob("*.json"))} if p.is_dir() else {}
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table, the first column left-aligned and the others right-aligned."""
+    align = [":---"] + ["---:"] * (len(header) - 1)
+    lines = [header, align, *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines) + "\n"
+
+
+def _fmt(value: Any, std: Any = None) -> str:
+    """An accuracy with three decimals, "± std" when a spread is recorded, "–" when missing."""
+    if value is None:
+        return "–"
+    return f"{value:.3f} ± {std:.3f}" if std is not None else f"{value:.3f}"
+
+
+def shot_keys(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The ``probe_<shots>`` keys any method has, numbers ascending and ``probe_all`` last."""
+    found = {m.group(1) for row in methods.values() for key in row if (m := _PROBE_KEY.match(key))}
+    return [f"probe_{s}" for s in sorted(found, key=lambda s: (s == "all", int(s) if s != "all" else 0))]
+
+
+def _shot_header(key: str) -> str:
+    shots = key.removeprefix("probe_")
+    return "all images" if shots == "all" else f"{shots}-shot"
+
+
+def method_table_markdown(evaluate: Mapping[str, Any]) -> str:
+    """The main results table: one row per method, probe accuracy per shot count, kNN, ratio to finetuning.
+
+    Shot columns are those any method has (a run without 10-shot has no 10-shot column); a method
+    missing one shows "–". The main variant is marked, and a last row gives the finetuned network.
+
+    Args:
+        evaluate: the contents of ``metrics/evaluate.json`` (``methods``, ``finetuned_accuracy``,
+            ``main_variant``).
+
+    Returns:
+        The table as Markdown, ending with a newline.
+    """
+    methods: Mapping[str, Mapping[str, Any]] = evaluate["methods"]
+    keys = shot_keys(methods)
+    header = ["method", *(_shot_header(k) for k in keys), "kNN (all images)", "ratio to finetuned"]
+    rows = []
+    for name, row in methods.items():
+        label = f"`{name}`" + (" (main)" if name == evaluate.get("main_variant") else "")
+        cells = [_fmt(row.get(k), row.get(f"{k}_std")) for k in keys]
+        ratio = row.get("ratio_to_finetune")
+        rows.append([label, *cells, _fmt(row.get("knn_all")), "–" if ratio is None else f"{ratio:.2f}"])
+    finetuned = evaluate.get("finetuned_accuracy")
+    if finetuned is not None:
+        cells = ["–"] * len(keys)
+        if keys and keys[-1] == "probe_all":
+            cells[-1] = _fmt(finetuned)
+        rows.append(["finetuned (whole network)", *cells, "–", "1.00"])
+    return markdown_table(header, rows)
+
+
+def _headline_key(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
+    """The probe key two methods are compared on: all images if both have it, else the most shots both have."""
+    common = [k for k in shot_keys({"a": a}) if k in b]
+    return common[-1] if common else None
+
+
+def _tolerance(a: Mapping[str, Any], b: Mapping[str, Any], key: str, tol: float) -> float:
+    """``tol``, or the larger recorded standard deviation of ``key`` when that is larger."""
+    return max([tol, *(float(r[f"{key}_std"]) for r in (a, b) if r.get(f"{key}_std") is not None)])
+
+
+def judge(subject: str, new: tuple[str, float], old: tuple[str, float], tol: float, what: str = "") -> str:
+    """One verdict sentence: whether ``new`` beat ``old`` by more than ``tol``, with both numbers.
+
+    Args:
+        subject: what is judged, starting the sentence ("Pretraining").
+        new: (label, accuracy) of the result with the stage.
+        old: (label, accuracy) of the result without it.
+        tol: smallest difference counted as an improvement.
+        what: the measure, appended after the numbers ("probe accuracy with all images").
+    """
+    diff = new[1] - old[1]
+    word = "helped" if diff > tol else "did not help"
+    note = ""
+    if abs(diff) <= tol:
+        note = f", within the tolerance of ±{tol:.3f}"
+    elif diff < 0:
+        note = f", a drop beyond the tolerance of {tol:.3f}"
+    measure = f" {what}" if what else ""
+    return f"{subject} {word}: {new[0]} {new[1]:.3f} against {old[0]} {old[1]:.3f}{measure} ({diff:+.3f}{note})."
+
+
+def _measure(key: str) -> str:
+    shots = key.removeprefix("probe_")
+    return "probe accuracy with all images" if shots == "all" else f"probe accuracy with {shots} images per product"
+
+
+def _compare(subject: str, new: tuple[str, Mapping[str, Any]], old: tuple[str, Mapping[str, Any]], tol: float) -> str:
+    """:func:`judge` of two method rows of ``metrics/evaluate.json`` on their headline probe accuracy."""
+    key = _headline_key(new[1], old[1])
+    if key is None:
+        return f"{subject}: {new[0]} and {old[0]} share no shot count to compare."
+    t = _tolerance(new[1], old[1], key, tol)
+    return judge(subject, (new[0], float(new[1][key])), (old[0], float(old[1][key])), t, _measure(key))
+
+
+def ratio_sentence(evaluate: Mapping[str, Any]) -> str:
+    """How close the main backbone's all-image logistic probe comes to finetuning, as a percentage."""
+    main = evaluate.get("main_variant", "")
+    row = evaluate["methods"].get(main)
+    finetuned = evaluate.get("finetuned_accuracy")
+    if row is None or finetuned is None or row.get("probe_all") is None:
+        return f"No all-image probe of the main backbone `{main}` and finetuned accuracy to compare."
+    ratio = row.get("ratio_to_finetune")
+    if ratio is None:
+        ratio = row["probe_all"] / finetuned if finetuned else float("nan")
+    return (
+        f"With all training images, a logistic regression on the frozen features of the main backbone (`{main}`) "
+        f"reaches {ratio:.0%} of the accuracy of finetuning the whole network "
+        f"({row['probe_all']:.3f} against {finetuned:.3f})."
+    )
+
+
+def _noisy_rounds(methods: Mapping[str, Mapping[str, Any]]) -> list[tuple[int, str]]:
+    """(round, method name) of the noisy-student rows of ``methods``, by round number."""
+    return sorted((int(m.group(1)), name) for name in methods if (m := _ROUND_KEY.match(name)))
+
+
+def _pseudolabel_note(noisy: Mapping[str, Any] | None, r: int) -> str:
+    """" Its pseudolabels: precision 0.83, coverage 0.61." for round ``r`` when recorded, else ""."""
+    row = (noisy or {}).get(f"round_{r}") or {}
+    parts = [f"{k} {row[k]:.2f}" for k in ("precision", "coverage") if row.get(k) is not None]
+    return f" Its pseudolabels: {', '.join(parts)}." if parts else ""
+
+
+def noisy_verdicts(evaluate: Mapping[str, Any], noisy: Mapping[str, Any] | None, tol: float = TOLERANCE) -> list[str]:
+    """One verdict per noisy-student round against round 0, the contrastive backbone alone.
+
+    The rounds' rows of ``metrics/evaluate.json`` are compared with the main variant's row (round 0's
+    teacher), on the same protocol as the table. When evaluate has no such rows, the probe accuracies of
+    ``metrics/noisy.json`` are used instead. Pseudolabel precision and coverage come from ``noisy``.
+    """
+    methods = evaluate["methods"]
+    main = evaluate.get("main_variant", "")
+    rounds = _noisy_rounds(methods)
+    if rounds and main in methods:
+        old = ("round 0 (the contrastive backbone alone)", methods[main])
+        return [_compare(f"Noisy-student round {r}", (f"round {r}", methods[name]), old, tol)
+                + _pseudolabel_note(noisy, r) for r, name in rounds]
+    if not noisy or noisy.get("round_0", {}).get("probe_accuracy") is None:
+        return []
+    base = ("round 0 (the contrastive backbone alone)", float(noisy["round_0"]["probe_accuracy"]))
+    found = sorted(int(k.removeprefix("round_")) for k in noisy if re.fullmatch(r"round_\d+", k))
+    return [judge(f"Noisy-student round {r}", (f"round {r}", float(noisy[f"round_{r}"]["probe_accuracy"])), base, tol,
+                  "probe accuracy") + _pseudolabel_note(noisy, r) for r in found if r > 0]
+
+
+def verdicts(evaluate: Mapping[str, Any], noisy: Mapping[str, Any] | None, *, tol: float = TOLERANCE) -> list[str]:
+    """Plain-language conclusions of the evaluation, each computed from the numbers.
+
+    In order: the main backbone's probe against finetuning (as a percentage); pretraining against random
+    weights; SimCLR + SupCon against each objective alone; each noisy-student round against round 0; the
+    best round. A stage "helped" when it raised the headline probe accuracy (all images, else the most
+    shots both rows have) by more than ``tol`` or the larger recorded standard deviation, and otherwise
+    "did not help". Comparisons whose rows are missing are left out.
+
+    Args:
+        evaluate: the contents of ``metrics/evaluate.json``.
+        noisy: the contents of ``metrics/noisy.json``, or None when that stage did not run.
+        tol: smallest accuracy difference counted as an improvement.
+
+    Returns:
+        One sentence per conclusion.
+    """
+    methods = evaluate["methods"]
+    main = evaluate.get("main_variant", "")
+    out = [ratio_sentence(evaluate)]
+    if main in methods and "random_init" in methods:
+        out.append(_compare("Pretraining", (f"`{main}`", methods[main]), ("random weights", methods["random_init"]), tol))
+    if "simclr_supcon" in methods:
+        for alone, label in (("simclr", "SimCLR"), ("supcon", "SupCon")):
+            if alone in methods:
+                out.append(_compare(f"Combining SimCLR and SupCon (against {label} alone)",
+                                    ("SimCLR + SupCon", methods["simclr_supcon"]), (f"{label} alone", methods[alone]),
+                                    tol))
+    out.extend(noisy_verdicts(evaluate, noisy, tol))
+    if noisy and noisy.get("best_round") is not None:
+        out.append(f"The best noisy-student round by probe accuracy is round {noisy['best_round']}.")
+    return out
+
+
+def data_sentence(data: Mapping[str, Any]) -> str:
+    """One sentence on the data from ``metrics/data.json``: labelled, unlabelled and target image counts."""
+    images, classes = data.get("images", {}), data.get("classes", {})
+
+    def part(role: str, what: str) -> str:
+        return f"{images.get(role, 0)} {what} ({classes.get(role, 0)} products)"
+
+    return (
+        f"Pretraining used {part('labelled', 'labelled')} and {images.get('unlabelled', 0)} unlabelled source "
+        f"images; the evaluation uses {part('probe_train', 'training')} and {part('probe_test', 'test')} images "
+        "of a target catalogue that pretraining never saw."
+    )
+
+
+def monitor_table_markdown(pretrain: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per pretraining variant: kNN and probe accuracy on held-out source products, pretrained vs random weights."""
+    header = ["variant", "kNN pretrained", "kNN random", "probe pretrained", "probe random"]
+    rows = []
+    for name, metrics in pretrain.items():
+        monitor = metrics.get("monitor", {})
+        cells = [_fmt(monitor.get(w, {}).get(m)) for m in ("knn_accuracy", "probe_accuracy")
+                 for w in ("pretrained", "random_init")]
+        rows.append([f"`{name}`", *cells])
+    return markdown_table(header, rows)
+
+
+def noisy_table_markdown(noisy: Mapping[str, Any]) -> str:
+    """Per noisy-student round: probe and kNN accuracy, pseudolabel precision and coverage; best round marked."""
+    header = ["round", "probe", "kNN", "pseudolabel precision", "pseudolabel coverage"]
+    found = sorted(int(k.removeprefix("round_")) for k in noisy if re.fullmatch(r"round_\d+", k))
+    rows = []
+    for r in found:
+        row = noisy[f"round_{r}"]
+        label = f"{r}" + (" (best)" if r == noisy.get("best_round") else "") + (" (contrastive only)" if r == 0 else "")
+        rows.append([label, *(_fmt(row.get(k)) for k in ("probe_accuracy", "knn_accuracy", "precision", "coverage"))])
+    return markdown_table(header, rows)

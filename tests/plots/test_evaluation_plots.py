@@ -1,0 +1,124 @@
+"""The evaluation figures draw what they promise on small random data, and the confusion ranking is exact."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from retailnb.evaluation.quickprobe import ProbeData  # noqa: E402
+from retailnb.plots.evaluation import (  # noqa: E402
+    confusion_figure,
+    confusion_pairs,
+    embed_2d,
+    embedding_map,
+    shot_order,
+    shots_figure,
+)
+
+
+@pytest.fixture(autouse=True)
+def close_figures() -> None:
+    yield
+    plt.close("all")
+
+
+def summary(shots: list[int | str], base: float) -> list[dict]:
+    return [{"shots": s, "draws": 5, "probe_accuracy_mean": base + 0.05 * i, "probe_accuracy_std": 0.02}
+            for i, s in enumerate(shots)]
+
+
+def test_shot_order_puts_numbers_first_and_all_last() -> None:
+    assert shot_order(["all", 10, 1, 5, 1]) == [1, 5, 10, "all"]
+    assert shot_order([5, 1]) == [1, 5]
+
+
+def test_shots_figure_has_one_errorbar_line_per_method_and_a_finetune_line() -> None:
+    summaries = {"random_init": summary([1, 5, 10, "all"], 0.1), "simclr_supcon": summary([1, 5, "all"], 0.5)}
+    fig = shots_figure(summaries, 0.9)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    ax = fig.axes[0]
+    assert len(ax.containers) == 2  # one ErrorbarContainer per method
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "5", "10", "all"]
+    # a method without 10-shot skips that position rather than shifting "all" left
+    x_main = ax.containers[1].lines[0].get_xdata()
+    assert list(x_main) == [0, 1, 3]
+    finetune = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert len(finetune) == 1 and finetune[0].get_ydata()[0] == pytest.approx(0.9)
+    assert len(ax.get_legend().get_texts()) == 3
+
+
+def clusters(n_per_class: int, n_classes: int, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    return rng.normal(size=(n_classes, dim))[y] * 4 + rng.normal(size=(len(y), dim)), y
+
+
+def test_embedding_map_draws_one_scatter_per_class_with_a_legend() -> None:
+    x, y = clusters(6, 4)
+    fig = embedding_map(x, y, ["a", "b", "c", "d"], seed=0)
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1 and len(ax.collections) == 4
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c", "d"]
+    assert "t-SNE" in ax.get_title()
+
+
+def test_embedding_map_drops_the_legend_beyond_twenty_classes() -> None:
+    x, y = clusters(2, 25)
+    fig = embedding_map(x, y, [f"c{i}" for i in range(25)])
+    assert len(fig.axes[0].collections) == 25 and fig.axes[0].get_legend() is None
+
+
+def test_embedding_map_falls_back_to_pca_for_a_few_points() -> None:
+    x, y = clusters(2, 2)
+    xy, method = embed_2d(x)
+    assert method == "PCA" and xy.shape == (4, 2)
+    fig = embedding_map(x, y, ["a", "b"])
+    assert "PCA" in fig.axes[0].get_title()
+
+
+def test_embedding_is_deterministic_for_a_seed() -> None:
+    x, _ = clusters(5, 3)
+    np.testing.assert_array_equal(embed_2d(x, seed=1)[0], embed_2d(x, seed=1)[0])
+
+
+def test_confusion_pairs_known_answer() -> None:
+    y_true = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3])
+    y_pred = np.array([1, 1, 0, 0, 2, 0, 0, 1, 3])
+    assert confusion_pairs(y_true, y_pred, 3) == [(0, 1, 2), (2, 0, 2), (1, 0, 1)]
+    assert confusion_pairs(y_true, y_pred, 10)[-1] == (2, 1, 1)
+    assert confusion_pairs(y_true, y_true, 4) == []
+
+
+def probe_data(features_train: np.ndarray, y_train: np.ndarray, features_test: np.ndarray,
+               y_test: np.ndarray) -> ProbeData:
+    rng = np.random.default_rng(0)
+    img = lambda n: rng.integers(0, 256, size=(n, 8, 8, 3), dtype=np.uint8)  # noqa: E731
+    return ProbeData(train=[], test=[], x_train=img(len(y_train)), x_test=img(len(y_test)), y_train=y_train,
+                     y_test=y_test, classes=["apple", "pear", "plum"])
+
+
+def test_confusion_figure_shows_three_panels_per_confused_pair() -> None:
+    # classes 0 and 1 share one cluster, so the probe confuses them; class 2 is apart
+    centres = np.array([[0.0, 0.0], [0.0, 0.0], [10.0, 10.0]])
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 8)
+    f_train, f_test = centres[y] + rng.normal(size=(24, 2)), centres[y] + rng.normal(size=(24, 2))
+    fig = confusion_figure((f_train, f_test), probe_data(f_train, y, f_test, y), n_pairs=2)
+    assert len(fig.axes) == 6
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "taken for" in titles[0] and titles[1].startswith("train: ")
+    assert {titles[0].split("\n")[0], titles[3].split("\n")[0]} <= {"test: apple", "test: pear"}
+
+
+def test_confusion_figure_says_so_when_there_are_no_confusions() -> None:
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    y = np.repeat([0, 1, 2], 6)
+    f = centres[y] + np.random.default_rng(0).normal(size=(18, 2)) * 0.1
+    fig = confusion_figure((f, f + 0.01), probe_data(f, y, f, y))
+    assert len(fig.axes) == 1 and "No confusions" in fig.axes[0].texts[0].get_text()
