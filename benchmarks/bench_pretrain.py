@@ -8,26 +8,31 @@ Three training loops on the same small synthetic dataset, timm backbone, image s
     ``SimCLRTransform`` makes the two views image by image in a DataLoader with one worker per core,
     and the model is the timm backbone with lightly's ``SimCLRProjectionHead``, trained with
     ``NTXentLoss`` and SGD, one forward pass per view.
-(b) ``per-sample``: our pipeline as it is. Images decoded once (``decode_images``), batches from
-    ``EpochBatchSampler``, ``MultiViewDataset`` + ``retail_view_transform`` in one DataLoader worker,
-    ``build_model`` + ``ContrastiveObjective`` (NT-Xent + SupCon) and ``build_optimizer`` (SGD).
-(c) ``batched``: as (b), but the dataset yields uint8 images and labels only and
-    :class:`~retailnb.transforms.batch_views.BatchViews` makes both views of the whole batch in the
-    training step, in the main process (no workers).
+(b) ``per-sample``: our pipeline with ``views.on="worker"``. Images decoded once (``decode_images``),
+    the batches ``EpochBatchSampler`` plans, ``training_dataset`` (``MultiViewDataset`` +
+    ``retail_view_transform``) in one DataLoader worker, ``build_model`` + ``ContrastiveObjective``
+    (NT-Xent + SupCon) and ``build_optimizer`` (SGD), with the default ``PretrainSpec`` view strengths.
+(c) ``batched``: as (b) with ``views.on="batch"``: the dataset yields uint8 images and labels only and
+    ``ContrastiveObjective`` draws both views of the whole batch with
+    :class:`~retailnb.transforms.batch_views.BatchViews` in the training step (main process, no workers).
+(d) ``batched in worker`` (extra; ``--skip-extra`` leaves it out): as (c), but BatchViews runs on the
+    whole batch in one DataLoader worker (as its ``collate_fn``), so it overlaps the model step.
 
 Throughput is images per second over ``--steps`` steps after ``--warmup`` untimed ones. Where the time
 goes, per step: ``wait`` is the main process waiting for the next batch, ``augment`` is the batched
 augmentation in the step (c), ``model`` is forward, loss, backward and optimiser step, ``main cpu`` is
 the CPU time the main process used (well below ``wait + augment + model`` when its threads were
 starved of a core, by workers or by other processes; above it when its threads spin). For (a) and (b)
-the workers' own time per batch is reported too (``worker decode`` / ``worker augment``: summed over
-the batch's images, in one worker), which says how far the workers are from keeping up.
+the workers' own time per batch is reported too (``wk decode`` / ``wk augment`` wall time and ``wk cpu``,
+summed over the batch's images), which says how far the workers are from keeping up. ``cpu ms/img``
+adds up the CPU time of the main process and the workers per training image: the cost of a pipeline,
+which contention from other processes changes much less than it changes wall-clock throughput.
 
 Caveats. The DataLoader workers of (a) and (b) prefetch during the warm-up steps, which flatters them
 over a short run; the ratios (b)/(a) and (c)/(a) are therefore on the conservative side for (c). The
 synthetic JPEGs are stored at ``--size`` pixels; real photos are larger, which makes (a)'s decoding
 dearer and does not change (b) or (c). On a shared machine OpenMP threads spin-wait for busy cores:
-compare ``--threads 1`` when the load average printed is high.
+compare ``--threads 1`` when the load average printed is high, and read ``cpu ms/img`` besides img/s.
 
 Usage:
     python benchmarks/bench_pretrain.py [--backbone mobilenetv3_small_100] [--size 64] [--batch 128]
@@ -42,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +58,7 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
 from lightly.transforms import SimCLRTransform
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.datasets.folder import default_loader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
@@ -62,9 +67,9 @@ from retailnb.data.images import decode_images  # noqa: E402
 from retailnb.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from retailnb.models.backbone import feature_dim  # noqa: E402
 from retailnb.train.contrastive import ContrastiveConfig, ContrastiveObjective, build_model  # noqa: E402
-from retailnb.train.datasets import MultiViewDataset, to_chw_uint8  # noqa: E402
+from retailnb.train.datasets import to_chw_uint8  # noqa: E402
 from retailnb.train.engine import EngineConfig, build_optimizer  # noqa: E402
-from retailnb.train.pretrain import PretrainSpec, ViewConfig, training_rows, view_transform  # noqa: E402
+from retailnb.train.pretrain import PretrainSpec, training_dataset, training_rows  # noqa: E402
 from retailnb.train.sampler import plan_epoch  # noqa: E402
 from retailnb.transforms.batch_views import BatchViews  # noqa: E402
 
@@ -115,23 +120,6 @@ def small_dataset_config(size: int) -> SyntheticConfig:
     )
 
 
-def batch_views(spec: PretrainSpec) -> BatchViews:
-    """The batched counterpart of ``retailnb.train.pretrain.view_transform``, from the same strengths."""
-    v: ViewConfig = spec.views
-    return BatchViews(
-        spec.image_size,
-        crop_scale=(v.crop_scale_min, 1.0),
-        perspective=v.perspective,
-        rotation=v.rotation,
-        color_jitter=v.color_jitter,
-        hue=v.hue,
-        grayscale_p=v.grayscale_p,
-        blur_p=v.blur_p,
-        occlusion_p=v.occlusion_p,
-        hflip_p=v.hflip_p,
-    )
-
-
 def planned_batches(labels: np.ndarray, spec: PretrainSpec, n: int) -> list[list[int]]:
     """The first ``n`` batches the pretraining sampler plans, over as many epochs as that takes."""
     batches: list[np.ndarray] = []
@@ -149,10 +137,11 @@ def planned_batches(labels: np.ndarray, spec: PretrainSpec, n: int) -> list[list
     return [b.tolist() for b in batches[:n]]
 
 
-class JpegViewsDataset(Dataset[tuple[list[torch.Tensor], int, float, float]]):
+class JpegViewsDataset(Dataset[tuple[list[torch.Tensor], int, float, float, float]]):
     """lightly-example style: open the JPEG with PIL on every access, then make the views.
 
-    Items are ``(views, 0, decode_seconds, augment_seconds)``; the two times only feed the report.
+    Items are ``(views, 0, decode_seconds, augment_seconds, cpu_seconds)``; the times only feed the
+    report (a worker is single-threaded, so its process time is this item's CPU time).
     """
 
     def __init__(self, paths: Sequence[Path], transform: Callable[[Any], Any]) -> None:
@@ -162,16 +151,16 @@ class JpegViewsDataset(Dataset[tuple[list[torch.Tensor], int, float, float]]):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int, float, float]:
-        start = time.perf_counter()
+    def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int, float, float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
         image = default_loader(str(self.paths[index]))
         decoded = time.perf_counter()
         views = self.transform(image)
-        return views, 0, decoded - start, time.perf_counter() - decoded
+        return views, 0, decoded - start, time.perf_counter() - decoded, time.process_time() - cpu
 
 
 class TimedDataset(Dataset[tuple[Any, ...]]):
-    """Wraps a dataset whose items are tuples and appends the seconds each item took to make."""
+    """Wraps a dataset whose items are tuples; appends the wall and CPU seconds each item took."""
 
     def __init__(self, inner: Dataset[tuple[Any, ...]]) -> None:
         self.inner = inner
@@ -180,9 +169,9 @@ class TimedDataset(Dataset[tuple[Any, ...]]):
         return len(self.inner)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         item = self.inner[index]
-        return (*item, time.perf_counter() - start)
+        return (*item, time.perf_counter() - start, time.process_time() - cpu)
 
 
 class SimCLR(nn.Module):
@@ -247,36 +236,61 @@ def run_reference(paths: Sequence[Path], args: argparse.Namespace, n_workers: in
     model.train()
 
     def step(batch: Any) -> dict[str, float]:
-        (x0, x1), _, decode_s, augment_s = batch
+        (x0, x1), _, decode_s, augment_s, cpu_s = batch
         z0, z1 = model(x0), model(x1)
         sgd_step(optimizer, criterion(z0, z1))
-        return {"worker decode": float(decode_s.sum()), "worker augment": float(augment_s.sum())}
+        return {
+            "worker decode": float(decode_s.sum()),
+            "worker augment": float(augment_s.sum()),
+            "worker cpu": float(cpu_s.sum()),
+        }
 
     return measure(f"(a) reference, lightly, {n_workers} workers", loader, step, args.warmup, args.steps, args.batch)
 
 
-def our_model(args: argparse.Namespace) -> tuple[nn.Module, ContrastiveObjective, torch.optim.Optimizer]:
-    """Our model, objective (NT-Xent + SupCon) and SGD optimiser, seeded alike for (b) and (c)."""
+class TimedAugment(nn.Module):
+    """Wraps the augmentation module of (c) and adds up the seconds spent in it."""
+
+    def __init__(self, augment: nn.Module) -> None:
+        super().__init__()
+        self.augment = augment
+        self.seconds = 0.0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        out = self.augment(images)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def views_on(spec: PretrainSpec, on: str) -> PretrainSpec:
+    """``spec`` with its views drawn ``on`` ``"worker"`` or ``"batch"``."""
+    return replace(spec, views=replace(spec.views, on=on))
+
+
+def our_model(
+    spec: PretrainSpec, args: argparse.Namespace, augment: nn.Module | None = None
+) -> tuple[nn.Module, ContrastiveObjective, torch.optim.Optimizer]:
+    """Our model, objective (NT-Xent + SupCon) and SGD optimiser, seeded alike for (b), (c) and (d)."""
     torch.manual_seed(args.seed)
-    config = ContrastiveConfig(backbone=args.backbone)
-    model = build_model(config)
+    model = build_model(spec.model)
     model.train()
     optimizer = build_optimizer(model, EngineConfig(optimizer="sgd", lr=LR))
-    return model, ContrastiveObjective(config), optimizer
+    return model, ContrastiveObjective(spec.model, augment=augment), optimizer
 
 
 def run_per_sample(
     images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainSpec, args: argparse.Namespace
 ) -> Timing:
-    """(b) our current pipeline: per-image views in one DataLoader worker."""
-    model, objective, optimizer = our_model(args)
-    dataset = TimedDataset(MultiViewDataset(images, labels, view_transform(spec), n_views=2))
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=1)
+    """(b) our pipeline with ``views.on="worker"``: per-image views in one DataLoader worker."""
+    dataset, _ = training_dataset(views_on(spec, "worker"), images, labels)
+    model, objective, optimizer = our_model(spec, args)
+    loader = DataLoader(TimedDataset(dataset), batch_sampler=batches, num_workers=1)
 
     def step(batch: Any) -> dict[str, float]:
-        views, y, augment_s = batch
+        views, y, augment_s, cpu_s = batch
         sgd_step(optimizer, objective(model, (views, y))["loss"])
-        return {"worker augment": float(augment_s.sum())}
+        return {"worker augment": float(augment_s.sum()), "worker cpu": float(cpu_s.sum())}
 
     return measure("(b) ours, per-sample, 1 worker", loader, step, args.warmup, args.steps, args.batch)
 
@@ -284,34 +298,88 @@ def run_per_sample(
 def run_batched(
     images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainSpec, args: argparse.Namespace
 ) -> Timing:
-    """(c) our pipeline with BatchViews: uint8 batches in, both views made in the training step."""
-    model, objective, optimizer = our_model(args)
-    views = batch_views(spec)
-    dataset = TensorDataset(images, torch.as_tensor(labels))
+    """(c) our pipeline with ``views.on="batch"``: uint8 batches, BatchViews in ContrastiveObjective."""
+    dataset, views = training_dataset(views_on(spec, "batch"), images, labels)
+    if views is None:
+        raise RuntimeError("training_dataset returned no BatchViews for views.on='batch'")
+    augment = TimedAugment(views)
+    model, objective, optimizer = our_model(spec, args, augment)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=0)
 
     def step(batch: Any) -> dict[str, float]:
-        x, y = batch
-        start = time.perf_counter()
-        pair = [views(x), views(x)]
-        augmented = time.perf_counter()
-        sgd_step(optimizer, objective(model, (pair, y))["loss"])
-        return {"augment": augmented - start}
+        before = augment.seconds
+        sgd_step(optimizer, objective(model, batch)["loss"])
+        return {"augment": augment.seconds - before}
 
     return measure("(c) ours, BatchViews in step", loader, step, args.warmup, args.steps, args.batch)
 
 
+class TimedViewsCollate:
+    """``collate_fn`` of (d): stacks the uint8 images, then makes both views of the batch in the worker.
+
+    Returns ``(views, labels, wall_seconds, cpu_seconds)``; the times only feed the report.
+    """
+
+    def __init__(self, views: BatchViews, n_views: int = 2) -> None:
+        self.views = views
+        self.n_views = n_views
+
+    def __call__(self, items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[torch.Tensor], torch.Tensor, float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
+        images = torch.stack([image for image, _ in items])
+        labels = torch.stack([label for _, label in items])
+        pair = [self.views(images) for _ in range(self.n_views)]
+        return pair, labels, time.perf_counter() - start, time.process_time() - cpu
+
+
+def run_batched_in_worker(
+    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainSpec, args: argparse.Namespace
+) -> Timing:
+    """(d) extra: BatchViews on the whole batch in one DataLoader worker, overlapping the model step."""
+    dataset, views = training_dataset(views_on(spec, "batch"), images, labels)
+    if views is None:
+        raise RuntimeError("training_dataset returned no BatchViews for views.on='batch'")
+    model, objective, optimizer = our_model(spec, args)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=1, collate_fn=TimedViewsCollate(views))
+
+    def step(batch: Any) -> dict[str, float]:
+        pair, y, augment_s, cpu_s = batch
+        sgd_step(optimizer, objective(model, (pair, y))["loss"])
+        return {"worker augment": augment_s, "worker cpu": cpu_s}
+
+    return measure("(d) ours, BatchViews in 1 worker", loader, step, args.warmup, args.steps, args.batch)
+
+
+PHASES = {
+    "wait": "wait",
+    "augment": "augment",
+    "model": "model",
+    "main cpu": "main cpu",
+    "worker decode": "wk decode",
+    "worker augment": "wk augment",
+    "worker cpu": "wk cpu",
+}
+"""Phases reported, with their (narrower) column titles."""
+
+
+def cpu_ms_per_image(t: Timing, batch: int) -> float:
+    """CPU milliseconds per training image, main process and workers together."""
+    return (t.ms_per_step("main cpu") + (t.ms_per_step("worker cpu") if "worker cpu" in t.phases else 0.0)) / batch
+
+
 def report(rows: list[Timing], args: argparse.Namespace) -> None:
     """Print the table of throughput and time per phase, and the ratios to the reference."""
-    phases = ["wait", "augment", "model", "main cpu", "worker decode", "worker augment"]
     print(f"\n{args.backbone}, {args.size}px, batch {args.batch} x 2 views, {args.steps} timed steps")
-    header = f"{'pipeline':36s} {'img/s':>7s} {'ms/step':>8s}" + "".join(f" {p:>14s}" for p in phases)
+    header = f"{'pipeline':36s} {'img/s':>6s} {'ms/step':>7s}" + "".join(f" {c:>10s}" for c in PHASES.values())
+    header += f" {'cpu ms/img':>10s}"
     print(header + "\n" + "-" * len(header))
     for t in rows:
-        cells = "".join(f" {t.ms_per_step(p):14.0f}" if p in t.phases else f" {'-':>14s}" for p in phases)
-        print(f"{t.name:36s} {t.images_per_second:7.1f} {1000 * t.wall / t.steps:8.0f}{cells}")
-    print("(ms per step; main cpu: CPU time of the main process, all its threads; worker columns: one")
-    print(" worker's busy wall time for one batch)")
+        cells = "".join(f" {t.ms_per_step(p):10.0f}" if p in t.phases else f" {'-':>10s}" for p in PHASES)
+        line = f"{t.name:36s} {t.images_per_second:6.1f} {1000 * t.wall / t.steps:7.0f}{cells}"
+        print(f"{line} {cpu_ms_per_image(t, args.batch):10.1f}")
+    print("ms per step. main cpu: CPU time of the main process (all its threads). wk: the DataLoader")
+    print("workers' time for one batch, summed over its images (wall: decode, augment; and CPU).")
+    print("cpu ms/img: CPU time per training image, main process and workers together.")
     reference = rows[0].images_per_second
     for t in rows[1:]:
         print(f"ratio {t.name.split(',')[0]}/(a): {t.images_per_second / reference:.2f}")
@@ -328,6 +396,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers of (a)")
     parser.add_argument("--data", type=Path, default=None, help="reuse (or create) the synthetic data here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-extra", action="store_true", help="leave out (d), BatchViews in a worker")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -340,7 +409,8 @@ def main() -> None:
             start = time.perf_counter()
             generate(small_dataset_config(args.size), root)
             print(f"generated the synthetic data in {time.perf_counter() - start:.1f} s")
-        spec = PretrainSpec(manifest=str(manifest), out_dir=tmp, image_size=args.size, batch_size=args.batch)
+        contrastive = ContrastiveConfig(backbone=args.backbone)
+        spec = PretrainSpec(manifest=str(manifest), out_dir=tmp, image_size=args.size, batch_size=args.batch, model=contrastive)
         paths, labels, classes = training_rows(spec)  # roles labelled + unlabelled, as pretraining reads
         print(f"{len(paths)} images ({int((labels >= 0).sum())} labelled in {len(classes)} classes)")
         start = time.perf_counter()
@@ -351,6 +421,8 @@ def main() -> None:
         rows = [run_reference(paths, args, args.workers)]
         rows.append(run_per_sample(images, labels, batches, spec, args))
         rows.append(run_batched(images, labels, batches, spec, args))
+        if not args.skip_extra:
+            rows.append(run_batched_in_worker(images, labels, batches, spec, args))
     report(rows, args)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 

@@ -60,6 +60,12 @@ def shot_keys(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return [f"probe_{s}" for s in sorted(found, key=lambda s: (s == "all", int(s) if s != "all" else 0))]
 
 
+def _spread(row: Mapping[str, Any], key: str) -> float | None:
+    """The recorded std of ``key``; none for all images, whose single draw has no spread (recorded as 0.0)."""
+    std = row.get(f"{key}_std")
+    return None if key == "probe_all" and not std else std
+
+
 def _shot_header(key: str) -> str:
     shots = key.removeprefix("probe_")
     return "all images" if shots == "all" else f"{shots}-shot"
@@ -84,7 +90,7 @@ def method_table_markdown(evaluate: Mapping[str, Any]) -> str:
     rows = []
     for name, row in methods.items():
         label = f"`{name}`" + (" (main)" if name == evaluate.get("main_variant") else "")
-        cells = [_fmt(row.get(k), row.get(f"{k}_std")) for k in keys]
+        cells = [_fmt(row.get(k), _spread(row, k)) for k in keys]
         ratio = row.get("ratio_to_finetune")
         rows.append([label, *cells, _fmt(row.get("knn_all")), "–" if ratio is None else f"{ratio:.2f}"])
     finetuned = evaluate.get("finetuned_accuracy")
@@ -115,7 +121,7 @@ def judge(subject: str, new: tuple[str, float], old: tuple[str, float], tol: flo
         new: (label, accuracy) of the result with the stage.
         old: (label, accuracy) of the result without it.
         tol: smallest difference counted as an improvement.
-        what: the measure, appended after the numbers ("probe accuracy with all images").
+        what: the measure, written before the numbers ("probe accuracy with all images").
     """
     diff = new[1] - old[1]
     word = "helped" if diff > tol else "did not help"
@@ -124,8 +130,8 @@ def judge(subject: str, new: tuple[str, float], old: tuple[str, float], tol: flo
         note = f", within the tolerance of ±{tol:.3f}"
     elif diff < 0:
         note = f", a drop beyond the tolerance of {tol:.3f}"
-    measure = f" {what}" if what else ""
-    return f"{subject} {word}: {new[0]} {new[1]:.3f} against {old[0]} {old[1]:.3f}{measure} ({diff:+.3f}{note})."
+    measure = f"{what} " if what else ""
+    return f"{subject} {word}: {measure}{new[1]:.3f} for {new[0]} against {old[1]:.3f} for {old[0]} ({diff:+.3f}{note})."
 
 
 def _measure(key: str) -> str:
@@ -182,12 +188,12 @@ def noisy_verdicts(evaluate: Mapping[str, Any], noisy: Mapping[str, Any] | None,
     main = evaluate.get("main_variant", "")
     rounds = _noisy_rounds(methods)
     if rounds and main in methods:
-        old = ("round 0 (the contrastive backbone alone)", methods[main])
+        old = ("round 0, the contrastive backbone alone", methods[main])
         return [_compare(f"Noisy-student round {r}", (f"round {r}", methods[name]), old, tol)
                 + _pseudolabel_note(noisy, r) for r, name in rounds]
     if not noisy or noisy.get("round_0", {}).get("probe_accuracy") is None:
         return []
-    base = ("round 0 (the contrastive backbone alone)", float(noisy["round_0"]["probe_accuracy"]))
+    base = ("round 0, the contrastive backbone alone", float(noisy["round_0"]["probe_accuracy"]))
     found = sorted(int(k.removeprefix("round_")) for k in noisy if re.fullmatch(r"round_\d+", k))
     return [judge(f"Noisy-student round {r}", (f"round {r}", float(noisy[f"round_{r}"]["probe_accuracy"])), base, tol,
                   "probe accuracy") + _pseudolabel_note(noisy, r) for r in found if r > 0]

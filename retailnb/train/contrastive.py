@@ -88,13 +88,28 @@ class ContrastiveObjective:
         distributed: gather projections across processes so negatives come from the global batch.
     """
 
-    def __init__(self, config: ContrastiveConfig, distributed: bool = False) -> None:
+    def __init__(self, config: ContrastiveConfig, distributed: bool = False, augment: nn.Module | None = None) -> None:
         self.config = config
         self.ntxent = NTXentLoss(temperature=config.temperature, gather_distributed=distributed)
         self.supcon = SupConLoss(temperature=config.temperature, gather_distributed=distributed)
+        self.augment = augment
 
-    def __call__(self, model: nn.Module, batch: tuple[Sequence[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
-        views, labels = batch
+    def __call__(
+        self, model: nn.Module, batch: tuple[Sequence[torch.Tensor] | torch.Tensor, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Losses of a batch of views (a list, augmented in workers) or of uint8 images (augmented here).
+
+        With ``augment`` (``BatchViews``) the batch holds plain uint8 images and the views are drawn here,
+        for the whole batch at once on its device.
+        """
+        images, labels = batch
+        if isinstance(images, torch.Tensor):
+            if self.augment is None:
+                raise ValueError("a batch of plain images needs an augment module to draw views")
+            with torch.no_grad():
+                views: Sequence[torch.Tensor] = [self.augment(images) for _ in range(self.config.n_views)]
+        else:
+            views = images
         n = views[0].shape[0]
         projections = model(torch.cat(list(views))).float().split(n)
         losses: dict[str, torch.Tensor] = {}

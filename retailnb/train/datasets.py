@@ -46,9 +46,12 @@ class MultiViewDataset(Dataset[tuple[list[torch.Tensor], int]]):
 
 
 class TargetDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """One augmented view per image with a target: a class id or a probability vector (soft label)."""
+    """One image per item with a target (a class id or a probability vector), augmented by ``transform``.
 
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: Transform) -> None:
+    Without a transform the uint8 image is returned as stored, for augmentation of whole batches later.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: Transform | None = None) -> None:
         if len(images) != len(targets):
             raise ValueError(f"{len(images)} images but {len(targets)} targets")
         self.images = images
@@ -59,4 +62,5 @@ class TargetDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.images[index]), self.targets[index]
+        image = self.images[index]
+        return (image if self.transform is None else self.transform(image)), self.targets[index]

@@ -22,12 +22,14 @@ from retailnb.data.manifest import encode_labels, read_manifest
 from retailnb.models.backbone import feature_dim
 from retailnb.models.checkpoint import save_backbone
 from retailnb.train.contrastive import ContrastiveConfig, ContrastiveObjective, build_model
-from retailnb.train.datasets import MultiViewDataset, to_chw_uint8
+from retailnb.train.datasets import MultiViewDataset, TargetDataset, to_chw_uint8
 from retailnb.train.engine import EngineConfig, FitResult, can_resume, fit, make_fabric
 from retailnb.train.sampler import EpochBatchSampler
+from retailnb.transforms.batch_views import BatchViews
 from retailnb.transforms.views import retail_view_transform
 
 log = logging.getLogger(__name__)
+VIEWS_ON = ("batch", "worker")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,27 @@ class ViewConfig:
     blur_p: float = 0.5
     occlusion_p: float = 0.5
     hflip_p: float = 0.0
+    # where views are drawn: "batch" (kornia, whole batch on its device, in the training step) or
+    # "worker" (torchvision, image by image in DataLoader workers)
+    on: str = "batch"
+
+    def __post_init__(self) -> None:
+        if self.on not in VIEWS_ON:
+            raise ValueError(f"pretrain.views.on must be one of {VIEWS_ON}, got {self.on!r}")
+
+    def strengths(self) -> dict[str, Any]:
+        """The keyword arguments shared by ``retail_view_transform`` and ``BatchViews``."""
+        return dict(
+            crop_scale=(self.crop_scale_min, 1.0),
+            perspective=self.perspective,
+            rotation=self.rotation,
+            color_jitter=self.color_jitter,
+            hue=self.hue,
+            grayscale_p=self.grayscale_p,
+            blur_p=self.blur_p,
+            occlusion_p=self.occlusion_p,
+            hflip_p=self.hflip_p,
+        )
 
 
 @dataclass(frozen=True)
@@ -108,21 +131,16 @@ def training_rows(spec: PretrainSpec) -> tuple[list[Path], np.ndarray, list[str]
     return manifest.paths(labelled) + manifest.paths(unlabelled), labels, classes
 
 
-def view_transform(spec: PretrainSpec) -> Any:
-    """The augmentation of one view, from the spec's strengths."""
-    v = spec.views
-    return retail_view_transform(
-        spec.image_size,
-        crop_scale=(v.crop_scale_min, 1.0),
-        perspective=v.perspective,
-        rotation=v.rotation,
-        color_jitter=v.color_jitter,
-        hue=v.hue,
-        grayscale_p=v.grayscale_p,
-        blur_p=v.blur_p,
-        occlusion_p=v.occlusion_p,
-        hflip_p=v.hflip_p,
-    )
+def training_dataset(spec: PretrainSpec, images: torch.Tensor, labels: np.ndarray) -> tuple[Any, BatchViews | None]:
+    """The dataset and, for batch views, the module that draws them in the training step.
+
+    With ``views.on == "worker"`` the dataset yields augmented views (image by image, in DataLoader
+    workers); with ``"batch"`` it yields uint8 images and :class:`BatchViews` augments whole batches.
+    """
+    if spec.views.on == "worker":
+        transform = retail_view_transform(spec.image_size, **spec.views.strengths())
+        return MultiViewDataset(images, labels, transform, n_views=spec.model.n_views), None
+    return TargetDataset(images, torch.as_tensor(labels)), BatchViews(spec.image_size, **spec.views.strengths())
 
 
 def pretrain(spec: PretrainSpec, *, stop_after_epoch: int | None = None) -> FitResult:
@@ -135,7 +153,7 @@ def pretrain(spec: PretrainSpec, *, stop_after_epoch: int | None = None) -> FitR
     fabric = make_fabric(spec.engine)
     fabric.seed_everything(spec.engine.seed, verbose=False)
     model = build_model(spec.model)
-    dataset = MultiViewDataset(images, labels, view_transform(spec), n_views=spec.model.n_views)
+    dataset, augment = training_dataset(spec, images, labels)
     sampler = EpochBatchSampler(
         labels,
         rank=fabric.global_rank,
@@ -145,7 +163,9 @@ def pretrain(spec: PretrainSpec, *, stop_after_epoch: int | None = None) -> FitR
         supcon_fraction=spec.supcon_fraction if spec.model.supcon_weight > 0 else 0.0,
         seed=spec.engine.seed,
     )
-    objective = ContrastiveObjective(spec.model, distributed=fabric.world_size > 1)
+    objective = ContrastiveObjective(
+        spec.model, distributed=fabric.world_size > 1, augment=augment.to(fabric.device) if augment else None
+    )
     run_key = spec.to_json()
     resuming = can_resume(out_dir / "train_state.pt", run_key)
     if resuming:

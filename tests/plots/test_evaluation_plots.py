@@ -104,16 +104,19 @@ def probe_data(features_train: np.ndarray, y_train: np.ndarray, features_test: n
 
 
 def test_confusion_figure_shows_three_panels_per_confused_pair() -> None:
-    # classes 0 and 1 share one cluster, so the probe confuses them; class 2 is apart
-    centres = np.array([[0.0, 0.0], [0.0, 0.0], [10.0, 10.0]])
+    # well-separated classes; the test images of pear sit in plum's cluster, and two of plum's in apple's
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     rng = np.random.default_rng(0)
-    y = np.repeat([0, 1, 2], 8)
-    f_train, f_test = centres[y] + rng.normal(size=(24, 2)), centres[y] + rng.normal(size=(24, 2))
-    fig = confusion_figure((f_train, f_test), probe_data(f_train, y, f_test, y), n_pairs=2)
-    assert len(fig.axes) == 6
+    y = np.repeat([0, 1, 2], 6)
+    f_train = centres[y] + rng.normal(size=(18, 2)) * 0.3
+    placed = np.array([0] * 6 + [2] * 6 + [0, 0, 2, 2, 2, 2])
+    f_test = centres[placed] + rng.normal(size=(18, 2)) * 0.3
+    fig = confusion_figure((f_train, f_test), probe_data(f_train, y, f_test, y), n_pairs=4)
+    assert len(fig.axes) == 6  # two kinds of mistake, three panels each
     titles = [ax.get_title() for ax in fig.axes]
-    assert "taken for" in titles[0] and titles[1].startswith("train: ")
-    assert {titles[0].split("\n")[0], titles[3].split("\n")[0]} <= {"test: apple", "test: pear"}
+    assert titles[0] == "test: pear\ntaken for plum (6×)"
+    assert titles[1].startswith("train: pear") and titles[2].startswith("train: plum")
+    assert titles[3] == "test: plum\ntaken for apple (2×)"
 
 
 def test_confusion_figure_says_so_when_there_are_no_confusions() -> None:

@@ -1,0 +1,185 @@
+"""Known answers for the report's table and verdicts, and a papermill run of the report notebook on fake metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from retailnb.report import (
+    data_sentence,
+    method_table_markdown,
+    monitor_table_markdown,
+    noisy_table_markdown,
+    read_pretrain_metrics,
+    shot_keys,
+    verdicts,
+)
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_report.ipynb"
+
+
+def method(p1: float, p5: float, p10: float | None, p_all: float, knn: float, finetuned: float = 0.8) -> dict[str, Any]:
+    row: dict[str, Any] = {"probe_1": p1, "probe_1_std": 0.05, "probe_5": p5, "probe_5_std": 0.03}
+    if p10 is not None:
+        row.update(probe_10=p10, probe_10_std=0.02)
+    row.update(probe_all=p_all, probe_all_std=0.0, knn_all=knn, ratio_to_finetune=p_all / finetuned)
+    return row
+
+
+def evaluate_metrics() -> dict[str, Any]:
+    """Pretraining helps, the combination beats SimCLR but not SupCon; round 1 helps, round 2 does not."""
+    return {
+        "methods": {
+            "random_init": method(0.10, 0.15, 0.18, 0.20, 0.12),
+            "simclr": method(0.30, 0.45, 0.50, 0.60, 0.40),
+            "supcon": method(0.35, 0.50, 0.60, 0.715, 0.50),
+            "simclr_supcon": method(0.40, 0.55, 0.62, 0.72, 0.55),
+            "noisy_round_1": method(0.45, 0.60, 0.66, 0.78, 0.60),
+            "noisy_round_2": method(0.40, 0.55, 0.62, 0.725, 0.55),
+        },
+        "finetuned_accuracy": 0.8,
+        "main_variant": "simclr_supcon",
+        "n_classes": 25,
+    }
+
+
+NOISY = {
+    "round_0": {"round": 0, "probe_accuracy": 0.72, "knn_accuracy": 0.55},
+    "round_1": {"round": 1, "probe_accuracy": 0.78, "knn_accuracy": 0.60, "precision": 0.83, "coverage": 0.61},
+    "round_2": {"round": 2, "probe_accuracy": 0.725, "knn_accuracy": 0.55, "precision": 0.8, "coverage": 0.7},
+    "best_round": 1,
+}
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in markdown.strip().splitlines()]
+
+
+def test_method_table_has_one_row_per_method_plus_finetuned() -> None:
+    rows = table_rows(method_table_markdown(evaluate_metrics()))
+    assert rows[0] == ["method", "1-shot", "5-shot", "10-shot", "all images", "kNN (all images)", "ratio to finetuned"]
+    assert rows[1] == [":---", *["---:"] * 6]
+    body = {r[0]: r[1:] for r in rows[2:]}
+    assert list(body) == ["`random_init`", "`simclr`", "`supcon`", "`simclr_supcon` (main)", "`noisy_round_1`",
+                          "`noisy_round_2`", "finetuned (whole network)"]
+    assert body["`simclr_supcon` (main)"] == ["0.400 ± 0.050", "0.550 ± 0.030", "0.620 ± 0.020", "0.720", "0.550",
+                                              "0.90"]
+    assert body["finetuned (whole network)"] == ["–", "–", "–", "0.800", "–", "1.00"]
+
+
+def test_method_table_handles_missing_shot_counts() -> None:
+    evaluate = evaluate_metrics()
+    for row in evaluate["methods"].values():  # a run without 10-shot
+        row.pop("probe_10"), row.pop("probe_10_std")
+    evaluate["methods"]["simclr"].pop("probe_5")  # and one method missing a 5-shot result
+    rows = table_rows(method_table_markdown(evaluate))
+    assert "10-shot" not in rows[0] and len(rows[0]) == 6
+    simclr = next(r for r in rows if r[0] == "`simclr`")
+    assert simclr[2] == "–"
+
+
+def test_shot_keys_order_numbers_then_all() -> None:
+    assert shot_keys({"a": {"probe_all": 1, "probe_10": 1, "probe_1": 1, "probe_10_std": 0, "knn_all": 1},
+                      "b": {"probe_5": 1}}) == ["probe_1", "probe_5", "probe_10", "probe_all"]
+
+
+def test_verdicts_known_answers() -> None:
+    lines = verdicts(evaluate_metrics(), NOISY)
+    assert "reaches 90% of the accuracy of finetuning" in lines[0] and "(0.720 against 0.800)" in lines[0]
+    assert lines[1].startswith("Pretraining helped:") and "(+0.520)" in lines[1]
+    assert lines[2].startswith("Combining SimCLR and SupCon (against SimCLR alone) helped:")
+    assert lines[3].startswith("Combining SimCLR and SupCon (against SupCon alone) did not help:")
+    assert "within the tolerance" in lines[3]
+    assert lines[4].startswith("Noisy-student round 1 helped: probe accuracy with all images 0.780 for round 1 against 0.720")
+    assert "precision 0.83, coverage 0.61" in lines[4]
+    assert lines[5].startswith("Noisy-student round 2 did not help:") and "(+0.005, within" in lines[5]
+    assert lines[6] == "The best noisy-student round by probe accuracy is round 1."
+    assert len(lines) == 7
+
+
+def test_verdicts_call_a_drop_a_drop_and_respect_the_tolerance() -> None:
+    evaluate = evaluate_metrics()
+    evaluate["methods"]["noisy_round_2"]["probe_all"] = 0.60
+    line = verdicts(evaluate, None)[5]
+    assert line.startswith("Noisy-student round 2 did not help:") and "a drop beyond the tolerance" in line
+    # a larger tolerance turns round 1's +0.06 into "did not help"
+    assert verdicts(evaluate_metrics(), None, tol=0.1)[4].startswith("Noisy-student round 1 did not help")
+
+
+def test_verdicts_use_noisy_json_when_evaluate_has_no_rounds_and_skip_missing_rows() -> None:
+    evaluate = evaluate_metrics()
+    for name in ("noisy_round_1", "noisy_round_2", "simclr", "supcon"):
+        del evaluate["methods"][name]
+    lines = verdicts(evaluate, NOISY)
+    assert [line.split(":")[0] for line in lines[1:4]] == [
+        "Pretraining helped", "Noisy-student round 1 helped", "Noisy-student round 2 did not help"]
+    assert len(verdicts(evaluate, None)) == 2
+
+
+def test_verdicts_fall_back_to_the_most_shots_both_rows_have() -> None:
+    evaluate = evaluate_metrics()
+    for row in evaluate["methods"].values():
+        del row["probe_all"]
+    line = verdicts(evaluate, None)[1]
+    assert "probe accuracy with 10 images per product" in line and "(+0.440" in line
+    assert "No all-image probe" in verdicts(evaluate, None)[0]
+
+
+def test_side_tables_and_data_sentence() -> None:
+    noisy = table_rows(noisy_table_markdown(NOISY))
+    assert [r[0] for r in noisy[2:]] == ["0 (contrastive only)", "1 (best)", "2"]
+    assert noisy[2][3] == "–" and noisy[3][3] == "0.830"
+    monitor = {"simclr": {"monitor": {"pretrained": {"knn_accuracy": 0.5, "probe_accuracy": 0.6},
+                                      "random_init": {"knn_accuracy": 0.1, "probe_accuracy": 0.2}}}}
+    assert table_rows(monitor_table_markdown(monitor))[2] == ["`simclr`", "0.500", "0.100", "0.600", "0.200"]
+    sentence = data_sentence({"images": {"labelled": 360, "unlabelled": 1000, "probe_train": 300, "probe_test": 375},
+                              "classes": {"labelled": 30, "probe_train": 25, "probe_test": 25}})
+    assert "360 labelled (30 products)" in sentence and "375 test (25 products)" in sentence
+
+
+def write_fake_metrics(root: Path) -> None:
+    (root / "metrics" / "pretrain").mkdir(parents=True)
+    (root / "metrics" / "evaluate.json").write_text(json.dumps(evaluate_metrics()))
+    (root / "metrics" / "noisy.json").write_text(json.dumps(NOISY))
+    (root / "metrics" / "data.json").write_text(json.dumps({"images": {"labelled": 36}, "classes": {"labelled": 3}}))
+    for variant in ("simclr", "supcon", "simclr_supcon"):
+        monitor = {"pretrained": {"knn_accuracy": 0.5, "probe_accuracy": 0.6},
+                   "random_init": {"knn_accuracy": 0.1, "probe_accuracy": 0.2}}
+        (root / "metrics" / "pretrain" / f"{variant}.json").write_text(json.dumps({"monitor": monitor, "train": {}}))
+
+
+def test_read_pretrain_metrics_reads_a_folder_or_a_file(tmp_path: Path) -> None:
+    write_fake_metrics(tmp_path)
+    assert list(read_pretrain_metrics(tmp_path / "metrics" / "pretrain")) == ["simclr", "simclr_supcon", "supcon"]
+    assert list(read_pretrain_metrics(tmp_path / "metrics" / "noisy.json")) == ["noisy"]
+    assert read_pretrain_metrics(tmp_path / "absent") == {}
+
+
+@pytest.mark.slow
+def test_report_notebook_smoke(tmp_path: Path) -> None:
+    import nbformat
+    import papermill as pm
+
+    write_fake_metrics(tmp_path)
+    figure = tmp_path / "reports" / "figures" / "04_evaluate" / "shots.png"
+    figure.parent.mkdir(parents=True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, _ = plt.subplots(figsize=(1, 1))
+    fig.savefig(figure)
+    plt.close(fig)
+    out = tmp_path / "reports" / "05_report.ipynb"
+    pm.execute_notebook(str(NOTEBOOK), str(out), kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    table = (tmp_path / "reports" / "results.md").read_text()
+    for name in evaluate_metrics()["methods"]:
+        assert f"| `{name}`" in table
+    outputs = [o for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" for o in c.outputs]
+    text = "\n".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "reaches 90% of the accuracy of finetuning" in text and "Noisy-student round 2 did not help" in text
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 1  # only the figure that exists
