@@ -1,7 +1,8 @@
-"""Contrastive pretraining throughput: lightly's reference loop against our two view pipelines.
+"""Contrastive pretraining throughput: lightly's reference loop against our view pipelines.
 
-Three training loops on the same small synthetic dataset, timm backbone, image size, batch size
-(``--batch`` images, each seen in 2 views) and number of steps, measured one after the other in one run:
+Three training loops (and an extra fourth) on the same small synthetic dataset, timm backbone, image
+size, batch size (``--batch`` images, each seen in 2 views) and number of steps, measured one after the
+other in one run:
 
 (a) ``reference``: written the way lightly's own SimCLR example is. An ImageFolder-style dataset opens
     every JPEG from disk with PIL each time (torchvision's ``default_loader``), lightly's
@@ -36,7 +37,7 @@ compare ``--threads 1`` when the load average printed is high, and read ``cpu ms
 
 Usage:
     python benchmarks/bench_pretrain.py [--backbone mobilenetv3_small_100] [--size 64] [--batch 128]
-        [--steps 15] [--warmup 2] [--threads N] [--data DIR]
+        [--steps 15] [--warmup 2] [--threads N] [--workers N] [--data DIR] [--skip-extra]
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ from retailnb.train.sampler import plan_epoch  # noqa: E402
 from retailnb.transforms.batch_views import BatchViews  # noqa: E402
 
 LR = 0.06
-"""SGD learning rate of all three loops (lightly's SimCLR example uses 0.06)."""
+"""SGD learning rate of every loop (lightly's SimCLR example uses 0.06)."""
 
 StepFn = Callable[[Any], dict[str, float]]
 
@@ -324,7 +325,9 @@ class TimedViewsCollate:
         self.views = views
         self.n_views = n_views
 
-    def __call__(self, items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[torch.Tensor], torch.Tensor, float, float]:
+    def __call__(
+        self, items: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[list[torch.Tensor], torch.Tensor, float, float]:
         start, cpu = time.perf_counter(), time.process_time()
         images = torch.stack([image for image, _ in items])
         labels = torch.stack([label for _, label in items])
@@ -410,12 +413,14 @@ def main() -> None:
             generate(small_dataset_config(args.size), root)
             print(f"generated the synthetic data in {time.perf_counter() - start:.1f} s")
         contrastive = ContrastiveConfig(backbone=args.backbone)
-        spec = PretrainSpec(manifest=str(manifest), out_dir=tmp, image_size=args.size, batch_size=args.batch, model=contrastive)
+        spec = PretrainSpec(
+            manifest=str(manifest), out_dir=tmp, image_size=args.size, batch_size=args.batch, model=contrastive
+        )
         paths, labels, classes = training_rows(spec)  # roles labelled + unlabelled, as pretraining reads
         print(f"{len(paths)} images ({int((labels >= 0).sum())} labelled in {len(classes)} classes)")
         start = time.perf_counter()
         images = to_chw_uint8(decode_images(paths, args.size))
-        print(f"(b), (c): decoded once in {time.perf_counter() - start:.1f} s, not counted below")
+        print(f"(b), (c), (d): decoded once in {time.perf_counter() - start:.1f} s, not counted below")
         batches = planned_batches(labels, spec, args.warmup + args.steps)
 
         rows = [run_reference(paths, args, args.workers)]

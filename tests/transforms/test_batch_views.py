@@ -15,7 +15,9 @@ from retailnb.transforms.batch_views import BatchViews
 from retailnb.transforms.views import retail_view_transform
 
 SIZE = 32
-NO_AUGMENTATION: dict[str, Any] = dict(perspective=0.0, rotation=0.0, color_jitter=0.0, grayscale_p=0.0, blur_p=0.0, occlusion_p=0.0)
+NO_AUGMENTATION: dict[str, Any] = dict(
+    perspective=0.0, rotation=0.0, color_jitter=0.0, grayscale_p=0.0, blur_p=0.0, occlusion_p=0.0
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
