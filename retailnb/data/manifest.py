@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Sequence
+
+from retailnb.atomic import atomic_write
 
 ROLES: tuple[str, ...] = (
     "labelled",  # source images whose labels pretraining may use (SupCon, teacher classifier)
@@ -105,20 +106,12 @@ def encode_labels(records: Sequence[Record], classes: Sequence[str] | None = Non
 
 def write_manifest(records: Iterable[Record], path: str | os.PathLike[str]) -> Path:
     """Write ``records`` as CSV at ``path`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-            writer.writeheader()
-            for r in records:
-                writer.writerow(asdict(r))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_write(path, newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        for r in records:
+            writer.writerow(asdict(r))
+    return Path(path)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:

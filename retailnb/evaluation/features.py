@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
@@ -23,6 +22,8 @@ from typing import Any, Callable, Iterator, NamedTuple
 import numpy as np
 import torch
 from torch import nn
+
+from retailnb.atomic import atomic_write
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 """Per-channel mean of ImageNet RGB images in [0, 1]: timm's pretrained backbones expect inputs centred on it."""
@@ -283,19 +284,8 @@ def save_features(
         "class_names": np.asarray(names, dtype=np.str_),
         "meta_json": np.asarray(meta_json),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # to a file object: numpy adds no .npz suffix to the temporary name
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a cached output should be readable
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as fh:
+        np.savez(fh, **arrays)  # to a file object: numpy adds no .npz suffix to the temporary name
     return path
 
 

@@ -14,7 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from retailnb.noisy.student import StudentObjective, build_student, network_probabilities
+from retailnb.noisy.student import (
+    StudentObjective,
+    build_student,
+    network_probabilities,
+)
 from retailnb.train.datasets import TargetDataset, to_chw_uint8
 from retailnb.train.engine import EngineConfig, fit, make_fabric
 from retailnb.train.sampler import EpochBatchSampler

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+
+from retailnb.atomic import atomic_write
 
 PathLike = str | os.PathLike[str]
 
@@ -89,18 +90,8 @@ def atomic_torch_save(obj: object, path: PathLike) -> Path:
         ``path`` as a Path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as fh:
+        torch.save(obj, fh)
     _fsync_dir(path.parent)
     return path
 

@@ -28,13 +28,14 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from retailnb.atomic import atomic_write
 
 MISSING = -1
 """Label value meaning that the truth of an image is unknown."""
@@ -402,20 +403,11 @@ def write_pseudolabel_table(rows: Sequence[Mapping[str, Any]], path: str | os.Pa
     for n, row in enumerate(rows):
         if list(row) != columns:
             raise ValueError(f"row {n} has columns {list(row)}, expected {columns}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a report should be readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_write(path, newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(path)
 
 
 def read_pseudolabel_table(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -24,7 +24,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from retailnb.models.checkpoint import load_checkpoint, load_training_state, save_training_state
+from retailnb.models.checkpoint import (
+    load_checkpoint,
+    load_training_state,
+    save_training_state,
+)
 
 LossFn = Callable[[nn.Module, Any], Mapping[str, torch.Tensor]]
 OPTIMIZERS = ("adamw", "sgd")

@@ -21,7 +21,11 @@ from retailnb.data.images import decode_images
 from retailnb.data.manifest import encode_labels, read_manifest
 from retailnb.models.backbone import feature_dim
 from retailnb.models.checkpoint import save_backbone
-from retailnb.train.contrastive import ContrastiveConfig, ContrastiveObjective, build_model
+from retailnb.train.contrastive import (
+    ContrastiveConfig,
+    ContrastiveObjective,
+    build_model,
+)
 from retailnb.train.datasets import MultiViewDataset, TargetDataset, to_chw_uint8
 from retailnb.train.engine import EngineConfig, FitResult, can_resume, fit, make_fabric
 from retailnb.train.sampler import EpochBatchSampler
