@@ -186,11 +186,12 @@ def fit(
     steps_per_epoch = len(batch_sampler)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
+    wrapped, optimizer = fabric.setup(model, optimizer)
     start_epoch, history = 0, defaultdict(list)
     if can_resume(state_path, run_key):
+        # after setup, so the optimiser state lands on the parameters' device
         resume = load_training_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler)
         start_epoch, history = resume.epoch + 1, defaultdict(list, resume.extra.get("history", {}))
-    wrapped, optimizer = fabric.setup(model, optimizer)
     loader = DataLoader(
         dataset, batch_sampler=batch_sampler, num_workers=config.num_workers, persistent_workers=False
     )
