@@ -14,8 +14,7 @@ from typing import Callable
 import nbformat
 import pytest
 import yaml
-
-from conftest import NOTEBOOKS, REPO, TINY_DATA
+from shared_fixtures import NOTEBOOKS, REPO, TINY_DATA
 
 SOURCE_NOTEBOOKS = sorted(NOTEBOOKS.glob("*.ipynb"))
 
@@ -94,7 +93,7 @@ def test_noisy_student_notebook_smoke(run_notebook: Callable[..., Path], tmp_pat
     tiny = dict(image_size=32, batch_size=8, warmup_epochs=0.5, num_workers=0)
     run_notebook("02_pretrain.ipynb", backbone="test_resnet", epochs=1, images_per_class=2, proj_hidden_dim=32,
                  proj_dim=16, **tiny)
-    run_notebook("03_noisy_student.ipynb", teacher_architecture="test_resnet", rounds=2, epochs=1, threshold=0.3,
+    run_notebook("03_noisy_student.ipynb", teacher_architecture="test_resnet", rounds=2, epochs=1, threshold=0.0,
                  **tiny)
     metrics = json.loads((tmp_path / "metrics" / "noisy.json").read_text())
     assert set(metrics) == {"round_0", "round_1", "round_2", "best_round"}

@@ -175,7 +175,8 @@ def run_noisy_student(spec: NoisyStudentSpec, probe: ProbeData | None = None) ->
         folder = out / f"round_{r}"
         folder.mkdir(parents=True, exist_ok=True)
         dataset, selection = student_dataset(source, probs, spec)
-        quality = selection_quality(selection, source.truth)
+        # NaN (no selected image with known truth) is written as null: JSON has no NaN
+        quality = {k: None if v != v else v for k, v in selection_quality(selection, source.truth).items()}
         table = pseudolabel_table(source.unlabelled_paths, selection, source.classes, source.truth_names)
         write_pseudolabel_table(table, folder / "pseudolabels.csv")
         fabric.seed_everything(spec.engine.seed + r, verbose=False)

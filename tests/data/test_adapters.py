@@ -9,8 +9,19 @@ from pathlib import Path
 import pytest
 
 from retailnb.data import images
-from retailnb.data.adapters import DEFAULT_ROLE_MAP, AdapterReport, DatasetError, Issues, resolve_role_map
-from retailnb.data.grocery import build_grocery_manifest, find_dataset_dir, grocery_candidates, read_classes
+from retailnb.data.adapters import (
+    DEFAULT_ROLE_MAP,
+    AdapterReport,
+    DatasetError,
+    Issues,
+    resolve_role_map,
+)
+from retailnb.data.grocery import (
+    build_grocery_manifest,
+    find_dataset_dir,
+    grocery_candidates,
+    read_classes,
+)
 from retailnb.data.imagefolder import build_image_folder_manifest, detect_layout
 from retailnb.data.images import ImageError
 from retailnb.data.manifest import Manifest, read_manifest

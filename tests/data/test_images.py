@@ -11,7 +11,15 @@ import pytest
 from PIL import Image, ImageFile
 
 from retailnb.data import images
-from retailnb.data.images import ImageError, check_image, check_images, decode_images, fit_square, load_rgb, to_rgb
+from retailnb.data.images import (
+    ImageError,
+    check_image,
+    check_images,
+    decode_images,
+    fit_square,
+    load_rgb,
+    to_rgb,
+)
 
 BAD_KINDS = ("empty", "truncated", "text", "tiny")
 

@@ -7,7 +7,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from retailnb.evaluation.fewshot import draw_seed, fewshot_eval, sample_shots, summarize_fewshot
+from retailnb.evaluation.fewshot import (
+    draw_seed,
+    fewshot_eval,
+    sample_shots,
+    summarize_fewshot,
+)
 
 LABELS = np.repeat(np.arange(4), [12, 9, 3, 20])  # class 2 has only three images
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retailnb.evaluation.probe import FALLBACK_C, cv_folds, fit_logistic_probe, knn_accuracy, probe_accuracy
+from retailnb.evaluation.probe import (
+    FALLBACK_C,
+    cv_folds,
+    fit_logistic_probe,
+    knn_accuracy,
+    probe_accuracy,
+)
 
 
 def blobs(n_per_class: int, n_classes: int, dim: int, seed: int, spread: float = 0.3) -> tuple[np.ndarray, np.ndarray]:

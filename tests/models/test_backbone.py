@@ -11,7 +11,11 @@ import torch
 from timm.layers import DropPath
 
 from retailnb.models import backbone as backbone_module
-from retailnb.models.backbone import WeightsUnavailableError, create_backbone, feature_dim
+from retailnb.models.backbone import (
+    WeightsUnavailableError,
+    create_backbone,
+    feature_dim,
+)
 from retailnb.models.checkpoint import save_backbone
 
 TINY = "test_resnet"  # a 0.4 M-parameter ResNet that timm registers for its own tests

@@ -11,7 +11,11 @@ import timm
 import torch
 
 from retailnb.data.synthetic import SyntheticConfig, generate
-from retailnb.train.contrastive import ContrastiveConfig, ContrastiveModel, ContrastiveObjective
+from retailnb.train.contrastive import (
+    ContrastiveConfig,
+    ContrastiveModel,
+    ContrastiveObjective,
+)
 from retailnb.train.engine import EngineConfig, can_resume
 from retailnb.train.launch import run_pretrain
 from retailnb.train.pretrain import PretrainSpec, pretrain

@@ -10,7 +10,12 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 
-from retailnb.transforms import eval_transform, n_views, randaugment_transform, retail_view_transform
+from retailnb.transforms import (
+    eval_transform,
+    n_views,
+    randaugment_transform,
+    retail_view_transform,
+)
 
 SIZE = 32
 Factory = Callable[[], Callable[[Tensor], Tensor]]

@@ -1,0 +1,884 @@
+"""Model bundles: one file that holds everything needed to recognise a catalogue's products.
+
+The paper's practical promise is that adding products, or a product whose packaging changed, means
+refitting a logistic regression on frozen features, not finetuning a network. A bundle makes that a
+file operation: it holds the frozen backbone (architecture name and weights), its preprocessing (image
+size and normalisation), the fitted standardiser + logistic regression, the class names, the small
+training features of every class (so that the probe can be refitted on old + new products without the
+old images), and provenance (what produced it, with which parameters, data and retailnb version).
+
+The file format (:data:`BUNDLE_FORMAT`) is one uncompressed zip archive:
+
+* ``bundle.json``: format name and version, architecture, preprocessing, class names, probe settings,
+  the chosen C and provenance;
+* ``backbone/<state-dict key>.npy``: every tensor of the backbone's state dict;
+* ``probe/{mean,scale,coef,intercept}.npy``: the standardiser and the logistic regression;
+* ``train/{features,labels}.npy``: the training features and their class indices.
+
+Only JSON and ``.npy`` arrays read with ``allow_pickle=False``: loading a bundle never runs code from
+the file. Entries carry a fixed timestamp, so the same bundle always gives the same bytes (and the same
+DVC hash). :func:`save_bundle` writes a temporary file and renames it over the destination, so a
+reader, or a run interrupted halfway, sees the old bundle or the complete new one, never a part.
+
+Every operation (:func:`fit_probe`, :func:`add_products`, :func:`remove_products`) returns a new
+:class:`Bundle` and leaves its argument alone; nothing touches a file until :func:`save_bundle`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import timm
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+from torch import nn
+
+import retailnb
+from retailnb.atomic import atomic_write
+from retailnb.data.images import decode_images
+from retailnb.evaluation.features import IMAGENET_MEAN, IMAGENET_STD, extract_features
+from retailnb.evaluation.probe import DEFAULT_THREADS, fit_logistic_probe
+from retailnb.models.backbone import (
+    WEIGHTS_HUB,
+    WEIGHTS_NONE,
+    create_backbone,
+    feature_dim,
+)
+
+PathLike = str | os.PathLike[str]
+
+BUNDLE_FORMAT_NAME = "retailnb.bundle"
+"""The ``format`` value of every bundle's ``bundle.json``: tells a bundle from any other zip file."""
+
+BUNDLE_FORMAT = 1
+"""Version of the bundle file layout this retailnb writes and reads; raised whenever it changes."""
+
+_META = "bundle.json"
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: a fixed timestamp makes the bytes reproducible
+_PROBE_KEYS = ("mean", "scale", "coef", "intercept")
+
+
+class BundleError(ValueError):
+    """A bundle file is unreadable, corrupt, of another format version, or does not fit its backbone.
+
+    Attributes:
+        path: the offending file.
+        problem: what is wrong with it, in words (without the path).
+    """
+
+    def __init__(self, path: PathLike, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type[BundleError], tuple[Path, str]]:
+        return (type(self), (self.path, self.problem))
+
+
+class ClassNameError(ValueError):
+    """A product (class) name that must be new already exists, or one that must exist does not."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images are prepared for the backbone: the bundle's features only mean something this way.
+
+    Attributes:
+        image_size: side of the square input, in pixels (shorter side resized, then centre-cropped).
+        mean: per-channel mean of RGB values in [0, 1], subtracted before the backbone.
+        std: per-channel standard deviation the centred values are divided by.
+    """
+
+    image_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 8:
+            raise ValueError(f"image_size must be an integer of at least 8 pixels, got {self.image_size!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std need three values (R, G, B), std positive; got {self.mean}, {self.std}")
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) images to float, scaled to [0, 1] and standardised by ``mean`` / ``std``."""
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return (x.float() / 255.0 - mean) / std
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How the probe is (re)fitted: the arguments of :func:`retailnb.evaluation.probe.fit_logistic_probe`.
+
+    They are kept in the bundle so that adding or removing products refits exactly as the first fit did.
+    """
+
+    cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    cv: int = 3
+    max_iter: int = 1000
+    seed: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class LinearProbe:
+    """A fitted ``StandardScaler`` + multinomial ``LogisticRegression``, as plain arrays.
+
+    Row ``k`` of ``coef`` and entry ``k`` of ``intercept`` score class index ``k`` of the bundle.
+
+    Attributes:
+        mean: (D,) feature means the scaler subtracts.
+        scale: (D,) feature scales the scaler divides by.
+        coef: (K, D) weights of the standardised features.
+        intercept: (K,) biases.
+        c: the inverse regularisation strength the fit chose.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    c: float
+
+    @classmethod
+    def from_pipeline(cls, pipe: Pipeline) -> LinearProbe:
+        """The arrays of a pipeline from :func:`fit_logistic_probe` whose classes are ``0..K-1``.
+
+        scikit-learn keeps a two-class logistic regression as one weight row ``w`` that scores class 1
+        (probability ``sigmoid(w.x + b)``); it is stored as the rows ``-w/2`` and ``w/2``, whose softmax
+        gives exactly the same probabilities, so every probe is scored the same way.
+        """
+        scaler, logreg = pipe[0], pipe[-1]
+        coef = np.asarray(logreg.coef_, dtype=np.float64)
+        intercept = np.asarray(logreg.intercept_, dtype=np.float64)
+        if coef.shape[0] == 1:
+            coef = np.concatenate([-coef / 2, coef / 2])
+            intercept = np.concatenate([-intercept / 2, intercept / 2])
+        return cls(
+            mean=np.asarray(scaler.mean_, dtype=np.float64),
+            scale=np.asarray(scaler.scale_, dtype=np.float64),
+            coef=coef,
+            intercept=intercept,
+            c=float(logreg.C),
+        )
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """(N, K) class probabilities of (N, D) features; rows sum to one."""
+        logits = ((np.asarray(features, dtype=np.float64) - self.mean) / self.scale) @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    """A frozen backbone, its preprocessing, a probe over named products, and how it all came about.
+
+    Build one with :func:`new_bundle`, fill it with :func:`fit_probe` or :func:`add_products`, write it
+    with :func:`save_bundle` and read it back with :func:`load_bundle`.
+
+    Attributes:
+        architecture: timm model name of the backbone.
+        backbone: the backbone (pooled features out), in eval mode.
+        preprocessing: image size and normalisation the backbone expects.
+        class_names: product names; class index ``k`` is ``class_names[k]``.
+        features: (N, D) float32 training features of every class, kept to refit the probe.
+        labels: (N,) int64 class index of each row of ``features``.
+        probe: the fitted probe, or None while the bundle has no products.
+        settings: how the probe is fitted.
+        provenance: JSON data: the backbone's origin and one ``history`` entry per operation.
+    """
+
+    architecture: str
+    backbone: nn.Module
+    preprocessing: Preprocessing
+    class_names: tuple[str, ...] = ()
+    features: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    probe: LinearProbe | None = None
+    settings: ProbeSettings = ProbeSettings()
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the backbone's features."""
+        return feature_dim(self.backbone)
+
+
+class Predictions(NamedTuple):
+    """The ``k`` most probable products of each image, best first.
+
+    Attributes:
+        indices: (N, k) class indices.
+        scores: (N, k) probabilities.
+        class_names: the bundle's class names, which ``indices`` index.
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+    class_names: tuple[str, ...]
+
+    def names(self) -> list[list[str]]:
+        """The predicted product names, one list of ``k`` per image."""
+        return [[self.class_names[i] for i in row] for row in self.indices]
+
+
+# --------------------------------------------------------------------------------------------------
+# Building and changing a bundle
+# --------------------------------------------------------------------------------------------------
+
+
+def file_sha256(path: PathLike) -> str:
+    """Hex SHA-256 of a file's bytes: the version of the data or weights it holds."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_sha256(paths: Sequence[PathLike]) -> str:
+    """One hex SHA-256 over the bytes of several files, in the order given: the version of a data set."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def _frozen(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode and channels_last, the layout feature extraction runs it in.
+
+    Converting once here makes the conversion that :func:`extract_features` does for every batch a
+    no-op, instead of a copy of every convolution weight per batch.
+    """
+    return model.eval().to(memory_format=torch.channels_last)
+
+
+def new_bundle(
+    architecture: str,
+    *,
+    weights: str = WEIGHTS_NONE,
+    image_size: int,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+    settings: ProbeSettings = ProbeSettings(),
+) -> Bundle:
+    """A bundle with a backbone and its preprocessing but no products yet.
+
+    Args:
+        architecture: timm model name.
+        weights: the backbone's weights, as :func:`retailnb.models.backbone.create_backbone` takes them:
+            the path of a checkpoint file (what pretraining writes), ``"none"`` (random, for tests and
+            timing) or ``"hub"``.
+        image_size: side of the square images the backbone sees, in pixels.
+        mean: per-channel normalisation mean (RGB in [0, 1]).
+        std: per-channel normalisation standard deviation.
+        settings: how probes of this bundle are fitted.
+
+    Returns:
+        The bundle, with its backbone's origin (and the SHA-256 of a weights file) in its provenance.
+
+    Raises:
+        ValueError: unknown architecture, a weights file that does not fit it, or a bad image size.
+        FileNotFoundError: ``weights`` names a missing file.
+    """
+    preprocessing = Preprocessing(int(image_size), tuple(mean), tuple(std))  # type: ignore[arg-type]
+    model = _frozen(create_backbone(architecture, weights=weights))
+    origin: dict[str, Any] = {"architecture": architecture, "weights": str(weights)}
+    if weights not in (WEIGHTS_NONE, WEIGHTS_HUB) and Path(weights).is_file():
+        origin["weights_sha256"] = file_sha256(weights)
+    provenance = {"backbone": origin, "history": []}
+    return Bundle(architecture, model, preprocessing, settings=settings, provenance=provenance)
+
+
+def _check_features(bundle: Bundle, features: np.ndarray, what: str) -> np.ndarray:
+    """``features`` as float32 (N, D), D the width of the bundle's backbone."""
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2 or features.shape[1] != bundle.feature_dim:
+        raise ValueError(
+            f"{what} must be an (N, {bundle.feature_dim}) array (the width of this bundle's "
+            f"{bundle.architecture} features), got shape {features.shape}"
+        )
+    return features
+
+
+def _check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
+    """Class names as a tuple of non-empty, distinct strings."""
+    names = tuple(str(c) for c in class_names)
+    if any(not n.strip() for n in names):
+        raise ClassNameError("class names must be non-empty")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ClassNameError(f"class names must be distinct; repeated: {', '.join(map(repr, repeated))}")
+    return names
+
+
+class _Change(NamedTuple):
+    """What an operation did, for the bundle's provenance."""
+
+    operation: str
+    classes: Sequence[str]
+    n_images: int
+    source: Mapping[str, Any] | None
+
+
+def _history_entry(change: _Change, features: np.ndarray, c: float | None, c_from: str | None) -> dict[str, Any]:
+    """One provenance record: what was done, to which classes, with which data, C and code.
+
+    ``n_images`` counts the images the operation brought in; ``n_train`` and ``features_sha256``
+    describe the whole training set the probe was then fitted on.
+    """
+    entry: dict[str, Any] = {
+        "operation": change.operation,
+        "classes": list(change.classes),
+        "n_images": change.n_images,
+        "n_train": len(features),
+        "features_sha256": hashlib.sha256(np.ascontiguousarray(features).tobytes()).hexdigest(),
+        "c": c,
+        "c_from": c_from,
+        "retailnb_version": retailnb.__version__,
+    }
+    if change.source:
+        entry["source"] = json.loads(json.dumps(dict(change.source), default=str))  # JSON values only
+    return entry
+
+
+def _fit_pipeline(features: np.ndarray, labels: np.ndarray, settings: ProbeSettings, c: float | None) -> Pipeline:
+    """The standardiser + logistic regression on ``features``: C chosen by cross-validation, or ``c``.
+
+    With a given ``c`` the pipeline is the one :func:`fit_logistic_probe` builds, fitted once, without
+    the 3 folds x 4 candidates of cross-validation: a 110-product refit takes seconds instead of tens.
+    """
+    with warnings.catch_warnings():  # few shots of many products is this module's normal case
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        if c is None:
+            s = settings
+            return fit_logistic_probe(features, labels, cs=s.cs, cv=s.cv, max_iter=s.max_iter, seed=s.seed)
+        logreg = LogisticRegression(C=c, max_iter=settings.max_iter, random_state=settings.seed)
+        with threadpool_limits(limits=DEFAULT_THREADS):
+            return make_pipeline(StandardScaler(), logreg).fit(features, labels)
+
+
+def _refit(bundle: Bundle, features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
+           change: _Change, *, choose_c: bool) -> Bundle:
+    """A copy of ``bundle`` whose probe is fitted from scratch on ``features`` / ``labels``.
+
+    C is chosen by cross-validation when ``choose_c`` is set or the bundle has no probe to take it from;
+    otherwise the bundle's C is kept.
+    """
+    missing = sorted(set(range(len(class_names))) - set(labels.tolist()))
+    if missing:
+        raise ValueError(f"every class needs training images; none for {', '.join(class_names[i] for i in missing)}")
+    probe, c_from = None, None
+    if class_names:
+        if len(class_names) < 2:
+            raise ValueError(f"a probe needs at least two products, got only {class_names[0]!r}")
+        keep = bundle.probe is not None and not choose_c
+        c_from = "kept" if keep else "cross-validation"
+        probe = LinearProbe.from_pipeline(_fit_pipeline(features, labels, bundle.settings,
+                                                        bundle.probe.c if keep and bundle.probe else None))
+    entry = _history_entry(change, features, probe.c if probe else None, c_from)
+    history = [*bundle.provenance.get("history", []), entry]
+    return dataclasses.replace(bundle, class_names=class_names, features=features, labels=labels, probe=probe,
+                               provenance={**bundle.provenance, "history": history})
+
+
+def fit_probe(
+    bundle: Bundle,
+    features: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    source: Mapping[str, Any] | None = None,
+) -> Bundle:
+    """A copy of ``bundle`` whose products are exactly ``class_names``, with a probe fitted on ``features``.
+
+    Any products and training features the bundle held are replaced. C is chosen by cross-validation on
+    these features alone (see :func:`retailnb.evaluation.probe.fit_logistic_probe`).
+
+    Args:
+        bundle: the bundle whose backbone produced ``features``.
+        features: (N, D) features, e.g. from :func:`embed`.
+        labels: (N,) indices into ``class_names``; every class needs at least one image.
+        class_names: the product names, at least two, distinct.
+        source: JSON description of the data (folder, manifest, its SHA-256, parameters) for provenance.
+
+    Returns:
+        The new bundle.
+
+    Raises:
+        ValueError: shapes that do not match, a label outside the classes, a class without images, fewer
+            than two classes; :class:`ClassNameError` for repeated or empty names.
+    """
+    features = _check_features(bundle, features, "features")
+    names = _check_class_names(class_names)
+    labels = np.asarray(labels)
+    if labels.shape != (len(features),) or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
+        raise ValueError(f"labels must be {len(features)} integer class indices, got {labels.dtype} {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
+        raise ValueError(f"labels must lie in [0, {len(names)}) for {len(names)} class names")
+    return _refit(bundle, features, labels.astype(np.int64), names, _Change("fit", names, len(features), source),
+                  choose_c=True)
+
+
+def _old_training_set(bundle: Bundle, old_features: np.ndarray | None,
+                      old_labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The bundle's stored training features, or the caller's replacement for them."""
+    if old_features is None and old_labels is None:
+        return bundle.features.reshape(-1, bundle.feature_dim), bundle.labels
+    if old_features is None or old_labels is None:
+        raise ValueError("old_features and old_labels go together: give both or neither")
+    old_features = _check_features(bundle, old_features, "old_features")
+    old_labels = np.asarray(old_labels, dtype=np.int64)
+    if old_labels.shape != (len(old_features),) or (old_labels.size and (
+            old_labels.min() < 0 or old_labels.max() >= len(bundle.class_names))):
+        raise ValueError(
+            f"old_labels must be {len(old_features)} indices into the bundle's {len(bundle.class_names)} classes"
+        )
+    return old_features, old_labels
+
+
+def check_new_products(bundle: Bundle, names: Sequence[str]) -> None:
+    """Raise unless every name is a valid product name that ``bundle`` does not have yet.
+
+    :func:`add_products` calls it; call it yourself to fail before embedding any image.
+
+    Raises:
+        ClassNameError: a name is empty, or already a product of the bundle (the message names it).
+    """
+    _check_class_names(sorted(set(names)))
+    existing = sorted(set(names) & set(bundle.class_names))
+    if existing:
+        raise ClassNameError(
+            f"product(s) already in the bundle: {', '.join(map(repr, existing))}; remove them first "
+            "(remove_products / `retailnb remove-products`) to replace their images, or choose new names"
+        )
+
+
+def add_products(
+    bundle: Bundle,
+    features: np.ndarray,
+    names: Sequence[str],
+    *,
+    old_features: np.ndarray | None = None,
+    old_labels: np.ndarray | None = None,
+    choose_c: bool = False,
+    source: Mapping[str, Any] | None = None,
+) -> Bundle:
+    """A copy of ``bundle`` that also recognises new products, its probe refitted on old + new features.
+
+    Refitting on every class's features, rather than bolting new rows onto the old weights, keeps the
+    old products' accuracy: the new classes compete with the old ones during the fit. The old classes
+    keep their indices; the new ones are appended in sorted name order. The probe is fitted from
+    scratch, with the bundle's C (chosen by cross-validation when the bundle was first fitted) unless
+    ``choose_c`` asks to choose it again (cross-validation: a dozen fits instead of one).
+
+    Args:
+        bundle: the bundle to extend (unchanged).
+        features: (N, D) features of the new products' images, e.g. from :func:`embed`.
+        names: (N,) the product name of each row; every name must be new to the bundle.
+        old_features: training features of the bundle's classes to refit on instead of the stored ones
+            (e.g. more images of them); None uses the stored features.
+        old_labels: class indices of ``old_features``; given with it.
+        choose_c: choose C again by cross-validation (always done when the bundle has no probe yet).
+        source: JSON description of the data, for provenance.
+
+    Returns:
+        The new bundle.
+
+    Raises:
+        ClassNameError: a name is already a product of the bundle (the message names it).
+        ValueError: shapes that do not match, or fewer than two products in all.
+    """
+    features = _check_features(bundle, features, "features")
+    names = [str(n) for n in names]
+    if len(names) != len(features):
+        raise ValueError(f"names must give one product name per feature row: {len(names)} names, {len(features)} rows")
+    if not names:
+        raise ValueError("no new products: features and names are empty")
+    new = sorted(set(names))
+    check_new_products(bundle, new)
+    class_names = (*bundle.class_names, *new)
+    index = {n: i for i, n in enumerate(class_names)}
+    old_x, old_y = _old_training_set(bundle, old_features, old_labels)
+    x = np.concatenate([old_x, features])
+    y = np.concatenate([old_y, np.asarray([index[n] for n in names], dtype=np.int64)])
+    return _refit(bundle, x, y, class_names, _Change("add_products", new, len(features), source), choose_c=choose_c)
+
+
+def _unknown_names_message(unknown: Sequence[str], known: Sequence[str]) -> str:
+    """Which names are not products of the bundle, with close matches as a hint."""
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hints.append(f"{name!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
+    return f"no such product(s) in the bundle: {', '.join(hints)}; it has {len(known)} products"
+
+
+def remove_products(
+    bundle: Bundle, names: Sequence[str], *, choose_c: bool = False, source: Mapping[str, Any] | None = None
+) -> Bundle:
+    """A copy of ``bundle`` without some products, its probe refitted on the remaining classes.
+
+    As in :func:`add_products`, the probe is refitted with the bundle's C unless ``choose_c`` is set.
+
+    The remaining classes keep their order and are re-indexed from 0. Removing every product leaves a
+    bundle without a probe (a backbone ready for :func:`fit_probe` or :func:`add_products`).
+
+    Args:
+        bundle: the bundle to shrink (unchanged).
+        names: products to remove.
+        choose_c: choose C again by cross-validation.
+        source: JSON description of why or by whom, for provenance.
+
+    Returns:
+        The new bundle.
+
+    Raises:
+        ClassNameError: a name is not a product of the bundle (the message names it).
+        ValueError: no names, or exactly one product would remain (a probe needs two).
+    """
+    drop = sorted({str(n) for n in names})
+    if not drop:
+        raise ValueError("no products to remove were given")
+    unknown = [n for n in drop if n not in bundle.class_names]
+    if unknown:
+        raise ClassNameError(_unknown_names_message(unknown, bundle.class_names))
+    keep = [i for i, n in enumerate(bundle.class_names) if n not in drop]
+    remap = np.full(len(bundle.class_names), -1, dtype=np.int64)
+    remap[keep] = np.arange(len(keep))
+    rows = remap[bundle.labels] >= 0
+    class_names = tuple(bundle.class_names[i] for i in keep)
+    if len(class_names) == 1:
+        raise ValueError(f"a probe needs at least two products; only {class_names[0]!r} would remain")
+    features = bundle.features[rows].reshape(-1, bundle.feature_dim)
+    change = _Change("remove_products", drop, 0, source)
+    return _refit(bundle, features, remap[bundle.labels[rows]], class_names, change, choose_c=choose_c)
+
+
+# --------------------------------------------------------------------------------------------------
+# Features and predictions
+# --------------------------------------------------------------------------------------------------
+
+
+def embed(
+    bundle: Bundle,
+    images: np.ndarray | torch.Tensor,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """Features of uint8 images under the bundle's backbone and preprocessing.
+
+    Args:
+        bundle: the bundle.
+        images: uint8 (N, S, S, 3) array, as :func:`retailnb.data.images.decode_images` returns at the
+            bundle's image size S, or a (N, 3, S, S) tensor.
+        batch_size: images per forward pass.
+        device: where to run the backbone; defaults to where it is.
+        precision: see :func:`retailnb.evaluation.features.extract_features`. fp32 by default: features
+            computed now are fitted together with features stored earlier, so they should come from the
+            same arithmetic.
+
+    Returns:
+        (N, D) float32 features.
+
+    Raises:
+        ValueError: the images are not uint8 RGB at the bundle's image size.
+    """
+    size = bundle.preprocessing.image_size
+    spatial = tuple(images.shape[2:4]) if isinstance(images, torch.Tensor) else tuple(images.shape[1:3])
+    if spatial != (size, size):
+        raise ValueError(f"images must be {size}x{size} pixels (this bundle's image size), got {spatial}")
+    if images.dtype not in (np.uint8, torch.uint8):
+        raise ValueError(f"images must be uint8 (0-255), got {images.dtype}")
+    return extract_features(bundle.backbone, images, batch_size=batch_size, device=device,
+                            transform=bundle.preprocessing.normalize, precision=precision)
+
+
+def _decoded_chunks(paths: Sequence[PathLike], size: int, chunk_size: int) -> Iterator[np.ndarray]:
+    """Decoded chunks of ``paths``, the next one decoded in a thread while the caller uses the current.
+
+    JPEG decoding and resizing release the GIL, so on a CPU the backbone and the decoder overlap.
+    """
+    starts = range(0, len(paths), chunk_size)
+    with ThreadPoolExecutor(1, thread_name_prefix="decode") as pool:
+        pending = None
+        for start in starts:
+            job = pool.submit(decode_images, paths[start : start + chunk_size], size, workers=0)
+            if pending is not None:
+                yield pending.result()
+            pending = job
+        if pending is not None:
+            yield pending.result()
+
+
+def embed_files(
+    bundle: Bundle,
+    paths: Sequence[PathLike],
+    *,
+    batch_size: int = 256,
+    chunk_size: int = 1024,
+    progress: Callable[[int], None] | None = None,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """Features of image files: decoded at the bundle's image size chunk by chunk, then :func:`embed`.
+
+    Only one or two chunks of pixels are in memory at a time, and decoding the next chunk overlaps the
+    backbone's work on the current one. Chunks are large because every call of :func:`embed` lends
+    the model out for inference once (see :func:`retailnb.evaluation.features.borrowed_for_inference`),
+    which costs about as much as a small batch's forward pass.
+
+    Args:
+        bundle: the bundle.
+        paths: image files.
+        batch_size: images per forward pass.
+        chunk_size: images decoded together (a 1024-image chunk at 224 px is 150 MB of pixels).
+        progress: called with the number of images of each finished chunk (a progress bar's ``update``).
+        precision: see :func:`embed`.
+
+    Returns:
+        (len(paths), D) float32 features, in the order of ``paths``.
+
+    Raises:
+        ImageError: an image cannot be read; the message names the file.
+        ValueError: ``paths`` is empty, or a size is not positive.
+    """
+    if not paths:
+        raise ValueError("no images to embed")
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be positive image counts, got {batch_size}, {chunk_size}")
+    out = np.empty((len(paths), bundle.feature_dim), dtype=np.float32)
+    start = 0
+    for images in _decoded_chunks(list(paths), bundle.preprocessing.image_size, chunk_size):
+        out[start : start + len(images)] = embed(bundle, images, batch_size=batch_size, precision=precision)
+        start += len(images)
+        if progress is not None:
+            progress(len(images))
+    return out
+
+
+def _require_probe(bundle: Bundle) -> LinearProbe:
+    if bundle.probe is None:
+        raise ValueError("this bundle has no products yet: fit a probe first (fit_probe / `retailnb fit`)")
+    return bundle.probe
+
+
+def predict_features(bundle: Bundle, features: np.ndarray, k: int = 5) -> Predictions:
+    """The ``k`` most probable products for each row of ``features`` (at most every product).
+
+    Raises:
+        ValueError: the bundle has no probe, ``k`` is below 1, or the features do not fit the backbone.
+    """
+    probe = _require_probe(bundle)
+    if k < 1:
+        raise ValueError(f"k (top-k) must be at least 1, got {k}")
+    features = _check_features(bundle, features, "features")
+    p = probe.probabilities(features)
+    k = min(k, p.shape[1])
+    order = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    return Predictions(order, np.take_along_axis(p, order, axis=1), bundle.class_names)
+
+
+def predict(bundle: Bundle, images: np.ndarray | torch.Tensor, k: int = 5) -> Predictions:
+    """The ``k`` most probable products of each uint8 image (see :func:`embed` for the layout)."""
+    _require_probe(bundle)
+    return predict_features(bundle, embed(bundle, images), k)
+
+
+# --------------------------------------------------------------------------------------------------
+# The file
+# --------------------------------------------------------------------------------------------------
+
+
+def _meta(bundle: Bundle) -> dict[str, Any]:
+    """Everything of ``bundle`` that is not an array, as the JSON of ``bundle.json``."""
+    p, s = bundle.preprocessing, bundle.settings
+    return {
+        "format": BUNDLE_FORMAT_NAME,
+        "format_version": BUNDLE_FORMAT,
+        "retailnb_version": retailnb.__version__,
+        "architecture": bundle.architecture,
+        "preprocessing": {"image_size": p.image_size, "mean": list(p.mean), "std": list(p.std)},
+        "class_names": list(bundle.class_names),
+        "probe": None if bundle.probe is None else {"c": bundle.probe.c},
+        "settings": {"cs": list(s.cs), "cv": s.cv, "max_iter": s.max_iter, "seed": s.seed},
+        "backbone_keys": list(bundle.backbone.state_dict()),
+        "provenance": bundle.provenance,
+    }
+
+
+def _arrays(bundle: Bundle) -> dict[str, np.ndarray]:
+    """Every array of ``bundle`` under its entry name in the file (without ``.npy``)."""
+    arrays = {}
+    for key, tensor in bundle.backbone.state_dict().items():
+        t = tensor.detach().cpu()
+        arrays[f"backbone/{key}"] = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+    if bundle.probe is not None:
+        for key in _PROBE_KEYS:
+            arrays[f"probe/{key}"] = getattr(bundle.probe, key)
+    arrays["train/features"] = np.asarray(bundle.features, dtype=np.float32)
+    arrays["train/labels"] = np.asarray(bundle.labels, dtype=np.int64)
+    return arrays
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+    info.compress_type = zipfile.ZIP_STORED  # float weights barely compress; storing keeps loading fast
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def save_bundle(bundle: Bundle, path: PathLike) -> Path:
+    """Write ``bundle`` to one file at ``path``, atomically (see the module docstring for the layout).
+
+    The file is written under a temporary name in the destination's folder and renamed over ``path``
+    once complete: an existing bundle at ``path`` is replaced whole or not at all.
+
+    Args:
+        bundle: the bundle.
+        path: the bundle file; missing parent folders are created. Conventionally ``*.bundle``.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; a bundle is a single file (e.g. {path / 'catalogue.bundle'})")
+    meta = json.dumps(_meta(bundle), indent=1, sort_keys=True)  # fails before any file is touched
+    with atomic_write(path, "wb") as fh, zipfile.ZipFile(fh, "w") as zf:
+        zf.writestr(_entry(_META), meta)
+        for name, array in _arrays(bundle).items():
+            with zf.open(_entry(f"{name}.npy"), "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.ascontiguousarray(array), allow_pickle=False)
+    return path
+
+
+def _read_meta(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
+    """The parsed ``bundle.json``, checked to be of the format and version this retailnb reads."""
+    try:
+        meta = json.loads(zf.read(_META))
+    except KeyError:
+        raise BundleError(path, f"not a retailnb bundle (a zip file without {_META})") from None
+    except json.JSONDecodeError as err:
+        raise BundleError(path, f"corrupt bundle: {_META} is not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT_NAME:
+        raise BundleError(path, f"not a retailnb bundle ({_META} does not say format {BUNDLE_FORMAT_NAME!r})")
+    version = meta.get("format_version")
+    if version != BUNDLE_FORMAT:
+        writer = meta.get("retailnb_version", "an unknown version")
+        raise BundleError(
+            path,
+            f"bundle format {version}, this retailnb reads {BUNDLE_FORMAT} (this is retailnb {retailnb.__version__}; "
+            f"the bundle was written by retailnb {writer}): use that version, or rebuild the bundle with "
+            "`retailnb fit`",
+        )
+    return meta
+
+
+def _read_arrays(zf: zipfile.ZipFile) -> dict[str, np.ndarray]:
+    """Every ``.npy`` entry of the archive, read without pickle and checked against its CRC."""
+    arrays = {}
+    for name in zf.namelist():
+        if name.endswith(".npy"):
+            with zf.open(name) as fh:
+                arrays[name[: -len(".npy")]] = np.lib.format.read_array(fh, allow_pickle=False)
+    return arrays
+
+
+def _backbone(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> nn.Module:
+    """The architecture of ``meta`` with the stored weights, checked to fit it exactly."""
+    try:
+        model = create_backbone(meta["architecture"])
+    except ValueError as err:  # an architecture this timm does not know
+        raise BundleError(path, f"{err} (installed timm {timm.__version__})") from None
+    state = {key: torch.from_numpy(arrays[f"backbone/{key}"]) for key in meta["backbone_keys"]}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise BundleError(path, f"the stored weights do not fit timm model {meta['architecture']!r}: {err}") from None
+    return _frozen(model)
+
+
+def _bundle(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> Bundle:
+    """A :class:`Bundle` from the parsed file; KeyError or ValueError when an entry is missing or wrong."""
+    pre = meta["preprocessing"]
+    probe = None
+    if meta["probe"] is not None:
+        probe = LinearProbe(*(arrays[f"probe/{k}"] for k in _PROBE_KEYS), c=float(meta["probe"]["c"]))
+    s = meta["settings"]
+    return Bundle(
+        architecture=meta["architecture"],
+        backbone=_backbone(meta, arrays, path),
+        preprocessing=Preprocessing(int(pre["image_size"]), tuple(pre["mean"]), tuple(pre["std"])),
+        class_names=tuple(meta["class_names"]),
+        features=arrays["train/features"],
+        labels=arrays["train/labels"],
+        probe=probe,
+        settings=ProbeSettings(tuple(s["cs"]), int(s["cv"]), int(s["max_iter"]), int(s["seed"])),
+        provenance=meta["provenance"],
+    )
+
+
+def _check_consistent(bundle: Bundle, path: Path) -> None:
+    """Reject a bundle whose arrays disagree with each other (a hand-edited or damaged file)."""
+    k, d = len(bundle.class_names), bundle.feature_dim
+    problems = []
+    if bundle.features.shape != (len(bundle.labels), d) and bundle.features.size:
+        problems.append(f"training features of shape {bundle.features.shape}, not ({len(bundle.labels)}, {d})")
+    if bundle.labels.size and (bundle.labels.min() < 0 or bundle.labels.max() >= k):
+        problems.append(f"training labels outside [0, {k})")
+    if bundle.probe is not None and bundle.probe.coef.shape != (k, d):
+        problems.append(f"probe weights of shape {bundle.probe.coef.shape} for {k} classes of width {d}")
+    if problems:
+        raise BundleError(path, "corrupt bundle: " + "; ".join(problems))
+
+
+def load_bundle(path: PathLike) -> Bundle:
+    """Read a bundle written by :func:`save_bundle`, without running code from the file.
+
+    Args:
+        path: the bundle file.
+
+    Returns:
+        The bundle, its backbone in eval mode on the CPU.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        BundleError: the file is not a bundle, is truncated or corrupt, or has another format version
+            (the message says which version it is and which this retailnb reads).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"bundle not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        with zipfile.ZipFile(path) as zf:
+            meta = _read_meta(zf, path)
+            arrays = _read_arrays(zf)
+        bundle = _bundle(meta, arrays, path)
+    except BundleError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as err:
+        raise BundleError(path, f"not a bundle, or a truncated or corrupt one ({type(err).__name__}: {err})") from None
+    except (KeyError, TypeError, ValueError) as err:
+        raise BundleError(path, f"corrupt bundle: missing or malformed entry ({type(err).__name__}: {err})") from None
+    _check_consistent(bundle, path)
+    return bundle

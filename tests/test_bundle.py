@@ -1,0 +1,214 @@
+"""Model bundles: round trip, adding and removing products, and every way a bundle file can be wrong."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from retailnb import bundle as bundle_mod
+from retailnb.bundle import (
+    BUNDLE_FORMAT,
+    Bundle,
+    BundleError,
+    ClassNameError,
+    LinearProbe,
+    add_products,
+    embed,
+    fit_probe,
+    load_bundle,
+    new_bundle,
+    predict,
+    predict_features,
+    remove_products,
+    save_bundle,
+)
+from retailnb.evaluation.probe import fit_logistic_probe
+
+SIZE = 32
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (30, 40, 220),
+    "yellow": (230, 220, 30),
+    "black": (15, 15, 15),
+    "white": (245, 245, 245),
+}
+OLD, NEW = ["blue", "green", "red", "yellow"], ["black", "white"]
+
+
+def colour_images(names: list[str], per_class: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Noisy solid-colour uint8 images: trivially separable products for any backbone."""
+    rng = np.random.default_rng(seed)
+    labels = [n for n in names for _ in range(per_class)]
+    base = np.array([COLOURS[n] for n in labels], dtype=np.float64)[:, None, None, :]
+    noise = rng.normal(0, 10, (len(labels), SIZE, SIZE, 3))
+    return np.clip(base + noise, 0, 255).astype(np.uint8), labels
+
+
+def fitted(base: Bundle, names: list[str], seed: int = 0) -> Bundle:
+    images, labels = colour_images(names, 4, seed)
+    return fit_probe(base, embed(base, images), [names.index(n) for n in labels], names)
+
+
+@pytest.fixture(scope="module")
+def base() -> Bundle:
+    torch.manual_seed(0)
+    return new_bundle("test_resnet", image_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def shop(base: Bundle) -> Bundle:
+    return fitted(base, OLD)
+
+
+def accuracy(b: Bundle, names: list[str], seed: int = 1) -> float:
+    images, labels = colour_images(names, 3, seed)
+    return float(np.mean([p[0] == t for p, t in zip(predict(b, images, k=1).names(), labels)]))
+
+
+def test_round_trip_gives_identical_predictions_and_bytes(shop: Bundle, tmp_path: Path) -> None:
+    path = save_bundle(shop, tmp_path / "shop.bundle")
+    loaded = load_bundle(path)
+    images, _ = colour_images(OLD + NEW, 2, seed=3)
+    before, after = predict(shop, images, k=3), predict(loaded, images, k=3)
+    np.testing.assert_array_equal(before.indices, after.indices)
+    np.testing.assert_array_equal(before.scores, after.scores)
+    assert loaded.class_names == shop.class_names and loaded.preprocessing == shop.preprocessing
+    assert loaded.settings == shop.settings and loaded.provenance == shop.provenance
+    np.testing.assert_array_equal(loaded.features, shop.features)
+    assert save_bundle(loaded, tmp_path / "again.bundle").read_bytes() == path.read_bytes()  # reproducible
+
+
+def test_bundle_file_holds_no_pickle(shop: Bundle, tmp_path: Path) -> None:
+    with zipfile.ZipFile(save_bundle(shop, tmp_path / "shop.bundle")) as zf:
+        names = zf.namelist()
+        meta = json.loads(zf.read("bundle.json"))
+    assert all(n == "bundle.json" or n.endswith(".npy") for n in names)
+    assert meta["format_version"] == BUNDLE_FORMAT and meta["class_names"] == OLD
+    assert meta["provenance"]["history"][0]["operation"] == "fit"
+    assert meta["retailnb_version"] and meta["architecture"] == "test_resnet"
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_linear_probe_matches_the_sklearn_pipeline(n_classes: int) -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(n_classes), 6)
+    x = rng.normal(size=(len(y), 8)) + y[:, None]
+    pipe = fit_logistic_probe(x, y)
+    np.testing.assert_allclose(LinearProbe.from_pipeline(pipe).probabilities(x), pipe.predict_proba(x), atol=1e-9)
+
+
+def test_add_products_recognises_new_products_and_keeps_old_accuracy(base: Bundle, shop: Bundle) -> None:
+    images, labels = colour_images(NEW, 3, seed=5)
+    enrolled = add_products(shop, embed(shop, images), labels)
+    assert enrolled.class_names == (*OLD, *NEW)  # old indices unchanged, new ones appended
+    assert accuracy(enrolled, NEW) == 1.0
+    assert accuracy(enrolled, OLD) >= accuracy(shop, OLD) - 0.1
+    assert shop.class_names == tuple(OLD) and len(shop.labels) == 16  # the input bundle is untouched
+    assert enrolled.provenance["history"][-1]["classes"] == NEW
+    assert enrolled.provenance["history"][-1]["n_images"] == 6
+
+
+def test_add_products_can_refit_on_given_old_features(shop: Bundle) -> None:
+    images, labels = colour_images(NEW, 2, seed=5)
+    old_images, old_labels = colour_images(OLD, 1, seed=9)
+    enrolled = add_products(shop, embed(shop, images), labels, old_features=embed(shop, old_images),
+                            old_labels=[OLD.index(n) for n in old_labels])
+    assert len(enrolled.labels) == 4 + 4
+
+
+def test_adding_an_existing_product_names_it(shop: Bundle) -> None:
+    images, _ = colour_images(["red", "black"], 1, seed=2)
+    with pytest.raises(ClassNameError, match="'red'"):
+        add_products(shop, embed(shop, images), ["red", "black"])
+
+
+def test_remove_products(shop: Bundle) -> None:
+    smaller = remove_products(shop, ["green"])
+    assert smaller.class_names == ("blue", "red", "yellow")
+    assert sorted(set(smaller.labels.tolist())) == [0, 1, 2] and len(smaller.labels) == 12
+    assert accuracy(smaller, ["blue", "red", "yellow"]) == 1.0
+    empty = remove_products(shop, OLD)
+    assert empty.probe is None and empty.class_names == ()
+    with pytest.raises(ValueError, match="no products yet"):
+        predict_features(empty, shop.features)
+
+
+def test_removing_unknown_products_names_them(shop: Bundle) -> None:
+    with pytest.raises(ClassNameError, match=r"'gren' \(did you mean 'green'\?\), 'pink'"):
+        remove_products(shop, ["gren", "pink"])
+    with pytest.raises(ValueError, match="only 'red' would remain"):
+        remove_products(shop, ["blue", "green", "yellow"])
+
+
+def test_an_empty_bundle_takes_products_and_round_trips(base: Bundle, tmp_path: Path) -> None:
+    loaded = load_bundle(save_bundle(base, tmp_path / "empty.bundle"))
+    assert loaded.probe is None and loaded.class_names == ()
+    images, labels = colour_images(["red", "blue"], 2, seed=0)
+    assert add_products(loaded, embed(loaded, images), labels).class_names == ("blue", "red")
+
+
+def test_embed_and_predict_check_their_inputs(shop: Bundle) -> None:
+    with pytest.raises(ValueError, match="32x32"):
+        embed(shop, np.zeros((1, 16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        embed(shop, np.zeros((1, SIZE, SIZE, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\(N, 96\)"):
+        predict_features(shop, np.zeros((1, 5)))
+    assert predict_features(shop, shop.features[:2], k=10).indices.shape == (2, 4)  # k capped at the products
+
+
+def _rewrite_meta(src: Path, dst: Path, **changes: object) -> None:
+    """Copy a bundle with keys of its bundle.json changed."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename == "bundle.json":
+                data = json.dumps({**json.loads(data), **changes}).encode()
+            zout.writestr(item, data)
+
+
+def test_load_errors_name_the_problem(shop: Bundle, tmp_path: Path) -> None:
+    good = save_bundle(shop, tmp_path / "good.bundle")
+    with pytest.raises(FileNotFoundError, match="bundle not found"):
+        load_bundle(tmp_path / "missing.bundle")
+    (tmp_path / "text.bundle").write_text("hello")
+    with pytest.raises(BundleError, match="text.bundle: not a bundle"):
+        load_bundle(tmp_path / "text.bundle")
+    (tmp_path / "cut.bundle").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(BundleError, match="cut.bundle"):
+        load_bundle(tmp_path / "cut.bundle")
+    _rewrite_meta(good, tmp_path / "v2.bundle", format_version=BUNDLE_FORMAT + 1, retailnb_version="9.0")
+    with pytest.raises(BundleError, match=f"bundle format {BUNDLE_FORMAT + 1}, this retailnb reads {BUNDLE_FORMAT}"):
+        load_bundle(tmp_path / "v2.bundle")
+    _rewrite_meta(good, tmp_path / "arch.bundle", architecture="resnet18")
+    with pytest.raises(BundleError, match="do not fit timm model 'resnet18'"):
+        load_bundle(tmp_path / "arch.bundle")
+    np.savez(tmp_path / "features.npz", x=np.zeros(3))
+    with pytest.raises(BundleError, match="not a retailnb bundle"):
+        load_bundle(tmp_path / "features.npz")
+
+
+def test_a_failed_save_leaves_the_old_bundle(shop: Bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_bundle(shop, tmp_path / "shop.bundle")
+    before = path.read_bytes()
+    calls = []
+
+    def failing_write(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) > 5:
+            raise OSError("disk full")
+        np.lib.format.write_array.__wrapped__(*args, **kwargs)  # type: ignore[attr-defined]
+
+    failing_write.__wrapped__ = np.lib.format.write_array  # type: ignore[attr-defined]
+    monkeypatch.setattr(bundle_mod.np.lib.format, "write_array", failing_write)
+    images, labels = colour_images(NEW, 1, seed=0)
+    with pytest.raises(OSError, match="disk full"):
+        save_bundle(add_products(shop, embed(shop, images), labels), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["shop.bundle"]  # no temporary file left behind

@@ -1,0 +1,199 @@
+"""The ``retailnb`` command line, end to end, and its answer to each kind of bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from retailnb.cli import main
+from retailnb.evaluation.features import load_features
+from retailnb.models.backbone import create_backbone
+from retailnb.models.checkpoint import save_backbone
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 32
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
+           "black": (15, 15, 15), "white": (245, 245, 245)}
+OLD, NEW = ["blue", "green", "red", "yellow"], ["black", "white"]
+
+
+def write_folder(root: Path, names: list[str], per_class: int, seed: int) -> Path:
+    """``root/<colour>/<i>.jpg``: noisy solid-colour JPEGs, trivially separable products."""
+    rng = np.random.default_rng(seed)
+    for name in names:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(COLOURS[name]) + rng.normal(0, 10, (40, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.jpg", quality=95)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Training folders for the old and the new products, test images of all, and a backbone file."""
+    root = tmp_path_factory.mktemp("cli")
+    write_folder(root / "old", OLD, 4, seed=0)
+    write_folder(root / "new", NEW, 4, seed=1)
+    write_folder(root / "test", OLD + NEW, 2, seed=2)
+    torch.manual_seed(0)
+    save_backbone(root / "backbone.pt", create_backbone("test_resnet"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def shop(data: Path) -> Path:
+    """A bundle of the old products, built from the backbone file by ``retailnb fit``."""
+    out = data / "shop.bundle"
+    code = main(["fit", str(data / "old"), "--architecture", "test_resnet", "--backbone-weights",
+                 str(data / "backbone.pt"), "--image-size", str(SIZE), "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def predicted(rows: list[dict]) -> dict[str, str]:
+    """Image path → its top-1 product, from JSON output."""
+    return {r["image"]: r["predictions"][0]["product"] for r in rows}
+
+
+def accuracy(top1: dict[str, str], products: list[str]) -> float:
+    hits = [Path(path).parent.name == name for path, name in top1.items() if Path(path).parent.name in products]
+    return float(np.mean(hits))
+
+
+def test_fit_add_predict_remove_end_to_end(data: Path, shop: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = tmp_path / "shop.bundle"
+    bundle.write_bytes(shop.read_bytes())
+    assert main(["predict", str(data / "test"), "--bundle", str(bundle), "--format", "json"]) == 0
+    before = predicted(json.loads(capsys.readouterr().out))
+    assert accuracy(before, OLD) == 1.0
+
+    assert main(["add-products", str(data / "new"), "--bundle", str(bundle)]) == 0  # in place
+    assert "images/s" in capsys.readouterr().err
+    out = tmp_path / "predictions.json"
+    assert main(["predict", str(data / "test"), "--bundle", str(bundle), "--format", "json", "--out", str(out),
+                 "--top-k", "3"]) == 0
+    rows = json.loads(out.read_text())
+    after = predicted(rows)
+    assert len(rows) == 12 and all(len(r["predictions"]) == 3 for r in rows)
+    assert accuracy(after, NEW) == 1.0 and accuracy(after, OLD) >= accuracy(before, OLD) - 0.1
+
+    smaller = tmp_path / "smaller.bundle"
+    added = bundle.read_bytes()
+    assert main(["remove-products", "green", "--bundle", str(bundle), "--out", str(smaller)]) == 0
+    assert bundle.read_bytes() == added  # --out leaves the input alone
+    assert main(["predict", str(data / "test" / "green"), "--bundle", str(smaller), "--format", "csv"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert table[0].keys() == {"image", "rank", "product", "probability"} and len(table) == 2 * 5
+    assert "green" not in {r["product"] for r in table}
+
+
+def test_fit_from_a_bundle_and_table_output(data: Path, shop: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    refit = tmp_path / "refit.bundle"
+    assert main(["fit", str(data / "new"), "--bundle", str(shop), "--out", str(refit)]) == 0
+    assert main(["predict", str(data / "test" / "black" / "0.jpg"), "--bundle", str(refit), "--top-k", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["image", "top1", "p1"] and lines[1].split()[1] == "black"
+
+
+def test_embed_writes_a_feature_file(data: Path, shop: Path, tmp_path: Path) -> None:
+    out = tmp_path / "features.npz"
+    assert main(["embed", str(data / "test" / "red"), str(data / "test" / "blue" / "0.jpg"), "--bundle", str(shop),
+                 "--out", str(out)]) == 0
+    features = load_features(out)
+    assert features.features.shape == (3, 96) and features.meta["architecture"] == "test_resnet"
+    assert features.meta["paths"][-1].endswith("blue/0.jpg")
+
+
+def other_version(src: Path, dst: Path) -> Path:
+    """A copy of a bundle that says it has another format version."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename == "bundle.json":
+                data = json.dumps({**json.loads(data), "format_version": 99}).encode()
+            zout.writestr(item, data)
+    return dst
+
+
+def broken_folder(root: Path) -> Path:
+    """A product folder with a JPEG that is cut short."""
+    folder = write_folder(root / "broken", ["black"], 2, seed=3)
+    (folder / "black" / "1.jpg").write_bytes((folder / "black" / "0.jpg").read_bytes()[:100])
+    return folder
+
+
+BAD_INPUTS = {
+    "unreadable image": (lambda d, t: ["add-products", str(broken_folder(t))], "broken/black/1.jpg: "),
+    "not a product folder": (lambda d, t: ["add-products", str(d / "new" / "black")],
+                             "directly in the folder"),
+    "split layout": (lambda d, t: ["add-products", str(write_folder(t / "ds" / "train", NEW, 1, 0).parent)],
+                     "pass one split's folder"),
+    "existing product": (lambda d, t: ["add-products", str(d / "old")], "already in the bundle: 'blue'"),
+    "unknown product": (lambda d, t: ["remove-products", "purple"], "no such product(s) in the bundle: 'purple'"),
+    "unreadable image to predict": (lambda d, t: ["predict", str(broken_folder(t))], "broken/black/1.jpg: "),
+    "missing image": (lambda d, t: ["predict", str(t / "nothing.jpg")], "no such image file or folder"),
+    "fit on the bundle with backbone options": (
+        lambda d, t: ["fit", str(d / "new"), "--image-size", "32", "--out", str(t / "x.bundle")], "not both"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_gives_one_message_exit_2_and_leaves_the_bundle(case: str, data: Path, shop: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = tmp_path / "shop.bundle"
+    bundle.write_bytes(shop.read_bytes())
+    args, message = BAD_INPUTS[case]
+    assert main([*args(data, tmp_path), "--bundle", str(bundle)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert bundle.read_bytes() == shop.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".bundle") == ["shop.bundle"]
+
+
+@pytest.mark.parametrize("command", [["add-products", "new"], ["remove-products", "red"], ["predict", "test"]])
+def test_bundles_of_another_format_or_missing_are_refused(command: list[str], data: Path, shop: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    args = [str(data / command[1]) if command[0] != "remove-products" else command[1]]
+    old = other_version(shop, tmp_path / "old.bundle")
+    content = old.read_bytes()
+    assert main([command[0], *args, "--bundle", str(old)]) == 2
+    assert "bundle format 99, this retailnb reads 1" in capsys.readouterr().err
+    assert old.read_bytes() == content
+    assert main([command[0], *args, "--bundle", str(tmp_path / "none.bundle")]) == 2
+    assert "bundle not found" in capsys.readouterr().err
+
+
+def test_fit_without_a_backbone_says_what_is_missing(data: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", str(data / "old"), "--architecture", "test_resnet", "--out", str(tmp_path / "b")]) == 2
+    assert "needs --backbone-weights, --image-size" in capsys.readouterr().err
+    assert main(["fit", str(data / "old"), "--architecture", "resnt18", "--backbone-weights", "none",
+                 "--image-size", "32", "--out", str(tmp_path / "b")]) == 2
+    assert "unknown timm model name 'resnt18'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_console_command_runs_in_a_fresh_process(data: Path, shop: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "retailnb.cli", "predict", str(data / "test" / "red"), "--bundle", str(shop),
+         "--format", "csv", "--top-k", "2"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["product"] for r in rows if r["rank"] == "1"] == ["red", "red"]
+    assert "images/s" in result.stderr and "Traceback" not in result.stderr
