@@ -155,6 +155,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.manual_seed(0)  # the same random backbone, hence the same features and the same C, every run
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         manifest = render_catalogue(Path(tmp) / "data", args.old + args.new, args.shots, args.test_images,

@@ -22,6 +22,10 @@ reader, or a run interrupted halfway, sees the old bundle or the complete new on
 
 Every operation (:func:`fit_probe`, :func:`add_products`, :func:`remove_products`) returns a new
 :class:`Bundle` and leaves its argument alone; nothing touches a file until :func:`save_bundle`.
+:func:`fit_probe` chooses the logistic regression's C by cross-validation; adding or removing products
+refits the probe from scratch on every stored feature with that C (a single fit: seconds for a hundred
+products), and scores every product with the same prior, so that a product enrolled from one image is
+not out-voted by products that had a dozen (:attr:`ProbeSettings.uniform_prior`).
 """
 
 from __future__ import annotations
@@ -123,15 +127,27 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """How the probe is (re)fitted: the arguments of :func:`retailnb.evaluation.probe.fit_logistic_probe`.
+    """How the probe is (re)fitted; kept in the bundle so that every refit is done the same way.
 
-    They are kept in the bundle so that adding or removing products refits exactly as the first fit did.
+    Attributes:
+        cs: candidate Cs of the cross-validation (see :func:`retailnb.evaluation.probe.fit_logistic_probe`).
+        cv: its folds.
+        max_iter: iteration limit of the solver.
+        seed: seed of the folds and the solver.
+        uniform_prior: score every product with the same prior, whatever its number of training images.
+            A logistic regression's intercepts learn how often each class occurs in the training set; after
+            enrolment that is how many images each product happened to have (say 12 for the old products,
+            1 for a new one), and under strong regularisation that prior alone can keep a 1-shot product
+            from ever being predicted. The fitted intercepts are therefore shifted by ``-log(n_k / n)``
+            (post-hoc logit adjustment, Menon et al., ICLR 2021). With the same number of images per
+            product the shift is the same for every class and changes no probability.
     """
 
     cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
     cv: int = 3
     max_iter: int = 1000
     seed: int = 0
+    uniform_prior: bool = True
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,12 +171,18 @@ class LinearProbe:
     c: float
 
     @classmethod
-    def from_pipeline(cls, pipe: Pipeline) -> LinearProbe:
+    def from_pipeline(cls, pipe: Pipeline, class_counts: np.ndarray | None = None) -> LinearProbe:
         """The arrays of a pipeline from :func:`fit_logistic_probe` whose classes are ``0..K-1``.
 
         scikit-learn keeps a two-class logistic regression as one weight row ``w`` that scores class 1
         (probability ``sigmoid(w.x + b)``); it is stored as the rows ``-w/2`` and ``w/2``, whose softmax
         gives exactly the same probabilities, so every probe is scored the same way.
+
+        Args:
+            pipe: the fitted pipeline.
+            class_counts: (K,) training images per class; when given, the intercepts are shifted by
+                ``-log(count / total)`` so that every class has the same prior (see
+                :attr:`ProbeSettings.uniform_prior`). None keeps the pipeline's probabilities exactly.
         """
         scaler, logreg = pipe[0], pipe[-1]
         coef = np.asarray(logreg.coef_, dtype=np.float64)
@@ -168,6 +190,9 @@ class LinearProbe:
         if coef.shape[0] == 1:
             coef = np.concatenate([-coef / 2, coef / 2])
             intercept = np.concatenate([-intercept / 2, intercept / 2])
+        if class_counts is not None:
+            counts = np.asarray(class_counts, dtype=np.float64)
+            intercept = intercept - np.log(counts / counts.sum())
         return cls(
             mean=np.asarray(scaler.mean_, dtype=np.float64),
             scale=np.asarray(scaler.scale_, dtype=np.float64),
@@ -271,7 +296,7 @@ def _frozen(model: nn.Module) -> nn.Module:
 def new_bundle(
     architecture: str,
     *,
-    weights: str = WEIGHTS_NONE,
+    weights: str | os.PathLike[str] = WEIGHTS_NONE,
     image_size: int,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
@@ -297,8 +322,9 @@ def new_bundle(
         FileNotFoundError: ``weights`` names a missing file.
     """
     preprocessing = Preprocessing(int(image_size), tuple(mean), tuple(std))  # type: ignore[arg-type]
+    weights = os.fspath(weights)
     model = _frozen(create_backbone(architecture, weights=weights))
-    origin: dict[str, Any] = {"architecture": architecture, "weights": str(weights)}
+    origin: dict[str, Any] = {"architecture": architecture, "weights": weights}
     if weights not in (WEIGHTS_NONE, WEIGHTS_HUB) and Path(weights).is_file():
         origin["weights_sha256"] = file_sha256(weights)
     provenance = {"backbone": origin, "history": []}
@@ -389,8 +415,9 @@ def _refit(bundle: Bundle, features: np.ndarray, labels: np.ndarray, class_names
             raise ValueError(f"a probe needs at least two products, got only {class_names[0]!r}")
         keep = bundle.probe is not None and not choose_c
         c_from = "kept" if keep else "cross-validation"
-        probe = LinearProbe.from_pipeline(_fit_pipeline(features, labels, bundle.settings,
-                                                        bundle.probe.c if keep and bundle.probe else None))
+        pipe = _fit_pipeline(features, labels, bundle.settings, bundle.probe.c if keep and bundle.probe else None)
+        counts = np.bincount(labels, minlength=len(class_names)) if bundle.settings.uniform_prior else None
+        probe = LinearProbe.from_pipeline(pipe, counts)
     entry = _history_entry(change, features, probe.c if probe else None, c_from)
     history = [*bundle.provenance.get("history", []), entry]
     return dataclasses.replace(bundle, class_names=class_names, features=features, labels=labels, probe=probe,
@@ -717,7 +744,8 @@ def _meta(bundle: Bundle) -> dict[str, Any]:
         "preprocessing": {"image_size": p.image_size, "mean": list(p.mean), "std": list(p.std)},
         "class_names": list(bundle.class_names),
         "probe": None if bundle.probe is None else {"c": bundle.probe.c},
-        "settings": {"cs": list(s.cs), "cv": s.cv, "max_iter": s.max_iter, "seed": s.seed},
+        "settings": {"cs": list(s.cs), "cv": s.cv, "max_iter": s.max_iter, "seed": s.seed,
+                     "uniform_prior": s.uniform_prior},
         "backbone_keys": list(bundle.backbone.state_dict()),
         "provenance": bundle.provenance,
     }
@@ -833,7 +861,8 @@ def _bundle(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> 
         features=arrays["train/features"],
         labels=arrays["train/labels"],
         probe=probe,
-        settings=ProbeSettings(tuple(s["cs"]), int(s["cv"]), int(s["max_iter"]), int(s["seed"])),
+        settings=ProbeSettings(tuple(s["cs"]), int(s["cv"]), int(s["max_iter"]), int(s["seed"]),
+                               bool(s["uniform_prior"])),
         provenance=meta["provenance"],
     )
 

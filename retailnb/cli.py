@@ -146,7 +146,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
     labels = [classes.index(n) for n in names]
     start = time.perf_counter()
     fitted = fit_probe(bundle, features, labels, classes, source=source)
-    _say(f"fitted the probe on {len(classes)} products in {time.perf_counter() - start:.2f} s")
+    assert fitted.probe is not None  # fit_probe always fits one: it needs two products or more
+    _say(f"fitted the probe on {len(classes)} products (C={fitted.probe.c:g}, chosen by cross-validation) in "
+         f"{time.perf_counter() - start:.2f} s")
     _save(fitted, args.out)
 
 

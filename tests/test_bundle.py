@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 from pathlib import Path
@@ -17,6 +18,7 @@ from retailnb.bundle import (
     BundleError,
     ClassNameError,
     LinearProbe,
+    ProbeSettings,
     add_products,
     embed,
     fit_probe,
@@ -112,6 +114,26 @@ def test_add_products_recognises_new_products_and_keeps_old_accuracy(base: Bundl
     assert shop.class_names == tuple(OLD) and len(shop.labels) == 16  # the input bundle is untouched
     assert enrolled.provenance["history"][-1]["classes"] == NEW
     assert enrolled.provenance["history"][-1]["n_images"] == 6
+    assert enrolled.provenance["history"][-1]["c_from"] == "kept" and enrolled.probe.c == shop.probe.c
+    chosen = add_products(shop, embed(shop, images), labels, choose_c=True)
+    assert chosen.provenance["history"][-1]["c_from"] == "cross-validation"
+
+
+@pytest.mark.parametrize("uniform_prior", [True, False])
+def test_one_shot_products_are_not_outvoted_by_the_class_prior(base: Bundle, uniform_prior: bool) -> None:
+    """12 images per old product, 1 per new one, strong regularisation: the training prior alone hides them."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(8, base.feature_dim)) * 1.6
+    b = dataclasses.replace(base, settings=ProbeSettings(cs=(0.01,), uniform_prior=uniform_prior))
+    old_y = np.repeat(np.arange(6), 12)
+    shop = fit_probe(b, centres[old_y] + rng.normal(size=(72, base.feature_dim)), old_y, [f"old{i}" for i in range(6)])
+    enrolled = add_products(shop, centres[6:] + rng.normal(size=(2, base.feature_dim)), ["new6", "new7"])
+    assert enrolled.probe is not None and enrolled.probe.c == 0.01  # the bundle's C, kept
+    test_y = np.repeat(np.arange(8), 10)
+    top1 = predict_features(enrolled, centres[test_y] + rng.normal(size=(80, base.feature_dim)), k=1).indices[:, 0]
+    new_accuracy, old_accuracy = np.mean(top1[60:] == test_y[60:]), np.mean(top1[:60] == test_y[:60])
+    assert old_accuracy >= 0.95
+    assert new_accuracy >= 0.9 if uniform_prior else new_accuracy == 0.0
 
 
 def test_add_products_can_refit_on_given_old_features(shop: Bundle) -> None:
