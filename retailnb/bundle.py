@@ -34,11 +34,13 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import multiprocessing
+import multiprocessing.context
 import os
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -638,21 +640,29 @@ def embed(
                             transform=bundle.preprocessing.normalize, precision=precision)
 
 
-def _decoded_chunks(paths: Sequence[PathLike], size: int, chunk_size: int) -> Iterator[np.ndarray]:
-    """Decoded chunks of ``paths``, the next one decoded in a thread while the caller uses the current.
+def _decoder_context() -> multiprocessing.context.BaseContext:
+    """``fork`` where available, as :mod:`retailnb.data.images` uses for its pools (the worker runs only
+    Pillow and NumPy), else ``spawn``."""
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
 
-    JPEG decoding and resizing release the GIL, so on a CPU the backbone and the decoder overlap.
+
+def _decoded_chunks(paths: Sequence[PathLike], size: int, chunk_size: int) -> Iterator[np.ndarray]:
+    """Decoded chunks of ``paths``; from the second chunk on, the next is decoded while the caller works.
+
+    The read-ahead runs in one worker process rather than a thread: loading an image and running a
+    small backbone are both largely Python, which threads would serialise on the GIL. A single chunk
+    is decoded here, as a process would only add its start-up time.
     """
-    starts = range(0, len(paths), chunk_size)
-    with ThreadPoolExecutor(1, thread_name_prefix="decode") as pool:
-        pending = None
-        for start in starts:
-            job = pool.submit(decode_images, paths[start : start + chunk_size], size, workers=0)
-            if pending is not None:
-                yield pending.result()
-            pending = job
-        if pending is not None:
-            yield pending.result()
+    chunks = [paths[i : i + chunk_size] for i in range(0, len(paths), chunk_size)]
+    if len(chunks) == 1:
+        yield decode_images(chunks[0], size, workers=0)
+        return
+    with ProcessPoolExecutor(1, mp_context=_decoder_context()) as pool:
+        pending = pool.submit(decode_images, chunks[0], size, workers=0)
+        for chunk in chunks[1:]:
+            current, pending = pending, pool.submit(decode_images, chunk, size, workers=0)
+            yield current.result()
+        yield pending.result()
 
 
 def embed_files(
@@ -660,22 +670,23 @@ def embed_files(
     paths: Sequence[PathLike],
     *,
     batch_size: int = 256,
-    chunk_size: int = 1024,
+    chunk_size: int = 512,
     progress: Callable[[int], None] | None = None,
     precision: str = "fp32",
 ) -> np.ndarray:
     """Features of image files: decoded at the bundle's image size chunk by chunk, then :func:`embed`.
 
-    Only one or two chunks of pixels are in memory at a time, and decoding the next chunk overlaps the
-    backbone's work on the current one. Chunks are large because every call of :func:`embed` lends
-    the model out for inference once (see :func:`retailnb.evaluation.features.borrowed_for_inference`),
-    which costs about as much as a small batch's forward pass.
+    Only two or three chunks of pixels are in memory at a time, and decoding the next chunk (in a
+    worker process) overlaps the backbone's work on the current one. Chunks are several batches long
+    because every call of :func:`embed` lends the model out for inference once (see
+    :func:`retailnb.evaluation.features.borrowed_for_inference`), which costs about as much as a small
+    batch's forward pass.
 
     Args:
         bundle: the bundle.
         paths: image files.
         batch_size: images per forward pass.
-        chunk_size: images decoded together (a 1024-image chunk at 224 px is 150 MB of pixels).
+        chunk_size: images decoded together (a 512-image chunk at 224 px is 77 MB of pixels).
         progress: called with the number of images of each finished chunk (a progress bar's ``update``).
         precision: see :func:`embed`.
 

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from retailnb.atomic import atomic_write
@@ -81,7 +82,7 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _embed_with_progress(bundle: Bundle, paths: Sequence[Path], what: str) -> Any:
+def _embed_with_progress(bundle: Bundle, paths: Sequence[Path], what: str) -> np.ndarray:
     """Features of ``paths`` with a progress bar on stderr and the throughput printed after."""
     start = time.perf_counter()
     with tqdm(total=len(paths), desc=what, unit="img", file=sys.stderr, disable=None, leave=False) as bar:
@@ -91,7 +92,7 @@ def _embed_with_progress(bundle: Bundle, paths: Sequence[Path], what: str) -> An
     return features
 
 
-def _folder_features(bundle: Bundle, folder: str) -> tuple[Any, list[str], dict[str, Any]]:
+def _folder_features(bundle: Bundle, folder: str) -> tuple[np.ndarray, list[str], dict[str, Any]]:
     """Features of a product folder, with progress, and their product names and provenance."""
     start = time.perf_counter()
     with tqdm(desc="embedding", unit="img", file=sys.stderr, disable=None, leave=False) as bar:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from retailnb import bundle as bundle_mod
 from retailnb.bundle import (
@@ -21,6 +22,7 @@ from retailnb.bundle import (
     ProbeSettings,
     add_products,
     embed,
+    embed_files,
     fit_probe,
     load_bundle,
     new_bundle,
@@ -29,6 +31,7 @@ from retailnb.bundle import (
     remove_products,
     save_bundle,
 )
+from retailnb.data.images import ImageError
 from retailnb.evaluation.probe import fit_logistic_probe
 
 SIZE = 32
@@ -183,6 +186,20 @@ def test_embed_and_predict_check_their_inputs(shop: Bundle) -> None:
     with pytest.raises(ValueError, match=r"\(N, 96\)"):
         predict_features(shop, np.zeros((1, 5)))
     assert predict_features(shop, shop.features[:2], k=10).indices.shape == (2, 4)  # k capped at the products
+
+
+def test_embed_files_reads_ahead_in_chunks_and_names_a_broken_image(shop: Bundle, tmp_path: Path) -> None:
+    images, _ = colour_images(OLD, 2, seed=4)
+    paths = [tmp_path / f"{i}.png" for i in range(len(images))]  # lossless: decoding gives the same pixels
+    for image, path in zip(images, paths):
+        Image.fromarray(image).save(path)
+    seen: list[int] = []
+    features = embed_files(shop, paths, chunk_size=3, batch_size=2, progress=seen.append)
+    np.testing.assert_allclose(features, embed(shop, images), rtol=1e-5, atol=1e-5)
+    assert seen == [3, 3, 2]
+    paths[7].write_bytes(b"not an image")
+    with pytest.raises(ImageError, match="7.png: not an image"):
+        embed_files(shop, paths, chunk_size=3)
 
 
 def _rewrite_meta(src: Path, dst: Path, **changes: object) -> None:
