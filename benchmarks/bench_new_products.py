@@ -43,6 +43,7 @@ from retailnb.bundle import (
     new_bundle,
     predict_features,
     save_bundle,
+    spare_core_for_decoding,
 )
 from retailnb.data.images import decode_images
 from retailnb.data.manifest import Manifest, read_manifest
@@ -132,7 +133,8 @@ def bench_prediction(manifest: Manifest, args: argparse.Namespace) -> None:
             if i > 0:  # the first round warms up
                 runs[name].append(len(paths) / (time.perf_counter() - start))
     print(f"(b) prediction: {len(paths)} JPEG files ({args.image_size} px), batch {batch}, "
-          f"{torch.get_num_threads()} torch threads, best of {args.repeats} (alternated)")
+          f"{torch.get_num_threads()} torch threads, read-ahead {'on' if spare_core_for_decoding(model) else 'off'}, "
+          f"best of {args.repeats} (alternated)")
     for name, rates in runs.items():
         print(f"  {name:36s} {max(rates):8.1f} images/s  (all: {', '.join(f'{r:.0f}' for r in rates)})")
     ratio = max(runs["predict from JPEG files"]) / max(runs["bare forward (decoded, normalised)"])

@@ -56,8 +56,13 @@ from torch import nn
 
 import retailnb
 from retailnb.atomic import atomic_write
-from retailnb.data.images import decode_images
-from retailnb.evaluation.features import IMAGENET_MEAN, IMAGENET_STD, extract_features
+from retailnb.data.images import decode_images, default_workers
+from retailnb.evaluation.features import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    extract_features,
+    model_device,
+)
 from retailnb.evaluation.probe import DEFAULT_THREADS, fit_logistic_probe
 from retailnb.models.backbone import (
     WEIGHTS_HUB,
@@ -646,16 +651,17 @@ def _decoder_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
 
 
-def _decoded_chunks(paths: Sequence[PathLike], size: int, chunk_size: int) -> Iterator[np.ndarray]:
-    """Decoded chunks of ``paths``; from the second chunk on, the next is decoded while the caller works.
+def _decoded_chunks(paths: Sequence[PathLike], size: int, chunk_size: int, read_ahead: bool) -> Iterator[np.ndarray]:
+    """Decoded chunks of ``paths``; with ``read_ahead``, the next is decoded while the caller works.
 
     The read-ahead runs in one worker process rather than a thread: loading an image and running a
     small backbone are both largely Python, which threads would serialise on the GIL. A single chunk
-    is decoded here, as a process would only add its start-up time.
+    is always decoded here, as a process would only add its start-up time.
     """
     chunks = [paths[i : i + chunk_size] for i in range(0, len(paths), chunk_size)]
-    if len(chunks) == 1:
-        yield decode_images(chunks[0], size, workers=0)
+    if len(chunks) == 1 or not read_ahead:
+        for chunk in chunks:
+            yield decode_images(chunk, size, workers=0)
         return
     with ProcessPoolExecutor(1, mp_context=_decoder_context()) as pool:
         pending = pool.submit(decode_images, chunks[0], size, workers=0)
@@ -665,19 +671,33 @@ def _decoded_chunks(paths: Sequence[PathLike], size: int, chunk_size: int) -> It
         yield pending.result()
 
 
+def spare_core_for_decoding(model: nn.Module) -> bool:
+    """Whether decoding images alongside ``model``'s forward passes would use a core they leave idle.
+
+    True when the model runs on an accelerator, or when this process may use more CPU cores than
+    torch's intra-op threads. Otherwise the decoder would take cores from the forward pass, and torch's
+    threads, which wait for each other at every operation, slow down more than the decoding saves (on a
+    shared 2-core machine with 2 torch threads, reading ahead made prediction from JPEG files about 30%
+    slower than decoding in turn).
+    """
+    return model_device(model).type != "cpu" or default_workers() > torch.get_num_threads()
+
+
 def embed_files(
     bundle: Bundle,
     paths: Sequence[PathLike],
     *,
     batch_size: int = 256,
     chunk_size: int = 512,
+    read_ahead: bool | None = None,
     progress: Callable[[int], None] | None = None,
     precision: str = "fp32",
 ) -> np.ndarray:
     """Features of image files: decoded at the bundle's image size chunk by chunk, then :func:`embed`.
 
-    Only two or three chunks of pixels are in memory at a time, and decoding the next chunk (in a
-    worker process) overlaps the backbone's work on the current one. Chunks are several batches long
+    Only two or three chunks of pixels are in memory at a time, and where a core is free for it,
+    decoding the next chunk (in a worker process) overlaps the backbone's work on the current one.
+    Chunks are several batches long
     because every call of :func:`embed` lends the model out for inference once (see
     :func:`retailnb.evaluation.features.borrowed_for_inference`), which costs about as much as a small
     batch's forward pass.
@@ -687,6 +707,8 @@ def embed_files(
         paths: image files.
         batch_size: images per forward pass.
         chunk_size: images decoded together (a 512-image chunk at 224 px is 77 MB of pixels).
+        read_ahead: decode the next chunk while embedding the current one; None decides by
+            :func:`spare_core_for_decoding`.
         progress: called with the number of images of each finished chunk (a progress bar's ``update``).
         precision: see :func:`embed`.
 
@@ -703,7 +725,9 @@ def embed_files(
         raise ValueError(f"batch_size and chunk_size must be positive image counts, got {batch_size}, {chunk_size}")
     out = np.empty((len(paths), bundle.feature_dim), dtype=np.float32)
     start = 0
-    for images in _decoded_chunks(list(paths), bundle.preprocessing.image_size, chunk_size):
+    if read_ahead is None:
+        read_ahead = spare_core_for_decoding(bundle.backbone)
+    for images in _decoded_chunks(list(paths), bundle.preprocessing.image_size, chunk_size, read_ahead):
         out[start : start + len(images)] = embed(bundle, images, batch_size=batch_size, precision=precision)
         start += len(images)
         if progress is not None:

@@ -188,18 +188,19 @@ def test_embed_and_predict_check_their_inputs(shop: Bundle) -> None:
     assert predict_features(shop, shop.features[:2], k=10).indices.shape == (2, 4)  # k capped at the products
 
 
-def test_embed_files_reads_ahead_in_chunks_and_names_a_broken_image(shop: Bundle, tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_ahead", [True, False])
+def test_embed_files_in_chunks_and_names_a_broken_image(shop: Bundle, tmp_path: Path, read_ahead: bool) -> None:
     images, _ = colour_images(OLD, 2, seed=4)
     paths = [tmp_path / f"{i}.png" for i in range(len(images))]  # lossless: decoding gives the same pixels
     for image, path in zip(images, paths):
         Image.fromarray(image).save(path)
     seen: list[int] = []
-    features = embed_files(shop, paths, chunk_size=3, batch_size=2, progress=seen.append)
+    features = embed_files(shop, paths, chunk_size=3, batch_size=2, read_ahead=read_ahead, progress=seen.append)
     np.testing.assert_allclose(features, embed(shop, images), rtol=1e-5, atol=1e-5)
     assert seen == [3, 3, 2]
     paths[7].write_bytes(b"not an image")
     with pytest.raises(ImageError, match="7.png: not an image"):
-        embed_files(shop, paths, chunk_size=3)
+        embed_files(shop, paths, chunk_size=3, read_ahead=read_ahead)
 
 
 def _rewrite_meta(src: Path, dst: Path, **changes: object) -> None:
