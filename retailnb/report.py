@@ -17,7 +17,7 @@ TOLERANCE = 0.01
 the numbers. A larger standard deviation of either side, when recorded, replaces it."""
 
 PRETRAIN_VARIANTS = ("simclr", "supcon", "simclr_supcon")
-"""Names of the contrastive pretraining variants in ``metrics/evaluate.json``."""
+"""Names of the contrastive pretraining variants in ``metrics/evaluate/<target>.json``."""
 
 _PROBE_KEY = re.compile(r"^probe_(\d+|all)$")
 _ROUND_KEY = re.compile(r"^noisy_round_(\d+)$")
@@ -29,8 +29,11 @@ def read_json(path: str | Path) -> dict[str, Any] | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
-def read_pretrain_metrics(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Pretraining metrics per variant: ``<variant>.json`` files of a folder, or a single file named by its stem.
+def read_metrics_folder(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Metrics per run of a ``foreach`` stage: the ``<name>.json`` files of a folder, or one file named by its stem.
+
+    Pretraining writes one file per variant (``metrics/pretrain/<variant>.json``), the evaluation one per
+    target (``metrics/evaluate/<target>.json``).
 
     Returns an empty dict when ``path`` does not exist.
     """
@@ -78,7 +81,7 @@ def method_table_markdown(evaluate: Mapping[str, Any]) -> str:
     missing one shows "–". The main variant is marked, and a last row gives the finetuned network.
 
     Args:
-        evaluate: the contents of ``metrics/evaluate.json`` (``methods``, ``finetuned_accuracy``,
+        evaluate: the contents of ``metrics/evaluate/<target>.json`` (``methods``, ``finetuned_accuracy``,
             ``main_variant``).
 
     Returns:
@@ -140,7 +143,7 @@ def _measure(key: str) -> str:
 
 
 def _compare(subject: str, new: tuple[str, Mapping[str, Any]], old: tuple[str, Mapping[str, Any]], tol: float) -> str:
-    """:func:`judge` of two method rows of ``metrics/evaluate.json`` on their headline probe accuracy."""
+    """:func:`judge` of two method rows of ``metrics/evaluate/<target>.json`` on their headline probe accuracy."""
     key = _headline_key(new[1], old[1])
     if key is None:
         return f"{subject}: {new[0]} and {old[0]} share no shot count to compare."
@@ -180,7 +183,7 @@ def _pseudolabel_note(noisy: Mapping[str, Any] | None, r: int) -> str:
 def noisy_verdicts(evaluate: Mapping[str, Any], noisy: Mapping[str, Any] | None, tol: float = TOLERANCE) -> list[str]:
     """One verdict per noisy-student round against round 0, the contrastive backbone alone.
 
-    The rounds' rows of ``metrics/evaluate.json`` are compared with the main variant's row (round 0's
+    The rounds' rows of ``metrics/evaluate/<target>.json`` are compared with the main variant's row (round 0's
     teacher), on the same protocol as the table. When evaluate has no such rows, the probe accuracies of
     ``metrics/noisy.json`` are used instead. Pseudolabel precision and coverage come from ``noisy``.
     """
@@ -209,7 +212,7 @@ def verdicts(evaluate: Mapping[str, Any], noisy: Mapping[str, Any] | None, *, to
     "did not help". Comparisons whose rows are missing are left out.
 
     Args:
-        evaluate: the contents of ``metrics/evaluate.json``.
+        evaluate: the contents of ``metrics/evaluate/<target>.json``.
         noisy: the contents of ``metrics/noisy.json``, or None when that stage did not run.
         tol: smallest accuracy difference counted as an improvement.
 
@@ -269,3 +272,19 @@ def noisy_table_markdown(noisy: Mapping[str, Any]) -> str:
         label = f"{r}" + (" (best)" if r == noisy.get("best_round") else "") + (" (contrastive only)" if r == 0 else "")
         rows.append([label, *(_fmt(row.get(k)) for k in ("probe_accuracy", "knn_accuracy", "precision", "coverage"))])
     return markdown_table(header, rows)
+
+
+def target_heading(name: str, evaluate: Mapping[str, Any]) -> str:
+    """A Markdown heading naming a target, its source and its size, e.g. "### Target `prepared` (40 products...)"."""
+    parts = [f"{evaluate['n_classes']} products"] if evaluate.get("n_classes") is not None else []
+    if evaluate.get("n_train") is not None and evaluate.get("n_test") is not None:
+        parts.append(f"{evaluate['n_train']} training and {evaluate['n_test']} test images")
+    source = evaluate.get("target_source")
+    where = f", {source}" if source else ""
+    size = f": {', '.join(parts)}" if parts else ""
+    return f"### Target `{name}`{where}{size}\n"
+
+
+def results_markdown(evaluations: Mapping[str, Mapping[str, Any]]) -> str:
+    """The results of every target: a heading and :func:`method_table_markdown` each, in the given order."""
+    return "\n".join(f"{target_heading(name, ev)}\n{method_table_markdown(ev)}" for name, ev in evaluations.items())

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Callable
 
 import nbformat
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from shared_fixtures import NOTEBOOKS, REPO, TINY_DATA
 
 SOURCE_NOTEBOOKS = sorted(NOTEBOOKS.glob("*.ipynb"))
@@ -118,17 +120,38 @@ def test_evaluate_and_report_notebooks_smoke(run_notebook: Callable[..., Path], 
                  teacher_backbone="models/pretrain/simclr_supcon/backbone.pt", **tiny)
     run_notebook("04_evaluate.ipynb", architecture="test_resnet", image_size=32, shots="1,2,all", draws=2,
                  finetune_epochs=1, finetune_batch_size=8, num_workers=0)
-    metrics = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
+    metrics = json.loads((tmp_path / "metrics" / "evaluate" / "prepared.json").read_text())
     assert set(metrics["methods"]) == {"random_init", "simclr", "simclr_supcon", "noisy_round_1"}
     for row in metrics["methods"].values():
         assert {"probe_1", "probe_2", "probe_all", "knn_all", "ratio_to_finetune"} <= set(row)
         assert 0.0 <= row["probe_all"] <= 1.0
     assert 0.0 <= metrics["finetuned_accuracy"] <= 1.0
-    shots = json.loads((tmp_path / "metrics" / "evaluate" / "shots.json").read_text())
+    n_test = TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"] * TINY_DATA["probe_test_per_sku"]
+    assert metrics["target"] == "prepared" and metrics["n_test"] == n_test
+    shots = json.loads((tmp_path / "metrics" / "evaluate" / "prepared" / "shots.json").read_text())
     assert [p["shots"] for p in shots] == ["1", "2", "all"]
-    confusion = json.loads((tmp_path / "metrics" / "evaluate" / "confusion.json").read_text())
-    assert len(confusion) == TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"] * TINY_DATA["probe_test_per_sku"]
-    assert len(list((tmp_path / "features").glob("*.npz"))) == 4
+    confusion = json.loads((tmp_path / "metrics" / "evaluate" / "prepared" / "confusion.json").read_text())
+    assert len(confusion) == n_test
+    assert len(list((tmp_path / "features" / "prepared").glob("*.npz"))) == 4
+    figures = tmp_path / "reports" / "figures" / "04_evaluate_prepared"
+    for name in ("shots.png", "embedding_map.png", "shelf_to_catalogue.png", "confusions.png"):
+        assert (figures / name).stat().st_size > 1000
+    # a second target read by an adapter: an image-folder dataset with train and test splits
+    shop = tmp_path / "shop"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        for c, name in enumerate(("tea", "jam", "oil")):
+            (shop / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = np.clip(rng.normal(60 + 70 * c, 20, (40, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(shop / split / name / f"{i}.png")
+    run_notebook("04_evaluate.ipynb", target="shop", target_source="imagefolder", target_root=str(shop),
+                 features_dir="features/shop", metrics_path="metrics/evaluate/shop.json", plots_dir="metrics/evaluate/shop",
+                 figures_dir="reports/figures/04_evaluate_shop", architecture="test_resnet", image_size=32, shots="1,all",
+                 draws=1, finetune_epochs=1, finetune_batch_size=8, num_workers=0)
+    shop_metrics = json.loads((tmp_path / "metrics" / "evaluate" / "shop.json").read_text())
+    assert (shop_metrics["n_classes"], shop_metrics["n_train"], shop_metrics["n_test"]) == (3, 9, 6)
     run_notebook("05_report.ipynb")
     table = (tmp_path / "reports" / "results.md").read_text()
     assert "simclr_supcon" in table and "random_init" in table
+    assert "### Target `prepared`" in table and "### Target `shop`, imagefolder: 3 products" in table

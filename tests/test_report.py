@@ -13,7 +13,8 @@ from retailnb.report import (
     method_table_markdown,
     monitor_table_markdown,
     noisy_table_markdown,
-    read_pretrain_metrics,
+    read_metrics_folder,
+    results_markdown,
     shot_keys,
     verdicts,
 )
@@ -142,7 +143,10 @@ def test_side_tables_and_data_sentence() -> None:
 
 def write_fake_metrics(root: Path) -> None:
     (root / "metrics" / "pretrain").mkdir(parents=True)
-    (root / "metrics" / "evaluate.json").write_text(json.dumps(evaluate_metrics()))
+    (root / "metrics" / "evaluate").mkdir(parents=True)
+    for target in ("prepared", "grocery_fine"):
+        metrics = {**evaluate_metrics(), "target": target, "target_source": target, "n_train": 10, "n_test": 20}
+        (root / "metrics" / "evaluate" / f"{target}.json").write_text(json.dumps(metrics))
     (root / "metrics" / "noisy.json").write_text(json.dumps(NOISY))
     (root / "metrics" / "data.json").write_text(json.dumps({"images": {"labelled": 36}, "classes": {"labelled": 3}}))
     for variant in ("simclr", "supcon", "simclr_supcon"):
@@ -151,11 +155,22 @@ def write_fake_metrics(root: Path) -> None:
         (root / "metrics" / "pretrain" / f"{variant}.json").write_text(json.dumps({"monitor": monitor, "train": {}}))
 
 
-def test_read_pretrain_metrics_reads_a_folder_or_a_file(tmp_path: Path) -> None:
+def test_read_metrics_folder_reads_a_folder_or_a_file(tmp_path: Path) -> None:
     write_fake_metrics(tmp_path)
-    assert list(read_pretrain_metrics(tmp_path / "metrics" / "pretrain")) == ["simclr", "simclr_supcon", "supcon"]
-    assert list(read_pretrain_metrics(tmp_path / "metrics" / "noisy.json")) == ["noisy"]
-    assert read_pretrain_metrics(tmp_path / "absent") == {}
+    assert list(read_metrics_folder(tmp_path / "metrics" / "pretrain")) == ["simclr", "simclr_supcon", "supcon"]
+    assert list(read_metrics_folder(tmp_path / "metrics" / "noisy.json")) == ["noisy"]
+    assert read_metrics_folder(tmp_path / "absent") == {}
+    assert list(read_metrics_folder(tmp_path / "metrics" / "evaluate")) == ["grocery_fine", "prepared"]
+
+
+def test_results_markdown_has_a_headed_table_per_target() -> None:
+    evaluations = {"prepared": {**evaluate_metrics(), "target_source": "prepared", "n_train": 10, "n_test": 20},
+                   "shop": {**evaluate_metrics(), "n_classes": None}}
+    text = results_markdown(evaluations)
+    headings = [line for line in text.splitlines() if line.startswith("### ")]
+    assert headings[0].startswith("### Target `prepared`, prepared: ") and "10 training and 20 test images" in headings[0]
+    assert headings[1] == "### Target `shop`"
+    assert text.count("| method |") == 2 and text.count("finetuned (whole network)") == 2
 
 
 @pytest.mark.slow
@@ -164,7 +179,7 @@ def test_report_notebook_smoke(tmp_path: Path) -> None:
     import papermill as pm
 
     write_fake_metrics(tmp_path)
-    figure = tmp_path / "reports" / "figures" / "04_evaluate" / "shots.png"
+    figure = tmp_path / "reports" / "figures" / "04_evaluate_prepared" / "shots.png"
     figure.parent.mkdir(parents=True)
     import matplotlib
 

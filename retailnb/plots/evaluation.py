@@ -200,3 +200,47 @@ def confusion_figure(
                  f"{len(data.y_test)} test images wrong)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def catalogue_gallery(data: ProbeData) -> np.ndarray:
+    """Indices of the training images a shelf query is matched against: the catalogue shots.
+
+    When the training split has no catalogue images (an image-folder target), every training image is
+    the gallery.
+    """
+    catalogue = np.flatnonzero([r.domain == "catalogue" for r in data.train])
+    return catalogue if catalogue.size else np.arange(len(data.train))
+
+
+def shelf_to_catalogue_figure(
+    features: tuple[np.ndarray, np.ndarray], data: ProbeData, *, n_queries: int = 6, k: int = 4, seed: int = 0
+) -> Figure:
+    """Shelf test images and their ``k`` nearest catalogue images by cosine similarity of the features.
+
+    This is the retail gap in one picture: a query taken on a shelf, the catalogue shots the frozen
+    features place nearest. A green frame marks the query's own product, red another.
+
+    Args:
+        features: (train, test) features, rows aligned with ``data.x_train`` and ``data.x_test``.
+        data: the images and labels the features were extracted from.
+        n_queries: shelf queries drawn (seeded) from the test images.
+        k: neighbours per query (at most the gallery's size).
+    """
+    f_train, f_test = features
+    gallery = catalogue_gallery(data)
+    k = min(k, len(gallery))
+    pick = np.random.default_rng(seed).choice(len(f_test), size=min(n_queries, len(f_test)), replace=False)
+    q = f_test[pick] / np.linalg.norm(f_test[pick], axis=1, keepdims=True).clip(1e-12)
+    g = f_train[gallery] / np.linalg.norm(f_train[gallery], axis=1, keepdims=True).clip(1e-12)
+    neighbours = gallery[np.argsort(-(q @ g.T), axis=1, kind="stable")[:, :k]]
+    fig, axes = plt.subplots(len(pick), k + 1, figsize=(1.5 * (k + 1), 1.6 * len(pick)), squeeze=False)
+    for row, query, found in zip(axes, pick, neighbours):
+        _show(row[0], data.x_test[query], f"shelf: {data.classes[data.y_test[query]]}"[:28])
+        for j, (ax, n) in enumerate(zip(row[1:], found), start=1):
+            _show(ax, data.x_train[n], f"#{j} {data.classes[data.y_train[n]]}"[:24])
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:green" if data.y_train[n] == data.y_test[query] else "tab:red")
+                spine.set_linewidth(3)
+    fig.suptitle("Shelf queries and their nearest catalogue images", fontsize=9)
+    fig.tight_layout()
+    return fig

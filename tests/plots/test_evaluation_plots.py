@@ -11,13 +11,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from retailnb.data.manifest import Record  # noqa: E402
 from retailnb.evaluation.quickprobe import ProbeData  # noqa: E402
 from retailnb.plots.evaluation import (  # noqa: E402
+    catalogue_gallery,
     confusion_figure,
     confusion_pairs,
     embed_2d,
     embedding_map,
     shot_order,
+    shelf_to_catalogue_figure,
     shots_figure,
 )
 
@@ -125,3 +128,41 @@ def test_confusion_figure_says_so_when_there_are_no_confusions() -> None:
     f = centres[y] + np.random.default_rng(0).normal(size=(18, 2)) * 0.1
     fig = confusion_figure((f, f + 0.01), probe_data(f, y, f, y))
     assert len(fig.axes) == 1 and "No confusions" in fig.axes[0].texts[0].get_text()
+
+
+def record(label: int, domain: str) -> Record:
+    return Record(path=f"{label}-{domain}.png", label=label, class_name=str(label), split="train",
+                  role="probe_train", domain=domain)
+
+
+def test_shelf_queries_are_matched_against_catalogue_images_only() -> None:
+    # train: one catalogue and two shelf images per class; a shelf image sits exactly on each test query,
+    # so a gallery that wrongly included shelf images would show it as the first neighbour
+    y_train = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    domains = ["catalogue", "shelf", "shelf"] * 3
+    centres = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    f_train = centres[y_train] + np.array([[0.3, 0.3, 0.3] if d == "catalogue" else [0.0, 0.0, 0.0] for d in domains])
+    y_test = np.array([0, 1, 2])
+    data = probe_data(f_train, y_train, centres[y_test], y_test)
+    data = ProbeData(train=[record(int(l), d) for l, d in zip(y_train, domains)], test=[], x_train=data.x_train,
+                     x_test=data.x_test, y_train=y_train, y_test=y_test, classes=data.classes)
+    assert list(catalogue_gallery(data)) == [0, 3, 6]
+    fig = shelf_to_catalogue_figure((f_train, centres[y_test]), data, n_queries=3, k=2)
+    assert len(fig.axes) == 3 * 3
+    rows = [[ax.get_title() for ax in fig.axes[i * 3:(i + 1) * 3]] for i in range(3)]
+    for row in rows:
+        query = row[0].removeprefix("shelf: ")
+        assert row[1] == f"#1 {query}", "the nearest catalogue image is the query's own product"
+    # the frame colour says whether a neighbour is the query's product
+    assert fig.axes[1].spines["left"].get_edgecolor()[:3] == matplotlib.colors.to_rgb("tab:green")
+    assert fig.axes[2].spines["left"].get_edgecolor()[:3] == matplotlib.colors.to_rgb("tab:red")
+
+
+def test_a_target_without_catalogue_images_uses_every_training_image() -> None:
+    y = np.array([0, 1, 2])
+    data = probe_data(np.eye(3), y, np.eye(3), y)
+    data = ProbeData(train=[record(int(l), "shelf") for l in y], test=[], x_train=data.x_train, x_test=data.x_test,
+                     y_train=y, y_test=y, classes=data.classes)
+    assert list(catalogue_gallery(data)) == [0, 1, 2]
+    fig = shelf_to_catalogue_figure((np.eye(3), np.eye(3)), data, n_queries=2, k=5)
+    assert len(fig.axes) == 2 * 4  # k capped at the gallery's 3 images

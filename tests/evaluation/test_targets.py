@@ -1,0 +1,60 @@
+"""Tests of the downstream targets: the data stage's catalogue or a dataset read by its adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from retailnb.data.manifest import read_manifest
+from retailnb.evaluation.targets import Target, target_manifest
+
+
+def test_prepared_target_is_the_data_stage_manifest(tmp_path: Path) -> None:
+    manifest = tmp_path / "prepared" / "manifest.csv"
+    manifest.parent.mkdir()
+    manifest.write_text("x\n")
+    assert target_manifest(Target("main"), manifest, tmp_path / "work") == manifest
+    assert not (tmp_path / "work").exists()
+
+
+def test_prepared_target_without_the_data_stage_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.csv.*run the data stage"):
+        target_manifest(Target("main"), tmp_path / "missing.csv", tmp_path / "work")
+
+
+def test_image_folder_target_maps_train_and_test_splits_to_the_probe(tmp_path: Path) -> None:
+    root = tmp_path / "shop"
+    for split, n in (("train", 3), ("test", 2)):
+        for name in ("tea", "jam"):
+            for i in range(n):
+                (root / split / name).mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (20, 20), (10 * i, 80, 160)).save(root / split / name / f"{i}.png")
+    path = target_manifest(Target("shop", "imagefolder", str(root)), tmp_path / "unused.csv", tmp_path / "work")
+    assert path == tmp_path / "work" / "manifest.csv"
+    manifest = read_manifest(path)
+    train, test = manifest.select("probe_train"), manifest.select("probe_test")
+    assert len(train) == 6 and len(test) == 4
+    assert {r.class_name for r in train} == {r.class_name for r in test} == {"tea", "jam"}
+    assert not list((tmp_path / "work").glob("*.png")), "a real dataset's images are never copied"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        (dict(source="web"), "evaluate.targets.t.source must be one of"),
+        (dict(source="imagefolder"), "evaluate.targets.t.root must name"),
+        (dict(source="grocery_store", root="x", labels="medium"), "evaluate.targets.t.labels"),
+    ],
+)
+def test_bad_target_parameters_name_the_parameter(kwargs: dict, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        Target("t", **kwargs)
+
+
+def test_missing_dataset_folder_names_the_parameter(tmp_path: Path) -> None:
+    target = Target("t", "grocery_store", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="evaluate.targets.t.root.*nowhere"):
+        target_manifest(target, tmp_path / "m.csv", tmp_path / "work")
+    assert not (tmp_path / "work").exists()
