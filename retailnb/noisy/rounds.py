@@ -31,6 +31,7 @@ from retailnb.noisy.pseudolabels import (
     write_pseudolabel_table,
 )
 from retailnb.noisy.student import (
+    EmbeddingStudent,
     StudentObjective,
     backbone_state,
     build_student,
@@ -63,6 +64,9 @@ class NoisyStudentSpec:
         drop_path_rate: stochastic depth of the student (noise).
         randaugment_magnitude: RandAugment strength (noise), 0 to 30.
         randaugment_ops: RandAugment operations per image.
+        supcon_weight: weight of SupCon on the student's features over the labelled and pseudolabelled
+            images (0: cross-entropy only).
+        supcon_temperature: SupCon's temperature.
         batch_size: images per batch and process.
         pseudo: pseudolabel selection.
         engine: optimisation and devices, shared with the contrastive stage's engine.
@@ -82,6 +86,8 @@ class NoisyStudentSpec:
     drop_path_rate: float = 0.1
     randaugment_magnitude: int = 9
     randaugment_ops: int = 2
+    supcon_weight: float = 0.0
+    supcon_temperature: float = 0.1
     batch_size: int = 128
     pseudo: PseudolabelConfig = field(default_factory=PseudolabelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -188,13 +194,18 @@ def run_noisy_student(spec: NoisyStudentSpec, probe: ProbeData | None = None) ->
             init=spec.student_init,
             teacher_backbone_state=backbone_weights,
         )
+        # with SupCon, half of each batch is groups of 4 images sharing a (pseudo)label: its positives
+        supcon = spec.supcon_weight > 0
         sampler = EpochBatchSampler(
-            np.full(len(dataset), -1), rank=fabric.global_rank, world_size=fabric.world_size,
-            batch_size=spec.batch_size, images_per_class=2, supcon_fraction=0.0, seed=spec.engine.seed + r,
+            dataset.targets.argmax(dim=1).numpy() if supcon else np.full(len(dataset), -1),
+            rank=fabric.global_rank, world_size=fabric.world_size, batch_size=spec.batch_size,
+            images_per_class=4 if supcon else 2, supcon_fraction=0.5 if supcon else 0.0, seed=spec.engine.seed + r,
         )
+        objective = StudentObjective(spec.supcon_weight, spec.supcon_temperature,
+                                     gather_distributed=fabric.world_size > 1)
         result = fit(
-            fabric, student, dataset, sampler, StudentObjective(), spec.engine,
-            state_path=folder / "train_state.pt", run_key=spec.round_key(r),
+            fabric, EmbeddingStudent(student) if supcon else student, dataset, sampler, objective,
+            spec.engine, state_path=folder / "train_state.pt", run_key=spec.round_key(r),
         )
         backbone_weights = backbone_state(student)
         if fabric.is_global_zero:

@@ -5,7 +5,8 @@ mode, un-augmented images). Round 1's teacher is the frozen contrastive backbone
 on the labelled images' features (a logistic regression or a linear head); later rounds' teacher is the
 previous round's student network. A student is a timm classifier trained under noise (RandAugment,
 dropout before the classifier, stochastic depth) on labelled plus pseudolabelled images with a soft
-cross-entropy, through the same engine as the contrastive stage.
+cross-entropy, optionally plus SupCon on its (pseudo)labels, through the same engine as the contrastive
+stage.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 
 from retailnb.evaluation.features import extract_features
 from retailnb.evaluation.probe import fit_logistic_probe
+from retailnb.losses.supcon import SupConLoss
 from retailnb.models.backbone import check_model_name
 
 TEACHER_CLASSIFIERS = ("logreg", "linear")
@@ -32,12 +34,46 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
 
 
+class EmbeddingStudent(nn.Module):
+    """A timm classifier whose forward returns (logits, pre-logit features), for cross-entropy plus SupCon.
+
+    One forward call serves both losses, so the wrapper works unchanged under DDP (which synchronises
+    gradients only through ``forward``). The classifier is shared, not copied: training the wrapper
+    trains ``net``, whose state dict stays a plain timm one.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.net.forward_features(images)
+        return self.net.forward_head(features), self.net.forward_head(features, pre_logits=True)
+
+
 class StudentObjective:
-    """The engine's loss for a student batch of (noised images, target probabilities)."""
+    """The engine's loss for a student batch of (noised images, target probabilities).
+
+    Soft cross-entropy against the targets; with ``supcon_weight > 0`` plus SupCon (Khosla et al. 2020)
+    on the student's pre-logit features, each image labelled by its target's most probable class, so
+    images sharing a (pseudo)label in a batch are pulled together. The model must then be an
+    :class:`EmbeddingStudent`.
+    """
+
+    def __init__(self, supcon_weight: float = 0.0, temperature: float = 0.1, gather_distributed: bool = False) -> None:
+        if supcon_weight < 0:
+            raise ValueError(f"noisy.supcon_weight must be non-negative, got {supcon_weight}")
+        self.supcon_weight = supcon_weight
+        self.supcon = SupConLoss(temperature, gather_distributed=gather_distributed) if supcon_weight > 0 else None
 
     def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         images, targets = batch
-        return {"loss": soft_cross_entropy(model(images), targets)}
+        if self.supcon is None:
+            return {"loss": soft_cross_entropy(model(images), targets)}
+        logits, embeddings = model(images)
+        ce = soft_cross_entropy(logits, targets)
+        supcon = self.supcon(embeddings.float(), targets.argmax(dim=1))
+        return {"loss": ce + self.supcon_weight * supcon, "cross_entropy": ce.detach(), "supcon": supcon.detach()}
 
 
 @dataclass

@@ -16,9 +16,11 @@ from retailnb.models.checkpoint import save_backbone
 from retailnb.noisy.pseudolabels import PseudolabelConfig
 from retailnb.noisy.rounds import NoisyStudentSpec, run_noisy_student
 from retailnb.noisy.student import (
+    EmbeddingStudent,
     StudentObjective,
     backbone_state,
     build_student,
+    classifier_keys,
     fit_feature_teacher,
     network_probabilities,
     soft_cross_entropy,
@@ -54,6 +56,32 @@ def test_student_step_under_noise_changes_weights_and_lowers_the_loss() -> None:
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.6 * losses[0]
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
+
+
+def test_supcon_on_pseudolabels_pulls_same_label_features_together_and_trains_the_timm_student() -> None:
+    torch.manual_seed(0)
+    student = build_student(ARCH, 3, drop_rate=0.0, drop_path_rate=0.0, init="scratch")
+    wrapped = EmbeddingStudent(student)
+    x, y = torch.randn(12, 3, 32, 32), torch.arange(12) % 3
+    soft = torch.eye(3)[y] * 0.7 + 0.1  # soft targets: the label is the most probable class
+    logits, embeddings = wrapped(x)
+    assert logits.shape == (12, 3) and embeddings.shape == (12, student.num_features)
+    objective = StudentObjective(supcon_weight=1.0, temperature=0.1)
+    opt = torch.optim.Adam(wrapped.parameters(), lr=3e-3)
+    first = objective(wrapped, (x, soft))
+    assert set(first) == {"loss", "cross_entropy", "supcon"}
+    assert torch.allclose(first["loss"], first["cross_entropy"] + first["supcon"])
+    for _ in range(20):
+        out = objective(wrapped, (x, soft))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    assert float(out["supcon"]) < 0.7 * float(first["supcon"])
+    # the wrapper trained the plain timm classifier in place: its own forward gives the same logits
+    student.eval()
+    assert torch.allclose(EmbeddingStudent(student)(x)[0], student(x), atol=1e-5)
+    with pytest.raises(ValueError, match="supcon_weight"):
+        StudentObjective(supcon_weight=-1.0)
 
 
 def test_student_initialised_from_teacher_has_its_backbone_and_saves_a_timm_backbone(tmp_path: Path) -> None:
@@ -127,3 +155,11 @@ def test_round_two_starts_from_round_one_student(tmp_path: Path, monkeypatch: py
         assert len(table) - 1 == rows[r]["n_rows"]
         assert 0.0 <= rows[r]["precision"] <= 1.0 and rows[r]["coverage"] == 1.0  # threshold 0, no cap: keeps all
     json.dumps(rows)  # metrics rows are JSON-ready
+    # with SupCon on the pseudolabels the rounds run through the same engine and save plain timm weights
+    supcon = NoisyStudentSpec(**{**spec.__dict__, "out_dir": str(tmp_path / "noisy_supcon"), "rounds": 1,
+                                 "supcon_weight": 0.5})
+    rows = run_noisy_student(supcon)
+    state = torch.load(tmp_path / "noisy_supcon" / "round_1" / "student.pt", weights_only=True)
+    n_classes = state[classifier_keys(timm.create_model(ARCH))[0]].shape[0]
+    timm.create_model(ARCH, num_classes=n_classes).load_state_dict(state)  # strict: a plain timm state dict
+    assert [r["round"] for r in rows] == [0, 1] and 0.0 <= rows[1]["probe_accuracy"] <= 1.0
