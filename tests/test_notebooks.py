@@ -51,6 +51,58 @@ def test_every_stage_passes_only_parameters_its_notebook_declares() -> None:
         assert passed <= declared, f"stage {name} passes undeclared parameters {sorted(passed - declared)}"
 
 
+def retailnb_imports(source: str) -> set[str]:
+    """Modules of retailnb that Python source imports (``from retailnb.x import y`` counts x and x.y if a module)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "retailnb":
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names if module_file(f"{node.module}.{a.name}"))
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "retailnb")
+    return found
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of a retailnb module or package, None when it is not one (an imported name)."""
+    path = REPO.joinpath(*module.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def code_used_by(notebook: Path) -> set[str]:
+    """Repository paths of every retailnb file a notebook runs: its imports, transitively, and their packages."""
+    nb = nbformat.read(notebook, as_version=4)
+    todo = list(retailnb_imports("\n".join(c.source for c in nb.cells if c.cell_type == "code")))
+    seen: set[str] = set()
+    while todo:
+        parts = todo.pop().split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+            module = ".".join(parts[:i])
+            path = module_file(module)
+            if path is not None and module not in seen:
+                seen.add(module)
+                todo.extend(retailnb_imports(path.read_text()))
+    return {module_file(m).relative_to(REPO).as_posix() for m in seen}  # type: ignore[union-attr]
+
+
+def test_every_stage_depends_on_all_the_code_its_notebook_runs() -> None:
+    """A code change reruns exactly the stages that run that code: no stale results, no needless retraining."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        notebook = REPO / re.search(r"papermill (notebooks/\S+\.ipynb)", body["cmd"]).group(1)  # type: ignore[union-attr]
+        used = code_used_by(notebook)
+        assert "retailnb/__init__.py" in used and len(used) > 1
+        deps = [d for d in body["deps"] if str(d).startswith("retailnb")]
+        missing = {f for f in used if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)}
+        assert not missing, f"stage {name} runs {sorted(missing)} but does not depend on them"
+        unused = {d for d in deps if not any(f == d or f.startswith(d.rstrip("/") + "/") for f in used)}
+        assert not unused, f"stage {name} depends on {sorted(unused)}, which its notebook never runs"
+
+
 def test_data_notebook_smoke(run_notebook: Callable[..., Path], tmp_path: Path) -> None:
     run_notebook("01_data.ipynb", **TINY_DATA)
     manifest = tmp_path / "data" / "prepared" / "manifest.csv"
