@@ -91,6 +91,7 @@ def fewshot_eval(
     seed: int = 0,
     knn_k: int = 1,
     probe_kw: Mapping[str, Any] | None = None,
+    reuse_c: bool = True,
 ) -> list[dict[str, Any]]:
     """Logistic-probe and k-NN accuracy for each shot count, over several seeded draws.
 
@@ -99,6 +100,11 @@ def fewshot_eval(
     The probe is always scored on the whole test split. Before each fit, the sample is checked to hold
     no test image: no sampled training row may be identical to a test row, which would mean the
     splits overlap (the same image in both) and the accuracy is inflated.
+
+    With ``reuse_c``, the probe's C is chosen by cross-validation on the first draw's training images
+    of each shot count and reused by its other draws, which then fit once instead of once per fold and
+    candidate (about 13 times fewer fits). C still never sees a test image, and the spread over draws
+    then measures how much the result depends on which images were drawn, at a fixed regularisation.
 
     Args:
         x_train: (N, D) training features.
@@ -110,11 +116,14 @@ def fewshot_eval(
         seed: base seed of the draws (and of the probe's cross-validation folds).
         knn_k: neighbours of the k-NN probe, capped at the sample size (the row records the k used).
         probe_kw: extra arguments of :func:`retailnb.evaluation.probe.fit_logistic_probe` (``cs``,
-            ``cv``, ``max_iter``, ``fallback_c``, ``threads``).
+            ``cv``, ``max_iter``, ``tol``, ``fallback_c``, ``threads``).
+        reuse_c: choose C on the first draw of each shot count only (see above); False cross-validates
+            every draw.
 
     Returns:
         One row per (shots, draw): ``shots`` (int or ``"all"``), ``draw``, ``n_train``, ``probe_accuracy``,
-        ``probe_balanced_accuracy``, ``probe_top5`` (with more than five classes), ``c``, ``cv_folds``,
+        ``probe_balanced_accuracy``, ``probe_top5`` (with more than five classes), ``c``, ``cv_folds`` (0
+        where C was not cross-validated on this draw),
         ``fit_seconds``, ``knn_accuracy`` and ``knn_k``.
 
     Raises:
@@ -131,8 +140,13 @@ def fewshot_eval(
     kw = dict(probe_kw or {})
     rows: list[dict[str, Any]] = []
     for s, label in zip(shots, labels):
+        chosen: float | None = None
         for draw in range(1 if label == "all" else draws):
-            rows.append(_eval_draw(x_train, y_train, x_test, y_test, test_rows, s, draw, seed, knn_k, kw))
+            draw_kw = kw if chosen is None else {**kw, "cs": (chosen,)}
+            row = _eval_draw(x_train, y_train, x_test, y_test, test_rows, s, draw, seed, knn_k, draw_kw)
+            if reuse_c and row["cv_folds"] >= 2:
+                chosen = row["c"]
+            rows.append(row)
     return rows
 
 

@@ -36,6 +36,11 @@ DEFAULT_THREADS = 1
 are shorter than a thread hand-off; on a busy machine the default multithreading made a 250 x 512 fit
 about 30 times slower. Pass ``threads=None`` for a large probe on an idle machine."""
 
+DEFAULT_TOL = 1e-3
+"""Stopping tolerance of the L-BFGS solver. scikit-learn's 1e-4 takes 2 to 4 times the iterations on
+1,024-d features of 40 products for changes in test accuracy below 0.01 (measured on the default
+pipeline's features), and the evaluation fits well over a hundred probes per backbone."""
+
 FALLBACK_C = 1.0
 """C used when some class has a single training image, so that no stratified split exists.
 
@@ -77,6 +82,7 @@ def fit_logistic_probe(
     cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0),
     cv: int = DEFAULT_CV,
     max_iter: int = 1000,
+    tol: float = DEFAULT_TOL,
     seed: int = 0,
     fallback_c: float = FALLBACK_C,
     threads: int | None = DEFAULT_THREADS,
@@ -88,7 +94,8 @@ def fit_logistic_probe(
     pipeline is then refitted on all training data with that C. Ties go to the smallest C (the
     strongest regularisation), whatever the order of ``cs``. When some class has fewer than ``cv``
     images the folds are reduced to its count, and when it has a single image (1-shot) ``fallback_c`` is
-    used without cross-validation (see :data:`FALLBACK_C`).
+    used without cross-validation (see :data:`FALLBACK_C`). A single candidate in ``cs`` is used as is,
+    without cross-validation.
 
     Args:
         x_train: (N, D) training features.
@@ -96,6 +103,7 @@ def fit_logistic_probe(
         cs: candidate inverse regularisation strengths.
         cv: number of cross-validation folds.
         max_iter: iteration limit of the L-BFGS solver.
+        tol: its stopping tolerance (see :data:`DEFAULT_TOL`).
         seed: seed of the fold shuffling.
         fallback_c: C when cross-validation is impossible.
         threads: BLAS/OpenMP threads while fitting (see :data:`DEFAULT_THREADS`); None leaves them alone.
@@ -115,9 +123,10 @@ def fit_logistic_probe(
         raise ValueError(f"cs must be a non-empty sequence of positive values, got {cs!r}")
     if cv < 2:
         raise ValueError(f"cv must be at least 2 folds, got {cv}")
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=fallback_c, max_iter=max_iter, random_state=seed))
+    only_c = float(cs[0]) if len(cs) == 1 else fallback_c
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=only_c, max_iter=max_iter, tol=tol, random_state=seed))
     folds = cv_folds(y_train, cv)
-    if folds < 2:
+    if folds < 2 or len(cs) == 1:
         with threadpool_limits(limits=threads):
             return pipe.fit(x_train, y_train)
     search = GridSearchCV(
@@ -189,8 +198,8 @@ def probe_accuracy(
         y_train: (N,) training labels.
         x_test: (M, D) test features.
         y_test: (M,) test labels; every one must occur in ``y_train``.
-        **kw: passed to :func:`fit_logistic_probe` (``cs``, ``cv``, ``max_iter``, ``seed``, ``fallback_c``,
-            ``threads``).
+        **kw: passed to :func:`fit_logistic_probe` (``cs``, ``cv``, ``max_iter``, ``tol``, ``seed``,
+            ``fallback_c``, ``threads``).
 
     Returns:
         ``accuracy``, ``balanced_accuracy`` (mean per-class recall), ``top5`` (only with more than five
@@ -212,7 +221,7 @@ def probe_accuracy(
     with threadpool_limits(limits=kw.get("threads", DEFAULT_THREADS)):
         y_pred = pipe.predict(x_test)
         scores = pipe.predict_proba(x_test) if len(pipe.classes_) > 5 else None
-    folds = cv_folds(y_train, kw.get("cv", DEFAULT_CV))
+    folds = cv_folds(y_train, kw.get("cv", DEFAULT_CV)) if len(kw.get("cs", (0, 0))) > 1 else 0
     result: dict[str, Any] = {
         "accuracy": float(accuracy_score(y_test, y_pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y_test, y_pred)),

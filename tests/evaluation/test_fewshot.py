@@ -13,6 +13,7 @@ from retailnb.evaluation.fewshot import (
     sample_shots,
     summarize_fewshot,
 )
+from retailnb.evaluation.probe import probe_accuracy
 
 LABELS = np.repeat(np.arange(4), [12, 9, 3, 20])  # class 2 has only three images
 
@@ -72,6 +73,7 @@ def test_fewshot_rows_on_a_separable_set() -> None:
     assert [r["n_train"] for r in rows] == [6, 6, 24, 24, 72]
     assert all(r["probe_accuracy"] == 1.0 and r["knn_accuracy"] == 1.0 for r in rows)
     assert rows[0]["cv_folds"] == 0 and rows[2]["cv_folds"] == 3
+    assert rows[3]["cv_folds"] == 0 and rows[3]["c"] == rows[2]["c"]  # draw 1 reuses draw 0's cross-validated C
     assert "probe_top5" in rows[0]
     # k-NN cannot ask for more neighbours than the six images of a 1-shot sample.
     assert [r["knn_k"] for r in fewshot_eval(x, y, xt, yt, shots=(1, None), draws=1, knn_k=10)] == [6, 10]
@@ -121,3 +123,24 @@ def test_summary_means_and_standard_deviations() -> None:
         "knn_accuracy_mean": 0.8,
         "knn_accuracy_std": 0.0,
     }
+
+
+def test_reused_c_is_the_first_draws_choice_and_every_draw_can_cross_validate() -> None:
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(90, 5)), np.repeat(np.arange(3), 30)
+    x[:, 0] += y * 0.6  # weakly separable: the cross-validated C depends on the images drawn
+    xt, yt = rng.normal(size=(60, 5)), np.repeat(np.arange(3), 20)
+    xt[:, 0] += yt * 0.6
+    kw = {"cs": (0.001, 0.01, 0.1, 1.0, 10.0)}
+    reused = fewshot_eval(x, y, xt, yt, shots=(6,), draws=4, seed=0, probe_kw=kw)
+    each = fewshot_eval(x, y, xt, yt, shots=(6,), draws=4, seed=0, probe_kw=kw, reuse_c=False)
+    untimed = lambda row: {k: v for k, v in row.items() if k != "fit_seconds"}  # noqa: E731
+    assert untimed(reused[0]) == untimed(each[0])
+    assert [r["cv_folds"] for r in reused] == [3, 0, 0, 0] and [r["cv_folds"] for r in each] == [3, 3, 3, 3]
+    assert {r["c"] for r in reused} == {each[0]["c"]}
+    assert len({r["c"] for r in each}) > 1, "the draws must disagree on C for this test to mean anything"
+    # refitting draw d alone with draw 0's C reproduces the reused row: the draws differ only by their images
+    for d in range(1, 4):
+        idx = sample_shots(y, 6, draw_seed(0, d))
+        alone = probe_accuracy(x[idx], y[idx], xt, yt, cs=(each[0]["c"],), seed=draw_seed(0, d))
+        assert alone["accuracy"] == reused[d]["probe_accuracy"]
