@@ -69,7 +69,7 @@ from retailnb.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from retailnb.models.backbone import feature_dim  # noqa: E402
 from retailnb.train.contrastive import ContrastiveConfig, ContrastiveObjective, build_model  # noqa: E402
 from retailnb.train.datasets import to_chw_uint8  # noqa: E402
-from retailnb.train.engine import EngineConfig, build_optimizer  # noqa: E402
+from retailnb.train.engine import EngineConfig, build_optimizer, use_channels_last  # noqa: E402
 from retailnb.train.pretrain import PretrainSpec, training_dataset, training_rows  # noqa: E402
 from retailnb.train.sampler import plan_epoch  # noqa: E402
 from retailnb.transforms.batch_views import BatchViews  # noqa: E402
@@ -275,6 +275,8 @@ def our_model(
     """Our model, objective (NT-Xent + SupCon) and SGD optimiser, seeded alike for (b), (c) and (d)."""
     torch.manual_seed(args.seed)
     model = build_model(spec.model)
+    if not args.no_channels_last:
+        use_channels_last(model)  # as the engine does by default (EngineConfig.channels_last)
     model.train()
     optimizer = build_optimizer(model, EngineConfig(optimizer="sgd", lr=LR))
     return model, ContrastiveObjective(spec.model, augment=augment), optimizer
@@ -400,6 +402,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="reuse (or create) the synthetic data here")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-extra", action="store_true", help="leave out (d), BatchViews in a worker")
+    parser.add_argument("--no-channels-last", action="store_true", help="train ours with contiguous (NCHW) weights")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from joblib import Parallel, delayed
 from torch import nn
 
+from retailnb.data.images import default_workers
 from retailnb.evaluation.features import extract_features, load_features, save_features
 from retailnb.evaluation.fewshot import fewshot_eval, summarize_fewshot
 from retailnb.evaluation.finetune import FinetuneResult, finetune
@@ -74,17 +76,24 @@ def _weights_key(weights: str) -> str:
 
 def evaluate_backbones(backbones: Mapping[str, str], data: ProbeData, *, architecture: str,
                        shots: Sequence[int | None], draws: int, seed: int, knn_k: int = 1,
-                       cache_dir: str | os.PathLike[str]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Features]]:
-    """Few-shot summaries and features of every backbone."""
-    summaries, features = {}, {}
+                       cache_dir: str | os.PathLike[str],
+                       workers: int | None = None) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Features]]:
+    """Few-shot summaries and features of every backbone.
+
+    Features are extracted backbone by backbone (torch uses every core for that); then the few-shot
+    probes of the backbones, independent single-threaded scikit-learn fits, run in ``workers``
+    processes side by side (None: one per core). The results do not depend on ``workers``.
+    """
+    features = {}
     for name, weights in backbones.items():
         torch.manual_seed(seed)  # random_init: the same random weights every run
         model = create_backbone(architecture, weights=weights)
         features[name] = backbone_features(name, model, data, cache_dir, weights)
-        f_train, f_test = features[name]
-        rows = fewshot_eval(f_train, data.y_train, f_test, data.y_test,
-                            shots=shots, draws=draws, seed=seed, knn_k=knn_k)
-        summaries[name] = summarize_fewshot(rows)
+    jobs = [delayed(fewshot_eval)(f_train, data.y_train, f_test, data.y_test, shots=shots, draws=draws, seed=seed,
+                                  knn_k=knn_k) for f_train, f_test in features.values()]
+    n_jobs = min(len(jobs), workers or default_workers())
+    rows = Parallel(n_jobs=n_jobs)(jobs) if n_jobs > 1 else [job[0](*job[1], **job[2]) for job in jobs]
+    summaries = {name: summarize_fewshot(r) for name, r in zip(features, rows)}
     return summaries, features
 
 

@@ -58,6 +58,8 @@ class EngineConfig:
         precision: ``auto`` picks bf16 mixed precision on CUDA and fp32 elsewhere, or a Fabric value.
         num_workers: DataLoader worker processes for augmentation.
         seed: seeds model init, batches and augmentation.
+        channels_last: lay the model's weights, and so its activations, out channels-last (see
+            :func:`use_channels_last`).
     """
 
     epochs: int = 10
@@ -71,6 +73,7 @@ class EngineConfig:
     precision: str = "auto"
     num_workers: int = 0
     seed: int = 0
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -119,6 +122,17 @@ def make_fabric(config: EngineConfig) -> Fabric:
     )
     fabric.launch()
     return fabric
+
+
+def use_channels_last(model: nn.Module) -> nn.Module:
+    """``model`` with its 4-D weights stored channels-last (NHWC), in place; returns it.
+
+    Convolutions then compute and return channels-last activations whatever the input's layout. On 2
+    CPU cores a training step of mobilenetv3_small_100 at 64 px ran 10 to 20% faster so (oneDNN's
+    NHWC kernels; measured in ``benchmarks/bench_pretrain.py``), and it is the layout tensor cores want
+    on GPU. The state dict holds the same values, so checkpoints load into any layout.
+    """
+    return model.to(memory_format=torch.channels_last)
 
 
 def build_optimizer(model: nn.Module, config: EngineConfig) -> torch.optim.Optimizer:
@@ -184,6 +198,8 @@ def fit(
     """
     state_path = Path(state_path)
     steps_per_epoch = len(batch_sampler)
+    if config.channels_last:
+        use_channels_last(model)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
     wrapped, optimizer = fabric.setup(model, optimizer)
