@@ -67,7 +67,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from retailnb.data.images import decode_images  # noqa: E402
 from retailnb.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from retailnb.models.backbone import feature_dim  # noqa: E402
-from retailnb.train.contrastive import ContrastiveConfig, ContrastiveObjective, build_model  # noqa: E402
+from retailnb.train.contrastive import (  # noqa: E402
+    ContrastiveConfig,
+    ContrastiveObjective,
+    build_model,
+)
 from retailnb.train.datasets import to_chw_uint8  # noqa: E402
 from retailnb.train.engine import EngineConfig, build_optimizer, use_channels_last  # noqa: E402
 from retailnb.train.pretrain import PretrainSpec, training_dataset, training_rows  # noqa: E402

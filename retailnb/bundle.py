@@ -57,6 +57,7 @@ from torch import nn
 import retailnb
 from retailnb.atomic import atomic_write
 from retailnb.data.images import decode_images, default_workers
+from retailnb.errors import FileProblem
 from retailnb.evaluation.features import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -84,21 +85,8 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: a fixed timestamp make
 _PROBE_KEYS = ("mean", "scale", "coef", "intercept")
 
 
-class BundleError(ValueError):
-    """A bundle file is unreadable, corrupt, of another format version, or does not fit its backbone.
-
-    Attributes:
-        path: the offending file.
-        problem: what is wrong with it, in words (without the path).
-    """
-
-    def __init__(self, path: PathLike, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = Path(path)
-        self.problem = problem
-
-    def __reduce__(self) -> tuple[type[BundleError], tuple[Path, str]]:
-        return (type(self), (self.path, self.problem))
+class BundleError(FileProblem):
+    """A bundle file is unreadable, corrupt, of another format version, or does not fit its backbone."""
 
 
 class ClassNameError(ValueError):

@@ -23,6 +23,8 @@ from typing import BinaryIO, TypeVar
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from retailnb.errors import FileProblem
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MIN_SIZE = 8
@@ -40,22 +42,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class ImageError(ValueError):
-    """An image file is missing, empty, truncated, not an image, or too small.
-
-    Attributes:
-        path: the offending file.
-        problem: what is wrong with it, in words (without the path).
-    """
-
-    def __init__(self, path: PathLike, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = Path(path)
-        self.problem = problem
-
-    def __reduce__(self) -> tuple[type[ImageError], tuple[Path, str]]:
-        # Exceptions are pickled from ``args``; rebuild from both fields so errors cross process pools.
-        return (type(self), (self.path, self.problem))
+class ImageError(FileProblem):
+    """An image file is missing, empty, truncated, not an image, or too small (see :class:`FileProblem`)."""
 
 
 def _check_file(path: Path) -> None:

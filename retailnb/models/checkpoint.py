@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from retailnb.atomic import atomic_write
+from retailnb.errors import FileProblem
 
 PathLike = str | os.PathLike[str]
 
@@ -44,21 +45,8 @@ class Stateful(Protocol):
     def load_state_dict(self, state_dict: dict[str, Any]) -> Any: ...  # noqa: D102
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, corrupt, or not the kind of checkpoint expected.
-
-    Attributes:
-        path: the offending file.
-        problem: what is wrong with it, in words (without the path).
-    """
-
-    def __init__(self, path: PathLike, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = Path(path)
-        self.problem = problem
-
-    def __reduce__(self) -> tuple[type[CheckpointError], tuple[Path, str]]:
-        return (type(self), (self.path, self.problem))
+class CheckpointError(FileProblem):
+    """A checkpoint file is unreadable, corrupt, or not the kind of checkpoint expected."""
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -19,8 +19,8 @@ from retailnb.plots.evaluation import (  # noqa: E402
     confusion_pairs,
     embed_2d,
     embedding_map,
-    shot_order,
     shelf_to_catalogue_figure,
+    shot_order,
     shots_figure,
 )
 
