@@ -7,6 +7,7 @@ the whole test split. :func:`summarize_fewshot` reduces the draws to a mean and 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -173,8 +174,12 @@ def _eval_draw(
             "the train and test splits overlap"
         )
     xs, ys = x_train[idx], y_train[idx]
-    probe = probe_accuracy(xs, ys, x_test, y_test, **{"seed": s, **probe_kw})
     k = min(knn_k, len(idx))
+    with warnings.catch_warnings():
+        # scikit-learn suspects a regression target when most labels are unique: a 1-shot sample is meant so
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        probe = probe_accuracy(xs, ys, x_test, y_test, **{"seed": s, **probe_kw})
+        knn = knn_accuracy(xs, ys, x_test, y_test, k=k)
     row: dict[str, Any] = {
         "shots": shots_label(shots),
         "draw": draw,
@@ -188,7 +193,7 @@ def _eval_draw(
         c=probe["c"],
         cv_folds=probe["cv_folds"],
         fit_seconds=probe["fit_seconds"],
-        knn_accuracy=knn_accuracy(xs, ys, x_test, y_test, k=k),
+        knn_accuracy=knn,
         knn_k=k,
     )
     return row
