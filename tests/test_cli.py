@@ -197,3 +197,20 @@ def test_the_console_command_runs_in_a_fresh_process(data: Path, shop: Path) -> 
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["product"] for r in rows if r["rank"] == "1"] == ["red", "red"]
     assert "images/s" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_and_usage_errors_answer_without_importing_torch() -> None:
+    """The parser is light; torch, timm and scikit-learn load only once a command runs."""
+    code = (
+        "import sys\n"
+        "from retailnb.cli import main\n"
+        "try:\n"
+        "    main(['predict'])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 2\n"
+        "print(sorted(m for m in ('torch', 'timm', 'sklearn') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert "the following arguments are required" in done.stderr
