@@ -114,10 +114,15 @@ class Preprocessing:
             raise ValueError(f"mean and std need three values (R, G, B), std positive; got {self.mean}, {self.std}")
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, H, W) images to float, scaled to [0, 1] and standardised by ``mean`` / ``std``."""
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        return (x.float() / 255.0 - mean) / std
+        """uint8 (B, 3, H, W) images to float, scaled to [0, 1] and standardised by ``mean`` / ``std``.
+
+        As ``(x / 255 - mean) / std`` (equal to float rounding), in one multiply and one add on the
+        converted batch, in place, so the batch's memory format is kept: at 128 px the four-step form
+        cost about a third as much as the forward pass of mobilenetv3_small_100.
+        """
+        std = torch.tensor(self.std, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+        return x.float().mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
 
 @dataclass(frozen=True)

@@ -252,3 +252,14 @@ def test_a_failed_save_leaves_the_old_bundle(shop: Bundle, tmp_path: Path, monke
         save_bundle(add_products(shop, embed(shop, images), labels), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["shop.bundle"]  # no temporary file left behind
+
+
+def test_preprocessing_normalize_is_the_standardisation_and_keeps_the_memory_format() -> None:
+    from retailnb.bundle import Preprocessing
+
+    pre = Preprocessing(image_size=8, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    x = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8).permute(0, 3, 1, 2)  # channels_last view
+    expected = (x.float() / 255 - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
+    out = pre.normalize(x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last) and x.dtype == torch.uint8  # input untouched
