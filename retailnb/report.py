@@ -243,10 +243,17 @@ def data_sentence(data: Mapping[str, Any]) -> str:
     def part(role: str, what: str) -> str:
         return f"{images.get(role, 0)} {what} ({classes.get(role, 0)} products)"
 
+    seen = data.get("target_classes_in_source")
+    if seen:
+        target = f"of the same products (pretraining saw {seen} of the {classes.get('probe_test', 0)} target products)"
+    elif seen == 0:
+        target = "of a target catalogue that pretraining never saw"
+    else:
+        target = "of the target catalogue"
     return (
         f"Pretraining used {part('labelled', 'labelled')} and {images.get('unlabelled', 0)} unlabelled source "
         f"images; the evaluation uses {part('probe_train', 'training')} and {part('probe_test', 'test')} images "
-        "of a target catalogue that pretraining never saw."
+        f"{target}."
     )
 
 

@@ -110,6 +110,7 @@ def test_data_notebook_smoke(run_notebook: Callable[..., Path], tmp_path: Path) 
     summary = json.loads((tmp_path / "metrics" / "data.json").read_text())
     fams, skus = TINY_DATA["n_target_families"], TINY_DATA["skus_per_family"]
     assert summary["classes"]["probe_test"] == fams * skus
+    assert summary["target_classes_in_source"] == 0  # synthetic target families are disjoint from the source
     assert summary["images"]["probe_test"] == fams * skus * TINY_DATA["probe_test_per_sku"]
     assert all(summary["images"][role] > 0 for role in ("labelled", "unlabelled", "monitor_train", "probe_train"))
     figures = tmp_path / "reports" / "figures" / "01_data"

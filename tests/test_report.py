@@ -139,6 +139,11 @@ def test_side_tables_and_data_sentence() -> None:
     sentence = data_sentence({"images": {"labelled": 360, "unlabelled": 1000, "probe_train": 300, "probe_test": 375},
                               "classes": {"labelled": 30, "probe_train": 25, "probe_test": 25}})
     assert "360 labelled (30 products)" in sentence and "375 test (25 products)" in sentence
+    assert sentence.endswith("of the target catalogue.")
+    unseen = data_sentence({"images": {}, "classes": {"probe_test": 25}, "target_classes_in_source": 0})
+    seen = data_sentence({"images": {}, "classes": {"probe_test": 81}, "target_classes_in_source": 81})
+    assert unseen.endswith("that pretraining never saw.")
+    assert seen.endswith("(pretraining saw 81 of the 81 target products).")
 
 
 def write_fake_metrics(root: Path) -> None:

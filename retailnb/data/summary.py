@@ -8,7 +8,9 @@ from retailnb.data.manifest import Manifest
 
 
 def summarize(manifest: Manifest) -> dict[str, object]:
-    """Images and classes per role, images per domain, and the few-shot depth of the probe split.
+    """Images and classes per role, images per domain, the few-shot depth of the probe split, and how
+    many target products the source (labelled or unlabelled) also holds: 0 when, as on the synthetic
+    data, the probes test products that pretraining never saw.
 
     Returned as plain JSON-ready values so the data stage can write it as its metrics file.
     """
@@ -16,10 +18,13 @@ def summarize(manifest: Manifest) -> dict[str, object]:
     classes = {role: len({r.class_name for r in manifest.select(role)}) for role in images}
     domains = Counter(r.domain for r in manifest.records)
     probe = Counter(r.class_name for r in manifest.select("probe_train"))
+    source = {r.class_name for r in manifest.select("labelled", "unlabelled")}
+    target = {r.class_name for r in manifest.select("probe_test")}
     return {
         "images": images,
         "classes": classes,
         "domains": dict(sorted(domains.items())),
         "unique_images": len({r.path for r in manifest.records}),
         "probe_train_min_per_class": min(probe.values()) if probe else 0,
+        "target_classes_in_source": len(target & source),
     }
