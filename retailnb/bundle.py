@@ -118,7 +118,7 @@ class Preprocessing:
 
         As ``(x / 255 - mean) / std`` (equal to float rounding), in one multiply and one add on the
         converted batch, in place, so the batch's memory format is kept: at 128 px the four-step form
-        cost about a third as much as the forward pass of mobilenetv3_small_100.
+        cost about a quarter as much as the forward pass of mobilenetv3_small_100.
         """
         std = torch.tensor(self.std, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
         mean = torch.tensor(self.mean, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)

@@ -92,7 +92,7 @@ def evaluate_backbones(backbones: Mapping[str, str], data: ProbeData, *, archite
     jobs = [delayed(fewshot_eval)(f_train, data.y_train, f_test, data.y_test, shots=shots, draws=draws, seed=seed,
                                   knn_k=knn_k) for f_train, f_test in features.values()]
     n_jobs = min(len(jobs), workers or default_workers())
-    rows = Parallel(n_jobs=n_jobs)(jobs) if n_jobs > 1 else [job[0](*job[1], **job[2]) for job in jobs]
+    rows = Parallel(n_jobs=n_jobs)(jobs)  # n_jobs=1 runs them in this process, one after the other
     summaries = {name: summarize_fewshot(r) for name, r in zip(features, rows)}
     return summaries, features
 

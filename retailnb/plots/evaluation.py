@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from retailnb.evaluation.probe import DEFAULT_THREADS, fit_logistic_probe
 from retailnb.evaluation.quickprobe import ProbeData
+from retailnb.plots.training import nearest
 
 MIN_TSNE_POINTS = 10
 """Below this many points t-SNE has no meaningful neighbourhoods (its perplexity must stay below the
@@ -230,9 +231,7 @@ def shelf_to_catalogue_figure(
     gallery = catalogue_gallery(data)
     k = min(k, len(gallery))
     pick = np.random.default_rng(seed).choice(len(f_test), size=min(n_queries, len(f_test)), replace=False)
-    q = f_test[pick] / np.linalg.norm(f_test[pick], axis=1, keepdims=True).clip(1e-12)
-    g = f_train[gallery] / np.linalg.norm(f_train[gallery], axis=1, keepdims=True).clip(1e-12)
-    neighbours = gallery[np.argsort(-(q @ g.T), axis=1, kind="stable")[:, :k]]
+    neighbours = gallery[nearest(f_test[pick], f_train[gallery], k)]
     fig, axes = plt.subplots(len(pick), k + 1, figsize=(1.5 * (k + 1), 1.6 * len(pick)), squeeze=False)
     for row, query, found in zip(axes, pick, neighbours):
         _show(row[0], data.x_test[query], f"shelf: {data.classes[data.y_test[query]]}"[:28])

@@ -128,9 +128,10 @@ def use_channels_last(model: nn.Module) -> nn.Module:
     """``model`` with its 4-D weights stored channels-last (NHWC), in place; returns it.
 
     Convolutions then compute and return channels-last activations whatever the input's layout. On 2
-    CPU cores a training step of mobilenetv3_small_100 at 64 px ran 10 to 20% faster so (oneDNN's
-    NHWC kernels; measured in ``benchmarks/bench_pretrain.py``), and it is the layout tensor cores want
-    on GPU. The state dict holds the same values, so checkpoints load into any layout.
+    CPU cores a bare training step of mobilenetv3_small_100 at 64 px (batch 256) ran 10 to 20% faster
+    so in a side-by-side micro-benchmark (oneDNN's NHWC kernels); ``benchmarks/bench_pretrain.py
+    --no-channels-last`` compares the whole loop. It is also the layout tensor cores want on GPU. The
+    state dict holds the same values, so checkpoints load into any layout.
     """
     return model.to(memory_format=torch.channels_last)
 
