@@ -34,8 +34,6 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import multiprocessing
-import multiprocessing.context
 import os
 import warnings
 import zipfile
@@ -48,15 +46,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import timm
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
+from sklearn.pipeline import Pipeline
 from torch import nn
 
 import retailnb
 from retailnb.atomic import atomic_write
-from retailnb.data.images import decode_images, default_workers
+from retailnb.data.images import chunks, decode_images, default_workers, pool_context
 from retailnb.errors import FileProblem
 from retailnb.evaluation.features import (
     IMAGENET_MEAN,
@@ -64,7 +59,7 @@ from retailnb.evaluation.features import (
     extract_features,
     model_device,
 )
-from retailnb.evaluation.probe import DEFAULT_THREADS, fit_logistic_probe
+from retailnb.evaluation.probe import fit_logistic_probe
 from retailnb.models.backbone import (
     WEIGHTS_HUB,
     WEIGHTS_NONE,
@@ -386,17 +381,14 @@ def _history_entry(change: _Change, features: np.ndarray, c: float | None, c_fro
 def _fit_pipeline(features: np.ndarray, labels: np.ndarray, settings: ProbeSettings, c: float | None) -> Pipeline:
     """The standardiser + logistic regression on ``features``: C chosen by cross-validation, or ``c``.
 
-    With a given ``c`` the pipeline is the one :func:`fit_logistic_probe` builds, fitted once, without
-    the 3 folds x 4 candidates of cross-validation: a 110-product refit takes seconds instead of tens.
+    With a given ``c``, :func:`fit_logistic_probe` fits once, without the 3 folds x 4 candidates of
+    cross-validation: a 110-product refit takes seconds instead of tens.
     """
     with warnings.catch_warnings():  # few shots of many products is this module's normal case
         warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-        if c is None:
-            s = settings
-            return fit_logistic_probe(features, labels, cs=s.cs, cv=s.cv, max_iter=s.max_iter, seed=s.seed)
-        logreg = LogisticRegression(C=c, max_iter=settings.max_iter, random_state=settings.seed)
-        with threadpool_limits(limits=DEFAULT_THREADS):
-            return make_pipeline(StandardScaler(), logreg).fit(features, labels)
+        s = settings
+        return fit_logistic_probe(features, labels, cs=s.cs if c is None else (c,), cv=s.cv, max_iter=s.max_iter,
+                                  seed=s.seed)
 
 
 def _refit(bundle: Bundle, features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
@@ -638,12 +630,6 @@ def embed(
                             transform=bundle.preprocessing.normalize, precision=precision)
 
 
-def _decoder_context() -> multiprocessing.context.BaseContext:
-    """``fork`` where available, as :mod:`retailnb.data.images` uses for its pools (the worker runs only
-    Pillow and NumPy), else ``spawn``."""
-    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-
-
 def _decoded_chunks(paths: Sequence[PathLike], size: int, chunk_size: int, read_ahead: bool) -> Iterator[np.ndarray]:
     """Decoded chunks of ``paths``; with ``read_ahead``, the next is decoded while the caller works.
 
@@ -651,14 +637,14 @@ def _decoded_chunks(paths: Sequence[PathLike], size: int, chunk_size: int, read_
     small backbone are both largely Python, which threads would serialise on the GIL. A single chunk
     is always decoded here, as a process would only add its start-up time.
     """
-    chunks = [paths[i : i + chunk_size] for i in range(0, len(paths), chunk_size)]
-    if len(chunks) == 1 or not read_ahead:
-        for chunk in chunks:
+    pieces = chunks(paths, chunk_size)
+    if len(pieces) == 1 or not read_ahead:
+        for chunk in pieces:
             yield decode_images(chunk, size, workers=0)
         return
-    with ProcessPoolExecutor(1, mp_context=_decoder_context()) as pool:
-        pending = pool.submit(decode_images, chunks[0], size, workers=0)
-        for chunk in chunks[1:]:
+    with ProcessPoolExecutor(1, mp_context=pool_context()) as pool:
+        pending = pool.submit(decode_images, pieces[0], size, workers=0)
+        for chunk in pieces[1:]:
             current, pending = pending, pool.submit(decode_images, chunk, size, workers=0)
             yield current.result()
         yield pending.result()

@@ -38,6 +38,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _bundle_edit_options(p: argparse.ArgumentParser, bundle_help: str, *, run: str) -> None:
+    """The options shared by the commands that change a bundle's products in place."""
+    p.add_argument("--bundle", required=True, help=bundle_help)
+    p.add_argument("--out", help="bundle file to write (default: replace --bundle, atomically)")
+    p.add_argument("--choose-c", action="store_true", help=CHOOSE_C_HELP)
+    p.set_defaults(run=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -65,17 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("add-products", help="add the products of FOLDER/<product>/<image> to a bundle")
     p.add_argument("folder", metavar="FOLDER", help="one sub-folder of images per new product")
-    p.add_argument("--bundle", required=True, help="bundle to extend")
-    p.add_argument("--out", help="bundle file to write (default: replace --bundle, atomically)")
-    p.add_argument("--choose-c", action="store_true", help=CHOOSE_C_HELP)
-    p.set_defaults(run="cmd_add_products")
+    _bundle_edit_options(p, "bundle to extend", run="cmd_add_products")
 
     p = sub.add_parser("remove-products", help="remove products from a bundle")
     p.add_argument("names", nargs="+", metavar="NAME", help="products to remove")
-    p.add_argument("--bundle", required=True, help="bundle to shrink")
-    p.add_argument("--out", help="bundle file to write (default: replace --bundle, atomically)")
-    p.add_argument("--choose-c", action="store_true", help=CHOOSE_C_HELP)
-    p.set_defaults(run="cmd_remove_products")
+    _bundle_edit_options(p, "bundle to shrink", run="cmd_remove_products")
 
     p = sub.add_parser("predict", help="the most probable products of each image")
     p.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files and folders of images")

@@ -60,7 +60,6 @@ USER_ERRORS = (
 """Errors caused by what the user passed: reported in one line, never as a traceback."""
 
 
-
 def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -204,8 +203,3 @@ def cmd_predict(args: argparse.Namespace) -> None:
         with atomic_write(args.out, "w") as fh:
             fh.write(text)
         _say(f"wrote {args.out}: predictions for {len(rows)} images")
-
-
-# --------------------------------------------------------------------------------------------------
-# Arguments
-# --------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from retailnb.bundle import load_bundle
 from retailnb.cli import main
 from retailnb.evaluation.features import load_features
 from retailnb.models.backbone import create_backbone
@@ -106,6 +107,7 @@ def test_fit_from_a_bundle_and_table_output(data: Path, shop: Path, tmp_path: Pa
     assert main(["predict", str(data / "test" / "black" / "0.jpg"), "--bundle", str(refit), "--top-k", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["image", "top1", "p1"] and lines[1].split()[1] == "black"
+    assert set(load_bundle(refit).class_names) == set(NEW)  # fit replaced the bundle's products
 
 
 def test_embed_writes_a_feature_file(data: Path, shop: Path, tmp_path: Path) -> None:

@@ -152,5 +152,6 @@ def test_new_products_notebook_smoke(tmp_path: Path) -> None:
     assert [r["shots"] for r in metrics["enrolment"]] == [0, 1, 2]
     assert len(metrics["held_out"]) == 2 and metrics["n_old"] == 4
     assert all(0.0 <= r["old_accuracy"] <= 1.0 and r["n_new"] == 4 for r in metrics["enrolment"])
+    assert metrics["enrolment"][0]["new_accuracy"] == 0.0  # before enrolment no new product can be predicted
     assert (tmp_path / "models" / "bundle" / "catalogue.bundle").is_file()
     assert (tmp_path / "reports" / "figures" / "06_new_products" / "enrolment.png").stat().st_size > 1000

@@ -217,7 +217,7 @@ def _check_chunk(paths: Sequence[str], min_size: int) -> list[str | None]:
     return [check_image(p, min_size) for p in paths]
 
 
-def _pool_context() -> BaseContext:
+def pool_context() -> BaseContext:
     """Process start method for worker pools.
 
     ``fork`` where the platform has it, as PyTorch's DataLoader does: workers start in milliseconds and,
@@ -236,7 +236,8 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _chunks(items: Sequence[T], n: int) -> list[Sequence[T]]:
+def chunks(items: Sequence[T], n: int) -> list[Sequence[T]]:
+    """``items`` cut into consecutive pieces of ``n`` (the last may be shorter)."""
     return [items[i : i + n] for i in range(0, len(items), n)]
 
 
@@ -257,16 +258,16 @@ def map_chunks(func: Callable[[Sequence[T]], R], items: Sequence[T], workers: in
     workers = default_workers() if workers is None else workers
     if workers < 0:
         raise ValueError(f"workers must be >= 0 or None, got {workers}")
-    chunks = _chunks(items, _CHUNK)
-    workers = min(workers, len(chunks))
+    pieces = chunks(items, _CHUNK)
+    workers = min(workers, len(pieces))
     if workers <= 1 or len(items) < POOL_MIN_ITEMS:
-        yield from map(func, chunks)
+        yield from map(func, pieces)
         return
     # An executor rather than multiprocessing.Pool: a worker that dies (out of memory, killed) raises
     # BrokenProcessPool here instead of leaving the caller waiting forever.
-    executor = ProcessPoolExecutor(workers, mp_context=_pool_context())
+    executor = ProcessPoolExecutor(workers, mp_context=pool_context())
     try:
-        yield from executor.map(func, chunks)
+        yield from executor.map(func, pieces)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
 
