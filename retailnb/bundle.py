@@ -30,6 +30,7 @@ not out-voted by products that had a dozen (:attr:`ProbeSettings.uniform_prior`)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -38,7 +39,7 @@ import os
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -51,12 +52,15 @@ from torch import nn
 
 import retailnb
 from retailnb.atomic import atomic_write
-from retailnb.data.images import chunks, decode_images, default_workers, pool_context
+from retailnb.data.images import chunks, decode_images, default_workers
 from retailnb.errors import FileProblem
 from retailnb.evaluation.features import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    autocast_dtype,
+    borrowed_for_inference,
     extract_features,
+    forward_batch,
     model_device,
 )
 from retailnb.evaluation.probe import fit_logistic_probe
@@ -630,36 +634,25 @@ def embed(
                             transform=bundle.preprocessing.normalize, precision=precision)
 
 
-def _decoded_chunks(paths: Sequence[PathLike], size: int, chunk_size: int, read_ahead: bool) -> Iterator[np.ndarray]:
-    """Decoded chunks of ``paths``; with ``read_ahead``, the next is decoded while the caller works.
+def default_embed_workers(model: nn.Module) -> int:
+    """Threads :func:`embed_files` runs by default: one per torch intra-op thread on CPU, else one per core.
 
-    The read-ahead runs in one worker process rather than a thread: loading an image and running a
-    small backbone are both largely Python, which threads would serialise on the GIL. A single chunk
-    is always decoded here, as a process would only add its start-up time.
+    On CPU the cores torch may use are shared out as single-threaded forward passes (see
+    :func:`embed_files`). On an accelerator the threads decode images while the device computes.
     """
-    pieces = chunks(paths, chunk_size)
-    if len(pieces) == 1 or not read_ahead:
-        for chunk in pieces:
-            yield decode_images(chunk, size, workers=0)
-        return
-    with ProcessPoolExecutor(1, mp_context=pool_context()) as pool:
-        pending = pool.submit(decode_images, pieces[0], size, workers=0)
-        for chunk in pieces[1:]:
-            current, pending = pending, pool.submit(decode_images, chunk, size, workers=0)
-            yield current.result()
-        yield pending.result()
+    return torch.get_num_threads() if model_device(model).type == "cpu" else default_workers()
 
 
-def spare_core_for_decoding(model: nn.Module) -> bool:
-    """Whether decoding images alongside ``model``'s forward passes would use a core they leave idle.
-
-    True when the model runs on an accelerator, or when this process may use more CPU cores than
-    torch's intra-op threads. Otherwise the decoder would take cores from the forward pass, and torch's
-    threads, which wait for each other at every operation, slow down more than the decoding saves (on a
-    shared 2-core machine with 2 torch threads, reading ahead made prediction from JPEG files about 30%
-    slower than decoding in turn).
-    """
-    return model_device(model).type != "cpu" or default_workers() > torch.get_num_threads()
+@contextlib.contextmanager
+def _intra_op_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (unchanged when None), restoring the count after."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def embed_files(
@@ -667,50 +660,72 @@ def embed_files(
     paths: Sequence[PathLike],
     *,
     batch_size: int = 256,
-    chunk_size: int = 512,
-    read_ahead: bool | None = None,
+    workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     precision: str = "fp32",
 ) -> np.ndarray:
-    """Features of image files: decoded at the bundle's image size chunk by chunk, then :func:`embed`.
+    """Features of image files, decoded at the bundle's image size and embedded batch by batch.
 
-    Only two or three chunks of pixels are in memory at a time, and where a core is free for it,
-    decoding the next chunk (in a worker process) overlaps the backbone's work on the current one.
-    Chunks are several batches long
-    because every call of :func:`embed` lends the model out for inference once (see
-    :func:`retailnb.evaluation.features.borrowed_for_inference`), which costs about as much as a small
-    batch's forward pass.
+    Each of ``workers`` threads takes a batch of files, decodes it and runs the backbone on it, so
+    decoding overlaps the backbone's work, and only ``workers`` batches of pixels are in memory at a
+    time. Decoding small JPEGs holds the GIL for a small part of the time (see
+    :mod:`retailnb.data.jpeg`) and torch releases it during every operation, so the threads run in
+    parallel. On CPU, torch runs one intra-op thread per worker while this runs (the process-wide
+    setting is restored afterwards): a small backbone uses two cores better as two single-threaded
+    forward passes than as one two-threaded pass, which spends much of its time waiting at the end of
+    each operation. On 2 cores, with ``mobilenetv3_small_100`` at 64 px, prediction from JPEG files
+    then ran at about the speed of the bare two-threaded forward pass on decoded images, against half
+    of it when decoding and the forward pass took turns (``benchmarks/bench_new_products.py``).
 
     Args:
         bundle: the bundle.
         paths: image files.
         batch_size: images per forward pass.
-        chunk_size: images decoded together (a 512-image chunk at 224 px is 77 MB of pixels).
-        read_ahead: decode the next chunk while embedding the current one; None decides by
-            :func:`spare_core_for_decoding`.
-        progress: called with the number of images of each finished chunk (a progress bar's ``update``).
+        workers: threads; None: :func:`default_embed_workers`. 1 decodes and embeds in turn, in this
+            thread, with torch's threads left as they are.
+        progress: called with the number of images of each finished batch (a progress bar's ``update``).
         precision: see :func:`embed`.
 
     Returns:
         (len(paths), D) float32 features, in the order of ``paths``.
 
     Raises:
-        ImageError: an image cannot be read; the message names the file.
-        ValueError: ``paths`` is empty, or a size is not positive.
+        ImageError: an image cannot be read; the message names the file (no later batch is started).
+        ValueError: ``paths`` is empty, or ``batch_size`` or ``workers`` is not positive.
     """
     if not paths:
         raise ValueError("no images to embed")
-    if batch_size < 1 or chunk_size < 1:
-        raise ValueError(f"batch_size and chunk_size must be positive image counts, got {batch_size}, {chunk_size}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive number of images, got {batch_size}")
+    model = bundle.backbone
+    workers = default_embed_workers(model) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be a positive number of threads, got {workers}")
+    device = model_device(model)
+    amp_dtype = autocast_dtype(precision, device)
+    size = bundle.preprocessing.image_size
+    pieces = chunks(list(paths), batch_size)
+    workers = min(workers, len(pieces))
+
+    def features(piece: Sequence[PathLike]) -> np.ndarray:
+        images = torch.from_numpy(decode_images(piece, size, workers=0)).permute(0, 3, 1, 2)
+        return forward_batch(model, images, device, bundle.preprocessing.normalize, amp_dtype)
+
     out = np.empty((len(paths), bundle.feature_dim), dtype=np.float32)
     start = 0
-    if read_ahead is None:
-        read_ahead = spare_core_for_decoding(bundle.backbone)
-    for images in _decoded_chunks(list(paths), bundle.preprocessing.image_size, chunk_size, read_ahead):
-        out[start : start + len(images)] = embed(bundle, images, batch_size=batch_size, precision=precision)
-        start += len(images)
-        if progress is not None:
-            progress(len(images))
+    one_thread_each = 1 if device.type == "cpu" and workers > 1 else None
+    with borrowed_for_inference(model, device), _intra_op_threads(one_thread_each):
+        executor = ThreadPoolExecutor(workers) if workers > 1 else None
+        try:
+            results = executor.map(features, pieces) if executor is not None else map(features, pieces)
+            for feats in results:
+                out[start : start + len(feats)] = feats
+                start += len(feats)
+                if progress is not None:
+                    progress(len(feats))
+        finally:
+            if executor is not None:  # after an error: start no further batch, let running ones finish
+                executor.shutdown(wait=True, cancel_futures=True)
     return out
 
 

@@ -188,19 +188,27 @@ def test_embed_and_predict_check_their_inputs(shop: Bundle) -> None:
     assert predict_features(shop, shop.features[:2], k=10).indices.shape == (2, 4)  # k capped at the products
 
 
-@pytest.mark.parametrize("read_ahead", [True, False])
-def test_embed_files_in_chunks_and_names_a_broken_image(shop: Bundle, tmp_path: Path, read_ahead: bool) -> None:
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_embed_files_in_batches_and_names_a_broken_image(shop: Bundle, tmp_path: Path, workers: int) -> None:
     images, _ = colour_images(OLD, 2, seed=4)
     paths = [tmp_path / f"{i}.png" for i in range(len(images))]  # lossless: decoding gives the same pixels
     for image, path in zip(images, paths):
         Image.fromarray(image).save(path)
+    threads = torch.get_num_threads()
+    weights = [p.data_ptr() for p in shop.backbone.parameters()]
     seen: list[int] = []
-    features = embed_files(shop, paths, chunk_size=3, batch_size=2, read_ahead=read_ahead, progress=seen.append)
+    features = embed_files(shop, paths, batch_size=3, workers=workers, progress=seen.append)
     np.testing.assert_allclose(features, embed(shop, images), rtol=1e-5, atol=1e-5)
     assert seen == [3, 3, 2]
+    assert torch.get_num_threads() == threads  # one intra-op thread per worker only while it runs
     paths[7].write_bytes(b"not an image")
     with pytest.raises(ImageError, match="7.png: not an image"):
-        embed_files(shop, paths, chunk_size=3, read_ahead=read_ahead)
+        embed_files(shop, paths, batch_size=3, workers=workers)
+    assert torch.get_num_threads() == threads
+    assert [p.data_ptr() for p in shop.backbone.parameters()] == weights  # the lent model is given back
+    assert not shop.backbone.training
+    with pytest.raises(ValueError, match="workers"):
+        embed_files(shop, paths, workers=0)
 
 
 def _rewrite_meta(src: Path, dst: Path, **changes: object) -> None:

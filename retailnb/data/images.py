@@ -23,6 +23,7 @@ from typing import BinaryIO, TypeVar
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from retailnb.data.jpeg import decode_rgb, read_frame
 from retailnb.errors import FileProblem
 
 log = logging.getLogger(__name__)
@@ -204,11 +205,55 @@ def fit_square(im: Image.Image, size: int) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
+def _fast_jpeg(path: PathLike, size: int, min_size: int) -> np.ndarray | None:
+    """The upright RGB pixels of ``path`` by the C decoder of :mod:`retailnb.data.jpeg`, or None.
+
+    None when the file cannot be read, is not a JPEG that decoder reproduces exactly, would be decoded
+    by Pillow at reduced scale for ``size`` (draft mode), is too small, or fails to decode: the Pillow
+    path then decodes it, or raises the error that names the problem.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = bytearray(fh.read())
+    except OSError:
+        return None
+    frame = read_frame(data)
+    if frame is None or not frame.fast or min(frame.width, frame.height) < min_size:
+        return None
+    if min(frame.width // size, frame.height // size) >= 2:
+        return None  # Pillow's draft mode would decode at 1/2, 1/4 or 1/8 scale (see PIL's JpegImageFile.draft)
+    try:
+        return decode_rgb(data)
+    except RuntimeError:
+        return None
+
+
+def load_fitted(path: PathLike, size: int, min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:
+    """One image as :func:`decode_images` gives it: upright RGB, shorter side ``size``, centre-cropped.
+
+    Small JPEG files (under twice ``size``) are decoded in C without holding the GIL (see
+    :mod:`retailnb.data.jpeg`) and give exactly the pixels of the Pillow path, which decodes everything
+    else.
+
+    Returns:
+        A uint8 array of shape (size, size, 3).
+
+    Raises:
+        ImageError: as :func:`load_rgb`.
+    """
+    pixels = _fast_jpeg(path, size, min_size)
+    if pixels is None:
+        return fit_square(load_rgb(path, min_size, draft=size), size)
+    if pixels.shape[0] == size and pixels.shape[1] == size:
+        return pixels  # Pillow's resize to the same size with the whole image as box is a plain copy
+    return fit_square(Image.fromarray(np.ascontiguousarray(pixels)), size)
+
+
 def _decode_chunk(paths: Sequence[str], size: int, min_size: int) -> np.ndarray:
     """Decode a chunk of images into an (n, size, size, 3) array (the unit of work of a pool worker)."""
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, p in enumerate(paths):
-        out[i] = fit_square(load_rgb(p, min_size, draft=size), size)
+        out[i] = load_fitted(p, size, min_size)
     return out
 
 
@@ -223,7 +268,8 @@ def pool_context() -> BaseContext:
     ``fork`` where the platform has it, as PyTorch's DataLoader does: workers start in milliseconds and,
     unlike ``spawn`` and ``forkserver``, never re-import the caller's ``__main__`` (a script without an
     ``if __name__ == "__main__"`` guard would otherwise run again in every worker). The workers only run
-    Pillow and NumPy, so the threads a parent may hold (PyTorch, CUDA) are not touched.
+    Pillow, NumPy and torchvision's single-threaded CPU JPEG decoder, so the threads a parent may hold
+    (PyTorch's thread pools, CUDA) are not touched.
     """
     return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
 

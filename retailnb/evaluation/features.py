@@ -202,20 +202,39 @@ def extract_features(
     prepare = transform if transform is not None else imagenet_normalize
     n = images.shape[0]
     out: np.ndarray | None = None
-    with borrowed_for_inference(model, device), torch.inference_mode():
+    with borrowed_for_inference(model, device):
         for start in range(0, n, batch_size):
-            x = _batch_nchw(images, start, start + batch_size).to(device, non_blocking=True)
-            x = prepare(x).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-                y = model(x)
-            if not isinstance(y, torch.Tensor):
-                raise TypeError(f"the model returned {type(y).__name__}, expected a tensor of features")
-            feats = y.flatten(1).float().cpu().numpy()
+            feats = forward_batch(model, _batch_nchw(images, start, start + batch_size), device, prepare, amp_dtype)
             if out is None:
                 out = np.empty((n, feats.shape[1]), dtype=np.float32)
             out[start : start + len(feats)] = feats
     assert out is not None  # images is non-empty, so at least one batch ran
     return out
+
+
+def forward_batch(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    prepare: BatchTransform,
+    amp_dtype: torch.dtype | None,
+) -> np.ndarray:
+    """Features of one (B, 3, H, W) batch under a model lent out by :func:`borrowed_for_inference`.
+
+    The batch is moved to ``device``, prepared (``prepare``: uint8 to normalised float), laid out
+    channels_last and run under :func:`torch.inference_mode` and, when ``amp_dtype`` is set, autocast.
+    Both are thread-local, so threads may call this concurrently on one lent model.
+
+    Raises:
+        TypeError: the model does not return a tensor.
+    """
+    with torch.inference_mode():
+        x = prepare(images.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            y = model(x)
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"the model returned {type(y).__name__}, expected a tensor of features")
+        return y.flatten(1).float().cpu().numpy()
 
 
 def _json_default(value: Any) -> Any:
