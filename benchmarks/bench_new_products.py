@@ -73,9 +73,8 @@ def bench_enrolment(manifest: Manifest, args: argparse.Namespace, folder: Path) 
 
     bundle = new_bundle(args.architecture, image_size=args.image_size)
     features = embed_files(bundle, manifest.paths(old_rows))
-    labels = [old.index(r.class_name) for r in old_rows]
     path = folder / "shop.bundle"
-    save_bundle(fit_probe(bundle, features, labels, old), path)
+    save_bundle(fit_probe(bundle, features, [r.class_name for r in old_rows]), path)
     print(f"(a) enrolment: {len(new)} new products x {args.shots} images into a {len(old)}-product bundle "
           f"({len(old_rows)} stored training features, {bundle.feature_dim}-d), {args.architecture} at "
           f"{args.image_size} px, {torch.get_num_threads()} torch threads")
@@ -108,8 +107,8 @@ def bench_prediction(manifest: Manifest, args: argparse.Namespace) -> None:
     paths = manifest.paths(manifest.select("probe_train", "probe_test"))
     bundle = new_bundle(args.architecture, image_size=args.image_size)
     rng = np.random.default_rng(0)
-    bundle = fit_probe(bundle, rng.normal(size=(2 * args.old, bundle.feature_dim)), np.repeat(np.arange(args.old), 2),
-                       [f"p{i}" for i in range(args.old)])
+    bundle = fit_probe(bundle, rng.normal(size=(2 * args.old, bundle.feature_dim)),
+                       [f"p{i}" for i in range(args.old) for _ in range(2)])
     batch = args.batch_size
 
     images = decode_images(paths, args.image_size, workers=0)

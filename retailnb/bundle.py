@@ -423,39 +423,36 @@ def _refit(bundle: Bundle, features: np.ndarray, labels: np.ndarray, class_names
 def fit_probe(
     bundle: Bundle,
     features: np.ndarray,
-    labels: np.ndarray,
-    class_names: Sequence[str],
+    names: Sequence[str],
     *,
     source: Mapping[str, Any] | None = None,
 ) -> Bundle:
-    """A copy of ``bundle`` whose products are exactly ``class_names``, with a probe fitted on ``features``.
+    """A copy of ``bundle`` whose products are exactly those of ``names``, with a probe fitted on ``features``.
 
-    Any products and training features the bundle held are replaced. C is chosen by cross-validation on
-    these features alone (see :func:`retailnb.evaluation.probe.fit_logistic_probe`).
+    Any products and training features the bundle held are replaced; the products are ordered by
+    name. C is chosen by cross-validation on these features alone (see
+    :func:`retailnb.evaluation.probe.fit_logistic_probe`).
 
     Args:
         bundle: the bundle whose backbone produced ``features``.
         features: (N, D) features, e.g. from :func:`embed`.
-        labels: (N,) indices into ``class_names``; every class needs at least one image.
-        class_names: the product names, at least two, distinct.
+        names: (N,) the product of each feature row; at least two distinct products.
         source: JSON description of the data (folder, manifest, its SHA-256, parameters) for provenance.
 
     Returns:
         The new bundle.
 
     Raises:
-        ValueError: shapes that do not match, a label outside the classes, a class without images, fewer
-            than two classes; :class:`ClassNameError` for repeated or empty names.
+        ValueError: ``names`` does not have one entry per feature row, or names fewer than two products;
+            :class:`ClassNameError` for an empty name.
     """
     features = _check_features(bundle, features, "features")
-    names = _check_class_names(class_names)
-    labels = np.asarray(labels)
-    if labels.shape != (len(features),) or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
-        raise ValueError(f"labels must be {len(features)} integer class indices, got {labels.dtype} {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
-        raise ValueError(f"labels must lie in [0, {len(names)}) for {len(names)} class names")
-    return _refit(bundle, features, labels.astype(np.int64), names, _Change("fit", names, len(features), source),
-                  choose_c=True)
+    if len(names) != len(features):
+        raise ValueError(f"names must give the product of each of the {len(features)} feature rows, got {len(names)}")
+    classes, labels = np.unique(np.asarray([str(n) for n in names], dtype=str), return_inverse=True)
+    class_names = _check_class_names(classes.tolist())
+    return _refit(bundle, features, labels.astype(np.int64), class_names,
+                  _Change("fit", class_names, len(features), source), choose_c=True)
 
 
 def _old_training_set(bundle: Bundle, old_features: np.ndarray | None,

@@ -125,12 +125,10 @@ def cmd_fit(args: argparse.Namespace) -> None:
     """``retailnb fit``: a bundle whose products are exactly the folder's, its probe fitted from scratch."""
     bundle = _base_bundle(args)
     features, names, source = _folder_features(bundle, args.folder)
-    classes = sorted(set(names))
-    labels = [classes.index(n) for n in names]
     start = time.perf_counter()
-    fitted = fit_probe(bundle, features, labels, classes, source=source)
+    fitted = fit_probe(bundle, features, names, source=source)
     assert fitted.probe is not None  # fit_probe always fits one: it needs two products or more
-    _say(f"fitted the probe on {len(classes)} products (C={fitted.probe.c:g}, chosen by cross-validation) in "
+    _say(f"fitted the probe on {len(fitted.class_names)} products (C={fitted.probe.c:g}, chosen by cross-validation) in "
          f"{time.perf_counter() - start:.2f} s")
     _save(fitted, args.out)
 

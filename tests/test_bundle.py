@@ -57,7 +57,7 @@ def colour_images(names: list[str], per_class: int, seed: int) -> tuple[np.ndarr
 
 def fitted(base: Bundle, names: list[str], seed: int = 0) -> Bundle:
     images, labels = colour_images(names, 4, seed)
-    return fit_probe(base, embed(base, images), [names.index(n) for n in labels], names)
+    return fit_probe(base, embed(base, images), labels)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_one_shot_products_are_not_outvoted_by_the_class_prior(base: Bundle, uni
     centres = rng.normal(size=(8, base.feature_dim)) * 1.6
     b = dataclasses.replace(base, settings=ProbeSettings(cs=(0.01,), uniform_prior=uniform_prior))
     old_y = np.repeat(np.arange(6), 12)
-    shop = fit_probe(b, centres[old_y] + rng.normal(size=(72, base.feature_dim)), old_y, [f"old{i}" for i in range(6)])
+    shop = fit_probe(b, centres[old_y] + rng.normal(size=(72, base.feature_dim)), [f"old{i}" for i in old_y])
     enrolled = add_products(shop, centres[6:] + rng.normal(size=(2, base.feature_dim)), ["new6", "new7"])
     assert enrolled.probe is not None and enrolled.probe.c == 0.01  # the bundle's C, kept
     test_y = np.repeat(np.arange(8), 10)
@@ -137,6 +137,20 @@ def test_one_shot_products_are_not_outvoted_by_the_class_prior(base: Bundle, uni
     new_accuracy, old_accuracy = np.mean(top1[60:] == test_y[60:]), np.mean(top1[:60] == test_y[:60])
     assert old_accuracy >= 0.95
     assert new_accuracy >= 0.9 if uniform_prior else new_accuracy == 0.0
+
+
+def test_fit_probe_takes_each_rows_product_and_orders_products_by_name(base: Bundle) -> None:
+    images, labels = colour_images(["red", "blue", "green"], 2, seed=3)
+    shop = fit_probe(base, embed(base, images), labels)
+    assert shop.class_names == ("blue", "green", "red")
+    assert shop.labels.tolist() == [2, 2, 0, 0, 1, 1]
+    assert accuracy(shop, ["red", "blue", "green"]) == 1.0
+    with pytest.raises(ValueError, match="each of the 6 feature rows, got 5"):
+        fit_probe(base, shop.features, labels[:5])
+    with pytest.raises(ValueError, match="at least two products"):
+        fit_probe(base, shop.features[:2], ["red", "red"])
+    with pytest.raises(ClassNameError, match="non-empty"):
+        fit_probe(base, shop.features[:2], ["red", " "])
 
 
 def test_add_products_can_refit_on_given_old_features(shop: Bundle) -> None:
