@@ -9,12 +9,13 @@ needs them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from retailnb.enrol import folder_features
 from retailnb.evaluation.features import save_features
 from retailnb.models.backbone import WeightsUnavailableError
 from retailnb.models.checkpoint import CheckpointError
+from retailnb.tables import aligned
 
 USER_ERRORS = (
     BundleError,
@@ -64,25 +66,35 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _embed_with_progress(bundle: Bundle, paths: Sequence[Path], what: str) -> np.ndarray:
-    """Features of ``paths`` with a progress bar on stderr and the throughput printed after."""
+@contextlib.contextmanager
+def _embedding(what: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+    """A progress bar of embedded images on stderr; when the block ends, how many and how fast.
+
+    Yields the bar's ``update``, to pass as ``progress`` to :func:`retailnb.bundle.embed_files`.
+    """
+    done = 0
     start = time.perf_counter()
-    with tqdm(total=len(paths), desc=what, unit="img", file=sys.stderr, disable=None, leave=False) as bar:
-        features = embed_files(bundle, paths, progress=bar.update)
+    with tqdm(total=total, desc=what, unit="img", file=sys.stderr, disable=None, leave=False) as bar:
+
+        def update(n: int) -> None:
+            nonlocal done
+            done += n
+            bar.update(n)
+
+        yield update
     seconds = time.perf_counter() - start
-    _say(f"{what}: {len(paths)} images in {seconds:.2f} s ({len(paths) / seconds:.1f} images/s)")
-    return features
+    _say(f"{what}: {done} images in {seconds:.2f} s ({done / seconds:.1f} images/s)")
 
 
-def _folder_features(bundle: Bundle, folder: str) -> tuple[np.ndarray, list[str], dict[str, Any]]:
-    """Features of a product folder, with progress, and their product names and provenance."""
-    start = time.perf_counter()
-    with tqdm(desc="embedding", unit="img", file=sys.stderr, disable=None, leave=False) as bar:
-        features, names, source = folder_features(bundle, folder, progress=bar.update)
-    seconds = time.perf_counter() - start
-    _say(f"embedding: {len(names)} images of {len(set(names))} products in {seconds:.2f} s "
-         f"({len(names) / seconds:.1f} images/s)")
-    return features, names, source
+def _embed_files(bundle: Bundle, paths: Sequence[Path], what: str) -> np.ndarray:
+    with _embedding(what, len(paths)) as progress:
+        return embed_files(bundle, paths, progress=progress)
+
+
+def _folder_features(bundle: Bundle, folder: str, products: Mapping[str, Sequence[Path]] | None = None,
+                     ) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    with _embedding("embedding") as progress:
+        return folder_features(bundle, folder, products=products, progress=progress)
 
 
 def _save(bundle: Bundle, out: str) -> None:
@@ -99,7 +111,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     """``retailnb embed``: features of images, written as a feature file (``.npz``)."""
     bundle = load_bundle(args.bundle)
     paths = image_files(args.images)
-    features = _embed_with_progress(bundle, paths, "embedding")
+    features = _embed_files(bundle, paths, "embedding")
     save_features(args.out, features, [-1] * len(paths), [], bundle=str(args.bundle),
                   architecture=bundle.architecture, image_size=bundle.preprocessing.image_size,
                   paths=[str(p) for p in paths])
@@ -136,8 +148,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
 def cmd_add_products(args: argparse.Namespace) -> None:
     """``retailnb add-products``: the bundle plus the folder's products, probe refitted on old + new."""
     bundle = load_bundle(args.bundle)
-    check_new_products(bundle, list(product_folders(args.folder)))  # fail before embedding anything
-    features, names, source = _folder_features(bundle, args.folder)
+    products = product_folders(args.folder)
+    check_new_products(bundle, list(products))  # fail before embedding anything
+    features, names, source = _folder_features(bundle, args.folder, products)
     start = time.perf_counter()
     enrolled = add_products(bundle, features, names, choose_c=args.choose_c, source=source)
     _say(f"refitted the probe on {len(enrolled.class_names)} products in {time.perf_counter() - start:.2f} s")
@@ -165,9 +178,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     header = ["image", *(f"{part}{i}" for i in range(1, k + 1) for part in ("top", "p"))]
     body = [[r["image"], *(v for p in r["predictions"] for v in (p["product"], f"{p['probability']:.3f}"))]
             for r in rows]
-    widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
-                     for line in (header, *body)) + "\n"
+    return aligned([header, *body]) + "\n"
 
 
 def format_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -192,7 +203,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if bundle.probe is None:
         raise ValueError(f"{args.bundle}: this bundle has no products yet; fit them with `retailnb fit`")
     paths = image_files(args.images)
-    features = _embed_with_progress(bundle, paths, "predicting")
+    features = _embed_files(bundle, paths, "predicting")
     rows = _rows(paths, predict_features(bundle, features, args.top_k))
     text = {"table": format_table, "csv": format_csv, "json": format_json}[args.format](rows)
     if args.out is None:

@@ -28,18 +28,26 @@ from retailnb.bundle import (
 )
 from retailnb.data.imagefiles import product_folders
 from retailnb.evaluation.fewshot import sample_shots
+from retailnb.tables import aligned
 
 PathLike = str | os.PathLike[str]
 
 
 def folder_features(
-    bundle: Bundle, root: PathLike, *, progress: Callable[[int], None] | None = None, batch_size: int = 64
+    bundle: Bundle,
+    root: PathLike,
+    *,
+    products: Mapping[str, Sequence[Path]] | None = None,
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = 64,
 ) -> tuple[np.ndarray, list[str], dict[str, Any]]:
     """Features of every image of a ``root/<product>/<image>`` folder, with each image's product name.
 
     Args:
         bundle: the bundle whose backbone embeds the images.
         root: one sub-folder of images per product.
+        products: :func:`retailnb.data.imagefiles.product_folders` of ``root``, when the caller has
+            already listed it (the folder is then not read again).
         progress: called with the number of images of each embedded batch.
         batch_size: images decoded and embedded together.
 
@@ -51,7 +59,7 @@ def folder_features(
         DatasetError: ``root`` is not such a folder (see :func:`retailnb.data.imagefiles.product_folders`).
         ImageError: an image cannot be read; the message names it.
     """
-    products = product_folders(root)
+    products = product_folders(root) if products is None else products
     paths = [p for files in products.values() for p in files]
     names = [name for name, files in products.items() for _ in files]
     features = embed_files(bundle, paths, progress=progress, batch_size=batch_size)
@@ -201,6 +209,4 @@ def enrolment_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows of :func:`enrolment_curve` as an aligned text table (shots 0 reads "before")."""
     columns = ("shots", "n_images", "seconds", "old_accuracy", "new_accuracy", "accuracy")
     body = [["before" if r["shots"] == 0 else str(r["shots"]), *(_cell(r[c]) for c in columns[1:])] for r in rows]
-    widths = [max(len(c), *(len(line[i]) for line in body)) for i, c in enumerate(columns)]
-    lines = [columns, *body]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in lines)
+    return aligned([columns, *body], right=True)
