@@ -237,6 +237,10 @@ class Bundle:
     settings: ProbeSettings = ProbeSettings()
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.features.size == 0:  # no products yet: (0, D), so that old and new features always stack
+            object.__setattr__(self, "features", np.empty((0, self.feature_dim), dtype=np.float32))
+
     @property
     def feature_dim(self) -> int:
         """Width of the backbone's features."""
@@ -459,7 +463,7 @@ def _old_training_set(bundle: Bundle, old_features: np.ndarray | None,
                       old_labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """The bundle's stored training features, or the caller's replacement for them."""
     if old_features is None and old_labels is None:
-        return bundle.features.reshape(-1, bundle.feature_dim), bundle.labels
+        return bundle.features, bundle.labels
     if old_features is None or old_labels is None:
         raise ValueError("old_features and old_labels go together: give both or neither")
     old_features = _check_features(bundle, old_features, "old_features")
@@ -585,7 +589,7 @@ def remove_products(
     class_names = tuple(bundle.class_names[i] for i in keep)
     if len(class_names) == 1:
         raise ValueError(f"a probe needs at least two products; only {class_names[0]!r} would remain")
-    features = bundle.features[rows].reshape(-1, bundle.feature_dim)
+    features = bundle.features[rows]
     change = _Change("remove_products", drop, 0, source)
     return _refit(bundle, features, remap[bundle.labels[rows]], class_names, change, choose_c=choose_c)
 

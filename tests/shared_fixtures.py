@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 GROCERY_ROOT = Path(os.environ.get("RETAILNB_GROCERY_ROOT", REPO.parent / "shared" / "data" / "GroceryStoreDataset"))
@@ -31,3 +34,32 @@ TINY_DATA: dict[str, Any] = dict(
     difficulty=0.5,
     seed=0,
 )
+
+
+# Products that any backbone, even a random one, tells apart: noisy solid colours.
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (30, 40, 220),
+    "yellow": (230, 220, 30),
+    "black": (15, 15, 15),
+    "white": (245, 245, 245),
+}
+
+
+def colour_images(names: list[str], per_class: int, seed: int, size: int = 32) -> tuple[np.ndarray, list[str]]:
+    """``per_class`` noisy solid-colour uint8 (size, size, 3) images of each product, and their product names."""
+    rng = np.random.default_rng(seed)
+    labels = [n for n in names for _ in range(per_class)]
+    base = np.array([COLOURS[n] for n in labels], dtype=np.float64)[:, None, None, :]
+    noise = rng.normal(0, 10, (len(labels), size, size, 3))
+    return np.clip(base + noise, 0, 255).astype(np.uint8), labels
+
+
+def write_colour_folder(root: Path, names: list[str], per_class: int, seed: int = 0, size: int = 32) -> Path:
+    """``root/<colour>/<i>.jpg`` (i from 0 in each product) of :func:`colour_images`; returns ``root``."""
+    images, labels = colour_images(names, per_class, seed, size)
+    for i, (image, name) in enumerate(zip(images, labels)):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / name / f"{i % per_class}.jpg", quality=95)
+    return root

@@ -33,26 +33,10 @@ from retailnb.bundle import (
 )
 from retailnb.data.images import ImageError
 from retailnb.evaluation.probe import fit_logistic_probe
+from shared_fixtures import colour_images
 
 SIZE = 32
-COLOURS = {
-    "red": (220, 30, 30),
-    "green": (30, 200, 40),
-    "blue": (30, 40, 220),
-    "yellow": (230, 220, 30),
-    "black": (15, 15, 15),
-    "white": (245, 245, 245),
-}
 OLD, NEW = ["blue", "green", "red", "yellow"], ["black", "white"]
-
-
-def colour_images(names: list[str], per_class: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    """Noisy solid-colour uint8 images: trivially separable products for any backbone."""
-    rng = np.random.default_rng(seed)
-    labels = [n for n in names for _ in range(per_class)]
-    base = np.array([COLOURS[n] for n in labels], dtype=np.float64)[:, None, None, :]
-    noise = rng.normal(0, 10, (len(labels), SIZE, SIZE, 3))
-    return np.clip(base + noise, 0, 255).astype(np.uint8), labels
 
 
 def fitted(base: Bundle, names: list[str], seed: int = 0) -> Bundle:
@@ -188,6 +172,7 @@ def test_removing_unknown_products_names_them(shop: Bundle) -> None:
 def test_an_empty_bundle_takes_products_and_round_trips(base: Bundle, tmp_path: Path) -> None:
     loaded = load_bundle(save_bundle(base, tmp_path / "empty.bundle"))
     assert loaded.probe is None and loaded.class_names == ()
+    assert base.features.shape == loaded.features.shape == (0, base.feature_dim)
     images, labels = colour_images(["red", "blue"], 2, seed=0)
     assert add_products(loaded, embed(loaded, images), labels).class_names == ("blue", "red")
 

@@ -14,30 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from retailnb.bundle import load_bundle
 from retailnb.cli import main
 from retailnb.evaluation.features import load_features
 from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import save_backbone
+from shared_fixtures import write_colour_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
-           "black": (15, 15, 15), "white": (245, 245, 245)}
 OLD, NEW = ["blue", "green", "red", "yellow"], ["black", "white"]
 
 
 def write_folder(root: Path, names: list[str], per_class: int, seed: int) -> Path:
-    """``root/<colour>/<i>.jpg``: noisy solid-colour JPEGs, trivially separable products."""
-    rng = np.random.default_rng(seed)
-    for name in names:
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = np.clip(np.array(COLOURS[name]) + rng.normal(0, 10, (40, 40, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.jpg", quality=95)
-    return root
+    return write_colour_folder(root, names, per_class, seed, size=40)
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import papermill as pm
 import pytest
 import torch
-from PIL import Image
 
 from retailnb.bundle import Bundle, embed, fit_probe, new_bundle
 from retailnb.data.adapters import DatasetError
@@ -25,27 +23,14 @@ from retailnb.enrol import (
 )
 from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import save_backbone
+from shared_fixtures import colour_images, write_colour_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
-           "black": (15, 15, 15), "white": (245, 245, 245)}
-
-
-def colour_images(names: list[str], per_class: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    """Noisy solid-colour uint8 images: trivially separable products for any backbone."""
-    rng = np.random.default_rng(seed)
-    labels = [n for n in names for _ in range(per_class)]
-    base = np.array([COLOURS[n] for n in labels], dtype=np.float64)[:, None, None, :]
-    return np.clip(base + rng.normal(0, 10, (len(labels), SIZE, SIZE, 3)), 0, 255).astype(np.uint8), labels
 
 
 def write_folder(root: Path, names: list[str], per_class: int = 2) -> Path:
-    images, labels = colour_images(names, per_class, seed=0)
-    for i, (image, name) in enumerate(zip(images, labels)):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(root / name / f"{i}.jpg", quality=95)
-    return root
+    return write_colour_folder(root, names, per_class)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +59,7 @@ def test_product_folders_and_their_layout_errors(tmp_path: Path) -> None:
 
 def test_image_files_expands_folders_in_order(tmp_path: Path) -> None:
     root = write_folder(tmp_path / "shop", ["red", "blue"])
-    single = root / "blue" / "3.jpg"
+    single = root / "blue" / "1.jpg"
     files = image_files([single, root])
     assert files[0] == single and len(files) == 4  # the file named first, then the folder, each once
     with pytest.raises(FileNotFoundError, match="no such image file or folder"):
