@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from retailnb.data.images import default_workers
 from retailnb.evaluation.features import extract_features, load_features, save_features
 from retailnb.evaluation.fewshot import fewshot_eval, summarize_fewshot
 from retailnb.evaluation.finetune import FinetuneResult, finetune
-from retailnb.evaluation.probe import fit_logistic_probe
+from retailnb.evaluation.probe import DEFAULT_THREADS, fit_logistic_probe
 from retailnb.evaluation.quickprobe import ProbeData
 from retailnb.models.backbone import create_backbone
 from retailnb.train.engine import EngineConfig
@@ -125,9 +126,46 @@ def results_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetune
     return table
 
 
+def probe_predictions(features: Features, data: ProbeData) -> np.ndarray:
+    """Test predictions of a logistic probe fitted on all of one backbone's training features.
+
+    The evaluate stage calls it once for the main backbone and hands the result to both
+    :func:`write_plot_data` and :func:`retailnb.plots.evaluation.confusion_figure`: choosing C by
+    cross-validation (:func:`retailnb.evaluation.probe.fit_logistic_probe`) takes seconds, and the plot
+    data and the figure must show the same confusions.
+
+    Args:
+        features: (train, test) features, rows aligned with ``data.y_train`` and ``data.y_test``.
+        data: the labels the features belong to.
+
+    Returns:
+        (M,) the predicted class index of every test image, indexing ``data.classes``.
+    """
+    f_train, f_test = features
+    probe = fit_logistic_probe(f_train, data.y_train)
+    with threadpool_limits(limits=DEFAULT_THREADS):
+        predicted: np.ndarray = probe.predict(f_test)
+    return predicted
+
+
 def write_plot_data(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned: FinetuneResult,
-                    data: ProbeData, main_features: Features, out_dir: str | os.PathLike[str]) -> None:
-    """Data files ``dvc plots`` renders: accuracy against shots per method, and the probe's confusions."""
+                    data: ProbeData, predicted: np.ndarray, out_dir: str | os.PathLike[str]) -> None:
+    """Data files ``dvc plots`` renders: accuracy against shots per method, and the probe's confusions.
+
+    Args:
+        summaries: method name -> rows of :func:`retailnb.evaluation.fewshot.summarize_fewshot`.
+        finetuned: the finetuning baseline, drawn as a constant on the shots curve.
+        data: the target whose test labels and class names the confusions use.
+        predicted: (M,) the probe's predicted class of every test image (:func:`probe_predictions`).
+        out_dir: folder of ``shots.json`` and ``confusion.json``.
+
+    Raises:
+        ValueError: ``predicted`` does not have one class per test image.
+    """
+    predicted = np.asarray(predicted)
+    if predicted.shape != data.y_test.shape:
+        raise ValueError(f"predicted must have shape {data.y_test.shape}, one class per test image, "
+                         f"got {predicted.shape}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     curve = []
@@ -137,7 +175,5 @@ def write_plot_data(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetu
             point[name] = next(r["probe_accuracy_mean"] for r in rows if r["shots"] == s["shots"])
         curve.append(point)
     (out / "shots.json").write_text(json.dumps(curve, indent=2) + "\n")
-    probe = fit_logistic_probe(main_features[0], data.y_train)
-    predicted = probe.predict(main_features[1])
     confusion = [{"actual": data.classes[a], "predicted": data.classes[p]} for a, p in zip(data.y_test, predicted)]
     (out / "confusion.json").write_text(json.dumps(confusion) + "\n")

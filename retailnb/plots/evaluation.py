@@ -15,7 +15,7 @@ from sklearn.manifold import TSNE
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from retailnb.evaluation.probe import DEFAULT_THREADS, fit_logistic_probe
+from retailnb.evaluation.probe import DEFAULT_THREADS
 from retailnb.evaluation.quickprobe import ProbeData
 from retailnb.plots.training import nearest
 
@@ -162,25 +162,24 @@ def _first(images: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     return images[hits[0]] if hits.size else None
 
 
-def confusion_figure(
-    features: tuple[np.ndarray, np.ndarray], data: ProbeData, *, n_pairs: int = 4
-) -> Figure:
+def confusion_figure(data: ProbeData, predicted: np.ndarray, *, n_pairs: int = 4) -> Figure:
     """The probe's most frequent confusions, each shown as a mistaken test image and the two products.
 
-    A logistic probe (:func:`retailnb.evaluation.probe.fit_logistic_probe`) is fitted on every training
-    feature and predicts the test features. Each row is one (true, predicted) pair: the first test image
-    of the true product that was taken for the other, then a training image of each product, so a reader
-    sees whether the two really look alike.
+    Each row is one (true, predicted) pair: the first test image of the true product that was taken for
+    the other, then a training image of each product, so a reader sees whether the two really look alike.
+    The figure takes the probe's predictions rather than fitting a probe of its own, so that the stage
+    fits it once (:func:`retailnb.evaluation.compare.probe_predictions`) and the figure shows the
+    confusions its plot data records.
 
     Args:
-        features: (train, test) features, rows aligned with ``data.x_train`` and ``data.x_test``.
-        data: the images and labels the features were extracted from.
+        data: the images and labels of the target.
+        predicted: (M,) the probe's predicted class of every test image, aligned with ``data.y_test``.
         n_pairs: how many of the most frequent pairs to show.
+
+    Raises:
+        ValueError: ``predicted`` does not have one class per test image.
     """
-    f_train, f_test = features
-    pipe = fit_logistic_probe(f_train, data.y_train)
-    with threadpool_limits(limits=DEFAULT_THREADS):
-        y_pred = pipe.predict(f_test)
+    y_pred = np.asarray(predicted)
     pairs = confusion_pairs(data.y_test, y_pred, n_pairs)
     if not pairs:
         fig, ax = plt.subplots(figsize=(5, 1.5))

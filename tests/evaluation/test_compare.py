@@ -1,14 +1,19 @@
-"""The comparison table's backbone loop: features cached per backbone, probes the same in any number of processes."""
+"""The comparison table's backbone loop: features cached per backbone, probes the same in any number of processes;
+the plot data records the probe predictions it is given."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import timm
 import torch
 
-from retailnb.evaluation.compare import collect_backbones, evaluate_backbones
+from retailnb.evaluation.compare import collect_backbones, evaluate_backbones, probe_predictions, write_plot_data
+from retailnb.evaluation.finetune import FinetuneResult
+from retailnb.evaluation.probe import fit_logistic_probe
 from retailnb.evaluation.quickprobe import ProbeData
 from retailnb.models.checkpoint import save_backbone
 
@@ -48,3 +53,36 @@ def test_backbones_are_probed_alike_in_one_or_two_processes_and_features_are_cac
     assert features["simclr"][0].shape[0] == 12 and features["simclr"][1].shape[0] == 9
     # the colours separate the products even for random weights
     assert one["random_init"][-1]["probe_accuracy_mean"] == 1.0
+
+
+def test_probe_predictions_are_those_of_a_probe_fitted_on_the_training_features() -> None:
+    data = tiny_probe_data()
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 3
+    f_train = centres[data.y_train] + rng.normal(size=(12, 8))
+    f_test = centres[data.y_test] + rng.normal(size=(9, 8))
+    predicted = probe_predictions((f_train, f_test), data)
+    np.testing.assert_array_equal(predicted, fit_logistic_probe(f_train, data.y_train).predict(f_test))
+    np.testing.assert_array_equal(predicted, data.y_test)  # the clusters are far apart
+    # features of other products' clusters are predicted as those products: the test features are used
+    np.testing.assert_array_equal(probe_predictions((f_train, f_test[::-1]), data), data.y_test[::-1])
+
+
+def test_plot_data_records_the_predictions_it_is_given(tmp_path: Path) -> None:
+    data = tiny_probe_data()
+    # mistakes no probe on these colour-separated products would make: only the predictions passed in can explain them
+    predicted = np.array([1, 0, 0, 2, 2, 1, 2, 0, 2])
+    summaries = {name: [{"shots": s, "probe_accuracy_mean": base + 0.1 * i} for i, s in enumerate([1, "all"])]
+                 for name, base in (("random_init", 0.2), ("simclr", 0.5))}
+    finetuned = FinetuneResult(model=torch.nn.Identity(), accuracy=0.9, seconds=1.0)
+    write_plot_data(summaries, finetuned, data, predicted, tmp_path / "plots")
+    confusion = json.loads((tmp_path / "plots" / "confusion.json").read_text())
+    names = [(data.classes[a], data.classes[p]) for a, p in zip(data.y_test, predicted)]
+    assert confusion == [{"actual": a, "predicted": p} for a, p in names]
+    assert confusion[0] == {"actual": "red", "predicted": "green"}
+    shots = json.loads((tmp_path / "plots" / "shots.json").read_text())
+    assert shots == [{"shots": "1", "finetuned": 0.9, "random_init": 0.2, "simclr": 0.5},
+                     {"shots": "all", "finetuned": 0.9, "random_init": pytest.approx(0.3), "simclr": 0.6}]
+    with pytest.raises(ValueError, match="one class per test image"):
+        write_plot_data(summaries, finetuned, data, predicted[:-1], tmp_path / "short")
+    assert not (tmp_path / "short").exists()
