@@ -660,7 +660,7 @@ def embed_files(
     bundle: Bundle,
     paths: Sequence[PathLike],
     *,
-    batch_size: int = 256,
+    batch_size: int = 64,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     precision: str = "fp32",
@@ -681,7 +681,7 @@ def embed_files(
     Args:
         bundle: the bundle.
         paths: image files.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass; every worker holds one batch of pixels and activations.
         workers: threads; None: :func:`default_embed_workers`. 1 decodes and embeds in turn, in this
             thread, with torch's threads left as they are.
         progress: called with the number of images of each finished batch (a progress bar's ``update``).
@@ -691,7 +691,8 @@ def embed_files(
         (len(paths), D) float32 features, in the order of ``paths``.
 
     Raises:
-        ImageError: an image cannot be read; the message names the file (no later batch is started).
+        ImageError: an image cannot be read; the message names the file (batches not yet started are
+            cancelled).
         ValueError: ``paths`` is empty, or ``batch_size`` or ``workers`` is not positive.
     """
     if not paths:

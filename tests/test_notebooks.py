@@ -8,6 +8,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -101,6 +103,27 @@ def test_every_stage_depends_on_all_the_code_its_notebook_runs() -> None:
         assert not missing, f"stage {name} runs {sorted(missing)} but does not depend on them"
         unused = {d for d in deps if not any(f == d or f.startswith(d.rstrip("/") + "/") for f in used)}
         assert not unused, f"stage {name} depends on {sorted(unused)}, which its notebook never runs"
+
+
+def test_the_readme_runs_experiments_with_the_dvc_yaml_target() -> None:
+    """Without it, ``dvc exp run`` clones data.dvc's import from GitHub first, which fails offline."""
+    texts = [(REPO / f).read_text() for f in ("README.md", "params.yaml", "data.dvc")]
+    commands = [m for t in texts for m in re.findall(r"dvc exp run[^\n`]*", t)]
+    assert len(commands) >= 5
+    untargeted = [c for c in commands if " -S " in c and not c.startswith("dvc exp run dvc.yaml")]
+    assert not untargeted, f"experiments without the dvc.yaml target: {untargeted}"
+
+
+def test_an_experiment_can_be_queued_without_network(tmp_path: Path) -> None:
+    """``dvc exp run dvc.yaml -S ...`` records only dvc.yaml's stages: data.dvc's import is never opened."""
+    if not (REPO / ".git").exists():
+        pytest.skip("needs a git checkout of the repository")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    run = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "dvc.yaml", "--queue", "-S", "noisy.threshold=0.3"],
+                         cwd=clone, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Queued experiment" in run.stdout + run.stderr
 
 
 def test_data_notebook_smoke(run_notebook: Callable[..., Path], tmp_path: Path) -> None:

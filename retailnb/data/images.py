@@ -3,7 +3,8 @@
 Every image the project reads goes through :func:`load_rgb`, so a corrupt file, an odd pixel mode or a
 phone photo's EXIF rotation is handled once, the same way, everywhere. :func:`check_image` is the cheap
 version the dataset adapters run over a whole collection, and :func:`decode_images` decodes a list of
-images once into one uint8 array so that training does not decode JPEGs every epoch.
+images once into one uint8 array so that training does not decode JPEGs every epoch. Small JPEGs take a
+faster C path there (:func:`load_fitted`, :mod:`retailnb.data.jpeg`) that gives the same pixels.
 """
 
 from __future__ import annotations

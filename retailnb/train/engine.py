@@ -88,7 +88,13 @@ class EngineConfig:
 
 @dataclass
 class FitResult:
-    """What a finished (or resumed and finished) run reports."""
+    """What a finished (or resumed and finished) run reports.
+
+    ``epochs_run`` counts the epochs of this call; ``images``, ``data_seconds`` and ``step_seconds``
+    count every epoch of the run, those of earlier, interrupted calls included (they travel in the
+    training state), so that a resumed run, or one whose every epoch was already done, reports the
+    throughput of its training rather than of its last part, or zero.
+    """
 
     history: dict[str, list[float]]
     epochs_run: int
@@ -99,7 +105,7 @@ class FitResult:
 
     @property
     def images_per_second(self) -> float:
-        """Training throughput over the epochs this call ran (data waits included)."""
+        """Training throughput over every epoch of the run (data waits included)."""
         total = self.data_seconds + self.step_seconds
         return self.images / total if total > 0 else 0.0
 
@@ -195,7 +201,7 @@ def fit(
             replaced (see :func:`can_resume`).
 
     Returns:
-        Loss history per epoch and throughput of this call.
+        Loss history per epoch and the run's throughput (see :class:`FitResult`).
     """
     state_path = Path(state_path)
     steps_per_epoch = len(batch_sampler)
@@ -205,15 +211,16 @@ def fit(
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
     wrapped, optimizer = fabric.setup(model, optimizer)
     start_epoch, history = 0, defaultdict(list)
+    images, data_s, step_s = 0, 0.0, 0.0
     if can_resume(state_path, run_key):
         # after setup, so the optimiser state lands on the parameters' device
         resume = load_training_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler)
         start_epoch, history = resume.epoch + 1, defaultdict(list, resume.extra.get("history", {}))
+        images, data_s, step_s = resume.extra.get("throughput", (0, 0.0, 0.0))
     loader = DataLoader(
         dataset, batch_sampler=batch_sampler, num_workers=config.num_workers, persistent_workers=False
     )
     loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
-    images, data_s, step_s = 0, 0.0, 0.0
     last = config.epochs - 1 if stop_after_epoch is None else min(stop_after_epoch, config.epochs - 1)
     for epoch in range(start_epoch, last + 1):
         batch_sampler.set_epoch(epoch)
@@ -254,7 +261,7 @@ def fit(
                 scheduler=scheduler,
                 step=(epoch + 1) * steps_per_epoch,
                 epoch=epoch,
-                extra={"history": dict(history), "run_key": run_key},
+                extra={"history": dict(history), "run_key": run_key, "throughput": (images, data_s, step_s)},
             )
         fabric.barrier()
         if on_epoch_end is not None:

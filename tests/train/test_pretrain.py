@@ -94,6 +94,9 @@ def test_interrupted_run_resumes_to_the_same_weights(manifest: Path, tmp_path: P
     assert first.epochs_run == 1
     second = pretrain(spec_b)
     assert second.start_epoch == 1 and second.epochs_run == 2
+    assert second.images == 3 * first.images and second.step_seconds > first.step_seconds  # the whole run's
+    done = pretrain(spec_b)  # every epoch already done: nothing to train, the same throughput to report
+    assert done.epochs_run == 0 and done.images_per_second == second.images_per_second > 0
     a = torch.load(tmp_path / "straight" / "backbone.pt", weights_only=True)
     b = torch.load(tmp_path / "interrupted" / "backbone.pt", weights_only=True)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
