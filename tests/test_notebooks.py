@@ -181,6 +181,16 @@ def test_noisy_student_notebook_smoke(run_notebook: Callable[..., Path], tmp_pat
         assert (tmp_path / "models" / "noisy" / f"round_{r}" / "pseudolabels.csv").is_file()
     rounds = json.loads((tmp_path / "metrics" / "noisy_rounds.json").read_text())
     assert [r["round"] for r in rounds] == [0, 1, 2]
+    quality = json.loads((tmp_path / "metrics" / "noisy_pseudolabels.json").read_text())
+    assert [r["round"] for r in quality] == [1, 2] and quality[0]["coverage"] == metrics["round_1"]["coverage"]
+    # dvc plots show renders a file only when all its rows have the same fields, its x and y among them
+    plotted = [entry for entry in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+               if next(iter(entry)).startswith("metrics/noisy")]
+    assert len(plotted) == 2
+    for entry in plotted:
+        (file, spec), = entry.items()
+        data = json.loads((tmp_path / file).read_text())
+        assert all(set(row) == {spec["x"], *spec["y"]} for row in data), file
     for name in ("threshold.png", "rounds.png"):
         assert (tmp_path / "reports" / "figures" / "03_noisy_student" / name).stat().st_size > 1000
 
