@@ -140,8 +140,10 @@ def bench_prediction(manifest: Manifest, args: argparse.Namespace) -> None:
           f"best of {args.repeats} (alternated)")
     for name, rates in runs.items():
         print(f"  {name:36s} {max(rates):8.1f} images/s  (all: {', '.join(f'{r:.0f}' for r in rates)})")
-    ratio = max(runs["predict from JPEG files"]) / max(runs["bare forward (decoded, normalised)"])
-    print(f"  ratio: {ratio:.2f} (target: >= 0.8)")
+    predicted, bare_rates = runs["predict from JPEG files"], runs["bare forward (decoded, normalised)"]
+    pairs = [p / b for p, b in zip(predicted, bare_rates)]  # each from two runs timed back to back
+    print(f"  ratio: {max(predicted) / max(bare_rates):.2f} best to best, {float(np.median(pairs)):.2f} median of "
+          f"back-to-back pairs (target: >= 0.8)")
 
 
 def main() -> None:
