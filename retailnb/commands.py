@@ -140,8 +140,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     fitted = fit_probe(bundle, features, names, source=source)
     assert fitted.probe is not None  # fit_probe always fits one: it needs two products or more
-    _say(f"fitted the probe on {len(fitted.class_names)} products (C={fitted.probe.c:g}, chosen by cross-validation) in "
-         f"{time.perf_counter() - start:.2f} s")
+    _say(f"fitted the probe on {len(fitted.class_names)} products (C={fitted.probe.c:g}, chosen by "
+         f"cross-validation) in {time.perf_counter() - start:.2f} s")
     _save(fitted, args.out)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import zipfile
@@ -194,18 +195,21 @@ def test_embed_files_in_batches_and_names_a_broken_image(shop: Bundle, tmp_path:
     for image, path in zip(images, paths):
         Image.fromarray(image).save(path)
     threads = torch.get_num_threads()
-    weights = [p.data_ptr() for p in shop.backbone.parameters()]
     seen: list[int] = []
     features = embed_files(shop, paths, batch_size=3, workers=workers, progress=seen.append)
     np.testing.assert_allclose(features, embed(shop, images), rtol=1e-5, atol=1e-5)
     assert seen == [3, 3, 2]
     assert torch.get_num_threads() == threads  # one intra-op thread per worker only while it runs
     paths[7].write_bytes(b"not an image")
+    # a backbone in training mode and the default memory layout, which the run lends out as eval, channels_last
+    plain = dataclasses.replace(shop, backbone=copy.deepcopy(shop.backbone).to(memory_format=torch.contiguous_format))
+    plain.backbone.train()
     with pytest.raises(ImageError, match="7.png: not an image"):
-        embed_files(shop, paths, batch_size=3, workers=workers)
+        embed_files(plain, paths, batch_size=3, workers=workers)
     assert torch.get_num_threads() == threads
-    assert [p.data_ptr() for p in shop.backbone.parameters()] == weights  # the lent model is given back
-    assert not shop.backbone.training
+    assert plain.backbone.training  # the lent model is given back as it was, even after an error
+    assert all(p.is_contiguous() for p in plain.backbone.parameters())
+    assert not all(p.is_contiguous() for p in shop.backbone.parameters())  # the bundle's own is channels_last
     with pytest.raises(ValueError, match="workers"):
         embed_files(shop, paths, workers=0)
 

@@ -223,3 +223,19 @@ def run_noisy_student(spec: NoisyStudentSpec, probe: ProbeData | None = None) ->
         log.info("round %d: %s", r, rows[-1])
         probs = network_probabilities(student, source.unlabelled)
     return rows
+
+
+PLOTTED_ACCURACY = ("round", "probe_accuracy", "knn_accuracy")
+PLOTTED_QUALITY = ("round", "precision", "coverage")
+
+
+def plot_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of :func:`run_noisy_student` cut into the two files ``dvc plots show`` draws.
+
+    DVC renders a plot file only when every row has the same fields, and round 0 (the teacher before
+    any pseudolabels) has no precision or coverage. So: the probe and kNN accuracy of every round, and
+    the pseudolabels' precision and coverage from round 1 on.
+    """
+    accuracy = [{k: row[k] for k in PLOTTED_ACCURACY} for row in rows]
+    quality = [{k: row[k] for k in PLOTTED_QUALITY} for row in rows if row["round"] > 0]
+    return accuracy, quality

@@ -78,13 +78,18 @@ def cmyk(path: Path) -> Path:
     return path
 
 
+def png(path: Path) -> Path:
+    path = path.with_suffix(".png")
+    Image.fromarray(texture(SIZE, SIZE)).save(path)
+    return path
+
+
 @pytest.mark.parametrize(
     "make",
     [
         pytest.param(cmyk, id="cmyk"),
         pytest.param(lambda p: write(p, 4 * SIZE, 2 * SIZE), id="two or more times the size: Pillow's draft mode"),
-        pytest.param(lambda p: Image.fromarray(texture(SIZE, SIZE)).save(p.with_suffix(".png")) or p.with_suffix(".png"),
-                     id="png"),
+        pytest.param(png, id="png"),
     ],
 )
 def test_other_images_take_the_pillow_path_with_the_same_result(tmp_path: Path, make) -> None:
