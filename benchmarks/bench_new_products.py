@@ -45,9 +45,10 @@ from retailnb.bundle import (
     predict_features,
     save_bundle,
 )
+from retailnb.config.data import SyntheticConfig
 from retailnb.data.images import decode_images
 from retailnb.data.manifest import Manifest, read_manifest
-from retailnb.data.synthetic import SyntheticConfig, generate
+from retailnb.data.synthetic import generate
 from retailnb.models.backbone import create_backbone
 
 

@@ -12,7 +12,8 @@ other in one run:
 (b) ``per-sample``: our pipeline with ``views.on="worker"``. Images decoded once (``decode_images``),
     the batches ``EpochBatchSampler`` plans, ``training_dataset`` (``MultiViewDataset`` +
     ``retail_view_transform``) in one DataLoader worker, ``build_model`` + ``ContrastiveObjective``
-    (NT-Xent + SupCon) and ``build_optimizer`` (SGD), with the default ``PretrainSpec`` view strengths.
+    (NT-Xent + SupCon) and ``build_optimizer`` (SGD), with the view strengths of ``params.yaml``
+    (``pretrain.views``; the ``simclr_supcon`` variant's spec, at ``--backbone``, ``--size``, ``--batch``).
 (c) ``batched``: as (b) with ``views.on="batch"``: the dataset yields uint8 images and labels only and
     ``ContrastiveObjective`` draws both views of the whole batch with
     :class:`~retailnb.transforms.batch_views.BatchViews` in the training step (main process, no workers).
@@ -37,7 +38,7 @@ compare ``--threads 1`` when the load average printed is high, and read ``cpu ms
 
 Usage:
     python benchmarks/bench_pretrain.py [--backbone mobilenetv3_small_100] [--size 64] [--batch 128]
-        [--steps 15] [--warmup 2] [--threads N] [--workers N] [--data DIR] [--skip-extra]
+        [--steps 15] [--warmup 2] [--threads N] [--workers N] [--data DIR] [--skip-extra] [--params FILE]
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,19 +63,23 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.datasets.folder import default_loader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from retailnb.config.data import SyntheticConfig  # noqa: E402
+from retailnb.config.params_file import read_params  # noqa: E402
+from retailnb.config.pretrain import PretrainStage  # noqa: E402
+from retailnb.config.stages import spec_from_params  # noqa: E402
 from retailnb.data.images import decode_images  # noqa: E402
-from retailnb.data.synthetic import SyntheticConfig, generate  # noqa: E402
+from retailnb.data.synthetic import generate  # noqa: E402
 from retailnb.models.backbone import feature_dim  # noqa: E402
 from retailnb.train.contrastive import (  # noqa: E402
-    ContrastiveConfig,
     ContrastiveObjective,
     build_model,
 )
 from retailnb.train.datasets import to_chw_uint8  # noqa: E402
-from retailnb.train.engine import EngineConfig, build_optimizer, use_channels_last  # noqa: E402
-from retailnb.train.pretrain import PretrainSpec, training_dataset, training_rows  # noqa: E402
+from retailnb.train.engine import build_optimizer, use_channels_last  # noqa: E402
+from retailnb.train.pretrain import PretrainRun, training_dataset, training_rows  # noqa: E402
 from retailnb.train.sampler import plan_epoch  # noqa: E402
 from retailnb.transforms.batch_views import BatchViews  # noqa: E402
 
@@ -108,9 +113,12 @@ class Timing:
         return 1000 * self.phases[phase] / self.steps if phase in self.phases else float("nan")
 
 
-def small_dataset_config(size: int) -> SyntheticConfig:
-    """About 800 source images (180 labelled in 15 SKUs, 600 unlabelled) at ``size`` px: 4 s to render."""
-    return SyntheticConfig(
+def small_dataset_config(params: dict[str, Any], size: int) -> SyntheticConfig:
+    """About 800 source images (180 labelled in 15 SKUs, 600 unlabelled) at ``size`` px: 4 s to render.
+
+    The sizes not set here (images per SKU, difficulty) are ``data.synthetic`` of ``params``.
+    """
+    sizes = dict(
         n_source_families=6,
         n_monitor_families=0,
         n_target_families=1,
@@ -123,18 +131,19 @@ def small_dataset_config(size: int) -> SyntheticConfig:
         image_size=size,
         seed=0,
     )
+    return SyntheticConfig.model_validate({**params["data"]["synthetic"], **sizes})
 
 
-def planned_batches(labels: np.ndarray, spec: PretrainSpec, n: int) -> list[list[int]]:
+def planned_batches(labels: np.ndarray, spec: PretrainStage, n: int) -> list[list[int]]:
     """The first ``n`` batches the pretraining sampler plans, over as many epochs as that takes."""
     batches: list[np.ndarray] = []
     epoch = 0
     while len(batches) < n:
         batches += plan_epoch(
             labels,
-            batch_size=spec.batch_size,
-            images_per_class=spec.images_per_class,
-            supcon_fraction=spec.supcon_fraction,
+            batch_size=spec.sampler.batch_size,
+            images_per_class=spec.sampler.images_per_class,
+            supcon_fraction=spec.sampler.supcon_fraction,
             seed=spec.engine.seed,
             epoch=epoch,
         )
@@ -268,26 +277,26 @@ class TimedAugment(nn.Module):
         return out
 
 
-def views_on(spec: PretrainSpec, on: str) -> PretrainSpec:
+def views_on(spec: PretrainStage, on: str) -> PretrainStage:
     """``spec`` with its views drawn ``on`` ``"worker"`` or ``"batch"``."""
-    return replace(spec, views=replace(spec.views, on=on))
+    return spec.model_copy(update={"views": spec.views.model_copy(update={"on": on})})
 
 
 def our_model(
-    spec: PretrainSpec, args: argparse.Namespace, augment: nn.Module | None = None
+    spec: PretrainStage, args: argparse.Namespace, augment: nn.Module | None = None
 ) -> tuple[nn.Module, ContrastiveObjective, torch.optim.Optimizer]:
     """Our model, objective (NT-Xent + SupCon) and SGD optimiser, seeded alike for (b), (c) and (d)."""
     torch.manual_seed(args.seed)
-    model = build_model(spec.model)
+    model = build_model(spec.backbone.architecture, spec.model)
     if not args.no_channels_last:
-        use_channels_last(model)  # as the engine does by default (EngineConfig.channels_last)
+        use_channels_last(model)  # as the engine does by default (compute.channels_last)
     model.train()
-    optimizer = build_optimizer(model, EngineConfig(optimizer="sgd", lr=LR))
-    return model, ContrastiveObjective(spec.model, augment=augment), optimizer
+    optimizer = build_optimizer(model, spec.engine.model_copy(update={"optimizer": "sgd", "lr": LR}))
+    return model, ContrastiveObjective(spec.variant, spec.model, augment=augment), optimizer
 
 
 def run_per_sample(
-    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainSpec, args: argparse.Namespace
+    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainStage, args: argparse.Namespace
 ) -> Timing:
     """(b) our pipeline with ``views.on="worker"``: per-image views in one DataLoader worker."""
     dataset, _ = training_dataset(views_on(spec, "worker"), images, labels)
@@ -303,7 +312,7 @@ def run_per_sample(
 
 
 def run_batched(
-    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainSpec, args: argparse.Namespace
+    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainStage, args: argparse.Namespace
 ) -> Timing:
     """(c) our pipeline with ``views.on="batch"``: uint8 batches, BatchViews in ContrastiveObjective."""
     dataset, views = training_dataset(views_on(spec, "batch"), images, labels)
@@ -342,7 +351,7 @@ class TimedViewsCollate:
 
 
 def run_batched_in_worker(
-    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainSpec, args: argparse.Namespace
+    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainStage, args: argparse.Namespace
 ) -> Timing:
     """(d) extra: BatchViews on the whole batch in one DataLoader worker, overlapping the model step."""
     dataset, views = training_dataset(views_on(spec, "batch"), images, labels)
@@ -407,7 +416,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-extra", action="store_true", help="leave out (d), BatchViews in a worker")
     parser.add_argument("--no-channels-last", action="store_true", help="train ours with contiguous (NCHW) weights")
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml",
+                        help="params file of everything not set here (the simclr_supcon variant)")
     args = parser.parse_args()
+    params = read_params(args.params)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     print(f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
@@ -417,13 +429,13 @@ def main() -> None:
         manifest = root / "manifest.csv"
         if not manifest.is_file():
             start = time.perf_counter()
-            generate(small_dataset_config(args.size), root)
+            generate(small_dataset_config(params, args.size), root)
             print(f"generated the synthetic data in {time.perf_counter() - start:.1f} s")
-        contrastive = ContrastiveConfig(backbone=args.backbone)
-        spec = PretrainSpec(
-            manifest=str(manifest), out_dir=tmp, image_size=args.size, batch_size=args.batch, model=contrastive
-        )
-        paths, labels, classes = training_rows(spec)  # roles labelled + unlabelled, as pretraining reads
+        params["backbone"].update(architecture=args.backbone, image_size=args.size)
+        params["pretrain"]["sampler"]["batch_size"] = args.batch
+        spec = spec_from_params("pretrain", params, "simclr_supcon", file=args.params)
+        run = PretrainRun(spec=spec, manifest=str(manifest), out_dir=tmp, live_dir="")
+        paths, labels, classes = training_rows(run)  # roles labelled + unlabelled, as pretraining reads
         print(f"{len(paths)} images ({int((labels >= 0).sum())} labelled in {len(classes)} classes)")
         start = time.perf_counter()
         images = to_chw_uint8(decode_images(paths, args.size))

@@ -1,12 +1,12 @@
 """How fast the synthetic dataset is generated, in images per second.
 
 Times :func:`retailnb.data.synthetic.generate` end to end (rendering, JPEG encoding, file writing,
-manifest) on the default config at each requested image size, plus single-process rendering alone.
+manifest) on the default config (``data.synthetic`` of ``params.yaml``) at each requested image size, plus single-process rendering alone.
 Wall-clock rates depend on what else the machine runs, so the CPU time of this process and its
 workers is reported too: ``per core`` is images per CPU-second, the rate of one unshared core.
 
 Usage:
-    python benchmarks/bench_synthetic.py [--sizes 96 64] [--workers N] [--repeats 1]
+    python benchmarks/bench_synthetic.py [--sizes 96 64] [--workers N] [--repeats 1] [--params params.yaml]
 """
 
 from __future__ import annotations
@@ -16,15 +16,17 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from retailnb.config.data import SyntheticConfig  # noqa: E402
+from retailnb.config.params_file import read_params  # noqa: E402
+from retailnb.config.stages import spec_from_params  # noqa: E402
 from retailnb.data.synthetic import (  # noqa: E402
-    SyntheticConfig,
     design_catalogue,
     generate,
     pick_neighbours,
@@ -67,13 +69,16 @@ def time_render(config: SyntheticConfig, n: int = 300) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_size = SyntheticConfig().image_size
-    parser.add_argument("--sizes", type=int, nargs="+", default=sorted({96, default_size}, reverse=True))
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="image sizes (default: 96 and the default config's image_size)")
     parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: all cores)")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="params file of the default config")
     args = parser.parse_args()
-    for size in args.sizes:
-        config = replace(SyntheticConfig(), image_size=size)
+    default = spec_from_params("data", read_params(args.params), file=args.params).data.synthetic
+    default_size = default.image_size
+    for size in args.sizes or sorted({96, default_size}, reverse=True):
+        config = SyntheticConfig.model_validate({**default.model_dump(), "image_size": size})
         catalogue, shelf = time_render(config)
         print(f"{size:4d} px  render only, 1 process: catalogue {catalogue:6.0f} img/s, shelf {shelf:6.0f} img/s")
         for _ in range(args.repeats):

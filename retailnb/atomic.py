@@ -41,3 +41,10 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **open_kw: Any) 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`); return the path."""
+    with atomic_write(path) as fh:
+        fh.write(text)
+    return Path(path)

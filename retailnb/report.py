@@ -12,9 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-TOLERANCE = 0.01
-"""Smallest accuracy difference called an improvement (one point): below it, draws and seeds alone move
-the numbers. A larger standard deviation of either side, when recorded, replaces it."""
+from retailnb.records import NoisyRecord, RoundRecord
 
 PRETRAIN_VARIANTS = ("simclr", "supcon", "simclr_supcon")
 """Names of the contrastive pretraining variants in ``metrics/evaluate/<target>.json``."""
@@ -173,14 +171,20 @@ def _noisy_rounds(methods: Mapping[str, Mapping[str, Any]]) -> list[tuple[int, s
     return sorted((int(m.group(1)), name) for name in methods if (m := _ROUND_KEY.match(name)))
 
 
-def _pseudolabel_note(noisy: Mapping[str, Any] | None, r: int) -> str:
+def _round(noisy: NoisyRecord | None, r: int) -> RoundRecord | None:
+    """Round ``r`` of the noisy-student record, None when it is not there."""
+    return next((row for row in noisy.rounds if row.round == r), None) if noisy else None
+
+
+def _pseudolabel_note(noisy: NoisyRecord | None, r: int) -> str:
     """" Its pseudolabels: precision 0.83, coverage 0.61." for round ``r`` when recorded, else ""."""
-    row = (noisy or {}).get(f"round_{r}") or {}
-    parts = [f"{k} {row[k]:.2f}" for k in ("precision", "coverage") if row.get(k) is not None]
+    row = _round(noisy, r)
+    values = {"precision": row.precision, "coverage": row.coverage} if row else {}
+    parts = [f"{k} {v:.2f}" for k, v in values.items() if v is not None]
     return f" Its pseudolabels: {', '.join(parts)}." if parts else ""
 
 
-def noisy_verdicts(evaluate: Mapping[str, Any], noisy: Mapping[str, Any] | None, tol: float = TOLERANCE) -> list[str]:
+def noisy_verdicts(evaluate: Mapping[str, Any], noisy: NoisyRecord | None, tol: float) -> list[str]:
     """One verdict per noisy-student round against round 0, the contrastive backbone alone.
 
     The rounds' rows of ``metrics/evaluate/<target>.json`` are compared with the main variant's row (round 0's
@@ -194,15 +198,15 @@ def noisy_verdicts(evaluate: Mapping[str, Any], noisy: Mapping[str, Any] | None,
         old = ("round 0, the contrastive backbone alone", methods[main])
         return [_compare(f"Noisy-student round {r}", (f"round {r}", methods[name]), old, tol)
                 + _pseudolabel_note(noisy, r) for r, name in rounds]
-    if not noisy or noisy.get("round_0", {}).get("probe_accuracy") is None:
+    first = _round(noisy, 0)
+    if noisy is None or first is None:
         return []
-    base = ("round 0, the contrastive backbone alone", float(noisy["round_0"]["probe_accuracy"]))
-    found = sorted(int(k.removeprefix("round_")) for k in noisy if re.fullmatch(r"round_\d+", k))
-    return [judge(f"Noisy-student round {r}", (f"round {r}", float(noisy[f"round_{r}"]["probe_accuracy"])), base, tol,
-                  "probe accuracy") + _pseudolabel_note(noisy, r) for r in found if r > 0]
+    base = ("round 0, the contrastive backbone alone", first.probe_accuracy)
+    return [judge(f"Noisy-student round {row.round}", (f"round {row.round}", row.probe_accuracy), base, tol,
+                  "probe accuracy") + _pseudolabel_note(noisy, row.round) for row in noisy.rounds if row.round > 0]
 
 
-def verdicts(evaluate: Mapping[str, Any], noisy: Mapping[str, Any] | None, *, tol: float = TOLERANCE) -> list[str]:
+def verdicts(evaluate: Mapping[str, Any], noisy: NoisyRecord | None, *, tol: float) -> list[str]:
     """Plain-language conclusions of the evaluation, each computed from the numbers.
 
     In order: the main backbone's probe against finetuning (as a percentage); pretraining against random
@@ -213,8 +217,8 @@ def verdicts(evaluate: Mapping[str, Any], noisy: Mapping[str, Any] | None, *, to
 
     Args:
         evaluate: the contents of ``metrics/evaluate/<target>.json``.
-        noisy: the contents of ``metrics/noisy.json``, or None when that stage did not run.
-        tol: smallest accuracy difference counted as an improvement.
+        noisy: the record of ``metrics/noisy.json``, or None when that stage did not run.
+        tol: smallest accuracy difference counted as an improvement (``report.tolerance``).
 
     Returns:
         One sentence per conclusion.
@@ -231,8 +235,8 @@ def verdicts(evaluate: Mapping[str, Any], noisy: Mapping[str, Any] | None, *, to
                                     ("SimCLR + SupCon", methods["simclr_supcon"]), (f"{label} alone", methods[alone]),
                                     tol))
     out.extend(noisy_verdicts(evaluate, noisy, tol))
-    if noisy and noisy.get("best_round") is not None:
-        out.append(f"The best noisy-student round by probe accuracy is round {noisy['best_round']}.")
+    if noisy is not None:
+        out.append(f"The best noisy-student round by probe accuracy is round {noisy.best_round}.")
     return out
 
 
@@ -269,15 +273,14 @@ def monitor_table_markdown(pretrain: Mapping[str, Mapping[str, Any]]) -> str:
     return markdown_table(header, rows)
 
 
-def noisy_table_markdown(noisy: Mapping[str, Any]) -> str:
+def noisy_table_markdown(noisy: NoisyRecord) -> str:
     """Per noisy-student round: probe and kNN accuracy, pseudolabel precision and coverage; best round marked."""
     header = ["round", "probe", "kNN", "pseudolabel precision", "pseudolabel coverage"]
-    found = sorted(int(k.removeprefix("round_")) for k in noisy if re.fullmatch(r"round_\d+", k))
     rows = []
-    for r in found:
-        row = noisy[f"round_{r}"]
-        label = f"{r}" + (" (best)" if r == noisy.get("best_round") else "") + (" (contrastive only)" if r == 0 else "")
-        rows.append([label, *(_fmt(row.get(k)) for k in ("probe_accuracy", "knn_accuracy", "precision", "coverage"))])
+    for row in noisy.rounds:
+        r = row.round
+        label = f"{r}" + (" (best)" if r == noisy.best_round else "") + (" (contrastive only)" if r == 0 else "")
+        rows.append([label, *(_fmt(v) for v in (row.probe_accuracy, row.knn_accuracy, row.precision, row.coverage))])
     return markdown_table(header, rows)
 
 

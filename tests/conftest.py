@@ -1,12 +1,12 @@
-"""Shared test fixtures: repository paths, the real dataset when present, and a papermill runner."""
+"""Shared test fixtures: the real dataset when present, and the tiny pipeline run once per session."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
 
 import pytest
-from shared_fixtures import GROCERY_ROOT, NOTEBOOKS
+from pipeline_fixture import dvc, tiny_repo
+from shared_fixtures import GROCERY_ROOT
 
 
 @pytest.fixture
@@ -17,22 +17,9 @@ def grocery_root() -> Path:
     return GROCERY_ROOT
 
 
-@pytest.fixture
-def run_notebook(tmp_path: Path) -> Callable[..., Path]:
-    """Execute ``notebooks/<name>`` with papermill in ``tmp_path`` (its working folder); return the output path."""
-    import papermill as pm
-
-    def run(name: str, **parameters: Any) -> Path:
-        out = tmp_path / "reports" / name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pm.execute_notebook(
-            str(NOTEBOOKS / name),
-            str(out),
-            parameters=parameters,
-            kernel_name="python3",
-            cwd=str(tmp_path),
-            progress_bar=False,
-        )
-        return out
-
-    return run
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository where ``dvc repro`` has run every stage on tiny parameters (once per session)."""
+    root = tiny_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    dvc(root, "repro")
+    return root

@@ -63,3 +63,51 @@ def write_colour_folder(root: Path, names: list[str], per_class: int, seed: int 
         (root / name).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(root / name / f"{i % per_class}.jpg", quality=95)
     return root
+
+
+def repo_params() -> dict[str, Any]:
+    """The repository's params.yaml, read as DVC reads it (YAML 1.2): every default lives there."""
+    from retailnb.config.params_file import read_params
+
+    return read_params(REPO / "params.yaml")
+
+
+def with_overrides(params: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``params`` with ``{"pretrain.sampler.batch_size": 8, ...}`` set."""
+    import copy
+
+    out = copy.deepcopy(params)
+    for path, value in overrides.items():
+        node = out
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return out
+
+
+def default_spec(stage: str, key: str | None = None, **overrides: Any) -> Any:
+    """The spec of ``stage`` from the repository's params.yaml, with dotted-path overrides.
+
+    Overrides are given with ``__`` for dots: ``default_spec("pretrain", "simclr", sampler__batch_size=8)``
+    sets ``pretrain.sampler.batch_size``; the section prefix is taken from the stage's reads, so use the
+    params.yaml path below the section (``sampler__batch_size``) or a full path (``compute__num_workers``).
+    """
+    from retailnb.config.stages import STAGES, spec_from_params
+
+    params = repo_params()
+    resolved = {}
+    for name, value in overrides.items():
+        path = name.replace("__", ".")
+        top = path.split(".")[0]
+        resolved[path if top in params else f"{stage}.{path}"] = value
+    return spec_from_params(stage, with_overrides(params, resolved), key)
+
+
+def default_part(model: type, section: str, **fields: Any) -> Any:
+    """One nested spec (e.g. ``ViewSpec`` from ``pretrain.views``) from params.yaml, with fields replaced."""
+    from retailnb.config.params_file import lookup
+
+    values = dict(lookup(repo_params(), section, file="params.yaml"))
+    values.update(fields)
+    return model.model_validate(values)

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from retailnb.bundle import Bundle, embed, fit_probe, new_bundle
+from retailnb.config.data import SyntheticConfig
 from retailnb.data.adapters import DatasetError
 from retailnb.data.imagefiles import image_files, product_folders
 from retailnb.data.images import ImageError
-from retailnb.data.synthetic import SyntheticConfig, generate
+from retailnb.data.synthetic import generate
 from retailnb.enrol import (
     enrolment_curve,
     enrolment_table,
@@ -23,7 +24,8 @@ from retailnb.enrol import (
 )
 from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import save_backbone
-from shared_fixtures import colour_images, write_colour_folder
+from pipeline_fixture import write_params
+from shared_fixtures import colour_images, default_part, repo_params, with_overrides, write_colour_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -123,15 +125,19 @@ TINY_DATA = dict(
 
 @pytest.mark.slow
 def test_new_products_notebook_smoke(tmp_path: Path) -> None:
-    generate(SyntheticConfig(**TINY_DATA), tmp_path / "data" / "prepared", workers=1)
+    generate(default_part(SyntheticConfig, "data.synthetic", **TINY_DATA), tmp_path / "data" / "prepared", workers=1)
     torch.manual_seed(0)
     save_backbone(tmp_path / "backbone.pt", create_backbone("test_resnet"))
+    write_params(tmp_path, with_overrides(repo_params(), {
+        "backbone.architecture": "test_resnet", "backbone.image_size": 32,
+        "new_products.n_new": 2, "new_products.shots": [1, 2],
+    }))
     out = tmp_path / "reports" / "06_new_products.ipynb"
     out.parent.mkdir(parents=True)
     pm.execute_notebook(
         str(REPO / "notebooks" / "06_new_products.ipynb"), str(out), kernel_name="python3", cwd=str(tmp_path),
         progress_bar=False,
-        parameters=dict(backbone="backbone.pt", architecture="test_resnet", image_size=32, n_new=2, shots="1,2"),
+        parameters=dict(params_file="params.yaml", backbone_weights="backbone.pt"),
     )
     metrics = json.loads((tmp_path / "metrics" / "new_products.json").read_text())
     assert [r["shots"] for r in metrics["enrolment"]] == [0, 1, 2]

@@ -8,17 +8,20 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import nbformat
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
-from shared_fixtures import NOTEBOOKS, REPO, TINY_DATA
+from pipeline_fixture import TINY, dvc, tiny_repo, write_params
+from shared_fixtures import NOTEBOOKS, REPO, TINY_DATA, repo_params, with_overrides
+
+from retailnb.config.params_file import lookup, read_params
+from retailnb.config.stages import STAGES, spec_from_params
 
 SOURCE_NOTEBOOKS = sorted(NOTEBOOKS.glob("*.ipynb"))
 
@@ -39,18 +42,77 @@ def test_source_notebooks_have_no_outputs(notebook: Path) -> None:
     assert not dirty, f"{notebook.name}: cells {dirty} have outputs; strip them before committing"
 
 
-def test_every_stage_passes_only_parameters_its_notebook_declares() -> None:
-    """A `-p name` that the notebook does not declare would be silently ignored by the notebook."""
+def test_every_stage_passes_its_notebook_exactly_the_params_file_its_key_and_paths() -> None:
+    """No value travels on the command line: each notebook parameter is the params file, a key or a path.
+
+    Every parameter the notebook declares is passed (a default in a notebook cell would be a second
+    default), and nothing else is (papermill would silently add an unknown name).
+    """
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert stages, "dvc.yaml has no stages"
+    assert set(stages) == set(STAGES), "dvc.yaml's stages and retailnb.config.stages.STAGES differ"
     for name, stage in stages.items():
         cmd = stage.get("do", stage)["cmd"]  # a foreach stage keeps its command under "do"
         match = re.search(r"papermill (notebooks/\S+\.ipynb)", cmd)
         assert match, f"stage {name} does not run a notebook with papermill"
         declared = parameter_names(REPO / match.group(1))
-        passed = set(re.findall(r"-p (\w+) ", cmd.replace("mkdir -p ", "mkdir ")))
-        assert passed, f"stage {name} passes no parameters"
-        assert passed <= declared, f"stage {name} passes undeclared parameters {sorted(passed - declared)}"
+        passed = dict(re.findall(r"-p (\w+) (\S+)", cmd.replace("mkdir -p ", "mkdir ")))
+        assert set(passed) == declared, f"stage {name}: passes {sorted(passed)}, notebook declares {sorted(declared)}"
+        assert passed["params_file"] == "params.yaml"
+        values = {k: v for k, v in passed.items() if k != "params_file"}
+        not_paths = {k: v for k, v in values.items() if "/" not in v and v != "${key}"}
+        assert not not_paths, f"stage {name} passes values that are neither paths nor its key: {not_paths}"
+
+
+def test_every_stage_declares_exactly_the_params_it_reads() -> None:
+    """dvc.yaml's params: of each stage are the key paths retailnb.config.stages says the stage reads."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, entry in STAGES.items():
+        body = stages[name].get("do", stages[name])
+        reads = [path.replace("{key}", "${key}") for path in entry.reads.values()]
+        assert sorted(body["params"]) == sorted(set(reads)), f"stage {name}"
+        if entry.foreach:
+            assert stages[name]["foreach"] == "${" + entry.foreach + "}"
+
+
+def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key path -> value of every leaf of a nested mapping (lists are leaves)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def test_every_params_key_is_read_by_some_stage() -> None:
+    """A key no stage reads would be a setting that silently does nothing."""
+    reads = {path.split(".{key}")[0] for entry in STAGES.values() for path in entry.reads.values()}
+    unread = [key for key in leaves(repo_params()) if not any(key == r or key.startswith(r + ".") for r in reads)]
+    assert not unread, f"params.yaml keys no stage reads: {unread}"
+
+
+def spec_leaves(stage: str, key: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml key path -> value of every leaf of a stage's spec, as the stage receives it."""
+    spec = spec_from_params(stage, params, key)
+    out: dict[str, Any] = {}
+    for field, path in STAGES[stage].key_paths(key).items():
+        out.update(leaves(getattr(spec, field).model_dump() if hasattr(getattr(spec, field), "model_dump")
+                          else getattr(spec, field), path))
+    return out
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_value_arrives_in_the_spec_with_its_yaml_type(stage: str) -> None:
+    """A bool stays a bool (the "false" bug), an int an int, a list a list, for every key a stage reads."""
+    params = repo_params()
+    entry = STAGES[stage]
+    keys = list(lookup(params, entry.foreach, file="params.yaml")) if entry.foreach else [None]
+    for key in keys:
+        got = spec_leaves(stage, key, params)
+        expected = {k: v for k, v in leaves(params).items() if k in got}
+        assert set(got) == set(expected), f"{stage}: spec leaves without a params.yaml key: {set(got) - set(expected)}"
+        for path, value in expected.items():
+            assert got[path] == value and type(got[path]) is type(value), f"{path}: {got[path]!r} != {value!r}"
 
 
 def retailnb_imports(source: str) -> set[str]:
@@ -120,124 +182,147 @@ def test_an_experiment_can_be_queued_without_network(tmp_path: Path) -> None:
         pytest.skip("needs a git checkout of the repository")
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-    run = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "dvc.yaml", "--queue", "-S", "noisy.threshold=0.3"],
+    run = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "dvc.yaml", "--queue", "-S", "noisy.pseudo.threshold=0.3"],
                          cwd=clone, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Queued experiment" in run.stdout + run.stderr
 
 
-def test_data_notebook_smoke(run_notebook: Callable[..., Path], tmp_path: Path) -> None:
-    run_notebook("01_data.ipynb", **TINY_DATA)
-    manifest = tmp_path / "data" / "prepared" / "manifest.csv"
-    assert manifest.is_file()
-    summary = json.loads((tmp_path / "metrics" / "data.json").read_text())
+
+
+# --- the tiny pipeline, run once per session through `dvc repro` (see pipeline_fixture.py) ------------
+
+
+def read(root: Path, path: str) -> Any:
+    return json.loads((root / path).read_text())
+
+
+def test_data_stage(pipeline: Path) -> None:
+    summary = read(pipeline, "metrics/data.json")
     fams, skus = TINY_DATA["n_target_families"], TINY_DATA["skus_per_family"]
     assert summary["classes"]["probe_test"] == fams * skus
     assert summary["target_classes_in_source"] == 0  # synthetic target families are disjoint from the source
     assert summary["images"]["probe_test"] == fams * skus * TINY_DATA["probe_test_per_sku"]
     assert all(summary["images"][role] > 0 for role in ("labelled", "unlabelled", "monitor_train", "probe_train"))
-    figures = tmp_path / "reports" / "figures" / "01_data"
-    assert (figures / "catalogue_vs_shelf.png").stat().st_size > 1000
-    assert (figures / "class_counts.png").stat().st_size > 1000
+    for name in ("catalogue_vs_shelf.png", "class_counts.png"):
+        assert (pipeline / "reports" / "figures" / "01_data" / name).stat().st_size > 1000
 
 
-def test_pretrain_notebook_smoke(run_notebook: Callable[..., Path], tmp_path: Path) -> None:
-    run_notebook("01_data.ipynb", **TINY_DATA)
-    run_notebook(
-        "02_pretrain.ipynb",
-        backbone="test_resnet",
-        image_size=32,
-        epochs=2,
-        batch_size=8,
-        images_per_class=2,
-        proj_hidden_dim=32,
-        proj_dim=16,
-        warmup_epochs=0.5,
-        num_workers=0,
-    )
-    metrics = json.loads((tmp_path / "metrics" / "pretrain" / "simclr_supcon.json").read_text())
-    for model in ("pretrained", "random_init"):
-        assert 0.0 <= metrics["monitor"][model]["knn_accuracy"] <= 1.0
-        assert 0.0 <= metrics["monitor"][model]["probe_accuracy"] <= 1.0
-    assert metrics["train"]["images_per_second"] > 0
-    assert (tmp_path / "models" / "pretrain" / "simclr_supcon" / "backbone.pt").is_file()
-    assert (tmp_path / "dvclive" / "pretrain" / "simclr_supcon" / "metrics.json").is_file()
-    for name in ("curves.png", "retrievals.png"):
-        assert (tmp_path / "reports" / "figures" / "02_pretrain_simclr_supcon" / name).stat().st_size > 1000
+def test_pretrain_stage_trains_every_variant(pipeline: Path) -> None:
+    for variant in repo_params()["pretrain"]["variants"]:
+        record = read(pipeline, f"metrics/pretrain/{variant}.json")
+        losses = record["history"]["loss"]
+        assert len(losses) == TINY["pretrain.engine.epochs"] and all(0 < v < 100 for v in losses), (variant, losses)
+        assert record["train"]["images_per_second"] > 0
+        assert (pipeline / "models" / "pretrain" / variant / "backbone.pt").is_file()
+        assert (pipeline / "dvclive" / "pretrain" / variant / "metrics.json").is_file()
+        for name in ("curves.png", "retrievals.png"):
+            assert (pipeline / "reports" / "figures" / f"02_pretrain_{variant}" / name).stat().st_size > 1000
 
 
-def test_noisy_student_notebook_smoke(run_notebook: Callable[..., Path], tmp_path: Path) -> None:
-    run_notebook("01_data.ipynb", **TINY_DATA)
-    tiny = dict(image_size=32, batch_size=8, warmup_epochs=0.5, num_workers=0)
-    run_notebook("02_pretrain.ipynb", backbone="test_resnet", epochs=1, images_per_class=2, proj_hidden_dim=32,
-                 proj_dim=16, **tiny)
-    run_notebook("03_noisy_student.ipynb", teacher_architecture="test_resnet", rounds=2, epochs=1, threshold=0.0,
-                 **tiny)
-    metrics = json.loads((tmp_path / "metrics" / "noisy.json").read_text())
-    assert set(metrics) == {"round_0", "round_1", "round_2", "best_round"}
-    for r in (1, 2):
-        row = metrics[f"round_{r}"]
-        assert 0.0 <= row["probe_accuracy"] <= 1.0 and 0.0 < row["coverage"] <= 1.0
-        assert (tmp_path / "models" / "noisy" / f"round_{r}" / "pseudolabels.csv").is_file()
-    rounds = json.loads((tmp_path / "metrics" / "noisy_rounds.json").read_text())
-    assert [r["round"] for r in rounds] == [0, 1, 2]
-    quality = json.loads((tmp_path / "metrics" / "noisy_pseudolabels.json").read_text())
-    assert [r["round"] for r in quality] == [1, 2] and quality[0]["coverage"] == metrics["round_1"]["coverage"]
+def test_pretrain_stage_received_every_value_with_its_yaml_type(pipeline: Path) -> None:
+    """Through the real stage command: the spec the run recorded equals params.yaml, type for type."""
+    params = read_params(pipeline / "params.yaml")
+    for variant in params["pretrain"]["variants"]:
+        used = read(pipeline, f"models/pretrain/{variant}/backbone.json")["spec"]
+        expected = spec_leaves("pretrain", variant, params)
+        got = {}
+        for field, path in STAGES["pretrain"].key_paths(variant).items():
+            got.update(leaves(used[field], path))
+        assert got.keys() == expected.keys()
+        for path, value in expected.items():
+            assert got[path] == value and type(got[path]) is type(value), (path, got[path], value)
+
+
+def test_noisy_stage(pipeline: Path) -> None:
+    record = read(pipeline, "metrics/noisy.json")
+    rounds = record["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2] and record["best_round"] in (0, 1, 2)
+    for row in rounds[1:]:
+        # params.yaml says soft: false, so every pseudolabel target is one-hot
+        assert row["target_confidence"] == 1.0
+        assert 0.0 < row["coverage"] <= 1.0 and row["n_selected"] > 0
+        assert (pipeline / "models" / "noisy" / f"round_{row['round']}" / "pseudolabels.csv").is_file()
+    accuracy = read(pipeline, "metrics/noisy_rounds.json")
+    assert [r["round"] for r in accuracy] == [0, 1, 2]
+    quality = read(pipeline, "metrics/noisy_pseudolabels.json")
+    assert [r["round"] for r in quality] == [1, 2] and quality[0]["coverage"] == rounds[1]["coverage"]
     # dvc plots show renders a file only when all its rows have the same fields, its x and y among them
     plotted = [entry for entry in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
                if next(iter(entry)).startswith("metrics/noisy")]
     assert len(plotted) == 2
     for entry in plotted:
-        (file, spec), = entry.items()
-        data = json.loads((tmp_path / file).read_text())
-        assert all(set(row) == {spec["x"], *spec["y"]} for row in data), file
+        (file, plot), = entry.items()
+        assert all(set(row) == {plot["x"], *plot["y"]} for row in read(pipeline, file)), file
     for name in ("threshold.png", "rounds.png"):
-        assert (tmp_path / "reports" / "figures" / "03_noisy_student" / name).stat().st_size > 1000
+        assert (pipeline / "reports" / "figures" / "03_noisy_student" / name).stat().st_size > 1000
 
 
-def test_evaluate_and_report_notebooks_smoke(run_notebook: Callable[..., Path], tmp_path: Path) -> None:
-    run_notebook("01_data.ipynb", **TINY_DATA)
-    tiny = dict(image_size=32, batch_size=8, warmup_epochs=0.5, num_workers=0)
-    pretrain = dict(backbone="test_resnet", epochs=1, images_per_class=2, proj_hidden_dim=32, proj_dim=16, **tiny)
-    for variant, (w_simclr, w_supcon) in {"simclr_supcon": (1.0, 1.0), "simclr": (1.0, 0.0)}.items():
-        run_notebook("02_pretrain.ipynb", out_dir=f"models/pretrain/{variant}", metrics_path=f"metrics/pretrain/{variant}.json",
-                     live_dir=f"dvclive/pretrain/{variant}", simclr_weight=w_simclr, supcon_weight=w_supcon, **pretrain)
-    run_notebook("03_noisy_student.ipynb", teacher_architecture="test_resnet", rounds=1, epochs=1, threshold=0.3,
-                 teacher_backbone="models/pretrain/simclr_supcon/backbone.pt", **tiny)
-    run_notebook("04_evaluate.ipynb", architecture="test_resnet", image_size=32, shots="1,2,all", draws=2,
-                 finetune_epochs=1, finetune_batch_size=8, num_workers=0)
-    metrics = json.loads((tmp_path / "metrics" / "evaluate" / "prepared.json").read_text())
-    assert set(metrics["methods"]) == {"random_init", "simclr", "simclr_supcon", "noisy_round_1"}
-    for row in metrics["methods"].values():
+def test_evaluate_stage(pipeline: Path) -> None:
+    record = read(pipeline, "metrics/evaluate/prepared.json")
+    n_classes = TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"]
+    assert set(record["methods"]) == {"random_init", "simclr", "simclr_supcon", "supcon", "noisy_round_1",
+                                      "noisy_round_2"}
+    for name, row in record["methods"].items():
         assert {"probe_1", "probe_2", "probe_all", "knn_all", "ratio_to_finetune"} <= set(row)
         assert 0.0 <= row["probe_all"] <= 1.0
-    assert 0.0 <= metrics["finetuned_accuracy"] <= 1.0
-    n_test = TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"] * TINY_DATA["probe_test_per_sku"]
-    assert metrics["target"] == "prepared" and metrics["n_test"] == n_test
-    shots = json.loads((tmp_path / "metrics" / "evaluate" / "prepared" / "shots.json").read_text())
+    # the synthetic products differ by colour: the best frozen features beat chance
+    assert max(row["probe_all"] for row in record["methods"].values()) > 1 / n_classes
+    assert record["finetuned_accuracy"] > 1 / n_classes and record["finetune_seconds"] > 0
+    assert record["n_test"] == n_classes * TINY_DATA["probe_test_per_sku"]
+    shots = read(pipeline, "metrics/evaluate/prepared/shots.json")
     assert [p["shots"] for p in shots] == ["1", "2", "all"]
-    confusion = json.loads((tmp_path / "metrics" / "evaluate" / "prepared" / "confusion.json").read_text())
-    assert len(confusion) == n_test
-    assert len(list((tmp_path / "features" / "prepared").glob("*.npz"))) == 4
-    figures = tmp_path / "reports" / "figures" / "04_evaluate_prepared"
+    assert len(read(pipeline, "metrics/evaluate/prepared/confusion.json")) == record["n_test"]
+    assert len(list((pipeline / "features" / "prepared").glob("*.npz"))) == 6
     for name in ("shots.png", "embedding_map.png", "shelf_to_catalogue.png", "confusions.png"):
-        assert (figures / name).stat().st_size > 1000
-    # a second target read by an adapter: an image-folder dataset with train and test splits
-    shop = tmp_path / "shop"
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 3), ("test", 2)):
-        for c, name in enumerate(("tea", "jam", "oil")):
-            (shop / split / name).mkdir(parents=True)
-            for i in range(n):
-                pixels = np.clip(rng.normal(60 + 70 * c, 20, (40, 40, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(shop / split / name / f"{i}.png")
-    run_notebook("04_evaluate.ipynb", target="shop", target_source="imagefolder", target_root=str(shop),
-                 features_dir="features/shop", metrics_path="metrics/evaluate/shop.json", plots_dir="metrics/evaluate/shop",
-                 figures_dir="reports/figures/04_evaluate_shop", architecture="test_resnet", image_size=32, shots="1,all",
-                 draws=1, finetune_epochs=1, finetune_batch_size=8, num_workers=0)
-    shop_metrics = json.loads((tmp_path / "metrics" / "evaluate" / "shop.json").read_text())
-    assert (shop_metrics["n_classes"], shop_metrics["n_train"], shop_metrics["n_test"]) == (3, 9, 6)
-    run_notebook("05_report.ipynb")
-    table = (tmp_path / "reports" / "results.md").read_text()
+        assert (pipeline / "reports" / "figures" / "04_evaluate_prepared" / name).stat().st_size > 1000
+    shop = read(pipeline, "metrics/evaluate/shop.json")  # a second target, read by the image-folder adapter
+    assert (shop["n_classes"], shop["n_train"], shop["n_test"]) == (3, 9, 6)
+    # three products of clearly different brightness: the all-image probe of random weights gets them right
+    assert shop["methods"]["random_init"]["probe_all"] >= 5 / 6
+
+
+def test_report_and_new_products_stages(pipeline: Path) -> None:
+    table = (pipeline / "reports" / "results.md").read_text()
     assert "simclr_supcon" in table and "random_init" in table
     assert "### Target `prepared`" in table and "### Target `shop`, imagefolder: 3 products" in table
+    record = read(pipeline, "metrics/new_products.json")
+    assert record["n_new"] == TINY["new_products.n_new"] and [r["shots"] for r in record["enrolment"]][-2:] == [1, 2]
+    assert (pipeline / "models" / "bundle" / "catalogue.bundle").is_file()
+
+
+def copy_of(pipeline: Path, tmp_path: Path) -> Path:
+    """A copy of the run pipeline repository (git, DVC cache and outputs), to change without side effects."""
+    shutil.copytree(pipeline, tmp_path / "repo", symlinks=True)
+    return tmp_path / "repo"
+
+
+def test_soft_and_balance_reach_the_noisy_stage_through_dvc_exp_run(pipeline: Path, tmp_path: Path) -> None:
+    """`dvc exp run -S noisy.pseudo.soft=true` trains on soft targets; balance: false keeps every image once."""
+    root = copy_of(pipeline, tmp_path)
+    dvc(root, "exp", "run", "noisy", "-s", "-S", "noisy.pseudo.soft=true", "-S", "noisy.pseudo.balance=false")
+    rounds = read(root, "metrics/noisy.json")["rounds"]
+    for row in rounds[1:]:
+        assert row["target_confidence"] < 1.0  # soft targets: the teacher's probabilities
+        # threshold 0 and no balancing: every unlabelled image exactly once
+        assert row["coverage"] == 1.0 and row["n_rows"] == row["n_selected"]
+    default = read(pipeline, "metrics/noisy.json")["rounds"]
+    assert all(row["target_confidence"] == 1.0 for row in default[1:])
+
+
+def test_changing_one_variant_reruns_only_that_variant(pipeline: Path, tmp_path: Path) -> None:
+    root = copy_of(pipeline, tmp_path)
+    params = read_params(root / "params.yaml")
+    write_params(root, with_overrides(params, {"pretrain.variants.simclr.simclr_weight": 0.5}))
+    status = json.loads(dvc(root, "status", "--json").stdout)
+    assert set(status) == {"pretrain@simclr"}, status
+
+
+def test_a_bad_value_stops_the_stage_naming_its_key_and_leaves_no_output(tmp_path: Path) -> None:
+    root = tiny_repo(tmp_path / "repo")
+    write_params(root, with_overrides(read_params(root / "params.yaml"), {"data.synthetic.n_source_families": 0}))
+    run = subprocess.run([sys.executable, "-m", "dvc", "repro", "data"], cwd=root, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode != 0
+    assert "data.synthetic.n_source_families: Input should be greater than or equal to 1, got 0" in run.stdout + run.stderr
+    assert not (root / "data" / "prepared").exists() and not (root / "metrics" / "data.json").exists()

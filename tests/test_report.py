@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from shared_fixtures import REPO, default_spec
 
+from retailnb.records import NoisyRecord, RoundRecord
 from retailnb.report import (
     data_sentence,
     method_table_markdown,
@@ -47,12 +50,17 @@ def evaluate_metrics() -> dict[str, Any]:
     }
 
 
-NOISY = {
-    "round_0": {"round": 0, "probe_accuracy": 0.72, "knn_accuracy": 0.55},
-    "round_1": {"round": 1, "probe_accuracy": 0.78, "knn_accuracy": 0.60, "precision": 0.83, "coverage": 0.61},
-    "round_2": {"round": 2, "probe_accuracy": 0.725, "knn_accuracy": 0.55, "precision": 0.8, "coverage": 0.7},
-    "best_round": 1,
-}
+NOISY = NoisyRecord(
+    rounds=[
+        RoundRecord(round=0, probe_accuracy=0.72, knn_accuracy=0.55, probe_c=1.0),
+        RoundRecord(round=1, probe_accuracy=0.78, knn_accuracy=0.60, probe_c=1.0, precision=0.83, coverage=0.61),
+        RoundRecord(round=2, probe_accuracy=0.725, knn_accuracy=0.55, probe_c=1.0, precision=0.8, coverage=0.7),
+    ],
+    best_round=1,
+)
+
+TOL = default_spec("report").report.tolerance
+"""The report's tolerance from params.yaml (``report.tolerance``)."""
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -88,7 +96,7 @@ def test_shot_keys_order_numbers_then_all() -> None:
 
 
 def test_verdicts_known_answers() -> None:
-    lines = verdicts(evaluate_metrics(), NOISY)
+    lines = verdicts(evaluate_metrics(), NOISY, tol=TOL)
     assert "reaches 90% of the accuracy of finetuning" in lines[0] and "(0.720 against 0.800)" in lines[0]
     assert lines[1].startswith("Pretraining helped:") and "(+0.520)" in lines[1]
     assert lines[2].startswith("Combining SimCLR and SupCon (against SimCLR alone) helped:")
@@ -104,7 +112,7 @@ def test_verdicts_known_answers() -> None:
 def test_verdicts_call_a_drop_a_drop_and_respect_the_tolerance() -> None:
     evaluate = evaluate_metrics()
     evaluate["methods"]["noisy_round_2"]["probe_all"] = 0.60
-    line = verdicts(evaluate, None)[5]
+    line = verdicts(evaluate, None, tol=TOL)[5]
     assert line.startswith("Noisy-student round 2 did not help:") and "a drop beyond the tolerance" in line
     # a larger tolerance turns round 1's +0.06 into "did not help"
     assert verdicts(evaluate_metrics(), None, tol=0.1)[4].startswith("Noisy-student round 1 did not help")
@@ -114,19 +122,19 @@ def test_verdicts_use_noisy_json_when_evaluate_has_no_rounds_and_skip_missing_ro
     evaluate = evaluate_metrics()
     for name in ("noisy_round_1", "noisy_round_2", "simclr", "supcon"):
         del evaluate["methods"][name]
-    lines = verdicts(evaluate, NOISY)
+    lines = verdicts(evaluate, NOISY, tol=TOL)
     assert [line.split(":")[0] for line in lines[1:4]] == [
         "Pretraining helped", "Noisy-student round 1 helped", "Noisy-student round 2 did not help"]
-    assert len(verdicts(evaluate, None)) == 2
+    assert len(verdicts(evaluate, None, tol=TOL)) == 2
 
 
 def test_verdicts_fall_back_to_the_most_shots_both_rows_have() -> None:
     evaluate = evaluate_metrics()
     for row in evaluate["methods"].values():
         del row["probe_all"]
-    line = verdicts(evaluate, None)[1]
+    line = verdicts(evaluate, None, tol=TOL)[1]
     assert "probe accuracy with 10 images per product" in line and "(+0.440" in line
-    assert "No all-image probe" in verdicts(evaluate, None)[0]
+    assert "No all-image probe" in verdicts(evaluate, None, tol=TOL)[0]
 
 
 def test_side_tables_and_data_sentence() -> None:
@@ -152,7 +160,7 @@ def write_fake_metrics(root: Path) -> None:
     for target in ("prepared", "grocery_fine"):
         metrics = {**evaluate_metrics(), "target": target, "target_source": target, "n_train": 10, "n_test": 20}
         (root / "metrics" / "evaluate" / f"{target}.json").write_text(json.dumps(metrics))
-    (root / "metrics" / "noisy.json").write_text(json.dumps(NOISY))
+    NOISY.write(root / "metrics" / "noisy.json")
     (root / "metrics" / "data.json").write_text(json.dumps({"images": {"labelled": 36}, "classes": {"labelled": 3}}))
     for variant in ("simclr", "supcon", "simclr_supcon"):
         monitor = {"pretrained": {"knn_accuracy": 0.5, "probe_accuracy": 0.6},
@@ -184,6 +192,7 @@ def test_report_notebook_smoke(tmp_path: Path) -> None:
     import papermill as pm
 
     write_fake_metrics(tmp_path)
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")  # the report's tolerance
     figure = tmp_path / "reports" / "figures" / "04_evaluate_prepared" / "shots.png"
     figure.parent.mkdir(parents=True)
     import matplotlib

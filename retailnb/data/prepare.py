@@ -18,7 +18,8 @@ from pathlib import Path
 from retailnb.data.adapters import AdapterReport
 from retailnb.data.grocery import build_grocery_manifest
 from retailnb.data.imagefolder import build_image_folder_manifest
-from retailnb.data.synthetic import SyntheticConfig, generate
+from retailnb.config.data import SyntheticConfig
+from retailnb.data.synthetic import generate
 
 SOURCES: tuple[str, ...] = ("synthetic", "grocery_store", "imagefolder")
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def prepare_dataset(
         labels: Grocery Store labels, ``fine`` or ``coarse``.
         on_error: ``raise`` or ``skip`` for bad real images (see the adapters).
         min_size: smallest accepted shorter side of a real image, in pixels.
-        synthetic: the synthetic dataset's settings (defaults when None).
+        synthetic: the synthetic dataset's sizes (needed for ``synthetic``; ``data.synthetic``).
         workers: worker processes; None uses every core.
 
     Returns:
@@ -58,7 +59,9 @@ def prepare_dataset(
     if source not in SOURCES:
         raise ValueError(f"data.source must be one of {SOURCES}, got {source!r}")
     if source == "synthetic":
-        return generate(synthetic or SyntheticConfig(), out_dir, workers=workers)
+        if synthetic is None:
+            raise ValueError("data.synthetic: the synthetic source needs its sizes (a SyntheticConfig)")
+        return generate(synthetic, out_dir, workers=workers)
     if not str(root):
         raise ValueError(f"data.root must name the dataset folder for data.source={source!r}")
     if not Path(root).exists():

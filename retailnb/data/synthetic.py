@@ -34,7 +34,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -42,6 +42,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
+from retailnb.config.data import MAX_SKUS_PER_FAMILY, SyntheticConfig
 from retailnb.data.manifest import Record, write_manifest
 
 SHAPES: tuple[str, ...] = ("box", "bottle", "can", "pouch")
@@ -90,6 +91,7 @@ VARIANT_WORDS: tuple[str, ...] = (
     "HONEY",
     "NATURE",
 )
+assert len(VARIANT_WORDS) == MAX_SKUS_PER_FAMILY, "one variant word per SKU of a family"
 VARIANT_COLOURS: tuple[tuple[int, int, int], ...] = (
     (214, 40, 40),  # red
     (247, 127, 0),  # orange
@@ -123,74 +125,6 @@ Colour = tuple[int, int, int]
 # --------------------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """Every size of the synthetic dataset; the defaults give about 2,850 images at 64 px.
-
-    Attributes:
-        n_source_families: source brand families whose SKUs are labelled or unlabelled-only.
-        n_monitor_families: extra source families held out for the pretraining monitor.
-        n_target_families: brand families of the disjoint target catalogue (downstream probe).
-        skus_per_family: SKUs (variants) per brand family; at most ``len(VARIANT_WORDS)``.
-        labelled_fraction: fraction of the non-monitor source SKUs that have labelled images; the
-            rest are unlabelled-only SKUs (their images are all role ``unlabelled``).
-        catalogue_per_sku: catalogue packshots per SKU (role ``labelled``, ``monitor_train`` or
-            ``probe_train``; unlabelled-only SKUs have none).
-        labelled_shelf_per_sku: shelf images with role ``labelled`` per labelled SKU.
-        unlabelled_shelf_per_sku: shelf images with role ``unlabelled`` per non-monitor source SKU.
-        monitor_train_per_sku: shelf images with role ``monitor_train`` per monitor SKU.
-        monitor_test_per_sku: shelf images with role ``monitor_test`` per monitor SKU.
-        probe_train_shelf_per_sku: shelf images with role ``probe_train`` per target SKU (added to
-            its catalogue images, so 10-shot probes work by default).
-        probe_test_per_sku: shelf images with role ``probe_test`` per target SKU.
-        image_size: side of the square images in pixels.
-        difficulty: 0 gives nearly clean shelf crops, 1 the strongest distortions.
-        seed: the one seed every random choice derives from.
-    """
-
-    n_source_families: int = 12
-    n_monitor_families: int = 3
-    n_target_families: int = 8
-    skus_per_family: int = 5
-    labelled_fraction: float = 0.5
-    catalogue_per_sku: int = 2
-    labelled_shelf_per_sku: int = 10
-    unlabelled_shelf_per_sku: int = 20
-    monitor_train_per_sku: int = 4
-    monitor_test_per_sku: int = 8
-    probe_train_shelf_per_sku: int = 10
-    probe_test_per_sku: int = 15
-    image_size: int = 64
-    difficulty: float = 0.6
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        minimum = {"n_source_families": 1, "n_target_families": 1, "skus_per_family": 1, "image_size": 16}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("labelled_fraction", "difficulty"):
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                    raise ValueError(f"SyntheticConfig.{f.name} must be a number in [0, 1], got {value!r}")
-                continue
-            low = minimum.get(f.name, 0)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"SyntheticConfig.{f.name} must be an integer >= {low}, got {value!r}")
-        if self.skus_per_family > len(VARIANT_WORDS):
-            raise ValueError(
-                f"SyntheticConfig.skus_per_family must be <= {len(VARIANT_WORDS)} (one variant word "
-                f"per SKU), got {self.skus_per_family}"
-            )
-        if self.image_size > 1024:
-            raise ValueError(f"SyntheticConfig.image_size must be <= 1024, got {self.image_size}")
-        if self.catalogue_per_sku + self.probe_train_shelf_per_sku < 1:
-            raise ValueError(
-                "SyntheticConfig.probe_train_shelf_per_sku: target SKUs need at least one probe_train "
-                "image (catalogue_per_sku + probe_train_shelf_per_sku >= 1)"
-            )
-        if self.probe_test_per_sku < 1:
-            raise ValueError(f"SyntheticConfig.probe_test_per_sku must be >= 1, got {self.probe_test_per_sku}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1073,7 +1007,7 @@ def _catalogue_json(config: SyntheticConfig, designs: Sequence[SkuDesign]) -> st
     families = {sku.family.index: sku.family for sku in designs}
     return json.dumps(
         {
-            "config": asdict(config),
+            "config": config.model_dump(),
             "families": [
                 {
                     "name": f.name,

@@ -19,6 +19,8 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from retailnb.config.compute import BackboneSpec, ComputeSpec
+from retailnb.config.evaluate import FinetuneSpec
 from retailnb.data.images import default_workers
 from retailnb.evaluation.features import extract_features, load_features, save_features
 from retailnb.evaluation.fewshot import fewshot_eval, summarize_fewshot
@@ -26,7 +28,6 @@ from retailnb.evaluation.finetune import FinetuneResult, finetune
 from retailnb.evaluation.probe import DEFAULT_THREADS, fit_logistic_probe
 from retailnb.evaluation.quickprobe import ProbeData
 from retailnb.models.backbone import create_backbone
-from retailnb.train.engine import EngineConfig
 
 Features = tuple[np.ndarray, np.ndarray]
 
@@ -98,13 +99,13 @@ def evaluate_backbones(backbones: Mapping[str, str], data: ProbeData, *, archite
     return summaries, features
 
 
-def finetune_baseline(architecture: str, backbone_path: str | os.PathLike[str], data: ProbeData, *,
-                      engine: EngineConfig, image_size: int, batch_size: int,
+def finetune_baseline(backbone: BackboneSpec, backbone_path: str | os.PathLike[str], data: ProbeData, *,
+                      spec: FinetuneSpec, compute: ComputeSpec,
                       state_path: str | os.PathLike[str]) -> FinetuneResult:
     """Finetune the main backbone end to end on all of ``probe_train``; score on ``probe_test``."""
     state = torch.load(backbone_path, map_location="cpu", weights_only=True)
-    return finetune(architecture, state, data.x_train, data.y_train, data.x_test, data.y_test, engine=engine,
-                    state_path=state_path, image_size=image_size, batch_size=batch_size)
+    return finetune(backbone.architecture, state, data.x_train, data.y_train, data.x_test, data.y_test, spec=spec,
+                    compute=compute, state_path=state_path, image_size=backbone.image_size)
 
 
 def results_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned_accuracy: float,

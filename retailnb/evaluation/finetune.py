@@ -7,6 +7,7 @@ that a logistic regression on the frozen backbone comes close to this at a fract
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,13 +15,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from retailnb.config.compute import ComputeSpec
+from retailnb.config.evaluate import FinetuneSpec
+
 from retailnb.noisy.student import (
     StudentObjective,
     build_student,
     network_probabilities,
 )
 from retailnb.train.datasets import TargetDataset, to_chw_uint8
-from retailnb.train.engine import EngineConfig, fit, make_fabric
+from retailnb.train.engine import fit, make_fabric
 from retailnb.train.sampler import EpochBatchSampler
 from retailnb.transforms.views import retail_view_transform
 
@@ -42,11 +46,10 @@ def finetune(
     x_test: np.ndarray,
     y_test: np.ndarray,
     *,
-    engine: EngineConfig,
+    spec: FinetuneSpec,
+    compute: ComputeSpec,
     state_path: str | Path,
     image_size: int,
-    batch_size: int = 64,
-    drop_rate: float = 0.2,
 ) -> FinetuneResult:
     """Train backbone and a new classifier on (x_train, y_train); score on (x_test, y_test).
 
@@ -57,29 +60,25 @@ def finetune(
         y_train: their class ids ``0..C-1``.
         x_test: uint8 test images.
         y_test: their class ids.
-        engine: optimisation settings (epochs, lr, devices).
+        spec: batch size, dropout, augmentation and optimisation (``evaluate.finetune``).
+        compute: placement.
         state_path: the resumable training state of this run.
         image_size: side of the square images.
-        batch_size: images per batch.
-        drop_rate: dropout before the new classifier.
     """
-    import time
-
     started = time.perf_counter()
     n_classes = int(max(y_train.max(), y_test.max())) + 1
-    model = build_student(architecture, n_classes, drop_rate=drop_rate, drop_path_rate=0.0, init="teacher",
+    model = build_student(architecture, n_classes, drop_rate=spec.drop_rate, drop_path_rate=0.0, init="teacher",
                           teacher_backbone_state=backbone_state)
     targets = torch.eye(n_classes)[torch.as_tensor(np.asarray(y_train), dtype=torch.long)]
-    transform = retail_view_transform(image_size, crop_scale=(0.6, 1.0), perspective=0.1, rotation=5,
-                                      color_jitter=0.2, grayscale_p=0.0, blur_p=0.2, occlusion_p=0.2)
+    transform = retail_view_transform(image_size, spec.views)
     dataset = TargetDataset(to_chw_uint8(np.ascontiguousarray(x_train)), targets, transform)
-    fabric = make_fabric(engine)
-    fabric.seed_everything(engine.seed, verbose=False)
+    fabric = make_fabric(compute)
+    fabric.seed_everything(spec.engine.seed, verbose=False)
     sampler = EpochBatchSampler(np.full(len(dataset), -1), rank=fabric.global_rank, world_size=fabric.world_size,
-                                batch_size=min(batch_size, len(dataset)), images_per_class=2,
-                                supcon_fraction=0.0, seed=engine.seed)
-    fit(fabric, model, dataset, sampler, StudentObjective(), engine, state_path=state_path,
-        run_key=f"finetune:{architecture}:{len(dataset)}:{engine}")
+                                batch_size=min(spec.batch_size, len(dataset)), images_per_class=2,
+                                supcon_fraction=0.0, seed=spec.engine.seed)
+    fit(fabric, model, dataset, sampler, StudentObjective(), spec.engine, compute, state_path=state_path,
+        run_key=f"finetune:{architecture}:{len(dataset)}:{spec.model_dump_json()}")
     predictions = network_probabilities(model, x_test).argmax(1)
     accuracy = float((predictions == np.asarray(y_test)).mean())
     return FinetuneResult(model=model, accuracy=accuracy, seconds=time.perf_counter() - started)

@@ -10,50 +10,24 @@ data and a target may differ: that is how one asks whether features transfer to 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from retailnb.config.evaluate import TargetSpec
 from retailnb.data.prepare import prepare_dataset
 
 PREPARED = "prepared"
 """The source name of the data stage's own target catalogue."""
 
-TARGET_SOURCES: tuple[str, ...] = (PREPARED, "grocery_store", "imagefolder")
 
 PathLike = str | os.PathLike[str]
 
 
-@dataclass(frozen=True)
-class Target:
-    """One downstream target of ``evaluate.targets``.
-
-    Attributes:
-        name: the key in ``params.yaml``; names the target's outputs (``metrics/evaluate/<name>.json``).
-        source: ``prepared``, ``grocery_store`` or ``imagefolder``.
-        root: the dataset folder (real sources only).
-        labels: ``fine`` or ``coarse`` (Grocery Store only).
-    """
-
-    name: str
-    source: str = PREPARED
-    root: str = ""
-    labels: str = "fine"
-
-    def __post_init__(self) -> None:
-        where = f"evaluate.targets.{self.name}"
-        if self.source not in TARGET_SOURCES:
-            raise ValueError(f"{where}.source must be one of {TARGET_SOURCES}, got {self.source!r}")
-        if self.source != PREPARED and not self.root:
-            raise ValueError(f"{where}.root must name the dataset folder for source {self.source!r}")
-        if self.labels not in ("fine", "coarse"):
-            raise ValueError(f"{where}.labels must be 'fine' or 'coarse', got {self.labels!r}")
-
-
-def target_manifest(target: Target, prepared_manifest: PathLike, work_dir: PathLike, *,
+def target_manifest(name: str, target: TargetSpec, prepared_manifest: PathLike, work_dir: PathLike, *,
                     on_error: str = "skip", min_size: int = 16) -> Path:
     """The manifest whose ``probe_train``/``probe_test`` rows are ``target``'s images.
 
     Args:
+        name: the target's key in ``evaluate.targets`` (named in errors).
         target: the target to evaluate.
         prepared_manifest: the data stage's manifest, used as is for a ``prepared`` target.
         work_dir: where a real dataset's manifest is written (replaced whole); its images stay where they are.
@@ -66,9 +40,9 @@ def target_manifest(target: Target, prepared_manifest: PathLike, work_dir: PathL
     if target.source == PREPARED:
         path = Path(prepared_manifest)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no manifest for target {target.name!r}; run the data stage first")
+            raise FileNotFoundError(f"{path}: no manifest for target {name!r}; run the data stage first")
         return path
     if not Path(target.root).exists():
-        raise FileNotFoundError(f"evaluate.targets.{target.name}.root: {target.root!r} does not exist")
+        raise FileNotFoundError(f"evaluate.targets.{name}.root: {target.root!r} does not exist")
     return prepare_dataset(target.source, work_dir, root=target.root, labels=target.labels, on_error=on_error,
                            min_size=min_size)

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from retailnb.atomic import atomic_write
+from retailnb.config.noisy import PseudolabelConfig
 
 MISSING = -1
 """Label value meaning that the truth of an image is unknown."""
@@ -44,51 +45,6 @@ TABLE_COLUMNS: tuple[str, ...] = ("path", "label", "class_name", "confidence", "
 """Columns of a pseudolabel table; ``true_class_name`` follows when the truth was given."""
 
 _PROB_SUM_TOL = 1e-3  # float32 softmax rows sum to 1 within ~1e-6; logits or unnormalised scores do not
-
-
-@dataclass(frozen=True)
-class PseudolabelConfig:
-    """How teacher probabilities become pseudolabels.
-
-    Attributes:
-        threshold: minimum teacher confidence (largest class probability) for an image to be kept, in
-            [0, 1]; an image whose confidence equals the threshold is kept.
-        soft: train on soft targets (teacher probabilities sharpened by ``temperature``) instead of
-            one-hot targets of the teacher's argmax.
-        temperature: sharpening temperature of soft targets, > 0; 1 keeps the teacher's probabilities,
-            smaller values push them towards one-hot. Ignored for hard targets.
-        balance: cap over-represented classes and fill under-represented ones (``max_per_class``,
-            ``min_per_class``); False keeps every image that passes the threshold, once.
-        max_per_class: most images a class keeps (its most confident ones), >= 1; None derives the cap
-            as the median kept count over the classes that kept any image, rounded up (see the module
-            docstring for why the median).
-        min_per_class: classes that kept fewer images (but at least one) have their most confident
-            images duplicated up to this count; 0 turns duplication off.
-
-    Raises:
-        ValueError: a value is out of range; the message names the parameter.
-    """
-
-    threshold: float = 0.5
-    soft: bool = False
-    temperature: float = 1.0
-    balance: bool = True
-    max_per_class: int | None = None
-    min_per_class: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:  # also rejects NaN
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
-        if not (self.temperature > 0.0 and math.isfinite(self.temperature)):
-            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
-        if self.max_per_class is not None and (not _is_int(self.max_per_class) or self.max_per_class < 1):
-            raise ValueError(f"max_per_class must be None or an integer >= 1, got {self.max_per_class!r}")
-        if not _is_int(self.min_per_class) or self.min_per_class < 0:
-            raise ValueError(f"min_per_class must be an integer >= 0, got {self.min_per_class!r}")
-        if self.max_per_class is not None and self.min_per_class > self.max_per_class:
-            raise ValueError(
-                f"min_per_class ({self.min_per_class}) must not exceed max_per_class ({self.max_per_class})"
-            )
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from retailnb.config.compute import ComputeSpec, EngineSpec
 from retailnb.models.checkpoint import (
     load_checkpoint,
     load_training_state,
@@ -31,7 +32,6 @@ from retailnb.models.checkpoint import (
 )
 
 LossFn = Callable[[nn.Module, Any], Mapping[str, torch.Tensor]]
-OPTIMIZERS = ("adamw", "sgd")
 
 
 class MetricLogger(Protocol):
@@ -40,50 +40,6 @@ class MetricLogger(Protocol):
     def log_metric(self, name: str, val: float) -> None: ...
 
     def next_step(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Optimisation and placement settings shared by every training stage.
-
-    Attributes:
-        epochs: passes over the data.
-        lr: peak learning rate, reached after warm-up.
-        weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
-        warmup_epochs: linear warm-up length, in epochs (fractions allowed).
-        optimizer: ``adamw`` or ``sgd`` (momentum 0.9).
-        accelerator: Fabric accelerator: ``auto``, ``cpu``, ``cuda``, ...
-        devices: devices per node; more than one needs ``torchrun`` (see ``retailnb.train.launch``).
-        strategy: Fabric strategy (``auto`` picks DDP when several processes run).
-        precision: ``auto`` picks bf16 mixed precision on CUDA and fp32 elsewhere, or a Fabric value.
-        num_workers: DataLoader worker processes for augmentation.
-        seed: seeds model init, batches and augmentation.
-        channels_last: lay the model's weights, and so its activations, out channels-last (see
-            :func:`use_channels_last`).
-    """
-
-    epochs: int = 10
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    optimizer: str = "adamw"
-    accelerator: str = "auto"
-    devices: int = 1
-    strategy: str = "auto"
-    precision: str = "auto"
-    num_workers: int = 0
-    seed: int = 0
-    channels_last: bool = True
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs and self.epochs > 1:
-            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
 
 
 @dataclass
@@ -118,13 +74,13 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"
 
 
-def make_fabric(config: EngineConfig) -> Fabric:
-    """A launched Fabric for ``config``; under ``torchrun`` it joins the process group (gloo on CPU)."""
+def make_fabric(compute: ComputeSpec) -> Fabric:
+    """A launched Fabric for ``compute``; under ``torchrun`` it joins the process group (gloo on CPU)."""
     fabric = Fabric(
-        accelerator=config.accelerator,
-        devices=config.devices,
-        strategy=config.strategy,
-        precision=resolve_precision(config.precision, config.accelerator),  # type: ignore[arg-type]
+        accelerator=compute.accelerator,
+        devices=compute.devices,
+        strategy=compute.strategy,
+        precision=resolve_precision(compute.precision, compute.accelerator),  # type: ignore[arg-type]
     )
     fabric.launch()
     return fabric
@@ -142,7 +98,7 @@ def use_channels_last(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-def build_optimizer(model: nn.Module, config: EngineConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: EngineSpec) -> torch.optim.Optimizer:
     """AdamW or SGD over the trainable parameters; norms and biases are not weight-decayed."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
@@ -152,7 +108,7 @@ def build_optimizer(model: nn.Module, config: EngineConfig) -> torch.optim.Optim
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: EngineConfig, steps_per_epoch: int) -> CosineWarmupScheduler:
+def build_scheduler(optimizer: torch.optim.Optimizer, config: EngineSpec, steps_per_epoch: int) -> CosineWarmupScheduler:
     """lightly's cosine schedule with linear warm-up, stepped once per optimiser step."""
     total = config.epochs * steps_per_epoch
     warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), max(total - 1, 0))
@@ -175,7 +131,8 @@ def fit(
     dataset: Dataset[Any],
     batch_sampler: Any,
     loss_fn: LossFn,
-    config: EngineConfig,
+    config: EngineSpec,
+    compute: ComputeSpec,
     *,
     state_path: str | Path,
     live: MetricLogger | None = None,
@@ -193,6 +150,7 @@ def fit(
         loss_fn: ``loss_fn(model, batch)`` returns named scalars including ``"loss"``, which is minimised;
             the others are logged.
         config: optimisation settings.
+        compute: placement: DataLoader workers and memory layout (the device is ``fabric``'s).
         state_path: the resumable training state, rewritten atomically after every epoch.
         live: dvclive ``Live`` (or any :class:`MetricLogger`) for curves; only rank 0 logs.
         on_epoch_end: called with (epoch, unwrapped model) after each epoch's checkpoint.
@@ -205,7 +163,7 @@ def fit(
     """
     state_path = Path(state_path)
     steps_per_epoch = len(batch_sampler)
-    if config.channels_last:
+    if compute.channels_last:
         use_channels_last(model)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
@@ -218,7 +176,7 @@ def fit(
         start_epoch, history = resume.epoch + 1, defaultdict(list, resume.extra.get("history", {}))
         images, data_s, step_s = resume.extra.get("throughput", (0, 0.0, 0.0))
     loader = DataLoader(
-        dataset, batch_sampler=batch_sampler, num_workers=config.num_workers, persistent_workers=False
+        dataset, batch_sampler=batch_sampler, num_workers=compute.num_workers, persistent_workers=False
     )
     loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
     last = config.epochs - 1 if stop_after_epoch is None else min(stop_after_epoch, config.epochs - 1)

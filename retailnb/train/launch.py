@@ -1,6 +1,6 @@
-"""Run a training spec here or, for several devices, under ``torchrun`` with one process per device.
+"""Run a training run here or, for several devices, under ``torchrun`` with one process per device.
 
-A notebook kernel cannot host several DDP processes, so with ``devices > 1`` the spec is written as JSON
+A notebook kernel cannot host several DDP processes, so with ``devices > 1`` the run is written as JSON
 and the stage's command line module is started with ``python -m torch.distributed.run``; Fabric inside
 each process picks up the rank and world size (NCCL on GPUs, gloo on CPUs).
 """
@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from retailnb.train.pretrain import PretrainSpec, pretrain
+from retailnb.atomic import atomic_write_text
+from retailnb.train.pretrain import PretrainRun, pretrain
 
 
 def torchrun_command(module: str, spec_path: Path, nproc: int) -> list[str]:
@@ -25,8 +26,8 @@ def torchrun_command(module: str, spec_path: Path, nproc: int) -> list[str]:
     ]
 
 
-def run_pretrain(spec: PretrainSpec) -> dict[str, Any]:
-    """Pretrain (in this process, or under torchrun when ``spec.engine.devices > 1``) and return the run's info.
+def run_pretrain(run: PretrainRun) -> dict[str, Any]:
+    """Pretrain (in this process, or under torchrun when ``compute.devices > 1``) and return the run's info.
 
     Returns:
         The content of ``out_dir/backbone.json``: backbone, sizes, throughput and loss history.
@@ -34,12 +35,13 @@ def run_pretrain(spec: PretrainSpec) -> dict[str, Any]:
     Raises:
         subprocess.CalledProcessError: a distributed run failed (its output names the cause).
     """
-    out_dir = Path(spec.out_dir)
+    out_dir = Path(run.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if spec.engine.devices > 1 and "LOCAL_RANK" not in os.environ:
-        spec_path = out_dir / "spec.json"
-        spec_path.write_text(spec.to_json())
-        subprocess.run(torchrun_command("retailnb.train.pretrain", spec_path, spec.engine.devices), check=True)
+    devices = run.spec.compute.devices
+    if devices > 1 and "LOCAL_RANK" not in os.environ:
+        run_path = atomic_write_text(out_dir / "run.json", run.model_dump_json(indent=2))
+        subprocess.run(torchrun_command("retailnb.train.pretrain", run_path, devices), check=True)
     else:
-        pretrain(spec)
-    return json.loads((out_dir / "backbone.json").read_text())
+        pretrain(run)
+    info: dict[str, Any] = json.loads((out_dir / "backbone.json").read_text())
+    return info

@@ -14,13 +14,15 @@ worker processes started with ``spawn``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from lightly.transforms.multi_view_transform import MultiViewTransform
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 from torchvision.transforms import v2
+
+from retailnb.config.views import ViewSpec
 
 ImageTransform = Callable[[Tensor], Tensor]
 
@@ -64,12 +66,6 @@ class RequireUint8Image:
         return f"{type(self).__name__}()"
 
 
-def _check_probability(**values: float) -> None:
-    for label, p in values.items():
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{label} must be a probability in [0, 1], got {p}")
-
-
 def _check_size(size: int) -> None:
     if size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
@@ -88,22 +84,7 @@ def to_model_input(normalize: bool = True) -> list[ImageTransform]:
     return steps
 
 
-def retail_view_transform(
-    size: int,
-    *,
-    crop_scale: Sequence[float] = (0.3, 1.0),
-    perspective: float = 0.3,
-    rotation: float = 10,
-    color_jitter: float = 0.4,
-    hue: float = 0.1,
-    grayscale_p: float = 0.2,
-    blur_p: float = 0.5,
-    occlusion_p: float = 0.5,
-    hflip_p: float = 0.0,
-    normalize: bool = True,
-    perspective_p: float = 0.5,
-    color_jitter_p: float = 0.8,
-) -> ImageTransform:
+def retail_view_transform(size: int, views: ViewSpec, *, normalize: bool = True) -> ImageTransform:
     """One random contrastive view of a product image, packshot-to-shelf style.
 
     In order: random resized crop, perspective warp, rotation, optional horizontal flip, colour jitter,
@@ -112,55 +93,35 @@ def retail_view_transform(
 
     Args:
         size: side of the square output, in pixels.
-        crop_scale: range of the crop's area as a fraction of the image (RandomResizedCrop ``scale``).
-        perspective: perspective distortion strength in [0, 1] (0: none).
-        rotation: largest rotation, in degrees either way (0: none).
-        color_jitter: brightness, contrast and saturation jitter strength (0: none).
-        hue: hue jitter in [0, 0.5].
-        grayscale_p: probability of converting to grayscale.
-        blur_p: probability of a Gaussian blur (kernel about a tenth of ``size``, sigma 0.1 to 2 px).
-        occlusion_p: probability of a grey occluding rectangle (RandomErasing, 2 to 20 % of the area).
-        hflip_p: probability of a horizontal flip; 0 by default since a flip mirrors printed text.
+        views: the strengths (validated by :class:`retailnb.config.views.ViewSpec`; the same spec drives
+            :class:`retailnb.transforms.batch_views.BatchViews`).
         normalize: apply ImageNet normalisation (otherwise the output lies in [0, 1]).
-        perspective_p: probability of the perspective warp, when ``perspective`` > 0.
-        color_jitter_p: probability of the colour jitter, when ``color_jitter`` or ``hue`` > 0.
 
     Returns:
         A picklable callable mapping a uint8 (3, H, W) tensor to a float32 (3, size, size) tensor.
 
     Raises:
-        ValueError: a parameter is out of range.
+        ValueError: ``size`` < 1.
     """
     _check_size(size)
-    _check_probability(
-        grayscale_p=grayscale_p, blur_p=blur_p, occlusion_p=occlusion_p, hflip_p=hflip_p,
-        perspective=perspective, perspective_p=perspective_p, color_jitter_p=color_jitter_p,
-    )
-    low, high = crop_scale
-    if not 0.0 < low <= high <= 1.0:
-        raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {tuple(crop_scale)}")
-    if not 0.0 <= hue <= 0.5:
-        raise ValueError(f"hue must be in [0, 0.5], got {hue}")
-    if color_jitter < 0 or rotation < 0:
-        raise ValueError(f"color_jitter and rotation must be >= 0, got {color_jitter} and {rotation}")
-
-    steps: list[ImageTransform] = [RequireUint8Image(), v2.RandomResizedCrop(size, scale=(low, high))]
-    if perspective > 0:
-        steps.append(v2.RandomPerspective(distortion_scale=perspective, p=perspective_p))
-    if rotation > 0:
-        steps.append(v2.RandomRotation(rotation))
-    if hflip_p > 0:
-        steps.append(v2.RandomHorizontalFlip(p=hflip_p))
-    if color_jitter > 0 or hue > 0:
-        strength = color_jitter
-        jitter = v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=hue)
-        steps.append(v2.RandomApply([jitter], p=color_jitter_p))
-    if grayscale_p > 0:
-        steps.append(v2.RandomGrayscale(p=grayscale_p))
-    if blur_p > 0:
-        steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel_size(size), sigma=BLUR_SIGMA)], p=blur_p))
-    if occlusion_p > 0:
-        steps.append(v2.RandomErasing(p=occlusion_p, scale=OCCLUSION_SCALE, value=OCCLUSION_VALUE))
+    v = views
+    steps: list[ImageTransform] = [RequireUint8Image(), v2.RandomResizedCrop(size, scale=v.crop_scale)]
+    if v.perspective > 0:
+        steps.append(v2.RandomPerspective(distortion_scale=v.perspective, p=v.perspective_p))
+    if v.rotation > 0:
+        steps.append(v2.RandomRotation(v.rotation))
+    if v.hflip_p > 0:
+        steps.append(v2.RandomHorizontalFlip(p=v.hflip_p))
+    if v.color_jitter > 0 or v.hue > 0:
+        strength = v.color_jitter
+        jitter = v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=v.hue)
+        steps.append(v2.RandomApply([jitter], p=v.color_jitter_p))
+    if v.grayscale_p > 0:
+        steps.append(v2.RandomGrayscale(p=v.grayscale_p))
+    if v.blur_p > 0:
+        steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel_size(size), sigma=BLUR_SIGMA)], p=v.blur_p))
+    if v.occlusion_p > 0:
+        steps.append(v2.RandomErasing(p=v.occlusion_p, scale=OCCLUSION_SCALE, value=OCCLUSION_VALUE))
     return v2.Compose(steps + to_model_input(normalize))
 
 

@@ -6,21 +6,22 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
+from shared_fixtures import default_part
 
+from retailnb.config.data import SyntheticConfig
 from retailnb.data import synthetic
 from retailnb.data.manifest import Manifest, read_manifest
 from retailnb.data.synthetic import (
     SHAPES,
     VARIANT_WORDS,
     SkuDesign,
-    SyntheticConfig,
     design_catalogue,
     expected_role_counts,
     generate,
@@ -30,7 +31,9 @@ from retailnb.data.synthetic import (
 )
 
 # 2 source families x 3 SKUs (3 labelled, 3 unlabelled-only), 1 monitor and 2 target families: 57 images.
-TINY = SyntheticConfig(
+TINY = default_part(
+    SyntheticConfig,
+    "data.synthetic",
     n_source_families=2,
     n_monitor_families=1,
     n_target_families=2,
@@ -95,14 +98,14 @@ def test_generation_is_byte_identical_whatever_the_workers(dataset: Path, tmp_pa
 
 
 def test_another_seed_gives_other_images(dataset: Path, tmp_path: Path) -> None:
-    other = generate(replace(TINY, seed=4), tmp_path / "other", workers=1).parent
+    other = generate(TINY.model_copy(update={"seed": 4}), tmp_path / "other", workers=1).parent
     images = lambda tree: sorted(v for k, v in tree.items() if k.endswith(".jpg"))  # noqa: E731
     assert set(images(_tree(dataset))).isdisjoint(images(_tree(other)))
 
 
 def test_design_catalogue_is_deterministic_and_seeded() -> None:
     assert design_catalogue(TINY) == design_catalogue(TINY)
-    assert [s.name for s in design_catalogue(TINY)] != [s.name for s in design_catalogue(replace(TINY, seed=4))]
+    assert [s.name for s in design_catalogue(TINY)] != [s.name for s in design_catalogue(TINY.model_copy(update={"seed": 4}))]
 
 
 def test_render_functions_depend_only_on_their_rng(designs: list[SkuDesign]) -> None:
@@ -177,7 +180,8 @@ def test_source_and_target_catalogues_are_disjoint(manifest: Manifest) -> None:
 
 
 def test_brand_names_are_unique_over_a_large_catalogue() -> None:
-    big = replace(SyntheticConfig(), n_source_families=60, n_monitor_families=10, n_target_families=40)
+    big = default_part(SyntheticConfig, "data.synthetic", n_source_families=60, n_monitor_families=10,
+                       n_target_families=40)
     skus = design_catalogue(big)
     families = {s.family.index: s.family.name for s in skus}
     assert len(set(families.values())) == len(families) == 110
@@ -217,7 +221,7 @@ def test_families_share_a_look_and_siblings_differ(designs: list[SkuDesign]) -> 
 
 
 def test_default_config_is_a_few_thousand_images_with_ten_shot_probes() -> None:
-    config = SyntheticConfig()
+    config = default_part(SyntheticConfig, "data.synthetic")  # params.yaml's sizes
     counts = expected_role_counts(config)
     assert 2500 <= sum(counts.values()) <= 4000
     assert config.catalogue_per_sku + config.probe_train_shelf_per_sku >= 10
@@ -230,7 +234,7 @@ def test_default_config_is_a_few_thousand_images_with_ten_shot_probes() -> None:
 def test_difficulty_moves_shelf_crops_away_from_packshots() -> None:
     # Compared on the central region, where both images show the product: the background (white
     # studio versus shelf) is the domain itself, present at every difficulty, not a distortion.
-    skus = design_catalogue(replace(SyntheticConfig(), n_source_families=4))[:20]
+    skus = design_catalogue(default_part(SyntheticConfig, "data.synthetic", n_source_families=4))[:20]
 
     def distance(difficulty: float) -> float:
         gaps = []
@@ -301,19 +305,19 @@ def test_shelf_neighbours_come_from_the_same_part_of_the_dataset(
     ],
 )
 def test_bad_config_raises_naming_the_parameter(name: str, value: Any) -> None:
-    with pytest.raises(ValueError, match=name):
-        replace(TINY, **{name: value})
+    with pytest.raises(ValidationError, match=name):
+        SyntheticConfig.model_validate({**TINY.model_dump(), name: value})
 
 
 def test_config_accepts_values_at_its_bounds() -> None:
-    replace(
-        TINY,
+    bounds = dict(
         n_monitor_families=0,
         labelled_fraction=1.0,
         difficulty=0.0,
         image_size=16,
         skus_per_family=len(VARIANT_WORDS),
     )
+    SyntheticConfig.model_validate({**TINY.model_dump(), **bounds})
 
 
 def _fail(*args: object, **kwargs: object) -> None:
@@ -343,7 +347,7 @@ def test_generation_replaces_an_existing_out_dir(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    small = replace(TINY, n_source_families=1, n_target_families=1, n_monitor_families=0)
+    small = TINY.model_copy(update=dict(n_source_families=1, n_target_families=1, n_monitor_families=0))
     manifest = read_manifest(generate(small, out, workers=1))
     assert not (out / "stale.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]

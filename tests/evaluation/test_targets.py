@@ -6,22 +6,30 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from pydantic import ValidationError
+from shared_fixtures import default_part
 
+from retailnb.config.evaluate import TargetSpec
 from retailnb.data.manifest import read_manifest
-from retailnb.evaluation.targets import Target, target_manifest
+from retailnb.evaluation.targets import target_manifest
+
+
+def target(**fields: str) -> TargetSpec:
+    """The params.yaml ``prepared`` target with ``fields`` replaced."""
+    return default_part(TargetSpec, "evaluate.targets.prepared", **fields)
 
 
 def test_prepared_target_is_the_data_stage_manifest(tmp_path: Path) -> None:
     manifest = tmp_path / "prepared" / "manifest.csv"
     manifest.parent.mkdir()
     manifest.write_text("x\n")
-    assert target_manifest(Target("main"), manifest, tmp_path / "work") == manifest
+    assert target_manifest("main", target(), manifest, tmp_path / "work") == manifest
     assert not (tmp_path / "work").exists()
 
 
 def test_prepared_target_without_the_data_stage_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.csv.*run the data stage"):
-        target_manifest(Target("main"), tmp_path / "missing.csv", tmp_path / "work")
+        target_manifest("main", target(), tmp_path / "missing.csv", tmp_path / "work")
 
 
 def test_image_folder_target_maps_train_and_test_splits_to_the_probe(tmp_path: Path) -> None:
@@ -31,7 +39,7 @@ def test_image_folder_target_maps_train_and_test_splits_to_the_probe(tmp_path: P
             for i in range(n):
                 (root / split / name).mkdir(parents=True, exist_ok=True)
                 Image.new("RGB", (20, 20), (10 * i, 80, 160)).save(root / split / name / f"{i}.png")
-    path = target_manifest(Target("shop", "imagefolder", str(root)), tmp_path / "unused.csv", tmp_path / "work")
+    path = target_manifest("shop", target(source="imagefolder", root=str(root)), tmp_path / "unused.csv", tmp_path / "work")
     assert path == tmp_path / "work" / "manifest.csv"
     manifest = read_manifest(path)
     train, test = manifest.select("probe_train"), manifest.select("probe_test")
@@ -41,20 +49,20 @@ def test_image_folder_target_maps_train_and_test_splits_to_the_probe(tmp_path: P
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "words"),
+    ("fields", "words"),
     [
-        (dict(source="web"), "evaluate.targets.t.source must be one of"),
-        (dict(source="imagefolder"), "evaluate.targets.t.root must name"),
-        (dict(source="grocery_store", root="x", labels="medium"), "evaluate.targets.t.labels"),
+        (dict(source="web"), "source"),
+        (dict(source="imagefolder"), "root must name"),
+        (dict(source="grocery_store", root="x", labels="medium"), "labels"),
     ],
 )
-def test_bad_target_parameters_name_the_parameter(kwargs: dict, words: str) -> None:
-    with pytest.raises(ValueError, match=words):
-        Target("t", **kwargs)
+def test_target_spec_rejects_bad_parameters(fields: dict, words: str) -> None:
+    with pytest.raises(ValidationError, match=words):
+        target(**fields)
 
 
 def test_missing_dataset_folder_names_the_parameter(tmp_path: Path) -> None:
-    target = Target("t", "grocery_store", str(tmp_path / "nowhere"))
+    spec = target(source="grocery_store", root=str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="evaluate.targets.t.root.*nowhere"):
-        target_manifest(target, tmp_path / "m.csv", tmp_path / "work")
+        target_manifest("t", spec, tmp_path / "m.csv", tmp_path / "work")
     assert not (tmp_path / "work").exists()

@@ -14,10 +14,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+from shared_fixtures import default_part  # noqa: E402
 
+from retailnb.config.noisy import PseudolabelConfig  # noqa: E402
 from retailnb.noisy.pseudolabels import (  # noqa: E402
     TABLE_COLUMNS,
-    PseudolabelConfig,
     balance_cap,
     pseudolabel_quality,
     pseudolabel_table,
@@ -29,6 +31,12 @@ from retailnb.noisy.pseudolabels import (  # noqa: E402
     write_pseudolabel_table,
 )
 from retailnb.plots.pseudolabels import rounds_plot, threshold_plot  # noqa: E402
+
+
+def pseudo(**fields: object) -> PseudolabelConfig:
+    """The params.yaml pseudolabel settings (``noisy.pseudo``) with ``fields`` replaced."""
+    return default_part(PseudolabelConfig, "noisy.pseudo", **fields)
+
 
 # Eight pool images, three classes. Confidence and argmax per row are in the comments.
 PROBS = np.array(
@@ -47,7 +55,7 @@ TRUTH = np.array([0, 1, 0, 1, 1, -1, 2, 2])  # row 1 and row 7 are wrong, row 5 
 
 
 def test_threshold_keeps_exactly_the_confident_rows_ordered_by_class_then_confidence() -> None:
-    sel = select_pseudolabels(PROBS, PseudolabelConfig(threshold=0.5, balance=False))
+    sel = select_pseudolabels(PROBS, pseudo(threshold=0.5, balance=False))
     assert sel.indices.tolist() == [0, 1, 3, 4, 5, 6]
     assert sel.labels.tolist() == [0, 0, 1, 1, 1, 2]
     np.testing.assert_allclose(sel.confidence, [0.9, 0.6, 0.8, 0.7, 0.5, 0.8])
@@ -55,30 +63,30 @@ def test_threshold_keeps_exactly_the_confident_rows_ordered_by_class_then_confid
 
 
 def test_threshold_zero_keeps_everything_and_ties_in_argmax_go_to_the_lower_class() -> None:
-    sel = select_pseudolabels(PROBS, PseudolabelConfig(threshold=0.0, balance=False))
+    sel = select_pseudolabels(PROBS, pseudo(threshold=0.0, balance=False))
     assert sorted(sel.indices.tolist()) == list(range(8))
     assert sel.labels[sel.indices.tolist().index(7)] == 0
 
 
 def test_nothing_passes_a_threshold_above_every_confidence() -> None:
-    sel = select_pseudolabels(PROBS, PseudolabelConfig(threshold=0.95, min_per_class=3))
+    sel = select_pseudolabels(PROBS, pseudo(threshold=0.95, min_per_class=3))
     assert sel.indices.shape == (0,) and sel.targets.shape == (0, 3)
 
 
 def test_hard_targets_are_one_hot_of_the_label() -> None:
-    sel = select_pseudolabels(PROBS, PseudolabelConfig(threshold=0.5, balance=False))
+    sel = select_pseudolabels(PROBS, pseudo(threshold=0.5, balance=False))
     np.testing.assert_array_equal(sel.targets, np.eye(3)[sel.labels])
 
 
 def test_soft_targets_at_temperature_one_are_the_teacher_probabilities() -> None:
-    sel = select_pseudolabels(PROBS, PseudolabelConfig(threshold=0.5, balance=False, soft=True))
+    sel = select_pseudolabels(PROBS, pseudo(threshold=0.5, balance=False, soft=True))
     np.testing.assert_allclose(sel.targets, PROBS[sel.indices])
     np.testing.assert_array_equal(sel.labels, PROBS[sel.indices].argmax(axis=1))
 
 
 def test_soft_targets_sum_to_one_and_are_sharper_for_a_lower_temperature() -> None:
-    warm = select_pseudolabels(PROBS, PseudolabelConfig(threshold=0.5, balance=False, soft=True, temperature=1.0))
-    cold = select_pseudolabels(PROBS, PseudolabelConfig(threshold=0.5, balance=False, soft=True, temperature=0.5))
+    warm = select_pseudolabels(PROBS, pseudo(threshold=0.5, balance=False, soft=True, temperature=1.0))
+    cold = select_pseudolabels(PROBS, pseudo(threshold=0.5, balance=False, soft=True, temperature=0.5))
     np.testing.assert_allclose(cold.targets.sum(axis=1), 1.0)
     assert np.all(cold.targets.max(axis=1) > warm.targets.max(axis=1))
     entropy = lambda p: -(p * np.log(p)).sum(axis=1)  # noqa: E731
@@ -114,26 +122,26 @@ BALANCE_PROBS = np.array(
 
 
 def test_derived_cap_is_the_median_and_keeps_the_most_confident_per_class() -> None:
-    sel = select_pseudolabels(BALANCE_PROBS, PseudolabelConfig(threshold=0.5))  # counts 4, 2, 1: median 2
+    sel = select_pseudolabels(BALANCE_PROBS, pseudo(threshold=0.5))  # counts 4, 2, 1: median 2
     assert sel.indices.tolist() == [0, 2, 5, 4, 6]
     assert sel.labels.tolist() == [0, 0, 1, 1, 2]
 
 
 def test_explicit_cap_keeps_the_most_confident_and_breaks_ties_by_index() -> None:
-    sel = select_pseudolabels(BALANCE_PROBS, PseudolabelConfig(threshold=0.5, max_per_class=3))
+    sel = select_pseudolabels(BALANCE_PROBS, pseudo(threshold=0.5, max_per_class=3))
     assert sel.indices.tolist() == [0, 2, 3, 5, 4, 6]
     tied = np.array([[0.8, 0.2], [0.7, 0.3], [0.8, 0.2], [0.8, 0.2]])
-    sel = select_pseudolabels(tied, PseudolabelConfig(threshold=0.5, max_per_class=2))
+    sel = select_pseudolabels(tied, pseudo(threshold=0.5, max_per_class=2))
     assert sel.indices.tolist() == [0, 2]
 
 
 def test_balance_off_keeps_every_confident_image_once() -> None:
-    sel = select_pseudolabels(BALANCE_PROBS, PseudolabelConfig(threshold=0.5, balance=False, min_per_class=3))
+    sel = select_pseudolabels(BALANCE_PROBS, pseudo(threshold=0.5, balance=False, min_per_class=3))
     assert sel.indices.tolist() == [0, 2, 3, 1, 5, 4, 6]
 
 
 def test_duplication_fills_rare_classes_with_their_most_confident_images_and_never_invents_a_class() -> None:
-    sel = select_pseudolabels(BALANCE_PROBS, PseudolabelConfig(threshold=0.5, max_per_class=10, min_per_class=3))
+    sel = select_pseudolabels(BALANCE_PROBS, pseudo(threshold=0.5, max_per_class=10, min_per_class=3))
     # class 0 untouched (4 >= 3), class 1 [5, 4] -> [5, 4, 5], class 2 [6] -> [6, 6, 6], class 3 stays empty
     assert sel.indices.tolist() == [0, 2, 3, 1, 5, 4, 5, 6, 6, 6]
     assert sel.duplicate.tolist() == [False] * 6 + [True, False, True, True]
@@ -143,13 +151,13 @@ def test_duplication_fills_rare_classes_with_their_most_confident_images_and_nev
 
 
 def test_derived_cap_never_falls_below_min_per_class() -> None:
-    config = PseudolabelConfig(min_per_class=3)
+    config = pseudo(min_per_class=3)
     assert balance_cap(np.array([5, 1, 1, 0]), config) == 3  # the median alone would be 1
-    assert balance_cap(np.array([5, 4, 1, 0]), PseudolabelConfig()) == 4  # median 4 over non-empty classes
-    assert balance_cap(np.array([5, 2, 1, 4]), PseudolabelConfig()) == 3  # median 3.0
-    assert balance_cap(np.array([5, 2]), PseudolabelConfig()) == 4  # median 3.5, rounded up
-    assert balance_cap(np.array([5, 2]), PseudolabelConfig(balance=False)) is None
-    sel = select_pseudolabels(BALANCE_PROBS, PseudolabelConfig(threshold=0.5, min_per_class=3))
+    assert balance_cap(np.array([5, 4, 1, 0]), pseudo()) == 4  # median 4 over non-empty classes
+    assert balance_cap(np.array([5, 2, 1, 4]), pseudo()) == 3  # median 3.0
+    assert balance_cap(np.array([5, 2]), pseudo()) == 4  # median 3.5, rounded up
+    assert balance_cap(np.array([5, 2]), pseudo(balance=False)) is None
+    sel = select_pseudolabels(BALANCE_PROBS, pseudo(threshold=0.5, min_per_class=3))
     assert np.bincount(sel.labels, minlength=4).tolist() == [3, 3, 3, 0]
 
 
@@ -168,14 +176,14 @@ def test_derived_cap_never_falls_below_min_per_class() -> None:
     ],
 )
 def test_config_rejects_bad_values_naming_the_parameter(kwargs: dict, name: str) -> None:
-    with pytest.raises(ValueError, match=name):
-        PseudolabelConfig(**kwargs)
+    with pytest.raises(ValidationError, match=name):
+        pseudo(**kwargs)
 
 
 @pytest.mark.parametrize("bad", [np.array([[2.0, -1.0]]), np.array([[0.5, 0.2]]), np.array([0.5, 0.5])])
 def test_probs_that_are_not_probability_rows_are_rejected(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match="probs"):
-        select_pseudolabels(bad, PseudolabelConfig())
+        select_pseudolabels(bad, pseudo())
 
 
 def test_quality_counts_duplicates_once_and_skips_missing_truth() -> None:
@@ -206,7 +214,7 @@ def test_quality_rejects_inconsistent_input() -> None:
 
 
 def test_selection_quality_uses_the_pool_truth_of_the_selected_images() -> None:
-    sel = select_pseudolabels(PROBS, PseudolabelConfig(threshold=0.5, max_per_class=10, min_per_class=2))
+    sel = select_pseudolabels(PROBS, pseudo(threshold=0.5, max_per_class=10, min_per_class=2))
     assert sel.indices.tolist() == [0, 1, 3, 4, 5, 6, 6]
     q = selection_quality(sel, TRUTH)
     # distinct images 0 1 3 4 5 6; truth known for all but 5; row 1 (truth 1, label 0) is wrong
@@ -237,7 +245,7 @@ def test_threshold_curve_coverage_never_rises_with_the_threshold() -> None:
 
 
 def _table_rows() -> list[dict]:
-    sel = select_pseudolabels(PROBS, PseudolabelConfig(threshold=0.5, max_per_class=10, min_per_class=2))
+    sel = select_pseudolabels(PROBS, pseudo(threshold=0.5, max_per_class=10, min_per_class=2))
     paths = [f"pool/img_{i}.png" for i in range(8)]
     true_names = ["cola", "juice", "cola", "juice", "juice", "", "milk, 1L", "milk, 1L"]
     return pseudolabel_table(paths, sel, ["cola", "juice", "milk, 1L"], true_names)
@@ -256,7 +264,7 @@ def test_pseudolabel_table_rows() -> None:
         "duplicate": False,
         "true_class_name": "juice",
     }
-    sel = select_pseudolabels(PROBS, PseudolabelConfig(threshold=0.5))
+    sel = select_pseudolabels(PROBS, pseudo(threshold=0.5))
     assert "true_class_name" not in pseudolabel_table([str(i) for i in range(8)], sel, ["a", "b", "c"])[0]
     with pytest.raises(ValueError, match="class_names"):
         pseudolabel_table([str(i) for i in range(8)], sel, ["a", "b"])

@@ -10,11 +10,15 @@ import pytest
 import timm
 import torch
 
+from shared_fixtures import default_part, default_spec
+
 import retailnb.noisy.rounds as rounds
-from retailnb.data.synthetic import SyntheticConfig, generate
+from retailnb.config.data import SyntheticConfig
+from retailnb.data.manifest import read_manifest
+from retailnb.data.synthetic import generate
+from retailnb.evaluation.quickprobe import load_probe_data
 from retailnb.models.checkpoint import save_backbone
-from retailnb.noisy.pseudolabels import PseudolabelConfig
-from retailnb.noisy.rounds import NoisyStudentSpec, run_noisy_student
+from retailnb.noisy.rounds import first_teacher, load_source, run_noisy_student
 from retailnb.noisy.student import (
     EmbeddingStudent,
     StudentObjective,
@@ -25,7 +29,6 @@ from retailnb.noisy.student import (
     network_probabilities,
     soft_cross_entropy,
 )
-from retailnb.train.engine import EngineConfig
 
 ARCH = "test_resnet"
 
@@ -122,7 +125,8 @@ def test_network_probabilities_restore_training_mode() -> None:
 
 
 def test_round_two_starts_from_round_one_student(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = SyntheticConfig(
+    config = default_part(
+        SyntheticConfig, "data.synthetic",
         n_source_families=2, n_monitor_families=1, n_target_families=1, skus_per_family=3, labelled_fraction=0.67,
         catalogue_per_sku=1, labelled_shelf_per_sku=3, unlabelled_shelf_per_sku=3, monitor_train_per_sku=2,
         monitor_test_per_sku=2, probe_train_shelf_per_sku=2, probe_test_per_sku=2, image_size=32,
@@ -138,28 +142,31 @@ def test_round_two_starts_from_round_one_student(tmp_path: Path, monkeypatch: py
         return real_build(*args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(rounds, "build_student", spy)
-    spec = NoisyStudentSpec(
-        manifest=str(manifest), teacher_backbone=str(tmp_path / "teacher.pt"), teacher_architecture=ARCH,
-        out_dir=str(tmp_path / "noisy"), image_size=32, rounds=2, batch_size=8,
-        pseudo=PseudolabelConfig(threshold=0.0, balance=False), decode_workers=0,
-        engine=EngineConfig(epochs=2, warmup_epochs=0.5, accelerator="cpu"),
+    tiny = dict(
+        backbone__architecture=ARCH, backbone__image_size=32, compute__accelerator="cpu", compute__num_workers=0,
+        rounds=2, batch_size=8, pseudo__threshold=0.0, pseudo__balance=False,
+        engine__epochs=2, engine__warmup_epochs=0.5,
     )
-    rows = run_noisy_student(spec)
-    assert [r["round"] for r in rows] == [0, 1, 2]
+    spec = default_spec("noisy", **tiny)
+    source = load_source(str(manifest), 32, decode_workers=0)
+    probe = load_probe_data(read_manifest(manifest), 32, "probe_train", "probe_test")
+    backbone, teacher = first_teacher(spec, str(tmp_path / "teacher.pt"), source)
+    probs = teacher.predict_proba(source.unlabelled)
+    rows = run_noisy_student(spec, str(tmp_path / "noisy"), source, probe, backbone, probs)
+    assert [r.round for r in rows] == [0, 1, 2]
     round1 = torch.load(tmp_path / "noisy" / "round_1" / "backbone.pt", weights_only=True)
     assert all(torch.equal(seen[1][k], v) for k, v in round1.items())
     assert not all(torch.equal(seen[0][k], v) for k, v in round1.items())
     for r in (1, 2):
         table = (tmp_path / "noisy" / f"round_{r}" / "pseudolabels.csv").read_text().splitlines()
         assert table[0].startswith("path,label,class_name,confidence")
-        assert len(table) - 1 == rows[r]["n_rows"]
-        assert 0.0 <= rows[r]["precision"] <= 1.0 and rows[r]["coverage"] == 1.0  # threshold 0, no cap: keeps all
-    json.dumps(rows)  # metrics rows are JSON-ready
+        assert len(table) - 1 == rows[r].n_rows
+        assert 0.0 <= rows[r].precision <= 1.0 and rows[r].coverage == 1.0  # threshold 0, no cap: keeps all
+    json.dumps([row.model_dump() for row in rows])  # metrics rows are JSON-ready
     # with SupCon on the pseudolabels the rounds run through the same engine and save plain timm weights
-    supcon = NoisyStudentSpec(**{**spec.__dict__, "out_dir": str(tmp_path / "noisy_supcon"), "rounds": 1,
-                                 "supcon_weight": 0.5})
-    rows = run_noisy_student(supcon)
+    supcon = default_spec("noisy", **{**tiny, "rounds": 1, "supcon__weight": 0.5})
+    rows = run_noisy_student(supcon, str(tmp_path / "noisy_supcon"), source, probe, backbone, probs)
     state = torch.load(tmp_path / "noisy_supcon" / "round_1" / "student.pt", weights_only=True)
     n_classes = state[classifier_keys(timm.create_model(ARCH))[0]].shape[0]
     timm.create_model(ARCH, num_classes=n_classes).load_state_dict(state)  # strict: a plain timm state dict
-    assert [r["round"] for r in rows] == [0, 1] and 0.0 <= rows[1]["probe_accuracy"] <= 1.0
+    assert [r.round for r in rows] == [0, 1] and 0.0 <= rows[1].probe_accuracy <= 1.0

@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import timm
 import torch
+from pydantic import ValidationError
+from shared_fixtures import default_part, default_spec
 
-from retailnb.data.synthetic import SyntheticConfig, generate
+from retailnb.config.data import SyntheticConfig
+from retailnb.config.pretrain import ContrastiveModelSpec, Objectives
+from retailnb.data.synthetic import generate
 from retailnb.train.contrastive import (
-    ContrastiveConfig,
     ContrastiveModel,
     ContrastiveObjective,
 )
-from retailnb.train.engine import EngineConfig, can_resume
+from retailnb.train.engine import can_resume
 from retailnb.train.launch import run_pretrain
-from retailnb.train.pretrain import PretrainSpec, pretrain
+from retailnb.train.pretrain import PretrainRun, pretrain
 
 BACKBONE = "test_resnet"  # timm's tiny test model: a real CNN, random init, no download
 
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    config = SyntheticConfig(
+    config = default_part(
+        SyntheticConfig, "data.synthetic",
         n_source_families=2, n_monitor_families=1, n_target_families=1, skus_per_family=3, labelled_fraction=0.67,
         catalogue_per_sku=1, labelled_shelf_per_sku=3, unlabelled_shelf_per_sku=3, monitor_train_per_sku=2,
         monitor_test_per_sku=2, probe_train_shelf_per_sku=2, probe_test_per_sku=2, image_size=32,
@@ -33,23 +37,24 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(config, tmp_path_factory.mktemp("data") / "prepared", workers=1)
 
 
-def tiny_spec(manifest: Path, out_dir: Path, **engine: object) -> PretrainSpec:
-    return PretrainSpec(
-        manifest=str(manifest),
-        out_dir=str(out_dir),
-        image_size=32,
-        batch_size=8,
-        images_per_class=2,
-        model=ContrastiveConfig(backbone=BACKBONE, proj_hidden_dim=32, proj_dim=16),
-        engine=EngineConfig(**{"epochs": 3, "warmup_epochs": 0.5, "lr": 3e-3, "accelerator": "cpu", **engine}),
-        decode_workers=0,
+def tiny_run(manifest: Path, out_dir: Path, **overrides: Any) -> PretrainRun:
+    """The SimCLR + SupCon variant of params.yaml, tiny, on the CPU; ``overrides`` as for ``default_spec``."""
+    tiny = dict(
+        backbone__architecture=BACKBONE, backbone__image_size=32,
+        compute__accelerator="cpu", compute__num_workers=0,
+        sampler__batch_size=8, sampler__images_per_class=2,
+        model__proj_hidden_dim=32, model__proj_dim=16,
+        engine__epochs=3, engine__warmup_epochs=0.5, engine__lr=3e-3,
     )
+    spec = default_spec("pretrain", "simclr_supcon", **{**tiny, **overrides})
+    return PretrainRun(spec=spec, manifest=str(manifest), out_dir=str(out_dir), live_dir="", decode_workers=0)
 
 
 def test_objective_falls_under_a_few_optimiser_steps() -> None:
     torch.manual_seed(0)
     model = ContrastiveModel(timm.create_model(BACKBONE, num_classes=0), 32, 16)
-    objective = ContrastiveObjective(ContrastiveConfig(backbone=BACKBONE))
+    objective = ContrastiveObjective(default_part(Objectives, "pretrain.variants.simclr_supcon"),
+                                     default_part(ContrastiveModelSpec, "pretrain.model"))
     x = torch.randn(8, 3, 32, 32)
     views = [x + 0.05 * torch.randn_like(x), x + 0.05 * torch.randn_like(x)]
     labels = torch.tensor([0, 0, 1, 1, -1, -1, -1, -1])
@@ -68,14 +73,15 @@ def test_objective_falls_under_a_few_optimiser_steps() -> None:
 def test_switched_off_objective_is_not_computed() -> None:
     model = ContrastiveModel(timm.create_model(BACKBONE, num_classes=0), 32, 16)
     batch = ([torch.randn(4, 3, 32, 32)] * 2, torch.tensor([0, 0, 1, 1]))
-    out = ContrastiveObjective(ContrastiveConfig(backbone=BACKBONE, supcon_weight=0.0))(model, batch)
+    objectives = default_part(Objectives, "pretrain.variants.simclr_supcon", supcon_weight=0.0)
+    out = ContrastiveObjective(objectives, default_part(ContrastiveModelSpec, "pretrain.model"))(model, batch)
     assert set(out) == {"simclr", "loss"}
-    with pytest.raises(ValueError, match="at least one objective"):
-        ContrastiveConfig(simclr_weight=0.0, supcon_weight=0.0)
+    with pytest.raises(ValidationError, match="at least one objective"):
+        default_part(Objectives, "pretrain.variants.simclr_supcon", simclr_weight=0.0, supcon_weight=0.0)
 
 
 def test_pretrain_writes_a_backbone_that_timm_loads(manifest: Path, tmp_path: Path) -> None:
-    result = pretrain(tiny_spec(manifest, tmp_path))
+    result = pretrain(tiny_run(manifest, tmp_path))
     assert result.epochs_run == 3 and len(result.history["loss"]) == 3
     info = json.loads((tmp_path / "backbone.json").read_text())
     assert info["backbone"] == BACKBONE and info["labelled_classes"] == 4
@@ -87,28 +93,28 @@ def test_pretrain_writes_a_backbone_that_timm_loads(manifest: Path, tmp_path: Pa
 
 
 def test_interrupted_run_resumes_to_the_same_weights(manifest: Path, tmp_path: Path) -> None:
-    spec = tiny_spec(manifest, tmp_path / "straight")
-    pretrain(spec)
-    spec_b = dataclasses.replace(spec, out_dir=str(tmp_path / "interrupted"))
-    first = pretrain(spec_b, stop_after_epoch=0)
+    run = tiny_run(manifest, tmp_path / "straight")
+    pretrain(run)
+    run_b = run.model_copy(update={"out_dir": str(tmp_path / "interrupted")})
+    first = pretrain(run_b, stop_after_epoch=0)
     assert first.epochs_run == 1
-    second = pretrain(spec_b)
+    second = pretrain(run_b)
     assert second.start_epoch == 1 and second.epochs_run == 2
     assert second.images == 3 * first.images and second.step_seconds > first.step_seconds  # the whole run's
-    done = pretrain(spec_b)  # every epoch already done: nothing to train, the same throughput to report
+    done = pretrain(run_b)  # every epoch already done: nothing to train, the same throughput to report
     assert done.epochs_run == 0 and done.images_per_second == second.images_per_second > 0
     a = torch.load(tmp_path / "straight" / "backbone.pt", weights_only=True)
     b = torch.load(tmp_path / "interrupted" / "backbone.pt", weights_only=True)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     # another parameter set must not continue this state
-    changed = dataclasses.replace(spec_b, batch_size=6).to_json()
-    assert can_resume(tmp_path / "interrupted" / "train_state.pt", spec_b.to_json())
+    changed = tiny_run(manifest, tmp_path / "interrupted", sampler__batch_size=6).spec.model_dump_json()
+    assert can_resume(tmp_path / "interrupted" / "train_state.pt", run_b.spec.model_dump_json())
     assert not can_resume(tmp_path / "interrupted" / "train_state.pt", changed)
 
 
 def test_two_process_ddp_run_on_cpu(manifest: Path, tmp_path: Path) -> None:
     """Two gloo processes under torchrun; NT-Xent and SupCon gather negatives across them."""
-    info = run_pretrain(tiny_spec(manifest, tmp_path, epochs=1, warmup_epochs=0.0, devices=2))
-    assert info["spec"]["engine"]["devices"] == 2
+    info = run_pretrain(tiny_run(manifest, tmp_path, engine__epochs=1, engine__warmup_epochs=0.0, compute__devices=2))
+    assert info["spec"]["compute"]["devices"] == 2
     assert all(torch.isfinite(torch.tensor(v)).all() for v in info["history"]["loss"])
     assert (tmp_path / "backbone.pt").is_file()

@@ -7,9 +7,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import torch
+from pydantic import ValidationError
+from shared_fixtures import default_part
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 
+from retailnb.config.views import PretrainViews, ViewSpec
 from retailnb.transforms import (
     eval_transform,
     n_views,
@@ -19,6 +22,11 @@ from retailnb.transforms import (
 
 SIZE = 32
 Factory = Callable[[], Callable[[Tensor], Tensor]]
+
+
+def views(**fields: object) -> ViewSpec:
+    """The pretraining views of params.yaml (``pretrain.views``) with ``fields`` replaced."""
+    return default_part(PretrainViews, "pretrain.views", **fields)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -47,8 +55,8 @@ def _left_darker(view: Tensor) -> bool:
 
 
 ALL: list[tuple[str, Factory]] = [
-    ("retail", lambda: retail_view_transform(SIZE)),
-    ("retail_raw", lambda: retail_view_transform(SIZE, normalize=False)),
+    ("retail", lambda: retail_view_transform(SIZE, views())),
+    ("retail_raw", lambda: retail_view_transform(SIZE, views(), normalize=False)),
     ("eval", lambda: eval_transform(SIZE)),
     ("randaugment", lambda: randaugment_transform(SIZE, magnitude=9)),
 ]
@@ -62,7 +70,7 @@ def test_output_is_float32_of_the_requested_size(label: str, make: Factory) -> N
 
 
 def test_without_normalisation_the_view_lies_in_the_unit_interval() -> None:
-    out = torch.stack([retail_view_transform(SIZE, normalize=False)(_image(seed=s)) for s in range(10)])
+    out = torch.stack([retail_view_transform(SIZE, views(), normalize=False)(_image(seed=s)) for s in range(10)])
     assert out.min() >= 0.0 and out.max() <= 1.0
     assert out.max() > 0.5  # scaled from uint8, not left at 0..255 nor crushed to 0
 
@@ -77,7 +85,7 @@ def test_same_seed_gives_the_same_output(label: str, make: Factory) -> None:
 
 
 def test_different_seeds_give_different_views() -> None:
-    transform, image = retail_view_transform(SIZE), _image()
+    transform, image = retail_view_transform(SIZE, views()), _image()
     torch.manual_seed(1)
     first = transform(image)
     torch.manual_seed(2)
@@ -85,26 +93,26 @@ def test_different_seeds_give_different_views() -> None:
 
 
 def test_n_views_gives_n_distinct_views() -> None:
-    views = n_views(retail_view_transform(SIZE), 3)(_image())
-    assert len(views) == 3
-    assert all(v.shape == (3, SIZE, SIZE) for v in views)
-    assert not torch.equal(views[0], views[1]) and not torch.equal(views[1], views[2])
+    out = n_views(retail_view_transform(SIZE, views()), 3)(_image())
+    assert len(out) == 3
+    assert all(v.shape == (3, SIZE, SIZE) for v in out)
+    assert not torch.equal(out[0], out[1]) and not torch.equal(out[1], out[2])
 
 
 def test_n_views_rejects_zero() -> None:
     with pytest.raises(ValueError, match="n must be"):
-        n_views(retail_view_transform(SIZE), 0)
+        n_views(retail_view_transform(SIZE, views()), 0)
 
 
 def test_never_mirrors_by_default() -> None:
-    transform, image = retail_view_transform(SIZE, occlusion_p=0.0, normalize=False), _gradient_image()
+    transform, image = retail_view_transform(SIZE, views(occlusion_p=0.0), normalize=False), _gradient_image()
     torch.manual_seed(0)
     assert all(_left_darker(transform(image)) for _ in range(60))
 
 
 def test_hflip_p_one_always_mirrors() -> None:
     """The control for the default: the ramp test does see a flip."""
-    transform = retail_view_transform(SIZE, occlusion_p=0.0, hflip_p=1.0, normalize=False)
+    transform = retail_view_transform(SIZE, views(occlusion_p=0.0, hflip_p=1.0), normalize=False)
     torch.manual_seed(0)
     assert not any(_left_darker(transform(_gradient_image())) for _ in range(30))
 
@@ -164,19 +172,19 @@ def test_rejects_input_that_is_not_a_uint8_chw_image(
     image: Tensor, error: type[Exception], match: str
 ) -> None:
     with pytest.raises(error, match=match):
-        retail_view_transform(SIZE)(image)
+        retail_view_transform(SIZE, views())(image)
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "fields",
     [
-        {"crop_scale": (0.0, 1.0)},
-        {"crop_scale": (0.8, 0.5)},
+        {"crop_scale_min": 0.0},
+        {"crop_scale_min": 0.8, "crop_scale_max": 0.5},
         {"hue": 0.6},
         {"blur_p": 1.5},
         {"perspective": -0.1},
     ],
 )
-def test_rejects_out_of_range_parameters(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
-        retail_view_transform(SIZE, **kwargs)  # type: ignore[arg-type]
+def test_view_spec_rejects_out_of_range_parameters(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        views(**fields)

@@ -1,0 +1,76 @@
+"""Where training and inference run, and how a network is optimised: shared by every training stage.
+
+``compute`` (a top-level section of ``params.yaml``) is a property of the machine: one GPU, several, or
+the CPU. ``EngineSpec`` (one per training stage: ``pretrain.engine``, ``noisy.engine``,
+``evaluate.finetune.engine``) is a property of the run.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import model_validator
+
+from retailnb.config.base import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Spec
+
+Accelerator = Literal["auto", "cpu", "cuda", "gpu", "mps"]
+Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
+
+
+class ComputeSpec(Spec):
+    """Placement of every training stage (Lightning Fabric's settings).
+
+    Attributes:
+        accelerator: Fabric accelerator.
+        devices: devices per node; more than one runs the stage under ``torchrun``.
+        strategy: Fabric strategy (``auto`` picks DDP when several processes run).
+        precision: ``auto`` picks bf16 mixed precision on CUDA and fp32 elsewhere, or a Fabric value.
+        num_workers: DataLoader worker processes for augmentation.
+        channels_last: lay weights and activations out channels-last (oneDNN's and tensor cores'
+            preferred layout).
+    """
+
+    accelerator: Accelerator
+    devices: PositiveInt
+    strategy: str
+    precision: Precision
+    num_workers: NonNegativeInt
+    channels_last: bool
+
+
+class EngineSpec(Spec):
+    """Optimisation of one training run.
+
+    Attributes:
+        epochs: passes over the data.
+        optimizer: ``adamw`` or ``sgd`` (momentum 0.9).
+        lr: peak learning rate, reached after warm-up.
+        weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
+        warmup_epochs: linear warm-up length in epochs (fractions allowed), below ``epochs``.
+        seed: seeds model init, batches and augmentation.
+    """
+
+    epochs: PositiveInt
+    optimizer: Literal["adamw", "sgd"]
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat
+    warmup_epochs: NonNegativeFloat
+    seed: int
+
+    @model_validator(mode="after")
+    def _warmup_within_run(self) -> EngineSpec:
+        if self.epochs > 1 and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
+        return self
+
+
+class BackboneSpec(Spec):
+    """The architecture every stage trains and evaluates, and the side of its square input images.
+
+    Attributes:
+        architecture: timm model name.
+        image_size: side of the square images, in pixels.
+    """
+
+    architecture: str
+    image_size: PositiveInt

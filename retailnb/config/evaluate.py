@@ -1,0 +1,143 @@
+"""The evaluation, report and new-products stages' parameters."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from retailnb.config.base import BatchSize, NonNegativeFloat, PositiveInt, Probability, Spec
+from retailnb.config.compute import BackboneSpec, ComputeSpec, EngineSpec
+from retailnb.config.views import ViewSpec
+
+ShotCount = PositiveInt | Literal["all"]
+
+
+def _as_list(value: Any) -> Any:
+    """A single shot count is a list of one; a comma-separated string is an old spelling, said so."""
+    if isinstance(value, str) and "," in value:
+        raise ValueError("write shot counts as a YAML list, e.g. [1, 5, 10, all]")
+    return value if isinstance(value, list) else [value]
+
+
+Shots = Annotated[list[ShotCount], BeforeValidator(_as_list), Field(min_length=1)]
+"""Images per product of the few-shot probes: positive integers or ``all``; one value or a list."""
+
+
+def shot_counts(shots: list[int | Literal["all"]]) -> list[int | None]:
+    """Shot counts as the few-shot code takes them: ``None`` for all images."""
+    return [None if s == "all" else s for s in shots]
+
+
+class TargetSpec(Spec):
+    """One downstream target (an entry of ``evaluate.targets``).
+
+    Attributes:
+        source: ``prepared`` (the data stage's own target catalogue), ``grocery_store`` or ``imagefolder``.
+        root: the dataset folder (real sources only).
+        labels: ``fine`` or ``coarse`` (Grocery Store only).
+    """
+
+    source: Literal["prepared", "grocery_store", "imagefolder"]
+    root: str
+    labels: Literal["fine", "coarse"]
+
+    @model_validator(mode="after")
+    def _real_data_has_a_root(self) -> TargetSpec:
+        if self.source != "prepared" and not self.root:
+            raise ValueError(f"root must name the dataset folder for source {self.source!r}")
+        return self
+
+
+class ProbeSpec(Spec):
+    """The few-shot protocol (``evaluate.probe``).
+
+    Attributes:
+        shots: images per product; ``all`` uses every training image.
+        draws: seeded draws of the shots per count.
+        knn_k: neighbours of the kNN classifier.
+        seed: seeds the draws and the random-init backbone.
+    """
+
+    shots: Shots
+    draws: PositiveInt
+    knn_k: PositiveInt
+    seed: int
+
+
+class FinetuneSpec(Spec):
+    """The finetuning baseline (``evaluate.finetune``): the main backbone trained end to end.
+
+    Attributes:
+        batch_size: images per batch.
+        drop_rate: dropout before the new classifier.
+        views: its (light) training augmentation.
+        engine: optimisation.
+    """
+
+    batch_size: BatchSize
+    drop_rate: Probability
+    views: ViewSpec
+    engine: EngineSpec
+
+
+class EvaluateStage(Spec):
+    """Everything one evaluation target reads.
+
+    Attributes:
+        backbone: architecture and image size (``backbone``).
+        compute: placement (``compute``).
+        target: the target dataset (``evaluate.targets.<name>``).
+        probe: the few-shot protocol (``evaluate.probe``).
+        finetune: the finetuning baseline (``evaluate.finetune``).
+        extra_weights: a local weights file evaluated as one more row; empty for none
+            (``evaluate.extra_weights``).
+        main_variant: the main backbone, round 1's teacher (``noisy.teacher_variant``).
+    """
+
+    backbone: BackboneSpec
+    compute: ComputeSpec
+    target: TargetSpec
+    probe: ProbeSpec
+    finetune: FinetuneSpec
+    extra_weights: str
+    main_variant: str
+
+
+class ReportSpec(Spec):
+    """The report (``report``).
+
+    Attributes:
+        tolerance: smallest accuracy difference called an improvement (a larger recorded standard
+            deviation replaces it).
+    """
+
+    tolerance: NonNegativeFloat
+
+
+class ReportStage(Spec):
+    """Everything the report reads: ``report``."""
+
+    report: ReportSpec
+
+
+class NewProductsSpec(Spec):
+    """Enrolling held-out products into a bundle (``new_products``).
+
+    Attributes:
+        n_new: target products held out of the first probe and then enrolled.
+        shots: images per new product to enrol from.
+        seed: which products are held out and which images are drawn.
+    """
+
+    n_new: PositiveInt
+    shots: Annotated[list[PositiveInt], BeforeValidator(_as_list), Field(min_length=1)]
+    seed: int
+
+
+class NewProductsStage(Spec):
+    """Everything the new-products stage reads: ``backbone`` and ``new_products``."""
+
+    backbone: BackboneSpec
+    new_products: NewProductsSpec
+    main_variant: str

@@ -1,0 +1,126 @@
+"""The typed records the stages write as metrics and the report reads back.
+
+Each stage function returns one of these and writes it, atomically, as the JSON file DVC tracks as the
+stage's metrics; :mod:`retailnb.report` validates the files back into the same models. So the schema
+between stages lives here, once, instead of in notebook cells and string keys.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from retailnb.atomic import atomic_write_text
+
+
+class Record(BaseModel):
+    """A stage's result: frozen, and its JSON file holds exactly its fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write the record as indented JSON to ``path``, atomically (a reader sees old or new)."""
+        return atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
+
+
+R = TypeVar("R", bound=Record)
+
+
+def read_record(model: type[R], path: str | os.PathLike[str]) -> R:
+    """The record of type ``model`` at ``path``.
+
+    Raises:
+        FileNotFoundError: no file at ``path`` (the stage that writes it has not run).
+        pydantic.ValidationError: the file does not hold such a record (written by another version).
+    """
+    return model.model_validate_json(Path(path).read_text())
+
+
+class ProbeScores(Record):
+    """Frozen-feature accuracy of one backbone on a held-out split."""
+
+    knn_accuracy: float
+    probe_accuracy: float
+    probe_c: float
+
+
+class TrainSummary(Record):
+    """How a training run went."""
+
+    images_per_second: float
+    final_loss: float
+
+
+class PretrainRecord(Record):
+    """``metrics/pretrain/<variant>.json``: the monitor on held-out source products, and training.
+
+    Attributes:
+        variant: the pretraining variant.
+        monitor: ``pretrained`` and ``random_init`` scores on the monitor split.
+        train: throughput and final loss.
+        history: loss and learning rate per epoch.
+    """
+
+    variant: str
+    monitor: dict[str, ProbeScores]
+    train: TrainSummary
+    history: dict[str, list[float]]
+
+
+class RoundRecord(Record):
+    """One noisy-student round: the probe on the target, and (from round 1) its pseudolabels' quality.
+
+    The pseudolabel fields are None in round 0 (no pseudolabels); ``precision`` is None too when the
+    truth of the selected images is unknown (real data). ``target_confidence`` is the mean largest
+    target probability of the pseudolabelled training rows: exactly 1 for hard (one-hot) targets, below
+    1 for soft ones, so the record shows which kind the student was trained on.
+    """
+
+    round: int
+    knn_accuracy: float
+    probe_accuracy: float
+    probe_c: float
+    precision: float | None = None
+    coverage: float | None = None
+    n_selected: int | None = None
+    n_rows: int | None = None
+    n_with_truth: int | None = None
+    target_confidence: float | None = None
+    train_loss: float | None = None
+    images: int | None = None
+
+
+class NoisyRecord(Record):
+    """``metrics/noisy.json``: every round, and the round whose features probe best."""
+
+    rounds: list[RoundRecord]
+    best_round: int
+
+
+class EvaluateRecord(Record):
+    """``metrics/evaluate/<target>.json``: the results table of one downstream target.
+
+    Attributes:
+        target: the key of ``evaluate.targets``.
+        target_source: its source (``prepared``, ``grocery_store``, ``imagefolder``).
+        methods: method -> ``probe_<shots>`` (and ``_std``), ``knn_all``, ``ratio_to_finetune``.
+        finetuned_accuracy: the finetuned network's test accuracy.
+        finetune_seconds: its wall time.
+        main_variant: the main backbone's name.
+        n_classes: products of the target.
+        n_train: its training images.
+        n_test: its test images.
+    """
+
+    target: str
+    target_source: str
+    methods: dict[str, dict[str, float]]
+    finetuned_accuracy: float
+    finetune_seconds: float
+    main_variant: str
+    n_classes: int
+    n_train: int
+    n_test: int

@@ -1,0 +1,50 @@
+"""The data stage: the manifest every later stage reads, and its counts as metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from retailnb.config.data import DataStage
+from retailnb.data.manifest import Manifest, read_manifest
+from retailnb.data.prepare import prepare_dataset
+from retailnb.data.summary import summarize
+from retailnb.records import Record
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Where the stage writes: the prepared folder (``manifest.csv``) and the metrics file."""
+
+    out_dir: str
+    metrics: str
+
+
+class DataRecord(Record):
+    """``metrics/data.json``: images and classes per role, images per domain, probe depth, overlap.
+
+    Attributes:
+        images: images per role.
+        classes: products per role.
+        domains: images per domain (``catalogue``, ``shelf``).
+        unique_images: distinct image files.
+        probe_train_min_per_class: the fewest ``probe_train`` images of any target product.
+        target_classes_in_source: target products that the source (pretraining) also holds.
+    """
+
+    images: dict[str, int]
+    classes: dict[str, int]
+    domains: dict[str, int]
+    unique_images: int
+    probe_train_min_per_class: int
+    target_classes_in_source: int
+
+
+def run(spec: DataStage, paths: DataPaths) -> tuple[DataRecord, Manifest]:
+    """Build (synthetic) or ingest (real) the dataset, write its manifest and record; return both."""
+    data = spec.data
+    manifest_path = prepare_dataset(data.source, paths.out_dir, root=data.root, labels=data.labels,
+                                    on_error=data.on_error, min_size=data.min_size, synthetic=data.synthetic)
+    manifest = read_manifest(manifest_path)
+    record = DataRecord.model_validate(summarize(manifest))
+    record.write(paths.metrics)
+    return record, manifest

@@ -1,0 +1,90 @@
+"""The evaluation stage: every backbone probed few-shot on one target, against full finetuning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retailnb.config.evaluate import EvaluateStage, shot_counts
+from retailnb.data.manifest import read_manifest
+from retailnb.evaluation.compare import (
+    Features,
+    collect_backbones,
+    evaluate_backbones,
+    finetune_baseline,
+    probe_predictions,
+    results_table,
+    write_plot_data,
+)
+from retailnb.evaluation.finetune import FinetuneResult
+from retailnb.evaluation.quickprobe import ProbeData, load_probe_data
+from retailnb.evaluation.targets import target_manifest
+from retailnb.records import EvaluateRecord
+
+
+@dataclass(frozen=True)
+class EvaluatePaths:
+    """Where the stage reads and writes (``dvc.yaml`` passes them).
+
+    Attributes:
+        manifest: the data stage's manifest (the ``prepared`` target's images).
+        pretrain_dir: one folder per pretraining variant, each with ``backbone.pt``.
+        noisy_dir: ``round_<r>/backbone.pt`` per noisy-student round.
+        features_dir: the target's feature cache, its manifest (real targets) and finetuning state.
+        metrics: the record's JSON file.
+        plots_dir: ``shots.json`` and ``confusion.json`` for ``dvc plots``.
+    """
+
+    manifest: str
+    pretrain_dir: str
+    noisy_dir: str
+    features_dir: str
+    metrics: str
+    plots_dir: str
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    """The record, and what the report's figures draw: the data, per-backbone features and summaries."""
+
+    record: EvaluateRecord
+    data: ProbeData
+    summaries: dict[str, list[dict[str, Any]]]
+    features: dict[str, Features]
+    finetuned: FinetuneResult
+    main_predictions: np.ndarray
+
+
+def load_target(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> ProbeData:
+    """The target's training and test images, decoded at the backbone's size."""
+    manifest = target_manifest(name, spec.target, paths.manifest, Path(paths.features_dir) / "target")
+    return load_probe_data(read_manifest(manifest), spec.backbone.image_size, "probe_train", "probe_test")
+
+
+def run(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> EvaluateResult:
+    """Probe every backbone few-shot, finetune the main one, write the record and the plot data."""
+    data = load_target(spec, name, paths)
+    backbones = collect_backbones(paths.pretrain_dir, paths.noisy_dir, spec.extra_weights)
+    probe = spec.probe
+    summaries, features = evaluate_backbones(
+        backbones, data, architecture=spec.backbone.architecture, shots=shot_counts(probe.shots),
+        draws=probe.draws, seed=probe.seed, knn_k=probe.knn_k, cache_dir=paths.features_dir,
+    )
+    finetuned = finetune_baseline(spec.backbone, Path(paths.pretrain_dir) / spec.main_variant / "backbone.pt", data,
+                                  spec=spec.finetune, compute=spec.compute,
+                                  state_path=Path(paths.features_dir) / "finetune_state.pt")
+    record = EvaluateRecord(
+        target=name, target_source=spec.target.source,
+        methods=results_table(summaries, finetuned.accuracy, main=spec.main_variant),
+        finetuned_accuracy=finetuned.accuracy, finetune_seconds=finetuned.seconds, main_variant=spec.main_variant,
+        n_classes=len(data.classes), n_train=len(data.y_train), n_test=len(data.y_test),
+    )
+    record.write(paths.metrics)
+    # one probe on all of the main backbone's training features: the confusion data and its figure
+    main_predictions = probe_predictions(features[spec.main_variant], data)
+    write_plot_data(summaries, finetuned, data, main_predictions, paths.plots_dir)
+    return EvaluateResult(record=record, data=data, summaries=summaries, features=features, finetuned=finetuned,
+                          main_predictions=main_predictions)

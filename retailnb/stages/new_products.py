@@ -1,0 +1,81 @@
+"""The new-products stage: a bundle fitted without some products, then enrolled with them from few shots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retailnb.bundle import Bundle, ProbeSettings, embed, file_sha256, fit_probe, new_bundle, save_bundle
+from retailnb.config.evaluate import NewProductsStage
+from retailnb.data.manifest import read_manifest
+from retailnb.enrol import enrolment_curve, hold_out_classes
+from retailnb.evaluation.quickprobe import load_probe_data
+from retailnb.records import Record
+
+
+@dataclass(frozen=True)
+class NewProductsPaths:
+    """Where the stage reads and writes: the manifest, the main backbone, the bundle folder, the metrics."""
+
+    manifest: str
+    backbone_weights: str
+    bundle_dir: str
+    metrics: str
+
+
+class NewProductsRecord(Record):
+    """``metrics/new_products.json``: accuracy and time of each enrolment.
+
+    Attributes:
+        architecture: the bundle's backbone.
+        image_size: its input size.
+        n_old: products in the first bundle.
+        n_new: products held out and then enrolled.
+        held_out: their names.
+        first_c: the C cross-validation chose for the first bundle (reused by every enrolment).
+        enrolment: one row per shot count (see :func:`retailnb.enrol.enrolment_curve`).
+    """
+
+    architecture: str
+    image_size: int
+    n_old: int
+    n_new: int
+    held_out: list[str]
+    first_c: float
+    enrolment: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class NewProductsResult:
+    """The record and the final bundle (every target product, enrolled with the most shots)."""
+
+    record: NewProductsRecord
+    bundle: Bundle
+    bundle_path: Path
+
+
+def run(spec: NewProductsStage, paths: NewProductsPaths) -> NewProductsResult:
+    """Fit the first bundle without ``n_new`` products, enrol them from each shot count, write all."""
+    settings = spec.new_products
+    size = spec.backbone.image_size
+    data = load_probe_data(read_manifest(paths.manifest), size, "probe_train", "probe_test")
+    old, new = hold_out_classes(data.classes, settings.n_new, settings.seed)
+    train_names = np.asarray(data.classes)[data.y_train]
+    test_names = np.asarray(data.classes)[data.y_test]
+    is_old = np.isin(train_names, old)
+    bundle = new_bundle(spec.backbone.architecture, weights=paths.backbone_weights, image_size=size,
+                        settings=ProbeSettings(seed=settings.seed))
+    source = {"manifest": paths.manifest, "manifest_sha256": file_sha256(paths.manifest), "role": "probe_train",
+              "held_out": new}
+    bundle = fit_probe(bundle, embed(bundle, data.x_train[is_old]), train_names[is_old].tolist(), source=source)
+    rows, final = enrolment_curve(bundle, data.x_train[~is_old], train_names[~is_old].tolist(),
+                                  embed(bundle, data.x_test), test_names.tolist(), shots=settings.shots,
+                                  seed=settings.seed)
+    record = NewProductsRecord(architecture=spec.backbone.architecture, image_size=size, n_old=len(old),
+                               n_new=len(new), held_out=list(new), first_c=bundle.probe.c, enrolment=rows)
+    record.write(paths.metrics)
+    bundle_path = save_bundle(final, Path(paths.bundle_dir) / "catalogue.bundle")
+    return NewProductsResult(record=record, bundle=final, bundle_path=bundle_path)

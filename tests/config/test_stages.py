@@ -1,0 +1,83 @@
+"""The typed parameter route: bad values stop with one message naming their params.yaml key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+from shared_fixtures import repo_params, with_overrides
+
+from retailnb.config.params_file import ParamsError, read_params
+from retailnb.config.stages import load_stage
+
+BAD: list[tuple[str, str | None, str, Any, str]] = [
+    ("pretrain", "simclr", "pretrain.sampler.batch_size", 0, "greater than or equal to 2"),
+    ("pretrain", "simclr", "pretrain.model.proj_dim", 0, "greater than or equal to 1"),
+    ("pretrain", "simclr", "pretrain.engine.epochs", 2.5, "valid integer"),
+    ("pretrain", "simclr", "pretrain.model.weights", "None", "must be 'none'"),
+    ("pretrain", "simclr", "pretrain.model.temperature", -1, "greater than 0"),
+    ("pretrain", "simclr", "pretrain.views.on", "gpu", "'batch' or 'worker'"),
+    ("pretrain", "simclr", "pretrain.variants.simclr.simclr_weight", "1", "valid number"),
+    ("noisy", None, "noisy.pseudo.soft", "false", "valid boolean"),
+    ("noisy", None, "noisy.pseudo.balance", "true", "valid boolean"),
+    ("noisy", None, "noisy.pseudo.threshold", 1.5, "less than or equal to 1"),
+    ("noisy", None, "compute.devices", 0, "greater than or equal to 1"),
+    ("evaluate", "prepared", "evaluate.probe.shots", "1,five", "YAML list"),
+    ("evaluate", "prepared", "evaluate.probe.shots", [1, "five"], "'all'"),
+    ("evaluate", "prepared", "evaluate.probe.shots", [0, 5], "greater than or equal to 1"),
+    ("new_products", None, "new_products.shots", "1,5", "YAML list"),
+    ("data", None, "data.synthetic.n_source_families", 0, "greater than or equal to 1"),
+    ("report", None, "report.tolerance", -0.1, "greater than or equal to 0"),
+]
+
+
+def write(tmp_path: Path, params: dict[str, Any]) -> Path:
+    path = tmp_path / "params.yaml"
+    with path.open("w") as fh:
+        YAML().dump(params, fh)
+    return path
+
+
+@pytest.mark.parametrize(("stage", "key", "path", "value", "why"), BAD, ids=[f"{b[2]}={b[3]!r}" for b in BAD])
+def test_a_bad_value_names_its_key_path_and_value(tmp_path: Path, stage: str, key: str | None, path: str,
+                                                  value: Any, why: str) -> None:
+    params_file = write(tmp_path, with_overrides(repo_params(), {path: value}))
+    with pytest.raises(ParamsError) as error:
+        load_stage(stage, params_file, key)
+    message = str(error.value)
+    assert str(params_file) in message and f"{path}" in message and why in message, message
+
+
+@pytest.mark.parametrize("value", [5, "all"])
+def test_a_single_shot_count_is_a_list_of_one(tmp_path: Path, value: Any) -> None:
+    params_file = write(tmp_path, with_overrides(repo_params(), {"evaluate.probe.shots": value}))
+    assert load_stage("evaluate", params_file, "prepared").probe.shots == [value]
+
+
+def test_an_unknown_key_is_an_error(tmp_path: Path) -> None:
+    params = repo_params()
+    params["pretrain"]["epochs"] = 3  # a typo of pretrain.engine.epochs
+    params["noisy"]["pseudo"]["sofft"] = True
+    with pytest.raises(ParamsError, match=r"pretrain\.epochs: unknown key"):
+        load_stage("pretrain", write(tmp_path, params), "simclr")
+    with pytest.raises(ParamsError, match=r"noisy\.pseudo\.sofft: unknown key"):
+        load_stage("noisy", write(tmp_path, params))
+
+
+def test_an_unknown_variant_names_the_entries(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match=r"pretrain\.variants: no entry 'simclr2' \(entries: simclr_supcon, simclr"):
+        load_stage("pretrain", write(tmp_path, repo_params()), "simclr2")
+
+
+def test_params_are_read_as_yaml_1_2_like_dvc(tmp_path: Path) -> None:
+    """YAML 1.1 (PyYAML) would read the key `on` as True and `yes`/`off` as bools."""
+    path = tmp_path / "p.yaml"
+    path.write_text("views:\n  on: batch\nflag: yes\nother: off\n")
+    assert read_params(path) == {"views": {"on": "batch"}, "flag": "yes", "other": "off"}
+
+
+def test_a_missing_params_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="no params file"):
+        load_stage("data", tmp_path / "nowhere.yaml")
