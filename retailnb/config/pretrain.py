@@ -24,7 +24,7 @@ def check_weights(value: str) -> str:
     if value in ("none", "hub") or Path(value).is_file():
         return value
     raise ValueError(f"must be 'none' (random init), 'hub' (timm's weights) or an existing weights file, "
-                     "not a file")
+                     "and no file is at that path")
 
 
 class ContrastiveModelSpec(Spec):
