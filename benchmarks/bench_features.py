@@ -1,6 +1,6 @@
 """How fast frozen features are extracted and a few-shot linear probe is fitted.
 
-Feature extraction: images per second of :func:`retailnb.evaluation.features.extract_features` on a
+Feature extraction: images per second of :func:`retailnb.models.inference.extract_features` on a
 uint8 (N, H, W, 3) batch, against the bare model's forward pass on the same batch already normalised
 and on the device (the floor: no conversion, no transfer, no bookkeeping), and their ratio. The bare
 pass is also timed on a channels_last input, the layout extract_features uses, to separate the gain of
@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from retailnb.evaluation.features import extract_features, imagenet_normalize  # noqa: E402
 from retailnb.evaluation.probe import fit_logistic_probe, probe_accuracy  # noqa: E402
+from retailnb.models.inference import extract_features, imagenet_normalize  # noqa: E402
 
 
 def best_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

@@ -52,9 +52,16 @@ from torch import nn
 
 import retailnb
 from retailnb.atomic import atomic_write
-from retailnb.data.images import chunks, decode_images, default_workers
+from retailnb.data.images import decode_images
 from retailnb.errors import FileProblem
-from retailnb.evaluation.features import (
+from retailnb.evaluation.probe import fit_logistic_probe
+from retailnb.models.backbone import (
+    WEIGHTS_HUB,
+    WEIGHTS_NONE,
+    create_backbone,
+    feature_dim,
+)
+from retailnb.models.inference import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     autocast_dtype,
@@ -63,13 +70,7 @@ from retailnb.evaluation.features import (
     forward_batch,
     model_device,
 )
-from retailnb.evaluation.probe import fit_logistic_probe
-from retailnb.models.backbone import (
-    WEIGHTS_HUB,
-    WEIGHTS_NONE,
-    create_backbone,
-    feature_dim,
-)
+from retailnb.parallel import chunks, default_workers
 
 PathLike = str | os.PathLike[str]
 
@@ -615,7 +616,7 @@ def embed(
             bundle's image size S, or a (N, 3, S, S) tensor.
         batch_size: images per forward pass.
         device: where to run the backbone; defaults to where it is.
-        precision: see :func:`retailnb.evaluation.features.extract_features`. fp32 by default: features
+        precision: see :func:`retailnb.models.inference.extract_features`. fp32 by default: features
             computed now are fitted together with features stored earlier, so they should come from the
             same arithmetic.
 

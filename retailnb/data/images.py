@@ -10,38 +10,30 @@ faster C path there (:func:`load_fitted`, :mod:`retailnb.data.jpeg`) that gives 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator, Sequence
 from functools import partial
-from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from retailnb.data.jpeg import decode_rgb, read_frame
 from retailnb.errors import FileProblem
+from retailnb.parallel import map_chunks
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MIN_SIZE = 8
 """Images whose shorter side is below this many pixels are rejected: they carry no usable content."""
 
-POOL_MIN_ITEMS = 256
-"""Below this many images a process pool costs more to start than it saves."""
-
-_CHUNK = 32  # images per task sent to a pool worker: large enough to amortise the inter-process traffic
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _WHITE = (255, 255, 255)
 
 PathLike = str | os.PathLike[str]
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 class ImageError(FileProblem):
@@ -261,62 +253,6 @@ def _decode_chunk(paths: Sequence[str], size: int, min_size: int) -> np.ndarray:
 def _check_chunk(paths: Sequence[str], min_size: int) -> list[str | None]:
     """:func:`check_image` over a chunk of paths (the unit of work of a pool worker)."""
     return [check_image(p, min_size) for p in paths]
-
-
-def pool_context() -> BaseContext:
-    """Process start method for worker pools.
-
-    ``fork`` where the platform has it, as PyTorch's DataLoader does: workers start in milliseconds and,
-    unlike ``spawn`` and ``forkserver``, never re-import the caller's ``__main__`` (a script without an
-    ``if __name__ == "__main__"`` guard would otherwise run again in every worker). The workers only run
-    Pillow, NumPy and torchvision's single-threaded CPU JPEG decoder, so the threads a parent may hold
-    (PyTorch's thread pools, CUDA) are not touched.
-    """
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-
-
-def default_workers() -> int:
-    """Number of CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not available on macOS / Windows
-        return os.cpu_count() or 1
-
-
-def chunks(items: Sequence[T], n: int) -> list[Sequence[T]]:
-    """``items`` cut into consecutive pieces of ``n`` (the last may be shorter)."""
-    return [items[i : i + n] for i in range(0, len(items), n)]
-
-
-def map_chunks(func: Callable[[Sequence[T]], R], items: Sequence[T], workers: int | None = None) -> Iterator[R]:
-    """Apply ``func`` to consecutive chunks of ``items``, in a process pool when that pays off.
-
-    Results come back lazily and in order, so a caller may stop at the first bad result.
-
-    Args:
-        func: a picklable (module-level) function of a chunk of items.
-        items: the work.
-        workers: worker processes; None uses every available core, 0 or 1 runs in this process. Below
-            :data:`POOL_MIN_ITEMS` items the work always runs in this process.
-
-    Yields:
-        ``func`` of each chunk of up to 32 items, in order.
-    """
-    workers = default_workers() if workers is None else workers
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0 or None, got {workers}")
-    pieces = chunks(items, _CHUNK)
-    workers = min(workers, len(pieces))
-    if workers <= 1 or len(items) < POOL_MIN_ITEMS:
-        yield from map(func, pieces)
-        return
-    # An executor rather than multiprocessing.Pool: a worker that dies (out of memory, killed) raises
-    # BrokenProcessPool here instead of leaving the caller waiting forever.
-    executor = ProcessPoolExecutor(workers, mp_context=pool_context())
-    try:
-        yield from executor.map(func, pieces)
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def check_images(

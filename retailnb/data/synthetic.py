@@ -28,12 +28,11 @@ import colorsys
 import io
 import json
 import math
-import multiprocessing
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +43,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 from retailnb.config.data import MAX_SKUS_PER_FAMILY, SyntheticConfig
 from retailnb.data.manifest import Record, write_manifest
+from retailnb.parallel import chunks, default_workers, pool_context
 
 SHAPES: tuple[str, ...] = ("box", "bottle", "can", "pouch")
 LOGOS: tuple[str, ...] = (
@@ -969,23 +969,11 @@ def _render_job(job: ImageJob, state: _RenderState) -> None:
         fh.write(data)
 
 
-def _render_pooled(jobs: list[ImageJob]) -> int:
+def _render_pooled(jobs: Sequence[ImageJob]) -> int:
     assert _STATE is not None, "worker not initialised"
     for job in jobs:
         _render_job(job, _STATE)
     return len(jobs)
-
-
-def _chunks(items: Sequence[ImageJob], size: int) -> Iterable[list[ImageJob]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-
-
-def _default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _render_all(jobs: list[ImageJob], state: _RenderState, workers: int) -> None:
@@ -994,8 +982,8 @@ def _render_all(jobs: list[ImageJob], state: _RenderState, workers: int) -> None
             _render_job(job, state)
         return
     chunk = max(4, min(64, len(jobs) // (workers * 6)))
-    with multiprocessing.get_context().Pool(workers, initializer=_init_worker, initargs=(state,)) as pool:
-        for _ in pool.imap_unordered(_render_pooled, _chunks(jobs, chunk)):
+    with pool_context().Pool(workers, initializer=_init_worker, initargs=(state,)) as pool:
+        for _ in pool.imap_unordered(_render_pooled, chunks(jobs, chunk)):
             pass
 
 
@@ -1097,7 +1085,7 @@ def generate(config: SyntheticConfig, out_dir: str | os.PathLike[str], *, worker
             (tmp / "images" / sku.slug).mkdir(parents=True)
         pools = {kind: tuple(s for s in designs if s.family.kind == kind) for kind in {s.family.kind for s in designs}}
         state = _RenderState(config=config, designs=tuple(designs), pools=pools, root=str(tmp))
-        _render_all(jobs, state, workers if workers is not None else _default_workers())
+        _render_all(jobs, state, workers if workers is not None else default_workers())
         write_manifest(records, tmp / "manifest.csv")
         (tmp / "catalogue.json").write_text(_catalogue_json(config, designs))
         _replace_dir(tmp, out_dir)

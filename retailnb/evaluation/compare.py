@@ -21,13 +21,14 @@ from torch import nn
 
 from retailnb.config.compute import BackboneSpec, ComputeSpec
 from retailnb.config.evaluate import FinetuneSpec
-from retailnb.data.images import default_workers
-from retailnb.evaluation.features import extract_features, load_features, save_features
+from retailnb.evaluation.features import load_features, save_features
 from retailnb.evaluation.fewshot import fewshot_eval, summarize_fewshot
 from retailnb.evaluation.finetune import FinetuneResult, finetune
 from retailnb.evaluation.probe import DEFAULT_THREADS, fit_logistic_probe
 from retailnb.evaluation.quickprobe import ProbeData
 from retailnb.models.backbone import create_backbone
+from retailnb.models.inference import extract_features
+from retailnb.parallel import default_workers
 
 Features = tuple[np.ndarray, np.ndarray]
 

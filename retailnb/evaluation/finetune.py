@@ -18,7 +18,7 @@ from torch import nn
 from retailnb.config.compute import ComputeSpec
 from retailnb.config.evaluate import FinetuneSpec
 
-from retailnb.noisy.student import (
+from retailnb.models.classifier import (
     StudentObjective,
     build_student,
     network_probabilities,

@@ -14,8 +14,8 @@ from torch import nn
 
 from retailnb.data.images import decode_images
 from retailnb.data.manifest import Manifest, Record, encode_labels
-from retailnb.evaluation.features import extract_features
 from retailnb.evaluation.probe import knn_accuracy, probe_accuracy
+from retailnb.models.inference import extract_features
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,13 @@ from retailnb.data.manifest import encode_labels, read_manifest
 from retailnb.evaluation.quickprobe import ProbeData, probe_scores
 from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import atomic_torch_save
+from retailnb.models.classifier import (
+    EmbeddingStudent,
+    StudentObjective,
+    backbone_state,
+    build_student,
+    network_probabilities,
+)
 from retailnb.records import RoundRecord
 from retailnb.noisy.pseudolabels import (
     pseudolabel_table,
@@ -31,14 +38,7 @@ from retailnb.noisy.pseudolabels import (
     selection_quality,
     write_pseudolabel_table,
 )
-from retailnb.noisy.student import (
-    EmbeddingStudent,
-    StudentObjective,
-    backbone_state,
-    build_student,
-    fit_feature_teacher,
-    network_probabilities,
-)
+from retailnb.noisy.student import fit_feature_teacher
 from retailnb.train.datasets import TargetDataset, to_chw_uint8
 from retailnb.train.engine import fit, make_fabric
 from retailnb.train.sampler import EpochBatchSampler

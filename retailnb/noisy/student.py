@@ -1,12 +1,12 @@
-"""Teachers and noised students of the noisy-student stage.
+"""Round 1's teacher of the noisy-student stage: the frozen contrastive backbone plus a fitted classifier.
 
 A teacher turns images into class probabilities over the labelled source products, without noise (eval
 mode, un-augmented images). Round 1's teacher is the frozen contrastive backbone with a classifier fitted
 on the labelled images' features (a logistic regression or a linear head); later rounds' teacher is the
-previous round's student network. A student is a timm classifier trained under noise (RandAugment,
-dropout before the classifier, stochastic depth) on labelled plus pseudolabelled images with a soft
-cross-entropy, optionally plus SupCon on its (pseudo)labels, through the same engine as the contrastive
-stage.
+previous round's student network. The students themselves, timm classifiers trained under noise
+(RandAugment, dropout before the classifier, stochastic depth) on labelled plus pseudolabelled images with
+a soft cross-entropy, optionally plus SupCon on their (pseudo)labels, are built and scored by
+:mod:`retailnb.models.classifier`, which the finetuning baseline shares.
 """
 
 from __future__ import annotations
@@ -15,65 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retailnb.evaluation.features import extract_features
 from retailnb.evaluation.probe import fit_logistic_probe
-from retailnb.losses.supcon import SupConLoss
-from retailnb.models.backbone import check_model_name
+from retailnb.models.inference import extract_features
 
 TEACHER_CLASSIFIERS = ("logreg", "linear")
-STUDENT_INITS = ("teacher", "scratch")
-
-
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against probability targets (one-hot rows give the usual hard-label loss)."""
-    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
-
-
-class EmbeddingStudent(nn.Module):
-    """A timm classifier whose forward returns (logits, pre-logit features), for cross-entropy plus SupCon.
-
-    One forward call serves both losses, so the wrapper works unchanged under DDP (which synchronises
-    gradients only through ``forward``). The classifier is shared, not copied: training the wrapper
-    trains ``net``, whose state dict stays a plain timm one.
-    """
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.net.forward_features(images)
-        return self.net.forward_head(features), self.net.forward_head(features, pre_logits=True)
-
-
-class StudentObjective:
-    """The engine's loss for a student batch of (noised images, target probabilities).
-
-    Soft cross-entropy against the targets; with ``supcon_weight > 0`` plus SupCon (Khosla et al. 2020)
-    on the student's pre-logit features, each image labelled by its target's most probable class, so
-    images sharing a (pseudo)label in a batch are pulled together. The model must then be an
-    :class:`EmbeddingStudent`.
-    """
-
-    def __init__(self, supcon_weight: float = 0.0, temperature: float = 0.1, gather_distributed: bool = False) -> None:
-        if supcon_weight < 0:
-            raise ValueError(f"noisy.supcon_weight must be non-negative, got {supcon_weight}")
-        self.supcon_weight = supcon_weight
-        self.supcon = SupConLoss(temperature, gather_distributed=gather_distributed) if supcon_weight > 0 else None
-
-    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        images, targets = batch
-        if self.supcon is None:
-            return {"loss": soft_cross_entropy(model(images), targets)}
-        logits, embeddings = model(images)
-        ce = soft_cross_entropy(logits, targets)
-        supcon = self.supcon(embeddings.float(), targets.argmax(dim=1))
-        return {"loss": ce + self.supcon_weight * supcon, "cross_entropy": ce.detach(), "supcon": supcon.detach()}
 
 
 @dataclass
@@ -132,74 +81,3 @@ def fit_feature_teacher(
     stats = (features.mean(0), features.std(0) + 1e-6)
     head = fit_linear_head(_standardise(features, stats), y, int(y.max()) + 1, seed=seed)
     return FeatureTeacher(backbone, head, "linear", stats)
-
-
-@torch.inference_mode()
-def network_probabilities(model: nn.Module, images: np.ndarray | torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
-    """Softmax outputs of a student network used as the next teacher (eval mode: no dropout/drop-path)."""
-    was_training = model.training
-    model.eval()
-    try:
-        return np.concatenate(
-            [torch.softmax(logits, dim=1).double().numpy() for logits in _logits(model, images, batch_size)]
-        )
-    finally:
-        model.train(was_training)
-
-
-def _logits(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    from retailnb.evaluation.features import imagenet_normalize
-
-    device = next(model.parameters()).device
-    t = torch.as_tensor(images)
-    if t.shape[-1] == 3:
-        t = t.permute(0, 3, 1, 2)
-    return [model(imagenet_normalize(t[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(t), batch_size)]
-
-
-def build_student(
-    architecture: str,
-    n_classes: int,
-    *,
-    drop_rate: float,
-    drop_path_rate: float,
-    init: str,
-    teacher_backbone_state: dict[str, torch.Tensor] | None = None,
-) -> nn.Module:
-    """A timm classifier with dropout and stochastic depth, from scratch or from the teacher's backbone.
-
-    Raises:
-        ValueError: an unknown ``init``, or ``init='teacher'`` without a teacher state or with an
-            architecture whose backbone does not match it.
-    """
-    if init not in STUDENT_INITS:
-        raise ValueError(f"noisy.student_init must be one of {STUDENT_INITS}, got {init!r}")
-    check_model_name(architecture)
-    model = timm.create_model(architecture, num_classes=n_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-    if init == "teacher":
-        if teacher_backbone_state is None:
-            raise ValueError("noisy.student_init='teacher' needs the teacher's backbone weights")
-        mismatch = f"the student architecture {architecture!r} does not match the teacher backbone"
-        try:
-            missing, unexpected = model.load_state_dict(teacher_backbone_state, strict=False)
-        except RuntimeError as err:  # tensors of other shapes
-            raise ValueError(f"{mismatch}; use student_init=scratch ({str(err).splitlines()[1].strip()})") from None
-        head = set(classifier_keys(model))
-        if unexpected or set(missing) - head:
-            raise ValueError(
-                f"{mismatch} ({len(set(missing) - head)} missing, {len(unexpected)} unexpected weights); "
-                "use student_init=scratch"
-            )
-    return model
-
-
-def classifier_keys(model: nn.Module) -> list[str]:
-    """State-dict keys of a timm model's classifier (what a feature backbone does not have)."""
-    name = model.pretrained_cfg.get("classifier", "fc") if hasattr(model, "pretrained_cfg") else "fc"
-    return [k for k in model.state_dict() if k == name or k.startswith(f"{name}.")]
-
-
-def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The student's weights without its classifier: a state dict timm loads with ``num_classes=0``."""
-    drop = set(classifier_keys(model))
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k not in drop}

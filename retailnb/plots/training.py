@@ -9,8 +9,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import nn
 
-from retailnb.evaluation.features import extract_features
 from retailnb.evaluation.quickprobe import ProbeData
+from retailnb.models.inference import extract_features
 
 
 def training_curves(history: Mapping[str, Sequence[float]]) -> Figure:

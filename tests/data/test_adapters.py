@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from retailnb.data import images
+from retailnb import parallel
 from retailnb.data.adapters import (
     DEFAULT_ROLE_MAP,
     AdapterReport,
@@ -221,7 +221,7 @@ def test_bad_image_raise_or_skip(tmp_path, class_root, files, kind):
 
 
 def test_bad_images_are_found_by_the_validation_pool(tmp_path, class_root, files, monkeypatch):
-    monkeypatch.setattr(images, "POOL_MIN_ITEMS", 1)
+    monkeypatch.setattr(parallel, "POOL_MIN_ITEMS", 1)
     for i in range(40):
         files.rgb(class_root / "eel" / f"more{i:02d}.png")
     positions = (5, 20, 33, 39)

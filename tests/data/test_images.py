@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from retailnb.data import images
+from retailnb import parallel
 from retailnb.data.images import (
     ImageError,
     check_image,
@@ -277,7 +277,7 @@ def test_decode_images_shape_dtype_and_order(tmp_path, files):
 
 
 def test_decode_images_pool_matches_serial_and_keeps_order(tmp_path, files, monkeypatch):
-    monkeypatch.setattr(images, "POOL_MIN_ITEMS", 1)
+    monkeypatch.setattr(parallel, "POOL_MIN_ITEMS", 1)
     paths, colours = _palette_of_files(tmp_path, files, 80)  # 3 chunks of 32
     pooled = decode_images(paths, 6, workers=2)
     assert (pooled == colours[:, None, None, :]).all()
@@ -286,7 +286,7 @@ def test_decode_images_pool_matches_serial_and_keeps_order(tmp_path, files, monk
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_decode_images_raises_naming_the_bad_file(tmp_path, files, monkeypatch, workers):
-    monkeypatch.setattr(images, "POOL_MIN_ITEMS", 1)
+    monkeypatch.setattr(parallel, "POOL_MIN_ITEMS", 1)
     paths, _ = _palette_of_files(tmp_path, files, 40)
     paths[35] = files.truncated(tmp_path / "cut.jpg")
     with pytest.raises(ImageError, match="cut.jpg: truncated"):
@@ -300,7 +300,7 @@ def test_decode_images_empty_list_and_bad_size(tmp_path):
 
 
 def test_check_images_in_a_pool_reports_each_file_in_order(tmp_path, files, monkeypatch):
-    monkeypatch.setattr(images, "POOL_MIN_ITEMS", 1)
+    monkeypatch.setattr(parallel, "POOL_MIN_ITEMS", 1)
     paths, _ = _palette_of_files(tmp_path, files, 40)
     for i, kind in zip((3, 33, 39), ("empty", "text", "tiny"), strict=True):
         paths[i] = files.bad(kind, tmp_path / f"bad{i}.jpg")
