@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -37,6 +37,26 @@ def read_record(model: type[R], path: str | os.PathLike[str]) -> R:
         pydantic.ValidationError: the file does not hold such a record (written by another version).
     """
     return model.model_validate_json(Path(path).read_text())
+
+
+class DataRecord(Record):
+    """``metrics/data.json``: images and classes per role, images per domain, probe depth, overlap.
+
+    Attributes:
+        images: images per role.
+        classes: products per role.
+        domains: images per domain (``catalogue``, ``shelf``).
+        unique_images: distinct image files.
+        probe_train_min_per_class: the fewest ``probe_train`` images of any target product.
+        target_classes_in_source: target products that the source (pretraining) also holds.
+    """
+
+    images: dict[str, int]
+    classes: dict[str, int]
+    domains: dict[str, int]
+    unique_images: int
+    probe_train_min_per_class: int
+    target_classes_in_source: int
 
 
 class ProbeScores(Record):
@@ -124,3 +144,25 @@ class EvaluateRecord(Record):
     n_classes: int
     n_train: int
     n_test: int
+
+
+class NewProductsRecord(Record):
+    """``metrics/new_products.json``: accuracy and time of each enrolment.
+
+    Attributes:
+        architecture: the bundle's backbone.
+        image_size: its input size.
+        n_old: products in the first bundle.
+        n_new: products held out and then enrolled.
+        held_out: their names.
+        first_c: the C cross-validation chose for the first bundle (reused by every enrolment).
+        enrolment: one row per shot count (see :func:`retailnb.enrol.enrolment_curve`).
+    """
+
+    architecture: str
+    image_size: int
+    n_old: int
+    n_new: int
+    held_out: list[str]
+    first_c: float
+    enrolment: list[dict[str, Any]]

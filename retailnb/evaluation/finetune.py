@@ -17,7 +17,6 @@ from torch import nn
 
 from retailnb.config.compute import ComputeSpec
 from retailnb.config.evaluate import FinetuneSpec
-
 from retailnb.models.classifier import (
     StudentObjective,
     build_student,

@@ -31,14 +31,15 @@ from retailnb.models.classifier import (
     build_student,
     network_probabilities,
 )
-from retailnb.records import RoundRecord
 from retailnb.noisy.pseudolabels import (
+    Selection,
     pseudolabel_table,
     select_pseudolabels,
     selection_quality,
     write_pseudolabel_table,
 )
-from retailnb.noisy.student import fit_feature_teacher
+from retailnb.noisy.student import FeatureTeacher, fit_feature_teacher
+from retailnb.records import RoundRecord
 from retailnb.train.datasets import TargetDataset, to_chw_uint8
 from retailnb.train.engine import fit, make_fabric
 from retailnb.train.sampler import EpochBatchSampler
@@ -87,7 +88,7 @@ def load_source(manifest_path: str, image_size: int, decode_workers: int | None 
     )
 
 
-def student_dataset(source: SourceImages, probs: np.ndarray, spec: NoisyStage) -> tuple[TargetDataset, Any]:
+def student_dataset(source: SourceImages, probs: np.ndarray, spec: NoisyStage) -> tuple[TargetDataset, Selection]:
     """Labelled images with one-hot targets plus the selected pseudolabelled images, under RandAugment."""
     noisy = spec.noisy
     selection = select_pseudolabels(probs, noisy.pseudo)
@@ -106,7 +107,7 @@ def target_backbone(spec: NoisyStage, state: dict[str, torch.Tensor]) -> torch.n
     return model
 
 
-def first_teacher(spec: NoisyStage, teacher_backbone: str, source: SourceImages) -> tuple[torch.nn.Module, Any]:
+def first_teacher(spec: NoisyStage, teacher_backbone: str, source: SourceImages) -> tuple[torch.nn.Module, FeatureTeacher]:
     """Round 1's teacher: the contrastive backbone (frozen) and a classifier fitted on its features."""
     backbone = create_backbone(spec.backbone.architecture, weights=teacher_backbone)
     teacher = fit_feature_teacher(backbone, source.labelled, source.labels, classifier=spec.noisy.teacher_classifier,

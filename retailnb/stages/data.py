@@ -8,7 +8,7 @@ from retailnb.config.data import DataStage
 from retailnb.data.manifest import Manifest, read_manifest
 from retailnb.data.prepare import prepare_dataset
 from retailnb.data.summary import summarize
-from retailnb.records import Record
+from retailnb.records import DataRecord
 
 
 @dataclass(frozen=True)
@@ -17,26 +17,6 @@ class DataPaths:
 
     out_dir: str
     metrics: str
-
-
-class DataRecord(Record):
-    """``metrics/data.json``: images and classes per role, images per domain, probe depth, overlap.
-
-    Attributes:
-        images: images per role.
-        classes: products per role.
-        domains: images per domain (``catalogue``, ``shelf``).
-        unique_images: distinct image files.
-        probe_train_min_per_class: the fewest ``probe_train`` images of any target product.
-        target_classes_in_source: target products that the source (pretraining) also holds.
-    """
-
-    images: dict[str, int]
-    classes: dict[str, int]
-    domains: dict[str, int]
-    unique_images: int
-    probe_train_min_per_class: int
-    target_classes_in_source: int
 
 
 def run(spec: DataStage, paths: DataPaths) -> tuple[DataRecord, Manifest]:

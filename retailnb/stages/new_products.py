@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from retailnb.bundle import Bundle, ProbeSettings, embed, file_sha256, fit_probe, new_bundle, save_bundle
@@ -13,7 +11,7 @@ from retailnb.config.evaluate import NewProductsStage
 from retailnb.data.manifest import read_manifest
 from retailnb.enrol import enrolment_curve, hold_out_classes
 from retailnb.evaluation.quickprobe import load_probe_data
-from retailnb.records import Record
+from retailnb.records import NewProductsRecord
 
 
 @dataclass(frozen=True)
@@ -24,28 +22,6 @@ class NewProductsPaths:
     backbone_weights: str
     bundle_dir: str
     metrics: str
-
-
-class NewProductsRecord(Record):
-    """``metrics/new_products.json``: accuracy and time of each enrolment.
-
-    Attributes:
-        architecture: the bundle's backbone.
-        image_size: its input size.
-        n_old: products in the first bundle.
-        n_new: products held out and then enrolled.
-        held_out: their names.
-        first_c: the C cross-validation chose for the first bundle (reused by every enrolment).
-        enrolment: one row per shot count (see :func:`retailnb.enrol.enrolment_curve`).
-    """
-
-    architecture: str
-    image_size: int
-    n_old: int
-    n_new: int
-    held_out: list[str]
-    first_c: float
-    enrolment: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)

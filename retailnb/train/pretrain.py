@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
 
 from retailnb.atomic import atomic_write_text
+from retailnb.config.base import Spec
 from retailnb.config.pretrain import PretrainStage
 from retailnb.data.images import decode_images
 from retailnb.data.manifest import encode_labels, read_manifest
@@ -33,7 +33,7 @@ from retailnb.transforms.views import retail_view_transform
 log = logging.getLogger(__name__)
 
 
-class PretrainRun(BaseModel):
+class PretrainRun(Spec):
     """One pretraining run: the variant's spec and its paths; JSON so ``torchrun`` workers get it too.
 
     Attributes:
@@ -43,8 +43,6 @@ class PretrainRun(BaseModel):
         live_dir: dvclive folder for the curves; empty for none.
         decode_workers: processes decoding images; None uses every core.
     """
-
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
 
     spec: PretrainStage
     manifest: str
