@@ -108,14 +108,16 @@ def _unknown_keys(params: Mapping[str, Any], paths: Mapping[str, str], file: Pat
     known = known_keys()
     whole = {path for stage in STAGES.values() for path in stage.reads.values() if "{key}" not in path}
     problems = []
-    sections = {".".join(p.split(".")[:i]) for p in paths.values() for i in range(1, len(p.split(".")))}
+    # the top level ("") and every mapping along the stage's key paths
+    sections = {".".join(p.split(".")[:i]) for p in paths.values() for i in range(len(p.split(".")))}
     for section in sorted(sections):
         if any(section == w or section.startswith(w + ".") for w in whole):
             continue  # read whole by some stage: its model rejects unknown keys itself
         node = lookup(params, section, file=file) if section else params
         if section in known and isinstance(node, Mapping):
             for extra in sorted(set(map(str, node)) - known[section]):
-                problems.append(f"{section}.{extra}: unknown key (known: {', '.join(sorted(known[section]))})")
+                key = f"{section}.{extra}" if section else extra
+                problems.append(f"{key}: unknown key (known: {', '.join(sorted(known[section]))})")
     return problems
 
 

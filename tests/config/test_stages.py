@@ -66,6 +66,13 @@ def test_an_unknown_key_is_an_error(tmp_path: Path) -> None:
         load_stage("noisy", write(tmp_path, params))
 
 
+def test_an_unknown_section_is_an_error(tmp_path: Path) -> None:
+    params = repo_params()
+    params["evalute"] = {"probe": {"draws": 3}}  # a typo of evaluate
+    with pytest.raises(ParamsError, match=r"evalute: unknown key \(known: backbone, compute, data, evaluate"):
+        load_stage("report", write(tmp_path, params))
+
+
 def test_an_unknown_variant_names_the_entries(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match=r"pretrain\.variants: no entry 'simclr2' \(entries: simclr_supcon, simclr"):
         load_stage("pretrain", write(tmp_path, repo_params()), "simclr2")
