@@ -883,7 +883,7 @@ def _bundle(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> 
     pre = meta["preprocessing"]
     probe = None
     if meta["probe"] is not None:
-        probe = LinearProbe(*(arrays[f"probe/{k}"] for k in _PROBE_KEYS), c=float(meta["probe"]["c"]))
+        probe = LinearProbe(**{k: arrays[f"probe/{k}"] for k in _PROBE_KEYS}, c=float(meta["probe"]["c"]))
     s = meta["settings"]
     return Bundle(
         architecture=meta["architecture"],

@@ -36,7 +36,7 @@ def is_image_file(path: Path) -> bool:
 
 def _images_under(folder: Path) -> list[Path]:
     """Image files anywhere below ``folder``, sorted, skipping hidden files and folders."""
-    found = []
+    found: list[Path] = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if is_listable(Path(d)))  # prune hidden folders
         found.extend(p for p in (Path(root) / f for f in files) if is_image_file(p))

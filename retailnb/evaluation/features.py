@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -68,7 +69,7 @@ def _check_feature_set(features: np.ndarray, labels: np.ndarray, class_names: li
 def save_features(
     path: PathLike,
     features: np.ndarray,
-    labels: np.ndarray,
+    labels: np.ndarray | Sequence[int],
     class_names: list[str] | tuple[str, ...],
     **meta: Any,
 ) -> Path:
@@ -106,7 +107,7 @@ def save_features(
         "meta_json": np.asarray(meta_json),
     }
     with atomic_write(path, "wb") as fh:
-        np.savez(fh, **arrays)  # to a file object: numpy adds no .npz suffix to the temporary name
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle; to a file object: numpy adds no .npz suffix to the temporary name
     return path
 
 

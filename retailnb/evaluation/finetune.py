@@ -7,6 +7,7 @@ that a logistic regression on the frozen backbone comes close to this at a fract
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ def finetune(
     *,
     spec: FinetuneSpec,
     compute: ComputeSpec,
-    state_path: str | Path,
+    state_path: str | os.PathLike[str],
     image_size: int,
 ) -> FinetuneResult:
     """Train backbone and a new classifier on (x_train, y_train); score on (x_test, y_test).
@@ -76,7 +77,7 @@ def finetune(
     sampler = EpochBatchSampler(np.full(len(dataset), -1), rank=fabric.global_rank, world_size=fabric.world_size,
                                 batch_size=min(spec.batch_size, len(dataset)), images_per_class=2,
                                 supcon_fraction=0.0, seed=spec.engine.seed)
-    fit(fabric, model, dataset, sampler, StudentObjective(), spec.engine, compute, state_path=state_path,
+    fit(fabric, model, dataset, sampler, StudentObjective(), spec.engine, compute, state_path=Path(state_path),
         run_key=f"finetune:{architecture}:{len(dataset)}:{spec.model_dump_json()}")
     predictions = network_probabilities(model, x_test).argmax(1)
     accuracy = float((predictions == np.asarray(y_test)).mean())

@@ -15,6 +15,8 @@ below both, so that evaluation does not import from the noisy-student package.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import timm
 import torch
@@ -43,7 +45,7 @@ class EmbeddingStudent(nn.Module):
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.net = net
+        self.net: Any = net  # a timm model: forward_features and forward_head are not nn.Module's
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.net.forward_features(images)
@@ -134,7 +136,7 @@ def build_student(
 
 def classifier_keys(model: nn.Module) -> list[str]:
     """State-dict keys of a timm model's classifier (what a feature backbone does not have)."""
-    name = model.pretrained_cfg.get("classifier", "fc") if hasattr(model, "pretrained_cfg") else "fc"
+    name = getattr(model, "pretrained_cfg", {}).get("classifier", "fc")
     return [k for k in model.state_dict() if k == name or k.startswith(f"{name}.")]
 
 

@@ -42,8 +42,8 @@ def model_device(model: nn.Module) -> torch.device:
     """The device of ``model``'s first parameter (or buffer); CPU for a model that has neither."""
     for tensor in model.parameters():
         return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 
@@ -86,7 +86,8 @@ def borrowed_for_inference(model: nn.Module, device: torch.device) -> Iterator[n
     buffers = [(m, name, b) for m in model.modules() for name, b in m.named_buffers(recurse=False)]
     modes = [(m, m.training) for m in model.modules()]
     try:
-        model.to(device=device, memory_format=torch.channels_last)
+        model.to(device=device)
+        model.to(memory_format=torch.channels_last)
         model.eval()
         yield model
     finally:

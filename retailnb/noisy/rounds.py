@@ -129,7 +129,7 @@ def run_noisy_student(spec: NoisyStage, out_dir: str, source: SourceImages, prob
     """
     noisy = spec.noisy
     out = Path(out_dir)
-    rows = [RoundRecord(round=0, **probe_scores(teacher_backbone, probe))]
+    rows = [RoundRecord.model_validate({"round": 0, **probe_scores(teacher_backbone, probe)})]
     probs = teacher_probs
     backbone_weights = teacher_backbone.state_dict()
     fabric = make_fabric(spec.compute)
@@ -169,14 +169,14 @@ def run_noisy_student(spec: NoisyStage, out_dir: str, source: SourceImages, prob
             atomic_torch_save(student.state_dict(), folder / "student.pt")
             atomic_torch_save(backbone_weights, folder / "backbone.pt")
         pseudo_targets = dataset.targets[len(source.labels):]
-        rows.append(RoundRecord(
-            round=r,
+        rows.append(RoundRecord.model_validate({
+            "round": r,
             **probe_scores(target_backbone(spec, backbone_weights), probe),
             **quality,
-            target_confidence=float(pseudo_targets.max(dim=1).values.mean()) if len(pseudo_targets) else None,
-            train_loss=result.history["loss"][-1],
-            images=len(dataset),
-        ))
+            "target_confidence": float(pseudo_targets.max(dim=1).values.mean()) if len(pseudo_targets) else None,
+            "train_loss": result.history["loss"][-1],
+            "images": len(dataset),
+        }))
         log.info("round %d: %s", r, rows[-1])
         probs = network_probabilities(student, source.unlabelled)
     return rows

@@ -65,7 +65,7 @@ def fit_linear_head(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int
 
 
 def fit_feature_teacher(
-    backbone: nn.Module, images: np.ndarray | torch.Tensor, labels: Sequence[int], *, classifier: str = "logreg", seed: int = 0
+    backbone: nn.Module, images: np.ndarray | torch.Tensor, labels: Sequence[int] | np.ndarray, *, classifier: str = "logreg", seed: int = 0
 ) -> FeatureTeacher:
     """Fit round 1's teacher on the labelled images.
 

@@ -41,8 +41,10 @@ def catalogue_vs_shelf(
         raise ValueError(f"no images in group {group!r}")
     fig, axes = plt.subplots(len(classes), 1 + n_shelf, figsize=(1.6 * (1 + n_shelf), 1.7 * len(classes)), squeeze=False)
     for row, name in zip(axes, classes):
-        seen: set[str] = set()
-        unique = [r for r in by_class[name] if not (r.path in seen or seen.add(r.path))]
+        first: dict[str, Record] = {}
+        for r in by_class[name]:
+            first.setdefault(r.path, r)  # an image listed under several roles is shown once
+        unique = list(first.values())
         catalogue = [r for r in unique if r.domain == "catalogue"][:1]
         shelf = [r for r in unique if r.domain != "catalogue"][:n_shelf]
         for ax, rec in zip(row, catalogue + shelf):

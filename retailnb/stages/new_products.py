@@ -50,6 +50,7 @@ def run(spec: NewProductsStage, paths: NewProductsPaths) -> NewProductsResult:
     rows, final = enrolment_curve(bundle, data.x_train[~is_old], train_names[~is_old].tolist(),
                                   embed(bundle, data.x_test), test_names.tolist(), shots=settings.shots,
                                   seed=settings.seed)
+    assert bundle.probe is not None  # fit_probe just fitted it
     record = NewProductsRecord(architecture=spec.backbone.architecture, image_size=size, n_old=len(old),
                                n_new=len(new), held_out=list(new), first_c=bundle.probe.c, enrolment=rows)
     record.write(paths.metrics)

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from lightly.utils.scheduler import CosineWarmupScheduler
@@ -178,7 +178,7 @@ def fit(
     loader = DataLoader(
         dataset, batch_sampler=batch_sampler, num_workers=compute.num_workers, persistent_workers=False
     )
-    loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+    loader = cast(DataLoader[Any], fabric.setup_dataloaders(loader, use_distributed_sampler=False))
     last = config.epochs - 1 if stop_after_epoch is None else min(stop_after_epoch, config.epochs - 1)
     for epoch in range(start_epoch, last + 1):
         batch_sampler.set_epoch(epoch)

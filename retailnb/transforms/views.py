@@ -143,7 +143,7 @@ def n_views(transform: ImageTransform, n: int) -> Callable[[Tensor], list[Tensor
     """
     if n < 1:
         raise ValueError(f"n must be at least 1 view, got {n}")
-    return MultiViewTransform([transform] * n)  # type: ignore[list-item]  # lightly annotates Compose only
+    return MultiViewTransform([transform] * n)  # type: ignore[list-item,return-value]  # lightly annotates Compose and PIL
 
 
 def eval_transform(size: int, *, crop_fraction: float = 1.0) -> ImageTransform:
