@@ -1,20 +1,16 @@
-"""Enrolling products: product folders, held-out products, old/new scores, the curve and its notebook."""
+"""Enrolling products: product folders, held-out products, old/new scores, and the curve (the notebook runs in the session pipeline)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import papermill as pm
 import pytest
 import torch
 
 from retailnb.bundle import Bundle, embed, fit_probe, new_bundle
-from retailnb.config.data import SyntheticConfig
 from retailnb.data.adapters import DatasetError
 from retailnb.data.imagefiles import image_files, product_folders
 from retailnb.data.images import ImageError
-from retailnb.data.synthetic import generate
 from retailnb.enrol import (
     enrolment_curve,
     enrolment_table,
@@ -22,12 +18,8 @@ from retailnb.enrol import (
     hold_out_classes,
     score_old_new,
 )
-from retailnb.models.backbone import create_backbone
-from retailnb.models.checkpoint import save_backbone
-from pipeline_fixture import write_params
-from shared_fixtures import colour_images, default_part, repo_params, with_overrides, write_colour_folder
+from shared_fixtures import colour_images, write_colour_folder
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
 
 
@@ -113,36 +105,3 @@ def test_enrolment_curve_learns_new_products(base: Bundle) -> None:
     assert final.class_names == (*sorted(old), *new) and len(final.labels) == 12 + 6
     table = enrolment_table(rows)
     assert table.splitlines()[1].split()[0] == "before" and len(table.splitlines()) == 4
-
-
-TINY_DATA = dict(
-    n_source_families=1, n_monitor_families=0, n_target_families=2, skus_per_family=3, labelled_fraction=1.0,
-    catalogue_per_sku=1, labelled_shelf_per_sku=0, unlabelled_shelf_per_sku=0, monitor_train_per_sku=0,
-    monitor_test_per_sku=0, probe_train_shelf_per_sku=2, probe_test_per_sku=2, image_size=32, difficulty=0.0,
-    seed=0,
-)
-
-
-@pytest.mark.slow
-def test_new_products_notebook_smoke(tmp_path: Path) -> None:
-    generate(default_part(SyntheticConfig, "data.synthetic", **TINY_DATA), tmp_path / "data" / "prepared", workers=1)
-    torch.manual_seed(0)
-    save_backbone(tmp_path / "backbone.pt", create_backbone("test_resnet"))
-    write_params(tmp_path, with_overrides(repo_params(), {
-        "backbone.architecture": "test_resnet", "backbone.image_size": 32,
-        "new_products.n_new": 2, "new_products.shots": [1, 2],
-    }))
-    out = tmp_path / "reports" / "06_new_products.ipynb"
-    out.parent.mkdir(parents=True)
-    pm.execute_notebook(
-        str(REPO / "notebooks" / "06_new_products.ipynb"), str(out), kernel_name="python3", cwd=str(tmp_path),
-        progress_bar=False,
-        parameters=dict(params_file="params.yaml", backbone_weights="backbone.pt"),
-    )
-    metrics = json.loads((tmp_path / "metrics" / "new_products.json").read_text())
-    assert [r["shots"] for r in metrics["enrolment"]] == [0, 1, 2]
-    assert len(metrics["held_out"]) == 2 and metrics["n_old"] == 4
-    assert all(0.0 <= r["old_accuracy"] <= 1.0 and r["n_new"] == 4 for r in metrics["enrolment"])
-    assert metrics["enrolment"][0]["new_accuracy"] == 0.0  # before enrolment no new product can be predicted
-    assert (tmp_path / "models" / "bundle" / "catalogue.bundle").is_file()
-    assert (tmp_path / "reports" / "figures" / "06_new_products" / "enrolment.png").stat().st_size > 1000

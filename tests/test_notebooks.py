@@ -287,8 +287,15 @@ def test_report_and_new_products_stages(pipeline: Path) -> None:
     assert "simclr_supcon" in table and "random_init" in table
     assert "### Target `prepared`" in table and "### Target `shop`, imagefolder: 3 products" in table
     record = read(pipeline, "metrics/new_products.json")
-    assert record["n_new"] == TINY["new_products.n_new"] and [r["shots"] for r in record["enrolment"]][-2:] == [1, 2]
+    n_products = TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"]
+    assert [r["shots"] for r in record["enrolment"]] == [0, *TINY["new_products.shots"]]
+    assert len(record["held_out"]) == record["n_new"] == TINY["new_products.n_new"]
+    assert record["n_old"] == n_products - TINY["new_products.n_new"]
+    new_test_images = TINY["new_products.n_new"] * TINY_DATA["probe_test_per_sku"]
+    assert all(0.0 <= r["old_accuracy"] <= 1.0 and r["n_new"] == new_test_images for r in record["enrolment"])
+    assert record["enrolment"][0]["new_accuracy"] == 0.0  # before enrolment no new product can be predicted
     assert (pipeline / "models" / "bundle" / "catalogue.bundle").is_file()
+    assert (pipeline / "reports" / "figures" / "06_new_products" / "enrolment.png").stat().st_size > 1000
 
 
 def copy_of(pipeline: Path, tmp_path: Path) -> Path:
