@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from pipeline_fixture import dvc, tiny_repo
+from pipeline_fixture import TinyPipeline, run_pipeline
 from shared_fixtures import GROCERY_ROOT
 
 
@@ -18,8 +19,36 @@ def grocery_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A repository where ``dvc repro`` has run every stage on tiny parameters (once per session)."""
-    root = tiny_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    dvc(root, "repro")
-    return root
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> TinyPipeline:
+    """The tiny pipeline, run once per session (see :func:`pipeline_fixture.run_pipeline`)."""
+    return run_pipeline(tmp_path_factory.mktemp("pipeline"))
+
+
+@pytest.fixture
+def pipeline(tiny_pipeline: TinyPipeline) -> Path:
+    """A repository where ``dvc repro`` has run every stage on tiny parameters."""
+    return tiny_pipeline.root
+
+
+PIPELINE_TESTS = "test_pipeline.py"
+"""The file whose tests share the session's tiny pipeline; the longest chain of the suite."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, one compute thread per worker process and per process it starts.
+
+    Two workers share this machine's two cores; a worker whose torch also starts two threads (and each
+    notebook kernel or ``torchrun`` process it starts, likewise) oversubscribes the cores and spends the
+    difference spinning. Results do not depend on the thread count.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start with the pipeline's tests, so that their worker begins the longest chain first."""
+    items.sort(key=lambda item: item.path.name != PIPELINE_TESTS)  # stable: each file keeps its order

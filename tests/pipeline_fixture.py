@@ -1,9 +1,13 @@
 """The tiny pipeline, run once per test session through the real stage commands (``dvc repro``).
 
 A throwaway DVC repository gets the project's ``dvc.yaml``, notebooks and package sources, and a
-``params.yaml`` that is the project's own with tiny sizes set (:data:`TINY`), plus a second evaluation
-target read by the image-folder adapter. ``dvc repro`` then runs every stage exactly as a user's run does:
-papermill passes each notebook only the params file, its foreach key and paths.
+``params.yaml`` that is the project's own with tiny sizes set (:data:`TINY`) and two of the pretraining
+variants (two are enough to show that a change to one reruns only that one). ``dvc repro`` then runs every
+stage exactly as a user's run does: papermill passes each notebook only the params file, its foreach key
+and paths.
+
+:func:`run_pipeline` also runs the soft-pseudolabel experiment (``dvc exp run -S noisy.pseudo.soft=true``)
+in a copy, beside the stages after ``noisy``, so that the session's longest chain stays short.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +50,12 @@ TINY: dict[str, Any] = {
 }
 """Overrides of the project's params.yaml for the tiny pipeline."""
 
+TINY_VARIANTS = ("simclr_supcon", "simclr")
+"""The pretraining variants of the tiny pipeline (the main one first)."""
+
+SOFT_EXPERIMENT = ("-S", "noisy.pseudo.soft=true", "-S", "noisy.pseudo.balance=false")
+"""The experiment run on a copy of the tiny pipeline: soft targets, no class balancing."""
+
 SHOP = (("tea", 60), ("jam", 130), ("oil", 200))
 """The image-folder target: three products told apart by brightness; 3 training and 2 test images each."""
 
@@ -77,6 +88,41 @@ def dvc(root: Path, *args: str, timeout: float = 900) -> subprocess.CompletedPro
     return run
 
 
+def copy_repo(root: Path, dest: Path) -> Path:
+    """A copy of a repository (git, DVC cache and outputs), to change without side effects."""
+    shutil.copytree(root, dest, symlinks=True)
+    return dest
+
+
+@dataclass(frozen=True)
+class TinyPipeline:
+    """The session's tiny pipeline.
+
+    Attributes:
+        root: the repository where ``dvc repro`` ran every stage with the project's params (tiny sizes).
+        soft: a copy of it after the ``noisy`` stage, where :data:`SOFT_EXPERIMENT` ran the noisy stage again.
+        soft_run: that ``dvc exp run``'s exit code and output.
+    """
+
+    root: Path
+    soft: Path
+    soft_run: subprocess.CompletedProcess[str]
+
+
+def run_pipeline(base: Path) -> TinyPipeline:
+    """Run the tiny pipeline under ``base``, and the soft experiment in a copy beside its last stages."""
+    root = tiny_repo(base / "repo")
+    dvc(root, "repro", "noisy")  # data, pretraining, the noisy student
+    soft = copy_repo(root, base / "soft")
+    experiment = subprocess.Popen([sys.executable, "-m", "dvc", "exp", "run", "noisy", "-s", *SOFT_EXPERIMENT],
+                                  cwd=soft, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        dvc(root, "repro")  # evaluation, new products, report
+    finally:
+        out, err = experiment.communicate(timeout=900)
+    return TinyPipeline(root, soft, subprocess.CompletedProcess(experiment.args, experiment.returncode, out, err))
+
+
 def tiny_repo(root: Path) -> Path:
     """A git + DVC repository with the project's pipeline and the tiny params, not yet run."""
     root.mkdir(parents=True, exist_ok=True)
@@ -84,9 +130,10 @@ def tiny_repo(root: Path) -> Path:
         shutil.copy(REPO / name, root / name)
     for folder in ("notebooks", "retailnb"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    shop = make_shop(root / "shop")
     params = with_overrides(repo_params(), TINY)
-    params["evaluate"]["targets"]["shop"] = {"source": "imagefolder", "root": str(shop), "labels": "fine"}
+    variants = params["pretrain"]["variants"]
+    for name in [v for v in variants if v not in TINY_VARIANTS]:
+        del variants[name]
     write_params(root, params)
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@t"], ["git", "config", "user.name", "t"]):
         subprocess.run(cmd, cwd=root, check=True)

@@ -93,7 +93,7 @@ def default_spec(stage: str, key: str | None = None, **overrides: Any) -> Any:
     sets ``pretrain.sampler.batch_size``; the section prefix is taken from the stage's reads, so use the
     params.yaml path below the section (``sampler__batch_size``) or a full path (``compute__num_workers``).
     """
-    from retailnb.config.stages import STAGES, spec_from_params
+    from retailnb.config.stages import spec_from_params
 
     params = repo_params()
     resolved = {}

@@ -1,27 +1,25 @@
-"""Notebooks are the product: each runs end to end on tiny parameters, and the pipeline's wiring is checked.
+"""The pipeline's wiring: notebooks, dvc.yaml and params.yaml agree, and a bad value stops a stage.
 
-The smoke runs use papermill exactly as `dvc repro` does and assert on what each stage records.
+The smoke runs of every notebook through the real stage commands are in ``test_pipeline.py``.
 """
 
 from __future__ import annotations
 
 import ast
-import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import pytest
 import yaml
-from pipeline_fixture import TINY, dvc, tiny_repo, write_params
-from shared_fixtures import NOTEBOOKS, REPO, TINY_DATA, repo_params, with_overrides
+from pipeline_fixture import tiny_repo, write_params
+from shared_fixtures import NOTEBOOKS, REPO, repo_params, with_overrides
+from spec_paths import leaves, spec_leaves
 
 from retailnb.config.params_file import lookup, read_params
-from retailnb.config.stages import STAGES, spec_from_params
+from retailnb.config.stages import STAGES
 
 SOURCE_NOTEBOOKS = sorted(NOTEBOOKS.glob("*.ipynb"))
 
@@ -74,31 +72,11 @@ def test_every_stage_declares_exactly_the_params_it_reads() -> None:
             assert stages[name]["foreach"] == "${" + entry.foreach + "}"
 
 
-def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted key path -> value of every leaf of a nested mapping (lists are leaves)."""
-    if not isinstance(node, dict):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        out.update(leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
 def test_every_params_key_is_read_by_some_stage() -> None:
     """A key no stage reads would be a setting that silently does nothing."""
     reads = {path.split(".{key}")[0] for entry in STAGES.values() for path in entry.reads.values()}
     unread = [key for key in leaves(repo_params()) if not any(key == r or key.startswith(r + ".") for r in reads)]
     assert not unread, f"params.yaml keys no stage reads: {unread}"
-
-
-def spec_leaves(stage: str, key: str | None, params: dict[str, Any]) -> dict[str, Any]:
-    """params.yaml key path -> value of every leaf of a stage's spec, as the stage receives it."""
-    spec = spec_from_params(stage, params, key)
-    out: dict[str, Any] = {}
-    for field, path in STAGES[stage].key_paths(key).items():
-        out.update(leaves(getattr(spec, field).model_dump() if hasattr(getattr(spec, field), "model_dump")
-                          else getattr(spec, field), path))
-    return out
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -186,143 +164,6 @@ def test_an_experiment_can_be_queued_without_network(tmp_path: Path) -> None:
                          cwd=clone, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Queued experiment" in run.stdout + run.stderr
-
-
-
-
-# --- the tiny pipeline, run once per session through `dvc repro` (see pipeline_fixture.py) ------------
-
-
-def read(root: Path, path: str) -> Any:
-    return json.loads((root / path).read_text())
-
-
-def test_data_stage(pipeline: Path) -> None:
-    summary = read(pipeline, "metrics/data.json")
-    fams, skus = TINY_DATA["n_target_families"], TINY_DATA["skus_per_family"]
-    assert summary["classes"]["probe_test"] == fams * skus
-    assert summary["target_classes_in_source"] == 0  # synthetic target families are disjoint from the source
-    assert summary["images"]["probe_test"] == fams * skus * TINY_DATA["probe_test_per_sku"]
-    assert all(summary["images"][role] > 0 for role in ("labelled", "unlabelled", "monitor_train", "probe_train"))
-    for name in ("catalogue_vs_shelf.png", "class_counts.png"):
-        assert (pipeline / "reports" / "figures" / "01_data" / name).stat().st_size > 1000
-
-
-def test_pretrain_stage_trains_every_variant(pipeline: Path) -> None:
-    for variant in repo_params()["pretrain"]["variants"]:
-        record = read(pipeline, f"metrics/pretrain/{variant}.json")
-        losses = record["history"]["loss"]
-        assert len(losses) == TINY["pretrain.engine.epochs"] and all(0 < v < 100 for v in losses), (variant, losses)
-        assert record["train"]["images_per_second"] > 0
-        assert (pipeline / "models" / "pretrain" / variant / "backbone.pt").is_file()
-        assert (pipeline / "dvclive" / "pretrain" / variant / "metrics.json").is_file()
-        for name in ("curves.png", "retrievals.png"):
-            assert (pipeline / "reports" / "figures" / f"02_pretrain_{variant}" / name).stat().st_size > 1000
-
-
-def test_pretrain_stage_received_every_value_with_its_yaml_type(pipeline: Path) -> None:
-    """Through the real stage command: the spec the run recorded equals params.yaml, type for type."""
-    params = read_params(pipeline / "params.yaml")
-    for variant in params["pretrain"]["variants"]:
-        used = read(pipeline, f"models/pretrain/{variant}/backbone.json")["spec"]
-        expected = spec_leaves("pretrain", variant, params)
-        got = {}
-        for field, path in STAGES["pretrain"].key_paths(variant).items():
-            got.update(leaves(used[field], path))
-        assert got.keys() == expected.keys()
-        for path, value in expected.items():
-            assert got[path] == value and type(got[path]) is type(value), (path, got[path], value)
-
-
-def test_noisy_stage(pipeline: Path) -> None:
-    record = read(pipeline, "metrics/noisy.json")
-    rounds = record["rounds"]
-    assert [r["round"] for r in rounds] == [0, 1, 2] and record["best_round"] in (0, 1, 2)
-    for row in rounds[1:]:
-        # params.yaml says soft: false, so every pseudolabel target is one-hot
-        assert row["target_confidence"] == 1.0
-        assert 0.0 < row["coverage"] <= 1.0 and row["n_selected"] > 0
-        assert (pipeline / "models" / "noisy" / f"round_{row['round']}" / "pseudolabels.csv").is_file()
-    accuracy = read(pipeline, "metrics/noisy_rounds.json")
-    assert [r["round"] for r in accuracy] == [0, 1, 2]
-    quality = read(pipeline, "metrics/noisy_pseudolabels.json")
-    assert [r["round"] for r in quality] == [1, 2] and quality[0]["coverage"] == rounds[1]["coverage"]
-    # dvc plots show renders a file only when all its rows have the same fields, its x and y among them
-    plotted = [entry for entry in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
-               if next(iter(entry)).startswith("metrics/noisy")]
-    assert len(plotted) == 2
-    for entry in plotted:
-        (file, plot), = entry.items()
-        assert all(set(row) == {plot["x"], *plot["y"]} for row in read(pipeline, file)), file
-    for name in ("threshold.png", "rounds.png"):
-        assert (pipeline / "reports" / "figures" / "03_noisy_student" / name).stat().st_size > 1000
-
-
-def test_evaluate_stage(pipeline: Path) -> None:
-    record = read(pipeline, "metrics/evaluate/prepared.json")
-    n_classes = TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"]
-    assert set(record["methods"]) == {"random_init", "simclr", "simclr_supcon", "supcon", "noisy_round_1",
-                                      "noisy_round_2"}
-    for name, row in record["methods"].items():
-        assert {"probe_1", "probe_2", "probe_all", "knn_all", "ratio_to_finetune"} <= set(row)
-        assert 0.0 <= row["probe_all"] <= 1.0
-    # the synthetic products differ by colour: the best frozen features beat chance
-    assert max(row["probe_all"] for row in record["methods"].values()) > 1 / n_classes
-    assert record["finetuned_accuracy"] > 1 / n_classes and record["finetune_seconds"] > 0
-    assert record["n_test"] == n_classes * TINY_DATA["probe_test_per_sku"]
-    shots = read(pipeline, "metrics/evaluate/prepared/shots.json")
-    assert [p["shots"] for p in shots] == ["1", "2", "all"]
-    assert len(read(pipeline, "metrics/evaluate/prepared/confusion.json")) == record["n_test"]
-    assert len(list((pipeline / "features" / "prepared").glob("*.npz"))) == 6
-    for name in ("shots.png", "embedding_map.png", "shelf_to_catalogue.png", "confusions.png"):
-        assert (pipeline / "reports" / "figures" / "04_evaluate_prepared" / name).stat().st_size > 1000
-    shop = read(pipeline, "metrics/evaluate/shop.json")  # a second target, read by the image-folder adapter
-    assert (shop["n_classes"], shop["n_train"], shop["n_test"]) == (3, 9, 6)
-    # three products of clearly different brightness: the all-image probe of random weights gets them right
-    assert shop["methods"]["random_init"]["probe_all"] >= 5 / 6
-
-
-def test_report_and_new_products_stages(pipeline: Path) -> None:
-    table = (pipeline / "reports" / "results.md").read_text()
-    assert "simclr_supcon" in table and "random_init" in table
-    assert "### Target `prepared`" in table and "### Target `shop`, imagefolder: 3 products" in table
-    record = read(pipeline, "metrics/new_products.json")
-    n_products = TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"]
-    assert [r["shots"] for r in record["enrolment"]] == [0, *TINY["new_products.shots"]]
-    assert len(record["held_out"]) == record["n_new"] == TINY["new_products.n_new"]
-    assert record["n_old"] == n_products - TINY["new_products.n_new"]
-    new_test_images = TINY["new_products.n_new"] * TINY_DATA["probe_test_per_sku"]
-    assert all(0.0 <= r["old_accuracy"] <= 1.0 and r["n_new"] == new_test_images for r in record["enrolment"])
-    assert record["enrolment"][0]["new_accuracy"] == 0.0  # before enrolment no new product can be predicted
-    assert (pipeline / "models" / "bundle" / "catalogue.bundle").is_file()
-    assert (pipeline / "reports" / "figures" / "06_new_products" / "enrolment.png").stat().st_size > 1000
-
-
-def copy_of(pipeline: Path, tmp_path: Path) -> Path:
-    """A copy of the run pipeline repository (git, DVC cache and outputs), to change without side effects."""
-    shutil.copytree(pipeline, tmp_path / "repo", symlinks=True)
-    return tmp_path / "repo"
-
-
-def test_soft_and_balance_reach_the_noisy_stage_through_dvc_exp_run(pipeline: Path, tmp_path: Path) -> None:
-    """`dvc exp run -S noisy.pseudo.soft=true` trains on soft targets; balance: false keeps every image once."""
-    root = copy_of(pipeline, tmp_path)
-    dvc(root, "exp", "run", "noisy", "-s", "-S", "noisy.pseudo.soft=true", "-S", "noisy.pseudo.balance=false")
-    rounds = read(root, "metrics/noisy.json")["rounds"]
-    for row in rounds[1:]:
-        assert row["target_confidence"] < 1.0  # soft targets: the teacher's probabilities
-        # threshold 0 and no balancing: every unlabelled image exactly once
-        assert row["coverage"] == 1.0 and row["n_rows"] == row["n_selected"]
-    default = read(pipeline, "metrics/noisy.json")["rounds"]
-    assert all(row["target_confidence"] == 1.0 for row in default[1:])
-
-
-def test_changing_one_variant_reruns_only_that_variant(pipeline: Path, tmp_path: Path) -> None:
-    root = copy_of(pipeline, tmp_path)
-    params = read_params(root / "params.yaml")
-    write_params(root, with_overrides(params, {"pretrain.variants.simclr.simclr_weight": 0.5}))
-    status = json.loads(dvc(root, "status", "--json").stdout)
-    assert set(status) == {"pretrain@simclr"}, status
 
 
 def test_a_bad_value_stops_the_stage_naming_its_key_and_leaves_no_output(tmp_path: Path) -> None:

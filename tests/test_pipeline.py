@@ -1,0 +1,175 @@
+"""The tiny pipeline, run once per test session through `dvc repro` (see pipeline_fixture.py).
+
+Every stage runs exactly as a user's run does (papermill, the params file, its foreach key and paths), and
+each test asserts on what a stage recorded. This file is one unit of the parallel run (``--dist loadfile``):
+its tests share the session's pipeline on one worker while the other worker takes the unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pipeline_fixture import (
+    SOFT_EXPERIMENT,
+    TINY,
+    TINY_VARIANTS,
+    TinyPipeline,
+    copy_repo,
+    dvc,
+    make_shop,
+    write_params,
+)
+from shared_fixtures import REPO, TINY_DATA, with_overrides
+from spec_paths import leaves, spec_leaves
+
+from retailnb.config.params_file import read_params
+from retailnb.config.stages import STAGES, spec_from_params
+from retailnb.report import results_markdown
+from retailnb.stages import evaluate
+
+
+def read(root: Path, path: str) -> Any:
+    return json.loads((root / path).read_text())
+
+
+def test_data_stage(pipeline: Path) -> None:
+    summary = read(pipeline, "metrics/data.json")
+    fams, skus = TINY_DATA["n_target_families"], TINY_DATA["skus_per_family"]
+    assert summary["classes"]["probe_test"] == fams * skus
+    assert summary["target_classes_in_source"] == 0  # synthetic target families are disjoint from the source
+    assert summary["images"]["probe_test"] == fams * skus * TINY_DATA["probe_test_per_sku"]
+    assert all(summary["images"][role] > 0 for role in ("labelled", "unlabelled", "monitor_train", "probe_train"))
+    for name in ("catalogue_vs_shelf.png", "class_counts.png"):
+        assert (pipeline / "reports" / "figures" / "01_data" / name).stat().st_size > 1000
+
+
+def test_pretrain_stage_trains_every_variant(pipeline: Path) -> None:
+    for variant in TINY_VARIANTS:
+        record = read(pipeline, f"metrics/pretrain/{variant}.json")
+        losses = record["history"]["loss"]
+        assert len(losses) == TINY["pretrain.engine.epochs"] and all(0 < v < 100 for v in losses), (variant, losses)
+        assert record["train"]["images_per_second"] > 0
+        assert (pipeline / "models" / "pretrain" / variant / "backbone.pt").is_file()
+        assert (pipeline / "dvclive" / "pretrain" / variant / "metrics.json").is_file()
+        for name in ("curves.png", "retrievals.png"):
+            assert (pipeline / "reports" / "figures" / f"02_pretrain_{variant}" / name).stat().st_size > 1000
+
+
+def test_pretrain_stage_received_every_value_with_its_yaml_type(pipeline: Path) -> None:
+    """Through the real stage command: the spec the run recorded equals params.yaml, type for type."""
+    params = read_params(pipeline / "params.yaml")
+    for variant in params["pretrain"]["variants"]:
+        used = read(pipeline, f"models/pretrain/{variant}/backbone.json")["spec"]
+        expected = spec_leaves("pretrain", variant, params)
+        got = {}
+        for field, path in STAGES["pretrain"].key_paths(variant).items():
+            got.update(leaves(used[field], path))
+        assert got.keys() == expected.keys()
+        for path, value in expected.items():
+            assert got[path] == value and type(got[path]) is type(value), (path, got[path], value)
+
+
+def test_noisy_stage(pipeline: Path) -> None:
+    record = read(pipeline, "metrics/noisy.json")
+    rounds = record["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2] and record["best_round"] in (0, 1, 2)
+    for row in rounds[1:]:
+        # params.yaml says soft: false, so every pseudolabel target is one-hot
+        assert row["target_confidence"] == 1.0
+        assert 0.0 < row["coverage"] <= 1.0 and row["n_selected"] > 0
+        assert (pipeline / "models" / "noisy" / f"round_{row['round']}" / "pseudolabels.csv").is_file()
+    accuracy = read(pipeline, "metrics/noisy_rounds.json")
+    assert [r["round"] for r in accuracy] == [0, 1, 2]
+    quality = read(pipeline, "metrics/noisy_pseudolabels.json")
+    assert [r["round"] for r in quality] == [1, 2] and quality[0]["coverage"] == rounds[1]["coverage"]
+    # dvc plots show renders a file only when all its rows have the same fields, its x and y among them
+    plotted = [entry for entry in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+               if next(iter(entry)).startswith("metrics/noisy")]
+    assert len(plotted) == 2
+    for entry in plotted:
+        (file, plot), = entry.items()
+        assert all(set(row) == {plot["x"], *plot["y"]} for row in read(pipeline, file)), file
+    for name in ("threshold.png", "rounds.png"):
+        assert (pipeline / "reports" / "figures" / "03_noisy_student" / name).stat().st_size > 1000
+
+
+def test_evaluate_stage(pipeline: Path) -> None:
+    record = read(pipeline, "metrics/evaluate/prepared.json")
+    n_classes = TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"]
+    assert set(record["methods"]) == {"random_init", *TINY_VARIANTS, "noisy_round_1", "noisy_round_2"}
+    for name, row in record["methods"].items():
+        assert {"probe_1", "probe_2", "probe_all", "knn_all", "ratio_to_finetune"} <= set(row)
+        assert 0.0 <= row["probe_all"] <= 1.0
+    # the synthetic products differ by colour: the best frozen features beat chance
+    assert max(row["probe_all"] for row in record["methods"].values()) > 1 / n_classes
+    assert record["finetuned_accuracy"] > 1 / n_classes and record["finetune_seconds"] > 0
+    assert record["n_test"] == n_classes * TINY_DATA["probe_test_per_sku"]
+    shots = read(pipeline, "metrics/evaluate/prepared/shots.json")
+    assert [p["shots"] for p in shots] == ["1", "2", "all"]
+    assert len(read(pipeline, "metrics/evaluate/prepared/confusion.json")) == record["n_test"]
+    assert len(list((pipeline / "features" / "prepared").glob("*.npz"))) == len(record["methods"])
+    for name in ("shots.png", "embedding_map.png", "shelf_to_catalogue.png", "confusions.png"):
+        assert (pipeline / "reports" / "figures" / "04_evaluate_prepared" / name).stat().st_size > 1000
+
+
+def test_a_second_target_read_by_the_image_folder_adapter(pipeline: Path, tmp_path: Path) -> None:
+    """Another entry of evaluate.targets, evaluated by the stage function on the pipeline's backbones."""
+    params = read_params(pipeline / "params.yaml")
+    shop = make_shop(tmp_path / "shop")
+    params["evaluate"]["targets"]["shop"] = {"source": "imagefolder", "root": str(shop), "labels": "fine"}
+    spec = spec_from_params("evaluate", params, "shop")
+    out = tmp_path / "out"
+    models = pipeline / "models"
+    paths = evaluate.EvaluatePaths(
+        manifest=str(pipeline / "data" / "prepared" / "manifest.csv"), pretrain_dir=str(models / "pretrain"),
+        noisy_dir=str(models / "noisy"), features_dir=str(out / "features"), metrics=str(out / "shop.json"),
+        plots_dir=str(out / "plots"))
+    record = evaluate.run(spec, "shop", paths).record
+    assert (record.target, record.target_source) == ("shop", "imagefolder")
+    assert (record.n_classes, record.n_train, record.n_test) == (3, 9, 6)
+    # three products of clearly different brightness: the all-image probe of random weights gets them right
+    assert record.methods["random_init"]["probe_all"] >= 5 / 6
+    assert read(out, "shop.json") == record.model_dump()
+    prepared = read(pipeline, "metrics/evaluate/prepared.json")
+    table = results_markdown({"prepared": prepared, "shop": record.model_dump()})
+    assert "### Target `shop`, imagefolder: 3 products, 9 training and 6 test images" in table
+
+
+def test_report_and_new_products_stages(pipeline: Path) -> None:
+    table = (pipeline / "reports" / "results.md").read_text()
+    assert "simclr_supcon" in table and "random_init" in table
+    assert "### Target `prepared`" in table
+    record = read(pipeline, "metrics/new_products.json")
+    n_products = TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"]
+    assert [r["shots"] for r in record["enrolment"]] == [0, *TINY["new_products.shots"]]
+    assert len(record["held_out"]) == record["n_new"] == TINY["new_products.n_new"]
+    assert record["n_old"] == n_products - TINY["new_products.n_new"]
+    new_test_images = TINY["new_products.n_new"] * TINY_DATA["probe_test_per_sku"]
+    assert all(0.0 <= r["old_accuracy"] <= 1.0 and r["n_new"] == new_test_images for r in record["enrolment"])
+    assert record["enrolment"][0]["new_accuracy"] == 0.0  # before enrolment no new product can be predicted
+    assert (pipeline / "models" / "bundle" / "catalogue.bundle").is_file()
+    assert (pipeline / "reports" / "figures" / "06_new_products" / "enrolment.png").stat().st_size > 1000
+
+
+def test_soft_and_balance_reach_the_noisy_stage_through_dvc_exp_run(tiny_pipeline: TinyPipeline) -> None:
+    """`dvc exp run -S noisy.pseudo.soft=true` trains on soft targets; balance: false keeps every image once."""
+    run = tiny_pipeline.soft_run
+    assert run.returncode == 0, f"dvc exp run {' '.join(SOFT_EXPERIMENT)} failed:\n{run.stdout}\n{run.stderr}"
+    rounds = read(tiny_pipeline.soft, "metrics/noisy.json")["rounds"]
+    for row in rounds[1:]:
+        assert row["target_confidence"] < 1.0  # soft targets: the teacher's probabilities
+        # threshold 0 and no balancing: every unlabelled image exactly once
+        assert row["coverage"] == 1.0 and row["n_rows"] == row["n_selected"]
+    default = read(tiny_pipeline.root, "metrics/noisy.json")["rounds"]
+    assert all(row["target_confidence"] == 1.0 for row in default[1:])
+
+
+def test_changing_one_variant_reruns_only_that_variant(pipeline: Path, tmp_path: Path) -> None:
+    root = copy_repo(pipeline, tmp_path / "repo")
+    params = read_params(root / "params.yaml")
+    write_params(root, with_overrides(params, {"pretrain.variants.simclr.simclr_weight": 0.5}))
+    status = json.loads(dvc(root, "status", "--json").stdout)
+    assert set(status) == {"pretrain@simclr"}, status
