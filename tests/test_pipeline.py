@@ -167,6 +167,15 @@ def test_soft_and_balance_reach_the_noisy_stage_through_dvc_exp_run(tiny_pipelin
     assert all(row["target_confidence"] == 1.0 for row in default[1:])
 
 
+def test_every_stage_wrote_its_executed_notebook_and_html_report(pipeline: Path) -> None:
+    names = ["01_data", *(f"02_pretrain_{v}" for v in TINY_VARIANTS), "03_noisy_student", "04_evaluate_prepared",
+             "05_report", "06_new_products"]
+    for name in names:
+        assert (pipeline / "reports" / f"{name}.ipynb").is_file(), name
+        html = (pipeline / "reports" / f"{name}.html").read_text()
+        assert html.startswith("<!DOCTYPE html>") and "Parameters" in html, name  # papermill's injected cell
+
+
 def test_changing_one_variant_reruns_only_that_variant(pipeline: Path, tmp_path: Path) -> None:
     root = copy_repo(pipeline, tmp_path / "repo")
     params = read_params(root / "params.yaml")
