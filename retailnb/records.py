@@ -79,12 +79,15 @@ class PretrainRecord(Record):
 
     Attributes:
         variant: the pretraining variant.
+        objectives: the weight of each objective (``simclr``, ``supcon``; 0: switched off), so the report
+            knows which variants combine which objectives whatever they are named.
         monitor: ``pretrained`` and ``random_init`` scores on the monitor split.
         train: throughput and final loss.
         history: loss and learning rate per epoch.
     """
 
     variant: str
+    objectives: dict[str, float]
     monitor: dict[str, ProbeScores]
     train: TrainSummary
     history: dict[str, list[float]]

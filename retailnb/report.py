@@ -1,44 +1,58 @@
-"""The final report's words and tables, computed from the metrics the stages wrote.
+"""The final report's words and tables, computed from the typed records the stages wrote.
 
 Every sentence that judges a result ("pretraining helped", "round 2 did not help") is derived here from the
-numbers, so the report cannot drift from the metrics: rerun the pipeline and the verdicts follow.
+numbers, so the report cannot drift from the metrics: rerun the pipeline and the verdicts follow. The
+inputs are the stages' own records (:mod:`retailnb.records`), validated when read, and which pretraining
+variants combine which objectives comes from the pretraining records, not from variant names.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from retailnb.records import NoisyRecord, RoundRecord
+from retailnb.records import (
+    DataRecord,
+    EvaluateRecord,
+    NoisyRecord,
+    PretrainRecord,
+    R,
+    RoundRecord,
+    read_record,
+)
 
-PRETRAIN_VARIANTS = ("simclr", "supcon", "simclr_supcon")
-"""Names of the contrastive pretraining variants in ``metrics/evaluate/<target>.json``."""
+OBJECTIVE_NAMES = {"simclr": "SimCLR", "supcon": "SupCon"}
+"""How the report writes each pretraining objective of :attr:`PretrainRecord.objectives`."""
+
+Row = Mapping[str, float]
+"""One method's row of :attr:`EvaluateRecord.methods`: ``probe_<shots>`` (and ``_std``), ``knn_all``, ..."""
 
 _PROBE_KEY = re.compile(r"^probe_(\d+|all)$")
 _ROUND_KEY = re.compile(r"^noisy_round_(\d+)$")
 
 
-def read_json(path: str | Path) -> dict[str, Any] | None:
-    """The JSON object at ``path``, or None when the file does not exist (a stage that was not run)."""
-    p = Path(path)
-    return json.loads(p.read_text()) if p.is_file() else None
+def read_optional(model: type[R], path: str | Path) -> R | None:
+    """The record at ``path``, or None when the file does not exist (a stage that was not run)."""
+    return read_record(model, path) if Path(path).is_file() else None
 
 
-def read_metrics_folder(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Metrics per run of a ``foreach`` stage: the ``<name>.json`` files of a folder, or one file named by its stem.
+def read_records(model: type[R], path: str | Path) -> dict[str, R]:
+    """Records per run of a ``foreach`` stage: the ``<name>.json`` files of a folder, or one file named by its stem.
 
     Pretraining writes one file per variant (``metrics/pretrain/<variant>.json``), the evaluation one per
     target (``metrics/evaluate/<target>.json``).
 
     Returns an empty dict when ``path`` does not exist.
+
+    Raises:
+        pydantic.ValidationError: a file does not hold a ``model`` record.
     """
     p = Path(path)
     if p.is_file():
-        return {p.stem: json.loads(p.read_text())}
-    return {f.stem: json.loads(f.read_text()) for f in sorted(p.glob("*.json"))} if p.is_dir() else {}
+        return {p.stem: read_record(model, p)}
+    return {f.stem: read_record(model, f) for f in sorted(p.glob("*.json"))} if p.is_dir() else {}
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -55,13 +69,13 @@ def _fmt(value: Any, std: Any = None) -> str:
     return f"{value:.3f} ± {std:.3f}" if std is not None else f"{value:.3f}"
 
 
-def shot_keys(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def shot_keys(methods: Mapping[str, Row]) -> list[str]:
     """The ``probe_<shots>`` keys any method has, numbers ascending and ``probe_all`` last."""
     found = {m.group(1) for row in methods.values() for key in row if (m := _PROBE_KEY.match(key))}
     return [f"probe_{s}" for s in sorted(found, key=lambda s: (s == "all", int(s) if s != "all" else 0))]
 
 
-def _spread(row: Mapping[str, Any], key: str) -> float | None:
+def _spread(row: Row, key: str) -> float | None:
     """The recorded std of ``key``; none for all images, whose single draw has no spread (recorded as 0.0)."""
     std = row.get(f"{key}_std")
     return None if key == "probe_all" and not std else std
@@ -72,44 +86,40 @@ def _shot_header(key: str) -> str:
     return "all images" if shots == "all" else f"{shots}-shot"
 
 
-def method_table_markdown(evaluate: Mapping[str, Any]) -> str:
+def method_table_markdown(evaluate: EvaluateRecord) -> str:
     """The main results table: one row per method, probe accuracy per shot count, kNN, ratio to finetuning.
 
     Shot columns are those any method has (a run without 10-shot has no 10-shot column); a method
     missing one shows "–". The main variant is marked, and a last row gives the finetuned network.
 
     Args:
-        evaluate: the contents of ``metrics/evaluate/<target>.json`` (``methods``, ``finetuned_accuracy``,
-            ``main_variant``).
+        evaluate: the record of ``metrics/evaluate/<target>.json``.
 
     Returns:
         The table as Markdown, ending with a newline.
     """
-    methods: Mapping[str, Mapping[str, Any]] = evaluate["methods"]
-    keys = shot_keys(methods)
+    keys = shot_keys(evaluate.methods)
     header = ["method", *(_shot_header(k) for k in keys), "kNN (all images)", "ratio to finetuned"]
     rows = []
-    for name, row in methods.items():
-        label = f"`{name}`" + (" (main)" if name == evaluate.get("main_variant") else "")
+    for name, row in evaluate.methods.items():
+        label = f"`{name}`" + (" (main)" if name == evaluate.main_variant else "")
         cells = [_fmt(row.get(k), _spread(row, k)) for k in keys]
         ratio = row.get("ratio_to_finetune")
         rows.append([label, *cells, _fmt(row.get("knn_all")), "–" if ratio is None else f"{ratio:.2f}"])
-    finetuned = evaluate.get("finetuned_accuracy")
-    if finetuned is not None:
-        cells = ["–"] * len(keys)
-        if keys and keys[-1] == "probe_all":
-            cells[-1] = _fmt(finetuned)
-        rows.append(["finetuned (whole network)", *cells, "–", "1.00"])
+    cells = ["–"] * len(keys)
+    if keys and keys[-1] == "probe_all":
+        cells[-1] = _fmt(evaluate.finetuned_accuracy)
+    rows.append(["finetuned (whole network)", *cells, "–", "1.00"])
     return markdown_table(header, rows)
 
 
-def _headline_key(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
+def _headline_key(a: Row, b: Row) -> str | None:
     """The probe key two methods are compared on: all images if both have it, else the most shots both have."""
     common = [k for k in shot_keys({"a": a}) if k in b]
     return common[-1] if common else None
 
 
-def _tolerance(a: Mapping[str, Any], b: Mapping[str, Any], key: str, tol: float) -> float:
+def _tolerance(a: Row, b: Row, key: str, tol: float) -> float:
     """``tol``, or the larger recorded standard deviation of ``key`` when that is larger."""
     return max([tol, *(float(r[f"{key}_std"]) for r in (a, b) if r.get(f"{key}_std") is not None)])
 
@@ -140,8 +150,8 @@ def _measure(key: str) -> str:
     return "probe accuracy with all images" if shots == "all" else f"probe accuracy with {shots} images per product"
 
 
-def _compare(subject: str, new: tuple[str, Mapping[str, Any]], old: tuple[str, Mapping[str, Any]], tol: float) -> str:
-    """:func:`judge` of two method rows of ``metrics/evaluate/<target>.json`` on their headline probe accuracy."""
+def _compare(subject: str, new: tuple[str, Row], old: tuple[str, Row], tol: float) -> str:
+    """:func:`judge` of two method rows of an :class:`EvaluateRecord` on their headline probe accuracy."""
     key = _headline_key(new[1], old[1])
     if key is None:
         return f"{subject}: {new[0]} and {old[0]} share no shot count to compare."
@@ -149,12 +159,12 @@ def _compare(subject: str, new: tuple[str, Mapping[str, Any]], old: tuple[str, M
     return judge(subject, (new[0], float(new[1][key])), (old[0], float(old[1][key])), t, _measure(key))
 
 
-def ratio_sentence(evaluate: Mapping[str, Any]) -> str:
+def ratio_sentence(evaluate: EvaluateRecord) -> str:
     """How close the main backbone's all-image logistic probe comes to finetuning, as a percentage."""
-    main = evaluate.get("main_variant", "")
-    row = evaluate["methods"].get(main)
-    finetuned = evaluate.get("finetuned_accuracy")
-    if row is None or finetuned is None or row.get("probe_all") is None:
+    main = evaluate.main_variant
+    row = evaluate.methods.get(main)
+    finetuned = evaluate.finetuned_accuracy
+    if row is None or row.get("probe_all") is None:
         return f"No all-image probe of the main backbone `{main}` and finetuned accuracy to compare."
     ratio = row.get("ratio_to_finetune")
     if ratio is None:
@@ -166,7 +176,7 @@ def ratio_sentence(evaluate: Mapping[str, Any]) -> str:
     )
 
 
-def _noisy_rounds(methods: Mapping[str, Mapping[str, Any]]) -> list[tuple[int, str]]:
+def _noisy_rounds(methods: Mapping[str, Row]) -> list[tuple[int, str]]:
     """(round, method name) of the noisy-student rows of ``methods``, by round number."""
     return sorted((int(m.group(1)), name) for name in methods if (m := _ROUND_KEY.match(name)))
 
@@ -184,15 +194,15 @@ def _pseudolabel_note(noisy: NoisyRecord | None, r: int) -> str:
     return f" Its pseudolabels: {', '.join(parts)}." if parts else ""
 
 
-def noisy_verdicts(evaluate: Mapping[str, Any], noisy: NoisyRecord | None, tol: float) -> list[str]:
+def noisy_verdicts(evaluate: EvaluateRecord, noisy: NoisyRecord | None, tol: float) -> list[str]:
     """One verdict per noisy-student round against round 0, the contrastive backbone alone.
 
     The rounds' rows of ``metrics/evaluate/<target>.json`` are compared with the main variant's row (round 0's
     teacher), on the same protocol as the table. When evaluate has no such rows, the probe accuracies of
     ``metrics/noisy.json`` are used instead. Pseudolabel precision and coverage come from ``noisy``.
     """
-    methods = evaluate["methods"]
-    main = evaluate.get("main_variant", "")
+    methods = evaluate.methods
+    main = evaluate.main_variant
     rounds = _noisy_rounds(methods)
     if rounds and main in methods:
         old = ("round 0, the contrastive backbone alone", methods[main])
@@ -206,54 +216,76 @@ def noisy_verdicts(evaluate: Mapping[str, Any], noisy: NoisyRecord | None, tol: 
                   "probe accuracy") + _pseudolabel_note(noisy, row.round) for row in noisy.rounds if row.round > 0]
 
 
-def verdicts(evaluate: Mapping[str, Any], noisy: NoisyRecord | None, *, tol: float) -> list[str]:
+def _objectives(record: PretrainRecord) -> list[str]:
+    """The objectives a pretraining run had switched on (weight > 0), in the record's order."""
+    return [name for name, weight in record.objectives.items() if weight > 0]
+
+
+def _label(objectives: Sequence[str]) -> str:
+    return " + ".join(OBJECTIVE_NAMES.get(name, name) for name in objectives)
+
+
+def combination_pairs(pretrain: Mapping[str, PretrainRecord]) -> list[tuple[str, str]]:
+    """(combined variant, single-objective variant) pairs: a variant that combines objectives, against each
+    variant that trained one of those objectives alone; from the records, whatever the variants are named."""
+    pairs: list[tuple[str, str]] = []
+    for combined, record in pretrain.items():
+        on = _objectives(record)
+        if len(on) < 2:
+            continue
+        for objective in on:
+            pairs.extend((combined, alone) for alone, other in pretrain.items() if _objectives(other) == [objective])
+    return pairs
+
+
+def verdicts(evaluate: EvaluateRecord, noisy: NoisyRecord | None, pretrain: Mapping[str, PretrainRecord], *,
+             tol: float) -> list[str]:
     """Plain-language conclusions of the evaluation, each computed from the numbers.
 
     In order: the main backbone's probe against finetuning (as a percentage); pretraining against random
-    weights; SimCLR + SupCon against each objective alone; each noisy-student round against round 0; the
-    best round. A stage "helped" when it raised the headline probe accuracy (all images, else the most
-    shots both rows have) by more than ``tol`` or the larger recorded standard deviation, and otherwise
-    "did not help". Comparisons whose rows are missing are left out.
+    weights; each variant that combines objectives against each objective alone (:func:`combination_pairs`);
+    each noisy-student round against round 0; the best round. A stage "helped" when it raised the headline
+    probe accuracy (all images, else the most shots both rows have) by more than ``tol`` or the larger
+    recorded standard deviation, and otherwise "did not help". Comparisons whose rows are missing are left
+    out.
 
     Args:
-        evaluate: the contents of ``metrics/evaluate/<target>.json``.
+        evaluate: the record of ``metrics/evaluate/<target>.json``.
         noisy: the record of ``metrics/noisy.json``, or None when that stage did not run.
+        pretrain: the records of ``metrics/pretrain/<variant>.json`` by variant (which objectives each had).
         tol: smallest accuracy difference counted as an improvement (``report.tolerance``).
 
     Returns:
         One sentence per conclusion.
     """
-    methods = evaluate["methods"]
-    main = evaluate.get("main_variant", "")
+    methods = evaluate.methods
+    main = evaluate.main_variant
     out = [ratio_sentence(evaluate)]
     if main in methods and "random_init" in methods:
         out.append(_compare("Pretraining", (f"`{main}`", methods[main]), ("random weights", methods["random_init"]), tol))
-    if "simclr_supcon" in methods:
-        for alone, label in (("simclr", "SimCLR"), ("supcon", "SupCon")):
-            if alone in methods:
-                out.append(_compare(f"Combining SimCLR and SupCon (against {label} alone)",
-                                    ("SimCLR + SupCon", methods["simclr_supcon"]), (f"{label} alone", methods[alone]),
-                                    tol))
+    for combined, alone in combination_pairs(pretrain):
+        if combined in methods and alone in methods:
+            both, single = _label(_objectives(pretrain[combined])), _label(_objectives(pretrain[alone]))
+            out.append(_compare(f"Combining {both.replace(' + ', ' and ')} (against {single} alone)",
+                                (both, methods[combined]), (f"{single} alone", methods[alone]), tol))
     out.extend(noisy_verdicts(evaluate, noisy, tol))
     if noisy is not None:
         out.append(f"The best noisy-student round by probe accuracy is round {noisy.best_round}.")
     return out
 
 
-def data_sentence(data: Mapping[str, Any]) -> str:
+def data_sentence(data: DataRecord) -> str:
     """One sentence on the data from ``metrics/data.json``: labelled, unlabelled and target image counts."""
-    images, classes = data.get("images", {}), data.get("classes", {})
+    images, classes = data.images, data.classes
 
     def part(role: str, what: str) -> str:
         return f"{images.get(role, 0)} {what} ({classes.get(role, 0)} products)"
 
-    seen = data.get("target_classes_in_source")
+    seen = data.target_classes_in_source
     if seen:
         target = f"of the same products (pretraining saw {seen} of the {classes.get('probe_test', 0)} target products)"
-    elif seen == 0:
-        target = "of a target catalogue that pretraining never saw"
     else:
-        target = "of the target catalogue"
+        target = "of a target catalogue that pretraining never saw"
     return (
         f"Pretraining used {part('labelled', 'labelled')} and {images.get('unlabelled', 0)} unlabelled source "
         f"images; the evaluation uses {part('probe_train', 'training')} and {part('probe_test', 'test')} images "
@@ -261,15 +293,15 @@ def data_sentence(data: Mapping[str, Any]) -> str:
     )
 
 
-def monitor_table_markdown(pretrain: Mapping[str, Mapping[str, Any]]) -> str:
-    """Per pretraining variant: kNN and probe accuracy on held-out source products, pretrained vs random weights."""
-    header = ["variant", "kNN pretrained", "kNN random", "probe pretrained", "probe random"]
+def monitor_table_markdown(pretrain: Mapping[str, PretrainRecord]) -> str:
+    """Per pretraining variant: its objectives, and kNN and probe accuracy on held-out source products,
+    pretrained vs random weights."""
+    header = ["variant", "objectives", "kNN pretrained", "kNN random", "probe pretrained", "probe random"]
     rows = []
-    for name, metrics in pretrain.items():
-        monitor = metrics.get("monitor", {})
-        cells = [_fmt(monitor.get(w, {}).get(m)) for m in ("knn_accuracy", "probe_accuracy")
-                 for w in ("pretrained", "random_init")]
-        rows.append([f"`{name}`", *cells])
+    for name, record in pretrain.items():
+        scores = [record.monitor.get(w) for w in ("pretrained", "random_init")]
+        cells = [_fmt(getattr(s, m) if s else None) for m in ("knn_accuracy", "probe_accuracy") for s in scores]
+        rows.append([f"`{name}`", _label(_objectives(record)), *cells])
     return markdown_table(header, rows)
 
 
@@ -284,17 +316,15 @@ def noisy_table_markdown(noisy: NoisyRecord) -> str:
     return markdown_table(header, rows)
 
 
-def target_heading(name: str, evaluate: Mapping[str, Any]) -> str:
-    """A Markdown heading naming a target, its source and its size, e.g. "### Target `prepared` (40 products...)"."""
-    parts = [f"{evaluate['n_classes']} products"] if evaluate.get("n_classes") is not None else []
-    if evaluate.get("n_train") is not None and evaluate.get("n_test") is not None:
-        parts.append(f"{evaluate['n_train']} training and {evaluate['n_test']} test images")
-    source = evaluate.get("target_source")
-    where = f", {source}" if source else ""
-    size = f": {', '.join(parts)}" if parts else ""
-    return f"### Target `{name}`{where}{size}\n"
+def target_heading(name: str, evaluate: EvaluateRecord) -> str:
+    """A Markdown heading naming a target, its source and its size.
+
+    E.g. "### Target `prepared`, prepared: 40 products, 400 training and 600 test images".
+    """
+    return (f"### Target `{name}`, {evaluate.target_source}: {evaluate.n_classes} products, "
+            f"{evaluate.n_train} training and {evaluate.n_test} test images\n")
 
 
-def results_markdown(evaluations: Mapping[str, Mapping[str, Any]]) -> str:
+def results_markdown(evaluations: Mapping[str, EvaluateRecord]) -> str:
     """The results of every target: a heading and :func:`method_table_markdown` each, in the given order."""
     return "\n".join(f"{target_heading(name, ev)}\n{method_table_markdown(ev)}" for name, ev in evaluations.items())

@@ -27,6 +27,7 @@ from spec_paths import leaves, spec_leaves
 
 from retailnb.config.params_file import read_params
 from retailnb.config.stages import STAGES, spec_from_params
+from retailnb.records import EvaluateRecord, read_record
 from retailnb.report import results_markdown
 from retailnb.stages import evaluate
 
@@ -49,6 +50,8 @@ def test_data_stage(pipeline: Path) -> None:
 def test_pretrain_stage_trains_every_variant(pipeline: Path) -> None:
     for variant in TINY_VARIANTS:
         record = read(pipeline, f"metrics/pretrain/{variant}.json")
+        weights = read_params(pipeline / "params.yaml")["pretrain"]["variants"][variant]
+        assert record["objectives"] == {"simclr": weights["simclr_weight"], "supcon": weights["supcon_weight"]}
         losses = record["history"]["loss"]
         assert len(losses) == TINY["pretrain.engine.epochs"] and all(0 < v < 100 for v in losses), (variant, losses)
         assert record["train"]["images_per_second"] > 0
@@ -133,8 +136,8 @@ def test_a_second_target_read_by_the_image_folder_adapter(pipeline: Path, tmp_pa
     # three products of clearly different brightness: the all-image probe of random weights gets them right
     assert record.methods["random_init"]["probe_all"] >= 5 / 6
     assert read(out, "shop.json") == record.model_dump()
-    prepared = read(pipeline, "metrics/evaluate/prepared.json")
-    table = results_markdown({"prepared": prepared, "shop": record.model_dump()})
+    prepared = read_record(EvaluateRecord, pipeline / "metrics" / "evaluate" / "prepared.json")
+    table = results_markdown({"prepared": prepared, "shop": record})
     assert "### Target `shop`, imagefolder: 3 products, 9 training and 6 test images" in table
 
 
@@ -142,6 +145,10 @@ def test_report_and_new_products_stages(pipeline: Path) -> None:
     table = (pipeline / "reports" / "results.md").read_text()
     assert "simclr_supcon" in table and "random_init" in table
     assert "### Target `prepared`" in table
+    # the variants' objectives reach the report: the combined variant is judged against SimCLR alone
+    report = (pipeline / "reports" / "05_report.html").read_text()
+    assert "Combining SimCLR and SupCon (against SimCLR alone)" in report
+    assert "against SupCon alone" not in report  # the tiny pipeline has no SupCon-only variant
     record = read(pipeline, "metrics/new_products.json")
     n_products = TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"]
     assert [r["shots"] for r in record["enrolment"]] == [0, *TINY["new_products.shots"]]

@@ -8,15 +8,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from shared_fixtures import REPO
 
-from retailnb.records import NoisyRecord, RoundRecord
+from retailnb.records import (
+    DataRecord,
+    EvaluateRecord,
+    NoisyRecord,
+    PretrainRecord,
+    ProbeScores,
+    RoundRecord,
+    TrainSummary,
+)
 from retailnb.report import (
+    combination_pairs,
     data_sentence,
     method_table_markdown,
     monitor_table_markdown,
     noisy_table_markdown,
-    read_metrics_folder,
+    read_records,
     results_markdown,
     shot_keys,
     verdicts,
@@ -50,6 +60,23 @@ def evaluate_metrics() -> dict[str, Any]:
     }
 
 
+def record(metrics: dict[str, Any], **fields: Any) -> EvaluateRecord:
+    """The :class:`EvaluateRecord` of ``metrics`` (as built by :func:`evaluate_metrics`, maybe edited)."""
+    base = {"target": "prepared", "target_source": "prepared", "finetune_seconds": 1.0, "n_train": 10, "n_test": 20}
+    return EvaluateRecord(**{**base, **metrics, **fields})
+
+
+def pretrain_record(variant: str, simclr: float, supcon: float) -> PretrainRecord:
+    scores = {"pretrained": ProbeScores(knn_accuracy=0.5, probe_accuracy=0.6, probe_c=1.0),
+              "random_init": ProbeScores(knn_accuracy=0.1, probe_accuracy=0.2, probe_c=1.0)}
+    return PretrainRecord(variant=variant, objectives={"simclr": simclr, "supcon": supcon}, monitor=scores,
+                          train=TrainSummary(images_per_second=100.0, final_loss=1.0), history={"loss": [2.0, 1.0]})
+
+
+PRETRAIN = {"simclr": pretrain_record("simclr", 1.0, 0.0), "supcon": pretrain_record("supcon", 0.0, 1.0),
+            "simclr_supcon": pretrain_record("simclr_supcon", 1.0, 0.5)}
+"""The three variants of params.yaml, with the combination weighted otherwise (weights do not decide pairs)."""
+
 NOISY = NoisyRecord(
     rounds=[
         RoundRecord(round=0, probe_accuracy=0.72, knn_accuracy=0.55, probe_c=1.0),
@@ -69,7 +96,7 @@ def table_rows(markdown: str) -> list[list[str]]:
 
 
 def test_method_table_has_one_row_per_method_plus_finetuned() -> None:
-    rows = table_rows(method_table_markdown(evaluate_metrics()))
+    rows = table_rows(method_table_markdown(record(evaluate_metrics())))
     assert rows[0] == ["method", "1-shot", "5-shot", "10-shot", "all images", "kNN (all images)", "ratio to finetuned"]
     assert rows[1] == [":---", *["---:"] * 6]
     body = {r[0]: r[1:] for r in rows[2:]}
@@ -85,7 +112,7 @@ def test_method_table_handles_missing_shot_counts() -> None:
     for row in evaluate["methods"].values():  # a run without 10-shot
         row.pop("probe_10"), row.pop("probe_10_std")
     evaluate["methods"]["simclr"].pop("probe_5")  # and one method missing a 5-shot result
-    rows = table_rows(method_table_markdown(evaluate))
+    rows = table_rows(method_table_markdown(record(evaluate)))
     assert "10-shot" not in rows[0] and len(rows[0]) == 6
     simclr = next(r for r in rows if r[0] == "`simclr`")
     assert simclr[2] == "–"
@@ -97,7 +124,7 @@ def test_shot_keys_order_numbers_then_all() -> None:
 
 
 def test_verdicts_known_answers() -> None:
-    lines = verdicts(evaluate_metrics(), NOISY, tol=TOL)
+    lines = verdicts(record(evaluate_metrics()), NOISY, PRETRAIN, tol=TOL)
     assert "reaches 90% of the accuracy of finetuning" in lines[0] and "(0.720 against 0.800)" in lines[0]
     assert lines[1].startswith("Pretraining helped:") and "(+0.520)" in lines[1]
     assert lines[2].startswith("Combining SimCLR and SupCon (against SimCLR alone) helped:")
@@ -113,77 +140,98 @@ def test_verdicts_known_answers() -> None:
 def test_verdicts_call_a_drop_a_drop_and_respect_the_tolerance() -> None:
     evaluate = evaluate_metrics()
     evaluate["methods"]["noisy_round_2"]["probe_all"] = 0.60
-    line = verdicts(evaluate, None, tol=TOL)[5]
+    line = verdicts(record(evaluate), None, PRETRAIN, tol=TOL)[5]
     assert line.startswith("Noisy-student round 2 did not help:") and "a drop beyond the tolerance" in line
     # a larger tolerance turns round 1's +0.06 into "did not help"
-    assert verdicts(evaluate_metrics(), None, tol=0.1)[4].startswith("Noisy-student round 1 did not help")
+    assert verdicts(record(evaluate_metrics()), None, PRETRAIN, tol=0.1)[4].startswith("Noisy-student round 1 did not help")
 
 
 def test_verdicts_use_noisy_json_when_evaluate_has_no_rounds_and_skip_missing_rows() -> None:
     evaluate = evaluate_metrics()
     for name in ("noisy_round_1", "noisy_round_2", "simclr", "supcon"):
         del evaluate["methods"][name]
-    lines = verdicts(evaluate, NOISY, tol=TOL)
+    lines = verdicts(record(evaluate), NOISY, PRETRAIN, tol=TOL)
     assert [line.split(":")[0] for line in lines[1:4]] == [
         "Pretraining helped", "Noisy-student round 1 helped", "Noisy-student round 2 did not help"]
-    assert len(verdicts(evaluate, None, tol=TOL)) == 2
+    assert len(verdicts(record(evaluate), None, PRETRAIN, tol=TOL)) == 2
 
 
 def test_verdicts_fall_back_to_the_most_shots_both_rows_have() -> None:
     evaluate = evaluate_metrics()
     for row in evaluate["methods"].values():
         del row["probe_all"]
-    line = verdicts(evaluate, None, tol=TOL)[1]
+    line = verdicts(record(evaluate), None, PRETRAIN, tol=TOL)[1]
     assert "probe accuracy with 10 images per product" in line and "(+0.440" in line
-    assert "No all-image probe" in verdicts(evaluate, None, tol=TOL)[0]
+    assert "No all-image probe" in verdicts(record(evaluate), None, PRETRAIN, tol=TOL)[0]
+
+
+def data_record(images: dict[str, int], classes: dict[str, int], seen: int) -> DataRecord:
+    return DataRecord(images=images, classes=classes, domains={}, unique_images=sum(images.values()),
+                      probe_train_min_per_class=1, target_classes_in_source=seen)
 
 
 def test_side_tables_and_data_sentence() -> None:
     noisy = table_rows(noisy_table_markdown(NOISY))
     assert [r[0] for r in noisy[2:]] == ["0 (contrastive only)", "1 (best)", "2"]
     assert noisy[2][3] == "–" and noisy[3][3] == "0.830"
-    monitor = {"simclr": {"monitor": {"pretrained": {"knn_accuracy": 0.5, "probe_accuracy": 0.6},
-                                      "random_init": {"knn_accuracy": 0.1, "probe_accuracy": 0.2}}}}
-    assert table_rows(monitor_table_markdown(monitor))[2] == ["`simclr`", "0.500", "0.100", "0.600", "0.200"]
-    sentence = data_sentence({"images": {"labelled": 360, "unlabelled": 1000, "probe_train": 300, "probe_test": 375},
-                              "classes": {"labelled": 30, "probe_train": 25, "probe_test": 25}})
+    monitor = table_rows(monitor_table_markdown(PRETRAIN))
+    assert monitor[0][:2] == ["variant", "objectives"]
+    assert monitor[2] == ["`simclr`", "SimCLR", "0.500", "0.100", "0.600", "0.200"]
+    assert monitor[4][:2] == ["`simclr_supcon`", "SimCLR + SupCon"]
+    sentence = data_sentence(data_record({"labelled": 360, "unlabelled": 1000, "probe_train": 300, "probe_test": 375},
+                                         {"labelled": 30, "probe_train": 25, "probe_test": 25}, 0))
     assert "360 labelled (30 products)" in sentence and "375 test (25 products)" in sentence
-    assert sentence.endswith("of the target catalogue.")
-    unseen = data_sentence({"images": {}, "classes": {"probe_test": 25}, "target_classes_in_source": 0})
-    seen = data_sentence({"images": {}, "classes": {"probe_test": 81}, "target_classes_in_source": 81})
-    assert unseen.endswith("that pretraining never saw.")
+    assert sentence.endswith("of a target catalogue that pretraining never saw.")
+    seen = data_sentence(data_record({}, {"probe_test": 81}, 81))
     assert seen.endswith("(pretraining saw 81 of the 81 target products).")
+
+
+def test_combinations_come_from_the_records_objectives_not_the_variant_names() -> None:
+    assert combination_pairs(PRETRAIN) == [("simclr_supcon", "simclr"), ("simclr_supcon", "supcon")]
+    renamed = {"both": PRETRAIN["simclr_supcon"], "ntxent": PRETRAIN["simclr"], "sup": PRETRAIN["supcon"]}
+    assert combination_pairs(renamed) == [("both", "ntxent"), ("both", "sup")]
+    # without a combined variant, or without the single-objective ones, there is nothing to compare
+    assert combination_pairs({"simclr": PRETRAIN["simclr"], "supcon": PRETRAIN["supcon"]}) == []
+    assert combination_pairs({"simclr_supcon": PRETRAIN["simclr_supcon"]}) == []
+    evaluate = evaluate_metrics()
+    methods = evaluate["methods"]
+    methods["both"], methods["ntxent"] = methods.pop("simclr_supcon"), methods.pop("simclr")
+    lines = verdicts(record(evaluate, main_variant="both"), None, renamed, tol=TOL)
+    assert lines[2].startswith("Combining SimCLR and SupCon (against SimCLR alone) helped: probe accuracy with all "
+                               "images 0.720 for SimCLR + SupCon against 0.600 for SimCLR alone")
+    assert len([line for line in lines if line.startswith("Combining")]) == 1  # "sup" has no row in the table
 
 
 def write_fake_metrics(root: Path) -> None:
     (root / "metrics" / "pretrain").mkdir(parents=True)
-    (root / "metrics" / "evaluate").mkdir(parents=True)
     for target in ("prepared", "grocery_fine"):
-        metrics = {**evaluate_metrics(), "target": target, "target_source": target, "n_train": 10, "n_test": 20}
-        (root / "metrics" / "evaluate" / f"{target}.json").write_text(json.dumps(metrics))
+        record(evaluate_metrics(), target=target, target_source=target).write(
+            root / "metrics" / "evaluate" / f"{target}.json")
     NOISY.write(root / "metrics" / "noisy.json")
-    (root / "metrics" / "data.json").write_text(json.dumps({"images": {"labelled": 36}, "classes": {"labelled": 3}}))
-    for variant in ("simclr", "supcon", "simclr_supcon"):
-        monitor = {"pretrained": {"knn_accuracy": 0.5, "probe_accuracy": 0.6},
-                   "random_init": {"knn_accuracy": 0.1, "probe_accuracy": 0.2}}
-        (root / "metrics" / "pretrain" / f"{variant}.json").write_text(json.dumps({"monitor": monitor, "train": {}}))
+    data_record({"labelled": 36}, {"labelled": 3}, 0).write(root / "metrics" / "data.json")
+    for variant, pretrain in PRETRAIN.items():
+        pretrain.write(root / "metrics" / "pretrain" / f"{variant}.json")
 
 
-def test_read_metrics_folder_reads_a_folder_or_a_file(tmp_path: Path) -> None:
+def test_read_records_reads_a_folder_or_a_file_and_validates(tmp_path: Path) -> None:
     write_fake_metrics(tmp_path)
-    assert list(read_metrics_folder(tmp_path / "metrics" / "pretrain")) == ["simclr", "simclr_supcon", "supcon"]
-    assert list(read_metrics_folder(tmp_path / "metrics" / "noisy.json")) == ["noisy"]
-    assert read_metrics_folder(tmp_path / "absent") == {}
-    assert list(read_metrics_folder(tmp_path / "metrics" / "evaluate")) == ["grocery_fine", "prepared"]
+    pretrain = read_records(PretrainRecord, tmp_path / "metrics" / "pretrain")
+    assert list(pretrain) == ["simclr", "simclr_supcon", "supcon"] and pretrain["simclr"] == PRETRAIN["simclr"]
+    assert list(read_records(NoisyRecord, tmp_path / "metrics" / "noisy.json")) == ["noisy"]
+    assert read_records(NoisyRecord, tmp_path / "absent") == {}
+    assert list(read_records(EvaluateRecord, tmp_path / "metrics" / "evaluate")) == ["grocery_fine", "prepared"]
+    (tmp_path / "metrics" / "pretrain" / "old.json").write_text(json.dumps({"monitor": {}, "train": {}}))
+    with pytest.raises(ValidationError, match="objectives"):
+        read_records(PretrainRecord, tmp_path / "metrics" / "pretrain")
 
 
 def test_results_markdown_has_a_headed_table_per_target() -> None:
-    evaluations = {"prepared": {**evaluate_metrics(), "target_source": "prepared", "n_train": 10, "n_test": 20},
-                   "shop": {**evaluate_metrics(), "n_classes": None}}
+    evaluations = {"prepared": record(evaluate_metrics()),
+                   "shop": record(evaluate_metrics(), target="shop", target_source="imagefolder", n_classes=3)}
     text = results_markdown(evaluations)
     headings = [line for line in text.splitlines() if line.startswith("### ")]
-    assert headings[0].startswith("### Target `prepared`, prepared: ") and "10 training and 20 test images" in headings[0]
-    assert headings[1] == "### Target `shop`"
+    assert headings == ["### Target `prepared`, prepared: 25 products, 10 training and 20 test images",
+                        "### Target `shop`, imagefolder: 3 products, 10 training and 20 test images"]
     assert text.count("| method |") == 2 and text.count("finetuned (whole network)") == 2
 
 

@@ -55,6 +55,7 @@ def run(spec: PretrainStage, name: str, paths: PretrainPaths, *, monitor: ProbeD
     random_init = create_backbone(spec.backbone.architecture)
     record = PretrainRecord(
         variant=name,
+        objectives={field.removesuffix("_weight"): weight for field, weight in spec.variant.model_dump().items()},
         monitor={"pretrained": ProbeScores(**probe_scores(trained, data)),
                  "random_init": ProbeScores(**probe_scores(random_init, data))},
         train=TrainSummary(images_per_second=info["images_per_second"], final_loss=info["history"]["loss"][-1]),
