@@ -75,6 +75,8 @@ STAGES: dict[str, StageParams[Any]] = {
             "finetune": "evaluate.finetune",
             "extra_weights": "evaluate.extra_weights",
             "main_variant": "noisy.teacher_variant",
+            "on_error": "data.on_error",
+            "min_size": "data.min_size",
         },
         foreach="evaluate.targets",
     ),

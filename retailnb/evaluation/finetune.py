@@ -78,7 +78,7 @@ def finetune(
                                 batch_size=min(spec.batch_size, len(dataset)), images_per_class=2,
                                 supcon_fraction=0.0, seed=spec.engine.seed)
     fit(fabric, model, dataset, sampler, StudentObjective(), spec.engine, compute, state_path=Path(state_path),
-        run_key=f"finetune:{architecture}:{len(dataset)}:{spec.model_dump_json()}")
+        run_key=f"finetune:{architecture}:{len(dataset)}:{spec.model_dump_json()}:{compute.model_dump_json()}")
     predictions = network_probabilities(model, x_test).argmax(1)
     accuracy = float((predictions == np.asarray(y_test)).mean())
     return FinetuneResult(model=model, accuracy=accuracy, seconds=time.perf_counter() - started)

@@ -23,7 +23,7 @@ PathLike = str | os.PathLike[str]
 
 
 def target_manifest(name: str, target: TargetSpec, prepared_manifest: PathLike, work_dir: PathLike, *,
-                    on_error: str = "skip", min_size: int = 16) -> Path:
+                    on_error: str, min_size: int) -> Path:
     """The manifest whose ``probe_train``/``probe_test`` rows are ``target``'s images.
 
     Args:
@@ -31,8 +31,9 @@ def target_manifest(name: str, target: TargetSpec, prepared_manifest: PathLike, 
         target: the target to evaluate.
         prepared_manifest: the data stage's manifest, used as is for a ``prepared`` target.
         work_dir: where a real dataset's manifest is written (replaced whole); its images stay where they are.
-        on_error: what a bad image of a real dataset does (see :func:`retailnb.data.prepare.prepare_dataset`).
-        min_size: smallest accepted shorter side of a real image, in pixels.
+        on_error: what a bad image of a real dataset does (see :func:`retailnb.data.prepare.prepare_dataset`);
+            the evaluate stage passes ``data.on_error``.
+        min_size: smallest accepted shorter side of a real image, in pixels (``data.min_size``).
 
     Raises:
         FileNotFoundError: the prepared manifest or the dataset folder is missing; the message names it.

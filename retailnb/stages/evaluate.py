@@ -60,7 +60,8 @@ class EvaluateResult:
 
 def load_target(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> ProbeData:
     """The target's training and test images, decoded at the backbone's size."""
-    manifest = target_manifest(name, spec.target, paths.manifest, Path(paths.features_dir) / "target")
+    manifest = target_manifest(name, spec.target, paths.manifest, Path(paths.features_dir) / "target",
+                               on_error=spec.on_error, min_size=spec.min_size)
     return load_probe_data(read_manifest(manifest), spec.backbone.image_size, "probe_train", "probe_test")
 
 
