@@ -189,3 +189,13 @@ def test_changing_one_variant_reruns_only_that_variant(pipeline: Path, tmp_path:
     write_params(root, with_overrides(params, {"pretrain.variants.simclr.simclr_weight": 0.5}))
     status = json.loads(dvc(root, "status", "--json").stdout)
     assert set(status) == {"pretrain@simclr"}, status
+
+
+def test_changing_the_evaluation_code_reruns_only_the_evaluation(pipeline: Path, tmp_path: Path) -> None:
+    """Each stage depends on its own parameter module: evaluation code changes leave pretraining alone."""
+    root = copy_repo(pipeline, tmp_path / "repo")
+    for module in ("config/evaluate.py", "evaluation/compare.py"):
+        with (root / "retailnb" / module).open("a") as fh:
+            fh.write("\n# changed\n")
+    status = json.loads(dvc(root, "status", "--json").stdout)
+    assert set(status) == {"evaluate@prepared"}, status

@@ -7,9 +7,9 @@ expected, nothing else is converted). Constrained number types name the ranges o
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Spec(BaseModel):
@@ -35,3 +35,14 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 BatchSize = Annotated[int, Field(ge=2)]
 """Images per batch: contrastive losses and batch norm need at least two."""
+
+
+def _as_list(value: Any) -> Any:
+    """A single shot count is a list of one; a comma-separated string is an old spelling, said so."""
+    if isinstance(value, str) and "," in value:
+        raise ValueError("write shot counts as a YAML list, e.g. [1, 5, 10, all]")
+    return value if isinstance(value, list) else [value]
+
+
+OneOrList = BeforeValidator(_as_list)
+"""Annotation for list fields that also take a single value (``shots: 5`` is ``[5]``)."""

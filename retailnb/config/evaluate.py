@@ -1,26 +1,19 @@
-"""The evaluation, report and new-products stages' parameters."""
+"""The evaluation stage's parameters: the target, the few-shot probes and the finetuning baseline."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 
-from retailnb.config.base import BatchSize, NonNegativeFloat, PositiveInt, Probability, Spec
+from retailnb.config.base import BatchSize, OneOrList, PositiveInt, Probability, Spec
 from retailnb.config.compute import BackboneSpec, ComputeSpec, EngineSpec
 from retailnb.config.views import ViewSpec
 
 ShotCount = PositiveInt | Literal["all"]
 
 
-def _as_list(value: Any) -> Any:
-    """A single shot count is a list of one; a comma-separated string is an old spelling, said so."""
-    if isinstance(value, str) and "," in value:
-        raise ValueError("write shot counts as a YAML list, e.g. [1, 5, 10, all]")
-    return value if isinstance(value, list) else [value]
-
-
-Shots = Annotated[list[ShotCount], BeforeValidator(_as_list), Field(min_length=1)]
+Shots = Annotated[list[ShotCount], OneOrList, Field(min_length=1)]
 """Images per product of the few-shot probes: positive integers or ``all``; one value or a list."""
 
 
@@ -106,42 +99,3 @@ class EvaluateStage(Spec):
     main_variant: str
     on_error: Literal["raise", "skip"]
     min_size: PositiveInt
-
-
-class ReportSpec(Spec):
-    """The report (``report``).
-
-    Attributes:
-        tolerance: smallest accuracy difference called an improvement (a larger recorded standard
-            deviation replaces it).
-    """
-
-    tolerance: NonNegativeFloat
-
-
-class ReportStage(Spec):
-    """Everything the report reads: ``report``."""
-
-    report: ReportSpec
-
-
-class NewProductsSpec(Spec):
-    """Enrolling held-out products into a bundle (``new_products``).
-
-    Attributes:
-        n_new: target products held out of the first probe and then enrolled.
-        shots: images per new product to enrol from.
-        seed: which products are held out and which images are drawn.
-    """
-
-    n_new: PositiveInt
-    shots: Annotated[list[PositiveInt], BeforeValidator(_as_list), Field(min_length=1)]
-    seed: int
-
-
-class NewProductsStage(Spec):
-    """Everything the new-products stage reads: ``backbone`` and ``new_products``."""
-
-    backbone: BackboneSpec
-    new_products: NewProductsSpec
-    main_variant: str

@@ -12,35 +12,46 @@ stage's frozen model. Every problem is reported at once, each line naming its ke
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from pydantic import ValidationError
 
 from retailnb.config.base import Spec
-from retailnb.config.data import DataStage
-from retailnb.config.evaluate import EvaluateStage, NewProductsStage, ReportStage
-from retailnb.config.noisy import NoisyStage
 from retailnb.config.params_file import ParamsError, PathLike, lookup, read_params
-from retailnb.config.pretrain import PretrainStage
-
-S = TypeVar("S", bound=Spec)
 
 
 @dataclass(frozen=True)
-class StageParams(Generic[S]):
+class StageParams:
     """A stage's spec model and where each of its fields comes from.
 
+    The model is named, not imported (``"retailnb.config.data:DataStage"``), and imported when a stage
+    loads it: so this registry does not import every stage's parameter module, and a stage's code (which
+    ``dvc.yaml`` lists as its deps) holds only its own spec's module, not the other stages'.
+
     Attributes:
-        spec: the frozen model the stage function takes.
+        model: ``"<module>:<class>"`` of the frozen model the stage function takes.
         reads: spec field -> dotted ``params.yaml`` key path (``{key}``: the stage's foreach key).
         foreach: the key path whose entries the stage loops over (``""``: no loop).
     """
 
-    spec: type[S]
+    model: str
     reads: Mapping[str, str]
     foreach: str = ""
+
+    @property
+    def module(self) -> str:
+        """The module that defines the stage's spec model."""
+        return self.model.partition(":")[0]
+
+    @property
+    def spec(self) -> type[Spec]:
+        """The stage's spec model (its module imported on first use)."""
+        module, _, name = self.model.partition(":")
+        spec: type[Spec] = getattr(importlib.import_module(module), name)
+        return spec
 
     def key_paths(self, key: str | None = None) -> dict[str, str]:
         """The field -> key path map with the foreach key filled in."""
@@ -49,10 +60,10 @@ class StageParams(Generic[S]):
         return {field: path.format(key=key) for field, path in self.reads.items()}
 
 
-STAGES: dict[str, StageParams[Any]] = {
-    "data": StageParams(DataStage, {"data": "data"}),
+STAGES: dict[str, StageParams] = {
+    "data": StageParams("retailnb.config.data:DataStage", {"data": "data"}),
     "pretrain": StageParams(
-        PretrainStage,
+        "retailnb.config.pretrain:PretrainStage",
         {
             "backbone": "backbone",
             "compute": "compute",
@@ -64,9 +75,10 @@ STAGES: dict[str, StageParams[Any]] = {
         },
         foreach="pretrain.variants",
     ),
-    "noisy": StageParams(NoisyStage, {"backbone": "backbone", "compute": "compute", "noisy": "noisy"}),
+    "noisy": StageParams("retailnb.config.noisy:NoisyStage",
+                         {"backbone": "backbone", "compute": "compute", "noisy": "noisy"}),
     "evaluate": StageParams(
-        EvaluateStage,
+        "retailnb.config.evaluate:EvaluateStage",
         {
             "backbone": "backbone",
             "compute": "compute",
@@ -80,9 +92,9 @@ STAGES: dict[str, StageParams[Any]] = {
         },
         foreach="evaluate.targets",
     ),
-    "report": StageParams(ReportStage, {"report": "report"}),
+    "report": StageParams("retailnb.config.report:ReportStage", {"report": "report"}),
     "new_products": StageParams(
-        NewProductsStage,
+        "retailnb.config.new_products:NewProductsStage",
         {"backbone": "backbone", "new_products": "new_products", "main_variant": "noisy.teacher_variant"},
     ),
 }

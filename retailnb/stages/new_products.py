@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from retailnb.bundle import Bundle, ProbeSettings, embed, file_sha256, fit_probe, new_bundle, save_bundle
-from retailnb.config.evaluate import NewProductsStage
+from retailnb.config.new_products import NewProductsStage
 from retailnb.data.manifest import read_manifest
 from retailnb.enrol import enrolment_curve, hold_out_classes
 from retailnb.evaluation.quickprobe import load_probe_data

@@ -1,0 +1,32 @@
+"""The new-products stage's parameters: which target products are held out and enrolled from how many shots."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from retailnb.config.base import OneOrList, PositiveInt, Spec
+from retailnb.config.compute import BackboneSpec
+
+
+class NewProductsSpec(Spec):
+    """Enrolling held-out products into a bundle (``new_products``).
+
+    Attributes:
+        n_new: target products held out of the first probe and then enrolled.
+        shots: images per new product to enrol from.
+        seed: which products are held out and which images are drawn.
+    """
+
+    n_new: PositiveInt
+    shots: Annotated[list[PositiveInt], OneOrList, Field(min_length=1)]
+    seed: int
+
+
+class NewProductsStage(Spec):
+    """Everything the new-products stage reads: ``backbone`` and ``new_products``."""
+
+    backbone: BackboneSpec
+    new_products: NewProductsSpec
+    main_variant: str
