@@ -134,8 +134,10 @@ class EvaluateRecord(Record):
         finetune_seconds: its wall time.
         main_variant: the main backbone's name.
         n_classes: products of the target.
-        n_train: its training images.
+        n_train: its training images (after ``n_overlap_dropped``).
         n_test: its test images.
+        n_overlap_dropped: training images left out because a test image is identical
+            (``evaluate.on_overlap: drop``).
     """
 
     target: str
@@ -147,6 +149,7 @@ class EvaluateRecord(Record):
     n_classes: int
     n_train: int
     n_test: int
+    n_overlap_dropped: int
 
 
 class NewProductsRecord(Record):

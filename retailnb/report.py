@@ -321,8 +321,10 @@ def target_heading(name: str, evaluate: EvaluateRecord) -> str:
 
     E.g. "### Target `prepared`, prepared: 40 products, 400 training and 600 test images".
     """
+    dropped = (f" ({evaluate.n_overlap_dropped} more training images left out: identical to test images)"
+               if evaluate.n_overlap_dropped else "")
     return (f"### Target `{name}`, {evaluate.target_source}: {evaluate.n_classes} products, "
-            f"{evaluate.n_train} training and {evaluate.n_test} test images\n")
+            f"{evaluate.n_train} training and {evaluate.n_test} test images{dropped}\n")
 
 
 def results_markdown(evaluations: Mapping[str, EvaluateRecord]) -> str:

@@ -62,7 +62,8 @@ def evaluate_metrics() -> dict[str, Any]:
 
 def record(metrics: dict[str, Any], **fields: Any) -> EvaluateRecord:
     """The :class:`EvaluateRecord` of ``metrics`` (as built by :func:`evaluate_metrics`, maybe edited)."""
-    base = {"target": "prepared", "target_source": "prepared", "finetune_seconds": 1.0, "n_train": 10, "n_test": 20}
+    base = {"target": "prepared", "target_source": "prepared", "finetune_seconds": 1.0, "n_train": 10, "n_test": 20,
+            "n_overlap_dropped": 0}
     return EvaluateRecord(**{**base, **metrics, **fields})
 
 

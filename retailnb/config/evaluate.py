@@ -86,6 +86,8 @@ class EvaluateStage(Spec):
         extra_weights: a local weights file evaluated as one more row; empty for none
             (``evaluate.extra_weights``).
         main_variant: the main backbone, round 1's teacher (``noisy.teacher_variant``).
+        on_overlap: a training image that is also a test image stops the stage naming both files
+            (``raise``), or is left out of training and counted (``drop``) (``evaluate.on_overlap``).
         on_error: what a bad image of a real target does, as for the data stage (``data.on_error``).
         min_size: smallest accepted shorter side of a real target's image (``data.min_size``).
     """
@@ -97,5 +99,6 @@ class EvaluateStage(Spec):
     finetune: FinetuneSpec
     extra_weights: str
     main_variant: str
+    on_overlap: Literal["raise", "drop"]
     on_error: Literal["raise", "skip"]
     min_size: PositiveInt

@@ -87,6 +87,7 @@ STAGES: dict[str, StageParams] = {
             "finetune": "evaluate.finetune",
             "extra_weights": "evaluate.extra_weights",
             "main_variant": "noisy.teacher_variant",
+            "on_overlap": "evaluate.on_overlap",
             "on_error": "data.on_error",
             "min_size": "data.min_size",
         },

@@ -20,6 +20,7 @@ from retailnb.evaluation.compare import (
     write_plot_data,
 )
 from retailnb.evaluation.finetune import FinetuneResult
+from retailnb.evaluation.overlap import resolve_overlap
 from retailnb.evaluation.quickprobe import ProbeData, load_probe_data
 from retailnb.evaluation.targets import target_manifest
 from retailnb.records import EvaluateRecord
@@ -58,16 +59,18 @@ class EvaluateResult:
     main_predictions: np.ndarray
 
 
-def load_target(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> ProbeData:
-    """The target's training and test images, decoded at the backbone's size."""
+def load_target(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> tuple[ProbeData, int]:
+    """The target's training and test images, decoded at the backbone's size, with ``evaluate.on_overlap``
+    applied; and the number of training images dropped because a test image is identical."""
     manifest = target_manifest(name, spec.target, paths.manifest, Path(paths.features_dir) / "target",
                                on_error=spec.on_error, min_size=spec.min_size)
-    return load_probe_data(read_manifest(manifest), spec.backbone.image_size, "probe_train", "probe_test")
+    data = load_probe_data(read_manifest(manifest), spec.backbone.image_size, "probe_train", "probe_test")
+    return resolve_overlap(data, name, spec.on_overlap)
 
 
 def run(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> EvaluateResult:
     """Probe every backbone few-shot, finetune the main one, write the record and the plot data."""
-    data = load_target(spec, name, paths)
+    data, n_dropped = load_target(spec, name, paths)
     backbones = collect_backbones(paths.pretrain_dir, paths.noisy_dir, spec.extra_weights)
     probe = spec.probe
     summaries, features = evaluate_backbones(
@@ -81,7 +84,7 @@ def run(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> EvaluateResult:
         target=name, target_source=spec.target.source,
         methods=results_table(summaries, finetuned.accuracy, main=spec.main_variant),
         finetuned_accuracy=finetuned.accuracy, finetune_seconds=finetuned.seconds, main_variant=spec.main_variant,
-        n_classes=len(data.classes), n_train=len(data.y_train), n_test=len(data.y_test),
+        n_classes=len(data.classes), n_train=len(data.y_train), n_test=len(data.y_test), n_overlap_dropped=n_dropped,
     )
     record.write(paths.metrics)
     # one probe on all of the main backbone's training features: the confusion data and its figure

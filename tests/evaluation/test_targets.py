@@ -44,7 +44,8 @@ def write_shop(root: Path) -> Path:
         for name in ("tea", "jam"):
             for i in range(n):
                 (root / split / name).mkdir(parents=True, exist_ok=True)
-                Image.new("RGB", (20, 20), (10 * i, 80, 160)).save(root / split / name / f"{i}.png")
+                colour = (10 * i + (100 if split == "test" else 0), 80 if name == "tea" else 200, 160)
+                Image.new("RGB", (20, 20), colour).save(root / split / name / f"{i}.png")
     return root
 
 
@@ -96,6 +97,6 @@ def test_the_evaluate_stage_applies_data_on_error_and_min_size_to_a_real_target(
             load_target(spec, "shop", paths)
         assert not (tmp_path / "features" / "target" / "manifest.csv").exists()
         return
-    data = load_target(spec, "shop", paths)
+    data, _ = load_target(spec, "shop", paths)
     assert len(data.y_train) == 6  # broken.png skipped
     assert len(data.y_test) == 5  # tiny.png (14 px >= 13) kept, tinier.png (12 px) skipped
