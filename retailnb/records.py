@@ -123,15 +123,44 @@ class NoisyRecord(Record):
     best_round: int
 
 
+class GridRecord(Record):
+    """One learning rate of a finetuning baseline's grid: best validation accuracy, its epoch, epochs trained."""
+
+    lr: float
+    val_accuracy: float
+    best_epoch: int
+    epochs: int
+
+
+class FinetuneRecord(Record):
+    """A finetuning baseline: test accuracy of the chosen run's best-validation weights, and how it was chosen.
+
+    Attributes:
+        accuracy: test accuracy (scored once).
+        seconds: wall time of the whole grid.
+        lr: the learning rate with the best validation accuracy.
+        best_epoch: the epoch (from 1) of the scored weights.
+        val_accuracy: their validation accuracy.
+        grid: every learning rate tried.
+    """
+
+    accuracy: float
+    seconds: float
+    lr: float
+    best_epoch: int
+    val_accuracy: float
+    grid: list[GridRecord]
+
+
 class EvaluateRecord(Record):
     """``metrics/evaluate/<target>.json``: the results table of one downstream target.
 
     Attributes:
         target: the key of ``evaluate.targets``.
         target_source: its source (``prepared``, ``grocery_store``, ``imagefolder``).
-        methods: method -> ``probe_<shots>`` (and ``_std``), ``knn_all``, ``ratio_to_finetune``.
-        finetuned_accuracy: the finetuned network's test accuracy.
-        finetune_seconds: its wall time.
+        methods: method -> ``probe_<shots>`` (and ``_std``), ``knn_all``, ``ratio_to_finetune`` (to the
+            finetuned main backbone), ``probe_all_seconds``.
+        finetune: the finetuning baselines, ``pretrained`` (the main backbone) and ``random_init``.
         main_variant: the main backbone's name.
         n_classes: products of the target.
         n_train: its training images (after ``n_overlap_dropped``).
@@ -143,8 +172,7 @@ class EvaluateRecord(Record):
     target: str
     target_source: str
     methods: dict[str, dict[str, float]]
-    finetuned_accuracy: float
-    finetune_seconds: float
+    finetune: dict[str, FinetuneRecord]
     main_variant: str
     n_classes: int
     n_train: int

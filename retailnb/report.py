@@ -90,7 +90,10 @@ def method_table_markdown(evaluate: EvaluateRecord) -> str:
     """The main results table: one row per method, probe accuracy per shot count, kNN, ratio to finetuning.
 
     Shot columns are those any method has (a run without 10-shot has no 10-shot column); a method
-    missing one shows "–". The main variant is marked, and a last row gives the finetuned network.
+    missing one shows "–". The main variant is marked, and the last rows give the finetuning baselines
+    (from the main backbone, then from random weights) with their chosen learning rate and epoch. The
+    last column is each row's fit time: the logistic regression's on all training images (features
+    cached), the whole learning-rate grid's for a finetuned network.
 
     Args:
         evaluate: the record of ``metrics/evaluate/<target>.json``.
@@ -99,18 +102,30 @@ def method_table_markdown(evaluate: EvaluateRecord) -> str:
         The table as Markdown, ending with a newline.
     """
     keys = shot_keys(evaluate.methods)
-    header = ["method", *(_shot_header(k) for k in keys), "kNN (all images)", "ratio to finetuned"]
+    header = ["method", *(_shot_header(k) for k in keys), "kNN (all images)", "ratio to finetuned", "fit time (s)"]
     rows = []
     for name, row in evaluate.methods.items():
         label = f"`{name}`" + (" (main)" if name == evaluate.main_variant else "")
         cells = [_fmt(row.get(k), _spread(row, k)) for k in keys]
-        ratio = row.get("ratio_to_finetune")
-        rows.append([label, *cells, _fmt(row.get("knn_all")), "–" if ratio is None else f"{ratio:.2f}"])
-    cells = ["–"] * len(keys)
-    if keys and keys[-1] == "probe_all":
-        cells[-1] = _fmt(evaluate.finetuned_accuracy)
-    rows.append(["finetuned (whole network)", *cells, "–", "1.00"])
+        ratio, seconds = row.get("ratio_to_finetune"), row.get("probe_all_seconds")
+        rows.append([label, *cells, _fmt(row.get("knn_all")), "–" if ratio is None else f"{ratio:.2f}",
+                     "–" if seconds is None else f"{seconds:.2f}"])
+    reference = _finetuned_accuracy(evaluate)
+    for init, result in evaluate.finetune.items():
+        cells = ["–"] * len(keys)
+        if keys and keys[-1] == "probe_all":
+            cells[-1] = _fmt(result.accuracy)
+        source = f"`{evaluate.main_variant}`" if init == "pretrained" else "random weights"
+        label = f"finetuned from {source} (lr {result.lr:g}, epoch {result.best_epoch})"
+        ratio_text = f"{result.accuracy / reference:.2f}" if reference else "–"
+        rows.append([label, *cells, "–", ratio_text, f"{result.seconds:.0f}"])
     return markdown_table(header, rows)
+
+
+def _finetuned_accuracy(evaluate: EvaluateRecord) -> float | None:
+    """Test accuracy of the main backbone finetuned, the reference of every ratio; None when not run."""
+    main = evaluate.finetune.get("pretrained")
+    return main.accuracy if main else None
 
 
 def _headline_key(a: Row, b: Row) -> str | None:
@@ -163,17 +178,17 @@ def ratio_sentence(evaluate: EvaluateRecord) -> str:
     """How close the main backbone's all-image logistic probe comes to finetuning, as a percentage."""
     main = evaluate.main_variant
     row = evaluate.methods.get(main)
-    finetuned = evaluate.finetuned_accuracy
-    if row is None or row.get("probe_all") is None:
+    finetuned = _finetuned_accuracy(evaluate)
+    if row is None or row.get("probe_all") is None or finetuned is None:
         return f"No all-image probe of the main backbone `{main}` and finetuned accuracy to compare."
-    ratio = row.get("ratio_to_finetune")
-    if ratio is None:
-        ratio = row["probe_all"] / finetuned if finetuned else float("nan")
-    return (
+    ratio = row["probe_all"] / finetuned if finetuned else float("nan")
+    sentence = (
         f"With all training images, a logistic regression on the frozen features of the main backbone (`{main}`) "
         f"reaches {ratio:.0%} of the accuracy of finetuning the whole network "
-        f"({row['probe_all']:.3f} against {finetuned:.3f})."
+        f"({row['probe_all']:.3f} against {finetuned:.3f})"
     )
+    scratch = evaluate.finetune.get("random_init")
+    return sentence + (f"; finetuning from random weights reaches {scratch.accuracy:.3f}." if scratch else ".")
 
 
 def _noisy_rounds(methods: Mapping[str, Row]) -> list[tuple[int, str]]:

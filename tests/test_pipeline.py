@@ -108,7 +108,13 @@ def test_evaluate_stage(pipeline: Path) -> None:
         assert 0.0 <= row["probe_all"] <= 1.0
     # the synthetic products differ by colour: the best frozen features beat chance
     assert max(row["probe_all"] for row in record["methods"].values()) > 1 / n_classes
-    assert record["finetuned_accuracy"] > 1 / n_classes and record["finetune_seconds"] > 0
+    assert set(record["finetune"]) == {"pretrained", "random_init"}
+    for tuned in record["finetune"].values():  # the grid of params.yaml, each run within the epoch cap
+        assert [run["lr"] for run in tuned["grid"]] == TINY["evaluate.finetune.lrs"] and tuned["seconds"] > 0
+        assert all(1 <= run["best_epoch"] <= run["epochs"] <= TINY["evaluate.finetune.engine.max_epochs"]
+                   for run in tuned["grid"])
+        assert tuned["val_accuracy"] == max(run["val_accuracy"] for run in tuned["grid"])
+    assert record["finetune"]["pretrained"]["accuracy"] > 1 / n_classes
     assert record["n_test"] == n_classes * TINY_DATA["probe_test_per_sku"]
     shots = read(pipeline, "metrics/evaluate/prepared/shots.json")
     assert [p["shots"] for p in shots] == ["1", "2", "all"]

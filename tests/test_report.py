@@ -39,8 +39,17 @@ def method(p1: float, p5: float, p10: float | None, p_all: float, knn: float, fi
     row: dict[str, Any] = {"probe_1": p1, "probe_1_std": 0.05, "probe_5": p5, "probe_5_std": 0.03}
     if p10 is not None:
         row.update(probe_10=p10, probe_10_std=0.02)
-    row.update(probe_all=p_all, probe_all_std=0.0, knn_all=knn, ratio_to_finetune=p_all / finetuned)
+    row.update(probe_all=p_all, probe_all_std=0.0, knn_all=knn, ratio_to_finetune=p_all / finetuned,
+               probe_all_seconds=0.05)
     return row
+
+
+def finetuned(accuracy: float, lr: float, best_epoch: int, seconds: float) -> dict[str, Any]:
+    """A finetuning baseline's record: a two-point grid whose ``lr`` won on validation."""
+    grid = [{"lr": lr, "val_accuracy": 0.7, "best_epoch": best_epoch, "epochs": best_epoch + 5},
+            {"lr": lr * 10, "val_accuracy": 0.6, "best_epoch": 2, "epochs": 7}]
+    return {"accuracy": accuracy, "seconds": seconds, "lr": lr, "best_epoch": best_epoch, "val_accuracy": 0.7,
+            "grid": grid}
 
 
 def evaluate_metrics() -> dict[str, Any]:
@@ -54,7 +63,7 @@ def evaluate_metrics() -> dict[str, Any]:
             "noisy_round_1": method(0.45, 0.60, 0.66, 0.78, 0.60),
             "noisy_round_2": method(0.40, 0.55, 0.62, 0.725, 0.55),
         },
-        "finetuned_accuracy": 0.8,
+        "finetune": {"pretrained": finetuned(0.8, 0.001, 12, 95.0), "random_init": finetuned(0.4, 0.003, 20, 140.0)},
         "main_variant": "simclr_supcon",
         "n_classes": 25,
     }
@@ -62,7 +71,7 @@ def evaluate_metrics() -> dict[str, Any]:
 
 def record(metrics: dict[str, Any], **fields: Any) -> EvaluateRecord:
     """The :class:`EvaluateRecord` of ``metrics`` (as built by :func:`evaluate_metrics`, maybe edited)."""
-    base = {"target": "prepared", "target_source": "prepared", "finetune_seconds": 1.0, "n_train": 10, "n_test": 20,
+    base = {"target": "prepared", "target_source": "prepared", "n_train": 10, "n_test": 20,
             "n_overlap_dropped": 0}
     return EvaluateRecord(**{**base, **metrics, **fields})
 
@@ -96,16 +105,20 @@ def table_rows(markdown: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip("|").split("|")] for line in markdown.strip().splitlines()]
 
 
-def test_method_table_has_one_row_per_method_plus_finetuned() -> None:
+def test_method_table_has_one_row_per_method_plus_both_finetuning_baselines() -> None:
     rows = table_rows(method_table_markdown(record(evaluate_metrics())))
-    assert rows[0] == ["method", "1-shot", "5-shot", "10-shot", "all images", "kNN (all images)", "ratio to finetuned"]
-    assert rows[1] == [":---", *["---:"] * 6]
+    assert rows[0] == ["method", "1-shot", "5-shot", "10-shot", "all images", "kNN (all images)", "ratio to finetuned",
+                       "fit time (s)"]
+    assert rows[1] == [":---", *["---:"] * 7]
     body = {r[0]: r[1:] for r in rows[2:]}
+    from_main, from_random = "finetuned from `simclr_supcon` (lr 0.001, epoch 12)", \
+        "finetuned from random weights (lr 0.003, epoch 20)"
     assert list(body) == ["`random_init`", "`simclr`", "`supcon`", "`simclr_supcon` (main)", "`noisy_round_1`",
-                          "`noisy_round_2`", "finetuned (whole network)"]
+                          "`noisy_round_2`", from_main, from_random]
     assert body["`simclr_supcon` (main)"] == ["0.400 ± 0.050", "0.550 ± 0.030", "0.620 ± 0.020", "0.720", "0.550",
-                                              "0.90"]
-    assert body["finetuned (whole network)"] == ["–", "–", "–", "0.800", "–", "1.00"]
+                                              "0.90", "0.05"]
+    assert body[from_main] == ["–", "–", "–", "0.800", "–", "1.00", "95"]
+    assert body[from_random] == ["–", "–", "–", "0.400", "–", "0.50", "140"]
 
 
 def test_method_table_handles_missing_shot_counts() -> None:
@@ -114,7 +127,7 @@ def test_method_table_handles_missing_shot_counts() -> None:
         row.pop("probe_10"), row.pop("probe_10_std")
     evaluate["methods"]["simclr"].pop("probe_5")  # and one method missing a 5-shot result
     rows = table_rows(method_table_markdown(record(evaluate)))
-    assert "10-shot" not in rows[0] and len(rows[0]) == 6
+    assert "10-shot" not in rows[0] and len(rows[0]) == 7
     simclr = next(r for r in rows if r[0] == "`simclr`")
     assert simclr[2] == "–"
 
@@ -127,6 +140,7 @@ def test_shot_keys_order_numbers_then_all() -> None:
 def test_verdicts_known_answers() -> None:
     lines = verdicts(record(evaluate_metrics()), NOISY, PRETRAIN, tol=TOL)
     assert "reaches 90% of the accuracy of finetuning" in lines[0] and "(0.720 against 0.800)" in lines[0]
+    assert lines[0].endswith("; finetuning from random weights reaches 0.400.")
     assert lines[1].startswith("Pretraining helped:") and "(+0.520)" in lines[1]
     assert lines[2].startswith("Combining SimCLR and SupCon (against SimCLR alone) helped:")
     assert lines[3].startswith("Combining SimCLR and SupCon (against SupCon alone) did not help:")
@@ -233,7 +247,7 @@ def test_results_markdown_has_a_headed_table_per_target() -> None:
     headings = [line for line in text.splitlines() if line.startswith("### ")]
     assert headings == ["### Target `prepared`, prepared: 25 products, 10 training and 20 test images",
                         "### Target `shop`, imagefolder: 3 products, 10 training and 20 test images"]
-    assert text.count("| method |") == 2 and text.count("finetuned (whole network)") == 2
+    assert text.count("| method |") == 2 and text.count("finetuned from random weights") == 2
 
 
 @pytest.mark.slow

@@ -6,7 +6,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from retailnb.config.base import BatchSize, OneOrList, PositiveInt, Probability, Spec
+from retailnb.config.base import (
+    BatchSize,
+    NonNegativeFloat,
+    OneOrList,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Spec,
+)
 from retailnb.config.compute import BackboneSpec, ComputeSpec, EngineSpec
 from retailnb.config.views import ViewSpec
 
@@ -58,20 +66,61 @@ class ProbeSpec(Spec):
     seed: int
 
 
+class FinetuneEngineSpec(Spec):
+    """Optimisation of each finetuning run; the learning rate comes from the grid (``lrs``).
+
+    Attributes:
+        max_epochs: the cap; a run stops earlier when validation accuracy stops improving.
+        optimizer: ``adamw`` or ``sgd`` (momentum 0.9).
+        weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
+        warmup_epochs: linear warm-up length in epochs, below ``max_epochs``.
+        seed: seeds the new classifier (and a random-init backbone), batches and augmentation.
+    """
+
+    max_epochs: PositiveInt
+    optimizer: Literal["adamw", "sgd"]
+    weight_decay: NonNegativeFloat
+    warmup_epochs: NonNegativeFloat
+    seed: int
+
+    @model_validator(mode="after")
+    def _warmup_within_run(self) -> FinetuneEngineSpec:
+        if self.max_epochs > 1 and self.warmup_epochs >= self.max_epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below max_epochs ({self.max_epochs})")
+        return self
+
+    def at(self, lr: float) -> EngineSpec:
+        """The engine settings of one run of the grid: learning rate ``lr``, ``max_epochs`` epochs."""
+        return EngineSpec(epochs=self.max_epochs, optimizer=self.optimizer, lr=lr, weight_decay=self.weight_decay,
+                          warmup_epochs=self.warmup_epochs, seed=self.seed)
+
+
 class FinetuneSpec(Spec):
-    """The finetuning baseline (``evaluate.finetune``): the main backbone trained end to end.
+    """The finetuning baselines (``evaluate.finetune``): a backbone and a new classifier trained end to end.
+
+    A seeded, stratified ``val_fraction`` of the target's training images is held out; each learning rate
+    of ``lrs`` trains until validation accuracy has not improved for ``patience`` epochs (at most
+    ``engine.max_epochs``); the learning rate with the best validation accuracy wins, and its
+    best-validation weights are scored once on the test split.
 
     Attributes:
         batch_size: images per batch.
         drop_rate: dropout before the new classifier.
         views: its (light) training augmentation.
+        val_fraction: share of each product's training images held out for validation (a product with
+            one image keeps it for training).
+        lrs: the learning-rate grid.
+        patience: epochs without a better validation accuracy before a run stops.
         engine: optimisation.
     """
 
     batch_size: BatchSize
     drop_rate: Probability
     views: ViewSpec
-    engine: EngineSpec
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
+    lrs: Annotated[list[PositiveFloat], Field(min_length=1)]
+    patience: PositiveInt
+    engine: FinetuneEngineSpec
 
 
 class EvaluateStage(Spec):

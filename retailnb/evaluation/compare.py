@@ -100,18 +100,26 @@ def evaluate_backbones(backbones: Mapping[str, str], data: ProbeData, *, archite
     return summaries, features
 
 
-def finetune_baseline(backbone: BackboneSpec, backbone_path: str | os.PathLike[str], data: ProbeData, *,
-                      spec: FinetuneSpec, compute: ComputeSpec,
-                      state_path: str | os.PathLike[str]) -> FinetuneResult:
-    """Finetune the main backbone end to end on all of ``probe_train``; score on ``probe_test``."""
-    state = torch.load(backbone_path, map_location="cpu", weights_only=True)
-    return finetune(backbone.architecture, state, data.x_train, data.y_train, data.x_test, data.y_test, spec=spec,
-                    compute=compute, state_path=state_path, image_size=backbone.image_size)
+FINETUNE_INITS = ("pretrained", "random_init")
+"""The finetuning baselines: from the main pretrained backbone, and from random weights."""
+
+
+def finetune_baselines(backbone: BackboneSpec, backbone_path: str | os.PathLike[str], data: ProbeData, *,
+                       spec: FinetuneSpec, compute: ComputeSpec,
+                       state_dir: str | os.PathLike[str]) -> dict[str, FinetuneResult]:
+    """Finetune end to end on ``probe_train`` (with its validation split), from the main backbone and from
+    random weights; each scored once on ``probe_test`` (see :func:`retailnb.evaluation.finetune.finetune`)."""
+    states = {"pretrained": torch.load(backbone_path, map_location="cpu", weights_only=True), "random_init": None}
+    return {init: finetune(backbone.architecture, states[init], data.x_train, data.y_train, data.x_test, data.y_test,
+                           spec=spec, compute=compute, state_dir=Path(state_dir) / init,
+                           image_size=backbone.image_size)
+            for init in FINETUNE_INITS}
 
 
 def results_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned_accuracy: float,
                   main: str) -> dict[str, dict[str, float]]:
-    """One row per method: probe accuracy per shot count (mean and std), kNN, ratio to finetuning."""
+    """One row per method: probe accuracy per shot count (mean and std), kNN, ratio to finetuning, and the
+    logistic regression's fit time on all training images (``probe_all_seconds``; features cached)."""
     table: dict[str, dict[str, float]] = {}
     for name, rows in summaries.items():
         row: dict[str, float] = {}
@@ -120,6 +128,8 @@ def results_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetune
             row[f"probe_{s['shots']}_std"] = s["probe_accuracy_std"]
             if s["shots"] == "all":
                 row["knn_all"] = s["knn_accuracy_mean"]
+                if "fit_seconds_mean" in s:
+                    row["probe_all_seconds"] = s["fit_seconds_mean"]
         if "probe_all" in row and finetuned_accuracy > 0:
             row["ratio_to_finetune"] = row["probe_all"] / finetuned_accuracy
         table[name] = row
@@ -156,7 +166,7 @@ def write_plot_data(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetu
 
     Args:
         summaries: method name -> rows of :func:`retailnb.evaluation.fewshot.summarize_fewshot`.
-        finetuned: the finetuning baseline, drawn as a constant on the shots curve.
+        finetuned: the finetuning baseline from the main backbone, drawn as a constant on the shots curve.
         data: the target whose test labels and class names the confusions use.
         predicted: (M,) the probe's predicted class of every test image (:func:`probe_predictions`).
         out_dir: folder of ``shots.json`` and ``confusion.json``.

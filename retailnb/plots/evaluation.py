@@ -44,7 +44,7 @@ def shots_figure(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned
     Args:
         summaries: method name → rows of :func:`retailnb.evaluation.fewshot.summarize_fewshot` (keys
             ``shots``, ``probe_accuracy_mean``, ``probe_accuracy_std``).
-        finetuned_accuracy: test accuracy of the whole network finetuned on every training image.
+        finetuned_accuracy: test accuracy of the main backbone finetuned end to end (the baseline).
     """
     order = shot_order([row["shots"] for rows in summaries.values() for row in rows])
     fig, ax = plt.subplots(figsize=(6, 3.6))

@@ -14,7 +14,7 @@ from retailnb.evaluation.compare import (
     Features,
     collect_backbones,
     evaluate_backbones,
-    finetune_baseline,
+    finetune_baselines,
     probe_predictions,
     results_table,
     write_plot_data,
@@ -23,7 +23,7 @@ from retailnb.evaluation.finetune import FinetuneResult
 from retailnb.evaluation.overlap import resolve_overlap
 from retailnb.evaluation.quickprobe import ProbeData, load_probe_data
 from retailnb.evaluation.targets import target_manifest
-from retailnb.records import EvaluateRecord
+from retailnb.records import EvaluateRecord, FinetuneRecord, GridRecord
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,15 @@ class EvaluateResult:
     data: ProbeData
     summaries: dict[str, list[dict[str, Any]]]
     features: dict[str, Features]
-    finetuned: FinetuneResult
+    finetuned: dict[str, FinetuneResult]
     main_predictions: np.ndarray
+
+
+def finetune_record(result: FinetuneResult) -> FinetuneRecord:
+    """The record of one finetuning baseline."""
+    return FinetuneRecord(accuracy=result.accuracy, seconds=result.seconds, lr=result.lr, best_epoch=result.best_epoch,
+                          val_accuracy=result.val_accuracy,
+                          grid=[GridRecord(**vars(run)) for run in result.grid])
 
 
 def load_target(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> tuple[ProbeData, int]:
@@ -69,7 +76,7 @@ def load_target(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> tuple[P
 
 
 def run(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> EvaluateResult:
-    """Probe every backbone few-shot, finetune the main one, write the record and the plot data."""
+    """Probe every backbone few-shot, finetune the main one and random weights, write the record and plot data."""
     data, n_dropped = load_target(spec, name, paths)
     backbones = collect_backbones(paths.pretrain_dir, paths.noisy_dir, spec.extra_weights)
     probe = spec.probe
@@ -77,18 +84,19 @@ def run(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> EvaluateResult:
         backbones, data, architecture=spec.backbone.architecture, shots=shot_counts(probe.shots),
         draws=probe.draws, seed=probe.seed, knn_k=probe.knn_k, cache_dir=paths.features_dir,
     )
-    finetuned = finetune_baseline(spec.backbone, Path(paths.pretrain_dir) / spec.main_variant / "backbone.pt", data,
-                                  spec=spec.finetune, compute=spec.compute,
-                                  state_path=Path(paths.features_dir) / "finetune_state.pt")
+    finetuned = finetune_baselines(spec.backbone, Path(paths.pretrain_dir) / spec.main_variant / "backbone.pt", data,
+                                   spec=spec.finetune, compute=spec.compute,
+                                   state_dir=Path(paths.features_dir) / "finetune")
     record = EvaluateRecord(
         target=name, target_source=spec.target.source,
-        methods=results_table(summaries, finetuned.accuracy, main=spec.main_variant),
-        finetuned_accuracy=finetuned.accuracy, finetune_seconds=finetuned.seconds, main_variant=spec.main_variant,
+        methods=results_table(summaries, finetuned["pretrained"].accuracy, main=spec.main_variant),
+        finetune={init: finetune_record(result) for init, result in finetuned.items()},
+        main_variant=spec.main_variant,
         n_classes=len(data.classes), n_train=len(data.y_train), n_test=len(data.y_test), n_overlap_dropped=n_dropped,
     )
     record.write(paths.metrics)
     # one probe on all of the main backbone's training features: the confusion data and its figure
     main_predictions = probe_predictions(features[spec.main_variant], data)
-    write_plot_data(summaries, finetuned, data, main_predictions, paths.plots_dir)
+    write_plot_data(summaries, finetuned["pretrained"], data, main_predictions, paths.plots_dir)
     return EvaluateResult(record=record, data=data, summaries=summaries, features=features, finetuned=finetuned,
                           main_predictions=main_predictions)

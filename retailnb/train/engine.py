@@ -136,7 +136,7 @@ def fit(
     *,
     state_path: str | Path,
     live: MetricLogger | None = None,
-    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+    on_epoch_end: Callable[[int, nn.Module], bool | None] | None = None,
     stop_after_epoch: int | None = None,
     run_key: str = "",
 ) -> FitResult:
@@ -153,7 +153,8 @@ def fit(
         compute: placement: DataLoader workers and memory layout (the device is ``fabric``'s).
         state_path: the resumable training state, rewritten atomically after every epoch.
         live: dvclive ``Live`` (or any :class:`MetricLogger`) for curves; only rank 0 logs.
-        on_epoch_end: called with (epoch, unwrapped model) after each epoch's checkpoint.
+        on_epoch_end: called with (epoch, unwrapped model) after each epoch's checkpoint; when it returns
+            True, training stops there (early stopping: every process must return the same).
         stop_after_epoch: stop after this epoch as if interrupted (used to test resumption).
         run_key: identifies the run's parameters; a saved state with another key is not resumed but
             replaced (see :func:`can_resume`).
@@ -222,8 +223,9 @@ def fit(
                 extra={"history": dict(history), "run_key": run_key, "throughput": (images, data_s, step_s)},
             )
         fabric.barrier()
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, model)
+        if on_epoch_end is not None and on_epoch_end(epoch, model):
+            last = epoch
+            break
     return FitResult(
         history=dict(history),
         epochs_run=max(0, last + 1 - start_epoch),

@@ -98,8 +98,8 @@ def test_the_evaluate_stage_applies_evaluate_on_overlap(tmp_path: Path, on_overl
     data, dropped = load_target(spec, "shop", paths)
     assert dropped == 1 and len(data.y_train) == 6
     assert not any(r.path.endswith("copy.png") for r in data.train)
-    record = EvaluateRecord(target="shop", target_source="imagefolder", methods={}, finetuned_accuracy=0.5,
-                            finetune_seconds=1.0, main_variant="m", n_classes=2, n_train=6, n_test=4,
+    record = EvaluateRecord(target="shop", target_source="imagefolder", methods={}, finetune={},
+                            main_variant="m", n_classes=2, n_train=6, n_test=4,
                             n_overlap_dropped=dropped)
     assert target_heading("shop", record).startswith(
         "### Target `shop`, imagefolder: 2 products, 6 training and 4 test images (1 more training images left out")
