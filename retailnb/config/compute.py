@@ -38,6 +38,12 @@ class ComputeSpec(Spec):
     channels_last: bool
 
 
+def check_warmup(epochs: int, warmup_epochs: float, epochs_key: str = "epochs") -> None:
+    """Warm-up must end before the run does (one-epoch runs excepted)."""
+    if epochs > 1 and warmup_epochs >= epochs:
+        raise ValueError(f"warmup_epochs ({warmup_epochs}) must be below {epochs_key} ({epochs})")
+
+
 class EngineSpec(Spec):
     """Optimisation of one training run.
 
@@ -59,8 +65,7 @@ class EngineSpec(Spec):
 
     @model_validator(mode="after")
     def _warmup_within_run(self) -> EngineSpec:
-        if self.epochs > 1 and self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
+        check_warmup(self.epochs, self.warmup_epochs)
         return self
 
 

@@ -15,7 +15,7 @@ from retailnb.config.base import (
     Probability,
     Spec,
 )
-from retailnb.config.compute import BackboneSpec, ComputeSpec, EngineSpec
+from retailnb.config.compute import BackboneSpec, ComputeSpec, EngineSpec, check_warmup
 from retailnb.config.views import ViewSpec
 
 ShotCount = PositiveInt | Literal["all"]
@@ -85,8 +85,7 @@ class FinetuneEngineSpec(Spec):
 
     @model_validator(mode="after")
     def _warmup_within_run(self) -> FinetuneEngineSpec:
-        if self.max_epochs > 1 and self.warmup_epochs >= self.max_epochs:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below max_epochs ({self.max_epochs})")
+        check_warmup(self.max_epochs, self.warmup_epochs, "max_epochs")
         return self
 
     def at(self, lr: float) -> EngineSpec:
