@@ -180,6 +180,33 @@ class EvaluateRecord(Record):
     n_overlap_dropped: int
 
 
+class TargetHeadline(Record):
+    """The headline figures of one target (see :class:`HeadlineRecord`).
+
+    Attributes:
+        probe: headline row (random weights, the main backbone, each noisy-student round) -> shots
+            (``"1"``, ``"10"``, ``"all"``, those the run has) -> probe accuracy (mean over the draws).
+        finetuned: ``pretrained`` and ``random_init`` -> the finetuning baseline's test accuracy.
+        probe_to_finetune: the main backbone's all-image probe over its finetuned accuracy.
+        noisy_gain: the best noisy-student round's all-image probe minus the main backbone's (round 0).
+    """
+
+    probe: dict[str, dict[str, float]]
+    finetuned: dict[str, float]
+    probe_to_finetune: float | None
+    noisy_gain: float | None
+
+
+class HeadlineRecord(Record):
+    """``metrics/headline.json``: the few figures ``dvc metrics show`` and ``dvc exp show`` compare.
+
+    The pipeline's only declared metrics file, so that a terminal holds them (16 values per target by
+    default); every stage's full record stays in its own JSON file under ``metrics/``.
+    """
+
+    targets: dict[str, TargetHeadline]
+
+
 class NewProductsRecord(Record):
     """``metrics/new_products.json``: accuracy and time of each enrolment.
 

@@ -16,10 +16,12 @@ from typing import Any
 from retailnb.records import (
     DataRecord,
     EvaluateRecord,
+    HeadlineRecord,
     NoisyRecord,
     PretrainRecord,
     R,
     RoundRecord,
+    TargetHeadline,
     read_record,
 )
 
@@ -345,3 +347,36 @@ def target_heading(name: str, evaluate: EvaluateRecord) -> str:
 def results_markdown(evaluations: Mapping[str, EvaluateRecord]) -> str:
     """The results of every target: a heading and :func:`method_table_markdown` each, in the given order."""
     return "\n".join(f"{target_heading(name, ev)}\n{method_table_markdown(ev)}" for name, ev in evaluations.items())
+
+
+HEADLINE_SHOTS = ("1", "10", "all")
+"""The shot counts the headline metrics keep (those a run has)."""
+
+
+def target_headline(evaluate: EvaluateRecord, noisy: NoisyRecord | None) -> TargetHeadline:
+    """The headline figures of one target: random weights, the main backbone and each noisy-student round at
+    1 and 10 shots and all images; both finetuning baselines; the probe/finetune ratio; the noisy-student gain.
+
+    The gain is that of the round ``metrics/noisy.json`` calls best (0 when that is round 0); None without
+    the noisy stage or without that round's row.
+    """
+    main = evaluate.main_variant
+    rows = ["random_init", main, *(name for _, name in _noisy_rounds(evaluate.methods))]
+    probe = {name: {s: evaluate.methods[name][f"probe_{s}"] for s in HEADLINE_SHOTS
+                    if f"probe_{s}" in evaluate.methods[name]}
+             for name in rows if name in evaluate.methods}
+    finetuned = {init: result.accuracy for init, result in evaluate.finetune.items()}
+    main_all = evaluate.methods.get(main, {}).get("probe_all")
+    reference = _finetuned_accuracy(evaluate)
+    ratio = main_all / reference if main_all is not None and reference else None
+    gain = None
+    if noisy is not None and main_all is not None:
+        best = "" if noisy.best_round == 0 else f"noisy_round_{noisy.best_round}"
+        best_all = main_all if not best else evaluate.methods.get(best, {}).get("probe_all")
+        gain = None if best_all is None else best_all - main_all
+    return TargetHeadline(probe=probe, finetuned=finetuned, probe_to_finetune=ratio, noisy_gain=gain)
+
+
+def headline(evaluations: Mapping[str, EvaluateRecord], noisy: NoisyRecord | None) -> HeadlineRecord:
+    """The record of ``metrics/headline.json``: :func:`target_headline` of every target."""
+    return HeadlineRecord(targets={name: target_headline(ev, noisy) for name, ev in evaluations.items()})

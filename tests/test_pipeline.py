@@ -180,6 +180,23 @@ def test_soft_and_balance_reach_the_noisy_stage_through_dvc_exp_run(tiny_pipelin
     assert all(row["target_confidence"] == 1.0 for row in default[1:])
 
 
+def test_dvc_metrics_show_prints_only_the_headline_figures(pipeline: Path) -> None:
+    """One declared metrics file, at most 30 values, equal to the evaluation record it summarises."""
+    shown = json.loads(dvc(pipeline, "metrics", "show", "--json").stdout)
+    (files,) = [entry["data"] for entry in shown.values()]
+    assert list(files) == ["metrics/headline.json"]
+    headline = files["metrics/headline.json"]["data"]
+
+    def numbers(node: Any) -> list[Any]:
+        return [x for v in node.values() for x in numbers(v)] if isinstance(node, dict) else [node]
+
+    assert 10 <= len(numbers(headline)) <= 30
+    record = read(pipeline, "metrics/evaluate/prepared.json")
+    prepared = headline["targets"]["prepared"]
+    assert prepared["probe"]["random_init"]["all"] == record["methods"]["random_init"]["probe_all"]
+    assert prepared["finetuned"]["pretrained"] == record["finetune"]["pretrained"]["accuracy"]
+
+
 def test_every_stage_wrote_its_executed_notebook_and_html_report(pipeline: Path) -> None:
     names = ["01_data", *(f"02_pretrain_{v}" for v in TINY_VARIANTS), "03_noisy_student", "04_evaluate_prepared",
              "05_report", "06_new_products"]

@@ -14,6 +14,7 @@ from shared_fixtures import REPO
 from retailnb.records import (
     DataRecord,
     EvaluateRecord,
+    HeadlineRecord,
     NoisyRecord,
     PretrainRecord,
     ProbeScores,
@@ -22,6 +23,7 @@ from retailnb.records import (
 )
 from retailnb.report import (
     combination_pairs,
+    headline,
     data_sentence,
     method_table_markdown,
     monitor_table_markdown,
@@ -29,6 +31,7 @@ from retailnb.report import (
     read_records,
     results_markdown,
     shot_keys,
+    target_headline,
     verdicts,
 )
 
@@ -270,9 +273,35 @@ def test_report_notebook_smoke(tmp_path: Path) -> None:
     out = tmp_path / "reports" / "05_report.ipynb"
     pm.execute_notebook(str(NOTEBOOK), str(out), kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
     table = (tmp_path / "reports" / "results.md").read_text()
+    written = read_records(HeadlineRecord, tmp_path / "metrics" / "headline.json")["headline"]
+    assert set(written.targets) == {"prepared", "grocery_fine"}
     for name in evaluate_metrics()["methods"]:
         assert f"| `{name}`" in table
     outputs = [o for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" for o in c.outputs]
     text = "\n".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "reaches 90% of the accuracy of finetuning" in text and "Noisy-student round 2 did not help" in text
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 1  # only the figure that exists
+
+
+def test_headline_keeps_the_few_figures_to_compare_runs_by() -> None:
+    summary = headline({"prepared": record(evaluate_metrics())}, NOISY).targets["prepared"]
+    assert list(summary.probe) == ["random_init", "simclr_supcon", "noisy_round_1", "noisy_round_2"]
+    assert summary.probe["simclr_supcon"] == {"1": 0.40, "10": 0.62, "all": 0.72}
+    assert summary.finetuned == {"pretrained": 0.8, "random_init": 0.4}
+    assert summary.probe_to_finetune == pytest.approx(0.72 / 0.8)
+    assert summary.noisy_gain == pytest.approx(0.78 - 0.72)  # NOISY's best round is 1
+    values = leaf_count(summary.model_dump())
+    assert values == 4 * 3 + 2 + 2 <= 30
+    # a run without 10-shot keeps the shot counts it has; without the noisy stage there is no gain
+    evaluate = evaluate_metrics()
+    for row in evaluate["methods"].values():
+        row.pop("probe_10"), row.pop("probe_10_std")
+    bare = target_headline(record(evaluate), None)
+    assert bare.probe["random_init"] == {"1": 0.10, "all": 0.20} and bare.noisy_gain is None
+    round_zero = NOISY.model_copy(update={"best_round": 0})
+    assert target_headline(record(evaluate_metrics()), round_zero).noisy_gain == 0.0
+
+
+def leaf_count(node: Any) -> int:
+    """Numbers in a nested mapping, as ``dvc metrics show`` counts them (None counts too)."""
+    return sum(leaf_count(v) for v in node.values()) if isinstance(node, dict) else 1
