@@ -1,0 +1,37 @@
+"""The training engine's early stop: ``on_epoch_end`` returning True ends the run after that epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from shared_fixtures import default_spec
+from torch import nn
+
+from retailnb.train.engine import fit, make_fabric
+from retailnb.train.sampler import EpochBatchSampler
+
+
+def test_on_epoch_end_returning_true_stops_the_run(tmp_path: Path) -> None:
+    spec = default_spec("pretrain", "simclr")
+    compute = spec.compute.model_copy(update={"num_workers": 0, "accelerator": "cpu", "channels_last": False})
+    engine = spec.engine.model_copy(update={"epochs": 6, "warmup_epochs": 0.0})
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    dataset = torch.utils.data.TensorDataset(x, y)
+    fabric = make_fabric(compute)
+    sampler = EpochBatchSampler(np.full(16, -1), batch_size=8, images_per_class=2, supcon_fraction=0.0, seed=0)
+
+    def loss(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        return {"loss": nn.functional.cross_entropy(model(batch[0]), batch[1])}
+
+    seen: list[int] = []
+
+    def stop_after_two(epoch: int, model: nn.Module) -> bool:
+        seen.append(epoch)
+        return epoch == 1
+
+    result = fit(fabric, nn.Linear(4, 2), dataset, sampler, loss, engine, compute, state_path=tmp_path / "state.pt",
+                 on_epoch_end=stop_after_two)
+    assert seen == [0, 1] and result.epochs_run == 2 and len(result.history["loss"]) == 2
