@@ -64,11 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(args.notebook).is_file():
         print(f"error: no notebook at {args.notebook}", file=sys.stderr)
         return 2
-    import papermill
+    from papermill import PapermillExecutionError
 
     try:
         executed = execute(args.notebook, args.output, parameters)
-    except papermill.PapermillExecutionError as error:
+    except PapermillExecutionError as error:
         print(f"error: {args.notebook} stopped in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
               f"(the run up to that cell is in {args.output})", file=sys.stderr)
         return 1

@@ -11,10 +11,9 @@ pretrained backbone and from random weights (what a practitioner without pretrai
 
 from __future__ import annotations
 
-import copy
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +57,10 @@ class FinetuneResult:
     model: nn.Module
     accuracy: float
     seconds: float
-    lr: float = 0.0
-    best_epoch: int = 0
-    val_accuracy: float = 0.0
-    grid: list[GridRun] = field(default_factory=list)
+    lr: float
+    best_epoch: int
+    val_accuracy: float
+    grid: list[GridRun]
 
 
 def validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +112,7 @@ class EarlyStopping:
         score = accuracy(model, self.x_val, self.y_val)
         if score > self.best_accuracy:
             self.best_accuracy, self.best_epoch = score, epoch
-            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         self.last_epoch = epoch
         self._save()
         return epoch - self.best_epoch >= self.patience

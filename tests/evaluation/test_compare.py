@@ -74,7 +74,8 @@ def test_plot_data_records_the_predictions_it_is_given(tmp_path: Path) -> None:
     predicted = np.array([1, 0, 0, 2, 2, 1, 2, 0, 2])
     summaries = {name: [{"shots": s, "probe_accuracy_mean": base + 0.1 * i} for i, s in enumerate([1, "all"])]
                  for name, base in (("random_init", 0.2), ("simclr", 0.5))}
-    finetuned = FinetuneResult(model=torch.nn.Identity(), accuracy=0.9, seconds=1.0)
+    finetuned = FinetuneResult(model=torch.nn.Identity(), accuracy=0.9, seconds=1.0, lr=0.001, best_epoch=1,
+                               val_accuracy=0.9, grid=[])
     write_plot_data(summaries, finetuned, data, predicted, tmp_path / "plots")
     confusion = json.loads((tmp_path / "plots" / "confusion.json").read_text())
     names = [(data.classes[a], data.classes[p]) for a, p in zip(data.y_test, predicted)]
