@@ -180,30 +180,122 @@ class EvaluateRecord(Record):
     n_overlap_dropped: int
 
 
-class TargetHeadline(Record):
-    """The headline figures of one target (see :class:`HeadlineRecord`).
+class IntervalRecord(Record):
+    """A result over training seeds: its mean and t-interval (see :mod:`retailnb.intervals`).
 
     Attributes:
-        probe: headline row (random weights, the main backbone, each noisy-student round) -> shots
-            (``"1"``, ``"10"``, ``"all"``, those the run has) -> probe accuracy (mean over the draws).
-        finetuned: ``pretrained`` and ``random_init`` -> the finetuning baseline's test accuracy.
-        probe_to_finetune: the main backbone's all-image probe over its finetuned accuracy.
-        noisy_gain: the best noisy-student round's all-image probe minus the main backbone's (round 0).
+        mean: the mean over the seeds.
+        low: the interval's lower end; None with a single seed.
+        high: its upper end; None with a single seed.
+        n: the number of seeds.
+        confidence: the interval's level (``report.confidence``).
+        values: the result of each seed, in seed order.
     """
 
-    probe: dict[str, dict[str, float]]
-    finetuned: dict[str, float]
+    mean: float
+    low: float | None
+    high: float | None
+    n: int
+    confidence: float
+    values: list[float]
+
+    @property
+    def half_width(self) -> float | None:
+        """Half the interval's width (the t-interval is symmetric about the mean); None with one seed."""
+        return None if self.low is None or self.high is None else (self.high - self.low) / 2
+
+
+class FinetuneSummary(Record):
+    """A finetuning baseline over the training seeds.
+
+    Attributes:
+        accuracy: its test accuracy.
+        seconds: wall time of its whole learning-rate grid.
+        lrs: the learning rate each seed chose.
+        best_epochs: the epoch (from 1) of each seed's scored weights.
+    """
+
+    accuracy: IntervalRecord
+    seconds: IntervalRecord
+    lrs: list[float]
+    best_epochs: list[int]
+
+
+class TargetSummary(Record):
+    """One target's results over the training seeds (an entry of ``metrics/summary.json``).
+
+    Attributes:
+        target: the key of ``evaluate.targets``.
+        target_source: its source.
+        seeds: the training seeds aggregated, in order.
+        main_variant: the main backbone's name.
+        methods: method -> ``probe_<shots>``, ``knn_all``, ``probe_all_seconds`` -> the interval of the
+            per-seed values (each the mean over the shot draws of that seed).
+        finetune: ``pretrained`` and ``random_init`` over the seeds.
+        probe_to_finetune: per seed, the main backbone's all-image probe over its finetuned accuracy.
+        noisy_gain: per seed, the last noisy-student round's all-image probe minus the main backbone's
+            (the last round, not the best on test: choosing on the test split would flatter it).
+        n_classes: products of the target.
+        n_train: its training images.
+        n_test: its test images.
+        n_overlap_dropped: training images left out because a test image is identical.
+    """
+
+    target: str
+    target_source: str
+    seeds: list[int]
+    main_variant: str
+    methods: dict[str, dict[str, IntervalRecord]]
+    finetune: dict[str, FinetuneSummary]
+    probe_to_finetune: IntervalRecord | None
+    noisy_gain: IntervalRecord | None
+    n_classes: int
+    n_train: int
+    n_test: int
+    n_overlap_dropped: int
+
+
+class SummaryRecord(Record):
+    """``metrics/summary.json``: every target's results over the training seeds (the report's table)."""
+
+    seeds: list[int]
+    confidence: float
+    targets: dict[str, TargetSummary]
+
+
+class TargetHeadline(Record):
+    """The headline figures of one target over the training seeds (see :class:`HeadlineRecord`).
+
+    ``*_ci`` is the half-width of the t-interval (``report.confidence``) of the figure before it: the
+    interval is the mean ± it; None with a single seed.
+
+    Attributes:
+        probe: headline row (random weights, the main backbone, each noisy-student round) -> ``1``, ``10``,
+            ``all`` (those the run has; mean over seeds) and ``all_ci``.
+        finetuned: ``pretrained``, ``pretrained_ci``, ``random_init``, ``random_init_ci``: the finetuning
+            baselines' test accuracy.
+        probe_to_finetune: the main backbone's all-image probe over its finetuned accuracy (mean of the
+            per-seed ratios).
+        probe_to_finetune_ci: its half-width.
+        noisy_gain: the last noisy-student round's all-image probe minus the main backbone's (mean).
+    """
+
+    probe: dict[str, dict[str, float | None]]
+    finetuned: dict[str, float | None]
     probe_to_finetune: float | None
+    probe_to_finetune_ci: float | None
     noisy_gain: float | None
 
 
 class HeadlineRecord(Record):
     """``metrics/headline.json``: the few figures ``dvc metrics show`` and ``dvc exp show`` compare.
 
-    The pipeline's only declared metrics file, so that a terminal holds them (16 values per target by
-    default); every stage's full record stays in its own JSON file under ``metrics/``.
+    The pipeline's only declared metrics file, so that a terminal holds them (23 values per target by
+    default); the full summary is ``metrics/summary.json`` and every run's record stays in its own JSON
+    file under ``metrics/seeds/``.
     """
 
+    n_seeds: int
     targets: dict[str, TargetHeadline]
 
 

@@ -1,60 +1,26 @@
-"""The final report's words and tables, computed from the typed records the stages wrote.
+"""The final report's words and tables, computed from the results over training seeds.
 
-Every sentence that judges a result ("pretraining helped", "round 2 did not help") is derived here from the
-numbers, so the report cannot drift from the metrics: rerun the pipeline and the verdicts follow. The
-inputs are the stages' own records (:mod:`retailnb.records`), validated when read, and which pretraining
-variants combine which objectives comes from the pretraining records, not from variant names.
+Every sentence that judges a result is derived here from the numbers, so the report cannot drift from the
+metrics. A judgement stands on intervals over training seeds (:mod:`retailnb.intervals`): one result
+"beats" another only when their t-intervals do not overlap, and otherwise the report says "no difference
+measured". The inputs are the stages' own records (:mod:`retailnb.records`) summarised over the seeds
+(:mod:`retailnb.summary`); which pretraining variants combine which objectives comes from the pretraining
+records, not from variant names.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
-from retailnb.records import (
-    DataRecord,
-    EvaluateRecord,
-    HeadlineRecord,
-    NoisyRecord,
-    PretrainRecord,
-    R,
-    RoundRecord,
-    TargetHeadline,
-    read_record,
-)
+from retailnb.intervals import order, t_interval
+from retailnb.records import DataRecord, IntervalRecord, NoisyRecord, PretrainRecord, TargetSummary
+from retailnb.summary import noisy_rounds
 
 OBJECTIVE_NAMES = {"simclr": "SimCLR", "supcon": "SupCon"}
 """How the report writes each pretraining objective of :attr:`PretrainRecord.objectives`."""
 
-Row = Mapping[str, float]
-"""One method's row of :attr:`EvaluateRecord.methods`: ``probe_<shots>`` (and ``_std``), ``knn_all``, ..."""
-
 _PROBE_KEY = re.compile(r"^probe_(\d+|all)$")
-_ROUND_KEY = re.compile(r"^noisy_round_(\d+)$")
-
-
-def read_optional(model: type[R], path: str | Path) -> R | None:
-    """The record at ``path``, or None when the file does not exist (a stage that was not run)."""
-    return read_record(model, path) if Path(path).is_file() else None
-
-
-def read_records(model: type[R], path: str | Path) -> dict[str, R]:
-    """Records per run of a ``foreach`` stage: the ``<name>.json`` files of a folder, or one file named by its stem.
-
-    Pretraining writes one file per variant (``metrics/pretrain/<variant>.json``), the evaluation one per
-    target (``metrics/evaluate/<target>.json``).
-
-    Returns an empty dict when ``path`` does not exist.
-
-    Raises:
-        pydantic.ValidationError: a file does not hold a ``model`` record.
-    """
-    p = Path(path)
-    if p.is_file():
-        return {p.stem: read_record(model, p)}
-    return {f.stem: read_record(model, f) for f in sorted(p.glob("*.json"))} if p.is_dir() else {}
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -64,23 +30,25 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines) + "\n"
 
 
-def _fmt(value: Any, std: Any = None) -> str:
-    """An accuracy with three decimals, "± std" when a spread is recorded, "–" when missing."""
+def fmt(value: IntervalRecord | None, digits: int = 3) -> str:
+    """A result as "mean ± half-width" of its interval; the mean alone with one seed; "–" when missing."""
     if value is None:
         return "–"
-    return f"{value:.3f} ± {std:.3f}" if std is not None else f"{value:.3f}"
+    half = value.half_width
+    return f"{value.mean:.{digits}f}" + ("" if half is None else f" ± {half:.{digits}f}")
 
 
-def shot_keys(methods: Mapping[str, Row]) -> list[str]:
+def interval_text(value: IntervalRecord) -> str:
+    """"0.237 [0.221, 0.253]": the mean and its interval's ends; the mean alone with one seed."""
+    if value.low is None or value.high is None:
+        return f"{value.mean:.3f}"
+    return f"{value.mean:.3f} [{value.low:.3f}, {value.high:.3f}]"
+
+
+def shot_keys(methods: Mapping[str, Mapping[str, object]]) -> list[str]:
     """The ``probe_<shots>`` keys any method has, numbers ascending and ``probe_all`` last."""
     found = {m.group(1) for row in methods.values() for key in row if (m := _PROBE_KEY.match(key))}
     return [f"probe_{s}" for s in sorted(found, key=lambda s: (s == "all", int(s) if s != "all" else 0))]
-
-
-def _spread(row: Row, key: str) -> float | None:
-    """The recorded std of ``key``; none for all images, whose single draw has no spread (recorded as 0.0)."""
-    std = row.get(f"{key}_std")
-    return None if key == "probe_all" and not std else std
 
 
 def _shot_header(key: str) -> str:
@@ -88,78 +56,84 @@ def _shot_header(key: str) -> str:
     return "all images" if shots == "all" else f"{shots}-shot"
 
 
-def method_table_markdown(evaluate: EvaluateRecord) -> str:
+def _choices(values: Sequence[float | int]) -> str:
+    """The values each seed chose, "0.001" when all agree, else "0.001/0.003/0.001"."""
+    return f"{values[0]:g}" if len(set(values)) == 1 else "/".join(f"{v:g}" for v in values)
+
+
+def method_table_markdown(summary: TargetSummary) -> str:
     """The main results table: one row per method, probe accuracy per shot count, kNN, ratio to finetuning.
 
-    Shot columns are those any method has (a run without 10-shot has no 10-shot column); a method
-    missing one shows "–". The main variant is marked, and the last rows give the finetuning baselines
-    (from the main backbone, then from random weights) with their chosen learning rate and epoch. The
-    last column is each row's fit time: the logistic regression's on all training images (features
-    cached), the whole learning-rate grid's for a finetuned network.
+    Each cell is the mean over the training seeds ± the half-width of its interval. Shot columns are those
+    any method has; a method missing one shows "–". The main variant is marked, and the last rows give the
+    finetuning baselines (from the main backbone, then from random weights) with the learning rate and
+    epoch each seed chose. The ratio column divides a row's mean by the finetuned main backbone's mean. The
+    last column is each row's fit time: the logistic regression's on all training images (features cached),
+    the whole learning-rate grid's for a finetuned network.
 
     Args:
-        evaluate: the record of ``metrics/evaluate/<target>.json``.
+        summary: one target of ``metrics/summary.json``.
 
     Returns:
         The table as Markdown, ending with a newline.
     """
-    keys = shot_keys(evaluate.methods)
+    keys = shot_keys(summary.methods)
     header = ["method", *(_shot_header(k) for k in keys), "kNN (all images)", "ratio to finetuned", "fit time (s)"]
+    main = summary.finetune.get("pretrained")
+    reference = main.accuracy.mean if main else None
+
+    def ratio(value: IntervalRecord | None) -> str:
+        return f"{value.mean / reference:.2f}" if value is not None and reference else "–"
+
     rows = []
-    for name, row in evaluate.methods.items():
-        label = f"`{name}`" + (" (main)" if name == evaluate.main_variant else "")
-        cells = [_fmt(row.get(k), _spread(row, k)) for k in keys]
-        ratio, seconds = row.get("ratio_to_finetune"), row.get("probe_all_seconds")
-        rows.append([label, *cells, _fmt(row.get("knn_all")), "–" if ratio is None else f"{ratio:.2f}",
-                     "–" if seconds is None else f"{seconds:.2f}"])
-    reference = _finetuned_accuracy(evaluate)
-    for init, result in evaluate.finetune.items():
-        cells = ["–"] * len(keys)
+    for name, cells in summary.methods.items():
+        label = f"`{name}`" + (" (main)" if name == summary.main_variant else "")
+        seconds = cells.get("probe_all_seconds")
+        rows.append([label, *(fmt(cells.get(k)) for k in keys), fmt(cells.get("knn_all")), ratio(cells.get("probe_all")),
+                     "–" if seconds is None else f"{seconds.mean:.2f}"])
+    for init, result in summary.finetune.items():
+        shown = ["–"] * len(keys)
         if keys and keys[-1] == "probe_all":
-            cells[-1] = _fmt(result.accuracy)
-        source = f"`{evaluate.main_variant}`" if init == "pretrained" else "random weights"
-        label = f"finetuned from {source} (lr {result.lr:g}, epoch {result.best_epoch})"
-        ratio_text = f"{result.accuracy / reference:.2f}" if reference else "–"
-        rows.append([label, *cells, "–", ratio_text, f"{result.seconds:.0f}"])
+            shown[-1] = fmt(result.accuracy)
+        source = f"`{summary.main_variant}`" if init == "pretrained" else "random weights"
+        label = f"finetuned from {source} (lr {_choices(result.lrs)}, epoch {_choices(result.best_epochs)})"
+        rows.append([label, *shown, "–", ratio(result.accuracy), f"{result.seconds.mean:.0f}"])
     return markdown_table(header, rows)
 
 
-def _finetuned_accuracy(evaluate: EvaluateRecord) -> float | None:
-    """Test accuracy of the main backbone finetuned, the reference of every ratio; None when not run."""
-    main = evaluate.finetune.get("pretrained")
-    return main.accuracy if main else None
+def _seeds_note(a: IntervalRecord, b: IntervalRecord) -> str:
+    n = min(a.n, b.n)
+    if n < 2:
+        return "one training seed: no interval, so no difference can be measured"
+    level = f"{a.confidence:.0%}"
+    return f"{level} intervals over {n} training seeds"
 
 
-def _headline_key(a: Row, b: Row) -> str | None:
-    """The probe key two methods are compared on: all images if both have it, else the most shots both have."""
-    common = [k for k in shot_keys({"a": a}) if k in b]
-    return common[-1] if common else None
+def compare(new: tuple[str, IntervalRecord], old: tuple[str, IntervalRecord], what: str) -> str:
+    """One verdict sentence from two results' intervals, with both numbers.
 
-
-def _tolerance(a: Row, b: Row, key: str, tol: float) -> float:
-    """``tol``, or the larger recorded standard deviation of ``key`` when that is larger."""
-    return max([tol, *(float(r[f"{key}_std"]) for r in (a, b) if r.get(f"{key}_std") is not None)])
-
-
-def judge(subject: str, new: tuple[str, float], old: tuple[str, float], tol: float, what: str = "") -> str:
-    """One verdict sentence: whether ``new`` beat ``old`` by more than ``tol``, with both numbers.
+    "A beats B" only when A's interval lies wholly above B's (and the reverse when below); otherwise
+    "no difference measured".
 
     Args:
-        subject: what is judged, starting the sentence ("Pretraining").
-        new: (label, accuracy) of the result with the stage.
-        old: (label, accuracy) of the result without it.
-        tol: smallest difference counted as an improvement.
-        what: the measure, written before the numbers ("probe accuracy with all images").
+        new: (label, interval) of the result with the stage or method judged.
+        old: (label, interval) of the result it is compared with.
+        what: the measure ("probe accuracy with all images").
     """
-    diff = new[1] - old[1]
-    word = "helped" if diff > tol else "did not help"
-    note = ""
-    if abs(diff) <= tol:
-        note = f", within the tolerance of ±{tol:.3f}"
-    elif diff < 0:
-        note = f", a drop beyond the tolerance of {tol:.3f}"
-    measure = f"{what} " if what else ""
-    return f"{subject} {word}: {measure}{new[1]:.3f} for {new[0]} against {old[1]:.3f} for {old[0]} ({diff:+.3f}{note})."
+    (a_label, a), (b_label, b) = new, old
+    numbers = f"{interval_text(a)} for {a_label} against {interval_text(b)} for {b_label}"
+    verdict = order(a, b)
+    if verdict == "higher":
+        head = f"{a_label[0].upper()}{a_label[1:]} beats {b_label}"
+        tail = "the intervals do not overlap"
+    elif verdict == "lower":
+        head = f"{b_label[0].upper()}{b_label[1:]} beats {a_label}"
+        tail = "the intervals do not overlap"
+    else:
+        head = f"No difference measured between {a_label} and {b_label}"
+        tail = "the intervals overlap" if min(a.n, b.n) > 1 else ""
+    note = _seeds_note(a, b) + (f"; {tail}" if tail else "")
+    return f"{head} on {what}: {numbers} ({note})."
 
 
 def _measure(key: str) -> str:
@@ -167,70 +141,63 @@ def _measure(key: str) -> str:
     return "probe accuracy with all images" if shots == "all" else f"probe accuracy with {shots} images per product"
 
 
-def _compare(subject: str, new: tuple[str, Row], old: tuple[str, Row], tol: float) -> str:
-    """:func:`judge` of two method rows of an :class:`EvaluateRecord` on their headline probe accuracy."""
-    key = _headline_key(new[1], old[1])
-    if key is None:
-        return f"{subject}: {new[0]} and {old[0]} share no shot count to compare."
-    t = _tolerance(new[1], old[1], key, tol)
-    return judge(subject, (new[0], float(new[1][key])), (old[0], float(old[1][key])), t, _measure(key))
+def _compare_rows(new: tuple[str, Mapping[str, IntervalRecord]], old: tuple[str, Mapping[str, IntervalRecord]],
+                  keys: Sequence[str]) -> list[str]:
+    """:func:`compare` of two method rows on each of ``keys`` both have."""
+    return [compare((new[0], new[1][k]), (old[0], old[1][k]), _measure(k)) for k in keys if k in new[1] and k in old[1]]
 
 
-def ratio_sentence(evaluate: EvaluateRecord) -> str:
-    """How close the main backbone's all-image logistic probe comes to finetuning, as a percentage."""
-    main = evaluate.main_variant
-    row = evaluate.methods.get(main)
-    finetuned = _finetuned_accuracy(evaluate)
-    if row is None or row.get("probe_all") is None or finetuned is None:
-        return f"No all-image probe of the main backbone `{main}` and finetuned accuracy to compare."
-    ratio = row["probe_all"] / finetuned if finetuned else float("nan")
-    sentence = (
-        f"With all training images, a logistic regression on the frozen features of the main backbone (`{main}`) "
-        f"reaches {ratio:.0%} of the accuracy of finetuning the whole network "
-        f"({row['probe_all']:.3f} against {finetuned:.3f})"
-    )
-    scratch = evaluate.finetune.get("random_init")
-    return sentence + (f"; finetuning from random weights reaches {scratch.accuracy:.3f}." if scratch else ".")
+def _judged_keys(summary: TargetSummary) -> list[str]:
+    """The shot counts verdicts are given at: the fewest shots and all images (those the run has)."""
+    keys = shot_keys(summary.methods)
+    return list(dict.fromkeys([keys[0], keys[-1]])) if keys else []
 
 
-def _noisy_rounds(methods: Mapping[str, Row]) -> list[tuple[int, str]]:
-    """(round, method name) of the noisy-student rows of ``methods``, by round number."""
-    return sorted((int(m.group(1)), name) for name in methods if (m := _ROUND_KEY.match(name)))
+def finetune_verdicts(summary: TargetSummary) -> list[str]:
+    """The probe against finetuning: the ratio, probe vs finetuned network, and pretrained vs random init."""
+    main = summary.main_variant
+    row = summary.methods.get(main, {})
+    tuned, scratch = summary.finetune.get("pretrained"), summary.finetune.get("random_init")
+    out = []
+    if "probe_all" in row and tuned is not None:
+        if summary.probe_to_finetune is not None:
+            r = summary.probe_to_finetune
+            span = "" if r.low is None or r.high is None else f" (interval {r.low:.0%} to {r.high:.0%})"
+            out.append(f"With all training images, a logistic regression on the frozen features of the main "
+                       f"backbone (`{main}`) reaches {r.mean:.0%}{span} of the accuracy of finetuning the whole "
+                       f"network, the mean of the per-seed ratios.")
+        out.append(compare(("finetuning the main backbone", tuned.accuracy),
+                           (f"the frozen-feature probe of `{main}`", row["probe_all"]), "test accuracy"))
+    if tuned is not None and scratch is not None:
+        out.append(compare((f"finetuning from `{main}`", tuned.accuracy), ("finetuning from random weights",
+                                                                             scratch.accuracy), "test accuracy"))
+    return out
 
 
-def _round(noisy: NoisyRecord | None, r: int) -> RoundRecord | None:
-    """Round ``r`` of the noisy-student record, None when it is not there."""
-    return next((row for row in noisy.rounds if row.round == r), None) if noisy else None
-
-
-def _pseudolabel_note(noisy: NoisyRecord | None, r: int) -> str:
-    """" Its pseudolabels: precision 0.83, coverage 0.61." for round ``r`` when recorded, else ""."""
-    row = _round(noisy, r)
-    values = {"precision": row.precision, "coverage": row.coverage} if row else {}
-    parts = [f"{k} {v:.2f}" for k, v in values.items() if v is not None]
-    return f" Its pseudolabels: {', '.join(parts)}." if parts else ""
-
-
-def noisy_verdicts(evaluate: EvaluateRecord, noisy: NoisyRecord | None, tol: float) -> list[str]:
-    """One verdict per noisy-student round against round 0, the contrastive backbone alone.
-
-    The rounds' rows of ``metrics/evaluate/<target>.json`` are compared with the main variant's row (round 0's
-    teacher), on the same protocol as the table. When evaluate has no such rows, the probe accuracies of
-    ``metrics/noisy.json`` are used instead. Pseudolabel precision and coverage come from ``noisy``.
-    """
-    methods = evaluate.methods
-    main = evaluate.main_variant
-    rounds = _noisy_rounds(methods)
-    if rounds and main in methods:
-        old = ("round 0, the contrastive backbone alone", methods[main])
-        return [_compare(f"Noisy-student round {r}", (f"round {r}", methods[name]), old, tol)
-                + _pseudolabel_note(noisy, r) for r, name in rounds]
-    first = _round(noisy, 0)
-    if noisy is None or first is None:
+def noisy_verdicts(summary: TargetSummary, noisy: Sequence[NoisyRecord] = ()) -> list[str]:
+    """Each noisy-student round against round 0 (the main contrastive backbone alone), with the pseudolabels'
+    precision and coverage averaged over the seeds' noisy records."""
+    main = summary.methods.get(summary.main_variant)
+    if main is None:
         return []
-    base = ("round 0, the contrastive backbone alone", first.probe_accuracy)
-    return [judge(f"Noisy-student round {row.round}", (f"round {row.round}", row.probe_accuracy), base, tol,
-                  "probe accuracy") + _pseudolabel_note(noisy, row.round) for row in noisy.rounds if row.round > 0]
+    out = []
+    for r, name in noisy_rounds(summary.methods):
+        lines = _compare_rows((f"noisy-student round {r}", summary.methods[name]), ("round 0, the contrastive "
+                                                                                     "backbone alone", main),
+                              _judged_keys(summary))
+        out.extend(lines[:-1] + [lines[-1] + _pseudolabel_note(noisy, r)] if lines else [])
+    return out
+
+
+def _pseudolabel_note(noisy: Sequence[NoisyRecord], r: int) -> str:
+    """" Its pseudolabels: precision 0.83, coverage 0.61 (means over seeds)." for round ``r`` when recorded."""
+    rows = [row for record in noisy for row in record.rounds if row.round == r]
+    parts = []
+    for field in ("precision", "coverage"):
+        values = [getattr(row, field) for row in rows if getattr(row, field) is not None]
+        if values:
+            parts.append(f"{field} {sum(values) / len(values):.2f}")
+    return f" Its pseudolabels: {', '.join(parts)} (means over seeds)." if parts else ""
 
 
 def _objectives(record: PretrainRecord) -> list[str]:
@@ -255,40 +222,32 @@ def combination_pairs(pretrain: Mapping[str, PretrainRecord]) -> list[tuple[str,
     return pairs
 
 
-def verdicts(evaluate: EvaluateRecord, noisy: NoisyRecord | None, pretrain: Mapping[str, PretrainRecord], *,
-             tol: float) -> list[str]:
-    """Plain-language conclusions of the evaluation, each computed from the numbers.
+def verdicts(summary: TargetSummary, pretrain: Mapping[str, PretrainRecord], noisy: Sequence[NoisyRecord] = ()) -> list[str]:
+    """Plain-language conclusions of one target's results, each computed from the intervals.
 
-    In order: the main backbone's probe against finetuning (as a percentage); pretraining against random
+    In order: the probe against finetuning (:func:`finetune_verdicts`); the main backbone against random
     weights; each variant that combines objectives against each objective alone (:func:`combination_pairs`);
-    each noisy-student round against round 0; the best round. A stage "helped" when it raised the headline
-    probe accuracy (all images, else the most shots both rows have) by more than ``tol`` or the larger
-    recorded standard deviation, and otherwise "did not help". Comparisons whose rows are missing are left
-    out.
+    each noisy-student round against round 0. Pretraining and noisy-student comparisons are made at the
+    fewest shots and with all images. Comparisons whose rows are missing are left out.
 
     Args:
-        evaluate: the record of ``metrics/evaluate/<target>.json``.
-        noisy: the record of ``metrics/noisy.json``, or None when that stage did not run.
-        pretrain: the records of ``metrics/pretrain/<variant>.json`` by variant (which objectives each had).
-        tol: smallest accuracy difference counted as an improvement (``report.tolerance``).
+        summary: one target of ``metrics/summary.json``.
+        pretrain: the pretraining records of one seed, by variant (which objectives each had).
+        noisy: every seed's noisy-student record (for the pseudolabels' precision and coverage).
 
     Returns:
         One sentence per conclusion.
     """
-    methods = evaluate.methods
-    main = evaluate.main_variant
-    out = [ratio_sentence(evaluate)]
+    methods, main = summary.methods, summary.main_variant
+    keys = _judged_keys(summary)
+    out = finetune_verdicts(summary)
     if main in methods and "random_init" in methods:
-        out.append(_compare("Pretraining", (f"`{main}`", methods[main]), ("random weights", methods["random_init"]), tol))
+        out += _compare_rows((f"`{main}`", methods[main]), ("random weights", methods["random_init"]), keys)
     for combined, alone in combination_pairs(pretrain):
         if combined in methods and alone in methods:
             both, single = _label(_objectives(pretrain[combined])), _label(_objectives(pretrain[alone]))
-            out.append(_compare(f"Combining {both.replace(' + ', ' and ')} (against {single} alone)",
-                                (both, methods[combined]), (f"{single} alone", methods[alone]), tol))
-    out.extend(noisy_verdicts(evaluate, noisy, tol))
-    if noisy is not None:
-        out.append(f"The best noisy-student round by probe accuracy is round {noisy.best_round}.")
-    return out
+            out += _compare_rows((both, methods[combined]), (f"{single} alone", methods[alone]), keys)
+    return out + noisy_verdicts(summary, noisy)
 
 
 def data_sentence(data: DataRecord) -> str:
@@ -310,73 +269,59 @@ def data_sentence(data: DataRecord) -> str:
     )
 
 
-def monitor_table_markdown(pretrain: Mapping[str, PretrainRecord]) -> str:
+def monitor_table_markdown(pretrain: Sequence[Mapping[str, PretrainRecord]], confidence: float = 0.95) -> str:
     """Per pretraining variant: its objectives, and kNN and probe accuracy on held-out source products,
-    pretrained vs random weights."""
+    pretrained vs random weights, over the seeds (one mapping of variant -> record per seed)."""
     header = ["variant", "objectives", "kNN pretrained", "kNN random", "probe pretrained", "probe random"]
     rows = []
-    for name, record in pretrain.items():
-        scores = [record.monitor.get(w) for w in ("pretrained", "random_init")]
-        cells = [_fmt(getattr(s, m) if s else None) for m in ("knn_accuracy", "probe_accuracy") for s in scores]
+    for name, record in (pretrain[0] if pretrain else {}).items():
+        runs = [seed[name] for seed in pretrain if name in seed]
+        cells = []
+        for metric in ("knn_accuracy", "probe_accuracy"):
+            for weights in ("pretrained", "random_init"):
+                values = [getattr(run.monitor[weights], metric) for run in runs if weights in run.monitor]
+                cells.append(fmt(t_interval(values, confidence)) if values else "–")
         rows.append([f"`{name}`", _label(_objectives(record)), *cells])
     return markdown_table(header, rows)
 
 
-def noisy_table_markdown(noisy: NoisyRecord) -> str:
-    """Per noisy-student round: probe and kNN accuracy, pseudolabel precision and coverage; best round marked."""
+def noisy_table_markdown(noisy: Sequence[NoisyRecord], confidence: float = 0.95) -> str:
+    """Per noisy-student round, over the seeds: probe and kNN accuracy on the target, pseudolabel precision
+    and coverage."""
     header = ["round", "probe", "kNN", "pseudolabel precision", "pseudolabel coverage"]
     rows = []
-    for row in noisy.rounds:
-        r = row.round
-        label = f"{r}" + (" (best)" if r == noisy.best_round else "") + (" (contrastive only)" if r == 0 else "")
-        rows.append([label, *(_fmt(v) for v in (row.probe_accuracy, row.knn_accuracy, row.precision, row.coverage))])
+    rounds = sorted({row.round for record in noisy for row in record.rounds})
+    for r in rounds:
+        cells = []
+        for field in ("probe_accuracy", "knn_accuracy", "precision", "coverage"):
+            values = [getattr(row, field) for record in noisy for row in record.rounds
+                      if row.round == r and getattr(row, field) is not None]
+            cells.append(fmt(t_interval(values, confidence)) if values else "–")
+        rows.append([f"{r}" + (" (contrastive only)" if r == 0 else ""), *cells])
     return markdown_table(header, rows)
 
 
-def target_heading(name: str, evaluate: EvaluateRecord) -> str:
-    """A Markdown heading naming a target, its source and its size.
+def target_heading(name: str, summary: TargetSummary) -> str:
+    """A Markdown heading naming a target, its source, its size and the seeds.
 
-    E.g. "### Target `prepared`, prepared: 40 products, 400 training and 600 test images".
+    E.g. "### Target `prepared`, prepared: 40 products, 400 training and 600 test images, 3 training seeds".
     """
-    dropped = (f" ({evaluate.n_overlap_dropped} more training images left out: identical to test images)"
-               if evaluate.n_overlap_dropped else "")
-    return (f"### Target `{name}`, {evaluate.target_source}: {evaluate.n_classes} products, "
-            f"{evaluate.n_train} training and {evaluate.n_test} test images{dropped}\n")
+    dropped = (f" ({summary.n_overlap_dropped} more training images left out: identical to test images)"
+               if summary.n_overlap_dropped else "")
+    n = len(summary.seeds)
+    return (f"### Target `{name}`, {summary.target_source}: {summary.n_classes} products, "
+            f"{summary.n_train} training and {summary.n_test} test images{dropped}, "
+            f"{n} training seed{'s' if n != 1 else ''}\n")
 
 
-def results_markdown(evaluations: Mapping[str, EvaluateRecord]) -> str:
-    """The results of every target: a heading and :func:`method_table_markdown` each, in the given order."""
-    return "\n".join(f"{target_heading(name, ev)}\n{method_table_markdown(ev)}" for name, ev in evaluations.items())
-
-
-HEADLINE_SHOTS = ("1", "10", "all")
-"""The shot counts the headline metrics keep (those a run has)."""
-
-
-def target_headline(evaluate: EvaluateRecord, noisy: NoisyRecord | None) -> TargetHeadline:
-    """The headline figures of one target: random weights, the main backbone and each noisy-student round at
-    1 and 10 shots and all images; both finetuning baselines; the probe/finetune ratio; the noisy-student gain.
-
-    The gain is that of the round ``metrics/noisy.json`` calls best (0 when that is round 0); None without
-    the noisy stage or without that round's row.
-    """
-    main = evaluate.main_variant
-    rows = ["random_init", main, *(name for _, name in _noisy_rounds(evaluate.methods))]
-    probe = {name: {s: evaluate.methods[name][f"probe_{s}"] for s in HEADLINE_SHOTS
-                    if f"probe_{s}" in evaluate.methods[name]}
-             for name in rows if name in evaluate.methods}
-    finetuned = {init: result.accuracy for init, result in evaluate.finetune.items()}
-    main_all = evaluate.methods.get(main, {}).get("probe_all")
-    reference = _finetuned_accuracy(evaluate)
-    ratio = main_all / reference if main_all is not None and reference else None
-    gain = None
-    if noisy is not None and main_all is not None:
-        best = "" if noisy.best_round == 0 else f"noisy_round_{noisy.best_round}"
-        best_all = main_all if not best else evaluate.methods.get(best, {}).get("probe_all")
-        gain = None if best_all is None else best_all - main_all
-    return TargetHeadline(probe=probe, finetuned=finetuned, probe_to_finetune=ratio, noisy_gain=gain)
-
-
-def headline(evaluations: Mapping[str, EvaluateRecord], noisy: NoisyRecord | None) -> HeadlineRecord:
-    """The record of ``metrics/headline.json``: :func:`target_headline` of every target."""
-    return HeadlineRecord(targets={name: target_headline(ev, noisy) for name, ev in evaluations.items()})
+def results_markdown(targets: Mapping[str, TargetSummary]) -> str:
+    """The results of every target: a heading and :func:`method_table_markdown` each, in the given order,
+    and what the ± means."""
+    tables = "\n".join(f"{target_heading(name, t)}\n{method_table_markdown(t)}" for name, t in targets.items())
+    first = next(iter(targets.values()), None)
+    if first is None:
+        return tables
+    some = next((v for cells in first.methods.values() for v in cells.values()), None)
+    level = f"{some.confidence:.0%}" if some else "95%"
+    return (tables + f"\nEach cell: the mean over the training seeds ± the half-width of its {level} t-interval "
+            "(the mean alone with one seed).\n")

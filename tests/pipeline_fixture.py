@@ -43,6 +43,7 @@ TINY: dict[str, Any] = {
     "evaluate.probe.shots": [1, 2, "all"],
     "evaluate.probe.draws": 2,
     "evaluate.finetune.batch_size": 8,
+    "evaluate.seeds": [0, 1],
     "evaluate.finetune.lrs": [0.0003, 0.003],
     "evaluate.finetune.patience": 1,
     "evaluate.finetune.engine.max_epochs": 2,
@@ -54,6 +55,9 @@ TINY: dict[str, Any] = {
 
 TINY_VARIANTS = ("simclr_supcon", "simclr")
 """The pretraining variants of the tiny pipeline (the main one first)."""
+
+TINY_SEEDS = (0, 1)
+"""The training seeds of the tiny pipeline (``evaluate.seeds``): two, the fewest that give an interval."""
 
 SOFT_EXPERIMENT = ("-S", "noisy.pseudo.soft=true", "-S", "noisy.pseudo.balance=false")
 """The experiment run on a copy of the tiny pipeline: soft targets, no class balancing."""

@@ -49,7 +49,7 @@ def test_every_stage_passes_its_notebook_exactly_the_params_file_its_key_and_pat
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert set(stages) == set(STAGES), "dvc.yaml's stages and retailnb.config.stages.STAGES differ"
     for name, stage in stages.items():
-        cmd = stage.get("do", stage)["cmd"]  # a foreach stage keeps its command under "do"
+        cmd = stage.get("do", stage)["cmd"]  # a foreach stage keeps its command under "do", a matrix stage not
         match = re.search(r"^python -m retailnb\.notebooks (notebooks/\S+\.ipynb) reports/\S+\.ipynb ", cmd)
         assert match, f"stage {name} does not run a notebook with python -m retailnb.notebooks"
         declared = parameter_names(REPO / match.group(1))
@@ -57,8 +57,9 @@ def test_every_stage_passes_its_notebook_exactly_the_params_file_its_key_and_pat
         assert set(passed) == declared, f"stage {name}: passes {sorted(passed)}, notebook declares {sorted(declared)}"
         assert passed["params_file"] == "params.yaml"
         values = {k: v for k, v in passed.items() if k != "params_file"}
-        not_paths = {k: v for k, v in values.items() if "/" not in v and v != "${key}"}
-        assert not not_paths, f"stage {name} passes values that are neither paths nor its key: {not_paths}"
+        keys = {"${key}", "${item.variant}", "${item.target}", "${item.seed}"}  # foreach or matrix keys
+        not_paths = {k: v for k, v in values.items() if "/" not in v and v not in keys}
+        assert not not_paths, f"stage {name} passes values that are neither paths nor its keys: {not_paths}"
 
 
 def test_every_stage_declares_exactly_the_params_it_reads() -> None:
@@ -66,10 +67,15 @@ def test_every_stage_declares_exactly_the_params_it_reads() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, entry in STAGES.items():
         body = stages[name].get("do", stages[name])
-        reads = [path.replace("{key}", "${key}") for path in entry.reads.values()]
+        matrix = stages[name].get("matrix", {})
+        # a matrix stage names its foreach key after what it loops over (variant, target)
+        key = next((f"${{item.{k}}}" for k, v in matrix.items() if v == "${" + entry.foreach + "}"), "${key}")
+        reads = [path.replace("{key}", key) for path in entry.reads.values()]
         assert sorted(body["params"]) == sorted(set(reads)), f"stage {name}"
         if entry.foreach:
-            assert stages[name]["foreach"] == "${" + entry.foreach + "}"
+            assert "${" + entry.foreach + "}" in (stages[name].get("foreach"), *matrix.values()), name
+        if name in ("pretrain", "noisy", "evaluate"):  # every training stage runs once per training seed
+            assert matrix.get("seed") == "${evaluate.seeds}", name
 
 
 def test_every_params_key_is_read_by_some_stage() -> None:

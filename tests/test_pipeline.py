@@ -15,6 +15,7 @@ import yaml
 from pipeline_fixture import (
     SOFT_EXPERIMENT,
     TINY,
+    TINY_SEEDS,
     TINY_VARIANTS,
     TinyPipeline,
     copy_repo,
@@ -27,9 +28,10 @@ from spec_paths import leaves, spec_leaves
 
 from retailnb.config.params_file import read_params
 from retailnb.config.stages import STAGES, spec_from_params
-from retailnb.records import EvaluateRecord, read_record
+from retailnb.records import EvaluateRecord, SummaryRecord, read_record
 from retailnb.report import results_markdown
 from retailnb.stages import evaluate
+from retailnb.summary import summarize_target
 
 
 def read(root: Path, path: str) -> Any:
@@ -47,25 +49,32 @@ def test_data_stage(pipeline: Path) -> None:
         assert (pipeline / "reports" / "figures" / "01_data" / name).stat().st_size > 1000
 
 
-def test_pretrain_stage_trains_every_variant(pipeline: Path) -> None:
-    for variant in TINY_VARIANTS:
-        record = read(pipeline, f"metrics/pretrain/{variant}.json")
+def test_pretrain_stage_trains_every_variant_at_every_seed(pipeline: Path) -> None:
+    final_losses = {}
+    for variant, seed in ((v, s) for v in TINY_VARIANTS for s in TINY_SEEDS):
+        record = read(pipeline, f"metrics/seeds/{seed}/pretrain/{variant}.json")
         weights = read_params(pipeline / "params.yaml")["pretrain"]["variants"][variant]
         assert record["objectives"] == {"simclr": weights["simclr_weight"], "supcon": weights["supcon_weight"]}
         losses = record["history"]["loss"]
         assert len(losses) == TINY["pretrain.engine.epochs"] and all(0 < v < 100 for v in losses), (variant, losses)
         assert record["train"]["images_per_second"] > 0
-        assert (pipeline / "models" / "pretrain" / variant / "backbone.pt").is_file()
-        assert (pipeline / "dvclive" / "pretrain" / variant / "metrics.json").is_file()
+        assert (pipeline / "models" / "seeds" / str(seed) / "pretrain" / variant / "backbone.pt").is_file()
+        assert (pipeline / "dvclive" / "seeds" / str(seed) / "pretrain" / variant / "metrics.json").is_file()
         for name in ("curves.png", "retrievals.png"):
-            assert (pipeline / "reports" / "figures" / f"02_pretrain_{variant}" / name).stat().st_size > 1000
+            assert (pipeline / "reports" / "figures" / "seeds" / str(seed) / f"02_pretrain_{variant}" / name).stat().st_size > 1000
+        final_losses[variant, seed] = losses[-1]
+        used = read(pipeline, f"models/seeds/{seed}/pretrain/{variant}/backbone.json")["spec"]
+        base = read_params(pipeline / "params.yaml")["pretrain"]["engine"]["seed"]
+        assert used["engine"]["seed"] == base + seed  # the engine's seed plus the training seed
+    for variant in TINY_VARIANTS:  # each seed is another training run, not a copy
+        assert final_losses[variant, TINY_SEEDS[0]] != final_losses[variant, TINY_SEEDS[1]]
 
 
 def test_pretrain_stage_received_every_value_with_its_yaml_type(pipeline: Path) -> None:
     """Through the real stage command: the spec the run recorded equals params.yaml, type for type."""
     params = read_params(pipeline / "params.yaml")
     for variant in params["pretrain"]["variants"]:
-        used = read(pipeline, f"models/pretrain/{variant}/backbone.json")["spec"]
+        used = read(pipeline, f"models/seeds/0/pretrain/{variant}/backbone.json")["spec"]
         expected = spec_leaves("pretrain", variant, params)
         got = {}
         for field, path in STAGES["pretrain"].key_paths(variant).items():
@@ -76,31 +85,33 @@ def test_pretrain_stage_received_every_value_with_its_yaml_type(pipeline: Path) 
 
 
 def test_noisy_stage(pipeline: Path) -> None:
-    record = read(pipeline, "metrics/noisy.json")
+    record = read(pipeline, "metrics/seeds/0/noisy.json")
     rounds = record["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2] and record["best_round"] in (0, 1, 2)
     for row in rounds[1:]:
         # params.yaml says soft: false, so every pseudolabel target is one-hot
         assert row["target_confidence"] == 1.0
         assert 0.0 < row["coverage"] <= 1.0 and row["n_selected"] > 0
-        assert (pipeline / "models" / "noisy" / f"round_{row['round']}" / "pseudolabels.csv").is_file()
-    accuracy = read(pipeline, "metrics/noisy_rounds.json")
+        assert (pipeline / "models" / "seeds" / "0" / "noisy" / f"round_{row['round']}" / "pseudolabels.csv").is_file()
+    accuracy = read(pipeline, "metrics/seeds/0/noisy_rounds.json")
     assert [r["round"] for r in accuracy] == [0, 1, 2]
-    quality = read(pipeline, "metrics/noisy_pseudolabels.json")
+    quality = read(pipeline, "metrics/seeds/0/noisy_pseudolabels.json")
     assert [r["round"] for r in quality] == [1, 2] and quality[0]["coverage"] == rounds[1]["coverage"]
     # dvc plots show renders a file only when all its rows have the same fields, its x and y among them
     plotted = [entry for entry in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
-               if next(iter(entry)).startswith("metrics/noisy")]
+               if next(iter(entry)).startswith("metrics/seeds/0/noisy")]
     assert len(plotted) == 2
     for entry in plotted:
         (file, plot), = entry.items()
         assert all(set(row) == {plot["x"], *plot["y"]} for row in read(pipeline, file)), file
     for name in ("threshold.png", "rounds.png"):
-        assert (pipeline / "reports" / "figures" / "03_noisy_student" / name).stat().st_size > 1000
+        assert (pipeline / "reports" / "figures" / "seeds" / "0" / "03_noisy_student" / name).stat().st_size > 1000
+    other = read(pipeline, "metrics/seeds/1/noisy.json")["rounds"]
+    assert other[1]["train_loss"] != rounds[1]["train_loss"]  # seed 1's students are other training runs
 
 
 def test_evaluate_stage(pipeline: Path) -> None:
-    record = read(pipeline, "metrics/evaluate/prepared.json")
+    record = read(pipeline, "metrics/seeds/0/evaluate/prepared.json")
     n_classes = TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"]
     assert set(record["methods"]) == {"random_init", *TINY_VARIANTS, "noisy_round_1", "noisy_round_2"}
     for name, row in record["methods"].items():
@@ -116,12 +127,16 @@ def test_evaluate_stage(pipeline: Path) -> None:
         assert tuned["val_accuracy"] == max(run["val_accuracy"] for run in tuned["grid"])
     assert record["finetune"]["pretrained"]["accuracy"] > 1 / n_classes
     assert record["n_test"] == n_classes * TINY_DATA["probe_test_per_sku"]
-    shots = read(pipeline, "metrics/evaluate/prepared/shots.json")
+    shots = read(pipeline, "metrics/seeds/0/evaluate/prepared/shots.json")
     assert [p["shots"] for p in shots] == ["1", "2", "all"]
-    assert len(read(pipeline, "metrics/evaluate/prepared/confusion.json")) == record["n_test"]
-    assert len(list((pipeline / "features" / "prepared").glob("*.npz"))) == len(record["methods"])
+    assert len(read(pipeline, "metrics/seeds/0/evaluate/prepared/confusion.json")) == record["n_test"]
+    assert len(list((pipeline / "features" / "seeds" / "0" / "prepared").glob("*.npz"))) == len(record["methods"])
     for name in ("shots.png", "embedding_map.png", "shelf_to_catalogue.png", "confusions.png"):
-        assert (pipeline / "reports" / "figures" / "04_evaluate_prepared" / name).stat().st_size > 1000
+        assert (pipeline / "reports" / "figures" / "seeds" / "0" / "04_evaluate_prepared" / name).stat().st_size > 1000
+    # seed 1 repeats the training of every row: its finetuned and random-init results are other runs
+    other = read(pipeline, "metrics/seeds/1/evaluate/prepared.json")
+    assert other["methods"]["random_init"] != record["methods"]["random_init"]
+    assert other["finetune"]["random_init"]["grid"] != record["finetune"]["random_init"]["grid"]
 
 
 def test_a_second_target_read_by_the_image_folder_adapter(pipeline: Path, tmp_path: Path) -> None:
@@ -131,7 +146,7 @@ def test_a_second_target_read_by_the_image_folder_adapter(pipeline: Path, tmp_pa
     params["evaluate"]["targets"]["shop"] = {"source": "imagefolder", "root": str(shop), "labels": "fine"}
     spec = spec_from_params("evaluate", params, "shop")
     out = tmp_path / "out"
-    models = pipeline / "models"
+    models = pipeline / "models" / "seeds" / "0"
     paths = evaluate.EvaluatePaths(
         manifest=str(pipeline / "data" / "prepared" / "manifest.csv"), pretrain_dir=str(models / "pretrain"),
         noisy_dir=str(models / "noisy"), features_dir=str(out / "features"), metrics=str(out / "shop.json"),
@@ -142,19 +157,33 @@ def test_a_second_target_read_by_the_image_folder_adapter(pipeline: Path, tmp_pa
     # three products of clearly different brightness: the all-image probe of random weights gets them right
     assert record.methods["random_init"]["probe_all"] >= 5 / 6
     assert read(out, "shop.json") == record.model_dump()
-    prepared = read_record(EvaluateRecord, pipeline / "metrics" / "evaluate" / "prepared.json")
-    table = results_markdown({"prepared": prepared, "shop": record})
-    assert "### Target `shop`, imagefolder: 3 products, 9 training and 6 test images" in table
+    prepared = read_record(EvaluateRecord, pipeline / "metrics" / "seeds" / "0" / "evaluate" / "prepared.json")
+    table = results_markdown({name: summarize_target(name, {0: r}, 0.95) for name, r in
+                              (("prepared", prepared), ("shop", record))})
+    assert "### Target `shop`, imagefolder: 3 products, 9 training and 6 test images, 1 training seed" in table
 
 
-def test_report_and_new_products_stages(pipeline: Path) -> None:
+def test_report_summarises_every_seed_with_intervals(pipeline: Path) -> None:
     table = (pipeline / "reports" / "results.md").read_text()
     assert "simclr_supcon" in table and "random_init" in table
-    assert "### Target `prepared`" in table
+    assert "### Target `prepared`" in table and f"{len(TINY_SEEDS)} training seeds" in table
+    summary = read_record(SummaryRecord, pipeline / "metrics" / "summary.json")
+    assert summary.seeds == list(TINY_SEEDS)
+    prepared = summary.targets["prepared"]
+    per_seed = [read(pipeline, f"metrics/seeds/{s}/evaluate/prepared.json") for s in TINY_SEEDS]
+    cell = prepared.methods["random_init"]["probe_all"]
+    assert cell.values == [r["methods"]["random_init"]["probe_all"] for r in per_seed] and cell.n == len(TINY_SEEDS)
+    assert cell.low is not None and cell.high is not None and cell.low <= cell.mean <= cell.high
+    assert prepared.finetune["pretrained"].lrs == [r["finetune"]["pretrained"]["lr"] for r in per_seed]
     # the variants' objectives reach the report: the combined variant is judged against SimCLR alone
     report = (pipeline / "reports" / "05_report.html").read_text()
-    assert "Combining SimCLR and SupCon (against SimCLR alone)" in report
-    assert "against SupCon alone" not in report  # the tiny pipeline has no SupCon-only variant
+    assert "SimCLR + SupCon and SimCLR alone" in report or "SimCLR + SupCon beats SimCLR alone" in report \
+        or "SimCLR alone beats SimCLR + SupCon" in report
+    assert "SupCon alone" not in report  # the tiny pipeline has no SupCon-only variant
+    assert "training seeds" in report
+
+
+def test_new_products_stage(pipeline: Path) -> None:
     record = read(pipeline, "metrics/new_products.json")
     n_products = TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"]
     assert [r["shots"] for r in record["enrolment"]] == [0, *TINY["new_products.shots"]]
@@ -171,12 +200,12 @@ def test_soft_and_balance_reach_the_noisy_stage_through_dvc_exp_run(tiny_pipelin
     """`dvc exp run -S noisy.pseudo.soft=true` trains on soft targets; balance: false keeps every image once."""
     run = tiny_pipeline.soft_run
     assert run.returncode == 0, f"dvc exp run {' '.join(SOFT_EXPERIMENT)} failed:\n{run.stdout}\n{run.stderr}"
-    rounds = read(tiny_pipeline.soft, "metrics/noisy.json")["rounds"]
+    rounds = read(tiny_pipeline.soft, "metrics/seeds/0/noisy.json")["rounds"]
     for row in rounds[1:]:
         assert row["target_confidence"] < 1.0  # soft targets: the teacher's probabilities
         # threshold 0 and no balancing: every unlabelled image exactly once
         assert row["coverage"] == 1.0 and row["n_rows"] == row["n_selected"]
-    default = read(tiny_pipeline.root, "metrics/noisy.json")["rounds"]
+    default = read(tiny_pipeline.root, "metrics/seeds/0/noisy.json")["rounds"]
     assert all(row["target_confidence"] == 1.0 for row in default[1:])
 
 
@@ -191,15 +220,19 @@ def test_dvc_metrics_show_prints_only_the_headline_figures(pipeline: Path) -> No
         return [x for v in node.values() for x in numbers(v)] if isinstance(node, dict) else [node]
 
     assert 10 <= len(numbers(headline)) <= 30
-    record = read(pipeline, "metrics/evaluate/prepared.json")
+    summary = read(pipeline, "metrics/summary.json")["targets"]["prepared"]
     prepared = headline["targets"]["prepared"]
-    assert prepared["probe"]["random_init"]["all"] == record["methods"]["random_init"]["probe_all"]
-    assert prepared["finetuned"]["pretrained"] == record["finetune"]["pretrained"]["accuracy"]
+    cell = summary["methods"]["random_init"]["probe_all"]
+    assert prepared["probe"]["random_init"]["all"] == cell["mean"]
+    assert abs(prepared["probe"]["random_init"]["all_ci"] - (cell["high"] - cell["low"]) / 2) < 1e-12
+    assert prepared["finetuned"]["pretrained"] == summary["finetune"]["pretrained"]["accuracy"]["mean"]
+    assert headline["n_seeds"] == len(TINY_SEEDS)
 
 
 def test_every_stage_wrote_its_executed_notebook_and_html_report(pipeline: Path) -> None:
-    names = ["01_data", *(f"02_pretrain_{v}" for v in TINY_VARIANTS), "03_noisy_student", "04_evaluate_prepared",
-             "05_report", "06_new_products"]
+    per_seed = [f"seeds/{s}/{name}" for s in TINY_SEEDS for name in
+                (*(f"02_pretrain_{v}" for v in TINY_VARIANTS), "03_noisy_student", "04_evaluate_prepared")]
+    names = ["01_data", *per_seed, "05_report", "06_new_products"]
     for name in names:
         assert (pipeline / "reports" / f"{name}.ipynb").is_file(), name
         html = (pipeline / "reports" / f"{name}.html").read_text()
@@ -211,7 +244,22 @@ def test_changing_one_variant_reruns_only_that_variant(pipeline: Path, tmp_path:
     params = read_params(root / "params.yaml")
     write_params(root, with_overrides(params, {"pretrain.variants.simclr.simclr_weight": 0.5}))
     status = json.loads(dvc(root, "status", "--json").stdout)
-    assert set(status) == {"pretrain@simclr"}, status
+    assert set(status) == {f"pretrain@simclr-{s}" for s in TINY_SEEDS}, status
+
+
+def test_one_seed_reruns_alone_and_the_report_reads_only_the_listed_seeds(pipeline: Path, tmp_path: Path) -> None:
+    """A single seed's stage can be rerun by name; a seed dropped from evaluate.seeds is no longer summarised."""
+    root = copy_repo(pipeline, tmp_path / "repo")
+    status = json.loads(dvc(root, "status", "--json").stdout)
+    assert not status, status
+    dvc(root, "repro", "--force", "--single-item", f"evaluate@prepared-{TINY_SEEDS[1]}")
+    status = json.loads(dvc(root, "status", "--json").stdout)
+    assert set(status) <= {"report"}, status  # only the summary downstream of it (if the metrics changed)
+    write_params(root, with_overrides(read_params(root / "params.yaml"), {"evaluate.seeds": [TINY_SEEDS[0]]}))
+    dvc(root, "repro", "report")
+    summary = read(root, "metrics/summary.json")
+    assert summary["seeds"] == [TINY_SEEDS[0]]
+    assert summary["targets"]["prepared"]["methods"]["random_init"]["probe_all"]["low"] is None
 
 
 def test_changing_the_evaluation_code_reruns_only_the_evaluation(pipeline: Path, tmp_path: Path) -> None:
@@ -221,4 +269,4 @@ def test_changing_the_evaluation_code_reruns_only_the_evaluation(pipeline: Path,
         with (root / "retailnb" / module).open("a") as fh:
             fh.write("\n# changed\n")
     status = json.loads(dvc(root, "status", "--json").stdout)
-    assert set(status) == {"evaluate@prepared"}, status
+    assert set(status) == {f"evaluate@prepared-{s}" for s in TINY_SEEDS}, status

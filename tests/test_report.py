@@ -1,41 +1,44 @@
-"""Known answers for the report's table and verdicts, and a papermill run of the report notebook on fake metrics."""
+"""Known answers for the intervals, the summary over seeds, the report's table and verdicts, and a papermill
+run of the report notebook on fake per-seed metrics."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 from shared_fixtures import REPO
 
+from retailnb.config.report import ReportSpec, ReportStage
+from retailnb.intervals import order, t_interval
 from retailnb.records import (
     DataRecord,
     EvaluateRecord,
-    HeadlineRecord,
     NoisyRecord,
     PretrainRecord,
     ProbeScores,
     RoundRecord,
+    SummaryRecord,
     TrainSummary,
+    read_record,
 )
 from retailnb.report import (
     combination_pairs,
-    headline,
+    compare,
     data_sentence,
     method_table_markdown,
     monitor_table_markdown,
     noisy_table_markdown,
-    read_records,
     results_markdown,
     shot_keys,
-    target_headline,
     verdicts,
 )
+from retailnb.stages import report as stage
+from retailnb.summary import SeedRecords, headline, read_seed, summarize, summarize_target
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_report.ipynb"
+NOTEBOOK = REPO / "notebooks" / "05_report.ipynb"
+SEEDS = (0, 1, 2)
 
 
 def method(p1: float, p5: float, p10: float | None, p_all: float, knn: float, finetuned: float = 0.8) -> dict[str, Any]:
@@ -55,18 +58,26 @@ def finetuned(accuracy: float, lr: float, best_epoch: int, seconds: float) -> di
             "grid": grid}
 
 
-def evaluate_metrics() -> dict[str, Any]:
-    """Pretraining helps, the combination beats SimCLR but not SupCon; round 1 helps, round 2 does not."""
+JITTER = {0: -0.01, 1: 0.0, 2: 0.01}
+"""Each seed's offset from the base values: a spread of 0.01 (sd), so a t-interval over 3 seeds is ±0.0248."""
+
+
+def evaluate_metrics(seed: int = 1) -> dict[str, Any]:
+    """One seed's evaluation. With :data:`JITTER` over 3 seeds: pretraining beats random weights, the combination
+    beats SimCLR alone but not SupCon alone (0.72 against 0.715), round 1 beats round 0 with all images and round 2
+    does not (0.725)."""
+    j = JITTER.get(seed, 0.5)  # another seed: far off, so reading it by mistake would show
     return {
         "methods": {
-            "random_init": method(0.10, 0.15, 0.18, 0.20, 0.12),
-            "simclr": method(0.30, 0.45, 0.50, 0.60, 0.40),
-            "supcon": method(0.35, 0.50, 0.60, 0.715, 0.50),
-            "simclr_supcon": method(0.40, 0.55, 0.62, 0.72, 0.55),
-            "noisy_round_1": method(0.45, 0.60, 0.66, 0.78, 0.60),
-            "noisy_round_2": method(0.40, 0.55, 0.62, 0.725, 0.55),
+            "random_init": method(0.10 + j, 0.15, 0.18, 0.20 + j, 0.12),
+            "simclr": method(0.30 + j, 0.45, 0.50, 0.60 + j, 0.40),
+            "supcon": method(0.35 + j, 0.50, 0.60, 0.715 + j, 0.50),
+            "simclr_supcon": method(0.40 + j, 0.55, 0.62, 0.72 + j, 0.55),
+            "noisy_round_1": method(0.45 + j, 0.60, 0.66, 0.78 + j, 0.60),
+            "noisy_round_2": method(0.40 + j, 0.55, 0.62, 0.725 + j, 0.55),
         },
-        "finetune": {"pretrained": finetuned(0.8, 0.001, 12, 95.0), "random_init": finetuned(0.4, 0.003, 20, 140.0)},
+        "finetune": {"pretrained": finetuned(0.8 + j, 0.001 if seed != 2 else 0.003, 12 + seed, 95.0),
+                     "random_init": finetuned(0.4 + j, 0.003, 20, 140.0)},
         "main_variant": "simclr_supcon",
         "n_classes": 25,
     }
@@ -74,9 +85,12 @@ def evaluate_metrics() -> dict[str, Any]:
 
 def record(metrics: dict[str, Any], **fields: Any) -> EvaluateRecord:
     """The :class:`EvaluateRecord` of ``metrics`` (as built by :func:`evaluate_metrics`, maybe edited)."""
-    base = {"target": "prepared", "target_source": "prepared", "n_train": 10, "n_test": 20,
-            "n_overlap_dropped": 0}
+    base = {"target": "prepared", "target_source": "prepared", "n_train": 10, "n_test": 20, "n_overlap_dropped": 0}
     return EvaluateRecord(**{**base, **metrics, **fields})
+
+
+def per_seed(seeds: tuple[int, ...] = SEEDS, **fields: Any) -> dict[int, EvaluateRecord]:
+    return {s: record(evaluate_metrics(s), **fields) for s in seeds}
 
 
 def pretrain_record(variant: str, simclr: float, supcon: float) -> PretrainRecord:
@@ -99,100 +113,118 @@ NOISY = NoisyRecord(
     best_round=1,
 )
 
-TOL = 0.01
-"""The tolerance these known-answer tests judge with: their own input, so a new ``report.tolerance`` in
-params.yaml does not change what they check."""
-
 
 def table_rows(markdown: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip("|").split("|")] for line in markdown.strip().splitlines()]
 
 
-def test_method_table_has_one_row_per_method_plus_both_finetuning_baselines() -> None:
-    rows = table_rows(method_table_markdown(record(evaluate_metrics())))
+def test_t_interval_known_answer() -> None:
+    cell = t_interval([0.1, 0.2, 0.3], 0.95)
+    # sd 0.1, t(0.975, df=2) = 4.302653: half-width 4.302653 * 0.1 / sqrt(3) = 0.248414
+    assert cell.mean == pytest.approx(0.2) and cell.half_width == pytest.approx(0.248414, abs=1e-6)
+    assert (cell.n, cell.values) == (3, [0.1, 0.2, 0.3])
+    assert t_interval([0.1, 0.2, 0.3], 0.9).half_width == pytest.approx(2.919986 * 0.1 / 3 ** 0.5, abs=1e-6)
+    single = t_interval([0.4])
+    assert (single.mean, single.low, single.high, single.half_width) == (0.4, None, None, None)
+    with pytest.raises(ValueError):
+        t_interval([])
+
+
+def test_order_claims_a_difference_only_when_the_intervals_separate() -> None:
+    low, high = t_interval([0.20, 0.21, 0.22]), t_interval([0.30, 0.31, 0.32])
+    overlapping = t_interval([0.18, 0.25, 0.30])
+    assert order(high, low) == "higher" and order(low, high) == "lower"
+    assert order(overlapping, low) == "no difference measured" == order(low, overlapping)
+    assert order(t_interval([0.9]), t_interval([0.1])) == "no difference measured"  # one seed: no interval
+
+
+def test_compare_wording_for_separated_overlapping_and_single_seed_intervals() -> None:
+    low, high = t_interval([0.20, 0.21, 0.22]), t_interval([0.30, 0.31, 0.32])
+    overlapping = t_interval([0.18, 0.25, 0.30])
+    assert compare(("`main`", high), ("random weights", low), "probe accuracy with all images") == (
+        "`main` beats random weights on probe accuracy with all images: 0.310 [0.285, 0.335] for `main` against "
+        "0.210 [0.185, 0.235] for random weights (95% intervals over 3 training seeds; the intervals do not overlap).")
+    assert compare(("`main`", low), ("random weights", high), "x").startswith("Random weights beats `main` on x:")
+    assert compare(("`main`", overlapping), ("random weights", low), "x").startswith(
+        "No difference measured between `main` and random weights on x: 0.243 [")
+    assert compare(("`main`", overlapping), ("random weights", low), "x").endswith("the intervals overlap).")
+    one = compare(("`main`", t_interval([0.9])), ("random weights", t_interval([0.1])), "x")
+    assert one == ("No difference measured between `main` and random weights on x: 0.900 for `main` against 0.100 "
+                   "for random weights (one training seed: no interval, so no difference can be measured).")
+
+
+def test_summary_turns_each_cell_into_an_interval_over_the_seeds() -> None:
+    summary = summarize_target("prepared", per_seed(), 0.95)
+    cell = summary.methods["simclr_supcon"]["probe_all"]
+    assert cell.values == pytest.approx([0.71, 0.72, 0.73]) and cell.mean == pytest.approx(0.72)
+    assert cell.half_width == pytest.approx(4.302653 * 0.01 / 3 ** 0.5, abs=1e-6)
+    assert "probe_all_std" not in summary.methods["simclr_supcon"]  # the draws' spread is replaced by the seeds'
+    tuned = summary.finetune["pretrained"]
+    assert tuned.lrs == [0.001, 0.001, 0.003] and tuned.best_epochs == [12, 13, 14]
+    assert summary.probe_to_finetune is not None
+    assert summary.probe_to_finetune.values == pytest.approx([0.71 / 0.79, 0.72 / 0.8, 0.73 / 0.81])
+    assert summary.noisy_gain is not None and summary.noisy_gain.values == pytest.approx([0.005] * 3)  # last round
+
+
+def test_summary_refuses_seeds_that_are_not_repetitions_of_one_setup(tmp_path: Path) -> None:
+    runs = per_seed()
+    runs[2] = record(evaluate_metrics(2), n_test=21)
+    with pytest.raises(ValueError, match="training seed 2 evaluated another setup"):
+        summarize_target("prepared", runs, 0.95)
+    seeds = {s: SeedRecords(pretrain={}, noisy=None, evaluations={"prepared": r}) for s, r in per_seed().items()}
+    seeds[1] = SeedRecords(pretrain={}, noisy=None, evaluations={})
+    with pytest.raises(ValueError, match="different targets"):
+        summarize(seeds, 0.95)
+    with pytest.raises(FileNotFoundError, match=r"training seed 3; run its stages first \(dvc repro evaluate@<target>-3\)"):
+        read_seed(tmp_path, 3)
+
+
+def test_method_table_gives_mean_and_half_width_and_each_seeds_choice() -> None:
+    rows = table_rows(method_table_markdown(summarize_target("prepared", per_seed(), 0.95)))
     assert rows[0] == ["method", "1-shot", "5-shot", "10-shot", "all images", "kNN (all images)", "ratio to finetuned",
                        "fit time (s)"]
-    assert rows[1] == [":---", *["---:"] * 7]
-    body = {r[0]: r[1:] for r in rows[2:]}
-    from_main, from_random = "finetuned from `simclr_supcon` (lr 0.001, epoch 12)", \
-        "finetuned from random weights (lr 0.003, epoch 20)"
-    assert list(body) == ["`random_init`", "`simclr`", "`supcon`", "`simclr_supcon` (main)", "`noisy_round_1`",
-                          "`noisy_round_2`", from_main, from_random]
-    assert body["`simclr_supcon` (main)"] == ["0.400 ± 0.050", "0.550 ± 0.030", "0.620 ± 0.020", "0.720", "0.550",
-                                              "0.90", "0.05"]
-    assert body[from_main] == ["–", "–", "–", "0.800", "–", "1.00", "95"]
-    assert body[from_random] == ["–", "–", "–", "0.400", "–", "0.50", "140"]
+    main = next(r for r in rows if r[0] == "`simclr_supcon` (main)")
+    assert main[4] == "0.720 ± 0.025" and main[6] == f"{0.72 / 0.8:.2f}"
+    assert main[2] == "0.550 ± 0.000"  # identical in every seed: a zero-width interval
+    tuned = next(r for r in rows if r[0].startswith("finetuned from `simclr_supcon`"))
+    assert tuned[0] == "finetuned from `simclr_supcon` (lr 0.001/0.001/0.003, epoch 12/13/14)"
+    assert tuned[1:4] == ["–"] * 3 and tuned[4] == "0.800 ± 0.025" and tuned[-1] == "95"
+    scratch = rows[-1]
+    assert scratch[0] == "finetuned from random weights (lr 0.003, epoch 20)"
+    assert shot_keys(summarize_target("prepared", per_seed(), 0.95).methods) == [
+        "probe_1", "probe_5", "probe_10", "probe_all"]
 
 
-def test_method_table_handles_missing_shot_counts() -> None:
-    evaluate = evaluate_metrics()
-    for row in evaluate["methods"].values():  # a run without 10-shot
-        row.pop("probe_10"), row.pop("probe_10_std")
-    evaluate["methods"]["simclr"].pop("probe_5")  # and one method missing a 5-shot result
-    rows = table_rows(method_table_markdown(record(evaluate)))
-    assert "10-shot" not in rows[0] and len(rows[0]) == 7
-    simclr = next(r for r in rows if r[0] == "`simclr`")
-    assert simclr[2] == "–"
-
-
-def test_shot_keys_order_numbers_then_all() -> None:
-    assert shot_keys({"a": {"probe_all": 1, "probe_10": 1, "probe_1": 1, "probe_10_std": 0, "knn_all": 1},
-                      "b": {"probe_5": 1}}) == ["probe_1", "probe_5", "probe_10", "probe_all"]
-
-
-def test_verdicts_known_answers() -> None:
-    lines = verdicts(record(evaluate_metrics()), NOISY, PRETRAIN, tol=TOL)
-    assert "reaches 90% of the accuracy of finetuning" in lines[0] and "(0.720 against 0.800)" in lines[0]
-    assert lines[0].endswith("; finetuning from random weights reaches 0.400.")
-    assert lines[1].startswith("Pretraining helped:") and "(+0.520)" in lines[1]
-    assert lines[2].startswith("Combining SimCLR and SupCon (against SimCLR alone) helped:")
-    assert lines[3].startswith("Combining SimCLR and SupCon (against SupCon alone) did not help:")
-    assert "within the tolerance" in lines[3]
-    assert lines[4].startswith("Noisy-student round 1 helped: probe accuracy with all images 0.780 for round 1 against 0.720")
-    assert "precision 0.83, coverage 0.61" in lines[4]
-    assert lines[5].startswith("Noisy-student round 2 did not help:") and "(+0.005, within" in lines[5]
-    assert lines[6] == "The best noisy-student round by probe accuracy is round 1."
-    assert len(lines) == 7
-
-
-def test_verdicts_call_a_drop_a_drop_and_respect_the_tolerance() -> None:
-    evaluate = evaluate_metrics()
-    evaluate["methods"]["noisy_round_2"]["probe_all"] = 0.60
-    line = verdicts(record(evaluate), None, PRETRAIN, tol=TOL)[5]
-    assert line.startswith("Noisy-student round 2 did not help:") and "a drop beyond the tolerance" in line
-    # a larger tolerance turns round 1's +0.06 into "did not help"
-    assert verdicts(record(evaluate_metrics()), None, PRETRAIN, tol=0.1)[4].startswith("Noisy-student round 1 did not help")
-
-
-def test_verdicts_use_noisy_json_when_evaluate_has_no_rounds_and_skip_missing_rows() -> None:
-    evaluate = evaluate_metrics()
-    for name in ("noisy_round_1", "noisy_round_2", "simclr", "supcon"):
-        del evaluate["methods"][name]
-    lines = verdicts(record(evaluate), NOISY, PRETRAIN, tol=TOL)
-    assert [line.split(":")[0] for line in lines[1:4]] == [
-        "Pretraining helped", "Noisy-student round 1 helped", "Noisy-student round 2 did not help"]
-    assert len(verdicts(record(evaluate), None, PRETRAIN, tol=TOL)) == 2
-
-
-def test_verdicts_fall_back_to_the_most_shots_both_rows_have() -> None:
-    evaluate = evaluate_metrics()
-    for row in evaluate["methods"].values():
-        del row["probe_all"]
-    line = verdicts(record(evaluate), None, PRETRAIN, tol=TOL)[1]
-    assert "probe accuracy with 10 images per product" in line and "(+0.440" in line
-    assert "No all-image probe" in verdicts(record(evaluate), None, PRETRAIN, tol=TOL)[0]
-
-
-def data_record(images: dict[str, int], classes: dict[str, int], seen: int) -> DataRecord:
-    return DataRecord(images=images, classes=classes, domains={}, unique_images=sum(images.values()),
-                      probe_train_min_per_class=1, target_classes_in_source=seen)
+def test_verdicts_follow_the_intervals() -> None:
+    summary = summarize_target("prepared", per_seed(), 0.95)
+    lines = verdicts(summary, PRETRAIN, [NOISY] * 3)
+    text = "\n".join(lines)
+    assert lines[0].startswith("With all training images, a logistic regression on the frozen features of the main "
+                               "backbone (`simclr_supcon`) reaches 90% (interval")
+    assert "Finetuning the main backbone beats the frozen-feature probe of `simclr_supcon` on test accuracy" in text
+    assert "Finetuning from `simclr_supcon` beats finetuning from random weights on test accuracy" in text
+    assert "`simclr_supcon` beats random weights on probe accuracy with all images: 0.720 [" in text
+    assert "`simclr_supcon` beats random weights on probe accuracy with 1 images per product" in text
+    assert "SimCLR + SupCon beats SimCLR alone on probe accuracy with all images" in text
+    # 0.72 against 0.715 with ±0.025: the intervals overlap
+    assert "No difference measured between SimCLR + SupCon and SupCon alone on probe accuracy with all images" in text
+    assert "Noisy-student round 1 beats round 0, the contrastive backbone alone, on" not in text
+    assert ("Noisy-student round 1 beats round 0, the contrastive backbone alone on probe accuracy with all images"
+            in text)
+    assert ("No difference measured between noisy-student round 2 and round 0, the contrastive backbone alone on "
+            "probe accuracy with all images") in text
+    assert text.count("Its pseudolabels: precision 0.83, coverage 0.61 (means over seeds).") == 1
+    # one seed: nothing is claimed, whatever the means
+    single = verdicts(summarize_target("prepared", per_seed((0,)), 0.95), PRETRAIN)
+    assert not any(" beats " in line for line in single)
+    assert sum(line.startswith("No difference measured") for line in single) >= 6
 
 
 def test_side_tables_and_data_sentence() -> None:
-    noisy = table_rows(noisy_table_markdown(NOISY))
-    assert [r[0] for r in noisy[2:]] == ["0 (contrastive only)", "1 (best)", "2"]
-    assert noisy[2][3] == "–" and noisy[3][3] == "0.830"
-    monitor = table_rows(monitor_table_markdown(PRETRAIN))
+    noisy = table_rows(noisy_table_markdown([NOISY, NOISY]))
+    assert [r[0] for r in noisy[2:]] == ["0 (contrastive only)", "1", "2"]
+    assert noisy[2][3] == "–" and noisy[3][3] == "0.830 ± 0.000"
+    monitor = table_rows(monitor_table_markdown([PRETRAIN]))
     assert monitor[0][:2] == ["variant", "objectives"]
     assert monitor[2] == ["`simclr`", "SimCLR", "0.500", "0.100", "0.600", "0.200"]
     assert monitor[4][:2] == ["`simclr_supcon`", "SimCLR + SupCon"]
@@ -204,53 +236,82 @@ def test_side_tables_and_data_sentence() -> None:
     assert seen.endswith("(pretraining saw 81 of the 81 target products).")
 
 
+def data_record(images: dict[str, int], classes: dict[str, int], seen: int) -> DataRecord:
+    return DataRecord(images=images, classes=classes, domains={}, unique_images=sum(images.values()),
+                      probe_train_min_per_class=1, target_classes_in_source=seen)
+
+
 def test_combinations_come_from_the_records_objectives_not_the_variant_names() -> None:
     assert combination_pairs(PRETRAIN) == [("simclr_supcon", "simclr"), ("simclr_supcon", "supcon")]
     renamed = {"both": PRETRAIN["simclr_supcon"], "ntxent": PRETRAIN["simclr"], "sup": PRETRAIN["supcon"]}
     assert combination_pairs(renamed) == [("both", "ntxent"), ("both", "sup")]
-    # without a combined variant, or without the single-objective ones, there is nothing to compare
     assert combination_pairs({"simclr": PRETRAIN["simclr"], "supcon": PRETRAIN["supcon"]}) == []
     assert combination_pairs({"simclr_supcon": PRETRAIN["simclr_supcon"]}) == []
-    evaluate = evaluate_metrics()
-    methods = evaluate["methods"]
-    methods["both"], methods["ntxent"] = methods.pop("simclr_supcon"), methods.pop("simclr")
-    lines = verdicts(record(evaluate, main_variant="both"), None, renamed, tol=TOL)
-    assert lines[2].startswith("Combining SimCLR and SupCon (against SimCLR alone) helped: probe accuracy with all "
-                               "images 0.720 for SimCLR + SupCon against 0.600 for SimCLR alone")
-    assert len([line for line in lines if line.startswith("Combining")]) == 1  # "sup" has no row in the table
-
-
-def write_fake_metrics(root: Path) -> None:
-    (root / "metrics" / "pretrain").mkdir(parents=True)
-    for target in ("prepared", "grocery_fine"):
-        record(evaluate_metrics(), target=target, target_source=target).write(
-            root / "metrics" / "evaluate" / f"{target}.json")
-    NOISY.write(root / "metrics" / "noisy.json")
-    data_record({"labelled": 36}, {"labelled": 3}, 0).write(root / "metrics" / "data.json")
-    for variant, pretrain in PRETRAIN.items():
-        pretrain.write(root / "metrics" / "pretrain" / f"{variant}.json")
-
-
-def test_read_records_reads_a_folder_or_a_file_and_validates(tmp_path: Path) -> None:
-    write_fake_metrics(tmp_path)
-    pretrain = read_records(PretrainRecord, tmp_path / "metrics" / "pretrain")
-    assert list(pretrain) == ["simclr", "simclr_supcon", "supcon"] and pretrain["simclr"] == PRETRAIN["simclr"]
-    assert list(read_records(NoisyRecord, tmp_path / "metrics" / "noisy.json")) == ["noisy"]
-    assert read_records(NoisyRecord, tmp_path / "absent") == {}
-    assert list(read_records(EvaluateRecord, tmp_path / "metrics" / "evaluate")) == ["grocery_fine", "prepared"]
-    (tmp_path / "metrics" / "pretrain" / "old.json").write_text(json.dumps({"monitor": {}, "train": {}}))
-    with pytest.raises(ValidationError, match="objectives"):
-        read_records(PretrainRecord, tmp_path / "metrics" / "pretrain")
+    runs = {}
+    for s in SEEDS:
+        evaluate = evaluate_metrics(s)
+        methods = evaluate["methods"]
+        methods["both"], methods["ntxent"] = methods.pop("simclr_supcon"), methods.pop("simclr")
+        runs[s] = record(evaluate, main_variant="both")
+    lines = verdicts(summarize_target("prepared", runs, 0.95), renamed)
+    assert any(line.startswith("SimCLR + SupCon beats SimCLR alone on probe accuracy with all images") for line in lines)
+    assert not any("SupCon alone" in line for line in lines)  # "sup" has no row in the table
 
 
 def test_results_markdown_has_a_headed_table_per_target() -> None:
-    evaluations = {"prepared": record(evaluate_metrics()),
-                   "shop": record(evaluate_metrics(), target="shop", target_source="imagefolder", n_classes=3)}
-    text = results_markdown(evaluations)
+    targets = {"prepared": summarize_target("prepared", per_seed(), 0.95),
+               "shop": summarize_target("shop", per_seed(target="shop", target_source="imagefolder", n_classes=3),
+                                        0.95)}
+    text = results_markdown(targets)
     headings = [line for line in text.splitlines() if line.startswith("### ")]
-    assert headings == ["### Target `prepared`, prepared: 25 products, 10 training and 20 test images",
-                        "### Target `shop`, imagefolder: 3 products, 10 training and 20 test images"]
+    assert headings == ["### Target `prepared`, prepared: 25 products, 10 training and 20 test images, 3 training seeds",
+                        "### Target `shop`, imagefolder: 3 products, 10 training and 20 test images, 3 training seeds"]
     assert text.count("| method |") == 2 and text.count("finetuned from random weights") == 2
+    assert "± the half-width of its 95% t-interval" in text
+
+
+def leaf_count(node: Any) -> int:
+    """Numbers in a nested mapping, as ``dvc metrics show`` counts them (None counts too)."""
+    return sum(leaf_count(v) for v in node.values()) if isinstance(node, dict) else 1
+
+
+def test_headline_keeps_at_most_30_figures_to_compare_runs_by() -> None:
+    seeds = {s: SeedRecords(pretrain=PRETRAIN, noisy=NOISY, evaluations={"prepared": r}) for s, r in per_seed().items()}
+    summary = summarize(seeds, 0.95)
+    top = headline(summary)
+    prepared = top.targets["prepared"]
+    assert list(prepared.probe) == ["random_init", "simclr_supcon", "noisy_round_1", "noisy_round_2"]
+    assert prepared.probe["simclr_supcon"] == pytest.approx({"1": 0.40, "10": 0.62, "all": 0.72,
+                                                             "all_ci": 4.302653 * 0.01 / 3 ** 0.5}, abs=1e-6)
+    assert prepared.finetuned["pretrained"] == pytest.approx(0.8) and prepared.finetuned["random_init_ci"] > 0
+    assert prepared.probe_to_finetune == pytest.approx(summary.targets["prepared"].probe_to_finetune.mean)  # type: ignore[union-attr]
+    assert prepared.noisy_gain == pytest.approx(0.005)
+    assert leaf_count(top.model_dump()) == 1 + 4 * 4 + 4 + 2 + 1 <= 30
+
+
+def write_fake_metrics(root: Path, seeds: tuple[int, ...] = SEEDS) -> None:
+    for s in seeds:
+        folder = root / "metrics" / "seeds" / str(s)
+        for target in ("prepared", "grocery_fine"):
+            record(evaluate_metrics(s), target=target, target_source=target).write(
+                folder / "evaluate" / f"{target}.json")
+        NOISY.write(folder / "noisy.json")
+        for variant, pretrain in PRETRAIN.items():
+            pretrain.write(folder / "pretrain" / f"{variant}.json")
+    data_record({"labelled": 36}, {"labelled": 3}, 0).write(root / "metrics" / "data.json")
+
+
+def test_report_stage_reads_only_the_listed_seeds(tmp_path: Path) -> None:
+    write_fake_metrics(tmp_path, (0, 1, 2, 7))
+    paths = stage.ReportPaths(data=str(tmp_path / "metrics" / "data.json"), seeds=str(tmp_path / "metrics" / "seeds"),
+                              table=str(tmp_path / "results.md"), summary=str(tmp_path / "summary.json"),
+                              headline=str(tmp_path / "headline.json"))
+    spec = ReportStage(report=ReportSpec(confidence=0.95), seeds=[0, 1, 2])
+    inputs = stage.run(spec, paths)
+    assert list(inputs.seeds) == [0, 1, 2]  # seed 7, left on disk by an earlier setting, is not read
+    assert read_record(SummaryRecord, tmp_path / "summary.json") == inputs.summary
+    with pytest.raises(FileNotFoundError, match="training seed 5"):
+        stage.run(ReportStage(report=ReportSpec(confidence=0.95), seeds=[0, 5]), paths)
 
 
 @pytest.mark.slow
@@ -259,8 +320,8 @@ def test_report_notebook_smoke(tmp_path: Path) -> None:
     import papermill as pm
 
     write_fake_metrics(tmp_path)
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")  # the report's tolerance
-    figure = tmp_path / "reports" / "figures" / "04_evaluate_prepared" / "shots.png"
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")  # the report's confidence and evaluate.seeds
+    figure = tmp_path / "reports" / "figures" / "seeds" / "0" / "04_evaluate_prepared" / "shots.png"
     figure.parent.mkdir(parents=True)
     import matplotlib
 
@@ -273,35 +334,11 @@ def test_report_notebook_smoke(tmp_path: Path) -> None:
     out = tmp_path / "reports" / "05_report.ipynb"
     pm.execute_notebook(str(NOTEBOOK), str(out), kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
     table = (tmp_path / "reports" / "results.md").read_text()
-    written = read_records(HeadlineRecord, tmp_path / "metrics" / "headline.json")["headline"]
-    assert set(written.targets) == {"prepared", "grocery_fine"}
+    written = read_record(SummaryRecord, tmp_path / "metrics" / "summary.json")
+    assert set(written.targets) == {"prepared", "grocery_fine"} and written.seeds == list(SEEDS)
     for name in evaluate_metrics()["methods"]:
         assert f"| `{name}`" in table
     outputs = [o for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" for o in c.outputs]
     text = "\n".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
-    assert "reaches 90% of the accuracy of finetuning" in text and "Noisy-student round 2 did not help" in text
+    assert "reaches 90% (interval" in text and "No difference measured between noisy-student round 2" in text
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 1  # only the figure that exists
-
-
-def test_headline_keeps_the_few_figures_to_compare_runs_by() -> None:
-    summary = headline({"prepared": record(evaluate_metrics())}, NOISY).targets["prepared"]
-    assert list(summary.probe) == ["random_init", "simclr_supcon", "noisy_round_1", "noisy_round_2"]
-    assert summary.probe["simclr_supcon"] == {"1": 0.40, "10": 0.62, "all": 0.72}
-    assert summary.finetuned == {"pretrained": 0.8, "random_init": 0.4}
-    assert summary.probe_to_finetune == pytest.approx(0.72 / 0.8)
-    assert summary.noisy_gain == pytest.approx(0.78 - 0.72)  # NOISY's best round is 1
-    values = leaf_count(summary.model_dump())
-    assert values == 4 * 3 + 2 + 2 <= 30
-    # a run without 10-shot keeps the shot counts it has; without the noisy stage there is no gain
-    evaluate = evaluate_metrics()
-    for row in evaluate["methods"].values():
-        row.pop("probe_10"), row.pop("probe_10_std")
-    bare = target_headline(record(evaluate), None)
-    assert bare.probe["random_init"] == {"1": 0.10, "all": 0.20} and bare.noisy_gain is None
-    round_zero = NOISY.model_copy(update={"best_round": 0})
-    assert target_headline(record(evaluate_metrics()), round_zero).noisy_gain == 0.0
-
-
-def leaf_count(node: Any) -> int:
-    """Numbers in a nested mapping, as ``dvc metrics show`` counts them (None counts too)."""
-    return sum(leaf_count(v) for v in node.values()) if isinstance(node, dict) else 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Spec(BaseModel):
@@ -46,3 +46,25 @@ def _as_list(value: Any) -> Any:
 
 OneOrList = BeforeValidator(_as_list)
 """Annotation for list fields that also take a single value (``shots: 5`` is ``[5]``)."""
+
+
+def training_seed(value: str | int) -> int:
+    """A training seed as a stage command passes it (``-p seed 2``, a string): a non-negative integer.
+
+    Raises:
+        ValueError: anything else, naming the parameter.
+    """
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ValueError(f"seed: a training seed is a non-negative integer (an entry of evaluate.seeds), got {value!r}")
+    return int(text)
+
+
+def _distinct(seeds: list[int]) -> list[int]:
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("every training seed must be different (a repeated seed repeats a run, not the experiment)")
+    return seeds
+
+
+TrainingSeeds = Annotated[list[NonNegativeInt], Field(min_length=1), AfterValidator(_distinct)]
+"""The training seeds (``evaluate.seeds``): distinct non-negative integers, at least one."""

@@ -150,3 +150,12 @@ class EvaluateStage(Spec):
     on_overlap: Literal["raise", "drop"]
     on_error: Literal["raise", "skip"]
     min_size: PositiveInt
+
+    def with_seed(self, seed: int) -> EvaluateStage:
+        """The evaluation of training seed ``seed``'s backbones: the finetuning engine's seed and the probes'
+        seed (the shot draws and the random-init backbone) plus it, so every row's randomness is repeated."""
+        engine = self.finetune.engine.model_copy(update={"seed": self.finetune.engine.seed + seed})
+        return self.model_copy(update={
+            "finetune": self.finetune.model_copy(update={"engine": engine}),
+            "probe": self.probe.model_copy(update={"seed": self.probe.seed + seed}),
+        })

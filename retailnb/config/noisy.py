@@ -127,3 +127,8 @@ class NoisyStage(Spec):
     def student_architecture(self) -> str:
         """The student's timm architecture."""
         return self.noisy.student.architecture or self.backbone.architecture
+
+    def with_seed(self, seed: int) -> NoisyStage:
+        """The run of training seed ``seed`` (an entry of ``evaluate.seeds``): the engine's seed plus it."""
+        engine = self.noisy.engine.model_copy(update={"seed": self.noisy.engine.seed + seed})
+        return self.model_copy(update={"noisy": self.noisy.model_copy(update={"engine": engine})})

@@ -104,3 +104,7 @@ class PretrainStage(Spec):
     engine: EngineSpec
     views: PretrainViews
     variant: Objectives
+
+    def with_seed(self, seed: int) -> PretrainStage:
+        """The run of training seed ``seed`` (an entry of ``evaluate.seeds``): the engine's seed plus it."""
+        return self.model_copy(update={"engine": self.engine.model_copy(update={"seed": self.engine.seed + seed})})

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
-from retailnb.config.base import NonNegativeFloat, Spec
+from typing import Annotated
+
+from pydantic import Field
+
+from retailnb.config.base import Spec, TrainingSeeds
 
 
 class ReportSpec(Spec):
     """The report (``report``).
 
     Attributes:
-        tolerance: smallest accuracy difference called an improvement (a larger recorded standard
-            deviation replaces it).
+        confidence: level of the t-intervals over training seeds (0.95: 95% intervals); the report calls
+            one result better than another only when their intervals do not overlap.
     """
 
-    tolerance: NonNegativeFloat
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)]
 
 
 class ReportStage(Spec):
-    """Everything the report reads: ``report``."""
+    """Everything the report reads.
+
+    Attributes:
+        report: the report's settings (``report``).
+        seeds: the training seeds whose runs it aggregates (``evaluate.seeds``); runs of other seeds left on
+            disk by an earlier setting are not read.
+    """
 
     report: ReportSpec
+    seeds: TrainingSeeds

@@ -93,7 +93,7 @@ STAGES: dict[str, StageParams] = {
         },
         foreach="evaluate.targets",
     ),
-    "report": StageParams("retailnb.config.report:ReportStage", {"report": "report"}),
+    "report": StageParams("retailnb.config.report:ReportStage", {"report": "report", "seeds": "evaluate.seeds"}),
     "new_products": StageParams(
         "retailnb.config.new_products:NewProductsStage",
         {"backbone": "backbone", "new_products": "new_products", "main_variant": "noisy.teacher_variant"},

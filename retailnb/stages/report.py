@@ -1,58 +1,62 @@
-"""The report stage: the results table of every target and the headline metrics, from the stages' records."""
+"""The report stage: every target's results over the training seeds, as a table, a summary and headline metrics."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from retailnb.atomic import atomic_write_text
-from retailnb.records import (
-    DataRecord,
-    EvaluateRecord,
-    HeadlineRecord,
-    NoisyRecord,
-    PretrainRecord,
-)
-from retailnb.report import headline, read_optional, read_records, results_markdown
+from retailnb.config.report import ReportStage
+from retailnb.records import DataRecord, HeadlineRecord, SummaryRecord, read_record
+from retailnb.report import results_markdown
+from retailnb.summary import SeedRecords, headline, read_seeds, summarize
 
 
 @dataclass(frozen=True)
 class ReportPaths:
-    """Where the stage reads (the other stages' records) and writes (the table and the headline metrics)."""
+    """Where the stage reads (the other stages' records) and writes.
+
+    Attributes:
+        data: the data stage's record.
+        seeds: the folder of per-seed records (``<seed>/pretrain/``, ``<seed>/noisy.json``,
+            ``<seed>/evaluate/``).
+        table: the results tables (Markdown).
+        summary: every result's interval over the seeds (JSON).
+        headline: the headline metrics (``dvc metrics show``).
+    """
 
     data: str
-    pretrain: str
-    noisy: str
-    evaluate: str
+    seeds: str
     table: str
+    summary: str
     headline: str
 
 
 @dataclass(frozen=True)
 class ReportInputs:
-    """Every record the report reads (None or empty where a stage has not run), and what it wrote."""
+    """Every record the report read, and what it wrote."""
 
     data: DataRecord | None
-    pretrain: dict[str, PretrainRecord]
-    noisy: NoisyRecord | None
-    evaluations: dict[str, EvaluateRecord]
+    seeds: dict[int, SeedRecords]
+    summary: SummaryRecord
     table: str
     headline: HeadlineRecord
 
 
-def run(paths: ReportPaths) -> ReportInputs:
-    """Read the records, write ``results.md`` and ``metrics/headline.json`` (atomically).
+def run(spec: ReportStage, paths: ReportPaths) -> ReportInputs:
+    """Read the records of every seed of ``evaluate.seeds``; write the table, the summary and the headline
+    (each atomically).
 
     Raises:
-        FileNotFoundError: no evaluation record: the evaluate stage has not run.
+        FileNotFoundError: a seed's evaluation has not run.
+        ValueError: the seeds' runs are not repetitions of one setup.
     """
-    evaluations = read_records(EvaluateRecord, paths.evaluate)
-    if not evaluations:
-        raise FileNotFoundError(f"{paths.evaluate}: no evaluation metrics; run the evaluate stage first "
-                                "(dvc repro evaluate)")
-    noisy = read_optional(NoisyRecord, paths.noisy)
-    table = results_markdown(evaluations)
-    summary = headline(evaluations, noisy)
+    seeds = read_seeds(paths.seeds, spec.seeds)
+    summary = summarize({s: seeds[s] for s in spec.seeds}, spec.report.confidence)
+    table = results_markdown(summary.targets)
+    top = headline(summary)
     atomic_write_text(paths.table, table)
-    summary.write(paths.headline)
-    return ReportInputs(data=read_optional(DataRecord, paths.data), pretrain=read_records(PretrainRecord, paths.pretrain),
-                        noisy=noisy, evaluations=evaluations, table=table, headline=summary)
+    summary.write(paths.summary)
+    top.write(paths.headline)
+    data = read_record(DataRecord, paths.data) if Path(paths.data).is_file() else None
+    return ReportInputs(data=data, seeds=seeds, summary=summary, table=table, headline=top)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
-from shared_fixtures import repo_params, with_overrides
+from shared_fixtures import REPO, repo_params, with_overrides
 
 from retailnb.config.params_file import ParamsError, read_params
 from retailnb.config.stages import load_stage
@@ -35,7 +35,10 @@ BAD: list[tuple[str, str | None, str, Any, str]] = [
     ("evaluate", "prepared", "data.on_error", "ignore", "'raise' or 'skip'"),
     ("new_products", None, "new_products.shots", "1,5", "YAML list"),
     ("data", None, "data.synthetic.n_source_families", 0, "greater than or equal to 1"),
-    ("report", None, "report.tolerance", -0.1, "greater than or equal to 0"),
+    ("report", None, "report.confidence", 1.0, "less than 1"),
+    ("report", None, "evaluate.seeds", [0, 1, 1], "every training seed must be different"),
+    ("report", None, "evaluate.seeds", [], "at least 1 item"),
+    ("report", None, "evaluate.seeds", [0, -1], "greater than or equal to 0"),
 ]
 
 
@@ -94,3 +97,25 @@ def test_params_are_read_as_yaml_1_2_like_dvc(tmp_path: Path) -> None:
 def test_a_missing_params_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match="no params file"):
         load_stage("data", tmp_path / "nowhere.yaml")
+
+
+def test_a_training_seed_from_the_stage_command_is_a_non_negative_integer() -> None:
+    """The seed arrives as a string (``-p seed 2``); anything but digits stops the stage naming it."""
+    from retailnb.config.base import training_seed
+
+    assert training_seed("2") == 2 and training_seed(0) == 0
+    for bad in ("-1", "1.5", "two", ""):
+        with pytest.raises(ValueError, match="seed: a training seed is a non-negative integer"):
+            training_seed(bad)
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "noisy", "evaluate"])
+def test_each_training_stage_offsets_its_seeds_by_the_training_seed(stage: str) -> None:
+    key = {"pretrain": "simclr", "evaluate": "prepared"}.get(stage)
+    base = load_stage(stage, REPO / "params.yaml", key)
+    moved = base.with_seed(3)
+    engine = {"pretrain": lambda s: s.engine, "noisy": lambda s: s.noisy.engine,
+              "evaluate": lambda s: s.finetune.engine}[stage]
+    assert engine(moved).seed == engine(base).seed + 3
+    if stage == "evaluate":  # the shot draws and the random-init backbone are repeated too
+        assert moved.probe.seed == base.probe.seed + 3

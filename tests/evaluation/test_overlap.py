@@ -14,6 +14,7 @@ from retailnb.evaluation.overlap import MAX_NAMED, OverlapError, find_overlap, r
 from retailnb.evaluation.quickprobe import ProbeData
 from retailnb.records import EvaluateRecord
 from retailnb.report import target_heading
+from retailnb.summary import summarize_target
 from retailnb.stages.evaluate import EvaluatePaths, load_target
 
 
@@ -101,5 +102,5 @@ def test_the_evaluate_stage_applies_evaluate_on_overlap(tmp_path: Path, on_overl
     record = EvaluateRecord(target="shop", target_source="imagefolder", methods={}, finetune={},
                             main_variant="m", n_classes=2, n_train=6, n_test=4,
                             n_overlap_dropped=dropped)
-    assert target_heading("shop", record).startswith(
+    assert target_heading("shop", summarize_target("shop", {0: record}, 0.95)).startswith(
         "### Target `shop`, imagefolder: 2 products, 6 training and 4 test images (1 more training images left out")

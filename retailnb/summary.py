@@ -1,0 +1,184 @@
+"""Every training seed's records, summarised: each result's mean and t-interval over the seeds.
+
+The pipeline runs pretraining, the noisy student and the evaluation once per training seed
+(``evaluate.seeds``), each writing its records under ``metrics/seeds/<seed>/``. This module reads exactly
+the seeds the parameters name (runs of seeds no longer listed may still lie on disk), checks that every
+one is complete, and turns the per-seed values of each cell into an :class:`~retailnb.records.IntervalRecord`.
+The report's table and verdicts, and the headline metrics, are computed from that summary.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from retailnb.intervals import ratio_values, t_interval
+from retailnb.records import (
+    EvaluateRecord,
+    FinetuneSummary,
+    HeadlineRecord,
+    NoisyRecord,
+    PretrainRecord,
+    R,
+    SummaryRecord,
+    TargetHeadline,
+    TargetSummary,
+    read_record,
+)
+
+_ROUND_KEY = re.compile(r"^noisy_round_(\d+)$")
+
+HEADLINE_SHOTS = ("1", "10", "all")
+"""The shot counts the headline metrics keep (those a run has)."""
+
+
+@dataclass(frozen=True)
+class SeedRecords:
+    """What one training seed's stages recorded (``metrics/seeds/<seed>/``).
+
+    Attributes:
+        pretrain: pretraining variant -> its record.
+        noisy: the noisy-student record, None when that stage has not run.
+        evaluations: target -> its evaluation record.
+    """
+
+    pretrain: dict[str, PretrainRecord]
+    noisy: NoisyRecord | None
+    evaluations: dict[str, EvaluateRecord]
+
+
+def seed_folder(root: str | Path, seed: int) -> Path:
+    """The folder of one training seed's records: ``<root>/<seed>``."""
+    return Path(root) / str(seed)
+
+
+def _records(model: type[R], folder: Path) -> dict[str, R]:
+    return {f.stem: read_record(model, f) for f in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def read_seed(root: str | Path, seed: int) -> SeedRecords:
+    """The records of one training seed under ``root`` (``pretrain/<variant>.json``, ``noisy.json``,
+    ``evaluate/<target>.json``), validated.
+
+    Raises:
+        FileNotFoundError: the seed has no evaluation record: its ``evaluate`` stage has not run.
+    """
+    folder = seed_folder(root, seed)
+    evaluations = _records(EvaluateRecord, folder / "evaluate")
+    if not evaluations:
+        raise FileNotFoundError(f"{folder / 'evaluate'}: no evaluation records of training seed {seed}; run its "
+                                f"stages first (dvc repro evaluate@<target>-{seed})")
+    noisy = folder / "noisy.json"
+    return SeedRecords(pretrain=_records(PretrainRecord, folder / "pretrain"),
+                       noisy=read_record(NoisyRecord, noisy) if noisy.is_file() else None, evaluations=evaluations)
+
+
+def read_seeds(root: str | Path, seeds: Sequence[int]) -> dict[int, SeedRecords]:
+    """:func:`read_seed` of every seed, in the given order."""
+    return {seed: read_seed(root, seed) for seed in seeds}
+
+
+def noisy_rounds(methods: Mapping[str, object]) -> list[tuple[int, str]]:
+    """(round, method name) of the noisy-student rows of a table, by round number."""
+    return sorted((int(m.group(1)), name) for name in methods if (m := _ROUND_KEY.match(name)))
+
+
+def _common_keys(rows: Sequence[Mapping[str, object]]) -> list[str]:
+    """The keys every row has, in the first row's order."""
+    return [k for k in rows[0] if all(k in row for row in rows[1:])]
+
+
+def summarize_target(name: str, per_seed: Mapping[int, EvaluateRecord], confidence: float) -> TargetSummary:
+    """One target's evaluation over the training seeds.
+
+    Every cell a method has in every seed (``probe_<shots>``, ``knn_all``, ``probe_all_seconds``; not the
+    draws' ``_std``, which the seeds' spread replaces) becomes the interval of its per-seed values.
+
+    Raises:
+        ValueError: the seeds' records disagree on the main variant or the target's images (the runs are
+            not repetitions of one experiment).
+    """
+    seeds = list(per_seed)
+    records = [per_seed[s] for s in seeds]
+    first = records[0]
+    for seed, record in per_seed.items():
+        same = (record.main_variant, record.n_classes, record.n_train, record.n_test)
+        if same != (first.main_variant, first.n_classes, first.n_train, first.n_test):
+            raise ValueError(f"target {name!r}: training seed {seed} evaluated another setup (main variant, "
+                             f"products, images {same}) than seed {seeds[0]}; rerun its stages")
+    methods = {}
+    for method in _common_keys([r.methods for r in records]):
+        rows = [r.methods[method] for r in records]
+        keys = [k for k in _common_keys(rows) if not k.endswith("_std") and k != "ratio_to_finetune"]
+        methods[method] = {k: t_interval([row[k] for row in rows], confidence) for k in keys}
+    finetune = {}
+    for init in _common_keys([r.finetune for r in records]):
+        runs = [r.finetune[init] for r in records]
+        finetune[init] = FinetuneSummary(accuracy=t_interval([f.accuracy for f in runs], confidence),
+                                         seconds=t_interval([f.seconds for f in runs], confidence),
+                                         lrs=[f.lr for f in runs], best_epochs=[f.best_epoch for f in runs])
+    main = first.main_variant
+    ratio = None
+    if "pretrained" in finetune and all("probe_all" in r.methods.get(main, {}) for r in records):
+        values = ratio_values([r.methods[main]["probe_all"] for r in records],
+                              [r.finetune["pretrained"].accuracy for r in records])
+        ratio = t_interval(values, confidence) if values else None
+    gain = None
+    rounds = noisy_rounds(methods)
+    if rounds and main in methods and "probe_all" in methods[main] and "probe_all" in methods[rounds[-1][1]]:
+        last = rounds[-1][1]
+        gain = t_interval([r.methods[last]["probe_all"] - r.methods[main]["probe_all"] for r in records], confidence)
+    return TargetSummary(target=name, target_source=first.target_source, seeds=seeds, main_variant=main,
+                         methods=methods, finetune=finetune, probe_to_finetune=ratio, noisy_gain=gain,
+                         n_classes=first.n_classes, n_train=first.n_train, n_test=first.n_test,
+                         n_overlap_dropped=first.n_overlap_dropped)
+
+
+def summarize(records: Mapping[int, SeedRecords], confidence: float) -> SummaryRecord:
+    """Every target's :func:`summarize_target` over the seeds of ``records``.
+
+    Raises:
+        ValueError: no seeds, or a seed lacks a target another seed has.
+    """
+    if not records:
+        raise ValueError("no training seeds to summarise (evaluate.seeds is empty)")
+    seeds = list(records)
+    targets = list(records[seeds[0]].evaluations)
+    for seed in seeds:
+        missing = sorted(set(targets) ^ set(records[seed].evaluations))
+        if missing:
+            raise ValueError(f"training seeds {seeds[0]} and {seed} evaluated different targets ({', '.join(missing)} "
+                             f"in one only); run every evaluate@<target>-<seed> stage (dvc repro evaluate)")
+    return SummaryRecord(seeds=seeds, confidence=confidence, targets={
+        name: summarize_target(name, {s: records[s].evaluations[name] for s in seeds}, confidence)
+        for name in targets})
+
+
+def target_headline(summary: TargetSummary) -> TargetHeadline:
+    """The headline figures of one target: random weights, the main backbone and each noisy-student round at
+    1 and 10 shots and all images (the last with its interval); both finetuning baselines; the probe/finetune
+    ratio; the noisy-student gain."""
+    rows = ["random_init", summary.main_variant, *(name for _, name in noisy_rounds(summary.methods))]
+    probe: dict[str, dict[str, float | None]] = {}
+    for name in rows:
+        cells = summary.methods.get(name)
+        if cells is None:
+            continue
+        probe[name] = {s: cells[f"probe_{s}"].mean for s in HEADLINE_SHOTS if f"probe_{s}" in cells}
+        if "probe_all" in cells:
+            probe[name]["all_ci"] = cells["probe_all"].half_width
+    finetuned: dict[str, float | None] = {}
+    for init, result in summary.finetune.items():
+        finetuned[init], finetuned[f"{init}_ci"] = result.accuracy.mean, result.accuracy.half_width
+    ratio = summary.probe_to_finetune
+    return TargetHeadline(probe=probe, finetuned=finetuned, probe_to_finetune=ratio.mean if ratio else None,
+                          probe_to_finetune_ci=ratio.half_width if ratio else None,
+                          noisy_gain=summary.noisy_gain.mean if summary.noisy_gain else None)
+
+
+def headline(summary: SummaryRecord) -> HeadlineRecord:
+    """The record of ``metrics/headline.json``: :func:`target_headline` of every target."""
+    return HeadlineRecord(n_seeds=len(summary.seeds),
+                          targets={name: target_headline(t) for name, t in summary.targets.items()})
