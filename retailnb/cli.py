@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", metavar="FOLDER", help="one sub-folder of images per product")
     p.add_argument("--bundle", help="bundle whose backbone to use (its products are replaced)")
     p.add_argument("--architecture", help="timm model name, to build a new bundle (without --bundle)")
-    p.add_argument("--backbone-weights", help="backbone weights file (e.g. models/pretrain/.../backbone.pt), "
+    p.add_argument("--backbone-weights", help="backbone weights file (e.g. models/seeds/0/pretrain/.../backbone.pt), "
                    "or 'none' for random weights")
     p.add_argument("--image-size", type=_positive_int, help="side of the square input images, in pixels")
     p.add_argument("--out", required=True, help="bundle file to write")

@@ -75,7 +75,7 @@ class TrainSummary(Record):
 
 
 class PretrainRecord(Record):
-    """``metrics/pretrain/<variant>.json``: the monitor on held-out source products, and training.
+    """``metrics/seeds/<seed>/pretrain/<variant>.json``: the monitor on held-out source products, and training.
 
     Attributes:
         variant: the pretraining variant.
@@ -117,7 +117,7 @@ class RoundRecord(Record):
 
 
 class NoisyRecord(Record):
-    """``metrics/noisy.json``: every round, and the round whose features probe best."""
+    """``metrics/seeds/<seed>/noisy.json``: every round, and the round whose features probe best."""
 
     rounds: list[RoundRecord]
     best_round: int
@@ -153,7 +153,7 @@ class FinetuneRecord(Record):
 
 
 class EvaluateRecord(Record):
-    """``metrics/evaluate/<target>.json``: the results table of one downstream target.
+    """``metrics/seeds/<seed>/evaluate/<target>.json``: the results table of one downstream target.
 
     Attributes:
         target: the key of ``evaluate.targets``.
