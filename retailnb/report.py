@@ -109,11 +109,24 @@ def _seeds_note(a: IntervalRecord, b: IntervalRecord) -> str:
     return f"{level} intervals over {n} training seeds"
 
 
+def paired_difference(a: IntervalRecord, b: IntervalRecord) -> IntervalRecord | None:
+    """The t-interval of the seed-by-seed differences ``a - b`` (the same seeds, in the same order), None
+    with fewer than two seeds or unequal counts.
+
+    Runs of one seed share its randomness (the shot draws, the pretraining a noisy student starts from),
+    so the paired difference is tighter than the two intervals side by side; the report gives it as
+    information beside the verdict, which stays that of the two intervals.
+    """
+    if a.n != b.n or a.n < 2:
+        return None
+    return t_interval([x - y for x, y in zip(a.values, b.values, strict=True)], a.confidence)
+
+
 def compare(new: tuple[str, IntervalRecord], old: tuple[str, IntervalRecord], what: str) -> str:
-    """One verdict sentence from two results' intervals, with both numbers.
+    """One verdict sentence from two results' intervals, with both numbers and their paired difference.
 
     "A beats B" only when A's interval lies wholly above B's (and the reverse when below); otherwise
-    "no difference measured".
+    "no difference measured". The seed-by-seed difference's interval follows as information.
 
     Args:
         new: (label, interval) of the result with the stage or method judged.
@@ -133,12 +146,17 @@ def compare(new: tuple[str, IntervalRecord], old: tuple[str, IntervalRecord], wh
         head = f"No difference measured between {a_label} and {b_label}"
         tail = "the intervals overlap" if min(a.n, b.n) > 1 else ""
     note = _seeds_note(a, b) + (f"; {tail}" if tail else "")
-    return f"{head} on {what}: {numbers} ({note})."
+    diff = paired_difference(a, b)
+    paired = ("" if diff is None or diff.low is None or diff.high is None else
+              f" Paired by seed, {a_label} minus {b_label} is {diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}].")
+    return f"{head} on {what}: {numbers} ({note}).{paired}"
 
 
 def _measure(key: str) -> str:
     shots = key.removeprefix("probe_")
-    return "probe accuracy with all images" if shots == "all" else f"probe accuracy with {shots} images per product"
+    if shots == "all":
+        return "probe accuracy with all images"
+    return f"probe accuracy with {shots} image{'s' if shots != '1' else ''} per product"
 
 
 def _compare_rows(new: tuple[str, Mapping[str, IntervalRecord]], old: tuple[str, Mapping[str, IntervalRecord]],
@@ -182,9 +200,8 @@ def noisy_verdicts(summary: TargetSummary, noisy: Sequence[NoisyRecord] = ()) ->
         return []
     out = []
     for r, name in noisy_rounds(summary.methods):
-        lines = _compare_rows((f"noisy-student round {r}", summary.methods[name]), ("round 0, the contrastive "
-                                                                                     "backbone alone", main),
-                              _judged_keys(summary))
+        lines = _compare_rows((f"noisy-student round {r}", summary.methods[name]),
+                              ("round 0 (the contrastive backbone alone)", main), _judged_keys(summary))
         out.extend(lines[:-1] + [lines[-1] + _pseudolabel_note(noisy, r)] if lines else [])
     return out
 
