@@ -313,6 +313,12 @@ def test_report_stage_reads_only_the_listed_seeds(tmp_path: Path) -> None:
     assert read_record(SummaryRecord, tmp_path / "summary.json") == inputs.summary
     with pytest.raises(FileNotFoundError, match="training seed 5"):
         stage.run(ReportStage(report=ReportSpec(confidence=0.95), seeds=[0, 5]), paths)
+    # report.confidence changes the intervals it says it changes: 90% is narrower than 95%
+    narrow = stage.run(ReportStage(report=ReportSpec(confidence=0.9), seeds=[0, 1, 2]), paths)
+    cell95 = inputs.summary.targets["prepared"].methods["simclr_supcon"]["probe_all"]
+    cell90 = narrow.summary.targets["prepared"].methods["simclr_supcon"]["probe_all"]
+    assert cell90.confidence == 0.9 and cell90.half_width < cell95.half_width  # type: ignore[operator]
+    assert read_record(SummaryRecord, tmp_path / "summary.json").confidence == 0.9
 
 
 @pytest.mark.slow
