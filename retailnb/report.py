@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from retailnb.intervals import order, t_interval
+from retailnb.intervals import order, paired_difference, t_interval
 from retailnb.records import DataRecord, IntervalRecord, NoisyRecord, PretrainRecord, TargetSummary
 from retailnb.summary import noisy_rounds
 
@@ -36,6 +36,11 @@ def fmt(value: IntervalRecord | None, digits: int = 3) -> str:
         return "–"
     half = value.half_width
     return f"{value.mean:.{digits}f}" + ("" if half is None else f" ± {half:.{digits}f}")
+
+
+def _cell(values: Sequence[float], confidence: float) -> str:
+    """:func:`fmt` of the interval of per-seed ``values``; "–" when there are none."""
+    return fmt(t_interval(values, confidence)) if values else "–"
 
 
 def interval_text(value: IntervalRecord) -> str:
@@ -107,19 +112,6 @@ def _seeds_note(a: IntervalRecord, b: IntervalRecord) -> str:
         return "one training seed: no interval, so no difference can be measured"
     level = f"{a.confidence:.0%}"
     return f"{level} intervals over {n} training seeds"
-
-
-def paired_difference(a: IntervalRecord, b: IntervalRecord) -> IntervalRecord | None:
-    """The t-interval of the seed-by-seed differences ``a - b`` (the same seeds, in the same order), None
-    with fewer than two seeds or unequal counts.
-
-    Runs of one seed share its randomness (the shot draws, the pretraining a noisy student starts from),
-    so the paired difference is tighter than the two intervals side by side; the report gives it as
-    information beside the verdict, which stays that of the two intervals.
-    """
-    if a.n != b.n or a.n < 2:
-        return None
-    return t_interval([x - y for x, y in zip(a.values, b.values, strict=True)], a.confidence)
 
 
 def compare(new: tuple[str, IntervalRecord], old: tuple[str, IntervalRecord], what: str) -> str:
@@ -202,7 +194,9 @@ def noisy_verdicts(summary: TargetSummary, noisy: Sequence[NoisyRecord] = ()) ->
     for r, name in noisy_rounds(summary.methods):
         lines = _compare_rows((f"noisy-student round {r}", summary.methods[name]),
                               ("round 0 (the contrastive backbone alone)", main), _judged_keys(summary))
-        out.extend(lines[:-1] + [lines[-1] + _pseudolabel_note(noisy, r)] if lines else [])
+        if lines:
+            lines[-1] += _pseudolabel_note(noisy, r)
+        out += lines
     return out
 
 
@@ -296,8 +290,8 @@ def monitor_table_markdown(pretrain: Sequence[Mapping[str, PretrainRecord]], con
         cells = []
         for metric in ("knn_accuracy", "probe_accuracy"):
             for weights in ("pretrained", "random_init"):
-                values = [getattr(run.monitor[weights], metric) for run in runs if weights in run.monitor]
-                cells.append(fmt(t_interval(values, confidence)) if values else "–")
+                cells.append(_cell([getattr(run.monitor[weights], metric) for run in runs if weights in run.monitor],
+                                   confidence))
         rows.append([f"`{name}`", _label(_objectives(record)), *cells])
     return markdown_table(header, rows)
 
@@ -311,9 +305,8 @@ def noisy_table_markdown(noisy: Sequence[NoisyRecord], confidence: float = 0.95)
     for r in rounds:
         cells = []
         for field in ("probe_accuracy", "knn_accuracy", "precision", "coverage"):
-            values = [getattr(row, field) for record in noisy for row in record.rounds
-                      if row.round == r and getattr(row, field) is not None]
-            cells.append(fmt(t_interval(values, confidence)) if values else "–")
+            cells.append(_cell([getattr(row, field) for record in noisy for row in record.rounds
+                                if row.round == r and getattr(row, field) is not None], confidence))
         rows.append([f"{r}" + (" (contrastive only)" if r == 0 else ""), *cells])
     return markdown_table(header, rows)
 
@@ -331,14 +324,9 @@ def target_heading(name: str, summary: TargetSummary) -> str:
             f"{n} training seed{'s' if n != 1 else ''}\n")
 
 
-def results_markdown(targets: Mapping[str, TargetSummary]) -> str:
+def results_markdown(targets: Mapping[str, TargetSummary], confidence: float) -> str:
     """The results of every target: a heading and :func:`method_table_markdown` each, in the given order,
-    and what the ± means."""
+    and what the ± means (intervals at level ``confidence``, ``report.confidence``)."""
     tables = "\n".join(f"{target_heading(name, t)}\n{method_table_markdown(t)}" for name, t in targets.items())
-    first = next(iter(targets.values()), None)
-    if first is None:
-        return tables
-    some = next((v for cells in first.methods.values() for v in cells.values()), None)
-    level = f"{some.confidence:.0%}" if some else "95%"
-    return (tables + f"\nEach cell: the mean over the training seeds ± the half-width of its {level} t-interval "
-            "(the mean alone with one seed).\n")
+    return (tables + f"\nEach cell: the mean over the training seeds ± the half-width of its {confidence:.0%} "
+            "t-interval (the mean alone with one seed).\n")

@@ -159,7 +159,7 @@ def test_a_second_target_read_by_the_image_folder_adapter(pipeline: Path, tmp_pa
     assert read(out, "shop.json") == record.model_dump()
     prepared = read_record(EvaluateRecord, pipeline / "metrics" / "seeds" / "0" / "evaluate" / "prepared.json")
     table = results_markdown({name: summarize_target(name, {0: r}, 0.95) for name, r in
-                              (("prepared", prepared), ("shop", record))})
+                              (("prepared", prepared), ("shop", record))}, 0.95)
     assert "### Target `shop`, imagefolder: 3 products, 9 training and 6 test images, 1 training seed" in table
 
 

@@ -263,7 +263,7 @@ def test_results_markdown_has_a_headed_table_per_target() -> None:
     targets = {"prepared": summarize_target("prepared", per_seed(), 0.95),
                "shop": summarize_target("shop", per_seed(target="shop", target_source="imagefolder", n_classes=3),
                                         0.95)}
-    text = results_markdown(targets)
+    text = results_markdown(targets, 0.95)
     headings = [line for line in text.splitlines() if line.startswith("### ")]
     assert headings == ["### Target `prepared`, prepared: 25 products, 10 training and 20 test images, 3 training seeds",
                         "### Target `shop`, imagefolder: 3 products, 10 training and 20 test images, 3 training seeds"]

@@ -52,8 +52,8 @@ def run(spec: ReportStage, paths: ReportPaths) -> ReportInputs:
         ValueError: the seeds' runs are not repetitions of one setup.
     """
     seeds = read_seeds(paths.seeds, spec.seeds)
-    summary = summarize({s: seeds[s] for s in spec.seeds}, spec.report.confidence)
-    table = results_markdown(summary.targets)
+    summary = summarize(seeds, spec.report.confidence)
+    table = results_markdown(summary.targets, summary.confidence)
     top = headline(summary)
     atomic_write_text(paths.table, table)
     summary.write(paths.summary)
