@@ -143,7 +143,8 @@ def test_a_second_target_read_by_the_image_folder_adapter(pipeline: Path, tmp_pa
     """Another entry of evaluate.targets, evaluated by the stage function on the pipeline's backbones."""
     params = read_params(pipeline / "params.yaml")
     shop = make_shop(tmp_path / "shop")
-    params["evaluate"]["targets"]["shop"] = {"source": "imagefolder", "root": str(shop), "labels": "fine"}
+    params["evaluate"]["targets"]["shop"] = {"source": "imagefolder", "root": str(shop), "labels": "fine",
+                                          "kinds": "all"}
     spec = spec_from_params("evaluate", params, "shop")
     out = tmp_path / "out"
     models = pipeline / "models" / "seeds" / "0"

@@ -60,6 +60,13 @@ class SyntheticConfig(Spec):
         return self
 
 
+def check_kinds(source: str, kinds: str) -> None:
+    """Only the Grocery Store Dataset has coarse kinds to split by."""
+    if kinds != "all" and source != "grocery_store":
+        raise ValueError(f"kinds {kinds!r} splits the Grocery Store Dataset by coarse kind; "
+                         f"source {source!r} takes kinds 'all'")
+
+
 class DataSpec(Spec):
     """The ``data`` section: the dataset every later stage reads through the manifest.
 
@@ -67,6 +74,8 @@ class DataSpec(Spec):
         source: ``synthetic`` (rendered by retailnb), ``grocery_store`` or ``imagefolder``.
         root: folder of a real dataset; empty for ``synthetic``.
         labels: Grocery Store labels, ``fine`` (81 products) or ``coarse`` (43 kinds).
+        kinds: Grocery Store classes: ``all``, or one half of the class-disjoint split by coarse kind
+            (``even`` or ``odd``), so that a target of the other half is products pretraining never saw.
         on_error: a corrupt, truncated or tiny real image stops the stage (``raise``) or is skipped and
             counted (``skip``).
         min_size: smallest accepted shorter side of a real image, in pixels.
@@ -76,6 +85,7 @@ class DataSpec(Spec):
     source: Literal["synthetic", "grocery_store", "imagefolder"]
     root: str
     labels: Literal["fine", "coarse"]
+    kinds: Literal["all", "even", "odd"]
     on_error: Literal["raise", "skip"]
     min_size: PositiveInt
     synthetic: SyntheticConfig
@@ -84,6 +94,7 @@ class DataSpec(Spec):
     def _real_data_has_a_root(self) -> DataSpec:
         if self.source != "synthetic" and not self.root:
             raise ValueError(f"root must name the dataset folder for source {self.source!r}")
+        check_kinds(self.source, self.kinds)
         return self
 
 

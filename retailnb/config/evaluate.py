@@ -15,6 +15,7 @@ from retailnb.config.base import (
     Probability,
     Spec,
 )
+from retailnb.config.data import check_kinds
 from retailnb.config.compute import BackboneSpec, ComputeSpec, EngineSpec, check_warmup
 from retailnb.config.views import ViewSpec
 
@@ -37,16 +38,21 @@ class TargetSpec(Spec):
         source: ``prepared`` (the data stage's own target catalogue), ``grocery_store`` or ``imagefolder``.
         root: the dataset folder (real sources only).
         labels: ``fine`` or ``coarse`` (Grocery Store only).
+        kinds: ``all``, or one half of the Grocery Store's class-disjoint split by coarse kind (``even``
+            or ``odd``): with ``data.kinds`` the other half, the target holds only products pretraining and
+            the noisy student never saw.
     """
 
     source: Literal["prepared", "grocery_store", "imagefolder"]
     root: str
     labels: Literal["fine", "coarse"]
+    kinds: Literal["all", "even", "odd"]
 
     @model_validator(mode="after")
     def _real_data_has_a_root(self) -> TargetSpec:
         if self.source != "prepared" and not self.root:
             raise ValueError(f"root must name the dataset folder for source {self.source!r}")
+        check_kinds(self.source, self.kinds)
         return self
 
 

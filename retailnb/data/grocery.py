@@ -39,6 +39,15 @@ from retailnb.data.images import DEFAULT_MIN_SIZE
 log = logging.getLogger(__name__)
 
 Labels = Literal["fine", "coarse"]
+Kinds = Literal["all", "even", "odd"]
+KINDS: tuple[Kinds, ...] = ("all", "even", "odd")
+"""Which coarse kinds an ingest keeps: every kind, or the kinds of even or of odd coarse id.
+
+``even`` and ``odd`` are a class-disjoint split by coarse kind: every variety of a kind (the five apples,
+the ten juices) falls on the same side, so a backbone pretrained on one half has seen no product of the
+other, nor a near-duplicate of one. The coarse ids alternate through fruit, packages and vegetables, so
+each half holds some of each (on the published dataset: even 35 products of 22 kinds, odd 46 of 21).
+"""
 PathLike = str | os.PathLike[str]
 
 CATALOGUE_SPLIT = "train"
@@ -65,6 +74,10 @@ class GroceryClass:
         if labels == "fine":
             return self.fine_id, self.fine_name, self.coarse_name
         return self.coarse_id, self.coarse_name, ""
+
+    def in_kinds(self, kinds: Kinds) -> bool:
+        """Whether this class belongs to the half ``kinds`` (see :data:`KINDS`)."""
+        return kinds == "all" or (self.coarse_id % 2 == 0) == (kinds == "even")
 
 
 def find_dataset_dir(root: PathLike) -> Path:
@@ -155,24 +168,33 @@ def _candidate(path: Path, cls: GroceryClass, labels: Labels, split: str, domain
 
 
 def grocery_candidates(
-    dataset_dir: Path, *, labels: Labels, role_map: Mapping[str, tuple[str, ...]], issues: Issues
+    dataset_dir: Path, *, labels: Labels, role_map: Mapping[str, tuple[str, ...]], issues: Issues,
+    kinds: Kinds = "all",
 ) -> tuple[list[Candidate], int]:
     """The catalogue (iconic) and shelf (photo) images of the splits the role map uses.
+
+    Args:
+        kinds: keep every class, or only those of the even or odd coarse kinds (:data:`KINDS`); the
+            split lists' lines of the other half are left out silently (they are not errors).
 
     Returns:
         The candidates (catalogue images first) and the number of classes their labels index.
     """
-    classes = read_classes(dataset_dir)
+    if kinds not in KINDS:
+        raise ValueError(f"kinds must be one of {KINDS}, got {kinds!r}")
+    every_class = read_classes(dataset_dir)
+    classes = [cls for cls in every_class if cls.in_kinds(kinds)]
     candidates = []
     if role_map.get(CATALOGUE_SPLIT):
         for cls in classes:
             if cls.iconic:
                 candidates.append(_candidate(dataset_dir / cls.iconic, cls, labels, CATALOGUE_SPLIT, "catalogue"))
-    by_id = {c.fine_id: c for c in classes}
+    by_id = {c.fine_id: c for c in every_class}
     for split, roles in role_map.items():
         if roles:
             for path, cls in read_split(dataset_dir / f"{split}.txt", dataset_dir, by_id, issues):
-                candidates.append(_candidate(path, cls, labels, split, "shelf"))
+                if cls.in_kinds(kinds):
+                    candidates.append(_candidate(path, cls, labels, split, "shelf"))
     n_classes = len({cls.label(labels)[0] for cls in classes})
     return candidates, n_classes
 
@@ -182,6 +204,7 @@ def build_grocery_manifest(
     out: PathLike,
     *,
     labels: Labels = "fine",
+    kinds: Kinds = "all",
     role_map: RoleMap | None = None,
     on_error: OnError = "raise",
     min_size: int = DEFAULT_MIN_SIZE,
@@ -194,6 +217,8 @@ def build_grocery_manifest(
         out: the manifest file to write (atomically; nothing is written when this raises).
         labels: ``"fine"`` (81 products; the group is the coarse class) or ``"coarse"`` (43 classes such
             as Apple; no group).
+        kinds: ``"all"`` classes, or one half of a class-disjoint split by coarse kind, ``"even"`` or
+            ``"odd"`` (:data:`KINDS`): pretrain on one half, evaluate transfer on the other.
         role_map: roles per split; None uses :data:`~retailnb.data.adapters.DEFAULT_ROLE_MAP`. Each split
             with roles is read from ``<split>.txt``; the iconic images take the train split's roles.
         on_error: ``"raise"`` stops at the first bad input with an error naming it; ``"skip"`` leaves bad
@@ -215,7 +240,8 @@ def build_grocery_manifest(
     roles = resolve_role_map(role_map)
     issues = Issues(on_error)
     dataset_dir = find_dataset_dir(root)
-    candidates, n_classes = grocery_candidates(dataset_dir, labels=labels, role_map=roles, issues=issues)
+    candidates, n_classes = grocery_candidates(dataset_dir, labels=labels, role_map=roles, issues=issues,
+                                               kinds=kinds)
     return write_adapter_manifest(
         candidates,
         out,

@@ -31,6 +31,7 @@ def prepare_dataset(
     *,
     root: str | os.PathLike[str] = "",
     labels: str = "fine",
+    kinds: str = "all",
     on_error: str = "raise",
     min_size: int = 16,
     synthetic: SyntheticConfig | None = None,
@@ -44,6 +45,8 @@ def prepare_dataset(
             ``ingest_report.json`` listing skipped inputs.
         root: the real dataset's folder (ignored for ``synthetic``).
         labels: Grocery Store labels, ``fine`` or ``coarse``.
+        kinds: Grocery Store classes, ``all`` or one half of its class-disjoint split by coarse kind
+            (``even`` or ``odd``; see :data:`retailnb.data.grocery.KINDS`).
         on_error: ``raise`` or ``skip`` for bad real images (see the adapters).
         min_size: smallest accepted shorter side of a real image, in pixels.
         synthetic: the synthetic dataset's sizes (needed for ``synthetic``; ``data.synthetic``).
@@ -53,11 +56,14 @@ def prepare_dataset(
         The manifest's path.
 
     Raises:
-        ValueError: an unknown ``source``, or a real source without ``root``.
+        ValueError: an unknown ``source``, a real source without ``root``, or ``kinds`` other than
+            ``all`` for a source without coarse kinds.
     """
     out_dir = Path(out_dir)
     if source not in SOURCES:
         raise ValueError(f"data.source must be one of {SOURCES}, got {source!r}")
+    if kinds != "all" and source != "grocery_store":
+        raise ValueError(f"kinds={kinds!r} splits the Grocery Store Dataset's coarse kinds; source {source!r} has none")
     if source == "synthetic":
         if synthetic is None:
             raise ValueError("data.synthetic: the synthetic source needs its sizes (a SyntheticConfig)")
@@ -72,7 +78,7 @@ def prepare_dataset(
         manifest = tmp / "manifest.csv"
         if source == "grocery_store":
             report = build_grocery_manifest(
-                root, manifest, labels=labels, on_error=on_error, min_size=min_size, workers=workers  # type: ignore[arg-type]
+                root, manifest, labels=labels, kinds=kinds, on_error=on_error, min_size=min_size, workers=workers  # type: ignore[arg-type]
             )
         else:
             report = build_image_folder_manifest(root, manifest, on_error=on_error, min_size=min_size, workers=workers)  # type: ignore[arg-type]

@@ -45,5 +45,6 @@ def target_manifest(name: str, target: TargetSpec, prepared_manifest: PathLike, 
         return path
     if not Path(target.root).exists():
         raise FileNotFoundError(f"evaluate.targets.{name}.root: {target.root!r} does not exist")
-    return prepare_dataset(target.source, work_dir, root=target.root, labels=target.labels, on_error=on_error,
+    return prepare_dataset(target.source, work_dir, root=target.root, labels=target.labels, kinds=target.kinds,
+                           on_error=on_error,
                            min_size=min_size)

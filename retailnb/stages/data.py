@@ -22,7 +22,7 @@ class DataPaths:
 def run(spec: DataStage, paths: DataPaths) -> tuple[DataRecord, Manifest]:
     """Build (synthetic) or ingest (real) the dataset, write its manifest and record; return both."""
     data = spec.data
-    manifest_path = prepare_dataset(data.source, paths.out_dir, root=data.root, labels=data.labels,
+    manifest_path = prepare_dataset(data.source, paths.out_dir, root=data.root, labels=data.labels, kinds=data.kinds,
                                     on_error=data.on_error, min_size=data.min_size, synthetic=data.synthetic)
     manifest = read_manifest(manifest_path)
     record = DataRecord.model_validate(summarize(manifest))

@@ -335,6 +335,33 @@ def test_grocery_coarse_labels(tmp_path, grocery):
     assert Counter(v[1] for v in images_of(m, domain="catalogue").values()) == {"Apple": 2, "Banana": 1}
 
 
+@pytest.mark.parametrize("labels", ["fine", "coarse"])
+def test_grocery_kinds_split_the_classes_by_coarse_kind(tmp_path, grocery, labels):
+    """even/odd keep the kinds of even/odd coarse id, every variety of a kind on one side, no image twice."""
+    kept = {}
+    for kinds in ("even", "odd", "all"):
+        out = tmp_path / f"{kinds}.csv"
+        report = build_grocery_manifest(grocery, out, labels=labels, kinds=kinds)
+        kept[kinds] = read_manifest(out)
+        assert report.n_classes == len({r.label for r in kept[kinds].records})
+    even, odd, every = ({r.path for r in kept[k].records} for k in ("even", "odd", "all"))
+    assert even and odd and not even & odd and even | odd == every
+    assert all("Apple" in p or "Granny" in p or "Golden" in p for p in even)  # coarse id 0: both apples
+    assert all("Banana" in p for p in odd)  # coarse id 1
+    assert {r.split for r in kept["even"].records} == {"train", "val", "test"}
+    assert {r.role for r in kept["odd"].records} == {r.role for r in kept["all"].records}
+
+
+def test_grocery_kinds_reject_unknown_values_and_other_sources(tmp_path, grocery, class_root):
+    from retailnb.data.prepare import prepare_dataset
+
+    with pytest.raises(ValueError, match="kinds must be one of"):
+        build_grocery_manifest(grocery, tmp_path / "m.csv", kinds="half")
+    with pytest.raises(ValueError, match="kinds='odd'.*imagefolder"):
+        prepare_dataset("imagefolder", tmp_path / "out", root=class_root, kinds="odd")
+    assert not (tmp_path / "m.csv").exists() and not (tmp_path / "out").exists()
+
+
 def test_grocery_root_may_be_the_dataset_folder_or_its_parent(tmp_path, grocery):
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     build_grocery_manifest(grocery, a)
@@ -433,3 +460,21 @@ def test_real_grocery_store_dataset(tmp_path):
         dataset_dir, labels="coarse", role_map=resolve_role_map(None), issues=Issues("raise")
     )  # coarse labels without validating the images a second time
     assert n_coarse == 43 and len({c.class_name for c in coarse}) == 43
+    halves = {kinds: grocery_candidates(dataset_dir, labels="fine", role_map=resolve_role_map(None),
+                                        issues=Issues("raise"), kinds=kinds) for kinds in ("even", "odd")}
+    assert (halves["even"][1], halves["odd"][1]) == (35, 46)
+    groups = [{c.group for c in candidates} for candidates, _ in halves.values()]
+    assert len(groups[0]) == 22 and len(groups[1]) == 21 and not groups[0] & groups[1]
+
+
+def test_the_data_stage_applies_data_kinds(tmp_path, grocery):
+    """``data.kinds`` from params.yaml reaches the ingest: the odd half holds only the odd kind's products."""
+    from shared_fixtures import default_spec
+
+    from retailnb.stages import data as data_stage
+
+    for kinds, products in (("all", {"Golden-Delicious", "Granny-Smith", "Banana"}), ("odd", {"Banana"})):
+        spec = default_spec("data", data__source="grocery_store", data__root=str(grocery), data__kinds=kinds)
+        paths = data_stage.DataPaths(out_dir=str(tmp_path / kinds), metrics=str(tmp_path / f"{kinds}.json"))
+        _, manifest = data_stage.run(spec, paths)
+        assert {r.class_name for r in manifest.records} == products

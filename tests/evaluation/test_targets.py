@@ -67,6 +67,9 @@ def test_image_folder_target_maps_train_and_test_splits_to_the_probe(tmp_path: P
         (dict(source="web"), "source"),
         (dict(source="imagefolder"), "root must name"),
         (dict(source="grocery_store", root="x", labels="medium"), "labels"),
+        (dict(source="grocery_store", root="x", kinds="half"), "kinds"),
+        (dict(source="imagefolder", root="x", kinds="odd"), "source 'imagefolder' takes kinds 'all'"),
+        (dict(kinds="even"), "source 'prepared' takes kinds 'all'"),
     ],
 )
 def test_target_spec_rejects_bad_parameters(fields: dict, words: str) -> None:
