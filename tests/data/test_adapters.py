@@ -478,3 +478,25 @@ def test_the_data_stage_applies_data_kinds(tmp_path, grocery):
         paths = data_stage.DataPaths(out_dir=str(tmp_path / kinds), metrics=str(tmp_path / f"{kinds}.json"))
         _, manifest = data_stage.run(spec, paths)
         assert {r.class_name for r in manifest.records} == products
+
+
+def test_a_transfer_target_of_the_other_half_holds_none_of_the_pretraining_products(tmp_path, grocery):
+    """data.kinds=even pretrains on the apples; evaluate.targets.*.kinds=odd probes only the banana."""
+    from shared_fixtures import default_part, default_spec
+
+    from retailnb.config.evaluate import TargetSpec
+    from retailnb.stages import data as data_stage
+    from retailnb.stages.evaluate import EvaluatePaths, load_target
+
+    spec = default_spec("data", data__source="grocery_store", data__root=str(grocery), data__kinds="even")
+    _, source = data_stage.run(spec, data_stage.DataPaths(out_dir=str(tmp_path / "prepared"),
+                                                          metrics=str(tmp_path / "data.json")))
+    target = default_part(TargetSpec, "evaluate.targets.prepared", source="grocery_store", root=str(grocery),
+                          kinds="odd")
+    # the fixture's photos are one flat colour, so they are identical across splits: drop those duplicates
+    evaluate = default_spec("evaluate", "prepared", evaluate__on_overlap="drop").model_copy(update={"target": target})
+    paths = EvaluatePaths(manifest=str(tmp_path / "prepared" / "manifest.csv"), pretrain_dir="", noisy_dir="",
+                          features_dir=str(tmp_path / "features"), metrics="", plots_dir="")
+    data, n_dropped = load_target(evaluate, "grocery_transfer", paths)
+    assert data.classes == ["Banana"] and len(data.y_train) + n_dropped == 1 + 2 and len(data.y_test) == 1
+    assert not {r.class_name for r in source.records} & set(data.classes)
