@@ -63,7 +63,7 @@ from retailnb.data.manifest import read_manifest  # noqa: E402
 from retailnb.data.prepare import prepare_dataset  # noqa: E402
 from retailnb.evaluation.probe import probe_accuracy  # noqa: E402
 from retailnb.evaluation.quickprobe import ProbeData, load_probe_data  # noqa: E402
-from retailnb.intervals import paired_difference, t_interval  # noqa: E402
+from retailnb.intervals import order, paired_difference, t_interval  # noqa: E402
 from retailnb.models.backbone import create_backbone  # noqa: E402
 from retailnb.models.inference import extract_features  # noqa: E402
 from retailnb.train.pretrain import PretrainRun, pretrain, training_rows  # noqa: E402
@@ -295,24 +295,30 @@ def summary_lines(rows: dict[str, list[Side]]) -> list[str]:
     paired differences and the throughput."""
     lines = ["| side | probe accuracy | random weights | gain | loop s | img/s | epochs |", "|---|---|---|---|---|---|---|"]
     for name, sides in rows.items():
+        speed = np.mean([s.images_per_second for s in sides])
         lines.append(
             f"| {name} | {interval_text([s.accuracy for s in sides])} | "
             f"{interval_text([s.random_accuracy for s in sides])} | {interval_text([s.gain for s in sides])} | "
-            f"{np.mean([s.seconds for s in sides]):.0f} | {np.mean([s.images_per_second for s in sides]):.0f} | "
+            f"{np.mean([s.seconds for s in sides]):.0f} | {f'{speed:.0f}' if speed else '-'} | "
             f"{np.mean([s.epochs for s in sides]):.1f} |"
         )
     ours, plain = rows["retailnb"], rows["plain"]
+    plain_gain = float(np.mean([s.gain for s in plain]))
     lines += [
         "",
         f"retailnb minus plain, accuracy, paired by seed: {paired_text([s.accuracy for s in ours], [s.accuracy for s in plain])}",
         f"retailnb minus plain, gain over random weights: {paired_text([s.gain for s in ours], [s.gain for s in plain])}",
-        f"gain ratio retailnb / plain (mean gains): {np.mean([s.gain for s in ours]) / np.mean([s.gain for s in plain]):.2f}"
-        if np.mean([s.gain for s in plain]) else "gain ratio: plain gained nothing",
+        f"gain ratio retailnb / plain (mean gains): {np.mean([s.gain for s in ours]) / plain_gain:.2f}"
+        if plain_gain > 0 else f"gain ratio: none, the plain loop gained nothing over its random weights ({plain_gain:+.3f})",
     ]
     if "noisy" in rows:
         noisy = rows["noisy"]
         lines.append(f"noisy last round minus its teacher (the retailnb row), paired by seed: "
                      f"{paired_text([s.accuracy for s in noisy], [s.accuracy for s in ours])}")
+        verdict = order(t_interval([s.accuracy for s in noisy]), t_interval([s.accuracy for s in ours]))
+        lines.append(f"noisy last round against its teacher, by their intervals: {verdict}")
+    verdict = order(t_interval([s.accuracy for s in ours]), t_interval([s.accuracy for s in plain]))
+    lines.append(f"retailnb against plain, by their intervals: {verdict}")
     return lines
 
 
@@ -327,7 +333,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plain-workers", type=int, default=0, help="DataLoader workers of the plain loop")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a new temporary one)")
     parser.add_argument("--out", type=Path, default=None, help="write every seed's figures here as JSON")
+    parser.add_argument("--summarize", type=Path, default=None, help="only print the summary of an --out file")
     args = parser.parse_args(argv)
+    if args.summarize:
+        saved = json.loads(args.summarize.read_text())
+        print(f"{args.summarize}: seeds {saved['seeds']}; overrides {saved['overrides'] or 'none'}")
+        print("\n".join(summary_lines({k: [Side(**s) for s in v] for k, v in saved["rows"].items()})))
+        return
     if not (args.root / "dataset" / "classes.csv").is_file() and not (args.root / "classes.csv").is_file():
         parser.exit(2, f"bench_transfer: no Grocery Store Dataset at {args.root} (--root)\n")
     work = args.work or Path(tempfile.mkdtemp(prefix="retailnb-transfer-"))
@@ -350,10 +362,12 @@ def main(argv: list[str] | None = None) -> None:
             rows["noisy"].append(student)
             print(f"seed {seed} noisy student: {student.accuracy:.3f} (its teacher {ours.accuracy:.3f}) "
                   f"in {student.seconds:.0f} s", flush=True)
-    print(f"\nGrocery transfer: pretrain on the {SOURCE_KINDS} coarse kinds, probe on the {TARGET_KINDS} ones; "
-          f"seeds {args.seeds}; overrides {args.overrides or 'none'}")
-    print("\n".join(summary_lines(rows)))
+    heading = (f"Grocery transfer: pretrain on the {SOURCE_KINDS} coarse kinds, probe on the {TARGET_KINDS} ones; "
+               f"seeds {args.seeds}; overrides {args.overrides or 'none'}")
+    print(f"\n{heading}\n" + "\n".join(summary_lines(rows)))
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".md").write_text(heading + "\n\n" + "\n".join(summary_lines(rows)) + "\n")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"seeds": args.seeds, "overrides": args.overrides,
                                         "rows": {k: [asdict(s) for s in v] for k, v in rows.items()}}, indent=2) + "\n")

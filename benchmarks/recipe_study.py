@@ -13,7 +13,8 @@ transfer target whose products pretraining never saw:
   params.yaml's ``data.synthetic`` into the work folder.
 
 Results are appended to ``--out`` (JSON, one entry per recipe and seed; a rerun skips what is there, so
-an interrupted study continues) and the table is printed and written beside it as Markdown: per recipe
+an interrupted study continues) and the table of every recipe in it is printed and written beside it as
+Markdown: per recipe
 the probe accuracy, the random weights of its architecture and the gain, each as a mean and t-interval
 over the seeds, and the mean training-loop seconds and images per second.
 
@@ -119,8 +120,10 @@ def main(argv: list[str] | None = None) -> None:
             out.write_text(json.dumps(results, indent=2) + "\n")
             print(f"{name} seed {seed}: {side.accuracy:.3f} (random {side.random_accuracy:.3f}) "
                   f"in {side.seconds:.0f} s", flush=True)
+    studied = [name for name in recipes if any(r["recipe"] == name for r in results)]
     lines = [f"Recipe study, target {args.target} (pretraining never saw its products); mean [95% t-interval] "
-             "over training seeds", "", *table(results, names)]
+             "over training seeds; the overrides of each recipe are in benchmarks/recipes.yaml", "",
+             *table(results, studied)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
