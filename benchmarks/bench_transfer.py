@@ -368,7 +368,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".md").write_text(heading + "\n\n" + "\n".join(summary_lines(rows)) + "\n")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"seeds": args.seeds, "overrides": args.overrides,
                                         "rows": {k: [asdict(s) for s in v] for k, v in rows.items()}}, indent=2) + "\n")
 
