@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
             if any(r["recipe"] == name and r["seed"] == seed and r["overrides"] == recipes[name] for r in results):
                 continue
             side: Side
-            side, _ = run_retailnb(params, seed, source, target, args.work / "runs" / f"{name}-{seed}")
+            side, _ = run_retailnb(params, seed, source, target, args.work / "runs" / args.target / f"{name}-{seed}")
             results = [r for r in results if not (r["recipe"] == name and r["seed"] == seed)]
             results.append({"recipe": name, "seed": seed, "overrides": recipes[name], "accuracy": side.accuracy,
                             "random_accuracy": side.random_accuracy, "seconds": side.seconds, "images": side.images,

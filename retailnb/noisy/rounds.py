@@ -41,16 +41,18 @@ from retailnb.noisy.pseudolabels import (
 from retailnb.noisy.student import FeatureTeacher, fit_feature_teacher
 from retailnb.records import RoundRecord
 from retailnb.train.datasets import TargetDataset, to_chw_uint8
-from retailnb.train.engine import fit, make_fabric
+from retailnb.train.engine import data_digest, fit, make_fabric
 from retailnb.train.sampler import EpochBatchSampler
 from retailnb.transforms.views import randaugment_transform
 
 log = logging.getLogger(__name__)
 
 
-def round_key(spec: NoisyStage, round_: int) -> str:
-    """Identifies round ``round_``'s parameters, so a stale training state is never resumed."""
-    return json.dumps({"round": round_, **spec.model_dump(mode="json")}, sort_keys=True)
+def round_key(spec: NoisyStage, round_: int, data: str = "") -> str:
+    """Identifies round ``round_``: its parameters and ``data``, the digest of its training images, targets
+    and initial weights (:func:`~retailnb.train.engine.data_digest`), so that a stale training state (of
+    other parameters, another teacher or other data) is never resumed."""
+    return json.dumps({"round": round_, "data": data, **spec.model_dump(mode="json")}, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def run_noisy_student(spec: NoisyStage, out_dir: str, source: SourceImages, prob
         quality = {k: None if v != v else v for k, v in selection_quality(selection, source.truth).items()}
         table = pseudolabel_table(source.unlabelled_paths, selection, source.classes, source.truth_names)
         write_pseudolabel_table(table, folder / "pseudolabels.csv")
+        data = data_digest(dataset.images, dataset.targets, backbone_weights)
         fabric.seed_everything(noisy.engine.seed + r, verbose=False)
         student = build_student(
             spec.student_architecture,
@@ -162,7 +165,7 @@ def run_noisy_student(spec: NoisyStage, out_dir: str, source: SourceImages, prob
                                      gather_distributed=fabric.world_size > 1)
         result = fit(
             fabric, EmbeddingStudent(student) if supcon else student, dataset, sampler, objective,
-            noisy.engine, spec.compute, state_path=folder / "train_state.pt", run_key=round_key(spec, r),
+            noisy.engine, spec.compute, state_path=folder / "train_state.pt", run_key=round_key(spec, r, data),
         )
         backbone_weights = backbone_state(student)
         if fabric.is_global_zero:

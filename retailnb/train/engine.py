@@ -9,6 +9,7 @@ curves, an atomic checkpoint every epoch and exact resumption from it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections import defaultdict
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+import numpy as np
 import torch
 from lightly.utils.scheduler import CosineWarmupScheduler
 from lightning_fabric import Fabric
@@ -113,6 +115,30 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: EngineSpec, steps_
     total = config.epochs * steps_per_epoch
     warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), max(total - 1, 0))
     return CosineWarmupScheduler(optimizer, warmup_epochs=warmup, max_epochs=total)
+
+
+def data_digest(*parts: torch.Tensor | np.ndarray | Mapping[str, torch.Tensor]) -> str:
+    """A short content hash of a run's inputs (images, labels or targets, initial weights).
+
+    It goes into a run key (see :func:`can_resume`): the parameters alone do not identify a run, since
+    DVC keeps a stage's ``persist`` output when only its data changed (``data.synthetic.difficulty``
+    renders other images under the same paths; a retrained teacher gives other pseudolabels and other
+    initial weights), and a finished state of the old data would otherwise be "resumed" with nothing left
+    to train: the stage would silently return the old weights.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        tensors = [part[k] for k in sorted(part)] if isinstance(part, Mapping) else [part]
+        for tensor in tensors:
+            if isinstance(tensor, torch.Tensor):  # any dtype (bf16 has no numpy type): hash its bytes
+                flat = tensor.detach().cpu().contiguous().reshape(-1)
+                digest.update(f"{flat.dtype}{tuple(tensor.shape)}".encode())
+                digest.update(flat.view(torch.uint8).numpy().tobytes())
+            else:
+                array = np.ascontiguousarray(tensor)
+                digest.update(f"{array.dtype}{array.shape}".encode())
+                digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def can_resume(state_path: str | Path, run_key: str) -> bool:

@@ -25,7 +25,7 @@ from retailnb.models.backbone import feature_dim
 from retailnb.models.checkpoint import save_backbone
 from retailnb.train.contrastive import ContrastiveObjective, build_model
 from retailnb.train.datasets import MultiViewDataset, TargetDataset, to_chw_uint8
-from retailnb.train.engine import FitResult, can_resume, fit, make_fabric
+from retailnb.train.engine import FitResult, can_resume, data_digest, fit, make_fabric
 from retailnb.train.sampler import EpochBatchSampler
 from retailnb.transforms.batch_views import BatchViews
 from retailnb.transforms.views import retail_view_transform
@@ -106,7 +106,8 @@ def pretrain(run: PretrainRun, *, stop_after_epoch: int | None = None) -> FitRes
         spec.variant, spec.model, distributed=fabric.world_size > 1,
         augment=augment.to(fabric.device) if augment else None,
     )
-    run_key = spec.model_dump_json()
+    # the parameters and the data: a finished state of other images must not be "resumed" (see data_digest)
+    run_key = json.dumps({"spec": spec.model_dump(mode="json"), "data": data_digest(images, labels)}, sort_keys=True)
     resuming = can_resume(out_dir / "train_state.pt", run_key)
     if resuming:
         log.info("resuming from %s", out_dir / "train_state.pt")

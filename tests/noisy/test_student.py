@@ -85,3 +85,28 @@ def test_round_two_starts_from_round_one_student(tmp_path: Path, monkeypatch: py
     n_classes = state[classifier_keys(timm.create_model(ARCH))[0]].shape[0]
     timm.create_model(ARCH, num_classes=n_classes).load_state_dict(state)  # strict: a plain timm state dict
     assert [r.round for r in rows] == [0, 1] and 0.0 <= rows[1].probe_accuracy <= 1.0
+
+
+def test_a_finished_round_of_another_teacher_is_retrained_not_resumed(tmp_path: Path) -> None:
+    """DVC keeps the persisted noisy folder when only the teacher changed (pretraining retrained with other
+    parameters): the same noisy parameters from another teacher must train round 1 again."""
+    config = default_part(
+        SyntheticConfig, "data.synthetic",
+        n_source_families=2, n_monitor_families=1, n_target_families=1, skus_per_family=3, labelled_fraction=0.67,
+        catalogue_per_sku=1, labelled_shelf_per_sku=3, unlabelled_shelf_per_sku=3, monitor_train_per_sku=2,
+        monitor_test_per_sku=2, probe_train_shelf_per_sku=2, probe_test_per_sku=2, image_size=32,
+    )
+    manifest = generate(config, tmp_path / "data", workers=1)
+    spec = default_spec("noisy", backbone__architecture=ARCH, backbone__image_size=32, compute__accelerator="cpu",
+                        compute__num_workers=0, rounds=1, batch_size=8, pseudo__threshold=0.0,
+                        pseudo__balance=False, engine__epochs=2, engine__warmup_epochs=0.5)
+    source = load_source(str(manifest), 32, decode_workers=0)
+    probe = load_probe_data(read_manifest(manifest), 32, "probe_train", "probe_test")
+    students = []
+    for teacher_seed in (0, 1):
+        torch.manual_seed(teacher_seed)
+        save_backbone(tmp_path / "teacher.pt", timm.create_model(ARCH, num_classes=0))
+        backbone, teacher = first_teacher(spec, str(tmp_path / "teacher.pt"), source)
+        run_noisy_student(spec, str(tmp_path / "noisy"), source, probe, backbone, teacher.predict_proba(source.unlabelled))
+        students.append(torch.load(tmp_path / "noisy" / "round_1" / "backbone.pt", weights_only=True))
+    assert any(not torch.equal(students[0][k], students[1][k]) for k in students[0])
