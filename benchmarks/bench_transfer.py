@@ -66,6 +66,7 @@ from retailnb.evaluation.quickprobe import ProbeData, load_probe_data  # noqa: E
 from retailnb.intervals import order, paired_difference, t_interval  # noqa: E402
 from retailnb.models.backbone import create_backbone  # noqa: E402
 from retailnb.models.inference import extract_features  # noqa: E402
+from retailnb.report import interval_text as report_interval_text  # noqa: E402
 from retailnb.train.pretrain import PretrainRun, pretrain, training_rows  # noqa: E402
 
 SOURCE_KINDS, TARGET_KINDS = "even", "odd"
@@ -206,9 +207,12 @@ class PlainSimCLR(nn.Module):
         return self.projection_head(self.backbone(x))
 
 
-def run_plain(seed: int, budget_s: float, source: Path, target: Path, *, workers: int = 0) -> Side:
-    """Train the plain lightly loop on the source half until ``budget_s`` seconds of loop time are spent."""
-    paths, _, _ = training_rows(_rows_run(source))
+def run_plain(params: dict[str, Any], seed: int, budget_s: float, source: Path, target: Path, *,
+              workers: int = 0) -> Side:
+    """Train the plain lightly loop until ``budget_s`` seconds of loop time are spent, on the images
+    retailnb's main variant (of ``params``) pretrains on: every labelled and unlabelled image of the source."""
+    spec = spec_from_params("pretrain", params, params["noisy"]["teacher_variant"])
+    paths, _, _ = training_rows(PretrainRun(spec=spec, manifest=str(source), out_dir="", live_dir=""))
     images = torch.from_numpy(decode_images(paths, PLAIN_DECODE)).permute(0, 3, 1, 2).contiguous()
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -219,7 +223,7 @@ def run_plain(seed: int, budget_s: float, source: Path, target: Path, *, workers
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
     loader = DataLoader(PlainViews(images), batch_size=128, shuffle=True, drop_last=True, num_workers=workers,
                         generator=torch.Generator().manual_seed(seed))
-    seconds, seen, steps, epoch = 0.0, 0, 0, 0
+    seconds, seen, steps = 0.0, 0, 0
     losses: list[float] = []
     while seconds < budget_s:
         model.train()
@@ -235,18 +239,9 @@ def run_plain(seed: int, budget_s: float, source: Path, target: Path, *, workers
             seconds, tick = seconds + (tock - tick), tock
             if seconds >= budget_s:
                 break
-        epoch += 1
     data = target_data(target, PLAIN_SIZE)
     return Side(accuracy=probe(model.backbone, data), random_accuracy=probe(random_init, data), seconds=seconds,
                 images=seen, epochs=steps / max(len(loader), 1), extra={"final_loss": float(np.mean(losses[-5:]))})
-
-
-def _rows_run(source: Path) -> PretrainRun:
-    """A run whose only use is :func:`training_rows`: every labelled and unlabelled image of the source."""
-    params = read_params(REPO / "params.yaml")
-    variant = params["noisy"]["teacher_variant"]
-    spec = spec_from_params("pretrain", params, variant)
-    return PretrainRun(spec=spec, manifest=str(source), out_dir="", live_dir="")
 
 
 def run_noisy(params: dict[str, Any], seed: int, source: Path, target: Path, teacher: Side, teacher_path: Path,
@@ -274,11 +269,8 @@ def run_noisy(params: dict[str, Any], seed: int, source: Path, target: Path, tea
 
 
 def interval_text(values: Sequence[float], confidence: float = 0.95) -> str:
-    """``mean [low, high]`` of ``values`` over seeds (just the mean with one seed)."""
-    cell = t_interval(list(values), confidence)
-    if cell.low is None or cell.high is None:
-        return f"{cell.mean:.3f}"
-    return f"{cell.mean:.3f} [{cell.low:.3f}, {cell.high:.3f}]"
+    """``mean [low, high]`` of ``values`` over seeds (just the mean with one seed), as the report writes it."""
+    return report_interval_text(t_interval(list(values), confidence))
 
 
 def paired_text(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> str:
@@ -353,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
         rows["retailnb"].append(ours)
         print(f"seed {seed} retailnb: {ours.accuracy:.3f} (random {ours.random_accuracy:.3f}) "
               f"in {ours.seconds:.0f} s, {ours.images_per_second:.0f} img/s", flush=True)
-        plain = run_plain(seed, ours.seconds, source, target, workers=args.plain_workers)
+        plain = run_plain(params, seed, ours.seconds, source, target, workers=args.plain_workers)
         rows["plain"].append(plain)
         print(f"seed {seed} plain: {plain.accuracy:.3f} (random {plain.random_accuracy:.3f}) "
               f"in {plain.seconds:.0f} s, {plain.images_per_second:.0f} img/s", flush=True)

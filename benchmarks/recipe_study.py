@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
-from bench_transfer import Side, apply_overrides, grocery_halves, interval_text, run_retailnb  # noqa: E402
+from bench_transfer import apply_overrides, grocery_halves, interval_text, run_retailnb  # noqa: E402
 
 from retailnb.config.data import SyntheticConfig  # noqa: E402
 from retailnb.config.params_file import read_params  # noqa: E402
@@ -110,7 +110,6 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             if any(r["recipe"] == name and r["seed"] == seed and r["overrides"] == recipes[name] for r in results):
                 continue
-            side: Side
             side, _ = run_retailnb(params, seed, source, target, args.work / "runs" / args.target / f"{name}-{seed}")
             results = [r for r in results if not (r["recipe"] == name and r["seed"] == seed)]
             results.append({"recipe": name, "seed": seed, "overrides": recipes[name], "accuracy": side.accuracy,

@@ -63,7 +63,7 @@ class SyntheticConfig(Spec):
 def check_kinds(source: str, kinds: str) -> None:
     """Only the Grocery Store Dataset has coarse kinds to split by."""
     if kinds != "all" and source != "grocery_store":
-        raise ValueError(f"kinds {kinds!r} splits the Grocery Store Dataset by coarse kind; "
+        raise ValueError(f"kinds={kinds!r} splits the Grocery Store Dataset by coarse kind; "
                          f"source {source!r} takes kinds 'all'")
 
 

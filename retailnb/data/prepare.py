@@ -18,7 +18,7 @@ from pathlib import Path
 from retailnb.data.adapters import AdapterReport
 from retailnb.data.grocery import build_grocery_manifest
 from retailnb.data.imagefolder import build_image_folder_manifest
-from retailnb.config.data import SyntheticConfig
+from retailnb.config.data import SyntheticConfig, check_kinds
 from retailnb.data.synthetic import generate
 
 SOURCES: tuple[str, ...] = ("synthetic", "grocery_store", "imagefolder")
@@ -62,8 +62,7 @@ def prepare_dataset(
     out_dir = Path(out_dir)
     if source not in SOURCES:
         raise ValueError(f"data.source must be one of {SOURCES}, got {source!r}")
-    if kinds != "all" and source != "grocery_store":
-        raise ValueError(f"kinds={kinds!r} splits the Grocery Store Dataset's coarse kinds; source {source!r} has none")
+    check_kinds(source, kinds)
     if source == "synthetic":
         if synthetic is None:
             raise ValueError("data.synthetic: the synthetic source needs its sizes (a SyntheticConfig)")

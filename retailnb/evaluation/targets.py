@@ -46,5 +46,4 @@ def target_manifest(name: str, target: TargetSpec, prepared_manifest: PathLike, 
     if not Path(target.root).exists():
         raise FileNotFoundError(f"evaluate.targets.{name}.root: {target.root!r} does not exist")
     return prepare_dataset(target.source, work_dir, root=target.root, labels=target.labels, kinds=target.kinds,
-                           on_error=on_error,
-                           min_size=min_size)
+                           on_error=on_error, min_size=min_size)

@@ -48,7 +48,7 @@ from retailnb.transforms.views import randaugment_transform
 log = logging.getLogger(__name__)
 
 
-def round_key(spec: NoisyStage, round_: int, data: str = "") -> str:
+def round_key(spec: NoisyStage, round_: int, data: str) -> str:
     """Identifies round ``round_``: its parameters and ``data``, the digest of its training images, targets
     and initial weights (:func:`~retailnb.train.engine.data_digest`), so that a stale training state (of
     other parameters, another teacher or other data) is never resumed."""

@@ -129,15 +129,10 @@ def data_digest(*parts: torch.Tensor | np.ndarray | Mapping[str, torch.Tensor]) 
     digest = hashlib.blake2b(digest_size=16)
     for part in parts:
         tensors = [part[k] for k in sorted(part)] if isinstance(part, Mapping) else [part]
-        for tensor in tensors:
-            if isinstance(tensor, torch.Tensor):  # any dtype (bf16 has no numpy type): hash its bytes
-                flat = tensor.detach().cpu().contiguous().reshape(-1)
-                digest.update(f"{flat.dtype}{tuple(tensor.shape)}".encode())
-                digest.update(flat.view(torch.uint8).numpy().tobytes())
-            else:
-                array = np.ascontiguousarray(tensor)
-                digest.update(f"{array.dtype}{array.shape}".encode())
-                digest.update(array.tobytes())
+        for tensor in map(torch.as_tensor, tensors):  # its raw bytes: any dtype, bf16 included
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{flat.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
