@@ -52,6 +52,7 @@ from torch import nn
 
 import retailnb
 from retailnb.atomic import atomic_write
+from retailnb.data.imagefiles import image_files
 from retailnb.data.images import decode_images
 from retailnb.errors import FileProblem
 from retailnb.evaluation.probe import fit_logistic_probe
@@ -79,6 +80,9 @@ BUNDLE_FORMAT_NAME = "retailnb.bundle"
 
 BUNDLE_FORMAT = 1
 """Version of the bundle file layout this retailnb writes and reads; raised whenever it changes."""
+
+DEVICES = ("auto", "cpu", "cuda")
+"""Device names :func:`inference_device` takes (also ``cuda:<index>``); ``auto`` is CUDA when available."""
 
 _META = "bundle.json"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: a fixed timestamp makes the bytes reproducible
@@ -209,7 +213,7 @@ class LinearProbe:
         return p / p.sum(axis=1, keepdims=True)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Bundle:
     """A frozen backbone, its preprocessing, a probe over named products, and how it all came about.
 
@@ -247,19 +251,54 @@ class Bundle:
         """Width of the backbone's features."""
         return feature_dim(self.backbone)
 
+    @property
+    def classes_(self) -> np.ndarray:
+        """The product names as a string array, in class-index order (scikit-learn's ``classes_``).
+
+        Column ``k`` of :attr:`Predictions.probabilities` is the probability of ``classes_[k]``.
+        """
+        return np.asarray(self.class_names, dtype=np.str_)
+
+    @property
+    def image_counts(self) -> dict[str, int]:
+        """Training images per product, in class-index order."""
+        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        return {name: int(n) for name, n in zip(self.class_names, counts)}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the backbone is, so where :func:`embed_files` and :func:`predict_files` run it."""
+        return model_device(self.backbone)
+
+    def __repr__(self) -> str:
+        # The dataclass repr would print every layer of the backbone and every stored array (hundreds of lines).
+        return (f"Bundle(architecture={self.architecture!r}, image_size={self.preprocessing.image_size}, "
+                f"products={len(self.class_names)}, training_images={len(self.labels)}, "
+                f"device={str(self.device)!r}, format_version={BUNDLE_FORMAT})")
+
 
 class Predictions(NamedTuple):
-    """The ``k`` most probable products of each image, best first.
+    """The ``k`` most probable products of each image, best first, and every product's probability.
 
     Attributes:
         indices: (N, k) class indices.
         scores: (N, k) probabilities.
         class_names: the bundle's class names, which ``indices`` index.
+        probabilities: (N, K) probability of every product; column ``k`` is ``classes_[k]`` (as
+            scikit-learn's ``predict_proba``).
+        paths: the image file of each row, when the images came from files (:func:`predict_files`).
     """
 
     indices: np.ndarray
     scores: np.ndarray
     class_names: tuple[str, ...]
+    probabilities: np.ndarray
+    paths: tuple[Path, ...] = ()
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The product name of each column of ``probabilities``, as a string array (scikit-learn's name)."""
+        return np.asarray(self.class_names, dtype=np.str_)
 
     def names(self) -> list[list[str]]:
         """The predicted product names, one list of ``k`` per image."""
@@ -751,13 +790,77 @@ def predict_features(bundle: Bundle, features: np.ndarray, k: int = 5) -> Predic
     p = probe.probabilities(features)
     k = min(k, p.shape[1])
     order = np.argsort(-p, axis=1, kind="stable")[:, :k]
-    return Predictions(order, np.take_along_axis(p, order, axis=1), bundle.class_names)
+    return Predictions(order, np.take_along_axis(p, order, axis=1), bundle.class_names, p)
 
 
 def predict(bundle: Bundle, images: np.ndarray | torch.Tensor, k: int = 5) -> Predictions:
     """The ``k`` most probable products of each uint8 image (see :func:`embed` for the layout)."""
     _require_probe(bundle)
     return predict_features(bundle, embed(bundle, images), k)
+
+
+def predict_files(
+    bundle: Bundle | PathLike,
+    images: Sequence[PathLike],
+    k: int = 5,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Predictions:
+    """The ``k`` most probable products of image files, in one call: what ``retailnb predict`` computes.
+
+    Example::
+
+        predictions = predict_files("shop.bundle", ["shelf_crops/"], k=3)
+        for path, names in zip(predictions.paths, predictions.names()):
+            print(path, names)
+        predictions.probabilities  # (N, K), columns named by predictions.classes_
+
+    Args:
+        bundle: a loaded bundle (run where its backbone is), or a bundle file, loaded onto ``auto``
+            (CUDA when available; load it yourself with :func:`load_bundle` to choose).
+        images: image files and folders of images (every image below a folder, sorted).
+        k: products per image (at most every product).
+        batch_size: see :func:`embed_files`.
+        workers: see :func:`embed_files`.
+        progress: see :func:`embed_files`.
+
+    Returns:
+        The predictions, with the image file of each row in ``paths``.
+
+    Raises:
+        FileNotFoundError: the bundle file or an image is missing.
+        BundleError: the bundle file is not a bundle of this format.
+        ImageError: an image cannot be read; the message names it.
+        ValueError: the bundle has no products, or no images are given.
+    """
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle, device="auto")
+    _require_probe(bundle)
+    paths = image_files(images)
+    features = embed_files(bundle, paths, batch_size=batch_size, workers=workers, progress=progress)
+    return predict_features(bundle, features, k)._replace(paths=tuple(paths))
+
+
+def describe_bundle(bundle: Bundle) -> dict[str, Any]:
+    """What a bundle is, as JSON data: products with their image counts, backbone, preprocessing, provenance.
+
+    The summary ``retailnb info`` prints; unlike ``repr``, it lists every product.
+    """
+    p = bundle.preprocessing
+    return {
+        "format_version": BUNDLE_FORMAT,
+        "architecture": bundle.architecture,
+        "feature_dim": bundle.feature_dim,
+        "preprocessing": {"image_size": p.image_size, "mean": list(p.mean), "std": list(p.std)},
+        "probe": None if bundle.probe is None else {"c": bundle.probe.c,
+                                                     "uniform_prior": bundle.settings.uniform_prior},
+        "n_products": len(bundle.class_names),
+        "n_train": len(bundle.labels),
+        "products": bundle.image_counts,
+        "provenance": bundle.provenance,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -913,20 +1016,47 @@ def _check_consistent(bundle: Bundle, path: Path) -> None:
         raise BundleError(path, "corrupt bundle: " + "; ".join(problems))
 
 
-def load_bundle(path: PathLike) -> Bundle:
+def inference_device(name: str | torch.device) -> torch.device:
+    """The torch device that ``name`` (one of :data:`DEVICES`, or ``cuda:<index>``) means on this machine.
+
+    Raises:
+        ValueError: an unknown name, or CUDA asked for where torch sees no CUDA device (the message says
+            which torch this is and what to choose instead).
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    kind, _, index = name.partition(":")
+    if kind not in DEVICES[1:] or (index and (kind != "cuda" or not index.isdigit())):
+        raise ValueError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)} or cuda:<index>")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"CUDA is not available (torch {torch.__version__} sees no CUDA device); "
+                             "use cpu, or auto to take a GPU only when there is one")
+        if index and int(index) >= torch.cuda.device_count():
+            raise ValueError(f"no CUDA device {index}: this machine has {torch.cuda.device_count()}")
+    return torch.device(name)
+
+
+def load_bundle(path: PathLike, *, device: str | torch.device = "cpu") -> Bundle:
     """Read a bundle written by :func:`save_bundle`, without running code from the file.
 
     Args:
         path: the bundle file.
+        device: where to put the backbone (see :func:`inference_device`; ``auto`` is CUDA when
+            available); :func:`embed_files` and :func:`predict_files` run it there.
 
     Returns:
-        The bundle, its backbone in eval mode on the CPU.
+        The bundle, its backbone in eval mode on ``device``.
 
     Raises:
         FileNotFoundError: there is no file at ``path``.
         BundleError: the file is not a bundle, is truncated or corrupt, or has another format version
             (the message says which version it is and which this retailnb reads).
+        ValueError: ``device`` is unknown or not available (checked before the file is read).
     """
+    target = inference_device(device)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"bundle not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
@@ -942,4 +1072,5 @@ def load_bundle(path: PathLike) -> Bundle:
     except (KeyError, TypeError, ValueError) as err:
         raise BundleError(path, f"corrupt bundle: missing or malformed entry ({type(err).__name__}: {err})") from None
     _check_consistent(bundle, path)
+    bundle.backbone.to(target)
     return bundle

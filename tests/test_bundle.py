@@ -22,13 +22,16 @@ from retailnb.bundle import (
     LinearProbe,
     ProbeSettings,
     add_products,
+    describe_bundle,
     embed,
     embed_files,
     fit_probe,
+    inference_device,
     load_bundle,
     new_bundle,
     predict,
     predict_features,
+    predict_files,
     remove_products,
     save_bundle,
 )
@@ -274,3 +277,74 @@ def test_preprocessing_normalize_is_the_standardisation_and_keeps_the_memory_for
     out = pre.normalize(x)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     assert out.is_contiguous(memory_format=torch.channels_last) and x.dtype == torch.uint8  # input untouched
+
+
+def test_the_repr_is_a_line_that_says_what_the_bundle_is(shop: Bundle) -> None:
+    text = repr(shop)
+    assert "\n" not in text and len(text) < 200, text
+    assert text == ("Bundle(architecture='test_resnet', image_size=32, products=4, training_images=16, device='cpu', "
+                    f"format_version={BUNDLE_FORMAT})")
+
+
+def test_probabilities_are_named_by_classes_(shop: Bundle) -> None:
+    result = predict_features(shop, shop.features, k=2)
+    assert shop.classes_.dtype.kind == "U" and shop.classes_.tolist() == OLD
+    assert result.classes_.tolist() == OLD and result.probabilities.shape == (16, 4)
+    np.testing.assert_allclose(result.probabilities, shop.probe.probabilities(shop.features))
+    np.testing.assert_array_equal(result.probabilities.argmax(axis=1), result.indices[:, 0])
+    np.testing.assert_array_equal(np.take_along_axis(result.probabilities, result.indices, axis=1), result.scores)
+    assert shop.image_counts == dict.fromkeys(OLD, 4)
+
+
+def test_predict_files_takes_a_bundle_file_and_folders(shop: Bundle, tmp_path: Path) -> None:
+    images, labels = colour_images(["red", "blue"], 2, seed=6)
+    for i, (image, name) in enumerate(zip(images, labels)):
+        (tmp_path / "shelf" / name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "shelf" / name / f"{i}.png")
+    path = save_bundle(shop, tmp_path / "shop.bundle")
+    result = predict_files(path, [tmp_path / "shelf"], k=1)
+    assert [p.parent.name for p in result.paths] == ["blue", "blue", "red", "red"]  # folders expanded, sorted
+    assert [names[0] for names in result.names()] == [p.parent.name for p in result.paths]
+    same = predict_files(shop, result.paths, k=1)  # a loaded bundle, and files: the same answer
+    np.testing.assert_allclose(same.probabilities, result.probabilities, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no products yet"):
+        predict_files(remove_products(shop, OLD), result.paths)
+
+
+def test_load_bundle_puts_the_backbone_on_the_device_asked_for(shop: Bundle, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_bundle(shop, tmp_path / "shop.bundle")
+    assert load_bundle(path, device="cpu").device == torch.device("cpu")
+    assert all(t.device.type == "cpu" for t in load_bundle(path, device="auto").backbone.state_dict().values())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert inference_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        load_bundle(path, device="cuda")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        inference_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert inference_device("auto") == torch.device("cuda")  # resolved only; nothing is moved
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_a_bundle_loaded_onto_cuda_predicts_as_on_cpu(shop: Bundle, tmp_path: Path) -> None:
+    path = save_bundle(shop, tmp_path / "shop.bundle")
+    on_gpu = load_bundle(path, device="cuda")
+    assert on_gpu.device.type == "cuda" and "device='cuda:0'" in repr(on_gpu)
+    images, _ = colour_images(OLD, 2, seed=7)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    files = sorted(tmp_path.glob("*.png"))
+    gpu, cpu = predict_files(on_gpu, files), predict_files(load_bundle(path, device="cpu"), files)
+    np.testing.assert_array_equal(gpu.indices[:, 0], cpu.indices[:, 0])
+    np.testing.assert_allclose(gpu.probabilities, cpu.probabilities, atol=1e-3)
+    assert save_bundle(on_gpu, tmp_path / "again.bundle").read_bytes() == path.read_bytes()
+
+
+def test_describe_bundle_lists_products_backbone_and_provenance(shop: Bundle) -> None:
+    info = describe_bundle(shop)
+    assert info["products"] == dict.fromkeys(OLD, 4) and info["n_products"] == 4 and info["n_train"] == 16
+    assert info["architecture"] == "test_resnet" and info["preprocessing"]["image_size"] == SIZE
+    assert info["format_version"] == BUNDLE_FORMAT and info["feature_dim"] == 96
+    assert info["provenance"]["history"][0]["operation"] == "fit"
+    json.dumps(info)  # JSON data only
