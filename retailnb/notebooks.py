@@ -13,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from retailnb.atomic import atomic_write_text
 
@@ -20,8 +21,36 @@ KERNEL = "python3"
 """The Jupyter kernel every stage runs in (the environment's own Python)."""
 
 
+def kernel_metadata(kernel: str = KERNEL) -> dict[str, str]:
+    """The notebook's ``kernelspec`` metadata exactly as JupyterLab writes it for ``kernel``.
+
+    JupyterLab replaces a notebook's ``kernelspec`` with its kernel's (name, display name, language)
+    when it opens the notebook, which marks it changed and autosaves it. Writing the same values into
+    every executed notebook keeps a report that a user merely opened byte for byte as DVC recorded it.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec(kernel)
+    return {"display_name": spec.display_name, "language": spec.language, "name": kernel}
+
+
+def normalise_kernelspec(path: str | Path, kernel: str = KERNEL) -> Path:
+    """Rewrite the notebook at ``path`` (atomically) with :func:`kernel_metadata`, if it differs."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    wanted = kernel_metadata(kernel)
+    if nb.metadata.get("kernelspec") != wanted:
+        nb.metadata["kernelspec"] = wanted
+        atomic_write_text(Path(path), nbformat.writes(nb))
+    return Path(path)
+
+
 def execute(notebook: str | Path, output: str | Path, parameters: dict[str, str]) -> Path:
     """Execute ``notebook`` with ``parameters`` injected after its ``parameters`` cell; write ``output``.
+
+    What the kernel writes on standard error (the training loops' one line per epoch, warnings) is
+    forwarded to this process's standard error as it arrives: the live progress of ``dvc repro``.
 
     Raises:
         papermill.PapermillExecutionError: a cell raised; ``output`` holds the run up to that cell.
@@ -30,16 +59,64 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict[str, str]
 
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
-                               progress_bar=False)
-    return Path(output)
+                               progress_bar=False, stderr_file=sys.stderr)
+    return normalise_kernelspec(output)
+
+
+def report_view(nb: Any) -> Any:
+    """A copy of an executed notebook as the HTML report shows it: without the kernel's standard error.
+
+    The executed notebook keeps its log (progress lines, warnings); the report a reader opens holds the
+    narrative, tables and figures.
+    """
+    import copy
+
+    view = copy.deepcopy(nb)
+    for cell in view.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", []) if not (o.output_type == "stream" and o.name == "stderr")]
+    return view
+
+
+def figure_descriptions(nb: Any) -> dict[str, str]:
+    """Each displayed PNG's base64 data mapped to its ``alt`` description (see :mod:`retailnb.display`)."""
+    found = {}
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data, meta = output.get("data", {}), output.get("metadata", {})
+            alt = meta.get("image/png", {}).get("alt") if isinstance(meta.get("image/png"), dict) else None
+            if "image/png" in data and alt:
+                found["".join("".join(data["image/png"]).split())] = alt
+    return found
+
+
+def html_report(nb: Any) -> str:
+    """The HTML report of an executed notebook: code and prompts hidden, stderr left out, figures described.
+
+    nbconvert's lab template ignores an image's ``alt`` metadata and writes a placeholder; the
+    descriptions are put back by matching each image's data.
+    """
+    from bs4 import BeautifulSoup
+    from nbconvert import HTMLExporter
+
+    view = report_view(nb)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(view)
+    descriptions = figure_descriptions(view)
+    soup = BeautifulSoup(body, features="html.parser")
+    for img in soup.find_all("img"):
+        src = str(img.get("src", ""))
+        key = "".join(src.split(",", 1)[-1].split())
+        if src.startswith("data:image/png;base64,") and key in descriptions:
+            img["alt"] = descriptions[key]
+    return str(soup)
 
 
 def export_html(executed: str | Path) -> Path:
     """Write the executed notebook as ``<name>.html`` beside it (atomically), the shareable report."""
-    from nbconvert import HTMLExporter
+    import nbformat
 
-    body, _ = HTMLExporter().from_filename(str(executed))
-    return atomic_write_text(Path(executed).with_suffix(".html"), body)
+    return atomic_write_text(Path(executed).with_suffix(".html"), html_report(nbformat.read(str(executed), as_version=4)))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -16,18 +16,12 @@ from collections.abc import Mapping, Sequence
 from retailnb.intervals import order, paired_difference, t_interval
 from retailnb.records import DataRecord, IntervalRecord, NoisyRecord, PretrainRecord, TargetSummary
 from retailnb.summary import noisy_rounds
+from retailnb.tables import markdown_table
 
 OBJECTIVE_NAMES = {"simclr": "SimCLR", "supcon": "SupCon"}
 """How the report writes each pretraining objective of :attr:`PretrainRecord.objectives`."""
 
 _PROBE_KEY = re.compile(r"^probe_(\d+|all)$")
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured Markdown table, the first column left-aligned and the others right-aligned."""
-    align = [":---"] + ["---:"] * (len(header) - 1)
-    lines = [header, align, *rows]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines) + "\n"
 
 
 def fmt(value: IntervalRecord | None, digits: int = 3) -> str:

@@ -54,3 +54,48 @@ def test_bad_command_lines_exit_2_with_one_line(tmp_path: Path, capsys: pytest.C
     assert main(args) == 2
     assert capsys.readouterr().err.strip() == f"error: {message}"
     assert not (tmp_path / "out.ipynb").exists()
+
+
+def test_the_kernels_stderr_reaches_the_terminal_and_the_notebook_but_not_the_html(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Live progress of ``dvc repro``: the stage's stderr gets the kernel's lines; the report stays clean."""
+    notebook = write_notebook(tmp_path / "nb.ipynb", 'import sys\nprint("epoch 1/2: loss 1.5", file=sys.stderr)\n'
+                                                     'print("the table")')
+    out = tmp_path / "nb_out.ipynb"
+    assert main([str(notebook), str(out)]) == 0
+    assert "epoch 1/2: loss 1.5" in capsys.readouterr().err
+    executed = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []))
+    assert "epoch 1/2: loss 1.5" in executed
+    html = out.with_suffix(".html").read_text()
+    assert "the table" in html and "epoch 1/2" not in html
+
+
+def test_the_html_report_hides_code_and_describes_each_figure(tmp_path: Path) -> None:
+    body = ("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+            "from retailnb.display import show_figure\nfig, ax = plt.subplots()\nax.plot([1, 2])\n"
+            "show_figure(fig, 'figs/line.png', alt='A rising line from 1 to 2.')")
+    notebook = write_notebook(tmp_path / "nb.ipynb", body)
+    out = tmp_path / "nb_out.ipynb"
+    assert main([str(notebook), str(out), "-p", "name", "SECRET_PARAMETER_CELL"]) == 0
+    html = out.with_suffix(".html").read_text()
+    assert "show_figure" not in html and "SECRET_PARAMETER_CELL" not in html  # no code, not even the parameters
+    assert 'alt="A rising line from 1 to 2."' in html
+    assert "No description has been provided" not in html
+
+
+def test_executed_notebooks_carry_the_kernelspec_jupyterlab_writes(tmp_path: Path) -> None:
+    """JupyterLab replaces a differing kernelspec when it opens a notebook and autosaves it (see tests/test_reports)."""
+    from retailnb.notebooks import kernel_metadata
+
+    notebook = write_notebook(tmp_path / "nb.ipynb", "pass")  # display_name "Python 3", as papermill keeps it
+    out = tmp_path / "nb_out.ipynb"
+    assert main([str(notebook), str(out)]) == 0
+    assert nbformat.read(out, as_version=4).metadata["kernelspec"] == kernel_metadata()
+    assert kernel_metadata()["display_name"] != "Python 3"  # the test would pass vacuously otherwise
+
+
+def test_source_notebooks_carry_the_kernelspec_jupyterlab_writes() -> None:
+    from retailnb.notebooks import kernel_metadata
+
+    for path in sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb")):
+        assert nbformat.read(path, as_version=4).metadata["kernelspec"] == kernel_metadata(), path.name

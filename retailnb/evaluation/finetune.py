@@ -152,7 +152,8 @@ def _train_one(architecture: str, backbone_state: dict[str, torch.Tensor] | None
                                     batch_size=min(spec.batch_size, len(dataset)), images_per_class=2,
                                     supcon_fraction=0.0, seed=engine.seed)
         fit(fabric, model, dataset, sampler, StudentObjective(), engine, compute, state_path=state_dir / "train_state.pt",
-            run_key=run_key, on_epoch_end=stopper)
+            run_key=run_key, on_epoch_end=stopper,
+            label=f"finetune from {'pretrained' if backbone_state is not None else 'random'} weights, lr {lr:g}")
         stopper.finish()
     assert stopper.best_state is not None
     model.load_state_dict(stopper.best_state)

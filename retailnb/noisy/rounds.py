@@ -166,6 +166,7 @@ def run_noisy_student(spec: NoisyStage, out_dir: str, source: SourceImages, prob
         result = fit(
             fabric, EmbeddingStudent(student) if supcon else student, dataset, sampler, objective,
             noisy.engine, spec.compute, state_path=folder / "train_state.pt", run_key=round_key(spec, r, data),
+            label=f"noisy student round {r}",
         )
         backbone_weights = backbone_state(student)
         if fabric.is_global_zero:

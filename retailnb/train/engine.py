@@ -3,8 +3,9 @@
 Both the contrastive stage and the noisy student use it: they differ only in the dataset, the batch
 sampler and the loss function they pass. Fabric places the model and batches on the device, wraps the
 model for DDP when several processes run (under ``torchrun``), and applies mixed precision where the device
-supports it. The loop adds what a research run needs: a cosine schedule with warm-up, a tqdm bar, dvclive
-curves, an atomic checkpoint every epoch and exact resumption from it.
+supports it. The loop adds what a research run needs: a cosine schedule with warm-up, progress (a bar in a
+terminal, one line per epoch everywhere: :mod:`retailnb.progress`), dvclive curves, an atomic checkpoint
+every epoch and exact resumption from it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from lightly.utils.scheduler import CosineWarmupScheduler
 from lightning_fabric import Fabric
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from retailnb.config.compute import ComputeSpec, EngineSpec
 from retailnb.models.checkpoint import (
@@ -32,6 +32,7 @@ from retailnb.models.checkpoint import (
     load_training_state,
     save_training_state,
 )
+from retailnb.progress import EpochLog, step_bar
 
 LossFn = Callable[[nn.Module, Any], Mapping[str, torch.Tensor]]
 
@@ -160,6 +161,7 @@ def fit(
     on_epoch_end: Callable[[int, nn.Module], bool | None] | None = None,
     stop_after_epoch: int | None = None,
     run_key: str = "",
+    label: str = "",
 ) -> FitResult:
     """Train ``model`` with ``loss_fn`` for ``config.epochs``, resuming from ``state_path`` if it exists.
 
@@ -179,6 +181,8 @@ def fit(
         stop_after_epoch: stop after this epoch as if interrupted (used to test resumption).
         run_key: identifies the run's parameters; a saved state with another key is not resumed but
             replaced (see :func:`can_resume`).
+        label: what is training, at the head of each epoch's progress line on standard error (rank 0;
+            see :mod:`retailnb.progress`).
 
     Returns:
         Loss history per epoch and the run's throughput (see :class:`FitResult`).
@@ -202,11 +206,12 @@ def fit(
     )
     loader = cast(DataLoader[Any], fabric.setup_dataloaders(loader, use_distributed_sampler=False))
     last = config.epochs - 1 if stop_after_epoch is None else min(stop_after_epoch, config.epochs - 1)
+    log = EpochLog(label, config.epochs, first_epoch=start_epoch)
     for epoch in range(start_epoch, last + 1):
         batch_sampler.set_epoch(epoch)
         wrapped.train()
         sums: dict[str, float] = defaultdict(float)
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not fabric.is_global_zero, leave=False)
+        bar = step_bar(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", enabled=fabric.is_global_zero)
         tick = time.perf_counter()
         for batch in loader:
             tock = time.perf_counter()
@@ -229,6 +234,8 @@ def fit(
         means["lr"] = optimizer.param_groups[0]["lr"]
         for k, v in means.items():
             history[k].append(v)
+        if fabric.is_global_zero:
+            log.write(epoch, means)
         if live is not None and fabric.is_global_zero:
             for k, v in means.items():
                 live.log_metric(f"train/{k}", v)

@@ -125,6 +125,7 @@ def pretrain(run: PretrainRun, *, stop_after_epoch: int | None = None) -> FitRes
             live=live,
             stop_after_epoch=stop_after_epoch,
             run_key=run_key,
+            label=f"pretrain {Path(run.out_dir).name} (simclr {spec.variant.simclr_weight:g}, supcon {spec.variant.supcon_weight:g})",
         )
     finally:
         if live is not None:

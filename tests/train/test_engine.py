@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from shared_fixtures import default_spec
 from torch import nn
@@ -14,7 +15,7 @@ from retailnb.train.engine import fit, make_fabric
 from retailnb.train.sampler import EpochBatchSampler
 
 
-def test_on_epoch_end_returning_true_stops_the_run(tmp_path: Path) -> None:
+def test_on_epoch_end_returning_true_stops_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = default_spec("pretrain", "simclr")
     compute = spec.compute.model_copy(update={"num_workers": 0, "accelerator": "cpu", "channels_last": False})
     engine = spec.engine.model_copy(update={"epochs": 6, "warmup_epochs": 0.0})
@@ -33,5 +34,10 @@ def test_on_epoch_end_returning_true_stops_the_run(tmp_path: Path) -> None:
         return epoch == 1
 
     result = fit(fabric, nn.Linear(4, 2), dataset, sampler, loss, engine, compute, state_path=tmp_path / "state.pt",
-                 on_epoch_end=stop_after_two)
+                 on_epoch_end=stop_after_two, label="toy")
     assert seen == [0, 1] and result.epochs_run == 2 and len(result.history["loss"]) == 2
+    # the progress on stderr: one line per epoch that ran, no bar (stderr is not a terminal)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(";")[0] for line in lines] == [f"toy: epoch {e}/6: loss {h:.4g}" for e, h in
+                                                      zip((1, 2), result.history["loss"])]
+    assert "about" in lines[0] and "left" in lines[0]
