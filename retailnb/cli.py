@@ -1,4 +1,4 @@
-"""The ``retailnb`` command line: embed images, fit a probe, add or remove products, predict.
+"""The ``retailnb`` command line: embed images, fit a probe, add or remove products, predict, describe a bundle.
 
 It is a thin layer over :mod:`retailnb.bundle` and :mod:`retailnb.enrol`. Every command that changes a
 bundle builds the new one in memory and writes it atomically at the end, so a failure at any step
@@ -14,7 +14,10 @@ Examples::
     retailnb add-products new_products/ --bundle shop.bundle
     retailnb remove-products old_cola old_chips --bundle shop.bundle
     retailnb predict shelf_crops/ --bundle shop.bundle --top-k 3 --format csv --out predictions.csv
+    retailnb predict shelf_crops/ --bundle shop.bundle --device cuda --batch-size 256 --workers 8
     retailnb embed shelf_crops/ --bundle shop.bundle --out features.npz
+    retailnb info shop.bundle
+    python -m retailnb --version
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import retailnb
+
 EXIT_USER_ERROR = 2
 """Exit status of a command stopped by bad input (argparse uses the same for bad arguments)."""
 
 FORMATS = ("table", "json", "csv")
+DEVICES = ("auto", "cpu", "cuda")  # retailnb.bundle.DEVICES, repeated: importing it would load torch for --help
 CHOOSE_C_HELP = ("choose the regularisation C again by cross-validation (a dozen fits instead of one); by default "
                  "the probe is refitted with the bundle's C")
 
@@ -36,6 +42,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _inference_options(p: argparse.ArgumentParser) -> None:
+    """Where and how the backbone runs: the options of the commands that embed images they are given."""
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where the bundle's backbone runs; auto: cuda when available, else cpu (default auto)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--workers", type=_positive_int,
+                   help="threads that decode and embed batches (default: one per torch thread on cpu, one per "
+                   "core on cuda)")
 
 
 def _bundle_edit_options(p: argparse.ArgumentParser, bundle_help: str, *, run: str) -> None:
@@ -53,12 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Recognise retail products with a frozen backbone and a logistic regression kept in a "
         "bundle file; add or remove products by refitting the regression, not the network.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {retailnb.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("embed", help="write the features of images to a .npz file")
     p.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files and folders of images")
     p.add_argument("--bundle", required=True, help="bundle whose backbone embeds the images")
-    p.add_argument("--out", required=True, help="feature file to write (.npz)")
+    p.add_argument("--out", required=True, help="feature file to write (.npz: arrays features and paths)")
+    _inference_options(p)
     p.set_defaults(run="cmd_embed")
 
     p = sub.add_parser("fit", help="fit a probe on FOLDER/<product>/<image> and write a new bundle")
@@ -85,7 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=5, help="products per image (default 5)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     p.add_argument("--out", help="file to write (default: stdout)")
+    _inference_options(p)
     p.set_defaults(run="cmd_predict")
+
+    p = sub.add_parser("info", help="a bundle's products with their image counts, backbone and provenance")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle file")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
+    p.set_defaults(run="cmd_info")
     return parser
 
 

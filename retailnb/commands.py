@@ -30,11 +30,13 @@ from retailnb.bundle import (
     Predictions,
     add_products,
     check_new_products,
+    describe_bundle,
     embed_files,
     fit_probe,
+    inference_device,
     load_bundle,
     new_bundle,
-    predict_features,
+    predict_files,
     remove_products,
     save_bundle,
 )
@@ -42,7 +44,6 @@ from retailnb.data.adapters import DatasetError
 from retailnb.data.imagefiles import image_files, product_folders
 from retailnb.data.images import ImageError
 from retailnb.enrol import folder_features
-from retailnb.evaluation.features import save_features
 from retailnb.models.backbone import WeightsUnavailableError
 from retailnb.models.checkpoint import CheckpointError
 from retailnb.tables import aligned
@@ -86,9 +87,13 @@ def _embedding(what: str, total: int | None = None) -> Iterator[Callable[[int], 
     _say(f"{what}: {done} images in {seconds:.2f} s ({done / seconds:.1f} images/s)")
 
 
-def _embed_files(bundle: Bundle, paths: Sequence[Path], what: str) -> np.ndarray:
-    with _embedding(what, len(paths)) as progress:
-        return embed_files(bundle, paths, progress=progress)
+def _inference_bundle(args: argparse.Namespace) -> Bundle:
+    """``--bundle`` loaded onto ``--device``; a device this machine lacks is a user error naming the option."""
+    try:
+        device = inference_device(args.device)
+    except ValueError as err:
+        raise ValueError(f"--device {args.device}: {err}") from None
+    return load_bundle(args.bundle, device=device)
 
 
 def _folder_features(bundle: Bundle, folder: str, products: Mapping[str, Sequence[Path]] | None = None,
@@ -107,15 +112,109 @@ def _save(bundle: Bundle, out: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def save_embeddings(path: str | Path, features: np.ndarray, paths: Sequence[str | Path], **meta: Any) -> Path:
+    """Write the features of image files and the files' paths to one ``.npz`` file, atomically.
+
+    The arrays are ``features`` (N, D) float32 and ``paths`` (N,) unicode strings, so
+    ``np.load(path)["paths"]`` gives the paths without parsing anything. The file is also a feature file
+    of :func:`retailnb.evaluation.features.load_features` (unlabelled: every label -1, no class names,
+    ``meta`` as its metadata).
+
+    Raises:
+        ValueError: ``paths`` does not give one path per feature row.
+    """
+    features = np.asarray(features, dtype=np.float32)
+    if len(paths) != len(features):
+        raise ValueError(f"one path per feature row: {len(paths)} paths, {len(features)} rows")
+    arrays = {
+        "features": features,
+        "paths": np.asarray([str(p) for p in paths], dtype=np.str_),
+        "labels": np.full(len(features), -1, dtype=np.int64),
+        "class_names": np.asarray([], dtype=np.str_),
+        "meta_json": np.asarray(json.dumps(meta, sort_keys=True)),
+    }
+    with atomic_write(path, "wb") as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
+    return Path(path)
+
+
+def load_embeddings(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """The features and image paths of a file that ``retailnb embed`` wrote.
+
+    Files of retailnb before the ``paths`` array kept the paths as JSON in their metadata; those are
+    read too.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not a feature file, or one without image paths.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: feature file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            features = np.asarray(data["features"])
+            if "paths" in data.files:
+                return features, [str(p) for p in data["paths"]]
+            meta = json.loads(str(data["meta_json"]))
+    except (KeyError, OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path}: not a feature file of `retailnb embed` ({err})") from None
+    if not isinstance(meta, dict) or "paths" not in meta:
+        raise ValueError(f"{path}: a feature file without image paths (not written by `retailnb embed`)")
+    return features, [str(p) for p in meta["paths"]]
+
+
 def cmd_embed(args: argparse.Namespace) -> None:
-    """``retailnb embed``: features of images, written as a feature file (``.npz``)."""
-    bundle = load_bundle(args.bundle)
+    """``retailnb embed``: features of images, written as a feature file (``.npz``) with their paths."""
+    bundle = _inference_bundle(args)
     paths = image_files(args.images)
-    features = _embed_files(bundle, paths, "embedding")
-    save_features(args.out, features, [-1] * len(paths), [], bundle=str(args.bundle),
-                  architecture=bundle.architecture, image_size=bundle.preprocessing.image_size,
-                  paths=[str(p) for p in paths])
+    with _embedding(f"embedding on {bundle.device}", len(paths)) as progress:
+        features = embed_files(bundle, paths, batch_size=args.batch_size, workers=args.workers, progress=progress)
+    save_embeddings(args.out, features, paths, bundle=str(args.bundle), architecture=bundle.architecture,
+                    image_size=bundle.preprocessing.image_size)
     _say(f"wrote {args.out}: {features.shape[0]} x {features.shape[1]} features")
+
+
+def _history_line(step: Mapping[str, Any], shown: int = 4) -> str:
+    """One provenance entry in words: the operation, its products, images and source, the probe it left."""
+    classes = [str(c) for c in step.get("classes", [])]
+    names = ", ".join(classes[:shown]) + (f" and {len(classes) - shown} more" if len(classes) > shown else "")
+    source = step.get("source")
+    folder = source.get("folder") if isinstance(source, dict) else None
+    text = f"{step.get('operation')} {names}"
+    if step.get("n_images"):
+        text += f": {step['n_images']} images" + (f" from {folder}" if folder else "")
+    c = step.get("c")
+    probe = f"C={c:g} ({step.get('c_from')})" if isinstance(c, (int, float)) else "no probe"
+    return text + f"; then {step.get('n_train')} training images, {probe}; retailnb {step.get('retailnb_version', '?')}"
+
+
+def format_info(info: Mapping[str, Any]) -> str:
+    """The text of ``retailnb info``: the bundle's backbone, probe and provenance, then one line per product."""
+    pre, probe, origin = info["preprocessing"], info["probe"], info["provenance"].get("backbone", {})
+    weights = str(origin.get("weights", "unknown"))
+    if "weights_sha256" in origin:
+        weights += f" (sha256 {origin['weights_sha256'][:12]})"
+    lines = [
+        ["format version", str(info["format_version"])],
+        ["architecture", f"{info['architecture']} ({info['feature_dim']} features)"],
+        ["image size", f"{pre['image_size']} px, mean {pre['mean']}, std {pre['std']}"],
+        ["backbone weights", weights],
+        ["probe", "none (no products yet)" if probe is None else
+         f"logistic regression, C={probe['c']:g}" + (", uniform prior" if probe["uniform_prior"] else "")],
+    ]
+    lines += [[f"history {i}", _history_line(step)] for i, step in enumerate(info["provenance"].get("history", []), 1)]
+    products = [["product", "images"], *([name, str(n)] for name, n in info["products"].items())]
+    summary = f"{info['n_products']} products, {info['n_train']} training images"
+    return aligned(lines) + f"\n\n{summary}\n" + (aligned(products) + "\n" if info["products"] else "")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    """``retailnb info``: what a bundle holds (products and image counts) and where it came from."""
+    info = {"bundle": str(args.bundle), **describe_bundle(load_bundle(args.bundle))}
+    if args.format == "json":
+        sys.stdout.write(json.dumps(info, indent=1) + "\n")
+    else:
+        sys.stdout.write(f"{args.bundle}\n" + format_info(info))
 
 
 def _base_bundle(args: argparse.Namespace) -> Bundle:
@@ -199,12 +298,14 @@ def format_json(rows: Sequence[dict[str, Any]]) -> str:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     """``retailnb predict``: the top-k products of each image, as a table, JSON or CSV."""
-    bundle = load_bundle(args.bundle)
+    bundle = _inference_bundle(args)
     if bundle.probe is None:
         raise ValueError(f"{args.bundle}: this bundle has no products yet; fit them with `retailnb fit`")
     paths = image_files(args.images)
-    features = _embed_files(bundle, paths, "predicting")
-    rows = _rows(paths, predict_features(bundle, features, args.top_k))
+    with _embedding(f"predicting on {bundle.device}", len(paths)) as progress:
+        predictions = predict_files(bundle, paths, args.top_k, batch_size=args.batch_size, workers=args.workers,
+                                    progress=progress)
+    rows = _rows(predictions.paths, predictions)
     text = {"table": format_table, "csv": format_csv, "json": format_json}[args.format](rows)
     if args.out is None:
         sys.stdout.write(text)

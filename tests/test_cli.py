@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from retailnb.bundle import load_bundle
+import retailnb
+from retailnb import bundle as bundle_mod
+from retailnb import commands
+from retailnb.bundle import load_bundle, predict_files
 from retailnb.cli import main
 from retailnb.evaluation.features import load_features
 from retailnb.models.backbone import create_backbone
@@ -105,9 +108,27 @@ def test_embed_writes_a_feature_file(data: Path, shop: Path, tmp_path: Path) -> 
     out = tmp_path / "features.npz"
     assert main(["embed", str(data / "test" / "red"), str(data / "test" / "blue" / "0.jpg"), "--bundle", str(shop),
                  "--out", str(out)]) == 0
-    features = load_features(out)
+    features = load_features(out)  # still a feature file: unlabelled rows, metadata
     assert features.features.shape == (3, 96) and features.meta["architecture"] == "test_resnet"
-    assert features.meta["paths"][-1].endswith("blue/0.jpg")
+    assert features.labels.tolist() == [-1, -1, -1]
+    with np.load(out, allow_pickle=False) as npz:
+        paths = npz["paths"]
+    assert paths.dtype.kind == "U" and paths.shape == (3,)  # a string array, not JSON in the metadata
+    assert paths[-1].endswith("blue/0.jpg") and all(p.startswith(str(data / "test" / "red")) for p in paths[:2])
+    assert "paths" not in features.meta
+    np.testing.assert_array_equal(commands.load_embeddings(out)[0], features.features)
+    assert commands.load_embeddings(out)[1] == paths.tolist()
+
+
+def test_load_embeddings_reads_files_that_kept_paths_as_json(tmp_path: Path) -> None:
+    from retailnb.evaluation.features import save_features
+
+    old = save_features(tmp_path / "old.npz", np.ones((2, 4)), [-1, -1], [], paths=["a.jpg", "b.jpg"])
+    features, paths = commands.load_embeddings(old)
+    assert features.shape == (2, 4) and paths == ["a.jpg", "b.jpg"]
+    no_paths = save_features(tmp_path / "plain.npz", np.ones((2, 4)), [0, 1], ["x", "y"])
+    with pytest.raises(ValueError, match="without image paths"):
+        commands.load_embeddings(no_paths)
 
 
 def other_version(src: Path, dst: Path) -> Path:
@@ -207,3 +228,134 @@ def test_help_and_usage_errors_answer_without_importing_torch() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     assert "the following arguments are required" in done.stderr
+
+
+def test_version_is_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out == f"retailnb {retailnb.__version__}\n"
+
+
+def test_python_dash_m_retailnb_is_the_command_line() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = [sys.executable, "-m", "retailnb"]
+    helped = subprocess.run([*run, "--help"], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert helped.returncode == 0, helped.stderr
+    assert helped.stdout.startswith("usage: retailnb ") and "info" in helped.stdout and "predict" in helped.stdout
+    version = subprocess.run([*run, "--version"], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert version.stdout == f"retailnb {retailnb.__version__}\n"
+    wrong = subprocess.run([*run, "predict", "x.jpg", "--bundle", "b", "--device", "tpu"], capture_output=True,
+                           text=True, env=env, timeout=120, check=False)
+    assert wrong.returncode == 2 and "invalid choice: 'tpu'" in wrong.stderr
+
+
+def loaded_devices(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Spy on the CLI's ``load_bundle``: the device of each backbone it returns."""
+    devices: list[str] = []
+
+    def spy(*args: object, **kwargs: object) -> bundle_mod.Bundle:
+        bundle = load_bundle(*args, **kwargs)  # type: ignore[arg-type]
+        devices.extend({t.device.type for t in bundle.backbone.state_dict().values()})
+        return bundle
+
+    monkeypatch.setattr(commands, "load_bundle", spy)
+    return devices
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_device_loads_the_backbone_there(device: str, data: Path, shop: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    devices = loaded_devices(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # auto means cpu here, on any machine
+    assert main(["predict", str(data / "test" / "red"), "--bundle", str(shop), "--device", device]) == 0
+    assert devices == ["cpu"]
+    assert "predicting on cpu: 2 images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["predict", "embed"])
+def test_device_cuda_without_cuda_is_one_line_exit_2(command: str, data: Path, shop: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "features.npz"
+    args = [command, str(data / "test" / "red"), "--bundle", str(shop), "--device", "cuda", "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"retailnb {command}: error: --device cuda: CUDA is not available")
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_predict_on_cuda_gives_the_cpu_answer(data: Path, shop: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    devices = loaded_devices(monkeypatch)
+    tops = {}
+    for device in ("cuda", "cpu"):
+        assert main(["predict", str(data / "test"), "--bundle", str(shop), "--format", "json", "--device", device,
+                     "--batch-size", "5"]) == 0
+        tops[device] = predicted(json.loads(capsys.readouterr().out))
+    assert devices == ["cuda", "cpu"] and tops["cuda"] == tops["cpu"]
+
+
+def test_batch_size_and_workers_reach_the_embedding(data: Path, shop: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[tuple[int, int | None]] = []
+    real = bundle_mod.embed_files
+
+    def spy(bundle: bundle_mod.Bundle, paths: list[Path], **kwargs: object) -> np.ndarray:
+        calls.append((kwargs["batch_size"], kwargs["workers"]))  # type: ignore[arg-type]
+        return real(bundle, paths, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bundle_mod, "embed_files", spy)  # what predict_files calls
+    monkeypatch.setattr(commands, "embed_files", spy)
+    assert main(["predict", str(data / "test"), "--bundle", str(shop), "--format", "json", "--batch-size", "5",
+                 "--workers", "2"]) == 0
+    small = predicted(json.loads(capsys.readouterr().out))
+    assert main(["predict", str(data / "test"), "--bundle", str(shop), "--format", "json"]) == 0
+    assert predicted(json.loads(capsys.readouterr().out)) == small  # batching changes no answer
+    assert main(["embed", str(data / "test"), "--bundle", str(shop), "--out", str(tmp_path / "f.npz"),
+                 "--batch-size", "3", "--workers", "1"]) == 0
+    assert calls == [(5, 2), (64, None), (3, 1)]
+    with pytest.raises(SystemExit) as exit:
+        main(["predict", str(data / "test"), "--bundle", str(shop), "--batch-size", "0"])
+    assert exit.value.code == 2 and "must be a positive integer" in capsys.readouterr().err
+
+
+def test_info_lists_products_with_image_counts_and_provenance(data: Path, shop: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(shop)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(shop)
+    text = "\n".join(lines)
+    for expected in ("format version  ", "test_resnet (96 features)", "32 px", "backbone.pt (sha256 ",
+                     "history 1", "fit blue, green, red, yellow: 16 images from",
+                     "(cross-validation); retailnb", "4 products, 16 training images"):
+        assert expected in text, (expected, text)
+    products = lines[lines.index(next(line for line in lines if line.split() == ["product", "images"])) + 1:]
+    assert [line.split() for line in products] == [[name, "4"] for name in OLD]
+    assert main(["info", str(shop), "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["products"] == dict.fromkeys(OLD, 4) and info["format_version"] == 1
+    assert info["architecture"] == "test_resnet" and info["preprocessing"]["image_size"] == SIZE
+    assert info["provenance"]["backbone"]["weights"] == str(data / "backbone.pt")
+
+
+def test_info_on_a_bad_bundle_is_one_line_exit_2(data: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    for path, message in [(tmp_path / "none.bundle", "bundle not found"), (data / "backbone.pt", "not a ")]:
+        assert main(["info", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("retailnb info: error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_predict_files_gives_the_cli_top_1(data: Path, shop: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", str(data / "test"), "--bundle", str(shop), "--format", "json", "--top-k", "1"]) == 0
+    cli = predicted(json.loads(capsys.readouterr().out))
+    result = predict_files(shop, [data / "test"], k=1)
+    assert {str(p): names[0] for p, names in zip(result.paths, result.names())} == cli
+    assert len(cli) == 12 and accuracy(cli, OLD) == 1.0
+    assert result.classes_.tolist() == OLD and result.probabilities.shape == (12, 4)
+    np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0)
