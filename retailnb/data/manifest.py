@@ -104,13 +104,34 @@ def encode_labels(records: Sequence[Record], classes: Sequence[str] | None = Non
         raise ManifestError(f"class {err.args[0]!r} is not among the {len(names)} given classes") from None
 
 
+def portable_path(path: str | os.PathLike[str], start: str | os.PathLike[str]) -> str:
+    """``path`` relative to the folder ``start`` (with ``..`` where needed), in POSIX form.
+
+    An output holding absolute paths is right only in the checkout that wrote it; relative to the file
+    that holds it, it stays right in any clone (``dvc pull``) with the same layout. A path on another
+    drive (Windows), which has no relative form, stays absolute.
+    """
+    try:
+        return Path(os.path.relpath(Path(path).absolute(), Path(start).absolute())).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def write_manifest(records: Iterable[Record], path: str | os.PathLike[str]) -> Path:
-    """Write ``records`` as CSV at ``path`` atomically (temporary file, then rename)."""
+    """Write ``records`` as CSV at ``path`` atomically (temporary file, then rename).
+
+    Image paths are written relative to the manifest's folder (:func:`portable_path`), which is how
+    :func:`read_manifest` resolves them.
+    """
+    folder = Path(path).parent
     with atomic_write(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         for r in records:
-            writer.writerow(asdict(r))
+            row = asdict(r)
+            if Path(r.path).is_absolute():
+                row["path"] = portable_path(r.path, folder)
+            writer.writerow(row)
     return Path(path)
 
 

@@ -20,7 +20,7 @@ import torch
 
 from retailnb.config.noisy import NoisyStage
 from retailnb.data.images import decode_images
-from retailnb.data.manifest import encode_labels, read_manifest
+from retailnb.data.manifest import encode_labels, portable_path, read_manifest
 from retailnb.evaluation.quickprobe import ProbeData, probe_scores
 from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import atomic_torch_save
@@ -83,7 +83,8 @@ def load_source(manifest_path: str, image_size: int, decode_workers: int | None 
         labelled=decode(labelled),
         labels=np.asarray(y),
         unlabelled=decode(unlabelled),
-        unlabelled_paths=[str(p) for p in manifest.paths(unlabelled)],
+        # as the person inspecting pseudolabels.csv sees them: relative to the folder the stage runs in
+        unlabelled_paths=[portable_path(p, Path.cwd()) for p in manifest.paths(unlabelled)],
         truth=truth,
         truth_names=[r.class_name for r in unlabelled],
         classes=classes,

@@ -79,7 +79,9 @@ def test_class_layout_without_lists_puts_everything_in_one_split(tmp_path, class
     assert Counter(r.path for r in m.records) == {p: 3 for p in images_of(m)}  # one row per role of train
     labels = {cls: label for label, cls, *_ in images_of(m).values()}
     assert labels == {"cat": 0, "dog": 1, "eel": 2}
-    assert all(Path(r.path).is_absolute() and Path(r.path).is_file() for r in m.records)
+    # stored relative to the manifest's folder (portable between checkouts), resolved by the reader
+    assert not any(Path(r.path).is_absolute() for r in m.records)
+    assert all(p.is_file() for p in m.paths(m.records))
     assert all(r.domain == "unknown" and r.split == "train" for r in m.records)
     assert not any(".DS_Store" in r.path for r in m.records)
 
@@ -311,7 +313,7 @@ def test_grocery_fine_labels(tmp_path, grocery):
     assert report.n_classes == 3 and report.skipped == ()
     assert report.split_counts == {"train": 3 + 6, "val": 3, "test": 3}
     catalogue = images_of(m, domain="catalogue")
-    assert len(catalogue) == 3 and all(p.endswith("_Iconic.jpg") and Path(p).is_file() for p in catalogue)
+    assert len(catalogue) == 3 and all(p.endswith("_Iconic.jpg") and (m.root / p).is_file() for p in catalogue)
     assert {v[2] for v in catalogue.values()} == {"train"}
     assert {r.role for r in m.records if r.domain == "catalogue"} == set(DEFAULT_ROLE_MAP["train"])
     shelf = images_of(m, domain="shelf")
@@ -323,7 +325,8 @@ def test_grocery_fine_labels(tmp_path, grocery):
     for split, n in GROCERY_PHOTOS.items():
         for role in DEFAULT_ROLE_MAP[split]:
             assert sum(r.split == split and r.role == role and r.domain == "shelf" for r in m.records) == 3 * n
-    assert all(Path(r.path).is_absolute() for r in m.records)
+    assert not any(Path(r.path).is_absolute() for r in m.records)
+    assert all(p.is_file() for p in m.paths(m.records))
 
 
 def test_grocery_coarse_labels(tmp_path, grocery):
