@@ -128,7 +128,8 @@ def test_evaluate_stage(pipeline: Path) -> None:
     assert record["finetune"]["pretrained"]["accuracy"] > 1 / n_classes
     assert record["n_test"] == n_classes * TINY_DATA["probe_test_per_sku"]
     shots = read(pipeline, "metrics/seeds/0/evaluate/prepared/shots.json")
-    assert [p["shots"] for p in shots] == ["1", "2", "all"]
+    assert {p["method"] for p in shots} == {*record["methods"], "finetuned (end to end)"}
+    assert [p["shots"] for p in shots if p["method"] == "random_init"] == ["1", "2", "all"]
     assert len(read(pipeline, "metrics/seeds/0/evaluate/prepared/confusion.json")) == record["n_test"]
     assert len(list((pipeline / "features" / "seeds" / "0" / "prepared").glob("*.npz"))) == len(record["methods"])
     for name in ("shots.png", "embedding_map.png", "shelf_to_catalogue.png", "confusions.png"):

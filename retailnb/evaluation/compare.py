@@ -160,6 +160,53 @@ def probe_predictions(features: Features, data: ProbeData) -> np.ndarray:
     return predicted
 
 
+FINETUNED_SERIES = "finetuned (end to end)"
+"""The method name of the finetuning baseline in ``shots.json``: one flat line across every shot count."""
+
+
+def images_per_product(labels: np.ndarray) -> float:
+    """Mean number of training images per product: where the ``"all"`` point sits on a numeric shots axis.
+
+    Rounded to one decimal so that the plot data stays readable; a target with the same count for every
+    product (the synthetic default) gives a whole number.
+    """
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        raise ValueError("no training labels: the 'all' point has no images per product")
+    return round(float(labels.size / np.unique(labels).size), 1)
+
+
+def shots_rows(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned_accuracy: float,
+               all_images: float) -> list[dict[str, Any]]:
+    """The rows of ``shots.json``: one per (method, shot count), the finetuning baseline as one more method.
+
+    The file is long (a ``method`` column) rather than one column per method, so that ``dvc plots show``
+    draws every method whatever the pipeline's variants and rounds are, with nothing to list in
+    ``dvc.yaml``; the template ``.dvc/plots/shots.json`` colours the lines by ``method``. The x field
+    ``images_per_product`` is numeric, ``"all"`` placed at the mean training images per product, so the
+    line is not broken by a string among numbers; ``shots`` keeps the label (``"1"``, ``"all"``).
+
+    Args:
+        summaries: method name -> rows of :func:`retailnb.evaluation.fewshot.summarize_fewshot` (keys
+            ``shots``, ``probe_accuracy_mean``, optionally ``probe_accuracy_std``).
+        finetuned_accuracy: test accuracy of the finetuned main backbone, the same at every shot count.
+        all_images: the x of the ``"all"`` point (:func:`images_per_product`).
+
+    Returns:
+        Rows with the same fields (``method``, ``shots``, ``images_per_product``, ``accuracy``,
+        ``accuracy_std``), methods in the order given and shots in their summary order.
+    """
+    def point(method: str, shots: int | str, accuracy: float, std: float) -> dict[str, Any]:
+        x = all_images if shots == "all" else float(shots)
+        return {"method": method, "shots": str(shots), "images_per_product": x, "accuracy": accuracy,
+                "accuracy_std": std}
+
+    rows = [point(name, r["shots"], r["probe_accuracy_mean"], r.get("probe_accuracy_std", 0.0))
+            for name, summary in summaries.items() for r in summary if "probe_accuracy_mean" in r]
+    shots = list(dict.fromkeys(r["shots"] for summary in summaries.values() for r in summary))
+    return rows + [point(FINETUNED_SERIES, s, finetuned_accuracy, 0.0) for s in shots]
+
+
 def write_plot_data(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned: FinetuneResult,
                     data: ProbeData, predicted: np.ndarray, out_dir: str | os.PathLike[str]) -> None:
     """Data files ``dvc plots`` renders: accuracy against shots per method, and the probe's confusions.
@@ -169,7 +216,7 @@ def write_plot_data(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetu
         finetuned: the finetuning baseline from the main backbone, drawn as a constant on the shots curve.
         data: the target whose test labels and class names the confusions use.
         predicted: (M,) the probe's predicted class of every test image (:func:`probe_predictions`).
-        out_dir: folder of ``shots.json`` and ``confusion.json``.
+        out_dir: folder of ``shots.json`` (:func:`shots_rows`) and ``confusion.json``.
 
     Raises:
         ValueError: ``predicted`` does not have one class per test image.
@@ -180,12 +227,7 @@ def write_plot_data(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetu
                          f"got {predicted.shape}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    curve = []
-    for s in next(iter(summaries.values())):
-        point: dict[str, Any] = {"shots": str(s["shots"]), "finetuned": finetuned.accuracy}
-        for name, rows in summaries.items():
-            point[name] = next(r["probe_accuracy_mean"] for r in rows if r["shots"] == s["shots"])
-        curve.append(point)
+    curve = shots_rows(summaries, finetuned.accuracy, images_per_product(data.y_train))
     (out / "shots.json").write_text(json.dumps(curve, indent=2) + "\n")
     confusion = [{"actual": data.classes[a], "predicted": data.classes[p]} for a, p in zip(data.y_test, predicted)]
     (out / "confusion.json").write_text(json.dumps(confusion) + "\n")

@@ -82,8 +82,11 @@ def test_plot_data_records_the_predictions_it_is_given(tmp_path: Path) -> None:
     assert confusion == [{"actual": a, "predicted": p} for a, p in names]
     assert confusion[0] == {"actual": "red", "predicted": "green"}
     shots = json.loads((tmp_path / "plots" / "shots.json").read_text())
-    assert shots == [{"shots": "1", "finetuned": 0.9, "random_init": 0.2, "simclr": 0.5},
-                     {"shots": "all", "finetuned": 0.9, "random_init": pytest.approx(0.3), "simclr": 0.6}]
+    # one row per method and shot count, "all" at the 4 training images per product of tiny_probe_data
+    assert [(r["method"], r["shots"], r["images_per_product"], r["accuracy"]) for r in shots] == [
+        ("random_init", "1", 1.0, 0.2), ("random_init", "all", 4.0, pytest.approx(0.3)),
+        ("simclr", "1", 1.0, 0.5), ("simclr", "all", 4.0, 0.6),
+        ("finetuned (end to end)", "1", 1.0, 0.9), ("finetuned (end to end)", "all", 4.0, 0.9)]
     with pytest.raises(ValueError, match="one class per test image"):
         write_plot_data(summaries, finetuned, data, predicted[:-1], tmp_path / "short")
     assert not (tmp_path / "short").exists()
