@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.preprocessing import StandardScaler
@@ -47,22 +48,41 @@ def shots_figure(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned
         finetuned_accuracy: test accuracy of the main backbone finetuned end to end (the baseline).
     """
     order = shot_order([row["shots"] for rows in summaries.values() for row in rows])
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    extent = [finetuned_accuracy]
     for name, rows in summaries.items():
         kept = sorted((order.index(r["shots"]), r) for r in rows if "probe_accuracy_mean" in r)
         x = [i for i, _ in kept]
-        mean = [r["probe_accuracy_mean"] for _, r in kept]
-        std = [r.get("probe_accuracy_std", 0.0) for _, r in kept]
+        mean = np.array([r["probe_accuracy_mean"] for _, r in kept])
+        std = np.array([r.get("probe_accuracy_std", 0.0) for _, r in kept])
         ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=name)
+        extent += [*(mean - std), *(mean + std)]
     ax.axhline(finetuned_accuracy, color="black", linestyle="--", label=f"finetuned ({finetuned_accuracy:.3f})")
     ax.set_xticks(range(len(order)), [str(s) for s in order])
     ax.set_xlabel("training images per product")
     ax.set_ylabel("test accuracy")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(*data_limits(extent))
     ax.set_title("Logistic regression on frozen features against finetuning", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    # beside the axes, so that no label hides the last points
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()
     return fig
+
+
+def data_limits(values: Sequence[float], *, margin: float = 0.08, floor: float = 0.0,
+                ceiling: float = 1.0) -> tuple[float, float]:
+    """Axis limits that span ``values`` with a margin, clipped to ``[floor, ceiling]`` (accuracies).
+
+    Scaling to the data rather than to the whole 0-1 range keeps curves a few points apart
+    distinguishable; the margin (a fraction of the span, at least 0.01) keeps markers and error caps
+    off the frame. A single value gets a small window around it.
+    """
+    finite = [float(v) for v in values if np.isfinite(v)]
+    if not finite:
+        return floor, ceiling
+    low, high = min(finite), max(finite)
+    pad = max((high - low) * margin, 0.01)
+    return max(floor, low - pad), min(ceiling, high + pad)
 
 
 def _pca(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:
@@ -101,32 +121,82 @@ def class_colours(n: int) -> list[Any]:
     return [plt.get_cmap("turbo")(v) for v in np.linspace(0.05, 0.95, n)]
 
 
-def embedding_map(features: np.ndarray, labels: np.ndarray, classes: list[str], *, seed: int = 0) -> Figure:
-    """A 2-D map of embeddings (t-SNE, or PCA for a handful of points), one colour per class.
+MAX_LEGEND_GROUPS = 10
+"""Most groups :func:`embedding_map` colours apart (the ten colours of tab10 that an eye tells apart)."""
 
-    Products whose points form separate clusters are ones a linear probe can tell apart; mixed clusters
-    show the fine-grained neighbours. The legend is drawn only up to :data:`MAX_LEGEND_CLASSES` classes.
+GROUP_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+"""Markers of the products within one group (cycled when a group has more)."""
+
+
+def class_group(name: str) -> str:
+    """The group of a class named ``"<Brand> <Variant>"``: its first word (the synthetic brand family).
+
+    A name of one word is its own group.
+    """
+    return name.split()[0] if name.split() else name
+
+
+def product_groups(classes: Sequence[str], groups: Mapping[str, str] | None = None) -> list[str]:
+    """The group of each class: ``groups[name]`` where given, else :func:`class_group` of its name."""
+    given = groups or {}
+    return [given.get(name) or class_group(name) for name in classes]
+
+
+def embedding_map(features: np.ndarray, labels: np.ndarray, classes: list[str], *, seed: int = 0,
+                  groups: Mapping[str, str] | None = None) -> Figure:
+    """A 2-D map of embeddings (t-SNE, or PCA for a handful of points), coloured so that a reader can name them.
+
+    Up to :data:`MAX_LEGEND_CLASSES` classes get a colour each and a legend. Beyond that no eye tells
+    the colours apart (the synthetic target has 40 products), so the products are coloured by their group
+    (a brand: the first word of ``"<Brand> <Variant>"``, or ``groups``) with a legend of the groups, and
+    a marker tells the products of one group apart. Products whose points form separate clusters are ones
+    a linear probe can tell apart; a brand's markers mixed in one cluster are its fine-grained neighbours.
+    With more than :data:`MAX_LEGEND_GROUPS` groups every product keeps its own colour, without a legend.
 
     Args:
         features: (N, D) features.
         labels: (N,) class indices into ``classes``.
         classes: class names.
         seed: seed of PCA and t-SNE.
+        groups: class name -> group (e.g. the manifest's ``group``: brand or coarse kind); a class not in
+            it is grouped by its name's first word.
+
+    Raises:
+        ValueError: ``features`` and ``labels`` have different lengths.
     """
     labels = np.asarray(labels)
     if len(features) != len(labels):
         raise ValueError(f"features has {len(features)} rows but labels has {len(labels)}")
     xy, method = embed_2d(features, seed=seed)
-    present = np.unique(labels)
-    fig, ax = plt.subplots(figsize=(6.5, 5))
-    for colour, c in zip(class_colours(len(present)), present):
-        pts = xy[labels == c]
-        ax.scatter(pts[:, 0], pts[:, 1], s=12, color=colour, label=classes[c])
-    if len(present) <= MAX_LEGEND_CLASSES:
-        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=1.5)
+    present = [int(c) for c in np.unique(labels)]
+    group_of = product_groups(classes, groups)
+    names = list(dict.fromkeys(group_of[c] for c in present))
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    if len(present) <= MAX_LEGEND_CLASSES or len(names) > MAX_LEGEND_GROUPS:
+        for colour, c in zip(class_colours(len(present)), present):
+            pts = xy[labels == c]
+            ax.scatter(pts[:, 0], pts[:, 1], s=12, color=colour, label=classes[c])
+        if len(present) <= MAX_LEGEND_CLASSES:
+            ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=1.5, frameon=False)
+        title = f"{method} of {len(labels)} embeddings, {len(present)} products"
+    else:
+        colours = dict(zip(names, class_colours(len(names))))
+        rank: dict[str, int] = {}
+        for c in present:
+            group = group_of[c]
+            marker = GROUP_MARKERS[rank.get(group, 0) % len(GROUP_MARKERS)]
+            rank[group] = rank.get(group, 0) + 1
+            pts = xy[labels == c]
+            ax.scatter(pts[:, 0], pts[:, 1], s=14, color=colours[group], marker=marker, alpha=0.85)
+        # one entry per group, in its colour (a round marker: the markers belong to the products)
+        handles = [Line2D([], [], marker="o", linestyle="", color=colours[g], label=g) for g in names]
+        ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+                  title="group (brand)", title_fontsize=7)
+        title = (f"{method} of {len(labels)} embeddings, {len(present)} products in {len(names)} groups\n"
+                 "colour: group, marker: product within its group")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(f"{method} of {len(labels)} embeddings, {len(present)} classes", fontsize=9)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -15,10 +15,13 @@ from retailnb.data.manifest import Record  # noqa: E402
 from retailnb.evaluation.quickprobe import ProbeData  # noqa: E402
 from retailnb.plots.evaluation import (  # noqa: E402
     catalogue_gallery,
+    class_group,
     confusion_figure,
     confusion_pairs,
+    data_limits,
     embed_2d,
     embedding_map,
+    product_groups,
     shelf_to_catalogue_figure,
     shot_order,
     shots_figure,
@@ -56,6 +59,25 @@ def test_shots_figure_has_one_errorbar_line_per_method_and_a_finetune_line() -> 
     assert len(ax.get_legend().get_texts()) == 3
 
 
+def test_shots_figure_scales_the_axis_to_the_data_and_keeps_the_legend_off_it() -> None:
+    summaries = {"random_init": summary([1, 5, "all"], 0.1), "simclr_supcon": summary([1, 5, "all"], 0.3)}
+    fig = shots_figure(summaries, 0.45)
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    # from the lowest error bar (0.08) to the finetuning line (0.45), not 0-1
+    assert 0.0 < low < 0.08 and 0.45 < high < 0.6
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # beside the axes, over no point
+
+
+def test_data_limits_pad_the_span_within_zero_and_one() -> None:
+    assert data_limits([0.2, 0.6]) == pytest.approx((0.168, 0.632))
+    assert data_limits([0.0, 1.0]) == (0.0, 1.0)
+    assert data_limits([0.5]) == pytest.approx((0.49, 0.51))
+    assert data_limits([float("nan")]) == (0.0, 1.0)
+
+
 def clusters(n_per_class: int, n_classes: int, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = np.repeat(np.arange(n_classes), n_per_class)
@@ -75,6 +97,34 @@ def test_embedding_map_drops_the_legend_beyond_twenty_classes() -> None:
     x, y = clusters(2, 25)
     fig = embedding_map(x, y, [f"c{i}" for i in range(25)])
     assert len(fig.axes[0].collections) == 25 and fig.axes[0].get_legend() is None
+
+
+def test_embedding_map_colours_forty_products_by_brand_with_a_legend_of_brands() -> None:
+    brands = ["Norla", "Bapras", "Sukoux", "Flimo", "Drenta", "Kavo", "Plisu", "Tromba"]
+    classes = sorted(f"{b} {w}" for b in brands for w in ["Cocoa", "Lite", "Mint", "Extra", "Spicy"])
+    x, y = clusters(3, 40)
+    fig = embedding_map(x, y, classes)
+    ax = fig.axes[0]
+    assert len(ax.collections) == 40  # every product drawn ...
+    colours = {tuple(c.get_facecolor()[0][:3]) for c in ax.collections}
+    assert len(colours) == 8  # ... in its brand's colour
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == sorted(brands)
+    for brand in brands:  # the products of one brand differ by marker
+        mine = [c for c, name in zip(ax.collections, classes) if name.startswith(brand)]
+        assert len({c.get_paths()[0].vertices.tobytes() for c in mine}) == 5
+    assert "40 products in 8 groups" in ax.get_title()
+
+
+def test_embedding_map_takes_groups_from_the_caller() -> None:
+    classes = [f"c{i}" for i in range(24)]
+    groups = {name: f"kind {i % 3}" for i, name in enumerate(classes)}
+    fig = embedding_map(*clusters(2, 24), classes, groups=groups)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["kind 0", "kind 1", "kind 2"]
+
+
+def test_product_groups_use_the_first_word_unless_given() -> None:
+    assert class_group("Norla Mint") == "Norla" and class_group("Apple") == "Apple"
+    assert product_groups(["Norla Mint", "Kavo Lite"], {"Kavo Lite": "tea"}) == ["Norla", "tea"]
 
 
 def test_embedding_map_falls_back_to_pca_for_a_few_points() -> None:
