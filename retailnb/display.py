@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,14 @@ LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 def setup_logging() -> None:
-    """Log the project's INFO lines and only warnings and errors of every library, in one format."""
+    """Log the project's INFO lines and only warnings and errors of every library, in one format.
+
+    Call it before the libraries are imported: it also silences tqdm's complaint that a notebook kernel
+    has no widget library (``tqdm.auto`` imported by a dependency); the project draws no bars there.
+    """
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, force=True)
     logging.getLogger("retailnb").setLevel(logging.INFO)
+    warnings.filterwarnings("ignore", message="IProgress not found")
 
 
 def figure_metadata(alt: str) -> dict[str, str]:

@@ -132,7 +132,7 @@ def run_pipeline(base: Path) -> TinyPipeline:
 def tiny_repo(root: Path) -> Path:
     """A git + DVC repository with the project's pipeline and the tiny params, not yet run."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, root / name)
     for folder in ("notebooks", "retailnb"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
