@@ -73,7 +73,7 @@ def test_the_kernels_stderr_reaches_the_terminal_and_the_notebook_but_not_the_ht
 def test_the_html_report_hides_code_and_describes_each_figure(tmp_path: Path) -> None:
     body = ("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
             "from retailnb.display import show_figure\nfig, ax = plt.subplots()\nax.plot([1, 2])\n"
-            "show_figure(fig, 'figs/line.png', alt='A rising line from 1 to 2.')")
+            f"show_figure(fig, {str(tmp_path / 'figs' / 'line.png')!r}, alt='A rising line from 1 to 2.')")
     notebook = write_notebook(tmp_path / "nb.ipynb", body)
     out = tmp_path / "nb_out.ipynb"
     assert main([str(notebook), str(out), "-p", "name", "SECRET_PARAMETER_CELL"]) == 0
