@@ -40,12 +40,13 @@ def figure_metadata(alt: str) -> dict[str, str]:
     return {"alt": alt}
 
 
-def show_figure(fig: Any, path: str | os.PathLike[str], alt: str, *, dpi: int = 120) -> Path:
+def show_figure(fig: Any, path: str | os.PathLike[str], alt: str, *, dpi: int = 120) -> None:
     """Save a matplotlib figure as PNG at ``path``, close it, and display the file with its description.
 
     Displaying the saved file (not the live figure) makes the report show exactly what was written
     beside it, and the description travels as the image's ``alt`` metadata, which
-    :func:`retailnb.notebooks.export_html` writes into the HTML.
+    :func:`retailnb.notebooks.export_html` writes into the HTML. Returns nothing, so that a call ending
+    a cell prints nothing after the figure.
     """
     import matplotlib.pyplot as plt
     from IPython.display import Image, display
@@ -55,7 +56,6 @@ def show_figure(fig: Any, path: str | os.PathLike[str], alt: str, *, dpi: int = 
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     display(Image(filename=str(path), metadata=figure_metadata(alt)))
-    return path
 
 
 def _cell(value: object) -> str:

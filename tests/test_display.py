@@ -39,7 +39,8 @@ def test_show_figure_saves_closes_and_displays_the_file_with_its_description(
     monkeypatch.setattr("IPython.display.display", lambda *objs: shown.extend(objs))
     fig, ax = plt.subplots()
     ax.plot([0, 1])
-    path = display.show_figure(fig, tmp_path / "sub" / "f.png", "A line.")
+    path = tmp_path / "sub" / "f.png"
+    assert display.show_figure(fig, path, "A line.") is None  # a cell ending with it prints nothing more
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert not plt.fignum_exists(fig.number)
     (image,) = shown
