@@ -22,6 +22,9 @@ reader, or a run interrupted halfway, sees the old bundle or the complete new on
 
 Every operation (:func:`fit_probe`, :func:`add_products`, :func:`remove_products`) returns a new
 :class:`Bundle` and leaves its argument alone; nothing touches a file until :func:`save_bundle`.
+To change a bundle file in place, use :func:`edit_bundle`: it holds the file's lock
+(:func:`retailnb.locks.exclusive`) from load to save, so two concurrent edits land one after the
+other instead of the later save dropping the earlier change.
 :func:`fit_probe` chooses the logistic regression's C by cross-validation; adding or removing products
 refits the probe from scratch on every stored feature with that C (a single fit: seconds for a hundred
 products), and scores every product with the same prior, so that a product enrolled from one image is
@@ -56,6 +59,7 @@ from retailnb.data.imagefiles import image_files
 from retailnb.data.images import decode_images
 from retailnb.errors import FileProblem
 from retailnb.evaluation.probe import fit_logistic_probe
+from retailnb.locks import DEFAULT_TIMEOUT_S, exclusive
 from retailnb.models.backbone import (
     WEIGHTS_HUB,
     WEIGHTS_NONE,
@@ -911,7 +915,8 @@ def save_bundle(bundle: Bundle, path: PathLike) -> Path:
     """Write ``bundle`` to one file at ``path``, atomically (see the module docstring for the layout).
 
     The file is written under a temporary name in the destination's folder and renamed over ``path``
-    once complete: an existing bundle at ``path`` is replaced whole or not at all.
+    once complete: an existing bundle at ``path`` is replaced whole or not at all. This takes no lock:
+    to change a file that another process may be changing too, use :func:`edit_bundle`.
 
     Args:
         bundle: the bundle.
@@ -922,6 +927,7 @@ def save_bundle(bundle: Bundle, path: PathLike) -> Path:
 
     Raises:
         IsADirectoryError: ``path`` is a folder.
+        NotADirectoryError: a parent of ``path`` is a file.
     """
     path = Path(path)
     if path.is_dir():
@@ -933,6 +939,43 @@ def save_bundle(bundle: Bundle, path: PathLike) -> Path:
             with zf.open(_entry(f"{name}.npy"), "w", force_zip64=True) as out:
                 np.lib.format.write_array(out, np.ascontiguousarray(array), allow_pickle=False)
     return path
+
+
+def edit_bundle(
+    path: PathLike,
+    change: Callable[[Bundle], Bundle],
+    *,
+    out: PathLike | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Bundle:
+    """Load a bundle file, change it and save the result, holding the destination's lock throughout.
+
+    Example::
+
+        edit_bundle("shop.bundle", lambda b: remove_products(b, ["old_cola"]))
+
+    Two processes that edit the same file this way both land, one after the other: the second waits
+    for the first to save, then loads what it saved. Use this rather than :func:`load_bundle` then
+    :func:`save_bundle` wherever another process may edit the same file.
+
+    Args:
+        path: the bundle to load.
+        change: the edit, e.g. ``lambda b: add_products(b, features, names)``; it must not save.
+        out: where to save; None replaces ``path``. The lock taken is ``out``'s.
+        timeout: seconds to wait for another edit of the destination.
+
+    Returns:
+        The saved bundle.
+
+    Raises:
+        retailnb.locks.BusyError: another edit held the destination for ``timeout`` seconds.
+        FileNotFoundError, BundleError: as :func:`load_bundle`; the file is left as it was.
+    """
+    target = Path(path if out is None else out)
+    with exclusive(target, timeout):
+        edited = change(load_bundle(path))
+        save_bundle(edited, target)
+    return edited
 
 
 def _read_meta(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:

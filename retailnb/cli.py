@@ -4,7 +4,9 @@ It is a thin layer over :mod:`retailnb.bundle` and :mod:`retailnb.enrol`. Every 
 bundle builds the new one in memory and writes it atomically at the end, so a failure at any step
 (an unreadable image, a wrong folder layout, a bundle of another format, a product that already
 exists) leaves the old bundle byte for byte as it was. Such failures print one line on stderr and exit
-with status 2, without a traceback. Progress bars and timings go to stderr; results go to stdout or
+with status 2, without a traceback; so does every ``OSError`` on the user's paths, naming the path.
+A command that replaces a bundle holds the bundle's lock from load to save, so two commands editing
+the same bundle at once run one after the other (``--wait`` says how long the second waits). Progress bars and timings go to stderr; results go to stdout or
 to the ``--out`` file.
 
 Examples::
@@ -33,6 +35,7 @@ EXIT_USER_ERROR = 2
 
 FORMATS = ("table", "json", "csv")
 DEVICES = ("auto", "cpu", "cuda")  # retailnb.bundle.DEVICES, repeated: importing it would load torch for --help
+WAIT_S = 600.0  # retailnb.locks.DEFAULT_TIMEOUT_S, repeated for the same reason
 CHOOSE_C_HELP = ("choose the regularisation C again by cross-validation (a dozen fits instead of one); by default "
                  "the probe is refitted with the bundle's C")
 
@@ -54,11 +57,26 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
                    "core on cuda)")
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
+    return value
+
+
+def _wait_option(p: argparse.ArgumentParser) -> None:
+    """How long a command that replaces a bundle waits for another command editing the same file."""
+    p.add_argument("--wait", type=_non_negative_float, default=WAIT_S, metavar="SECONDS",
+                   help="while another retailnb command edits the same bundle, wait this long for it, then "
+                   f"give up with 'busy' (default {WAIT_S:g}; 0: give up at once)")
+
+
 def _bundle_edit_options(p: argparse.ArgumentParser, bundle_help: str, *, run: str) -> None:
     """The options shared by the commands that change a bundle's products in place."""
     p.add_argument("--bundle", required=True, help=bundle_help)
     p.add_argument("--out", help="bundle file to write (default: replace --bundle, atomically)")
     p.add_argument("--choose-c", action="store_true", help=CHOOSE_C_HELP)
+    _wait_option(p)
     p.set_defaults(run=run)
 
 
@@ -87,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "or 'none' for random weights")
     p.add_argument("--image-size", type=_positive_int, help="side of the square input images, in pixels")
     p.add_argument("--out", required=True, help="bundle file to write")
+    _wait_option(p)
     p.set_defaults(run="cmd_fit")
 
     p = sub.add_parser("add-products", help="add the products of FOLDER/<product>/<image> to a bundle")
@@ -125,9 +144,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         getattr(commands, args.run)(args)
     except commands.USER_ERRORS as err:
-        print(f"retailnb {args.command}: error: {err}", file=sys.stderr)
+        print(f"retailnb {args.command}: error: {error_line(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0
+
+
+def error_line(err: BaseException) -> str:
+    """A user error in one line: an ``OSError`` as ``<path>: <what>``, any message's lines joined.
+
+    ``str(OSError)`` reads ``[Errno 2] No such file or directory: 'x'``; the path first, as in every
+    other message of the command line, reads better.
+    """
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

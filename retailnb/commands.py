@@ -44,6 +44,7 @@ from retailnb.data.adapters import DatasetError
 from retailnb.data.imagefiles import image_files, product_folders
 from retailnb.data.images import ImageError
 from retailnb.enrol import folder_features
+from retailnb.locks import BusyError, exclusive
 from retailnb.models.backbone import WeightsUnavailableError
 from retailnb.models.checkpoint import CheckpointError
 from retailnb.tables import aligned
@@ -55,12 +56,15 @@ USER_ERRORS = (
     ImageError,
     CheckpointError,
     WeightsUnavailableError,
-    FileNotFoundError,
-    IsADirectoryError,
-    PermissionError,
+    BusyError,
+    OSError,
     ValueError,
 )
-"""Errors caused by what the user passed: reported in one line, never as a traceback."""
+"""Errors caused by what the user passed: reported in one line, never as a traceback.
+
+``OSError`` covers every failure on the user's paths (missing, a folder, a parent that is a file, no
+permission, a full disk); :mod:`retailnb.atomic` makes those name the user's path, not a temporary file.
+"""
 
 
 def _say(message: str) -> None:
@@ -233,33 +237,44 @@ def _base_bundle(args: argparse.Namespace) -> Bundle:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    """``retailnb fit``: a bundle whose products are exactly the folder's, its probe fitted from scratch."""
-    bundle = _base_bundle(args)
-    features, names, source = _folder_features(bundle, args.folder)
-    start = time.perf_counter()
-    fitted = fit_probe(bundle, features, names, source=source)
-    assert fitted.probe is not None  # fit_probe always fits one: it needs two products or more
-    _say(f"fitted the probe on {len(fitted.class_names)} products (C={fitted.probe.c:g}, chosen by "
-         f"cross-validation) in {time.perf_counter() - start:.2f} s")
-    _save(fitted, args.out)
+    """``retailnb fit``: a bundle whose products are exactly the folder's, its probe fitted from scratch.
+
+    ``--out``'s lock is held from loading ``--bundle`` to saving, as for the other edits.
+    """
+    with exclusive(args.out, args.wait):
+        bundle = _base_bundle(args)
+        features, names, source = _folder_features(bundle, args.folder)
+        start = time.perf_counter()
+        fitted = fit_probe(bundle, features, names, source=source)
+        assert fitted.probe is not None  # fit_probe always fits one: it needs two products or more
+        _say(f"fitted the probe on {len(fitted.class_names)} products (C={fitted.probe.c:g}, chosen by "
+             f"cross-validation) in {time.perf_counter() - start:.2f} s")
+        _save(fitted, args.out)
 
 
 def cmd_add_products(args: argparse.Namespace) -> None:
-    """``retailnb add-products``: the bundle plus the folder's products, probe refitted on old + new."""
-    bundle = load_bundle(args.bundle)
-    products = product_folders(args.folder)
-    check_new_products(bundle, list(products))  # fail before embedding anything
-    features, names, source = _folder_features(bundle, args.folder, products)
-    start = time.perf_counter()
-    enrolled = add_products(bundle, features, names, choose_c=args.choose_c, source=source)
-    _say(f"refitted the probe on {len(enrolled.class_names)} products in {time.perf_counter() - start:.2f} s")
-    _save(enrolled, args.out or args.bundle)
+    """``retailnb add-products``: the bundle plus the folder's products, probe refitted on old + new.
+
+    The destination's lock is held from load to save (see :func:`retailnb.bundle.edit_bundle`): a
+    concurrent edit of the same bundle waits for this one and then starts from its result.
+    """
+    target = args.out or args.bundle
+    with exclusive(target, args.wait):
+        bundle = load_bundle(args.bundle)
+        products = product_folders(args.folder)
+        check_new_products(bundle, list(products))  # fail before embedding anything
+        features, names, source = _folder_features(bundle, args.folder, products)
+        start = time.perf_counter()
+        enrolled = add_products(bundle, features, names, choose_c=args.choose_c, source=source)
+        _say(f"refitted the probe on {len(enrolled.class_names)} products in {time.perf_counter() - start:.2f} s")
+        _save(enrolled, target)
 
 
 def cmd_remove_products(args: argparse.Namespace) -> None:
-    """``retailnb remove-products``: the bundle without the named products, probe refitted."""
-    bundle = load_bundle(args.bundle)
-    _save(remove_products(bundle, args.names, choose_c=args.choose_c), args.out or args.bundle)
+    """``retailnb remove-products``: the bundle without the named products, probe refitted (under its lock)."""
+    target = args.out or args.bundle
+    with exclusive(target, args.wait):
+        _save(remove_products(load_bundle(args.bundle), args.names, choose_c=args.choose_c), target)
 
 
 def _rows(paths: Sequence[Path], predictions: Predictions) -> list[dict[str, Any]]:
