@@ -59,7 +59,9 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict[str, str]
 
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
-                               progress_bar=False, stderr_file=sys.stderr)
+                               progress_bar=False, stderr_file=sys.stderr,
+                               # the kernel's own start-up warning (TCP on localhost) would open every stage's log
+                               extra_arguments=["--IPKernelApp.log_level=ERROR"])
     return normalise_kernelspec(output)
 
 

@@ -60,3 +60,30 @@ def test_paired_text_says_no_difference_when_the_interval_holds_zero() -> None:
     assert "no difference measured" in paired_text([0.30, 0.20, 0.25], [0.25, 0.24, 0.22])
     assert "above 0" in paired_text([0.30, 0.31, 0.32], [0.20, 0.20, 0.21])
     assert "one seed" in paired_text([0.3], [0.2])
+
+
+def test_the_device_check_runs_its_throughput_comparison_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    """The GPU check cannot run here; its smoke mode keeps the script from rotting between GPU sessions."""
+    from device_check import main
+
+    main(["--device", "cpu", "--smoke", "--skip-pipeline"])
+    out = capsys.readouterr().out
+    assert "(a) plain lightly loop" in out and "(b) retailnb engine" in out and "ratio (b)/(a)" in out
+
+
+def test_the_device_checks_overrides_are_keys_of_params_yaml() -> None:
+    from device_check import ONE_EPOCH, SMOKE_PIPELINE, set_key
+
+    params = read_params(REPO / "params.yaml")
+    for key, value in {**ONE_EPOCH, **SMOKE_PIPELINE}.items():
+        set_key(params, key, value)
+    spec_from_params("evaluate", params, "prepared")  # still a valid spec
+    with pytest.raises(KeyError, match="pretrain.engine.epoch"):
+        set_key(params, "pretrain.engine.epoch", 1)
+
+
+def test_stage_seconds_reads_the_stamped_dvc_log() -> None:
+    from device_check import stage_seconds
+
+    log = "[0.5] Running stage 'data':\n[3.0] x\n[4.5] Running stage 'pretrain@simclr-0':\n[10.0] done"
+    assert stage_seconds(log) == [("data", 4.0), ("pretrain@simclr-0", 5.5)]
