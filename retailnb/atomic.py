@@ -110,6 +110,27 @@ def _naming(err: OSError, path: Path) -> OSError:
     return type(err)(err.errno, f"cannot write ({strerror})", str(path))
 
 
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """Fail now, not after an hour of work, if :func:`atomic_write` could not write ``path``.
+
+    Creates the missing parent folders and a temporary file beside ``path`` (removed at once), so the
+    check is the real one, including for root, whom ``os.access`` does not stop.
+
+    Raises:
+        NotADirectoryError, IsADirectoryError, OSError: as :func:`atomic_write`, naming ``path``.
+    """
+    path = ensure_parent(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, expected a file name", str(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    except OSError as err:
+        raise _naming(err, path) from None
+    os.close(fd)
+    os.unlink(tmp)
+    return path
+
+
 def temporary_folder(path: str | os.PathLike[str]) -> Path:
     """A new empty folder beside ``path``, named so that :func:`remove_stale_temporaries` recognises it.
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from retailnb.atomic import atomic_write
+from retailnb.atomic import atomic_write, check_writable
 from retailnb.bundle import (
     Bundle,
     BundleError,
@@ -106,7 +106,7 @@ def _folder_features(bundle: Bundle, folder: str, products: Mapping[str, Sequenc
         return folder_features(bundle, folder, products=products, progress=progress)
 
 
-def _save(bundle: Bundle, out: str) -> None:
+def _save(bundle: Bundle, out: str | Path) -> None:
     save_bundle(bundle, out)
     _say(f"wrote {out}: {len(bundle.class_names)} products, {len(bundle.labels)} training images")
 
@@ -169,6 +169,7 @@ def load_embeddings(path: str | Path) -> tuple[np.ndarray, list[str]]:
 
 def cmd_embed(args: argparse.Namespace) -> None:
     """``retailnb embed``: features of images, written as a feature file (``.npz``) with their paths."""
+    check_writable(args.out)  # before any work
     bundle = _inference_bundle(args)
     paths = image_files(args.images)
     with _embedding(f"embedding on {bundle.device}", len(paths)) as progress:
@@ -241,7 +242,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
     ``--out``'s lock is held from loading ``--bundle`` to saving, as for the other edits.
     """
-    with exclusive(args.out, args.wait):
+    with exclusive(check_writable(args.out), args.wait):
         bundle = _base_bundle(args)
         features, names, source = _folder_features(bundle, args.folder)
         start = time.perf_counter()
@@ -258,7 +259,7 @@ def cmd_add_products(args: argparse.Namespace) -> None:
     The destination's lock is held from load to save (see :func:`retailnb.bundle.edit_bundle`): a
     concurrent edit of the same bundle waits for this one and then starts from its result.
     """
-    target = args.out or args.bundle
+    target = check_writable(args.out or args.bundle)
     with exclusive(target, args.wait):
         bundle = load_bundle(args.bundle)
         products = product_folders(args.folder)
@@ -272,7 +273,7 @@ def cmd_add_products(args: argparse.Namespace) -> None:
 
 def cmd_remove_products(args: argparse.Namespace) -> None:
     """``retailnb remove-products``: the bundle without the named products, probe refitted (under its lock)."""
-    target = args.out or args.bundle
+    target = check_writable(args.out or args.bundle)
     with exclusive(target, args.wait):
         _save(remove_products(load_bundle(args.bundle), args.names, choose_c=args.choose_c), target)
 
@@ -313,6 +314,8 @@ def format_json(rows: Sequence[dict[str, Any]]) -> str:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     """``retailnb predict``: the top-k products of each image, as a table, JSON or CSV."""
+    if args.out is not None:
+        check_writable(args.out)  # before any work
     bundle = _inference_bundle(args)
     if bundle.probe is None:
         raise ValueError(f"{args.bundle}: this bundle has no products yet; fit them with `retailnb fit`")

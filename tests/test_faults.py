@@ -138,3 +138,62 @@ def test_two_cli_edits_at_once_both_land(tiny_bundle: Path, tmp_path: Path) -> N
     errors = [r.communicate(timeout=300)[1] for r in runs]
     assert [r.returncode for r in runs] == [0, 0], errors
     assert load_bundle(path).class_names == ("p", "q")
+
+
+# --------------------------------------------------------------------------------------------------
+# Every user error of the command line: exit 2, one line on stderr, the user's path, no traceback
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``shots/<colour>/<i>.jpg``: two tiny products of two images each, and a file ``shots/afile``."""
+    root = write_colour_folder(tmp_path_factory.mktemp("shots"), ["red", "blue"], 2, size=32)
+    (root / "afile").write_text("not a folder\n")
+    return root
+
+
+CLI_ERRORS = {
+    # case: (arguments given shots folder S, bundle B, temporary folder T; what the line must say)
+    "predict --out under a file": (lambda s, b, t: ["predict", f"{s}/red", "--bundle", b, "--out", f"{s}/afile/p.csv"],
+                                   "afile is a file, not a folder"),
+    "predict --out two below a file": (
+        lambda s, b, t: ["predict", f"{s}/red", "--bundle", b, "--out", f"{s}/afile/x/p.csv"],
+        "afile is a file, not a folder"),
+    "predict --out is a folder": (lambda s, b, t: ["predict", f"{s}/red", "--bundle", b, "--out", t],
+                                  "is a folder"),
+    "embed --out under a file": (lambda s, b, t: ["embed", f"{s}/red", "--bundle", b, "--out", f"{s}/afile/f.npz"],
+                                 "afile is a file, not a folder"),
+    "fit --out under a file": (lambda s, b, t: ["fit", s, "--bundle", b, "--out", f"{s}/afile/n.bundle"],
+                               "afile is a file, not a folder"),
+    "add-products --out under a file": (
+        lambda s, b, t: ["add-products", s, "--bundle", b, "--out", f"{s}/afile/n.bundle"],
+        "afile is a file, not a folder"),
+    "remove-products --out is a folder": (lambda s, b, t: ["remove-products", "p", "--bundle", b, "--out", t],
+                                          "is a folder"),
+    "info of a folder": (lambda s, b, t: ["info", t], "bundle not found"),
+    "predict a missing image": (lambda s, b, t: ["predict", f"{t}/none.jpg", "--bundle", b], "no such image"),
+    "add-products of a file": (lambda s, b, t: ["add-products", f"{s}/afile", "--bundle", b], "not a folder"),
+    "predict --out without permission": (
+        lambda s, b, t: ["predict", f"{s}/red", "--bundle", b, "--out", "/sys/kernel/p.csv"], "Permission denied"),
+}
+
+
+@pytest.mark.parametrize("case", CLI_ERRORS, ids=list(CLI_ERRORS))
+def test_every_cli_error_is_one_line_exit_2_naming_the_users_path(case: str, shots: Path, tiny_bundle: Path,
+                                                                   tmp_path: Path) -> None:
+    if "permission" in case and not os.access("/sys/kernel", os.F_OK):
+        pytest.skip("needs /sys/kernel (Linux), where even root may not create files")
+    bundle = tmp_path / "shop.bundle"
+    bundle.write_bytes(tiny_bundle.read_bytes())
+    build, says = CLI_ERRORS[case]
+    args = build(str(shots), str(bundle), str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "retailnb", *args], capture_output=True, text=True, env=ENV,
+                          timeout=300, check=False)
+    err = done.stderr
+    assert done.returncode == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err and says in err, err
+    out = next((a for a, flag in zip(args[1:], args) if flag == "--out"), None)
+    assert out is None or out in err, err  # the user's path, never a temporary's
+    assert ".tmp" not in err
+    assert bundle.read_bytes() == tiny_bundle.read_bytes()
