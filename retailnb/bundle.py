@@ -56,7 +56,7 @@ from torch import nn
 import retailnb
 from retailnb.atomic import atomic_write
 from retailnb.data.imagefiles import image_files
-from retailnb.data.images import decode_images
+from retailnb.data.images import ImageError, decode_images, load_fitted
 from retailnb.errors import FileProblem
 from retailnb.evaluation.probe import fit_logistic_probe
 from retailnb.locks import DEFAULT_TIMEOUT_S, exclusive
@@ -281,6 +281,25 @@ class Bundle:
                 f"device={str(self.device)!r}, format_version={BUNDLE_FORMAT})")
 
 
+ON_ERROR = ("skip", "raise")
+"""What :func:`predict_files` and :func:`embed_readable_files` do with an unreadable image."""
+
+
+class EmbeddedFiles(NamedTuple):
+    """The features of the readable files among many, and the errors of the others.
+
+    Attributes:
+        features: (N, D) float32 features of the readable files.
+        paths: the N readable files, in the order given.
+        failures: one :class:`~retailnb.data.images.ImageError` per unreadable file (``path``,
+            ``problem``), in the order given.
+    """
+
+    features: np.ndarray
+    paths: tuple[Path, ...]
+    failures: tuple[ImageError, ...]
+
+
 class Predictions(NamedTuple):
     """The ``k`` most probable products of each image, best first, and every product's probability.
 
@@ -291,6 +310,8 @@ class Predictions(NamedTuple):
         probabilities: (N, K) probability of every product; column ``k`` is ``classes_[k]`` (as
             scikit-learn's ``predict_proba``).
         paths: the image file of each row, when the images came from files (:func:`predict_files`).
+        failures: the files that could not be read, each error naming its file and the problem, when
+            :func:`predict_files` ran with ``on_error="skip"``; they have no row.
     """
 
     indices: np.ndarray
@@ -298,6 +319,7 @@ class Predictions(NamedTuple):
     class_names: tuple[str, ...]
     probabilities: np.ndarray
     paths: tuple[Path, ...] = ()
+    failures: tuple[ImageError, ...] = ()
 
     @property
     def classes_(self) -> np.ndarray:
@@ -739,6 +761,66 @@ def embed_files(
             cancelled).
         ValueError: ``paths`` is empty, or ``batch_size`` or ``workers`` is not positive.
     """
+    return _embed_files(bundle, paths, batch_size=batch_size, workers=workers, progress=progress,
+                        precision=precision, skip=False).features
+
+
+def embed_readable_files(
+    bundle: Bundle,
+    paths: Sequence[PathLike],
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    precision: str = "fp32",
+) -> EmbeddedFiles:
+    """:func:`embed_files` that goes past unreadable images: the features of the others, and the errors.
+
+    A user with 10,000 shelf photos and three corrupt ones gets 9,997 rows and the three files named.
+    A batch decodes as fast as in :func:`embed_files`; only a batch with a bad file is decoded again,
+    file by file, to tell its good files from its bad ones.
+
+    Args:
+        bundle, paths, batch_size, workers, progress, precision: as :func:`embed_files`.
+
+    Returns:
+        The features and paths of the readable files, and one error per unreadable file.
+
+    Raises:
+        ValueError: as :func:`embed_files` (no paths, bad sizes).
+    """
+    return _embed_files(bundle, paths, batch_size=batch_size, workers=workers, progress=progress,
+                        precision=precision, skip=True)
+
+
+def _decode_readable(piece: Sequence[PathLike], size: int) -> tuple[np.ndarray, list[Path], list[ImageError]]:
+    """Decode a batch; when a file of it is bad, decode file by file and return the good ones and the errors."""
+    try:
+        return decode_images(piece, size, workers=0), [Path(p) for p in piece], []
+    except ImageError:
+        pass
+    pixels, good, bad = [], [], []
+    for path in piece:
+        try:
+            pixels.append(load_fitted(path, size))
+            good.append(Path(path))
+        except ImageError as err:
+            bad.append(err)
+    stacked = np.stack(pixels) if pixels else np.empty((0, size, size, 3), dtype=np.uint8)
+    return stacked, good, bad
+
+
+def _embed_files(
+    bundle: Bundle,
+    paths: Sequence[PathLike],
+    *,
+    batch_size: int,
+    workers: int | None,
+    progress: Callable[[int], None] | None,
+    precision: str,
+    skip: bool,
+) -> EmbeddedFiles:
+    """:func:`embed_files` (``skip`` False: the first bad image raises) or :func:`embed_readable_files`."""
     if not paths:
         raise ValueError("no images to embed")
     if batch_size < 1:
@@ -753,26 +835,35 @@ def embed_files(
     pieces = chunks(list(paths), batch_size)
     workers = min(workers, len(pieces))
 
-    def features(piece: Sequence[PathLike]) -> np.ndarray:
-        images = torch.from_numpy(decode_images(piece, size, workers=0)).permute(0, 3, 1, 2)
-        return forward_batch(model, images, device, bundle.preprocessing.normalize, amp_dtype)
+    def features(piece: Sequence[PathLike]) -> tuple[np.ndarray, list[Path], list[ImageError]]:
+        if skip:
+            pixels, good, bad = _decode_readable(piece, size)
+        else:
+            pixels, good, bad = decode_images(piece, size, workers=0), [Path(p) for p in piece], []
+        if not good:
+            return np.empty((0, bundle.feature_dim), dtype=np.float32), good, bad
+        images = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+        return forward_batch(model, images, device, bundle.preprocessing.normalize, amp_dtype), good, bad
 
-    out = np.empty((len(paths), bundle.feature_dim), dtype=np.float32)
-    start = 0
+    rows: list[np.ndarray] = []
+    kept: list[Path] = []
+    failures: list[ImageError] = []
     one_thread_each = 1 if device.type == "cpu" and workers > 1 else None
     with borrowed_for_inference(model, device), _intra_op_threads(one_thread_each):
         executor = ThreadPoolExecutor(workers) if workers > 1 else None
         try:
             results = executor.map(features, pieces) if executor is not None else map(features, pieces)
-            for feats in results:
-                out[start : start + len(feats)] = feats
-                start += len(feats)
+            for piece, (feats, good, bad) in zip(pieces, results):
+                rows.append(feats)
+                kept.extend(good)
+                failures.extend(bad)
                 if progress is not None:
-                    progress(len(feats))
+                    progress(len(piece))
         finally:
             if executor is not None:  # after an error: start no further batch, let running ones finish
                 executor.shutdown(wait=True, cancel_futures=True)
-    return out
+    out = np.concatenate(rows).astype(np.float32, copy=False)
+    return EmbeddedFiles(out, tuple(kept), tuple(failures))
 
 
 def _require_probe(bundle: Bundle) -> LinearProbe:
@@ -811,6 +902,7 @@ def predict_files(
     batch_size: int = 64,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    on_error: str = "raise",
 ) -> Predictions:
     """The ``k`` most probable products of image files, in one call: what ``retailnb predict`` computes.
 
@@ -829,6 +921,8 @@ def predict_files(
         batch_size: see :func:`embed_files`.
         workers: see :func:`embed_files`.
         progress: see :func:`embed_files`.
+        on_error: ``"raise"`` stops at the first unreadable image; ``"skip"`` predicts the others and
+            returns the errors in ``failures`` (see :func:`embed_readable_files`).
 
     Returns:
         The predictions, with the image file of each row in ``paths``.
@@ -837,14 +931,20 @@ def predict_files(
         FileNotFoundError: the bundle file or an image is missing.
         BundleError: the bundle file is not a bundle of this format.
         ImageError: an image cannot be read; the message names it.
-        ValueError: the bundle has no products, or no images are given.
+        ValueError: the bundle has no products, no images are given, an unknown ``on_error``, or every
+            image is unreadable (``"skip"``; the message names the first).
     """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle, device="auto")
     _require_probe(bundle)
     paths = image_files(images)
-    features = embed_files(bundle, paths, batch_size=batch_size, workers=workers, progress=progress)
-    return predict_features(bundle, features, k)._replace(paths=tuple(paths))
+    done = _embed_files(bundle, paths, batch_size=batch_size, workers=workers, progress=progress,
+                        precision="fp32", skip=on_error == "skip")
+    if not done.paths:
+        raise ValueError(f"none of the {len(paths)} images could be read; the first: {done.failures[0]}")
+    return predict_features(bundle, done.features, k)._replace(paths=done.paths, failures=done.failures)
 
 
 def describe_bundle(bundle: Bundle) -> dict[str, Any]:

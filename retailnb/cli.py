@@ -17,7 +17,7 @@ Examples::
     retailnb remove-products old_cola old_chips --bundle shop.bundle
     retailnb predict shelf_crops/ --bundle shop.bundle --top-k 3 --format csv --out predictions.csv
     retailnb predict shelf_crops/ --bundle shop.bundle --device cuda --batch-size 256 --workers 8
-    retailnb embed shelf_crops/ --bundle shop.bundle --out features.npz
+    retailnb embed shelf_crops/ --bundle shop.bundle --out features.npz --on-error raise
     retailnb info shop.bundle
     python -m retailnb --version
 """
@@ -55,6 +55,9 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_positive_int,
                    help="threads that decode and embed batches (default: one per torch thread on cpu, one per "
                    "core on cuda)")
+    p.add_argument("--on-error", choices=("skip", "raise"), default="skip",
+                   help="an image that cannot be read: skip it and go on (the count on stderr, the files in "
+                   "OUT.errors.csv beside --out, else on stderr), or raise: stop at the first (default skip)")
 
 
 def _non_negative_float(text: str) -> float:

@@ -32,11 +32,12 @@ from retailnb.bundle import (
     check_new_products,
     describe_bundle,
     embed_files,
+    embed_readable_files,
     fit_probe,
     inference_device,
     load_bundle,
     new_bundle,
-    predict_files,
+    predict_features,
     remove_products,
     save_bundle,
 )
@@ -167,13 +168,65 @@ def load_embeddings(path: str | Path) -> tuple[np.ndarray, list[str]]:
     return features, [str(p) for p in meta["paths"]]
 
 
+def errors_path(out: str | Path) -> Path:
+    """The side file listing the images a command could not read: ``<out>.errors.csv`` beside ``out``."""
+    out = Path(out)
+    return out.with_name(out.name + ".errors.csv")
+
+
+def format_failures(failures: Sequence[ImageError]) -> str:
+    """CSV of unreadable images: ``image,problem``, one line each."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", "problem"])
+    writer.writerows([str(err.path), err.problem] for err in failures)
+    return buffer.getvalue()
+
+
+def _report_failures(failures: Sequence[ImageError], total: int, out: str | None) -> None:
+    """Say how many images were skipped and where they are listed (``<out>.errors.csv``, else stderr).
+
+    A side file of an earlier run is removed when this run skipped nothing, so it never lists files
+    that are fine now.
+    """
+    side = errors_path(out) if out is not None else None
+    if not failures:
+        if side is not None and side.is_file():
+            side.unlink()
+        return
+    if side is not None:
+        with atomic_write(side, "w") as fh:
+            fh.write(format_failures(failures))
+        _say(f"skipped {len(failures)} of {total} images that could not be read; listed in {side}")
+        return
+    _say(f"skipped {len(failures)} of {total} images that could not be read:")
+    for err in failures:
+        _say(f"  {err}")
+
+
+def _readable(args: argparse.Namespace, bundle: Bundle, paths: Sequence[Path], what: str) -> tuple[np.ndarray, list[Path]]:
+    """The features and paths of the images of ``paths`` that can be read, under ``--on-error``.
+
+    ``--on-error raise`` stops at the first unreadable image; ``skip`` reports the others (see
+    :func:`_report_failures`) and goes on. No readable image at all is an error either way.
+    """
+    with _embedding(f"{what} on {bundle.device}", len(paths)) as progress:
+        if args.on_error == "raise":  # stops at the first bad image (the batches not started are cancelled)
+            return embed_files(bundle, paths, batch_size=args.batch_size, workers=args.workers,
+                               progress=progress), list(paths)
+        done = embed_readable_files(bundle, paths, batch_size=args.batch_size, workers=args.workers,
+                                    progress=progress)
+        if not done.paths:  # inside the block: an error, not a timing line, is all that is printed
+            raise ValueError(f"none of the {len(paths)} images could be read; the first: {done.failures[0]}")
+    _report_failures(done.failures, len(paths), args.out)
+    return done.features, list(done.paths)
+
+
 def cmd_embed(args: argparse.Namespace) -> None:
     """``retailnb embed``: features of images, written as a feature file (``.npz``) with their paths."""
     check_writable(args.out)  # before any work
     bundle = _inference_bundle(args)
-    paths = image_files(args.images)
-    with _embedding(f"embedding on {bundle.device}", len(paths)) as progress:
-        features = embed_files(bundle, paths, batch_size=args.batch_size, workers=args.workers, progress=progress)
+    features, paths = _readable(args, bundle, image_files(args.images), "embedding")
     save_embeddings(args.out, features, paths, bundle=str(args.bundle), architecture=bundle.architecture,
                     image_size=bundle.preprocessing.image_size)
     _say(f"wrote {args.out}: {features.shape[0]} x {features.shape[1]} features")
@@ -319,11 +372,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     bundle = _inference_bundle(args)
     if bundle.probe is None:
         raise ValueError(f"{args.bundle}: this bundle has no products yet; fit them with `retailnb fit`")
-    paths = image_files(args.images)
-    with _embedding(f"predicting on {bundle.device}", len(paths)) as progress:
-        predictions = predict_files(bundle, paths, args.top_k, batch_size=args.batch_size, workers=args.workers,
-                                    progress=progress)
-    rows = _rows(predictions.paths, predictions)
+    features, paths = _readable(args, bundle, image_files(args.images), "predicting")
+    rows = _rows(paths, predict_features(bundle, features, args.top_k))
     text = {"table": format_table, "csv": format_csv, "json": format_json}[args.format](rows)
     if args.out is None:
         sys.stdout.write(text)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -157,7 +158,8 @@ BAD_INPUTS = {
                      "pass one split's folder"),
     "existing product": (lambda d, t: ["add-products", str(d / "old")], "already in the bundle: 'blue'"),
     "unknown product": (lambda d, t: ["remove-products", "purple"], "no such product(s) in the bundle: 'purple'"),
-    "unreadable image to predict": (lambda d, t: ["predict", str(broken_folder(t))], "broken/black/1.jpg: "),
+    "unreadable image to predict": (lambda d, t: ["predict", str(broken_folder(t)), "--on-error", "raise"],
+                                    "broken/black/1.jpg: "),
     "missing image": (lambda d, t: ["predict", str(t / "nothing.jpg")], "no such image file or folder"),
     "fit on the bundle with backbone options": (
         lambda d, t: ["fit", str(d / "new"), "--image-size", "32", "--out", str(t / "x.bundle")], "not both"),
@@ -303,14 +305,16 @@ def test_batch_size_and_workers_reach_the_embedding(data: Path, shop: Path, tmp_
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[tuple[int, int | None]] = []
-    real = bundle_mod.embed_files
 
-    def spy(bundle: bundle_mod.Bundle, paths: list[Path], **kwargs: object) -> np.ndarray:
-        calls.append((kwargs["batch_size"], kwargs["workers"]))  # type: ignore[arg-type]
-        return real(bundle, paths, **kwargs)  # type: ignore[arg-type]
+    def spying(real: Any) -> Any:
+        def spy(bundle: bundle_mod.Bundle, paths: list[Path], **kwargs: object) -> Any:
+            calls.append((kwargs["batch_size"], kwargs["workers"]))  # type: ignore[arg-type]
+            return real(bundle, paths, **kwargs)
+        return spy
 
-    monkeypatch.setattr(bundle_mod, "embed_files", spy)  # what predict_files calls
-    monkeypatch.setattr(commands, "embed_files", spy)
+    monkeypatch.setattr(bundle_mod, "embed_files", spying(bundle_mod.embed_files))  # what predict_files calls
+    monkeypatch.setattr(commands, "embed_files", spying(commands.embed_files))  # --on-error raise
+    monkeypatch.setattr(commands, "embed_readable_files", spying(commands.embed_readable_files))  # skip
     assert main(["predict", str(data / "test"), "--bundle", str(shop), "--format", "json", "--batch-size", "5",
                  "--workers", "2"]) == 0
     small = predicted(json.loads(capsys.readouterr().out))

@@ -197,3 +197,88 @@ def test_every_cli_error_is_one_line_exit_2_naming_the_users_path(case: str, sho
     assert out is None or out in err, err  # the user's path, never a temporary's
     assert ".tmp" not in err
     assert bundle.read_bytes() == tiny_bundle.read_bytes()
+
+
+# --------------------------------------------------------------------------------------------------
+# predict and embed go past unreadable images (--on-error skip) or stop at the first (raise)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shelf(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """``shelf/``: four good images and three bad ones (truncated, empty, not an image) among them."""
+    root = write_colour_folder(tmp_path / "shelf", ["red", "blue"], 2, size=32)
+    good = sorted(root.rglob("*.jpg"))
+    bad = [root / "red" / "cut.jpg", root / "blue" / "empty.jpg", root / "blue" / "text.png"]
+    bad[0].write_bytes(good[0].read_bytes()[:100])
+    bad[1].write_bytes(b"")
+    bad[2].write_text("hello")
+    return root, bad
+
+
+@pytest.mark.parametrize("batch_size", ["64", "1"])
+def test_predict_skips_bad_images_lists_them_and_predicts_the_rest(shelf: tuple[Path, list[Path]], tiny_bundle: Path,
+                                                                   tmp_path: Path, batch_size: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from retailnb.cli import main
+
+    root, bad = shelf
+    out = tmp_path / "p.json"
+    assert main(["predict", str(root), "--bundle", str(tiny_bundle), "--format", "json", "--out", str(out),
+                 "--batch-size", batch_size]) == 0
+    import json
+
+    rows = json.loads(out.read_text())
+    assert len(rows) == 4 and not {r["image"] for r in rows} & {str(b) for b in bad}
+    err = capsys.readouterr().err
+    assert "skipped 3 of 7 images that could not be read; listed in" in err
+    listed = (tmp_path / "p.json.errors.csv").read_text().splitlines()
+    assert listed[0] == "image,problem" and sorted(line.split(",")[0] for line in listed[1:]) == sorted(map(str, bad))
+    # a later run that skips nothing removes the stale list
+    assert main(["predict", str(root / "red" / "0.jpg"), "--bundle", str(tiny_bundle), "--out", str(out)]) == 0
+    assert not (tmp_path / "p.json.errors.csv").exists()
+
+
+def test_predict_to_stdout_lists_bad_images_on_stderr_and_raise_stops(shelf: tuple[Path, list[Path]],
+                                                                      tiny_bundle: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from retailnb.cli import main
+
+    root, bad = shelf
+    assert main(["predict", str(root), "--bundle", str(tiny_bundle), "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("\n") == 1 + 4 * 2  # header, then top-2 of the four good images
+    assert "skipped 3 of 7" in captured.err and all(str(b) in captured.err for b in bad)
+    assert main(["predict", str(root), "--bundle", str(tiny_bundle), "--on-error", "raise"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cut.jpg" in err or "empty.jpg" in err
+
+
+def test_embed_skips_bad_images_and_only_bad_images_is_an_error(shelf: tuple[Path, list[Path]], tiny_bundle: Path,
+                                                                tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from retailnb.cli import main
+    from retailnb.commands import load_embeddings
+
+    root, bad = shelf
+    out = tmp_path / "f.npz"
+    assert main(["embed", str(root), "--bundle", str(tiny_bundle), "--out", str(out)]) == 0
+    features, paths = load_embeddings(out)
+    assert features.shape[0] == 4 and not set(paths) & {str(b) for b in bad}
+    assert (tmp_path / "f.npz.errors.csv").is_file()
+    capsys.readouterr()
+    assert main(["embed", *map(str, bad), "--bundle", str(tiny_bundle), "--out", str(tmp_path / "g.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 3 images could be read" in err and err.count("\n") == 1
+
+
+def test_predict_files_on_error_skip_returns_the_failures(shelf: tuple[Path, list[Path]], tiny_bundle: Path) -> None:
+    from retailnb.bundle import predict_files
+    from retailnb.data.images import ImageError
+
+    root, bad = shelf
+    predictions = predict_files(load_bundle(tiny_bundle), [root], k=1, on_error="skip", workers=2, batch_size=2)
+    assert len(predictions.paths) == 4 == len(predictions.indices)
+    assert sorted(e.path for e in predictions.failures) == sorted(bad)
+    with pytest.raises(ImageError):
+        predict_files(load_bundle(tiny_bundle), [root], k=1)
