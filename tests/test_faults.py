@@ -282,3 +282,129 @@ def test_predict_files_on_error_skip_returns_the_failures(shelf: tuple[Path, lis
     assert sorted(e.path for e in predictions.failures) == sorted(bad)
     with pytest.raises(ImageError):
         predict_files(load_bundle(tiny_bundle), [root], k=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Recovery: checkpoints that are not, resume states that cannot load, temporaries of killed runs
+# --------------------------------------------------------------------------------------------------
+
+
+class Unsafe:
+    """A class whose pickle torch's safe loader refuses."""
+
+
+@pytest.mark.parametrize("content", ["random", "text", "empty", "pickled object", "truncated"])
+def test_a_weights_file_that_is_no_checkpoint_says_what_it_is_not(content: str, tmp_path: Path) -> None:
+    import torch
+
+    from retailnb.models.checkpoint import CheckpointError, load_checkpoint
+
+    path = tmp_path / "backbone.pt"
+    if content == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif content == "text":
+        path.write_text("hello\n")
+    elif content == "empty":
+        path.write_bytes(b"")
+    else:
+        torch.save({"x": torch.zeros(3)} if content == "truncated" else {"x": Unsafe()}, path)
+        if content == "truncated":
+            path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert "weights_only" not in message  # never the advice to load it unsafely
+    assert ("not a checkpoint" in message) if content != "truncated" else ("truncated or corrupt" in message)
+
+
+def test_a_corrupt_resume_state_says_how_to_discard_it(tmp_path: Path) -> None:
+    from retailnb.models.checkpoint import CheckpointError
+    from retailnb.train.engine import can_resume
+
+    state = tmp_path / "train_state.pt"
+    state.write_bytes(b"PK\x03\x04" + b"\0" * 100)  # a zip header, cut short: as a kill mid-copy leaves
+    with pytest.raises(CheckpointError, match=rf"resume state of an interrupted training run; delete it \(rm {state}\)"):
+        can_resume(state, "key")
+    state.unlink()
+    assert not can_resume(state, "key")
+
+
+def killed_midway(code: str, *args: str) -> None:
+    """Run ``code`` in a new interpreter, wait until it prints ``midway``, then SIGKILL it."""
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line != "midway\n":
+        proc.kill()
+        raise AssertionError(f"the victim did not reach the kill point: {line!r} {proc.communicate()[1]}")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+SAVE_KILLED = """
+    import sys, time
+    import numpy as np
+    from retailnb.bundle import load_bundle, save_bundle
+    real = np.lib.format.write_array
+    def slow(*args, **kwargs):
+        real(*args, **kwargs)
+        print("midway", flush=True)  # an entry written, the archive incomplete
+        time.sleep(60)
+    np.lib.format.write_array = slow
+    save_bundle(load_bundle(sys.argv[1]), sys.argv[1])
+"""
+
+
+def test_sigkill_during_a_bundle_save_leaves_the_bundle_and_the_next_save_cleans_up(tiny_bundle: Path,
+                                                                                    tmp_path: Path) -> None:
+    path = tmp_path / "shop.bundle"
+    path.write_bytes(tiny_bundle.read_bytes())
+    killed_midway(SAVE_KILLED, str(path))
+    litter = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(litter) == 1 and litter[0].startswith(".shop.bundle."), litter
+    assert path.read_bytes() == tiny_bundle.read_bytes()  # the old bundle, whole
+    edit_bundle(path, lambda b: add_products(b, features_of("z", b.feature_dim), ["z"] * 3))
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert "z" in load_bundle(path).class_names
+
+
+INGEST_KILLED = """
+    import sys, time
+    from retailnb.data import prepare
+    real = prepare.build_image_folder_manifest
+    def slow(root, manifest, **kwargs):
+        real(root, manifest, **kwargs)
+        print("midway", flush=True)  # the manifest written in the temporary folder, not yet moved
+        time.sleep(60)
+    prepare.build_image_folder_manifest = slow
+    prepare.prepare_dataset("imagefolder", sys.argv[2], root=sys.argv[1], workers=1)
+"""
+
+
+def test_sigkill_during_an_ingest_leaves_a_folder_the_next_run_removes(shots: Path, tmp_path: Path) -> None:
+    from retailnb.data.prepare import prepare_dataset
+
+    root = write_colour_folder(tmp_path / "photos", ["red", "blue"], 2, size=32)
+    out = tmp_path / "data" / "prepared"
+    killed_midway(INGEST_KILLED, str(root), str(out))
+    litter = [p.name for p in out.parent.iterdir()]
+    assert len(litter) == 1 and litter[0].startswith(".prepared.tmp-"), litter
+    prepare_dataset("imagefolder", out, root=root, workers=1)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["prepared"]
+    assert (out / "manifest.csv").is_file()
+
+
+def test_temporaries_of_running_processes_are_left_alone(tmp_path: Path) -> None:
+    from retailnb.atomic import atomic_write_text, remove_stale_temporaries
+
+    target = tmp_path / "m.csv"
+    mine = tmp_path / f".m.csv.{os.getpid()}.abc.tmp"  # this process: a concurrent writer
+    dead = tmp_path / ".m.csv.999999999.abc.tmp"  # no such process
+    other = tmp_path / ".n.csv.999999999.abc.tmp"  # another file's
+    for p in (mine, dead, other):
+        p.write_text("x")
+    assert remove_stale_temporaries(target) == [dead]
+    atomic_write_text(target, "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name, "m.csv"])

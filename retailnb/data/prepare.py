@@ -11,10 +11,10 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from retailnb.atomic import temporary_folder
 from retailnb.data.adapters import AdapterReport
 from retailnb.data.grocery import build_grocery_manifest
 from retailnb.data.imagefolder import build_image_folder_manifest
@@ -38,6 +38,9 @@ def prepare_dataset(
     workers: int | None = None,
 ) -> Path:
     """Write the manifest of ``source`` into ``out_dir`` (replaced whole, only once complete).
+
+    It is built in a temporary folder beside ``out_dir`` (``.<name>.tmp-<pid>-*``); those that killed
+    runs left are removed first (see :func:`retailnb.atomic.remove_stale_temporaries`).
 
     Args:
         source: ``synthetic`` (rendered by retailnb), ``grocery_store`` or ``imagefolder``.
@@ -71,8 +74,7 @@ def prepare_dataset(
         raise ValueError(f"data.root must name the dataset folder for data.source={source!r}")
     if not Path(root).exists():
         raise FileNotFoundError(f"data.root {str(root)!r} does not exist (data.source={source!r})")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    tmp = temporary_folder(out_dir)  # a killed run's folder is recognised and removed by the next run
     try:
         manifest = tmp / "manifest.csv"
         if source == "grocery_store":

@@ -31,7 +31,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
+from retailnb.atomic import temporary_folder
 from retailnb.config.data import MAX_SKUS_PER_FAMILY, SyntheticConfig
 from retailnb.data.manifest import Record, write_manifest
 from retailnb.parallel import chunks, default_workers, pool_context
@@ -1040,7 +1040,7 @@ def _replace_dir(new: Path, target: Path) -> None:
     if not target.exists():
         os.rename(new, target)
         return
-    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+    old = temporary_folder(target)
     os.rename(target, old / "data")
     try:
         os.rename(new, target)
@@ -1078,8 +1078,7 @@ def generate(config: SyntheticConfig, out_dir: str | os.PathLike[str], *, worker
     designs = design_catalogue(config)
     jobs = plan_images(config, designs)
     records = [_record(job, designs[job.sku]) for job in jobs]
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    tmp = temporary_folder(out_dir)  # recognised, and removed by the next run, if this one is killed
     try:
         for sku in designs:
             (tmp / "images" / sku.slug).mkdir(parents=True)

@@ -84,6 +84,22 @@ def atomic_torch_save(obj: object, path: PathLike) -> Path:
     return path
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6
+_PICKLE_PROTOCOL = b"\x80"  # the first byte of a pickle of protocol 2 or later (torch's legacy format)
+
+
+def _not_a_torch_file(path: Path) -> str | None:
+    """What ``path`` is not, when its first bytes show it is no file of ``torch.save``; else None."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if not head:
+        return "not a checkpoint: an empty file (0 bytes)"
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL):
+        return None
+    return ("not a checkpoint: torch.save writes a zip archive (or a pickle), and this file is neither "
+            f"(it starts with {head!r})")
+
+
 def load_checkpoint(path: PathLike) -> dict[str, Any]:
     """Load any checkpoint this module writes, onto the CPU, without running code from the file.
 
@@ -102,13 +118,18 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    not_torch = _not_a_torch_file(path)
+    if not_torch:
+        raise CheckpointError(path, not_torch)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        problem = f"holds objects other than tensors and plain values, or is corrupt ({err})"
-        raise CheckpointError(path, problem) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as err:
-        problem = f"truncated or corrupt checkpoint ({type(err).__name__}: {err})"
+    except pickle.UnpicklingError:
+        # torch's message advises weights_only=False: unsafe for a file of unknown origin, so not repeated
+        raise CheckpointError(path, "not a checkpoint of tensors and plain values: torch's safe loader refused "
+                              "it (objects that would run code when loaded, or corrupt data)") from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError) as err:
+        first = str(err).split(". ")[0].splitlines()[0] if str(err) else ""
+        problem = f"truncated or corrupt checkpoint ({type(err).__name__}: {first})"
         raise CheckpointError(path, problem) from None
     if not isinstance(obj, dict):
         raise CheckpointError(path, f"expected a dict, found {type(obj).__name__}")

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from retailnb.config.compute import ComputeSpec, EngineSpec
 from retailnb.models.checkpoint import (
+    CheckpointError,
     load_checkpoint,
     load_training_state,
     save_training_state,
@@ -142,9 +143,19 @@ def can_resume(state_path: str | Path, run_key: str) -> bool:
 
     The key is the serialised spec of the run: a state left by a run with other parameters (DVC keeps
     the folder with ``persist``) must not be continued, or a changed parameter would be silently ignored.
+
+    Raises:
+        CheckpointError: the file is no loadable checkpoint; the message says how to discard it.
     """
     path = Path(state_path)
-    return path.is_file() and load_checkpoint(path).get("extra", {}).get("run_key") == run_key
+    if not path.is_file():
+        return False
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as err:  # a state that can never load would block every rerun of the stage
+        raise CheckpointError(path, f"{err.problem}. It is the resume state of an interrupted training run; "
+                              f"delete it (rm {path}) to train this run from the start") from None
+    return state.get("extra", {}).get("run_key") == run_key
 
 
 def fit(
