@@ -408,3 +408,84 @@ def test_temporaries_of_running_processes_are_left_alone(tmp_path: Path) -> None
     assert remove_stale_temporaries(target) == [dead]
     atomic_write_text(target, "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name, "m.csv"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Ingest: nothing in a class folder vanishes uncounted; one rule for what an image is
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> Path:
+    """``photos/{red,blue}/``: two good images each; in red a dangling link, a link loop and a README.txt."""
+    root = write_colour_folder(tmp_path / "photos", ["red", "blue"], 2, size=32)
+    (root / "red" / "gone.jpg").symlink_to(root / "red" / "nowhere.jpg")
+    (root / "red" / "loop.jpg").symlink_to("loop.jpg")
+    (root / "red" / "README.txt").write_text("shot on a phone\n")
+    return root
+
+
+def test_ingest_skip_reports_every_bad_link_and_the_ignored_files(linked: Path, tmp_path: Path) -> None:
+    import json
+
+    from retailnb.data.prepare import prepare_dataset
+
+    out = tmp_path / "prepared"
+    manifest = prepare_dataset("imagefolder", out, root=linked, on_error="skip", workers=1)
+    report = json.loads((out / "ingest_report.json").read_text())
+    reasons = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
+    assert set(reasons) == {"gone.jpg", "loop.jpg"}
+    assert "broken symbolic link" in reasons["gone.jpg"] and "symbolic link loop" in reasons["loop.jpg"]
+    assert [Path(p).name for p in report["ignored"]] == ["README.txt"]
+    assert "gone.jpg" not in manifest.read_text() and manifest.read_text().count(".jpg") >= 4
+
+
+def test_ingest_raise_stops_at_a_dangling_link_naming_it_but_not_at_a_readme(linked: Path, tmp_path: Path) -> None:
+    from retailnb.data.images import ImageError
+    from retailnb.data.prepare import prepare_dataset
+
+    with pytest.raises(ImageError, match=r"red/gone\.jpg: broken symbolic link"):
+        prepare_dataset("imagefolder", tmp_path / "a", root=linked, on_error="raise", workers=1)
+    (linked / "red" / "gone.jpg").unlink()
+    (linked / "red" / "loop.jpg").unlink()
+    prepare_dataset("imagefolder", tmp_path / "b", root=linked, on_error="raise", workers=1)  # README.txt ignored
+    assert not (tmp_path / "a").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("stray", ["folder", "folder link loop"])
+def test_a_folder_inside_a_class_folder_is_named_in_the_error(stray: str, linked: Path, tmp_path: Path) -> None:
+    from retailnb.data.adapters import DatasetError
+    from retailnb.data.prepare import prepare_dataset
+
+    if stray == "folder":
+        (linked / "blue" / "extra").mkdir()
+    else:
+        (linked / "blue" / "extra").symlink_to("..")
+    with pytest.raises(DatasetError, match=r"folders inside class folders \(a class folder holds only images\): "
+                                           r"blue/extra"):
+        prepare_dataset("imagefolder", tmp_path / "p", root=linked, on_error="skip", workers=1)
+
+
+def test_the_cli_takes_the_same_images_as_the_ingest(linked: Path, tiny_bundle: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from retailnb.cli import main
+    from retailnb.data.imagefiles import product_folders
+
+    assert [p.name for p in product_folders(linked)["red"]] == ["0.jpg", "1.jpg", "gone.jpg", "loop.jpg"]
+    assert main(["predict", str(linked), "--bundle", str(tiny_bundle), "--out", str(tmp_path / "p.csv")]) == 0
+    assert "skipped 2 of 6 images" in capsys.readouterr().err
+    listed = (tmp_path / "p.csv.errors.csv").read_text()
+    assert "gone.jpg,broken symbolic link" in listed and "loop.jpg,symbolic link loop" in listed
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_an_unreadable_image_is_reported_by_name(linked: Path, tmp_path: Path) -> None:
+    import json
+
+    from retailnb.data.prepare import prepare_dataset
+
+    (linked / "blue" / "0.jpg").chmod(0)
+    out = tmp_path / "prepared"
+    prepare_dataset("imagefolder", out, root=linked, on_error="skip", workers=1)
+    skipped = json.loads((out / "ingest_report.json").read_text())["skipped"]
+    assert any(s["path"].endswith("blue/0.jpg") and "Permission denied" in s["reason"] for s in skipped)

@@ -71,6 +71,8 @@ class AdapterReport:
         n_classes: classes the labels index.
         skipped: inputs left out (only with ``on_error="skip"``), with reasons.
         seconds: wall time of the whole build, validation included.
+        ignored: files beside the images that are not images by their name (``README.txt``; see
+            :mod:`retailnb.data.imagenames`), never read: listed so that nothing vanishes uncounted.
     """
 
     manifest: Path
@@ -79,6 +81,7 @@ class AdapterReport:
     n_classes: int
     skipped: tuple[Skipped, ...]
     seconds: float
+    ignored: tuple[str, ...] = ()
 
     @property
     def n_skipped(self) -> int:
@@ -182,6 +185,7 @@ def write_adapter_manifest(
     source: str | os.PathLike[str],
     min_size: int = DEFAULT_MIN_SIZE,
     workers: int | None = None,
+    ignored: tuple[str, ...] = (),
 ) -> AdapterReport:
     """Validate the candidates, expand them into rows and write the manifest; the last step of an adapter.
 
@@ -195,6 +199,7 @@ def write_adapter_manifest(
         source: the dataset root (for messages).
         min_size: smallest accepted shorter side of an image, in pixels.
         workers: validation processes; None uses every available core.
+        ignored: files the adapter did not take as images (for the report).
 
     Returns:
         The report of what was written and skipped.
@@ -217,6 +222,7 @@ def write_adapter_manifest(
         n_classes=n_classes,
         skipped=tuple(issues.skipped),
         seconds=time.perf_counter() - started,
+        ignored=ignored,
     )
     log.info(
         "%s: wrote %d rows (%d images, %d classes) to %s in %.1fs; skipped %d",

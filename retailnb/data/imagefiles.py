@@ -1,37 +1,31 @@
 """Image files named on a command line: single files, folders of images, and folders of products.
 
 A user points the command line at what they have: a few photos, a folder of shelf crops, or a folder
-with one sub-folder of images per product (``FOLDER/<product>/<image>``). Inside folders, files count
-as images by their extension (the formats Pillow opens), so a stray ``notes.txt`` or ``.DS_Store`` is
-skipped; a file named explicitly is always taken, and a broken image stops the command with an error
-naming it when it is decoded.
+with one sub-folder of images per product (``FOLDER/<product>/<image>``). Inside folders, entries count
+as images by the one rule of :mod:`retailnb.data.imagenames` that the ingest uses too (by extension, so
+a stray ``notes.txt`` or ``.DS_Store`` is skipped, and a broken link named ``x.jpg`` is taken and
+reported when decoded); a file named explicitly is always taken, and a broken image is reported by
+name when it is decoded.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
-
-from PIL import Image
 
 from retailnb.data.adapters import DatasetError, is_listable
 from retailnb.data.imagefolder import COMMON_SPLITS, detect_layout
+from retailnb.data.imagenames import folder_images, image_extensions, is_image_name
+
+__all__ = ["image_extensions", "image_files", "is_image_file", "product_folders"]
 
 PathLike = str | os.PathLike[str]
 
 
-@lru_cache(maxsize=1)
-def image_extensions() -> frozenset[str]:
-    """Lower-case file extensions (``.jpg``, ``.png``, ...) of the formats Pillow can open."""
-    Image.init()
-    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
-
-
 def is_image_file(path: Path) -> bool:
-    """Whether ``path`` is a listable regular file with an image extension."""
-    return path.is_file() and is_listable(path) and path.suffix.lower() in image_extensions()
+    """Whether a folder entry counts as an image (:func:`retailnb.data.imagenames.is_image_name`, not a folder)."""
+    return is_image_name(path) and not path.is_dir()
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -89,7 +83,7 @@ def product_folders(root: PathLike) -> dict[str, list[Path]]:
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder; expected {root}/<product>/<image>")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and is_listable(p))
-    loose = sorted(p.name for p in root.iterdir() if is_image_file(p))
+    loose = [p.name for p in folder_images(root)[0]]
     if loose:
         shown = ", ".join(loose[:3]) + (", ..." if len(loose) > 3 else "")
         raise DatasetError(
@@ -105,7 +99,7 @@ def product_folders(root: PathLike) -> dict[str, list[Path]]:
         )
     images = {}
     for folder in folders:
-        files = sorted(p for p in folder.iterdir() if is_image_file(p))
+        files = folder_images(folder)[0]
         if not files:
             raise DatasetError(f"{folder}: product folder without images (extensions such as .jpg, .png)")
         images[folder.name] = files

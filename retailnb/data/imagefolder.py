@@ -9,6 +9,10 @@ Two layouts are recognised, and told apart by the folders under the root:
   folder per class.
 
 Labels index the sorted class names. Image paths are written absolute: images stay where they are.
+Inside a class folder, what counts as an image is the rule of :mod:`retailnb.data.imagenames` (the
+command line's too): broken links, link loops and unreadable files named as images are reported per
+file by validation; other files (``README.txt``) are ignored and listed in the report; a folder inside
+a class folder is a layout error that names it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from retailnb.data.adapters import (
     resolve_role_map,
     write_adapter_manifest,
 )
+from retailnb.data.imagenames import folder_images
 from retailnb.data.images import DEFAULT_MIN_SIZE
 from retailnb.data.manifest import DOMAINS
 
@@ -46,8 +51,17 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and is_listable(p))
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_listable(p))
+def _inner_dirs(folder: Path) -> list[Path]:
+    """The folders inside a class or split folder; none when it cannot be listed (reported when read)."""
+    try:
+        return _subdirs(folder)
+    except OSError:
+        return []
+
+
+def _nested(dirs: list[Path]) -> list[str]:
+    """``class/sub`` for every folder inside one of ``dirs``: what makes a class layout ambiguous."""
+    return [f"{d.name}/{s.name}" for d in dirs for s in _inner_dirs(d)]
 
 
 def detect_layout(root: Path, splits: Collection[str]) -> Layout:
@@ -67,25 +81,38 @@ def detect_layout(root: Path, splits: Collection[str]) -> Layout:
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset root is not a folder")
     dirs = _subdirs(root)
-    if dirs and all(d.name in splits for d in dirs) and all(_subdirs(d) for d in dirs):
+    if dirs and all(d.name in splits for d in dirs) and all(_inner_dirs(d) for d in dirs):
         return "split"
-    if dirs and not any(_subdirs(d) for d in dirs):
+    if dirs and not any(_inner_dirs(d) for d in dirs):
         return "class"
+    nested = _nested(dirs)
+    at_fault = (f"; folders inside class folders (a class folder holds only images): {', '.join(nested[:5])}"
+                + (f" and {len(nested) - 5} more" if len(nested) > 5 else "")) if nested and dirs else ""
     raise DatasetError(
         f"{root}: not an image-folder dataset; expected root/<class>/<image> or root/<split>/<class>/<image> "
-        f"with <split> among {sorted(splits)}, found folders {[d.name for d in dirs]}"
+        f"with <split> among {sorted(splits)}, found folders {[d.name for d in dirs]}{at_fault}"
     )
 
 
-def _class_images(folders: list[Path], issues: Issues) -> dict[str, list[Path]]:
-    """Image files per class folder; an empty class folder is a problem and the class is left out."""
+def _class_images(folders: list[Path], issues: Issues, ignored: list[Path] | None = None) -> dict[str, list[Path]]:
+    """Image files per class folder; an empty or unlistable class folder is a problem and the class is left out.
+
+    Entries named as images are all taken (validation reports broken links and unreadable files by
+    name); other files are appended to ``ignored``.
+    """
     images = {}
     for folder in folders:
-        files = _files(folder)
+        try:
+            files, others = folder_images(folder)
+        except OSError as err:
+            issues.report(folder, f"cannot list class folder ({err.strerror})")
+            continue
+        if ignored is not None:
+            ignored.extend(others)
         if files:
             images[folder.name] = files
         else:
-            issues.report(folder, "empty class folder")
+            issues.report(folder, "empty class folder" + (f" (no images; {len(others)} other file(s))" if others else ""))
     return images
 
 
@@ -93,9 +120,10 @@ def _label_index(class_names: Collection[str]) -> dict[str, int]:
     return {name: i for i, name in enumerate(sorted(class_names))}
 
 
-def _split_layout_candidates(root: Path, splits: Collection[str], issues: Issues, domain: str) -> list[Candidate]:
+def _split_layout_candidates(root: Path, splits: Collection[str], issues: Issues, domain: str,
+                             ignored: list[Path] | None = None) -> list[Candidate]:
     """Candidates of a ``root/<split>/<class>/<image>`` dataset."""
-    per_split = {d.name: _class_images(_subdirs(d), issues) for d in _subdirs(root) if d.name in splits}
+    per_split = {d.name: _class_images(_subdirs(d), issues, ignored) for d in _subdirs(root) if d.name in splits}
     index = _label_index({name for classes in per_split.values() for name in classes})
     return [
         Candidate(path, index[name], name, split, domain)
@@ -175,8 +203,11 @@ def image_folder_candidates(
     default_split: str,
     issues: Issues,
     domain: str = "unknown",
+    ignored: list[Path] | None = None,
 ) -> tuple[list[Candidate], int]:
     """Read an image-folder dataset into candidates (files not yet checked).
+
+    Files in class folders that are not images by name are appended to ``ignored``.
 
     Returns:
         The candidates and the number of classes their labels index.
@@ -187,9 +218,9 @@ def image_folder_candidates(
     if layout == "split":
         if split_files:
             raise DatasetError(f"{root}: split lists apply only to a root/<class>/<image> layout")
-        candidates = _split_layout_candidates(root, used, issues, domain)
+        candidates = _split_layout_candidates(root, used, issues, domain, ignored)
         return candidates, len({c.class_name for c in candidates})
-    classes = _class_images(_subdirs(root), issues)
+    classes = _class_images(_subdirs(root), issues, ignored)
     lists = find_split_lists(root, used) if split_files is None else {s: Path(f) for s, f in split_files.items()}
     if lists:
         return _listed_candidates(root, lists, classes, issues, domain), len(classes)
@@ -223,13 +254,15 @@ def build_image_folder_manifest(
         domain: the manifest domain of every image (``catalogue``, ``shelf`` or ``unknown``).
         on_error: ``"raise"`` stops at the first bad input with an error naming it; ``"skip"`` leaves bad
             inputs out and lists them in the report. Bad inputs: unusable image files (missing, empty,
-            truncated, not an image, too small), empty class folders, split-list lines naming missing
+            truncated, not an image, too small, broken links, link loops, unreadable), empty or
+            unlistable class folders, split-list lines naming missing
             files, unknown classes or images listed twice.
         min_size: smallest accepted shorter side of an image, in pixels.
         workers: processes validating the images; None uses every available core.
 
     Returns:
-        Rows per role, images per split, number of classes and skipped inputs.
+        Rows per role, images per split, number of classes, skipped inputs and ignored files (files
+        in class folders without an image extension).
 
     Raises:
         DatasetError: the root is neither layout, or a bad input with ``on_error="raise"``.
@@ -241,9 +274,14 @@ def build_image_folder_manifest(
     roles = resolve_role_map(role_map)
     issues = Issues(on_error)
     root = Path(root).resolve()
+    ignored: list[Path] = []
     candidates, n_classes = image_folder_candidates(
-        root, role_map=roles, split_files=split_files, default_split=default_split, issues=issues, domain=domain
+        root, role_map=roles, split_files=split_files, default_split=default_split, issues=issues, domain=domain,
+        ignored=ignored,
     )
+    if ignored:
+        log.warning("%s: ignored %d file(s) that are not images by their extension (e.g. %s); listed in the report",
+                    root, len(ignored), ignored[0])
     return write_adapter_manifest(
         candidates,
         out,
@@ -254,4 +292,5 @@ def build_image_folder_manifest(
         source=root,
         min_size=min_size,
         workers=workers,
+        ignored=tuple(str(p) for p in ignored),
     )

@@ -10,6 +10,7 @@ faster C path there (:func:`load_fitted`, :mod:`retailnb.data.jpeg`) that gives 
 from __future__ import annotations
 
 import logging
+import errno
 import os
 import stat
 import time
@@ -45,8 +46,12 @@ def _check_file(path: Path) -> None:
     try:
         info = path.stat()
     except FileNotFoundError:
+        if path.is_symlink():
+            raise ImageError(path, f"broken symbolic link (its target {os.readlink(path)} does not exist)") from None
         raise ImageError(path, "file not found") from None
     except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ImageError(path, "symbolic link loop (following the link leads back to a link)") from None
         raise ImageError(path, f"cannot access file ({err.strerror})") from None
     if not stat.S_ISREG(info.st_mode):
         raise ImageError(path, "not a regular file")
@@ -128,7 +133,11 @@ def _load(path: PathLike, min_size: int, draft: int | None) -> Image.Image:
     """Shared body of :func:`load_rgb` and :func:`check_image`; see :func:`load_rgb`."""
     path = Path(path)
     _check_file(path)
-    with path.open("rb") as fh:  # closed on return: the decoded pixels no longer need the file
+    try:
+        fh = path.open("rb")
+    except OSError as err:  # a file the user may not read
+        raise ImageError(path, f"cannot open file ({err.strerror})") from None
+    with fh:  # closed on return: the decoded pixels no longer need the file
         im = _identify(fh, path, min_size)
         if draft is not None and im.format == "JPEG":
             # Let libjpeg decode at 1/2, 1/4 or 1/8 scale while both sides stay >= draft: many times faster.
