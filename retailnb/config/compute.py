@@ -28,6 +28,9 @@ class ComputeSpec(Spec):
         num_workers: DataLoader worker processes for augmentation.
         channels_last: lay weights and activations out channels-last (oneDNN's and tensor cores'
             preferred layout).
+        images: where decoded training images are held: ``memory`` (one tensor, fastest while it fits)
+            or ``disk`` (the on-disk cache of :mod:`retailnb.data.cache`, read a batch at a time, so
+            memory does not grow with the number of images).
     """
 
     accelerator: Accelerator
@@ -36,6 +39,7 @@ class ComputeSpec(Spec):
     precision: Precision
     num_workers: NonNegativeInt
     channels_last: bool
+    images: Literal["memory", "disk"]
 
 
 def check_warmup(epochs: int, warmup_epochs: float, epochs_key: str = "epochs") -> None:

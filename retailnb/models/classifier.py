@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from retailnb.data.cache import DiskImages
 from retailnb.losses.supcon import SupConLoss
 from retailnb.models.backbone import check_model_name
 from retailnb.models.inference import imagenet_normalize
@@ -78,7 +79,8 @@ class StudentObjective:
 
 
 @torch.inference_mode()
-def network_probabilities(model: nn.Module, images: np.ndarray | torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
+def network_probabilities(model: nn.Module, images: np.ndarray | torch.Tensor | DiskImages, *,
+                          batch_size: int = 256) -> np.ndarray:
     """Softmax outputs of a student network used as the next teacher (eval mode: no dropout/drop-path)."""
     was_training = model.training
     model.eval()
@@ -90,10 +92,11 @@ def network_probabilities(model: nn.Module, images: np.ndarray | torch.Tensor, *
         model.train(was_training)
 
 
-def _logits(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+def _logits(model: nn.Module, images: np.ndarray | torch.Tensor | DiskImages, batch_size: int) -> list[torch.Tensor]:
+    """Logits batch by batch (an on-disk cache is read one batch at a time)."""
     device = next(model.parameters()).device
-    t = torch.as_tensor(images)
-    if t.shape[-1] == 3:
+    t = images if isinstance(images, DiskImages) else torch.as_tensor(images)
+    if t.shape[-1] == 3 and isinstance(t, torch.Tensor):
         t = t.permute(0, 3, 1, 2)
     return [model(imagenet_normalize(t[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(t), batch_size)]
 

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from retailnb.data.cache import DiskImages
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 """Per-channel mean of ImageNet RGB images in [0, 1]: timm's pretrained backbones expect inputs centred on it."""
 
@@ -99,17 +101,18 @@ def borrowed_for_inference(model: nn.Module, device: torch.device) -> Iterator[n
             m.training = training
 
 
-def _check_images(images: torch.Tensor | np.ndarray, has_transform: bool) -> None:
+def _check_images(images: torch.Tensor | np.ndarray | DiskImages, has_transform: bool) -> None:
     """Reject inputs that are not a non-empty batch of RGB images in the layout their type implies."""
-    layout = "(N, 3, H, W) torch tensor" if isinstance(images, torch.Tensor) else "(N, H, W, 3) numpy array"
-    if not isinstance(images, (torch.Tensor, np.ndarray)):
+    chw = isinstance(images, (torch.Tensor, DiskImages))
+    layout = "(N, 3, H, W) torch tensor" if chw else "(N, H, W, 3) numpy array"
+    if not isinstance(images, (torch.Tensor, np.ndarray, DiskImages)):
         raise TypeError(f"images must be a torch tensor or a numpy array, got {type(images).__name__}")
-    channels = images.shape[1] if isinstance(images, torch.Tensor) else images.shape[-1]
+    channels = images.shape[1] if chw else images.shape[-1]
     if images.ndim != 4 or channels != 3:
         raise ValueError(f"images must be a {layout} of RGB images, got shape {tuple(images.shape)}")
     if images.shape[0] == 0:
         raise ValueError("images is empty: there is nothing to extract features from")
-    is_uint8 = images.dtype == (torch.uint8 if isinstance(images, torch.Tensor) else np.uint8)
+    is_uint8 = images.dtype == (torch.uint8 if chw else np.uint8)
     if not has_transform and not is_uint8:
         raise ValueError(
             f"images must be uint8 (0-255) for the built-in ImageNet normalisation, got {images.dtype}; "
@@ -117,12 +120,13 @@ def _check_images(images: torch.Tensor | np.ndarray, has_transform: bool) -> Non
         )
 
 
-def _batch_nchw(images: torch.Tensor | np.ndarray, start: int, stop: int) -> torch.Tensor:
+def _batch_nchw(images: torch.Tensor | np.ndarray | DiskImages, start: int, stop: int) -> torch.Tensor:
     """Images ``start:stop`` as an (B, 3, H, W) CPU tensor, without copying a torch input.
 
-    A numpy (N, H, W, 3) batch is permuted, not copied, so the result is already channels_last in memory.
+    A numpy (N, H, W, 3) batch is permuted, not copied, so the result is already channels_last in memory;
+    the on-disk cache reads just this batch.
     """
-    if isinstance(images, torch.Tensor):
+    if isinstance(images, (torch.Tensor, DiskImages)):
         return images[start:stop]
     return torch.from_numpy(np.ascontiguousarray(images[start:stop])).permute(0, 3, 1, 2)
 
@@ -139,7 +143,7 @@ def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
 
 def extract_features(
     model: nn.Module,
-    images: torch.Tensor | np.ndarray,
+    images: torch.Tensor | np.ndarray | DiskImages,
     *,
     batch_size: int = 256,
     device: str | torch.device | None = None,
@@ -159,7 +163,8 @@ def extract_features(
             with ``num_classes=0``. An output with more than two dimensions is flattened per image.
         images: uint8 images, either a (N, 3, H, W) torch tensor or a (N, H, W, 3) numpy array as
             :func:`retailnb.data.images.decode_images` returns them (a memory-mapped array works too:
-            only one batch is in memory at a time). Other dtypes need a ``transform``.
+            only one batch is in memory at a time), or the on-disk cache
+            (:class:`retailnb.data.cache.DiskImages`), read one batch at a time. Other dtypes need a ``transform``.
         batch_size: images per forward pass.
         device: where to run the model; defaults to the device of the model's parameters.
         transform: a batched tensor transform that replaces the built-in ImageNet normalisation; it gets

@@ -19,7 +19,6 @@ import timm
 import torch
 
 from retailnb.config.noisy import NoisyStage
-from retailnb.data.images import decode_images
 from retailnb.data.manifest import encode_labels, portable_path, read_manifest
 from retailnb.evaluation.quickprobe import ProbeData, probe_scores
 from retailnb.models.backbone import create_backbone
@@ -40,7 +39,14 @@ from retailnb.noisy.pseudolabels import (
 )
 from retailnb.noisy.student import FeatureTeacher, fit_feature_teacher
 from retailnb.records import RoundRecord
-from retailnb.train.datasets import TargetDataset, to_chw_uint8
+from retailnb.train.datasets import (
+    ImageSource,
+    ImageStorage,
+    TargetDataset,
+    concat_images,
+    load_images,
+    select_images,
+)
 from retailnb.train.engine import data_digest, fit, make_fabric
 from retailnb.train.sampler import EpochBatchSampler
 from retailnb.transforms.views import randaugment_transform
@@ -59,9 +65,9 @@ def round_key(spec: NoisyStage, round_: int, data: str) -> str:
 class SourceImages:
     """Decoded labelled and unlabelled source images, with labels over the labelled classes."""
 
-    labelled: torch.Tensor
+    labelled: ImageSource
     labels: np.ndarray
-    unlabelled: torch.Tensor
+    unlabelled: ImageSource
     unlabelled_paths: list[str]
     truth: np.ndarray  # teacher-class index of each unlabelled image; len(classes) for a product outside
     # the teacher's classes (an unlabelled-only product: every pseudolabel of it is wrong); -1 unknown
@@ -69,8 +75,13 @@ class SourceImages:
     classes: list[str]
 
 
-def load_source(manifest_path: str, image_size: int, decode_workers: int | None = None) -> SourceImages:
-    """Decode the labelled and unlabelled rows once for every round."""
+def load_source(manifest_path: str, image_size: int, decode_workers: int | None = None,
+                storage: ImageStorage = "memory") -> SourceImages:
+    """Decode the labelled and unlabelled rows once for every round, held as ``storage`` says.
+
+    Both are decoded together, so that on disk they are two views of one cache file (a round's training
+    set joins the labelled images with a selection of the unlabelled ones).
+    """
     manifest = read_manifest(manifest_path)
     labelled, unlabelled = manifest.select("labelled"), manifest.select("unlabelled")
     if not labelled or not unlabelled:
@@ -78,11 +89,12 @@ def load_source(manifest_path: str, image_size: int, decode_workers: int | None 
     y, classes = encode_labels(labelled)
     index = {c: i for i, c in enumerate(classes)}
     truth = np.array([index.get(r.class_name, len(classes)) if r.class_name else -1 for r in unlabelled])
-    decode = lambda rows: to_chw_uint8(decode_images(manifest.paths(rows), image_size, workers=decode_workers))  # noqa: E731
+    images = load_images(manifest.paths(labelled) + manifest.paths(unlabelled), image_size, storage,
+                         workers=decode_workers)
     return SourceImages(
-        labelled=decode(labelled),
+        labelled=images[: len(labelled)] if isinstance(images, torch.Tensor) else images.select(slice(0, len(labelled))),
         labels=np.asarray(y),
-        unlabelled=decode(unlabelled),
+        unlabelled=images[len(labelled) :] if isinstance(images, torch.Tensor) else images.select(slice(len(labelled), None)),
         # as the person inspecting pseudolabels.csv sees them: relative to the folder the stage runs in
         unlabelled_paths=[portable_path(p, Path.cwd()) for p in manifest.paths(unlabelled)],
         truth=truth,
@@ -97,7 +109,7 @@ def student_dataset(source: SourceImages, probs: np.ndarray, spec: NoisyStage) -
     selection = select_pseudolabels(probs, noisy.pseudo)
     n_classes = len(source.classes)
     onehot = np.eye(n_classes, dtype=np.float32)[source.labels]
-    images = torch.cat([source.labelled, source.unlabelled[torch.tensor(selection.indices, dtype=torch.long)]])
+    images = concat_images(source.labelled, select_images(source.unlabelled, selection.indices))
     targets = torch.from_numpy(np.concatenate([onehot, selection.targets.astype(np.float32)]))
     transform = randaugment_transform(spec.backbone.image_size, noisy.randaugment.magnitude, noisy.randaugment.ops)
     return TargetDataset(images, targets, transform), selection

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from retailnb.data.cache import DiskImages
 from retailnb.evaluation.probe import fit_logistic_probe
 from retailnb.models.inference import extract_features
 
@@ -34,7 +35,7 @@ class FeatureTeacher:
     kind: str
     stats: tuple[np.ndarray, np.ndarray] | None = None  # feature mean and std for the linear head
 
-    def predict_proba(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+    def predict_proba(self, images: np.ndarray | torch.Tensor | DiskImages) -> np.ndarray:
         """Class probabilities of un-augmented ``images`` (uint8), rows summing to 1."""
         features = extract_features(self.backbone, images)
         if self.kind == "logreg":
@@ -65,7 +66,7 @@ def fit_linear_head(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int
 
 
 def fit_feature_teacher(
-    backbone: nn.Module, images: np.ndarray | torch.Tensor, labels: Sequence[int] | np.ndarray, *, classifier: str = "logreg", seed: int = 0
+    backbone: nn.Module, images: np.ndarray | torch.Tensor | DiskImages, labels: Sequence[int] | np.ndarray, *, classifier: str = "logreg", seed: int = 0
 ) -> FeatureTeacher:
     """Fit round 1's teacher on the labelled images.
 

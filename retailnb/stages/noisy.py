@@ -50,7 +50,7 @@ CURVE_THRESHOLDS = [float(t) for t in np.linspace(0.0, 0.95, 20)]
 
 def run(spec: NoisyStage, paths: NoisyPaths) -> NoisyResult:
     """Decode the source once, fit round 1's teacher once, run every round, write record and plot data."""
-    source = load_source(paths.manifest, spec.backbone.image_size)
+    source = load_source(paths.manifest, spec.backbone.image_size, storage=spec.compute.images)
     probe = load_probe_data(read_manifest(paths.manifest), spec.backbone.image_size, "probe_train", "probe_test")
     backbone, teacher = first_teacher(spec, paths.teacher_backbone, source)
     probs = teacher.predict_proba(source.unlabelled)

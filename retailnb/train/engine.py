@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from retailnb.config.compute import ComputeSpec, EngineSpec
+from retailnb.data.cache import DiskImages
 from retailnb.models.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -119,17 +120,21 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: EngineSpec, steps_
     return CosineWarmupScheduler(optimizer, warmup_epochs=warmup, max_epochs=total)
 
 
-def data_digest(*parts: torch.Tensor | np.ndarray | Mapping[str, torch.Tensor]) -> str:
+def data_digest(*parts: torch.Tensor | np.ndarray | DiskImages | Mapping[str, torch.Tensor]) -> str:
     """A short content hash of a run's inputs (images, labels or targets, initial weights).
 
     It goes into a run key (see :func:`can_resume`): the parameters alone do not identify a run, since
     DVC keeps a stage's ``persist`` output when only its data changed (``data.synthetic.difficulty``
     renders other images under the same paths; a retrained teacher gives other pseudolabels and other
     initial weights), and a finished state of the old data would otherwise be "resumed" with nothing left
-    to train: the stage would silently return the old weights.
+    to train: the stage would silently return the old weights. Images in the on-disk cache are identified
+    by their file (named by the images' content) and rows, without reading them.
     """
     digest = hashlib.blake2b(digest_size=16)
     for part in parts:
+        if isinstance(part, DiskImages):
+            digest.update(part.fingerprint().encode())
+            continue
         tensors = [part[k] for k in sorted(part)] if isinstance(part, Mapping) else [part]
         for tensor in map(torch.as_tensor, tensors):  # its raw bytes: any dtype, bf16 included
             flat = tensor.detach().cpu().contiguous().reshape(-1)

@@ -19,12 +19,11 @@ import torch
 from retailnb.atomic import atomic_write_text
 from retailnb.config.base import Spec
 from retailnb.config.pretrain import PretrainStage
-from retailnb.data.images import decode_images
 from retailnb.data.manifest import encode_labels, read_manifest
 from retailnb.models.backbone import feature_dim
 from retailnb.models.checkpoint import save_backbone
 from retailnb.train.contrastive import ContrastiveObjective, build_model
-from retailnb.train.datasets import MultiViewDataset, TargetDataset, to_chw_uint8
+from retailnb.train.datasets import ImageSource, MultiViewDataset, TargetDataset, load_images
 from retailnb.train.engine import FitResult, can_resume, data_digest, fit, make_fabric
 from retailnb.train.sampler import EpochBatchSampler
 from retailnb.transforms.batch_views import BatchViews
@@ -68,7 +67,7 @@ def training_rows(run: PretrainRun) -> tuple[list[Path], np.ndarray, list[str]]:
     return manifest.paths(labelled) + manifest.paths(unlabelled), labels, classes
 
 
-def training_dataset(spec: PretrainStage, images: torch.Tensor, labels: np.ndarray) -> tuple[Any, BatchViews | None]:
+def training_dataset(spec: PretrainStage, images: ImageSource, labels: np.ndarray) -> tuple[Any, BatchViews | None]:
     """The dataset and, for batch views, the module that draws them in the training step.
 
     With ``views.on == "worker"`` the dataset yields augmented views (image by image, in DataLoader
@@ -88,7 +87,7 @@ def pretrain(run: PretrainRun, *, stop_after_epoch: int | None = None) -> FitRes
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, labels, classes = training_rows(run)
     log.info("pretraining on %d images (%d labelled, %d classes)", len(paths), int((labels >= 0).sum()), len(classes))
-    images = to_chw_uint8(decode_images(paths, spec.backbone.image_size, workers=run.decode_workers))
+    images = load_images(paths, spec.backbone.image_size, spec.compute.images, workers=run.decode_workers)
     fabric = make_fabric(spec.compute)
     fabric.seed_everything(spec.engine.seed, verbose=False)
     model = build_model(spec.backbone.architecture, spec.model)
