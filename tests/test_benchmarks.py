@@ -87,3 +87,18 @@ def test_stage_seconds_reads_the_stamped_dvc_log() -> None:
 
     log = "[0.5] Running stage 'data':\n[3.0] x\n[4.5] Running stage 'pretrain@simclr-0':\n[10.0] done"
     assert stage_seconds(log) == [("data", 4.0), ("pretrain@simclr-0", 5.5)]
+
+
+def test_the_scale_benchmark_runs_every_configuration_in_smoke_mode(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Two sizes 10x apart, in memory and on disk, each in its own process; both give the same pseudolabels."""
+    from bench_scale import main
+
+    rows = main(["--smoke", "--work", str(tmp_path), "--out", str(tmp_path / "scale.json")])
+    assert sorted((r["images"], r["storage"]) for r in rows) == [(12, "disk"), (12, "memory"), (120, "disk"),
+                                                                 (120, "memory")]
+    assert all(r["peak_rss_mib"] > 0 and r["train_images_per_second"] > 0 and r["pseudolabel_ms_per_image"] > 0
+               for r in rows)
+    out = capsys.readouterr().out
+    assert "disk peak memory" in out and "DIFFER" not in out and out.count("pseudolabels identical") == 2
+    assert len(list((tmp_path / ".cache" / "images").glob("*.npy"))) == 2  # one cache per set, reused
