@@ -14,6 +14,7 @@ from shared_fixtures import default_part, default_spec
 
 import retailnb.noisy.rounds as rounds
 from retailnb.config.data import SyntheticConfig
+from retailnb.data.cache import DiskImages
 from retailnb.data.manifest import read_manifest
 from retailnb.data.synthetic import generate
 from retailnb.evaluation.quickprobe import load_probe_data
@@ -109,3 +110,29 @@ def test_a_finished_round_of_another_teacher_is_retrained_not_resumed(tmp_path: 
         run_noisy_student(spec, str(tmp_path / "noisy"), source, probe, backbone, teacher.predict_proba(source.unlabelled))
         students.append(torch.load(tmp_path / "noisy" / "round_1" / "backbone.pt", weights_only=True))
     assert any(not torch.equal(students[0][k], students[1][k]) for k in students[0])
+
+
+def test_the_on_disk_cache_gives_the_same_rounds_as_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compute.images: disk trains on and pseudolabels the same bytes in the same order as memory."""
+    monkeypatch.chdir(tmp_path)  # the cache goes in .cache/images here
+    manifest = tiny_manifest(tmp_path / "data")
+    torch.manual_seed(0)
+    save_backbone(tmp_path / "teacher.pt", timm.create_model(ARCH, num_classes=0))
+    probe = load_probe_data(read_manifest(manifest), 32, "probe_train", "probe_test")
+    results = []
+    for storage in ("memory", "disk"):
+        spec = default_spec("noisy", backbone__architecture=ARCH, backbone__image_size=32, compute__accelerator="cpu",
+                            compute__num_workers=0, compute__images=storage, rounds=1, batch_size=8,
+                            pseudo__threshold=0.0, pseudo__balance=False, engine__epochs=1, engine__warmup_epochs=0.0)
+        source = load_source(str(manifest), 32, decode_workers=0, storage=spec.compute.images)
+        backbone, teacher = first_teacher(spec, str(tmp_path / "teacher.pt"), source)
+        probs = teacher.predict_proba(source.unlabelled)
+        rows = run_noisy_student(spec, str(tmp_path / storage), source, probe, backbone, probs)
+        student = torch.load(tmp_path / storage / "round_1" / "student.pt", weights_only=True)
+        results.append((source, probs, rows, student, (tmp_path / storage / "round_1" / "pseudolabels.csv").read_text()))
+    (mem, p_mem, r_mem, s_mem, t_mem), (disk, p_disk, r_disk, s_disk, t_disk) = results
+    assert isinstance(disk.unlabelled, DiskImages) and isinstance(mem.unlabelled, torch.Tensor)
+    assert torch.equal(disk.labelled[:], mem.labelled) and torch.equal(disk.unlabelled[:], mem.unlabelled)
+    assert np.array_equal(p_disk, p_mem) and t_disk == t_mem
+    assert all(torch.allclose(s_disk[k].float(), s_mem[k].float(), atol=1e-5) for k in s_mem)
+    assert r_disk[1].train_loss == pytest.approx(r_mem[1].train_loss, abs=1e-5)

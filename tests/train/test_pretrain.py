@@ -138,3 +138,15 @@ def test_two_process_ddp_run_on_cpu(manifest: Path, tmp_path: Path) -> None:
     assert info["spec"]["compute"]["devices"] == 2
     assert all(torch.isfinite(torch.tensor(v)).all() for v in info["history"]["loss"])
     assert (tmp_path / "backbone.pt").is_file()
+
+
+def test_the_on_disk_cache_trains_the_same_weights_as_memory(manifest: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """compute.images: disk feeds the same batches as memory, so the same seeds give the same backbone."""
+    monkeypatch.chdir(tmp_path)  # the cache goes in .cache/images here, outside every output folder
+    pretrain(tiny_run(manifest, tmp_path / "memory", engine__epochs=1, engine__warmup_epochs=0.0))
+    pretrain(tiny_run(manifest, tmp_path / "disk", engine__epochs=1, engine__warmup_epochs=0.0, compute__images="disk"))
+    assert len(list((tmp_path / ".cache" / "images").glob("*.npy"))) == 1
+    a = torch.load(tmp_path / "memory" / "backbone.pt", weights_only=True)
+    b = torch.load(tmp_path / "disk" / "backbone.pt", weights_only=True)
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
