@@ -324,8 +324,10 @@ def test_a_corrupt_resume_state_says_how_to_discard_it(tmp_path: Path) -> None:
 
     state = tmp_path / "train_state.pt"
     state.write_bytes(b"PK\x03\x04" + b"\0" * 100)  # a zip header, cut short: as a kill mid-copy leaves
-    with pytest.raises(CheckpointError, match=rf"resume state of an interrupted training run; delete it \(rm {state}\)"):
+    with pytest.raises(CheckpointError, match=rf"resume state of an interrupted training run; delete it \(rm {state}\) "
+                                              r"or set compute.resume: never"):
         can_resume(state, "key")
+    assert not can_resume(state, "key", "never")  # compute.resume: never does not even read it
     state.unlink()
     assert not can_resume(state, "key")
 

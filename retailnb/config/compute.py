@@ -31,6 +31,9 @@ class ComputeSpec(Spec):
         images: where decoded training images are held: ``memory`` (one tensor, fastest while it fits)
             or ``disk`` (the on-disk cache of :mod:`retailnb.data.cache`, read a batch at a time, so
             memory does not grow with the number of images).
+        resume: ``auto`` continues an interrupted run from its saved state (same parameters and data);
+            ``never`` ignores any saved state and trains from the start, overwriting it (the way out of a
+            corrupt ``train_state.pt``).
     """
 
     accelerator: Accelerator
@@ -40,6 +43,7 @@ class ComputeSpec(Spec):
     num_workers: NonNegativeInt
     channels_last: bool
     images: Literal["memory", "disk"]
+    resume: Literal["auto", "never"]
 
 
 def check_warmup(epochs: int, warmup_epochs: float, epochs_key: str = "epochs") -> None:

@@ -95,11 +95,12 @@ class EarlyStopping:
     trained again.
     """
 
-    def __init__(self, x_val: np.ndarray, y_val: np.ndarray, patience: int, best_path: Path, run_key: str) -> None:
+    def __init__(self, x_val: np.ndarray, y_val: np.ndarray, patience: int, best_path: Path, run_key: str,
+                 resume: bool = True) -> None:
         self.x_val, self.y_val, self.patience, self.best_path, self.run_key = x_val, y_val, patience, best_path, run_key
         self.best_accuracy, self.best_epoch, self.last_epoch, self.finished = -1.0, -1, -1, False
         self.best_state: dict[str, torch.Tensor] | None = None
-        if best_path.is_file():
+        if resume and best_path.is_file():
             saved = load_checkpoint(best_path)
             extra = saved.get("extra", {})
             if extra.get("run_key") == run_key:
@@ -143,7 +144,8 @@ def _train_one(architecture: str, backbone_state: dict[str, torch.Tensor] | None
     x_train, y_train = train
     run_key = (f"finetune:{architecture}:{'pretrained' if backbone_state is not None else 'random'}:{len(y_train)}:"
                f"{lr}:{spec.model_dump_json()}:{compute.model_dump_json()}")
-    stopper = EarlyStopping(val[0], val[1], spec.patience, state_dir / "best.pt", run_key)
+    stopper = EarlyStopping(val[0], val[1], spec.patience, state_dir / "best.pt", run_key,
+                            resume=compute.resume == "auto")
     if not stopper.finished:
         targets = torch.eye(n_classes)[torch.as_tensor(np.asarray(y_train), dtype=torch.long)]
         dataset = TargetDataset(to_chw_uint8(np.ascontiguousarray(x_train)), targets,

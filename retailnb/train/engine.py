@@ -143,23 +143,25 @@ def data_digest(*parts: torch.Tensor | np.ndarray | DiskImages | Mapping[str, to
     return digest.hexdigest()
 
 
-def can_resume(state_path: str | Path, run_key: str) -> bool:
-    """Whether ``state_path`` holds a training state of this very run (same ``run_key``).
+def can_resume(state_path: str | Path, run_key: str, resume: str = "auto") -> bool:
+    """Whether ``state_path`` holds a training state of this very run (same ``run_key``) to continue.
 
     The key is the serialised spec of the run: a state left by a run with other parameters (DVC keeps
     the folder with ``persist``) must not be continued, or a changed parameter would be silently ignored.
+    With ``resume="never"`` (``compute.resume``) no state is continued, nor even read.
 
     Raises:
         CheckpointError: the file is no loadable checkpoint; the message says how to discard it.
     """
     path = Path(state_path)
-    if not path.is_file():
+    if resume == "never" or not path.is_file():
         return False
     try:
         state = load_checkpoint(path)
     except CheckpointError as err:  # a state that can never load would block every rerun of the stage
         raise CheckpointError(path, f"{err.problem}. It is the resume state of an interrupted training run; "
-                              f"delete it (rm {path}) to train this run from the start") from None
+                              f"delete it (rm {path}) or set compute.resume: never to train this run from "
+                              "the start") from None
     return state.get("extra", {}).get("run_key") == run_key
 
 
@@ -212,7 +214,7 @@ def fit(
     wrapped, optimizer = fabric.setup(model, optimizer)
     start_epoch, history = 0, defaultdict(list)
     images, data_s, step_s = 0, 0.0, 0.0
-    if can_resume(state_path, run_key):
+    if can_resume(state_path, run_key, compute.resume):
         # after setup, so the optimiser state lands on the parameters' device
         resume = load_training_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler)
         start_epoch, history = resume.epoch + 1, defaultdict(list, resume.extra.get("history", {}))

@@ -107,7 +107,7 @@ def pretrain(run: PretrainRun, *, stop_after_epoch: int | None = None) -> FitRes
     )
     # the parameters and the data: a finished state of other images must not be "resumed" (see data_digest)
     run_key = json.dumps({"spec": spec.model_dump(mode="json"), "data": data_digest(images, labels)}, sort_keys=True)
-    resuming = can_resume(out_dir / "train_state.pt", run_key)
+    resuming = can_resume(out_dir / "train_state.pt", run_key, spec.compute.resume)
     if resuming:
         log.info("resuming from %s", out_dir / "train_state.pt")
     live = _live(run.live_dir, resume=resuming) if run.live_dir and fabric.is_global_zero else None

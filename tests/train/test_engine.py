@@ -41,3 +41,30 @@ def test_on_epoch_end_returning_true_stops_the_run(tmp_path: Path, capsys: pytes
     assert [line.split(";")[0] for line in lines] == [f"toy: epoch {e}/6: loss {h:.4g}" for e, h in
                                                       zip((1, 2), result.history["loss"])]
     assert "about" in lines[0] and "left" in lines[0]
+
+
+@pytest.mark.parametrize("resume", ["auto", "never"])
+def test_compute_resume_never_trains_over_a_corrupt_state_that_auto_refuses(tmp_path: Path, resume: str) -> None:
+    from retailnb.models.checkpoint import CheckpointError, load_checkpoint
+
+    spec = default_spec("pretrain", "simclr")
+    compute = spec.compute.model_copy(update={"num_workers": 0, "accelerator": "cpu", "channels_last": False,
+                                              "resume": resume})
+    engine = spec.engine.model_copy(update={"epochs": 2, "warmup_epochs": 0.0})
+    dataset = torch.utils.data.TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
+    sampler = EpochBatchSampler(np.full(16, -1), batch_size=8, images_per_class=2, supcon_fraction=0.0, seed=0)
+    state = tmp_path / "state.pt"
+    state.write_bytes(b"PK\x03\x04" + b"\0" * 100)  # what a kill mid-copy leaves
+
+    def loss(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        return {"loss": nn.functional.cross_entropy(model(batch[0]), batch[1])}
+
+    def run() -> Any:
+        return fit(make_fabric(compute), nn.Linear(4, 2), dataset, sampler, loss, engine, compute, state_path=state,
+                   run_key="k")
+
+    if resume == "auto":
+        with pytest.raises(CheckpointError, match="compute.resume: never"):
+            run()
+    else:
+        assert run().epochs_run == 2 and load_checkpoint(state)["epoch"] == 1  # trained from the start, overwritten
