@@ -22,7 +22,12 @@ class ComputeSpec(Spec):
 
     Attributes:
         accelerator: Fabric accelerator.
-        devices: devices per node; more than one runs the stage under ``torchrun``.
+        devices: devices (processes) per node; more than one, or more than one node, runs the stage under
+            ``torchrun``.
+        nnodes: machines taking part in the run; more than one needs ``rdzv_endpoint``.
+        node_rank: this machine's index among the ``nnodes`` (0 on the one whose rank 0 writes the outputs).
+        rdzv_endpoint: ``host:port`` where the nodes meet (torchrun's c10d rendezvous, served by the node
+            at that address); empty for a single-node run (torchrun's ``--standalone``).
         strategy: Fabric strategy (``auto`` picks DDP when several processes run).
         precision: ``auto`` picks bf16 mixed precision on CUDA and fp32 elsewhere, or a Fabric value.
         num_workers: DataLoader worker processes for augmentation.
@@ -38,12 +43,29 @@ class ComputeSpec(Spec):
 
     accelerator: Accelerator
     devices: PositiveInt
+    nnodes: PositiveInt
+    node_rank: NonNegativeInt
+    rdzv_endpoint: str
     strategy: str
     precision: Precision
     num_workers: NonNegativeInt
     channels_last: bool
     images: Literal["memory", "disk"]
     resume: Literal["auto", "never"]
+
+    @model_validator(mode="after")
+    def _nodes_meet_somewhere(self) -> ComputeSpec:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"compute.node_rank ({self.node_rank}) must be below compute.nnodes ({self.nnodes})")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(f"compute.nnodes is {self.nnodes}: set compute.rdzv_endpoint to the host:port where the "
+                             "nodes meet")
+        return self
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the stage runs in several processes (under ``torchrun``)."""
+        return self.devices > 1 or self.nnodes > 1
 
 
 def check_warmup(epochs: int, warmup_epochs: float, epochs_key: str = "epochs") -> None:

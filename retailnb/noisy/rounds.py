@@ -23,6 +23,7 @@ from retailnb.data.manifest import encode_labels, portable_path, read_manifest
 from retailnb.evaluation.quickprobe import ProbeData, probe_scores
 from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import atomic_torch_save
+from retailnb.models.sharded import broadcast_state, sharded_rows
 from retailnb.models.classifier import (
     EmbeddingStudent,
     StudentObjective,
@@ -155,7 +156,8 @@ def run_noisy_student(spec: NoisyStage, out_dir: str, source: SourceImages, prob
         # NaN (no selected image with known truth) is written as null: JSON has no NaN
         quality = {k: None if v != v else v for k, v in selection_quality(selection, source.truth).items()}
         table = pseudolabel_table(source.unlabelled_paths, selection, source.classes, source.truth_names)
-        write_pseudolabel_table(table, folder / "pseudolabels.csv")
+        if fabric.is_global_zero:
+            write_pseudolabel_table(table, folder / "pseudolabels.csv")
         data = data_digest(dataset.images, dataset.targets, backbone_weights)
         fabric.seed_everything(noisy.engine.seed + r, verbose=False)
         student = build_student(
@@ -181,6 +183,7 @@ def run_noisy_student(spec: NoisyStage, out_dir: str, source: SourceImages, prob
             noisy.engine, spec.compute, state_path=folder / "train_state.pt", run_key=round_key(spec, r, data),
             label=f"noisy student round {r}",
         )
+        broadcast_state(student)  # every process scores and pseudolabels with the network rank 0 saves
         backbone_weights = backbone_state(student)
         if fabric.is_global_zero:
             atomic_torch_save(student.state_dict(), folder / "student.pt")
@@ -195,8 +198,15 @@ def run_noisy_student(spec: NoisyStage, out_dir: str, source: SourceImages, prob
             "images": len(dataset),
         }))
         log.info("round %d: %s", r, rows[-1])
-        probs = network_probabilities(student, source.unlabelled)
+        probs = student_probabilities(student, source.unlabelled)
     return rows
+
+
+def student_probabilities(student: torch.nn.Module, images: ImageSource, batch_size: int = 256) -> np.ndarray:
+    """The next teacher's probabilities on ``images``, batches shared out among the processes of a distributed
+    run (:func:`~retailnb.models.sharded.sharded_rows`), every row in every process."""
+    return sharded_rows(lambda start, stop: network_probabilities(student, images[start:stop]),
+                        int(images.shape[0]), batch_size)
 
 
 PLOTTED_ACCURACY = ("round", "probe_accuracy", "knn_accuracy")

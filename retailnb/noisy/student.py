@@ -21,7 +21,7 @@ from torch import nn
 
 from retailnb.data.cache import DiskImages
 from retailnb.evaluation.probe import fit_logistic_probe
-from retailnb.models.inference import extract_features
+from retailnb.models.sharded import sharded_features
 
 TEACHER_CLASSIFIERS = ("logreg", "linear")
 
@@ -36,8 +36,12 @@ class FeatureTeacher:
     stats: tuple[np.ndarray, np.ndarray] | None = None  # feature mean and std for the linear head
 
     def predict_proba(self, images: np.ndarray | torch.Tensor | DiskImages) -> np.ndarray:
-        """Class probabilities of un-augmented ``images`` (uint8), rows summing to 1."""
-        features = extract_features(self.backbone, images)
+        """Class probabilities of un-augmented ``images`` (uint8), rows summing to 1.
+
+        In a distributed run the processes share the forward passes (:mod:`retailnb.models.sharded`) and
+        each gets every row, identical to a one-process run's.
+        """
+        features = sharded_features(self.backbone, images)
         if self.kind == "logreg":
             return np.asarray(self.classifier.predict_proba(features), dtype=np.float64)  # type: ignore[attr-defined]
         with torch.no_grad():
@@ -75,7 +79,7 @@ def fit_feature_teacher(
     """
     if classifier not in TEACHER_CLASSIFIERS:
         raise ValueError(f"noisy.teacher_classifier must be one of {TEACHER_CLASSIFIERS}, got {classifier!r}")
-    features = extract_features(backbone, images)
+    features = sharded_features(backbone, images)
     y = np.asarray(labels)
     if classifier == "logreg":
         return FeatureTeacher(backbone, fit_logistic_probe(features, y, seed=seed), "logreg")

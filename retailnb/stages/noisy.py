@@ -1,19 +1,33 @@
-"""The noisy-student stage: every round trained, scored on the target, and written with its plot data."""
+"""The noisy-student stage: every round trained, scored on the target, and written with its plot data.
+
+With ``compute.devices > 1`` (or several nodes) :func:`run` starts the stage under ``torchrun`` through
+:func:`retailnb.train.launch.launch`, as ``python -m retailnb.stages.noisy RUN.json``: every process decodes
+the images, the teacher's forward passes over the unlabelled pool are shared out among them and gathered in
+order (the pseudolabel table is the one-process run's), each student trains with DDP, and rank 0 alone
+writes the outputs, which the calling process then reads.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from retailnb.atomic import atomic_write_text
+from retailnb.config.base import Spec
 from retailnb.config.noisy import NoisyStage
 from retailnb.data.manifest import read_manifest
 from retailnb.evaluation.quickprobe import load_probe_data
+from retailnb.models.sharded import process_group
 from retailnb.noisy.pseudolabels import threshold_curve
 from retailnb.noisy.rounds import first_teacher, load_source, plot_rows, run_noisy_student
-from retailnb.records import NoisyRecord
+from retailnb.records import NoisyRecord, read_record
+from retailnb.train.engine import make_fabric
+from retailnb.train.launch import launch, under_torchrun
 
 
 @dataclass(frozen=True)
@@ -45,11 +59,34 @@ class NoisyResult:
     threshold_curve: list[dict[str, float]]
 
 
+class NoisyRun(Spec):
+    """The stage's spec and paths, as JSON for the ``torchrun`` workers."""
+
+    spec: NoisyStage
+    paths: NoisyPaths
+
+
 CURVE_THRESHOLDS = [float(t) for t in np.linspace(0.0, 0.95, 20)]
+
+CURVE_FILE = "threshold_curve.json"
+"""Round 1's teacher's precision and coverage per threshold, in ``out_dir`` (read back after a distributed run)."""
 
 
 def run(spec: NoisyStage, paths: NoisyPaths) -> NoisyResult:
-    """Decode the source once, fit round 1's teacher once, run every round, write record and plot data."""
+    """Run the stage here, or under ``torchrun`` when ``spec.compute`` is distributed; see :func:`run_here`."""
+    if spec.compute.distributed and not under_torchrun():
+        launch("retailnb.stages.noisy", NoisyRun(spec=spec, paths=paths), Path(paths.out_dir) / "run.json",
+               spec.compute)
+        curve = json.loads((Path(paths.out_dir) / CURVE_FILE).read_text())
+        return NoisyResult(record=read_record(NoisyRecord, paths.metrics), threshold_curve=curve)
+    return run_here(spec, paths)
+
+
+def run_here(spec: NoisyStage, paths: NoisyPaths) -> NoisyResult:
+    """Decode the source once, fit round 1's teacher once, run every round, write record and plot data.
+
+    In a distributed run every process calls it; rank 0 alone writes.
+    """
     source = load_source(paths.manifest, spec.backbone.image_size, storage=spec.compute.images)
     probe = load_probe_data(read_manifest(paths.manifest), spec.backbone.image_size, "probe_train", "probe_test")
     backbone, teacher = first_teacher(spec, paths.teacher_backbone, source)
@@ -57,8 +94,26 @@ def run(spec: NoisyStage, paths: NoisyPaths) -> NoisyResult:
     curve = threshold_curve(probs, source.truth, CURVE_THRESHOLDS)
     rounds = run_noisy_student(spec, paths.out_dir, source, probe, backbone, probs)
     record = NoisyRecord(rounds=rounds, best_round=max(rounds, key=lambda row: row.probe_accuracy).round)
-    record.write(paths.metrics)
-    accuracy, quality = plot_rows(rounds)
-    atomic_write_text(paths.rounds_plot, json.dumps(accuracy, indent=2) + "\n")
-    atomic_write_text(paths.pseudolabels_plot, json.dumps(quality, indent=2) + "\n")
+    if process_group()[0] == 0:
+        record.write(paths.metrics)
+        accuracy, quality = plot_rows(rounds)
+        atomic_write_text(paths.rounds_plot, json.dumps(accuracy, indent=2) + "\n")
+        atomic_write_text(paths.pseudolabels_plot, json.dumps(quality, indent=2) + "\n")
+        Path(paths.out_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(paths.out_dir) / CURVE_FILE, json.dumps(curve, indent=2) + "\n")
     return NoisyResult(record=record, threshold_curve=curve)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line used under ``torchrun``: ``python -m retailnb.stages.noisy RUN.json``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run", type=Path, help="JSON of a NoisyRun (NoisyRun.model_dump_json)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    job = NoisyRun.model_validate_json(args.run.read_text())
+    make_fabric(job.spec.compute)  # joins the process group before the teacher's shared inference
+    run_here(job.spec, job.paths)
+
+
+if __name__ == "__main__":
+    main()

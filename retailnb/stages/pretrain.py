@@ -12,8 +12,7 @@ from retailnb.data.manifest import read_manifest
 from retailnb.evaluation.quickprobe import ProbeData, load_probe_data, probe_scores
 from retailnb.models.backbone import create_backbone
 from retailnb.records import PretrainRecord, ProbeScores, TrainSummary
-from retailnb.train.launch import run_pretrain
-from retailnb.train.pretrain import PretrainRun
+from retailnb.train.pretrain import PretrainRun, run_pretrain
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,7 @@ def make_fabric(compute: ComputeSpec) -> Fabric:
     fabric = Fabric(
         accelerator=compute.accelerator,
         devices=compute.devices,
+        num_nodes=compute.nnodes,
         strategy=compute.strategy,
         precision=resolve_precision(compute.precision, compute.accelerator),  # type: ignore[arg-type]
     )

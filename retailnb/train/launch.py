@@ -1,47 +1,60 @@
-"""Run a training run here or, for several devices, under ``torchrun`` with one process per device.
+"""Run a stage here or, for several devices or nodes, under ``torchrun`` with one process per device.
 
-A notebook kernel cannot host several DDP processes, so with ``devices > 1`` the run is written as JSON
-and the stage's command line module is started with ``python -m torch.distributed.run``; Fabric inside
-each process picks up the rank and world size (NCCL on GPUs, gloo on CPUs).
+A notebook kernel cannot host several DDP processes, so with ``compute.devices > 1`` (or
+``compute.nnodes > 1``) the stage's run is written as JSON and the stage's command line module is started
+with ``python -m torch.distributed.run``; Fabric inside each process picks up the rank and world size
+(NCCL on GPUs, gloo on CPUs). Every distributed stage goes through :func:`launch`: pretraining
+(:func:`retailnb.train.pretrain.run_pretrain`) and the noisy student (:mod:`retailnb.stages.noisy`). Rank 0
+alone writes the outputs; the calling process reads them back. The module knows no stage, so a stage's
+code dependencies do not grow by another stage's.
+
+Multi-node runs are configuration: ``compute.nnodes``, ``compute.node_rank`` and ``compute.rdzv_endpoint``
+become torchrun's own arguments, and every node runs the same stage with its own ``node_rank``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from retailnb.atomic import atomic_write_text
-from retailnb.train.pretrain import PretrainRun, pretrain
+from retailnb.config.base import Spec
+from retailnb.config.compute import ComputeSpec
 
 
-def torchrun_command(module: str, spec_path: Path, nproc: int) -> list[str]:
-    """The ``torchrun`` command line that runs ``module``'s ``main`` on ``spec_path`` in ``nproc`` processes."""
+def under_torchrun() -> bool:
+    """Whether this process is one of torchrun's workers (it then runs its share of the stage itself)."""
+    return "LOCAL_RANK" in os.environ
+
+
+def rendezvous_args(compute: ComputeSpec) -> list[str]:
+    """torchrun's node arguments: ``--standalone`` on one node, else the c10d rendezvous of ``compute``.
+
+    The rendezvous id names the run, so that nodes of another run meeting at the same endpoint are not
+    mixed with it.
+    """
+    if compute.nnodes == 1 and not compute.rdzv_endpoint:
+        return ["--standalone"]
+    return [f"--nnodes={compute.nnodes}", f"--node-rank={compute.node_rank}", "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={compute.rdzv_endpoint}", "--rdzv-id=retailnb"]
+
+
+def torchrun_command(module: str, spec_path: Path, compute: ComputeSpec) -> list[str]:
+    """The ``torchrun`` command line that runs ``module``'s ``main`` on ``spec_path`` as ``compute`` places it."""
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        "-m", module, str(spec_path),
+        sys.executable, "-m", "torch.distributed.run", *rendezvous_args(compute),
+        f"--nproc-per-node={compute.devices}", "-m", module, str(spec_path),
     ]
 
 
-def run_pretrain(run: PretrainRun) -> dict[str, Any]:
-    """Pretrain (in this process, or under torchrun when ``compute.devices > 1``) and return the run's info.
-
-    Returns:
-        The content of ``out_dir/backbone.json``: backbone, sizes, throughput and loss history.
+def launch(module: str, run: Spec, run_path: Path, compute: ComputeSpec) -> None:
+    """Write ``run`` to ``run_path`` and run ``python -m module run_path`` under torchrun; wait for it.
 
     Raises:
         subprocess.CalledProcessError: a distributed run failed (its output names the cause).
     """
-    out_dir = Path(run.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    devices = run.spec.compute.devices
-    if devices > 1 and "LOCAL_RANK" not in os.environ:
-        run_path = atomic_write_text(out_dir / "run.json", run.model_dump_json(indent=2))
-        subprocess.run(torchrun_command("retailnb.train.pretrain", run_path, devices), check=True)
-    else:
-        pretrain(run)
-    info: dict[str, Any] = json.loads((out_dir / "backbone.json").read_text())
-    return info
+    run_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_path, run.model_dump_json(indent=2))
+    subprocess.run(torchrun_command(module, run_path, compute), check=True)

@@ -2,7 +2,7 @@
 
 ``pretrain(run)`` runs in the calling process (CPU or one GPU). For several GPUs (or several CPU
 processes) the same run is written to JSON and run under ``torchrun`` through this module's command
-line, ``python -m retailnb.train.pretrain RUN.json``; :func:`retailnb.train.launch.run_pretrain` does that.
+line, ``python -m retailnb.train.pretrain RUN.json``; :func:`run_pretrain` does that.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from retailnb.models.checkpoint import save_backbone
 from retailnb.train.contrastive import ContrastiveObjective, build_model
 from retailnb.train.datasets import ImageSource, MultiViewDataset, TargetDataset, load_images
 from retailnb.train.engine import FitResult, can_resume, data_digest, fit, make_fabric
+from retailnb.train.launch import launch, under_torchrun
 from retailnb.train.sampler import EpochBatchSampler
 from retailnb.transforms.batch_views import BatchViews
 from retailnb.transforms.views import retail_view_transform
@@ -145,6 +146,25 @@ def pretrain(run: PretrainRun, *, stop_after_epoch: int | None = None) -> FitRes
         }
         atomic_write_text(out_dir / "backbone.json", json.dumps(info, indent=2) + "\n")
     return result
+
+
+def run_pretrain(run: PretrainRun) -> dict[str, Any]:
+    """Pretrain (in this process, or under torchrun when ``compute`` is distributed) and return the run's info.
+
+    Returns:
+        The content of ``out_dir/backbone.json``: backbone, sizes, throughput and loss history.
+
+    Raises:
+        subprocess.CalledProcessError: a distributed run failed (its output names the cause).
+    """
+    out_dir = Path(run.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if run.spec.compute.distributed and not under_torchrun():
+        launch("retailnb.train.pretrain", run, out_dir / "run.json", run.spec.compute)
+    else:
+        pretrain(run)
+    info: dict[str, Any] = json.loads((out_dir / "backbone.json").read_text())
+    return info
 
 
 def _live(live_dir: str, resume: bool) -> Any:

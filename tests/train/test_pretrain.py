@@ -23,8 +23,7 @@ from retailnb.train.contrastive import (
 )
 from retailnb.models.checkpoint import load_checkpoint
 from retailnb.train.engine import can_resume
-from retailnb.train.launch import run_pretrain
-from retailnb.train.pretrain import PretrainRun, pretrain
+from retailnb.train.pretrain import PretrainRun, pretrain, run_pretrain
 
 BACKBONE = "test_resnet"  # timm's tiny test model: a real CNN, random init, no download
 

@@ -1,0 +1,59 @@
+"""The noisy-student stage under a 2-process gloo ``torchrun`` against the same stage in one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from shared_fixtures import default_part, default_spec
+
+from retailnb.config.data import SyntheticConfig
+from retailnb.data.synthetic import generate
+from retailnb.models.checkpoint import save_backbone
+from retailnb.stages.noisy import NoisyPaths, run
+
+ARCH = "test_resnet"
+
+
+def tiny_manifest(out: Path) -> Path:
+    """A tiny synthetic dataset at 32 px: 4 labelled and 2 unlabelled-only source SKUs, one target family."""
+    config = default_part(
+        SyntheticConfig, "data.synthetic",
+        n_source_families=2, n_monitor_families=1, n_target_families=1, skus_per_family=3, labelled_fraction=0.67,
+        catalogue_per_sku=1, labelled_shelf_per_sku=3, unlabelled_shelf_per_sku=3, monitor_train_per_sku=1,
+        monitor_test_per_sku=1, probe_train_shelf_per_sku=2, probe_test_per_sku=1, image_size=32,
+    )
+    return generate(config, out, workers=1)
+
+
+def stage_paths(root: Path, manifest: Path, teacher: Path) -> NoisyPaths:
+    return NoisyPaths(manifest=str(manifest), teacher_backbone=str(teacher), out_dir=str(root / "noisy"),
+                      metrics=str(root / "noisy.json"), rounds_plot=str(root / "rounds.json"),
+                      pseudolabels_plot=str(root / "pseudolabels.json"))
+
+
+def test_two_processes_pseudolabel_identically_train_the_student_and_resume(tmp_path: Path) -> None:
+    """Teacher inference shared out between 2 processes gives the 1-process pseudolabel table byte for byte;
+    the student trains with DDP, rank 0 writes, and a rerun resumes the finished round instead of training."""
+    manifest = tiny_manifest(tmp_path / "data")
+    torch.manual_seed(0)
+    save_backbone(tmp_path / "teacher.pt", timm.create_model(ARCH, num_classes=0))
+    results = {}
+    for devices in (1, 2):
+        spec = default_spec("noisy", backbone__architecture=ARCH, backbone__image_size=32, compute__accelerator="cpu",
+                            compute__num_workers=0, compute__devices=devices, rounds=1, batch_size=8,
+                            engine__epochs=1, engine__warmup_epochs=0.0)
+        paths = stage_paths(tmp_path / f"devices_{devices}", manifest, tmp_path / "teacher.pt")
+        results[devices] = (paths, run(spec, paths))
+    (one, first), (two, second) = results[1], results[2]
+    table = Path(one.out_dir, "round_1", "pseudolabels.csv").read_bytes()
+    assert Path(two.out_dir, "round_1", "pseudolabels.csv").read_bytes() == table and table.count(b"\n") > 1
+    assert second.threshold_curve == first.threshold_curve
+    assert [r.round for r in second.record.rounds] == [0, 1]
+    assert second.record.rounds[0] == first.record.rounds[0]  # round 0: the same teacher backbone
+    student = torch.load(Path(two.out_dir, "round_1", "student.pt"), weights_only=True)
+    again = run(spec, two)  # the finished round's state is resumed: nothing trains, the same student
+    resumed = torch.load(Path(two.out_dir, "round_1", "student.pt"), weights_only=True)
+    assert all(torch.equal(student[k], resumed[k]) for k in student)
+    assert again.record == second.record
