@@ -287,7 +287,7 @@ def our_model(
 ) -> tuple[nn.Module, ContrastiveObjective, torch.optim.Optimizer]:
     """Our model, objective (NT-Xent + SupCon) and SGD optimiser, seeded alike for (b), (c) and (d)."""
     torch.manual_seed(args.seed)
-    model = build_model(spec.backbone.architecture, spec.model)
+    model = build_model(spec.backbone.architecture, spec.model, spec.variant)
     if not args.no_channels_last:
         use_channels_last(model)  # as the engine does by default (compute.channels_last)
     model.train()

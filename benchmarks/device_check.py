@@ -172,7 +172,7 @@ def retailnb_throughput(images: torch.Tensor, args: argparse.Namespace, device: 
     dataset, views = training_dataset(spec, images, labels)
     fabric = make_fabric(spec.compute)
     fabric.seed_everything(0, verbose=False)
-    model = build_model(spec.backbone.architecture, spec.model)
+    model = build_model(spec.backbone.architecture, spec.model, spec.variant)
     objective = ContrastiveObjective(spec.variant, spec.model, augment=views.to(fabric.device) if views else None)
     sampler = EpochBatchSampler(labels, batch_size=spec.sampler.batch_size, images_per_class=spec.sampler.images_per_class,
                                 supcon_fraction=spec.sampler.supcon_fraction, seed=0)

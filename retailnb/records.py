@@ -79,7 +79,7 @@ class PretrainRecord(Record):
 
     Attributes:
         variant: the pretraining variant.
-        objectives: the weight of each objective (``simclr``, ``supcon``; 0: switched off), so the report
+        objectives: the weight of each objective (``simclr``, ``supcon``, ``simsiam``; 0: off), so the report
             knows which variants combine which objectives whatever they are named.
         monitor: ``pretrained`` and ``random_init`` scores on the monitor split.
         train: throughput and final loss.

@@ -18,7 +18,7 @@ from retailnb.records import DataRecord, IntervalRecord, NoisyRecord, PretrainRe
 from retailnb.summary import noisy_rounds
 from retailnb.tables import markdown_table
 
-OBJECTIVE_NAMES = {"simclr": "SimCLR", "supcon": "SupCon"}
+OBJECTIVE_NAMES = {"simclr": "SimCLR", "supcon": "SupCon", "simsiam": "SimSiam"}
 """How the report writes each pretraining objective of :attr:`PretrainRecord.objectives`."""
 
 _PROBE_KEY = re.compile(r"^probe_(\d+|all)$")

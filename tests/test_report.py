@@ -93,10 +93,11 @@ def per_seed(seeds: tuple[int, ...] = SEEDS, **fields: Any) -> dict[int, Evaluat
     return {s: record(evaluate_metrics(s), **fields) for s in seeds}
 
 
-def pretrain_record(variant: str, simclr: float, supcon: float) -> PretrainRecord:
+def pretrain_record(variant: str, simclr: float, supcon: float, simsiam: float = 0.0) -> PretrainRecord:
     scores = {"pretrained": ProbeScores(knn_accuracy=0.5, probe_accuracy=0.6, probe_c=1.0),
               "random_init": ProbeScores(knn_accuracy=0.1, probe_accuracy=0.2, probe_c=1.0)}
-    return PretrainRecord(variant=variant, objectives={"simclr": simclr, "supcon": supcon}, monitor=scores,
+    objectives = {"simclr": simclr, "supcon": supcon, "simsiam": simsiam}
+    return PretrainRecord(variant=variant, objectives=objectives, monitor=scores,
                           train=TrainSummary(images_per_second=100.0, final_loss=1.0), history={"loss": [2.0, 1.0]})
 
 
@@ -257,6 +258,26 @@ def test_combinations_come_from_the_records_objectives_not_the_variant_names() -
     lines = verdicts(summarize_target("prepared", runs, 0.95), renamed)
     assert any(line.startswith("SimCLR + SupCon beats SimCLR alone on probe accuracy with all images") for line in lines)
     assert not any("SupCon alone" in line for line in lines)  # "sup" has no row in the table
+
+
+def test_a_simsiam_variant_reads_as_simsiam_in_the_ablation() -> None:
+    """The commented-out ``simsiam`` variant of params.yaml: its row is labelled SimSiam, and a variant that
+    adds SimSiam to SimCLR is judged against each alone."""
+    with_simsiam = {**PRETRAIN, "simsiam": pretrain_record("simsiam", 0.0, 0.0, 1.0),
+                    "simclr_simsiam": pretrain_record("simclr_simsiam", 1.0, 0.0, 1.0)}
+    monitor = table_rows(monitor_table_markdown([with_simsiam]))
+    labels = {row[0]: row[1] for row in monitor[2:]}
+    assert labels == {"`simclr`": "SimCLR", "`supcon`": "SupCon", "`simclr_supcon`": "SimCLR + SupCon",
+                      "`simsiam`": "SimSiam", "`simclr_simsiam`": "SimCLR + SimSiam"}
+    assert combination_pairs(with_simsiam)[-2:] == [("simclr_simsiam", "simclr"), ("simclr_simsiam", "simsiam")]
+    runs = {}
+    for s in SEEDS:
+        evaluate = evaluate_metrics(s)
+        evaluate["methods"]["simclr_simsiam"] = evaluate["methods"].pop("simclr_supcon")
+        evaluate["methods"]["simsiam"] = evaluate["methods"]["simclr"]
+        runs[s] = record(evaluate, main_variant="simclr_simsiam")
+    lines = verdicts(summarize_target("prepared", runs, 0.95), with_simsiam)
+    assert any("SimCLR + SimSiam" in line and "SimSiam alone" in line for line in lines), lines
 
 
 def test_results_markdown_has_a_headed_table_per_target() -> None:

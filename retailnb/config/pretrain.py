@@ -34,11 +34,12 @@ class ContrastiveModelSpec(Spec):
         weights: ``none`` (random init), ``hub`` (timm's weights; needs network) or a local weights file.
         drop_rate: dropout before the (removed) classifier.
         drop_path_rate: stochastic depth.
-        proj_hidden_dim: hidden width of the SimCLR projection head.
+        proj_hidden_dim: hidden width of the projection head (SimCLR's, and SimSiam's when it is on).
         proj_dim: output width of the projection head.
+        pred_hidden_dim: bottleneck width of SimSiam's prediction head (only built when SimSiam is on).
         temperature: softmax temperature of both losses, > 0 (a negative one trains the opposite
             objective).
-        n_views: augmented views per image (SimCLR uses the first two; SupCon all).
+        n_views: augmented views per image (SimCLR and SimSiam use the first two; SupCon all).
     """
 
     weights: str
@@ -46,6 +47,7 @@ class ContrastiveModelSpec(Spec):
     drop_path_rate: Probability
     proj_hidden_dim: PositiveInt
     proj_dim: PositiveInt
+    pred_hidden_dim: PositiveInt
     temperature: PositiveFloat
     n_views: Annotated[int, Field(ge=2)]
 
@@ -72,16 +74,30 @@ class Objectives(Spec):
     Attributes:
         simclr_weight: NT-Xent over every source image, labelled or not.
         supcon_weight: supervised contrastive over the labelled images.
+        simsiam_weight: SimSiam (negative cosine similarity of predicted and stop-gradient projections, no
+            negatives) over every source image, labelled or not; its heads exist only when it is > 0.
     """
 
     simclr_weight: NonNegativeFloat
     supcon_weight: NonNegativeFloat
+    simsiam_weight: NonNegativeFloat
 
     @model_validator(mode="after")
     def _one_objective_on(self) -> Objectives:
-        if self.simclr_weight == 0 and self.supcon_weight == 0:
-            raise ValueError("switch on at least one objective: simclr_weight or supcon_weight must be > 0")
+        if not self.contrastive and not self.self_supervised:
+            raise ValueError("switch on at least one objective: simclr_weight, supcon_weight or simsiam_weight "
+                             "must be > 0")
         return self
+
+    @property
+    def contrastive(self) -> bool:
+        """Whether SimCLR or SupCon is on: both compare the SimCLR projection head's outputs."""
+        return self.simclr_weight > 0 or self.supcon_weight > 0
+
+    @property
+    def self_supervised(self) -> bool:
+        """Whether an objective that needs no labels (SimCLR or SimSiam) is on, so unlabelled images count."""
+        return self.simclr_weight > 0 or self.simsiam_weight > 0
 
 
 class PretrainStage(Spec):

@@ -54,11 +54,11 @@ class PretrainRun(Spec):
 def training_rows(run: PretrainRun) -> tuple[list[Path], np.ndarray, list[str]]:
     """Image paths and labels (-1 for unlabelled) the run trains on, and the labelled class names.
 
-    SimCLR uses every source image; with SimCLR switched off only the labelled images remain.
+    SimCLR and SimSiam use every source image; with both switched off only the labelled images remain.
     """
     manifest = read_manifest(run.manifest)
     labelled = manifest.select("labelled")
-    unlabelled = manifest.select("unlabelled") if run.spec.variant.simclr_weight > 0 else []
+    unlabelled = manifest.select("unlabelled") if run.spec.variant.self_supervised else []
     if not labelled and run.spec.variant.supcon_weight > 0:
         raise ValueError(f"{run.manifest}: SupCon needs rows with role 'labelled', found none")
     if not labelled and not unlabelled:
@@ -91,7 +91,7 @@ def pretrain(run: PretrainRun, *, stop_after_epoch: int | None = None) -> FitRes
     images = load_images(paths, spec.backbone.image_size, spec.compute.images, workers=run.decode_workers)
     fabric = make_fabric(spec.compute)
     fabric.seed_everything(spec.engine.seed, verbose=False)
-    model = build_model(spec.backbone.architecture, spec.model)
+    model = build_model(spec.backbone.architecture, spec.model, spec.variant)
     dataset, augment = training_dataset(spec, images, labels)
     sampler = EpochBatchSampler(
         labels,
@@ -125,7 +125,7 @@ def pretrain(run: PretrainRun, *, stop_after_epoch: int | None = None) -> FitRes
             live=live,
             stop_after_epoch=stop_after_epoch,
             run_key=run_key,
-            label=f"pretrain {Path(run.out_dir).name} (simclr {spec.variant.simclr_weight:g}, supcon {spec.variant.supcon_weight:g})",
+            label=f"pretrain {Path(run.out_dir).name} ({_weights(spec)})",
         )
     finally:
         if live is not None:
@@ -146,6 +146,12 @@ def pretrain(run: PretrainRun, *, stop_after_epoch: int | None = None) -> FitRes
         }
         atomic_write_text(out_dir / "backbone.json", json.dumps(info, indent=2) + "\n")
     return result
+
+
+def _weights(spec: PretrainStage) -> str:
+    """The switched-on objectives and their weights, for the progress label: ``simclr 1, supcon 1``."""
+    return ", ".join(f"{field.removesuffix('_weight')} {weight:g}"
+                     for field, weight in spec.variant.model_dump().items() if weight > 0)
 
 
 def run_pretrain(run: PretrainRun) -> dict[str, Any]:

@@ -20,6 +20,10 @@ BAD: list[tuple[str, str | None, str, Any, str]] = [
     ("pretrain", "simclr", "pretrain.model.temperature", -1, "greater than 0"),
     ("pretrain", "simclr", "pretrain.views.on", "gpu", "'batch' or 'worker'"),
     ("pretrain", "simclr", "pretrain.variants.simclr.simclr_weight", "1", "valid number"),
+    ("pretrain", "simclr", "pretrain.variants.simclr.simsiam_weight", -0.5, "greater than or equal to 0"),
+    ("pretrain", "simclr", "pretrain.variants.simclr",
+     {"simclr_weight": 0.0, "supcon_weight": 0.0, "simsiam_weight": 0.0}, "at least one objective"),
+    ("pretrain", "simclr", "pretrain.model.pred_hidden_dim", 0, "greater than or equal to 1"),
     ("noisy", None, "noisy.pseudo.soft", "false", "valid boolean"),
     ("noisy", None, "noisy.pseudo.balance", "true", "valid boolean"),
     ("noisy", None, "noisy.pseudo.threshold", 1.5, "less than or equal to 1"),
@@ -85,6 +89,19 @@ def test_an_unknown_section_is_an_error(tmp_path: Path) -> None:
 def test_an_unknown_variant_names_the_entries(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match=r"pretrain\.variants: no entry 'simclr2' \(entries: simclr_supcon, simclr"):
         load_stage("pretrain", write(tmp_path, repo_params()), "simclr2")
+
+
+@pytest.mark.parametrize("variant", ["supcon", "simsiam"])
+def test_the_commented_out_variants_of_params_yaml_load_when_uncommented(tmp_path: Path, variant: str) -> None:
+    """The ablation's extra variants sit commented out in params.yaml; uncommenting one line enables one."""
+    line = f"    # {variant}: {{"
+    text = (REPO / "params.yaml").read_text()
+    assert line in text
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(text.replace(line, line.replace("# ", "", 1)))
+    weights = load_stage("pretrain", params_file, variant).variant
+    assert getattr(weights, f"{variant}_weight") == 1.0
+    assert [name for name, weight in weights.model_dump().items() if weight > 0] == [f"{variant}_weight"]
 
 
 def test_params_are_read_as_yaml_1_2_like_dvc(tmp_path: Path) -> None:

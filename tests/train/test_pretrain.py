@@ -20,12 +20,28 @@ from retailnb.data.synthetic import generate
 from retailnb.train.contrastive import (
     ContrastiveModel,
     ContrastiveObjective,
+    build_model,
 )
 from retailnb.models.checkpoint import load_checkpoint
 from retailnb.train.engine import can_resume
 from retailnb.train.pretrain import PretrainRun, pretrain, run_pretrain
 
 BACKBONE = "test_resnet"  # timm's tiny test model: a real CNN, random init, no download
+VARIANTS = {
+    "simclr_supcon": {},
+    "simsiam": {"simclr_weight": 0.0, "supcon_weight": 0.0, "simsiam_weight": 1.0},
+}
+"""Objective weights as changes to params.yaml's ``simclr_supcon`` variant: it as it is, and SimSiam alone
+(the commented-out ``simsiam`` variant of params.yaml)."""
+
+
+def objectives(variant: str, **weights: float) -> Objectives:
+    return default_part(Objectives, "pretrain.variants.simclr_supcon", **{**VARIANTS[variant], **weights})
+
+
+def tiny_model(variant: str) -> ContrastiveModel:
+    config = default_part(ContrastiveModelSpec, "pretrain.model", proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=8)
+    return build_model(BACKBONE, config, objectives(variant))
 
 
 @pytest.fixture(scope="module")
@@ -39,24 +55,28 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(config, tmp_path_factory.mktemp("data") / "prepared", workers=1)
 
 
-def tiny_run(manifest: Path, out_dir: Path, **overrides: Any) -> PretrainRun:
-    """The SimCLR + SupCon variant of params.yaml, tiny, on the CPU; ``overrides`` as for ``default_spec``."""
+def tiny_run(manifest: Path, out_dir: Path, variant: str = "simclr_supcon", **overrides: Any) -> PretrainRun:
+    """A variant of :data:`VARIANTS`, tiny, on the CPU; ``overrides`` as for ``default_spec``."""
     tiny = dict(
         backbone__architecture=BACKBONE, backbone__image_size=32,
         compute__accelerator="cpu", compute__num_workers=0,
         sampler__batch_size=8, sampler__images_per_class=2,
-        model__proj_hidden_dim=32, model__proj_dim=16,
+        model__proj_hidden_dim=32, model__proj_dim=16, model__pred_hidden_dim=8,
         engine__epochs=3, engine__warmup_epochs=0.5, engine__lr=3e-3,
+        **{f"variants__simclr_supcon__{name}": weight for name, weight in VARIANTS[variant].items()},
     )
     spec = default_spec("pretrain", "simclr_supcon", **{**tiny, **overrides})
     return PretrainRun(spec=spec, manifest=str(manifest), out_dir=str(out_dir), live_dir="", decode_workers=0)
 
 
-def test_objective_falls_under_a_few_optimiser_steps() -> None:
+@pytest.mark.parametrize(("variant", "losses_of", "fall"), [
+    ("simclr_supcon", {"simclr", "supcon", "loss"}, 0.2 * 4.0),  # each loss starts near log(2 * 8 - 1)
+    ("simsiam", {"simsiam", "loss"}, 0.2),  # negative cosine similarity: near 0 at first, -1 at best
+])
+def test_objective_falls_under_a_few_optimiser_steps(variant: str, losses_of: set[str], fall: float) -> None:
     torch.manual_seed(0)
-    model = ContrastiveModel(timm.create_model(BACKBONE, num_classes=0), 32, 16)
-    objective = ContrastiveObjective(default_part(Objectives, "pretrain.variants.simclr_supcon"),
-                                     default_part(ContrastiveModelSpec, "pretrain.model"))
+    model = tiny_model(variant)
+    objective = ContrastiveObjective(objectives(variant), default_part(ContrastiveModelSpec, "pretrain.model"))
     x = torch.randn(8, 3, 32, 32)
     views = [x + 0.05 * torch.randn_like(x), x + 0.05 * torch.randn_like(x)]
     labels = torch.tensor([0, 0, 1, 1, -1, -1, -1, -1])
@@ -64,26 +84,53 @@ def test_objective_falls_under_a_few_optimiser_steps() -> None:
     losses = []
     for _ in range(15):
         out = objective(model, (views, labels))
-        assert set(out) == {"simclr", "supcon", "loss"}
+        assert set(out) == losses_of
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
         losses.append(float(out["loss"].detach()))
-    assert losses[-1] < 0.8 * losses[0]
+    assert losses[0] - losses[-1] > fall, losses
 
 
 def test_switched_off_objective_is_not_computed() -> None:
-    model = ContrastiveModel(timm.create_model(BACKBONE, num_classes=0), 32, 16)
     batch = ([torch.randn(4, 3, 32, 32)] * 2, torch.tensor([0, 0, 1, 1]))
-    objectives = default_part(Objectives, "pretrain.variants.simclr_supcon", supcon_weight=0.0)
-    out = ContrastiveObjective(objectives, default_part(ContrastiveModelSpec, "pretrain.model"))(model, batch)
+    simclr = objectives("simclr_supcon", supcon_weight=0.0)
+    out = ContrastiveObjective(simclr, default_part(ContrastiveModelSpec, "pretrain.model"))(tiny_model("simclr_supcon"), batch)
     assert set(out) == {"simclr", "loss"}
     with pytest.raises(ValidationError, match="at least one objective"):
-        default_part(Objectives, "pretrain.variants.simclr_supcon", simclr_weight=0.0, supcon_weight=0.0)
+        objectives("simsiam", simsiam_weight=0.0)
 
 
-def test_pretrain_writes_a_backbone_that_timm_loads(manifest: Path, tmp_path: Path) -> None:
-    result = pretrain(tiny_run(manifest, tmp_path))
+def test_each_head_is_built_only_for_its_objectives() -> None:
+    """SimSiam's heads only with simsiam_weight > 0, SimCLR's only with SimCLR or SupCon on: a head no loss
+    uses would leave parameters without gradients, which DDP rejects."""
+    contrastive, simsiam = tiny_model("simclr_supcon"), tiny_model("simsiam")
+    assert contrastive.head is not None and contrastive.simsiam is None
+    assert simsiam.head is None and simsiam.simsiam is not None
+    both = build_model(BACKBONE, default_part(ContrastiveModelSpec, "pretrain.model"),
+                       objectives("simclr_supcon", simsiam_weight=0.5))
+    out = ContrastiveObjective(objectives("simclr_supcon", simsiam_weight=0.5),
+                               default_part(ContrastiveModelSpec, "pretrain.model"))(
+        both, ([torch.randn(4, 3, 32, 32)] * 2, torch.tensor([0, 0, 1, 1])))
+    assert set(out) == {"simclr", "supcon", "simsiam", "loss"}
+    weighted = (out["simclr"] + out["supcon"] + 0.5 * out["simsiam"]).detach()
+    assert float(out["loss"].detach()) == pytest.approx(float(weighted), rel=1e-5)
+
+
+def test_simsiam_stops_the_gradient_at_its_targets() -> None:
+    """Each view's prediction is pulled to the other view's projection, never the projection to the prediction."""
+    objective = ContrastiveObjective(objectives("simsiam"), default_part(ContrastiveModelSpec, "pretrain.model"))
+    z = [torch.randn(4, 8, requires_grad=True) for _ in range(2)]
+    p = [torch.randn(4, 8, requires_grad=True) for _ in range(2)]
+    loss = objective.simsiam(z, p)
+    loss.backward()
+    assert all(v.grad is None for v in z) and all(v.grad is not None and v.grad.abs().sum() > 0 for v in p)
+    assert float(objective.simsiam([p[1], p[0]], p).detach()) == pytest.approx(-1.0)  # predictions equal to their targets
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pretrain_writes_a_backbone_that_timm_loads(manifest: Path, tmp_path: Path, variant: str) -> None:
+    result = pretrain(tiny_run(manifest, tmp_path, variant))
     assert result.epochs_run == 3 and len(result.history["loss"]) == 3
     info = json.loads((tmp_path / "backbone.json").read_text())
     assert info["backbone"] == BACKBONE and info["labelled_classes"] == 4
@@ -94,8 +141,9 @@ def test_pretrain_writes_a_backbone_that_timm_loads(manifest: Path, tmp_path: Pa
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
 
 
-def test_interrupted_run_resumes_to_the_same_weights(manifest: Path, tmp_path: Path) -> None:
-    run = tiny_run(manifest, tmp_path / "straight")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_interrupted_run_resumes_to_the_same_weights(manifest: Path, tmp_path: Path, variant: str) -> None:
+    run = tiny_run(manifest, tmp_path / "straight", variant)
     pretrain(run)
     run_b = run.model_copy(update={"out_dir": str(tmp_path / "interrupted")})
     first = pretrain(run_b, stop_after_epoch=0)
@@ -109,7 +157,7 @@ def test_interrupted_run_resumes_to_the_same_weights(manifest: Path, tmp_path: P
     b = torch.load(tmp_path / "interrupted" / "backbone.pt", weights_only=True)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     # another parameter set must not continue this state: it trains every epoch afresh
-    changed = pretrain(tiny_run(manifest, tmp_path / "interrupted", sampler__batch_size=6))
+    changed = pretrain(tiny_run(manifest, tmp_path / "interrupted", variant, sampler__batch_size=6))
     assert changed.start_epoch == 0 and changed.epochs_run == 3
 
 
@@ -131,9 +179,12 @@ def test_a_finished_run_on_other_images_is_retrained_not_resumed(manifest: Path,
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
-def test_two_process_ddp_run_on_cpu(manifest: Path, tmp_path: Path) -> None:
-    """Two gloo processes under torchrun; NT-Xent and SupCon gather negatives across them."""
-    info = run_pretrain(tiny_run(manifest, tmp_path, engine__epochs=1, engine__warmup_epochs=0.0, compute__devices=2))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_two_process_ddp_run_on_cpu(manifest: Path, tmp_path: Path, variant: str) -> None:
+    """Two gloo processes under torchrun; NT-Xent and SupCon gather negatives across them, and SimSiam's
+    model has no head without a gradient (DDP would stop)."""
+    info = run_pretrain(tiny_run(manifest, tmp_path, variant, engine__epochs=1, engine__warmup_epochs=0.0,
+                                 compute__devices=2))
     assert info["spec"]["compute"]["devices"] == 2
     assert all(torch.isfinite(torch.tensor(v)).all() for v in info["history"]["loss"])
     assert (tmp_path / "backbone.pt").is_file()
