@@ -27,7 +27,7 @@ from retailnb.evaluation.finetune import FinetuneResult, finetune
 from retailnb.evaluation.probe import DEFAULT_THREADS, fit_logistic_probe
 from retailnb.evaluation.quickprobe import ProbeData
 from retailnb.models.backbone import create_backbone
-from retailnb.models.inference import extract_features
+from retailnb.models.sharded import process_group, sharded_features
 from retailnb.parallel import default_workers
 
 Features = tuple[np.ndarray, np.ndarray]
@@ -55,7 +55,11 @@ def collect_backbones(pretrain_dir: str | os.PathLike[str], noisy_dir: str | os.
 
 def backbone_features(name: str, model: nn.Module, data: ProbeData, cache_dir: str | os.PathLike[str],
                       weights: str) -> Features:
-    """Frozen train and test features of one backbone, read from the cache when its weights are unchanged."""
+    """Frozen train and test features of one backbone, read from the cache when its weights are unchanged.
+
+    In a distributed run the processes share the forward passes (:mod:`retailnb.models.sharded`: the same
+    features as one process) and rank 0 writes the cache.
+    """
     path = Path(cache_dir) / f"{name}.npz"
     key = _weights_key(weights)
     if path.is_file():
@@ -63,9 +67,10 @@ def backbone_features(name: str, model: nn.Module, data: ProbeData, cache_dir: s
         if cached.meta.get("weights_key") == key and len(cached.labels) == len(data.y_train) + len(data.y_test):
             n = len(data.y_train)
             return cached.features[:n], cached.features[n:]
-    f_train, f_test = extract_features(model, data.x_train), extract_features(model, data.x_test)
-    save_features(path, np.concatenate([f_train, f_test]), np.concatenate([data.y_train, data.y_test]),
-                  data.classes, weights_key=key, n_train=len(data.y_train))
+    f_train, f_test = sharded_features(model, data.x_train), sharded_features(model, data.x_test)
+    if process_group()[0] == 0:
+        save_features(path, np.concatenate([f_train, f_test]), np.concatenate([data.y_train, data.y_test]),
+                      data.classes, weights_key=key, n_train=len(data.y_train))
     return f_train, f_test
 
 
@@ -75,6 +80,17 @@ def _weights_key(weights: str) -> str:
         return "none"
     stat = Path(weights).stat()
     return f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def backbones_features(backbones: Mapping[str, str], data: ProbeData, *, architecture: str, seed: int,
+                       cache_dir: str | os.PathLike[str]) -> dict[str, Features]:
+    """Train and test features of every backbone (cached: see :func:`backbone_features`), in table order."""
+    features = {}
+    for name, weights in backbones.items():
+        torch.manual_seed(seed)  # random_init: the same random weights every run
+        model = create_backbone(architecture, weights=weights)
+        features[name] = backbone_features(name, model, data, cache_dir, weights)
+    return features
 
 
 def evaluate_backbones(backbones: Mapping[str, str], data: ProbeData, *, architecture: str,
@@ -87,11 +103,7 @@ def evaluate_backbones(backbones: Mapping[str, str], data: ProbeData, *, archite
     probes of the backbones, independent single-threaded scikit-learn fits, run in ``workers``
     processes side by side (None: one per core). The results do not depend on ``workers``.
     """
-    features = {}
-    for name, weights in backbones.items():
-        torch.manual_seed(seed)  # random_init: the same random weights every run
-        model = create_backbone(architecture, weights=weights)
-        features[name] = backbone_features(name, model, data, cache_dir, weights)
+    features = backbones_features(backbones, data, architecture=architecture, seed=seed, cache_dir=cache_dir)
     jobs = [delayed(fewshot_eval)(f_train, data.y_train, f_test, data.y_test, shots=shots, draws=draws, seed=seed,
                                   knn_k=knn_k) for f_train, f_test in features.values()]
     n_jobs = min(len(jobs), workers or default_workers())

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lightning_fabric import Fabric
 from torch import nn
 
 from retailnb.config.compute import ComputeSpec
 from retailnb.config.evaluate import FinetuneSpec
 from retailnb.models.checkpoint import load_checkpoint, save_checkpoint
 from retailnb.models.classifier import StudentObjective, build_student, network_probabilities
+from retailnb.models.sharded import broadcast_state, process_group
 from retailnb.train.datasets import TargetDataset, to_chw_uint8
 from retailnb.train.engine import fit, make_fabric
 from retailnb.train.sampler import EpochBatchSampler
@@ -92,7 +94,8 @@ class EarlyStopping:
 
     The best weights and their epoch are also saved to ``best_path`` (with the run key), so that a run
     resumed after an interruption keeps the best of the epochs before it, and a finished run is not
-    trained again.
+    trained again. In a distributed run every process scores rank 0's network (DDP keeps the parameters
+    equal, not the batch-norm statistics), so all stop at the same epoch; rank 0 alone saves.
     """
 
     def __init__(self, x_val: np.ndarray, y_val: np.ndarray, patience: int, best_path: Path, run_key: str,
@@ -110,7 +113,7 @@ class EarlyStopping:
 
     def __call__(self, epoch: int, model: nn.Module) -> bool:
         """Score epoch ``epoch``; keep the weights when they are the best so far; True when patience ran out."""
-        score = accuracy(model, self.x_val, self.y_val)
+        score = accuracy(broadcast_state(model), self.x_val, self.y_val)
         if score > self.best_accuracy:
             self.best_accuracy, self.best_epoch = score, epoch
             self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -124,7 +127,7 @@ class EarlyStopping:
         self._save()
 
     def _save(self) -> None:
-        if self.best_state is None:
+        if self.best_state is None or process_group()[0] != 0:
             return
         save_checkpoint(self.best_path, model_state=self.best_state,
                         extra={"run_key": self.run_key, "val_accuracy": self.best_accuracy, "epoch": self.best_epoch,
@@ -134,19 +137,23 @@ class EarlyStopping:
 def _train_one(architecture: str, backbone_state: dict[str, torch.Tensor] | None, n_classes: int, lr: float,
                train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *, spec: FinetuneSpec,
                compute: ComputeSpec, state_dir: Path, image_size: int) -> tuple[nn.Module, GridRun]:
-    """Train one learning rate with early stopping on ``val``; the model holds its best-validation weights."""
+    """Train one learning rate with early stopping on ``val``; the model holds its best-validation weights.
+
+    A finished run (stopped early or at the cap) is reused without starting Fabric, so that the process
+    that launched a distributed run under ``torchrun`` reads its result back here.
+    """
     engine = spec.engine.at(lr)
-    fabric = make_fabric(compute)
-    fabric.seed_everything(engine.seed, verbose=False)  # the same new classifier (and random backbone) per lr
+    Fabric.seed_everything(engine.seed, verbose=False)  # the same new classifier (and random backbone) per lr
     model = build_student(architecture, n_classes, drop_rate=spec.drop_rate, drop_path_rate=0.0,
                           init="scratch" if backbone_state is None else "teacher",
                           teacher_backbone_state=backbone_state)
     x_train, y_train = train
     run_key = (f"finetune:{architecture}:{'pretrained' if backbone_state is not None else 'random'}:{len(y_train)}:"
-               f"{lr}:{spec.model_dump_json()}:{compute.model_dump_json()}")
+               f"{lr}:{spec.model_dump_json()}:{compute.model_dump_json(exclude={'resume'})}")
     stopper = EarlyStopping(val[0], val[1], spec.patience, state_dir / "best.pt", run_key,
                             resume=compute.resume == "auto")
     if not stopper.finished:
+        fabric = make_fabric(compute)
         targets = torch.eye(n_classes)[torch.as_tensor(np.asarray(y_train), dtype=torch.long)]
         dataset = TargetDataset(to_chw_uint8(np.ascontiguousarray(x_train)), targets,
                                 retail_view_transform(image_size, spec.views))

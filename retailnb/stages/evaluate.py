@@ -1,17 +1,28 @@
-"""The evaluation stage: every backbone probed few-shot on one target, against full finetuning."""
+"""The evaluation stage: every backbone probed few-shot on one target, against full finetuning.
+
+With ``compute.devices > 1`` (or several nodes) :func:`run` first runs the network work under ``torchrun``
+through :func:`retailnb.train.launch.launch`, as ``python -m retailnb.stages.evaluate RUN.json``: the
+processes share the feature extraction of every backbone (the same features as one process; rank 0 writes
+the cache) and train the finetuning baselines with DDP (rank 0 saves their best weights). The calling
+process then runs the stage as usual, reading the cached features and the finished finetuning runs.
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from retailnb.config.base import Spec
 from retailnb.config.evaluate import EvaluateStage, shot_counts
 from retailnb.data.manifest import read_manifest
 from retailnb.evaluation.compare import (
     Features,
+    backbones_features,
     collect_backbones,
     evaluate_backbones,
     finetune_baselines,
@@ -24,6 +35,8 @@ from retailnb.evaluation.overlap import resolve_overlap
 from retailnb.evaluation.quickprobe import ProbeData, load_probe_data
 from retailnb.evaluation.targets import target_manifest
 from retailnb.records import EvaluateRecord, FinetuneRecord, GridRecord
+from retailnb.train.engine import make_fabric
+from retailnb.train.launch import launch, under_torchrun
 
 
 @dataclass(frozen=True)
@@ -75,8 +88,24 @@ def load_target(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> tuple[P
     return resolve_overlap(data, name, spec.on_overlap)
 
 
+class EvaluateRun(Spec):
+    """The stage's spec, target name and paths, as JSON for the ``torchrun`` workers."""
+
+    spec: EvaluateStage
+    name: str
+    paths: EvaluatePaths
+
+
 def run(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> EvaluateResult:
-    """Probe every backbone few-shot, finetune the main one and random weights, write the record and plot data."""
+    """Probe every backbone few-shot, finetune the main one and random weights, write the record and plot data.
+
+    When ``spec.compute`` is distributed the features and the finetuning runs come from ``torchrun`` first
+    (:func:`network_work`); what they leave is then reused here, whatever ``compute.resume`` says.
+    """
+    if spec.compute.distributed and not under_torchrun():
+        launch("retailnb.stages.evaluate", EvaluateRun(spec=spec, name=name, paths=paths),
+               Path(paths.features_dir) / "run.json", spec.compute)
+        spec = spec.model_copy(update={"compute": spec.compute.model_copy(update={"resume": "auto"})})
     data, n_dropped = load_target(spec, name, paths)
     backbones = collect_backbones(paths.pretrain_dir, paths.noisy_dir, spec.extra_weights)
     probe = spec.probe
@@ -100,3 +129,29 @@ def run(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> EvaluateResult:
     write_plot_data(summaries, finetuned["pretrained"], data, main_predictions, paths.plots_dir)
     return EvaluateResult(record=record, data=data, summaries=summaries, features=features, finetuned=finetuned,
                           main_predictions=main_predictions)
+
+
+def network_work(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> None:
+    """What a distributed run does under ``torchrun``: every backbone's features (cached) and the finetuning
+    baselines (their best weights saved), leaving the probes and the record to :func:`run`."""
+    data, _ = load_target(spec, name, paths)
+    backbones = collect_backbones(paths.pretrain_dir, paths.noisy_dir, spec.extra_weights)
+    backbones_features(backbones, data, architecture=spec.backbone.architecture, seed=spec.probe.seed,
+                       cache_dir=paths.features_dir)
+    finetune_baselines(spec.backbone, Path(paths.pretrain_dir) / spec.main_variant / "backbone.pt", data,
+                       spec=spec.finetune, compute=spec.compute, state_dir=Path(paths.features_dir) / "finetune")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line used under ``torchrun``: ``python -m retailnb.stages.evaluate RUN.json``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run", type=Path, help="JSON of an EvaluateRun (EvaluateRun.model_dump_json)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    job = EvaluateRun.model_validate_json(args.run.read_text())
+    make_fabric(job.spec.compute)  # joins the process group before the shared feature extraction
+    network_work(job.spec, job.name, job.paths)
+
+
+if __name__ == "__main__":
+    main()

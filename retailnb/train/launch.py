@@ -3,13 +3,15 @@
 A notebook kernel cannot host several DDP processes, so with ``compute.devices > 1`` (or
 ``compute.nnodes > 1``) the stage's run is written as JSON and the stage's command line module is started
 with ``python -m torch.distributed.run``; Fabric inside each process picks up the rank and world size
-(NCCL on GPUs, gloo on CPUs). Every distributed stage goes through :func:`launch`: pretraining
-(:func:`retailnb.train.pretrain.run_pretrain`) and the noisy student (:mod:`retailnb.stages.noisy`). Rank 0
-alone writes the outputs; the calling process reads them back. The module knows no stage, so a stage's
+(NCCL on GPUs, gloo on CPUs). Every stage that runs a network goes through :func:`launch`: pretraining
+(:func:`retailnb.train.pretrain.run_pretrain`), the noisy student (:mod:`retailnb.stages.noisy`) and the
+evaluation's feature extraction and finetuning baselines (:mod:`retailnb.stages.evaluate`). Rank 0 alone
+writes the outputs; the calling process reads them back. The module knows no stage, so a stage's
 code dependencies do not grow by another stage's.
 
 Multi-node runs are configuration: ``compute.nnodes``, ``compute.node_rank`` and ``compute.rdzv_endpoint``
-become torchrun's own arguments, and every node runs the same stage with its own ``node_rank``.
+become torchrun's own arguments. Node 0 runs the stage; the other nodes join its rendezvous with torchrun on
+the same run file (on a shared filesystem), their rank and world size coming from torchrun's environment.
 """
 
 from __future__ import annotations
