@@ -54,7 +54,8 @@ def test_pretrain_stage_trains_every_variant_at_every_seed(pipeline: Path) -> No
     for variant, seed in ((v, s) for v in TINY_VARIANTS for s in TINY_SEEDS):
         record = read(pipeline, f"metrics/seeds/{seed}/pretrain/{variant}.json")
         weights = read_params(pipeline / "params.yaml")["pretrain"]["variants"][variant]
-        assert record["objectives"] == {"simclr": weights["simclr_weight"], "supcon": weights["supcon_weight"]}
+        assert record["objectives"] == {k.removesuffix("_weight"): v for k, v in weights.items()}
+        assert set(record["objectives"]) == {"simclr", "supcon", "simsiam"}
         losses = record["history"]["loss"]
         assert len(losses) == TINY["pretrain.engine.epochs"] and all(0 < v < 100 for v in losses), (variant, losses)
         assert record["train"]["images_per_second"] > 0
