@@ -175,10 +175,10 @@ def run_retailnb(params: dict[str, Any], seed: int, source: Path, target: Path, 
 class PlainViews(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Two SimCLR views of each image, drawn image by image (lightly's example, on decoded tensors)."""
 
-    def __init__(self, images: torch.Tensor) -> None:
+    def __init__(self, images: torch.Tensor, size: int = PLAIN_SIZE) -> None:
         self.images = images
         self.transform = v2.Compose([
-            v2.RandomResizedCrop(PLAIN_SIZE, scale=(0.2, 1.0), antialias=True),
+            v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True),
             v2.RandomHorizontalFlip(),
             v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
             v2.RandomGrayscale(p=0.2),

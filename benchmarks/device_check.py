@@ -40,11 +40,13 @@ import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
+from torch.utils.data import DataLoader
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_transfer import PlainViews  # noqa: E402  (lightly's example recipe, image by image)
 
 from retailnb.config.params_file import read_params  # noqa: E402
 from retailnb.config.stages import spec_from_params  # noqa: E402
@@ -103,27 +105,6 @@ def random_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     small = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8).float()
     return nn.functional.interpolate(small, size=(size, size), mode="bilinear", align_corners=False).to(torch.uint8)
-
-
-class PlainViews(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Two SimCLR views of each uint8 image, image by image (lightly's example recipe)."""
-
-    def __init__(self, images: torch.Tensor, size: int) -> None:
-        self.images = images
-        self.transform = v2.Compose([
-            v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
-        ])
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.images[index]), self.transform(self.images[index])
 
 
 def synchronize(device: torch.device) -> None:

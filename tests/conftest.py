@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from pipeline_fixture import TinyPipeline, run_pipeline
 from shared_fixtures import GROCERY_ROOT
 
@@ -52,3 +54,14 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Start with the pipeline's tests, so that their worker begins the longest chain first."""
     items.sort(key=lambda item: item.path.name != PIPELINE_TESTS)  # stable: each file keeps its order
+
+
+@pytest.fixture
+def torchrun_threads() -> Iterator[None]:
+    """The in-process run computes with one thread, as each torchrun worker does (``OMP_NUM_THREADS=1``):
+    oneDNN's convolutions sum in another order with another number of threads (features then differ in
+    the last bit), and what is tested here is the sharding, not the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

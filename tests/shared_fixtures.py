@@ -111,3 +111,17 @@ def default_part(model: type, section: str, **fields: Any) -> Any:
     values = dict(lookup(repo_params(), section, file="params.yaml"))
     values.update(fields)
     return model.model_validate(values)
+
+
+def tiny_synthetic_manifest(out: Path, **sizes: Any) -> Path:
+    """A tiny synthetic dataset at 32 px: two source families of three SKUs (two labelled, one unlabelled-only
+    per family), one monitor and one target family; ``sizes`` override ``data.synthetic`` values."""
+    from retailnb.config.data import SyntheticConfig
+    from retailnb.data.synthetic import generate
+
+    base: dict[str, Any] = dict(
+        n_source_families=2, n_monitor_families=1, n_target_families=1, skus_per_family=3, labelled_fraction=0.67,
+        catalogue_per_sku=1, labelled_shelf_per_sku=3, unlabelled_shelf_per_sku=3, monitor_train_per_sku=1,
+        monitor_test_per_sku=1, probe_train_shelf_per_sku=2, probe_test_per_sku=2, image_size=32,
+    )
+    return generate(default_part(SyntheticConfig, "data.synthetic", **{**base, **sizes}), out, workers=1)

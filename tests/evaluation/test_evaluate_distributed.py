@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 import timm
 import torch
-from shared_fixtures import default_part, default_spec
+from shared_fixtures import default_spec, tiny_synthetic_manifest
 
-from retailnb.config.data import SyntheticConfig
-from retailnb.data.synthetic import generate
 from retailnb.evaluation.features import load_features
 from retailnb.models.checkpoint import save_backbone
 from retailnb.stages.evaluate import EvaluatePaths, run
@@ -20,26 +16,6 @@ from retailnb.stages.evaluate import EvaluatePaths, run
 ARCH = "test_resnet"
 
 
-@pytest.fixture
-def torchrun_threads() -> Iterator[None]:
-    """The in-process run computes with one thread, as each torchrun worker does (``OMP_NUM_THREADS=1``):
-    oneDNN's convolutions sum in another order with another number of threads (features then differ in
-    the last bit), and what is tested here is the sharding, not the thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_manifest(out: Path) -> Path:
-    """A tiny synthetic dataset at 32 px whose target family has 3 products, 3 training and 2 test images each."""
-    config = default_part(
-        SyntheticConfig, "data.synthetic",
-        n_source_families=2, n_monitor_families=1, n_target_families=1, skus_per_family=3, labelled_fraction=0.67,
-        catalogue_per_sku=1, labelled_shelf_per_sku=1, unlabelled_shelf_per_sku=1, monitor_train_per_sku=1,
-        monitor_test_per_sku=1, probe_train_shelf_per_sku=2, probe_test_per_sku=2, image_size=32,
-    )
-    return generate(config, out, workers=1)
 
 
 def stage_paths(root: Path, manifest: Path, pretrain_dir: Path) -> EvaluatePaths:
@@ -51,7 +27,7 @@ def stage_paths(root: Path, manifest: Path, pretrain_dir: Path) -> EvaluatePaths
 def test_two_processes_extract_the_same_features_finetune_and_resume(tmp_path: Path, torchrun_threads: None) -> None:
     """Feature extraction shared out between 2 processes caches the 1-process features exactly; the
     finetuning baselines train with DDP, rank 0 saves them, and a rerun reuses the finished runs."""
-    manifest = tiny_manifest(tmp_path / "data")
+    manifest = tiny_synthetic_manifest(tmp_path / "data", labelled_shelf_per_sku=1, unlabelled_shelf_per_sku=1)
     main = default_spec("evaluate", "prepared").main_variant
     (tmp_path / "pretrain" / main).mkdir(parents=True)
     torch.manual_seed(0)

@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import timm
 import torch
-from shared_fixtures import default_part, default_spec
+from shared_fixtures import default_spec, tiny_synthetic_manifest
 
-from retailnb.config.data import SyntheticConfig
-from retailnb.data.synthetic import generate
 from retailnb.models.checkpoint import save_backbone
 from retailnb.stages.noisy import NoisyPaths, run
 
 ARCH = "test_resnet"
 
 
-@pytest.fixture
-def torchrun_threads() -> Iterator[None]:
-    """The in-process run computes with one thread, as each torchrun worker does (``OMP_NUM_THREADS=1``):
-    oneDNN's convolutions sum in another order with another number of threads (features then differ in
-    the last bit), and what is tested here is the sharding, not the thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_manifest(out: Path) -> Path:
-    """A tiny synthetic dataset at 32 px: 4 labelled and 2 unlabelled-only source SKUs, one target family."""
-    config = default_part(
-        SyntheticConfig, "data.synthetic",
-        n_source_families=2, n_monitor_families=1, n_target_families=1, skus_per_family=3, labelled_fraction=0.67,
-        catalogue_per_sku=1, labelled_shelf_per_sku=3, unlabelled_shelf_per_sku=3, monitor_train_per_sku=1,
-        monitor_test_per_sku=1, probe_train_shelf_per_sku=2, probe_test_per_sku=1, image_size=32,
-    )
-    return generate(config, out, workers=1)
 
 
 def stage_paths(root: Path, manifest: Path, teacher: Path) -> NoisyPaths:
@@ -49,7 +25,7 @@ def stage_paths(root: Path, manifest: Path, teacher: Path) -> NoisyPaths:
 def test_two_processes_pseudolabel_identically_train_the_student_and_resume(tmp_path: Path, torchrun_threads: None) -> None:
     """Teacher inference shared out between 2 processes gives the 1-process pseudolabel table byte for byte;
     the student trains with DDP, rank 0 writes, and a rerun resumes the finished round instead of training."""
-    manifest = tiny_manifest(tmp_path / "data")
+    manifest = tiny_synthetic_manifest(tmp_path / "data", probe_test_per_sku=1)
     torch.manual_seed(0)
     save_backbone(tmp_path / "teacher.pt", timm.create_model(ARCH, num_classes=0))
     results = {}

@@ -10,13 +10,11 @@ import pytest
 import timm
 import torch
 
-from shared_fixtures import default_part, default_spec
+from shared_fixtures import default_spec, tiny_synthetic_manifest
 
 import retailnb.noisy.rounds as rounds
-from retailnb.config.data import SyntheticConfig
 from retailnb.data.cache import DiskImages
 from retailnb.data.manifest import read_manifest
-from retailnb.data.synthetic import generate
 from retailnb.evaluation.quickprobe import load_probe_data
 from retailnb.models.checkpoint import save_backbone
 from retailnb.models.classifier import classifier_keys
@@ -40,19 +38,10 @@ def test_feature_teacher_gives_probabilities_that_fit_the_labelled_images(kind: 
     assert (probs.argmax(1) == labels).mean() == 1.0
 
 
-def tiny_manifest(out: Path) -> Path:
-    """A tiny synthetic dataset at 32 px: 4 labelled and 2 unlabelled-only source SKUs, one target family."""
-    config = default_part(
-        SyntheticConfig, "data.synthetic",
-        n_source_families=2, n_monitor_families=1, n_target_families=1, skus_per_family=3, labelled_fraction=0.67,
-        catalogue_per_sku=1, labelled_shelf_per_sku=3, unlabelled_shelf_per_sku=3, monitor_train_per_sku=2,
-        monitor_test_per_sku=2, probe_train_shelf_per_sku=2, probe_test_per_sku=2, image_size=32,
-    )
-    return generate(config, out, workers=1)
 
 
 def test_round_two_starts_from_round_one_student(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    manifest = tiny_manifest(tmp_path / "data")
+    manifest = tiny_synthetic_manifest(tmp_path / "data", monitor_train_per_sku=2, monitor_test_per_sku=2)
     torch.manual_seed(0)
     save_backbone(tmp_path / "teacher.pt", timm.create_model(ARCH, num_classes=0))
     seen: list[dict[str, torch.Tensor]] = []
@@ -96,7 +85,7 @@ def test_round_two_starts_from_round_one_student(tmp_path: Path, monkeypatch: py
 def test_a_finished_round_of_another_teacher_is_retrained_not_resumed(tmp_path: Path) -> None:
     """DVC keeps the persisted noisy folder when only the teacher changed (pretraining retrained with other
     parameters): the same noisy parameters from another teacher must train round 1 again."""
-    manifest = tiny_manifest(tmp_path / "data")
+    manifest = tiny_synthetic_manifest(tmp_path / "data", monitor_train_per_sku=2, monitor_test_per_sku=2)
     spec = default_spec("noisy", backbone__architecture=ARCH, backbone__image_size=32, compute__accelerator="cpu",
                         compute__num_workers=0, rounds=1, batch_size=8, pseudo__threshold=0.0,
                         pseudo__balance=False, engine__epochs=2, engine__warmup_epochs=0.5)
@@ -115,7 +104,7 @@ def test_a_finished_round_of_another_teacher_is_retrained_not_resumed(tmp_path: 
 def test_the_on_disk_cache_gives_the_same_rounds_as_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """compute.images: disk trains on and pseudolabels the same bytes in the same order as memory."""
     monkeypatch.chdir(tmp_path)  # the cache goes in .cache/images here
-    manifest = tiny_manifest(tmp_path / "data")
+    manifest = tiny_synthetic_manifest(tmp_path / "data", monitor_train_per_sku=2, monitor_test_per_sku=2)
     torch.manual_seed(0)
     save_backbone(tmp_path / "teacher.pt", timm.create_model(ARCH, num_classes=0))
     probe = load_probe_data(read_manifest(manifest), 32, "probe_train", "probe_test")
