@@ -1,7 +1,7 @@
 """The prepared GPU check: pretraining throughput against lightly's plain loop, every stage once, predict.
 
-Run it on one GPU whenever one is available (``bash benchmarks/device_check.sh``; about 5 minutes on an
-H200), and on CPU with ``--smoke`` to check the script itself (tests/test_benchmarks.py does). It prints:
+Run it on one GPU whenever one is available (``bash benchmarks/device_check.sh``; meant to fit in 6
+minutes there, not yet timed on one), and on CPU with ``--smoke`` to check the script itself (tests/test_benchmarks.py does). It prints:
 
 1. **Pretraining throughput** at ``--size`` px (224) with ``--backbone`` (resnet50), batch ``--batch``,
    in the precision the pipeline uses there (``compute.precision: auto``: bf16 mixed precision on CUDA):

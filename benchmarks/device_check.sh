@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The prepared GPU check of issue 16 (benchmarks/device_check.py): on one GPU, in about 5 minutes,
+# The prepared GPU check of issue 16 (benchmarks/device_check.py): on one GPU (meant to fit in 6 minutes;
+# not yet timed on one),
 # pretraining throughput at 224 px with resnet50 in bf16 against lightly's plain loop, every pipeline stage
 # once (one epoch each) through dvc repro, and retailnb predict --device cuda. Run from the repository root:
 #   bash benchmarks/device_check.sh [extra device_check.py options]
