@@ -29,6 +29,13 @@ other instead of the later save dropping the earlier change.
 refits the probe from scratch on every stored feature with that C (a single fit: seconds for a hundred
 products), and scores every product with the same prior, so that a product enrolled from one image is
 not out-voted by products that had a dozen (:attr:`ProbeSettings.uniform_prior`).
+
+A probe always names one of its products, but a shelf shows many that are not enrolled. Every fit
+therefore also chooses a :class:`Rejection` threshold on a known-ness score (:mod:`retailnb.rejection`)
+from the enrolled images' own out-of-fold scores, at the target recall :attr:`ProbeSettings.recall`;
+:func:`predict_features` marks images below it as not ``known``, answered :data:`UNKNOWN`. The
+threshold is kept in ``bundle.json`` (``rejection``); a file written before it existed loads with
+rejection off.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import logging
+import math
 import os
 import warnings
 import zipfile
@@ -76,8 +85,24 @@ from retailnb.models.inference import (
     model_device,
 )
 from retailnb.parallel import chunks, default_workers
+from retailnb.rejection import (
+    calibration_scores,
+    check_score,
+    class_prototypes,
+    known_scores,
+    logistic_fit,
+    threshold_at_recall,
+)
 
 PathLike = str | os.PathLike[str]
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"
+"""The answer for an image unlike every enrolled product (:attr:`Predictions.answers`); no product may be named so."""
+
+IMAGE_KINDS = ("shelf", "catalogue")
+"""What a product's enrolment images are: photos from the shelf, or catalogue packshots (often one or two)."""
 
 BUNDLE_FORMAT_NAME = "retailnb.bundle"
 """The ``format`` value of every bundle's ``bundle.json``: tells a bundle from any other zip file."""
@@ -156,6 +181,51 @@ class ProbeSettings:
     max_iter: int = 1000
     seed: int = 0
     uniform_prior: bool = True
+    rejection_score: str = "prototype"
+    recall: float = 0.95
+
+    def __post_init__(self) -> None:
+        check_score(self.rejection_score)
+        if isinstance(self.recall, bool) or not isinstance(self.recall, (int, float)) or not 0.0 < self.recall <= 1.0:
+            raise ValueError(f"recall must be a number in (0, 1] (the share of known-product images to accept), "
+                             f"got {self.recall!r}")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """How a bundle tells an unknown product from its enrolled ones: a known-ness score and its threshold.
+
+    An image whose score (see :func:`retailnb.rejection.known_scores`) is below ``threshold`` is
+    answered :data:`UNKNOWN`. The threshold is chosen at each (re)fit from the enrolled images' own
+    out-of-fold scores, so that about ``recall`` of known-product images are accepted
+    (:func:`retailnb.rejection.threshold_at_recall`).
+
+    Attributes:
+        score: ``msp``, ``energy`` or ``prototype`` (:data:`retailnb.rejection.SCORES`).
+        recall: the target share of known-product images accepted.
+        threshold: images scoring below it are unknown; ``-inf`` (accept everything) while no enrolled
+            image could be scored out of fold (every product has a single image).
+    """
+
+    score: str
+    recall: float
+    threshold: float
+
+    @property
+    def active(self) -> bool:
+        """Whether any image can be rejected (the threshold is finite)."""
+        return math.isfinite(self.threshold)
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON of ``bundle.json`` and of the history; ``-inf`` is written as null (JSON has no infinity)."""
+        return {"score": self.score, "recall": self.recall, "threshold": self.threshold if self.active else None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Rejection:
+        """The inverse of :meth:`as_json`."""
+        threshold = data["threshold"]
+        return cls(check_score(str(data["score"])), float(data["recall"]),
+                   float("-inf") if threshold is None else float(threshold))
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,9 +279,14 @@ class LinearProbe:
             c=float(logreg.C),
         )
 
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """(N, K) class scores of (N, D) features, before the softmax (what ``msp`` and ``energy`` read)."""
+        return np.asarray(((np.asarray(features, dtype=np.float64) - self.mean) / self.scale) @ self.coef.T
+                          + self.intercept)
+
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities of (N, D) features; rows sum to one."""
-        logits = ((np.asarray(features, dtype=np.float64) - self.mean) / self.scale) @ self.coef.T + self.intercept
+        logits = self.logits(features)
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         return p / p.sum(axis=1, keepdims=True)
@@ -234,6 +309,9 @@ class Bundle:
         probe: the fitted probe, or None while the bundle has no products.
         settings: how the probe is fitted.
         provenance: JSON data: the backbone's origin and one ``history`` entry per operation.
+        rejection: the known-ness score and threshold chosen with the probe; None while there is no
+            probe, or for a bundle written before rejection existed (every image is then answered with
+            a product, until the next refit).
     """
 
     architecture: str
@@ -245,6 +323,7 @@ class Bundle:
     probe: LinearProbe | None = None
     settings: ProbeSettings = ProbeSettings()
     provenance: dict[str, Any] = field(default_factory=dict)
+    rejection: Rejection | None = None
 
     def __post_init__(self) -> None:
         if self.features.size == 0:  # no products yet: (0, D), so that old and new features always stack
@@ -312,6 +391,12 @@ class Predictions(NamedTuple):
         paths: the image file of each row, when the images came from files (:func:`predict_files`).
         failures: the files that could not be read, each error naming its file and the problem, when
             :func:`predict_files` ran with ``on_error="skip"``; they have no row.
+        known_scores: (N,) each image's known-ness under the bundle's rejection score (higher: more
+            like an enrolled product); None when the bundle has no rejection (an older bundle file).
+        known: (N,) bool, whether each image is taken for an enrolled product (``known_scores >=
+            threshold``); all True when rejection is off or was not asked for. None: all known.
+        threshold: the threshold ``known`` was decided by; None when nothing was rejected by a threshold.
+        rejection_score: the name of the score in ``known_scores`` (``msp``, ``energy``, ``prototype``).
     """
 
     indices: np.ndarray
@@ -320,6 +405,10 @@ class Predictions(NamedTuple):
     probabilities: np.ndarray
     paths: tuple[Path, ...] = ()
     failures: tuple[ImageError, ...] = ()
+    known_scores: np.ndarray | None = None
+    known: np.ndarray | None = None
+    threshold: float | None = None
+    rejection_score: str | None = None
 
     @property
     def classes_(self) -> np.ndarray:
@@ -329,6 +418,12 @@ class Predictions(NamedTuple):
     def names(self) -> list[list[str]]:
         """The predicted product names, one list of ``k`` per image."""
         return [[self.class_names[i] for i in row] for row in self.indices]
+
+    @property
+    def answers(self) -> list[str]:
+        """One answer per image: its most probable product, or :data:`UNKNOWN` when it was rejected."""
+        known = np.ones(len(self.indices), dtype=bool) if self.known is None else self.known
+        return [self.class_names[row[0]] if ok else UNKNOWN for row, ok in zip(self.indices, known)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -412,10 +507,13 @@ def _check_features(bundle: Bundle, features: np.ndarray, what: str) -> np.ndarr
 
 
 def _check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
-    """Class names as a tuple of non-empty, distinct strings."""
+    """Class names as a tuple of non-empty, distinct strings, none of them :data:`UNKNOWN`."""
     names = tuple(str(c) for c in class_names)
     if any(not n.strip() for n in names):
         raise ClassNameError("class names must be non-empty")
+    if UNKNOWN in names:
+        raise ClassNameError(f"a product cannot be named {UNKNOWN!r}: it is the answer for an image unlike "
+                             "every enrolled product; rename its folder")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ClassNameError(f"class names must be distinct; repeated: {', '.join(map(repr, repeated))}")
@@ -429,13 +527,31 @@ class _Change(NamedTuple):
     classes: Sequence[str]
     n_images: int
     source: Mapping[str, Any] | None
+    enrolled_from: Mapping[str, Mapping[str, Any]] | None = None
 
 
-def _history_entry(change: _Change, features: np.ndarray, c: float | None, c_from: str | None) -> dict[str, Any]:
-    """One provenance record: what was done, to which classes, with which data, C and code.
+def check_image_kind(kind: str) -> str:
+    """``kind`` if it is one of :data:`IMAGE_KINDS`, else a ValueError naming the choices."""
+    if kind not in IMAGE_KINDS:
+        raise ValueError(f"unknown kind of enrolment images {kind!r}; expected one of {', '.join(IMAGE_KINDS)}")
+    return kind
 
-    ``n_images`` counts the images the operation brought in; ``n_train`` and ``features_sha256``
-    describe the whole training set the probe was then fitted on.
+
+def _enrolled_from(names: Sequence[str], kind: str) -> dict[str, dict[str, Any]]:
+    """Per product of ``names`` (one entry per image), what its images were and how many: for the history."""
+    check_image_kind(kind)
+    products, counts = np.unique(np.asarray(names, dtype=str), return_counts=True)
+    return {str(n): {"images": kind, "n_images": int(c)} for n, c in zip(products, counts)}
+
+
+def _history_entry(change: _Change, features: np.ndarray, c: float | None, c_from: str | None,
+                   rejection: Rejection | None = None) -> dict[str, Any]:
+    """One provenance record: what was done, to which classes, with which data, C, threshold and code.
+
+    ``n_images`` counts the images the operation brought in; ``enrolled_from`` says per new product
+    whether its images were shelf photos or catalogue packshots and how many; ``n_train`` and
+    ``features_sha256`` describe the whole training set the probe was then fitted on; ``rejection`` the
+    threshold chosen on it.
     """
     entry: dict[str, Any] = {
         "operation": change.operation,
@@ -445,8 +561,11 @@ def _history_entry(change: _Change, features: np.ndarray, c: float | None, c_fro
         "features_sha256": hashlib.sha256(np.ascontiguousarray(features).tobytes()).hexdigest(),
         "c": c,
         "c_from": c_from,
+        "rejection": None if rejection is None else rejection.as_json(),
         "retailnb_version": retailnb.__version__,
     }
+    if change.enrolled_from:
+        entry["enrolled_from"] = {name: dict(v) for name, v in change.enrolled_from.items()}
     if change.source:
         entry["source"] = json.loads(json.dumps(dict(change.source), default=str))  # JSON values only
     return entry
@@ -465,17 +584,37 @@ def _fit_pipeline(features: np.ndarray, labels: np.ndarray, settings: ProbeSetti
                                   seed=s.seed)
 
 
+def choose_rejection(features: np.ndarray, labels: np.ndarray, settings: ProbeSettings, c: float) -> Rejection:
+    """The rejection threshold of a probe fitted at ``c`` on ``features`` / ``labels``, at ``settings.recall``.
+
+    The threshold is the :func:`retailnb.rejection.threshold_at_recall` of the enrolled images' own
+    out-of-fold scores (:func:`retailnb.rejection.calibration_scores`): leave-one-out prototypes, or
+    probes refitted at ``c`` on k-1 folds. In-sample scores would be over-confident and reject too
+    many known images. A product with a single image cannot be scored out of fold (skipped); when no
+    image can, the threshold is ``-inf`` (accept everything) and a warning says rejection is off.
+    """
+    score = check_score(settings.rejection_score)
+    fit = None if score == "prototype" else logistic_fit(c, seed=settings.seed)
+    calibration = calibration_scores(score, features, labels, fit=fit, seed=settings.seed)
+    rejection = Rejection(score, float(settings.recall), threshold_at_recall(calibration, settings.recall))
+    if not rejection.active:
+        logger.warning("unknown-product rejection is off: no enrolled image could be scored out of fold; it "
+                       "needs products with two or more images")
+    return rejection
+
+
 def _refit(bundle: Bundle, features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
            change: _Change, *, choose_c: bool) -> Bundle:
     """A copy of ``bundle`` whose probe is fitted from scratch on ``features`` / ``labels``.
 
     C is chosen by cross-validation when ``choose_c`` is set or the bundle has no probe to take it from;
-    otherwise the bundle's C is kept.
+    otherwise the bundle's C is kept. The rejection threshold is chosen again with every fit
+    (:func:`choose_rejection`), so it follows the products added and removed.
     """
     missing = sorted(set(range(len(class_names))) - set(labels.tolist()))
     if missing:
         raise ValueError(f"every class needs training images; none for {', '.join(class_names[i] for i in missing)}")
-    probe, c_from = None, None
+    probe, c_from, rejection = None, None, None
     if class_names:
         if len(class_names) < 2:
             raise ValueError(f"a probe needs at least two products, got only {class_names[0]!r}")
@@ -484,10 +623,11 @@ def _refit(bundle: Bundle, features: np.ndarray, labels: np.ndarray, class_names
         pipe = _fit_pipeline(features, labels, bundle.settings, bundle.probe.c if keep and bundle.probe else None)
         counts = np.bincount(labels, minlength=len(class_names)) if bundle.settings.uniform_prior else None
         probe = LinearProbe.from_pipeline(pipe, counts)
-    entry = _history_entry(change, features, probe.c if probe else None, c_from)
+        rejection = choose_rejection(features, labels, bundle.settings, probe.c)
+    entry = _history_entry(change, features, probe.c if probe else None, c_from, rejection)
     history = [*bundle.provenance.get("history", []), entry]
     return dataclasses.replace(bundle, class_names=class_names, features=features, labels=labels, probe=probe,
-                               provenance={**bundle.provenance, "history": history})
+                               rejection=rejection, provenance={**bundle.provenance, "history": history})
 
 
 def fit_probe(
@@ -496,6 +636,7 @@ def fit_probe(
     names: Sequence[str],
     *,
     source: Mapping[str, Any] | None = None,
+    image_kind: str = "shelf",
 ) -> Bundle:
     """A copy of ``bundle`` whose products are exactly those of ``names``, with a probe fitted on ``features``.
 
@@ -508,21 +649,23 @@ def fit_probe(
         features: (N, D) features, e.g. from :func:`embed`.
         names: (N,) the product of each feature row; at least two distinct products.
         source: JSON description of the data (folder, manifest, its SHA-256, parameters) for provenance.
+        image_kind: what the images are, one of :data:`IMAGE_KINDS` (``shelf`` photos or ``catalogue``
+            packshots); recorded per product in the history.
 
     Returns:
-        The new bundle.
+        The new bundle, with its rejection threshold chosen (see :func:`choose_rejection`).
 
     Raises:
-        ValueError: ``names`` does not have one entry per feature row, or names fewer than two products;
-            :class:`ClassNameError` for an empty name.
+        ValueError: ``names`` does not have one entry per feature row, or names fewer than two products,
+            or an unknown ``image_kind``; :class:`ClassNameError` for an empty name or :data:`UNKNOWN`.
     """
     features = _check_features(bundle, features, "features")
     if len(names) != len(features):
         raise ValueError(f"names must give the product of each of the {len(features)} feature rows, got {len(names)}")
     classes, labels = np.unique(np.asarray([str(n) for n in names], dtype=str), return_inverse=True)
     class_names = _check_class_names(classes.tolist())
-    return _refit(bundle, features, labels.astype(np.int64), class_names,
-                  _Change("fit", class_names, len(features), source), choose_c=True)
+    change = _Change("fit", class_names, len(features), source, _enrolled_from(names, image_kind))
+    return _refit(bundle, features, labels.astype(np.int64), class_names, change, choose_c=True)
 
 
 def _old_training_set(bundle: Bundle, old_features: np.ndarray | None,
@@ -548,7 +691,8 @@ def check_new_products(bundle: Bundle, names: Sequence[str]) -> None:
     :func:`add_products` calls it; call it yourself to fail before embedding any image.
 
     Raises:
-        ClassNameError: a name is empty, or already a product of the bundle (the message names it).
+        ClassNameError: a name is empty or :data:`UNKNOWN`, or already a product of the bundle (the message
+            names it).
     """
     _check_class_names(sorted(set(names)))
     existing = sorted(set(names) & set(bundle.class_names))
@@ -568,6 +712,7 @@ def add_products(
     old_labels: np.ndarray | None = None,
     choose_c: bool = False,
     source: Mapping[str, Any] | None = None,
+    image_kind: str = "shelf",
 ) -> Bundle:
     """A copy of ``bundle`` that also recognises new products, its probe refitted on old + new features.
 
@@ -586,13 +731,15 @@ def add_products(
         old_labels: class indices of ``old_features``; given with it.
         choose_c: choose C again by cross-validation (always done when the bundle has no probe yet).
         source: JSON description of the data, for provenance.
+        image_kind: what the new images are, one of :data:`IMAGE_KINDS`: ``shelf`` photos, or
+            ``catalogue`` packshots (often one or two per product); recorded per product in the history.
 
     Returns:
-        The new bundle.
+        The new bundle, its rejection threshold chosen again on old + new images.
 
     Raises:
-        ClassNameError: a name is already a product of the bundle (the message names it).
-        ValueError: shapes that do not match, or fewer than two products in all.
+        ClassNameError: a name is already a product of the bundle, or is :data:`UNKNOWN`.
+        ValueError: shapes that do not match, fewer than two products in all, or an unknown ``image_kind``.
     """
     features = _check_features(bundle, features, "features")
     names = [str(n) for n in names]
@@ -607,7 +754,8 @@ def add_products(
     old_x, old_y = _old_training_set(bundle, old_features, old_labels)
     x = np.concatenate([old_x, features])
     y = np.concatenate([old_y, np.asarray([index[n] for n in names], dtype=np.int64)])
-    return _refit(bundle, x, y, class_names, _Change("add_products", new, len(features), source), choose_c=choose_c)
+    change = _Change("add_products", new, len(features), source, _enrolled_from(names, image_kind))
+    return _refit(bundle, x, y, class_names, change, choose_c=choose_c)
 
 
 def _unknown_names_message(unknown: Sequence[str], known: Sequence[str]) -> str:
@@ -872,8 +1020,40 @@ def _require_probe(bundle: Bundle) -> LinearProbe:
     return bundle.probe
 
 
-def predict_features(bundle: Bundle, features: np.ndarray, k: int = 5) -> Predictions:
-    """The ``k`` most probable products for each row of ``features`` (at most every product).
+def prototypes(bundle: Bundle) -> np.ndarray:
+    """(K, D) unit class prototypes of the bundle's stored training features (what ``prototype`` compares to).
+
+    Recomputed from the stored features rather than stored, so they always follow the products added
+    and removed; it is one pass over N x D numbers.
+    """
+    return class_prototypes(bundle.features, bundle.labels, len(bundle.class_names))
+
+
+def bundle_known_scores(bundle: Bundle, features: np.ndarray, score: str | None = None) -> np.ndarray:
+    """(N,) known-ness of (N, D) features under ``score`` (default: the bundle's rejection score).
+
+    Raises:
+        ValueError: the bundle has no probe, an unknown score, or features that do not fit the backbone.
+    """
+    probe = _require_probe(bundle)
+    score = check_score(score or (bundle.rejection.score if bundle.rejection else bundle.settings.rejection_score))
+    features = _check_features(bundle, features, "features")
+    if score == "prototype":
+        return known_scores(score, features=features, prototypes=prototypes(bundle))
+    return known_scores(score, logits=probe.logits(features))
+
+
+def predict_features(bundle: Bundle, features: np.ndarray, k: int = 5, *, reject: bool = True) -> Predictions:
+    """The ``k`` most probable products for each row of ``features`` (at most every product), and whether
+    each is a known product at all.
+
+    Args:
+        bundle: a bundle with a probe.
+        features: (N, D) features of its backbone.
+        k: products per image.
+        reject: mark images scoring below the bundle's rejection threshold as not ``known`` (their
+            :attr:`Predictions.answers` is :data:`UNKNOWN`); False takes every image for a known product.
+            A bundle without rejection (an older file) rejects nothing either way.
 
     Raises:
         ValueError: the bundle has no probe, ``k`` is below 1, or the features do not fit the backbone.
@@ -885,13 +1065,23 @@ def predict_features(bundle: Bundle, features: np.ndarray, k: int = 5) -> Predic
     p = probe.probabilities(features)
     k = min(k, p.shape[1])
     order = np.argsort(-p, axis=1, kind="stable")[:, :k]
-    return Predictions(order, np.take_along_axis(p, order, axis=1), bundle.class_names, p)
+    predictions = Predictions(order, np.take_along_axis(p, order, axis=1), bundle.class_names, p,
+                              known=np.ones(len(features), dtype=bool))
+    rejection = bundle.rejection
+    if rejection is None:
+        return predictions
+    scores = bundle_known_scores(bundle, features, rejection.score)
+    if not (reject and rejection.active):
+        return predictions._replace(known_scores=scores, rejection_score=rejection.score)
+    return predictions._replace(known_scores=scores, known=scores >= rejection.threshold,
+                                threshold=rejection.threshold, rejection_score=rejection.score)
 
 
-def predict(bundle: Bundle, images: np.ndarray | torch.Tensor, k: int = 5) -> Predictions:
-    """The ``k`` most probable products of each uint8 image (see :func:`embed` for the layout)."""
+def predict(bundle: Bundle, images: np.ndarray | torch.Tensor, k: int = 5, *, reject: bool = True) -> Predictions:
+    """The ``k`` most probable products of each uint8 image (see :func:`embed` for the layout), and whether
+    each is a known product (``reject``: see :func:`predict_features`)."""
     _require_probe(bundle)
-    return predict_features(bundle, embed(bundle, images), k)
+    return predict_features(bundle, embed(bundle, images), k, reject=reject)
 
 
 def predict_files(
@@ -903,14 +1093,15 @@ def predict_files(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     on_error: str = "raise",
+    reject: bool = True,
 ) -> Predictions:
     """The ``k`` most probable products of image files, in one call: what ``retailnb predict`` computes.
 
     Example::
 
         predictions = predict_files("shop.bundle", ["shelf_crops/"], k=3)
-        for path, names in zip(predictions.paths, predictions.names()):
-            print(path, names)
+        for path, names, answer in zip(predictions.paths, predictions.names(), predictions.answers):
+            print(path, names, answer)  # answer: the top product, or "unknown" 
         predictions.probabilities  # (N, K), columns named by predictions.classes_
 
     Args:
@@ -923,6 +1114,7 @@ def predict_files(
         progress: see :func:`embed_files`.
         on_error: ``"raise"`` stops at the first unreadable image; ``"skip"`` predicts the others and
             returns the errors in ``failures`` (see :func:`embed_readable_files`).
+        reject: see :func:`predict_features`.
 
     Returns:
         The predictions, with the image file of each row in ``paths``.
@@ -944,7 +1136,21 @@ def predict_files(
                         precision="fp32", skip=on_error == "skip")
     if not done.paths:
         raise ValueError(f"none of the {len(paths)} images could be read; the first: {done.failures[0]}")
-    return predict_features(bundle, done.features, k)._replace(paths=done.paths, failures=done.failures)
+    return predict_features(bundle, done.features, k, reject=reject)._replace(paths=done.paths, failures=done.failures)
+
+
+def _describe_rejection(bundle: Bundle) -> dict[str, Any] | None:
+    """The rejection part of :func:`describe_bundle`: score, recall, threshold, and in words whether it is on."""
+    if bundle.probe is None:
+        return None
+    r = bundle.rejection
+    if r is None:
+        return {"score": None, "recall": None, "threshold": None, "active": False,
+                "note": "off: this bundle was written before unknown-product rejection; refit it (retailnb fit, "
+                        "or add or remove a product) to choose a threshold"}
+    note = (f"images scoring below {r.threshold:.4g} ({r.score}) are answered {UNKNOWN!r}" if r.active else
+            "off until products have two or more images (no enrolled image could be scored out of fold)")
+    return {**r.as_json(), "active": r.active, "note": note}
 
 
 def describe_bundle(bundle: Bundle) -> dict[str, Any]:
@@ -960,6 +1166,7 @@ def describe_bundle(bundle: Bundle) -> dict[str, Any]:
         "preprocessing": {"image_size": p.image_size, "mean": list(p.mean), "std": list(p.std)},
         "probe": None if bundle.probe is None else {"c": bundle.probe.c,
                                                      "uniform_prior": bundle.settings.uniform_prior},
+        "rejection": _describe_rejection(bundle),
         "n_products": len(bundle.class_names),
         "n_train": len(bundle.labels),
         "products": bundle.image_counts,
@@ -984,7 +1191,8 @@ def _meta(bundle: Bundle) -> dict[str, Any]:
         "class_names": list(bundle.class_names),
         "probe": None if bundle.probe is None else {"c": bundle.probe.c},
         "settings": {"cs": list(s.cs), "cv": s.cv, "max_iter": s.max_iter, "seed": s.seed,
-                     "uniform_prior": s.uniform_prior},
+                     "uniform_prior": s.uniform_prior, "rejection_score": s.rejection_score, "recall": s.recall},
+        "rejection": None if bundle.rejection is None else bundle.rejection.as_json(),
         "backbone_keys": list(bundle.backbone.state_dict()),
         "provenance": bundle.provenance,
     }
@@ -1131,6 +1339,7 @@ def _bundle(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> 
     if meta["probe"] is not None:
         probe = LinearProbe(**{k: arrays[f"probe/{k}"] for k in _PROBE_KEYS}, c=float(meta["probe"]["c"]))
     s = meta["settings"]
+    rejection = meta.get("rejection")  # absent in files written before rejection: it stays off
     return Bundle(
         architecture=meta["architecture"],
         backbone=_backbone(meta, arrays, path),
@@ -1140,8 +1349,10 @@ def _bundle(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> 
         labels=arrays["train/labels"],
         probe=probe,
         settings=ProbeSettings(tuple(s["cs"]), int(s["cv"]), int(s["max_iter"]), int(s["seed"]),
-                               bool(s["uniform_prior"])),
+                               bool(s["uniform_prior"]), str(s.get("rejection_score", "prototype")),
+                               float(s.get("recall", 0.95))),
         provenance=meta["provenance"],
+        rejection=None if rejection is None or probe is None else Rejection.from_json(rejection),
     )
 
 

@@ -14,9 +14,11 @@ Examples::
     retailnb fit shop/ --architecture mobilenetv3_small_100 --backbone-weights backbone.pt \\
         --image-size 64 --out shop.bundle
     retailnb add-products new_products/ --bundle shop.bundle
+    retailnb add-products packshots/ --images catalogue --recall 0.9 --bundle shop.bundle
     retailnb remove-products old_cola old_chips --bundle shop.bundle
     retailnb predict shelf_crops/ --bundle shop.bundle --top-k 3 --format csv --out predictions.csv
     retailnb predict shelf_crops/ --bundle shop.bundle --device cuda --batch-size 256 --workers 8
+    retailnb predict shelf_crops/ --bundle shop.bundle --no-reject   # always name a product, never "unknown"
     retailnb embed shelf_crops/ --bundle shop.bundle --out features.npz --on-error raise
     retailnb info shop.bundle
     python -m retailnb --version
@@ -36,6 +38,8 @@ EXIT_USER_ERROR = 2
 FORMATS = ("table", "json", "csv")
 DEVICES = ("auto", "cpu", "cuda")  # retailnb.bundle.DEVICES, repeated: importing it would load torch for --help
 WAIT_S = 600.0  # retailnb.locks.DEFAULT_TIMEOUT_S, repeated for the same reason
+REJECTION_SCORES = ("msp", "energy", "prototype")  # retailnb.rejection.SCORES, repeated for the same reason
+IMAGE_KINDS = ("shelf", "catalogue")  # retailnb.bundle.IMAGE_KINDS, repeated for the same reason
 CHOOSE_C_HELP = ("choose the regularisation C again by cross-validation (a dozen fits instead of one); by default "
                  "the probe is refitted with the bundle's C")
 
@@ -58,6 +62,28 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-error", choices=("skip", "raise"), default="skip",
                    help="an image that cannot be read: skip it and go on (the count on stderr, the files in "
                    "OUT.errors.csv beside --out, else on stderr), or raise: stop at the first (default skip)")
+
+
+def _recall(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share of known-product images in (0, 1], got {text}")
+    return value
+
+
+def _enrolment_options(p: argparse.ArgumentParser) -> None:
+    """What the enrolment images are and how the unknown-product threshold is chosen: fit and add-products."""
+    p.add_argument("--images", choices=IMAGE_KINDS, default="shelf",
+                   help="what FOLDER's images are: shelf photos, or catalogue packshots (often one or two per "
+                   "product); recorded per product in the bundle's history (default shelf)")
+    p.add_argument("--recall", type=_recall, metavar="R",
+                   help="share of known-product images to accept, 0 < R <= 1: images scoring below the threshold "
+                   "that accepts R of the enrolled images (held out) are answered 'unknown'; stored in the bundle "
+                   "(default: the bundle's, 0.95 for a new one)")
+    p.add_argument("--rejection-score", choices=REJECTION_SCORES,
+                   help="known-ness score of the rejection: prototype (cosine to the nearest product's mean "
+                   "feature), msp (the probe's top probability) or energy (log-sum-exp of its logits); stored "
+                   "in the bundle (default: the bundle's, prototype for a new one)")
 
 
 def _non_negative_float(text: str) -> float:
@@ -108,11 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "or 'none' for random weights")
     p.add_argument("--image-size", type=_positive_int, help="side of the square input images, in pixels")
     p.add_argument("--out", required=True, help="bundle file to write")
+    _enrolment_options(p)
     _wait_option(p)
     p.set_defaults(run="cmd_fit")
 
     p = sub.add_parser("add-products", help="add the products of FOLDER/<product>/<image> to a bundle")
     p.add_argument("folder", metavar="FOLDER", help="one sub-folder of images per new product")
+    _enrolment_options(p)
     _bundle_edit_options(p, "bundle to extend", run="cmd_add_products")
 
     p = sub.add_parser("remove-products", help="remove products from a bundle")
@@ -125,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=5, help="products per image (default 5)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     p.add_argument("--out", help="file to write (default: stdout)")
+    p.add_argument("--no-reject", dest="reject", action="store_false",
+                   help="always answer the most probable product, never 'unknown' (the known-ness score is "
+                   "still written)")
     _inference_options(p)
     p.set_defaults(run="cmd_predict")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -28,6 +29,8 @@ from retailnb.bundle import (
     BundleError,
     ClassNameError,
     Predictions,
+    ProbeSettings,
+    Rejection,
     add_products,
     check_new_products,
     describe_bundle,
@@ -110,6 +113,36 @@ def _folder_features(bundle: Bundle, folder: str, products: Mapping[str, Sequenc
 def _save(bundle: Bundle, out: str | Path) -> None:
     save_bundle(bundle, out)
     _say(f"wrote {out}: {len(bundle.class_names)} products, {len(bundle.labels)} training images")
+
+
+def _with_rejection_options(settings: ProbeSettings, args: argparse.Namespace) -> ProbeSettings:
+    """``settings`` with ``--recall`` and ``--rejection-score`` where given (the bundle's own otherwise)."""
+    changes = {key: value for key, value in (("recall", args.recall), ("rejection_score", args.rejection_score))
+               if value is not None}
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _rejection_options(bundle: Bundle, args: argparse.Namespace) -> Bundle:
+    """``bundle`` whose next refit chooses its threshold as ``--recall`` / ``--rejection-score`` say."""
+    return dataclasses.replace(bundle, settings=_with_rejection_options(bundle.settings, args))
+
+
+def enrolled_line(names: Sequence[str], image_kind: str) -> str:
+    """The one-line summary of an enrolment, e.g. ``enrolled 3 products from 6 catalogue packshots``."""
+    n_products, n_images = len(set(names)), len(names)
+    what = ("catalogue packshot" if image_kind == "catalogue" else "shelf photo") + ("" if n_images == 1 else "s")
+    return f"enrolled {n_products} product{'' if n_products == 1 else 's'} from {n_images} {what}"
+
+
+def rejection_line(rejection: Rejection | None) -> str:
+    """How the bundle now rejects unknown products, in one line (after fit and add-products)."""
+    if rejection is None:
+        return "unknown-product rejection: off"
+    if not rejection.active:
+        return (f"unknown-product rejection: off until products have two or more images ({rejection.score} "
+                f"score, recall {rejection.recall:g})")
+    return (f"unknown-product rejection: {rejection.score} score below {rejection.threshold:.4g} is 'unknown' "
+            f"(threshold at known-product recall {rejection.recall:g})")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -241,9 +274,28 @@ def _history_line(step: Mapping[str, Any], shown: int = 4) -> str:
     text = f"{step.get('operation')} {names}"
     if step.get("n_images"):
         text += f": {step['n_images']} images" + (f" from {folder}" if folder else "")
+    kinds = sorted({str(v.get("images")) for v in (step.get("enrolled_from") or {}).values() if isinstance(v, dict)})
+    if kinds:
+        text += f" ({'/'.join(kinds)} images)"
     c = step.get("c")
     probe = f"C={c:g} ({step.get('c_from')})" if isinstance(c, (int, float)) else "no probe"
-    return text + f"; then {step.get('n_train')} training images, {probe}; retailnb {step.get('retailnb_version', '?')}"
+    text += f"; then {step.get('n_train')} training images, {probe}; retailnb {step.get('retailnb_version', '?')}"
+    rejection = step.get("rejection")
+    if isinstance(rejection, dict):
+        threshold = rejection.get("threshold")
+        text += (f"; {rejection.get('score')} threshold {threshold:.4g}" if isinstance(threshold, (int, float))
+                 else "; rejection off")
+    return text
+
+
+def _rejection_text(rejection: Mapping[str, Any]) -> str:
+    """The ``rejection`` line of ``retailnb info``: score, recall and threshold, or why it is off."""
+    if rejection.get("score") is None:
+        return str(rejection["note"])
+    threshold = rejection.get("threshold")
+    shown = f"{threshold:.4g}" if isinstance(threshold, (int, float)) else "none"
+    return (f"{rejection['score']} score, recall {rejection['recall']:g}, threshold {shown}: "
+            f"{rejection['note']}")
 
 
 def format_info(info: Mapping[str, Any]) -> str:
@@ -260,6 +312,9 @@ def format_info(info: Mapping[str, Any]) -> str:
         ["probe", "none (no products yet)" if probe is None else
          f"logistic regression, C={probe['c']:g}" + (", uniform prior" if probe["uniform_prior"] else "")],
     ]
+    rejection = info.get("rejection")
+    if rejection is not None:
+        lines.append(["rejection", _rejection_text(rejection)])
     lines += [[f"history {i}", _history_line(step)] for i, step in enumerate(info["provenance"].get("history", []), 1)]
     products = [["product", "images"], *([name, str(n)] for name, n in info["products"].items())]
     summary = f"{info['n_products']} products, {info['n_train']} training images"
@@ -287,7 +342,8 @@ def _base_bundle(args: argparse.Namespace) -> Bundle:
     if missing:
         raise ValueError(f"without --bundle, fit needs {', '.join(missing)} to build the backbone "
                          "(--backbone-weights none gives random weights)")
-    return new_bundle(args.architecture, weights=args.backbone_weights, image_size=args.image_size)
+    return new_bundle(args.architecture, weights=args.backbone_weights, image_size=args.image_size,
+                      settings=_with_rejection_options(ProbeSettings(), args))
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
@@ -296,14 +352,18 @@ def cmd_fit(args: argparse.Namespace) -> None:
     ``--out``'s lock is held from loading ``--bundle`` to saving, as for the other edits.
     """
     with exclusive(check_writable(args.out), args.wait):
-        bundle = _base_bundle(args)
-        features, names, source = _folder_features(bundle, args.folder)
+        bundle = _rejection_options(_base_bundle(args), args)
+        products = product_folders(args.folder)
+        check_new_products(dataclasses.replace(bundle, class_names=()), list(products))  # before embedding
+        features, names, source = _folder_features(bundle, args.folder, products)
         start = time.perf_counter()
-        fitted = fit_probe(bundle, features, names, source=source)
+        fitted = fit_probe(bundle, features, names, source=source, image_kind=args.images)
         assert fitted.probe is not None  # fit_probe always fits one: it needs two products or more
         _say(f"fitted the probe on {len(fitted.class_names)} products (C={fitted.probe.c:g}, chosen by "
              f"cross-validation) in {time.perf_counter() - start:.2f} s")
+        _say(rejection_line(fitted.rejection))
         _save(fitted, args.out)
+        _say(enrolled_line(names, args.images))
 
 
 def cmd_add_products(args: argparse.Namespace) -> None:
@@ -314,14 +374,17 @@ def cmd_add_products(args: argparse.Namespace) -> None:
     """
     target = check_writable(args.out or args.bundle)
     with exclusive(target, args.wait):
-        bundle = load_bundle(args.bundle)
+        bundle = _rejection_options(load_bundle(args.bundle), args)
         products = product_folders(args.folder)
         check_new_products(bundle, list(products))  # fail before embedding anything
         features, names, source = _folder_features(bundle, args.folder, products)
         start = time.perf_counter()
-        enrolled = add_products(bundle, features, names, choose_c=args.choose_c, source=source)
+        enrolled = add_products(bundle, features, names, choose_c=args.choose_c, source=source,
+                                image_kind=args.images)
         _say(f"refitted the probe on {len(enrolled.class_names)} products in {time.perf_counter() - start:.2f} s")
+        _say(rejection_line(enrolled.rejection))
         _save(enrolled, target)
+        _say(enrolled_line(names, args.images))
 
 
 def cmd_remove_products(args: argparse.Namespace) -> None:
@@ -331,49 +394,90 @@ def cmd_remove_products(args: argparse.Namespace) -> None:
         _save(remove_products(load_bundle(args.bundle), args.names, choose_c=args.choose_c), target)
 
 
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def _rows(paths: Sequence[Path], predictions: Predictions) -> list[dict[str, Any]]:
-    """One dict per image: its path and its top-k (product, probability) pairs."""
+    """One dict per image: its path, its answer (top product or ``unknown``), whether it is taken for a known
+    product, its known-ness score and the threshold it was held to, and its top-k (product, probability) pairs."""
+    n = len(predictions.indices)
+    scores = [None] * n if predictions.known_scores is None else [float(x) for x in predictions.known_scores]
+    known = [True] * n if predictions.known is None else [bool(x) for x in predictions.known]
     return [
-        {"image": str(path), "predictions": [{"product": name, "probability": float(p)}
-                                             for name, p in zip(names, scores)]}
-        for path, names, scores in zip(paths, predictions.names(), predictions.scores)
+        {"image": str(path), "answer": answer, "known": ok, "known_score": score,
+         "threshold": _optional_float(predictions.threshold),
+         "predictions": [{"product": name, "probability": float(p)} for name, p in zip(names, top)]}
+        for path, answer, ok, score, names, top in zip(paths, predictions.answers, known, scores, predictions.names(),
+                                                       predictions.scores)
     ]
 
 
+def _score_text(score: float | None, digits: int) -> str:
+    return "" if score is None else f"{score:.{digits}f}"
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Aligned columns: the image, then each rank's product and probability."""
+    """Aligned columns: the image, its answer (``unknown`` when rejected), each rank's product and probability,
+    then the known-ness score (when the bundle has one)."""
     k = max(len(r["predictions"]) for r in rows)
-    header = ["image", *(f"{part}{i}" for i in range(1, k + 1) for part in ("top", "p"))]
-    body = [[r["image"], *(v for p in r["predictions"] for v in (p["product"], f"{p['probability']:.3f}"))]
+    with_score = any(r.get("known_score") is not None for r in rows)
+    header = ["image", "answer", *(f"{part}{i}" for i in range(1, k + 1) for part in ("top", "p")),
+              *(["score"] if with_score else [])]
+    body = [[r["image"], r["answer"], *(v for p in r["predictions"] for v in (p["product"], f"{p['probability']:.3f}")),
+             *([_score_text(r.get("known_score"), 4)] if with_score else [])]
             for r in rows]
     return aligned([header, *body]) + "\n"
 
 
 def format_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """One line per (image, rank): ``image,rank,product,probability``."""
+    """One line per (image, rank): ``image,rank,product,probability,answer,known_score,threshold``.
+
+    ``answer`` (the top product, or ``unknown``), ``known_score`` and ``threshold`` are the image's, repeated on
+    each of its ranks; the last two are empty when the bundle has no rejection threshold.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image", "rank", "product", "probability"])
+    writer.writerow(["image", "rank", "product", "probability", "answer", "known_score", "threshold"])
     for r in rows:
         for rank, p in enumerate(r["predictions"], start=1):
-            writer.writerow([r["image"], rank, p["product"], f"{p['probability']:.6f}"])
+            writer.writerow([r["image"], rank, p["product"], f"{p['probability']:.6f}", r["answer"],
+                             _score_text(r["known_score"], 6), _score_text(r["threshold"], 6)])
     return buffer.getvalue()
 
 
 def format_json(rows: Sequence[dict[str, Any]]) -> str:
-    """A JSON list: per image, ``image`` and its ``predictions`` (``product``, ``probability``), best first."""
+    """A JSON list: per image, ``image``, ``answer`` (top product or ``unknown``), ``known``, ``known_score``,
+    ``threshold`` and its ``predictions`` (``product``, ``probability``), best first."""
     return json.dumps(list(rows), indent=1) + "\n"
 
 
+def _rejected_line(predictions: Predictions) -> str | None:
+    """How many images were answered ``unknown`` and why, for stderr; None when nothing was held to a threshold."""
+    if predictions.threshold is None or predictions.known is None:
+        return None
+    unknown = int((~predictions.known).sum())
+    return (f"{unknown} of {len(predictions.known)} images unknown ({predictions.rejection_score} score below "
+            f"{predictions.threshold:.4g}; --no-reject to always name a product)")
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
-    """``retailnb predict``: the top-k products of each image, as a table, JSON or CSV."""
+    """``retailnb predict``: the top-k products of each image, as a table, JSON or CSV, with its answer.
+
+    The answer is the top product, or ``unknown`` where the image's known-ness score is below the bundle's
+    threshold (unless ``--no-reject``).
+    """
     if args.out is not None:
         check_writable(args.out)  # before any work
     bundle = _inference_bundle(args)
     if bundle.probe is None:
         raise ValueError(f"{args.bundle}: this bundle has no products yet; fit them with `retailnb fit`")
     features, paths = _readable(args, bundle, image_files(args.images), "predicting")
-    rows = _rows(paths, predict_features(bundle, features, args.top_k))
+    predictions = predict_features(bundle, features, args.top_k, reject=args.reject)
+    rows = _rows(paths, predictions)
+    rejected = _rejected_line(predictions)
+    if rejected is not None:
+        _say(rejected)
     text = {"table": format_table, "csv": format_csv, "json": format_json}[args.format](rows)
     if args.out is None:
         sys.stdout.write(text)

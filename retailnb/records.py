@@ -152,13 +152,29 @@ class FinetuneRecord(Record):
     grid: list[GridRecord]
 
 
+class RejectionSetup(Record):
+    """The unknown-product rejection protocol of one evaluation (``evaluate.rejection``).
+
+    Attributes:
+        n_known: products enrolled (the probe's classes).
+        n_unknown: products held out, whose test photos should be rejected.
+        recall: the known-product recall each threshold was chosen for.
+    """
+
+    n_known: int
+    n_unknown: int
+    recall: float
+
+
 class EvaluateRecord(Record):
     """``metrics/seeds/<seed>/evaluate/<target>.json``: the results table of one downstream target.
 
     Attributes:
         target: the key of ``evaluate.targets``.
         target_source: its source (``prepared``, ``grocery_store``, ``imagefolder``).
-        methods: method -> ``probe_<shots>`` (and ``_std``), ``knn_all``, ``ratio_to_finetune`` (to the
+        methods: method -> ``probe_<shots>`` (and ``_std``; ``probe_catalogue``: the probe trained on the
+            catalogue packshots alone), ``reject_<score>_<measure>`` (unknown-product rejection, see
+            ``rejection``), ``knn_all``, ``ratio_to_finetune`` (to the
             finetuned main backbone), ``probe_all_seconds``.
         finetune: the finetuning baselines, ``pretrained`` (the main backbone) and ``random_init``.
         main_variant: the main backbone's name.
@@ -167,6 +183,8 @@ class EvaluateRecord(Record):
         n_test: its test images.
         n_overlap_dropped: training images left out because a test image is identical
             (``evaluate.on_overlap: drop``).
+        rejection: the rejection protocol whose ``reject_<score>_<measure>`` cells ``methods`` holds (None:
+            not measured).
     """
 
     target: str
@@ -178,6 +196,7 @@ class EvaluateRecord(Record):
     n_train: int
     n_test: int
     n_overlap_dropped: int
+    rejection: RejectionSetup | None = None
 
 
 class IntervalRecord(Record):
@@ -239,6 +258,7 @@ class TargetSummary(Record):
         n_train: its training images.
         n_test: its test images.
         n_overlap_dropped: training images left out because a test image is identical.
+        rejection: the unknown-product rejection protocol (None: not measured).
     """
 
     target: str
@@ -253,6 +273,7 @@ class TargetSummary(Record):
     n_train: int
     n_test: int
     n_overlap_dropped: int
+    rejection: RejectionSetup | None = None
 
 
 class SummaryRecord(Record):
@@ -271,13 +292,16 @@ class TargetHeadline(Record):
 
     Attributes:
         probe: headline row (random weights, the main backbone, each noisy-student round) -> ``1``, ``10``,
-            ``all`` (those the run has; mean over seeds) and ``all_ci``.
+            ``all`` (those the run has; mean over seeds), ``all_ci`` and ``catalogue`` (the catalogue-only
+            probe, when measured).
         finetuned: ``pretrained``, ``pretrained_ci``, ``random_init``, ``random_init_ci``: the finetuning
             baselines' test accuracy.
         probe_to_finetune: the main backbone's all-image probe over its finetuned accuracy (mean of the
             per-seed ratios).
         probe_to_finetune_ci: its half-width.
         noisy_gain: the last noisy-student round's all-image probe minus the main backbone's (mean).
+        rejection_auroc: the main backbone's unknown-product rejection AUROC with the best score (mean);
+            None when not measured.
     """
 
     probe: dict[str, dict[str, float | None]]
@@ -285,6 +309,7 @@ class TargetHeadline(Record):
     probe_to_finetune: float | None
     probe_to_finetune_ci: float | None
     noisy_gain: float | None
+    rejection_auroc: float | None = None
 
 
 class HeadlineRecord(Record):

@@ -14,14 +14,17 @@ import re
 from collections.abc import Mapping, Sequence
 
 from retailnb.intervals import order, paired_difference, t_interval
+from retailnb.rejection import SCORES
 from retailnb.records import DataRecord, IntervalRecord, NoisyRecord, PretrainRecord, TargetSummary
-from retailnb.summary import noisy_rounds
+from retailnb.summary import best_rejection_score, noisy_rounds, reject_key
 from retailnb.tables import markdown_table
 
 OBJECTIVE_NAMES = {"simclr": "SimCLR", "supcon": "SupCon", "simsiam": "SimSiam"}
 """How the report writes each pretraining objective of :attr:`PretrainRecord.objectives`."""
 
 _PROBE_KEY = re.compile(r"^probe_(\d+|all)$")
+CATALOGUE_KEY = "probe_catalogue"
+"""The cell of the probe trained on the catalogue packshots alone (:func:`retailnb.evaluation.fewshot.catalogue_eval`)."""
 
 
 def fmt(value: IntervalRecord | None, digits: int = 3) -> str:
@@ -52,6 +55,8 @@ def shot_keys(methods: Mapping[str, Mapping[str, object]]) -> list[str]:
 
 def _shot_header(key: str) -> str:
     shots = key.removeprefix("probe_")
+    if key == CATALOGUE_KEY:
+        return "catalogue only"
     return "all images" if shots == "all" else f"{shots}-shot"
 
 
@@ -64,7 +69,8 @@ def method_table_markdown(summary: TargetSummary) -> str:
     """The main results table: one row per method, probe accuracy per shot count, kNN, ratio to finetuning.
 
     Each cell is the mean over the training seeds ± the half-width of its interval. Shot columns are those
-    any method has; a method missing one shows "–". The main variant is marked, and the last rows give the
+    any method has, then "catalogue only" (the probe trained on the packshots alone) when measured; a
+    method missing one shows "–". The main variant is marked, and the last rows give the
     finetuning baselines (from the main backbone, then from random weights) with the learning rate and
     epoch each seed chose. The ratio column divides a row's mean by the finetuned main backbone's mean. The
     last column is each row's fit time: the logistic regression's on all training images (features cached),
@@ -77,6 +83,8 @@ def method_table_markdown(summary: TargetSummary) -> str:
         The table as Markdown, ending with a newline.
     """
     keys = shot_keys(summary.methods)
+    if any(CATALOGUE_KEY in row for row in summary.methods.values()):
+        keys.append(CATALOGUE_KEY)
     header = ["method", *(_shot_header(k) for k in keys), "kNN (all images)", "ratio to finetuned", "fit time (s)"]
     main = summary.finetune.get("pretrained")
     reference = main.accuracy.mean if main else None
@@ -92,8 +100,8 @@ def method_table_markdown(summary: TargetSummary) -> str:
                      "–" if seconds is None else f"{seconds.mean:.2f}"])
     for init, result in summary.finetune.items():
         shown = ["–"] * len(keys)
-        if keys and keys[-1] == "probe_all":
-            shown[-1] = fmt(result.accuracy)
+        if "probe_all" in keys:
+            shown[keys.index("probe_all")] = fmt(result.accuracy)
         source = f"`{summary.main_variant}`" if init == "pretrained" else "random weights"
         label = f"finetuned from {source} (lr {_choices(result.lrs)}, epoch {_choices(result.best_epochs)})"
         rows.append([label, *shown, "–", ratio(result.accuracy), f"{result.seconds.mean:.0f}"])
@@ -139,6 +147,8 @@ def compare(new: tuple[str, IntervalRecord], old: tuple[str, IntervalRecord], wh
 
 
 def _measure(key: str) -> str:
+    if key == CATALOGUE_KEY:
+        return "probe accuracy enrolled from the catalogue packshots alone"
     shots = key.removeprefix("probe_")
     if shots == "all":
         return "probe accuracy with all images"
@@ -252,7 +262,9 @@ def verdicts(summary: TargetSummary, pretrain: Mapping[str, PretrainRecord], noi
         if combined in methods and alone in methods:
             both, single = _label(_objectives(pretrain[combined])), _label(_objectives(pretrain[alone]))
             out += _compare_rows((both, methods[combined]), (f"{single} alone", methods[alone]), keys)
-    return out + noisy_verdicts(summary, noisy)
+    if main in methods and "random_init" in methods and CATALOGUE_KEY in methods[main]:
+        out += _compare_rows((f"`{main}`", methods[main]), ("random weights", methods["random_init"]), [CATALOGUE_KEY])
+    return out + noisy_verdicts(summary, noisy) + rejection_verdicts(summary)
 
 
 def data_sentence(data: DataRecord) -> str:
@@ -318,9 +330,68 @@ def target_heading(name: str, summary: TargetSummary) -> str:
             f"{n} training seed{'s' if n != 1 else ''}\n")
 
 
+SCORE_NAMES = {"msp": "max. softmax probability", "energy": "energy", "prototype": "nearest prototype"}
+"""How the report names each rejection score of :data:`retailnb.rejection.SCORES`."""
+
+
+def rejection_table_markdown(summary: TargetSummary) -> str:
+    """Unknown-product rejection per method: AUROC of each score, then, for the best score
+    (:func:`best_rejection_score`), known-product accuracy, unknown rejection and known acceptance at the
+    threshold chosen on the enrolled images. Empty when not measured."""
+    best = best_rejection_score(summary)
+    if best is None:
+        return ""
+    scores = [s for s in SCORES if any(reject_key(s, "auroc") in row for row in summary.methods.values())]
+    header = ["method", *(f"AUROC, {SCORE_NAMES[s]}" for s in scores), "known accuracy", "unknown rejected",
+              "known accepted"]
+    rows = []
+    for name, cells in summary.methods.items():
+        label = f"`{name}`" + (" (main)" if name == summary.main_variant else "")
+        rows.append([label, *(fmt(cells.get(reject_key(s, "auroc"))) for s in scores),
+                     *(fmt(cells.get(reject_key(best, m))) for m in ("known_accuracy", "unknown_rejection",
+                                                                       "known_acceptance"))])
+    return markdown_table(header, rows)
+
+
+def rejection_heading(summary: TargetSummary) -> str:
+    """What the rejection table measures, with its protocol's numbers."""
+    setup, best = summary.rejection, best_rejection_score(summary)
+    if setup is None or best is None:
+        return ""
+    return (f"Unknown-product rejection: {setup.n_unknown} of the {setup.n_known + setup.n_unknown} products held "
+            f"out of the probe; AUROC of known against held-out products' test photos (0.5: chance), and with "
+            f"the best score ({SCORE_NAMES[best]}) at the threshold chosen on the enrolled products' own "
+            f"training images for a known-product recall of {setup.recall:.0%}: known photos accepted and named "
+            f"correctly, held-out photos rejected, known photos accepted.\n")
+
+
+def rejection_verdicts(summary: TargetSummary) -> list[str]:
+    """Does pretraining make rejection better? The best score's AUROC of the main backbone against random
+    weights, and of the last noisy-student round against the main backbone."""
+    best = best_rejection_score(summary)
+    if best is None:
+        return []
+    key, methods, main = reject_key(best, "auroc"), summary.methods, summary.main_variant
+    what = f"unknown-product rejection (AUROC of the {SCORE_NAMES[best]} score)"
+    out = []
+    if key in methods.get(main, {}) and key in methods.get("random_init", {}):
+        out.append(compare((f"`{main}`", methods[main][key]), ("random weights", methods["random_init"][key]), what))
+    rounds = noisy_rounds(methods)
+    if rounds and key in methods[rounds[-1][1]] and key in methods.get(main, {}):
+        r, last = rounds[-1]
+        out.append(compare((f"noisy-student round {r}", methods[last][key]), (f"`{main}`", methods[main][key]), what))
+    return out
+
+
 def results_markdown(targets: Mapping[str, TargetSummary], confidence: float) -> str:
-    """The results of every target: a heading and :func:`method_table_markdown` each, in the given order,
-    and what the ± means (intervals at level ``confidence``, ``report.confidence``)."""
-    tables = "\n".join(f"{target_heading(name, t)}\n{method_table_markdown(t)}" for name, t in targets.items())
+    """The results of every target: a heading, :func:`method_table_markdown` and, when measured, the
+    rejection table (:func:`rejection_table_markdown`) each, in the given order, and what the ± means
+    (intervals at level ``confidence``, ``report.confidence``)."""
+    def section(name: str, t: TargetSummary) -> str:
+        rejection = rejection_table_markdown(t)
+        return (f"{target_heading(name, t)}\n{method_table_markdown(t)}"
+                + (f"\n{rejection_heading(t)}\n{rejection}" if rejection else ""))
+
+    tables = "\n".join(section(name, t) for name, t in targets.items())
     return (tables + f"\nEach cell: the mean over the training seeds ± the half-width of its {confidence:.0%} "
             "t-interval (the mean alone with one seed).\n")

@@ -27,6 +27,7 @@ from retailnb.records import (
     TargetSummary,
     read_record,
 )
+from retailnb.rejection import SCORES
 
 _ROUND_KEY = re.compile(r"^noisy_round_(\d+)$")
 
@@ -133,7 +134,7 @@ def summarize_target(name: str, per_seed: Mapping[int, EvaluateRecord], confiden
     return TargetSummary(target=name, target_source=first.target_source, seeds=seeds, main_variant=main,
                          methods=methods, finetune=finetune, probe_to_finetune=ratio, noisy_gain=gain,
                          n_classes=first.n_classes, n_train=first.n_train, n_test=first.n_test,
-                         n_overlap_dropped=first.n_overlap_dropped)
+                         n_overlap_dropped=first.n_overlap_dropped, rejection=first.rejection)
 
 
 def summarize(records: Mapping[int, SeedRecords], confidence: float) -> SummaryRecord:
@@ -156,6 +157,22 @@ def summarize(records: Mapping[int, SeedRecords], confidence: float) -> SummaryR
         for name in targets})
 
 
+def reject_key(score: str, measure: str) -> str:
+    """The table cell of a rejection ``measure`` of ``score`` (:func:`retailnb.rejection.rejection_cells`)."""
+    return f"reject_{score}_{measure}"
+
+
+def best_rejection_score(summary: TargetSummary) -> str | None:
+    """The score with the highest AUROC averaged over the methods (the one the bundle should use), or None
+    when the target's rejection was not measured."""
+    means = {score: [row[reject_key(score, "auroc")].mean for row in summary.methods.values()
+                     if reject_key(score, "auroc") in row] for score in SCORES}
+    means = {score: values for score, values in means.items() if values}
+    if not means:
+        return None
+    return max(means, key=lambda score: sum(means[score]) / len(means[score]))
+
+
 def target_headline(summary: TargetSummary) -> TargetHeadline:
     """The headline figures of one target: random weights, the main backbone and each noisy-student round at
     1 and 10 shots and all images (the last with its interval); both finetuning baselines; the probe/finetune
@@ -169,13 +186,23 @@ def target_headline(summary: TargetSummary) -> TargetHeadline:
         probe[name] = {s: cells[f"probe_{s}"].mean for s in HEADLINE_SHOTS if f"probe_{s}" in cells}
         if "probe_all" in cells:
             probe[name]["all_ci"] = cells["probe_all"].half_width
+        if "probe_catalogue" in cells:
+            probe[name]["catalogue"] = cells["probe_catalogue"].mean
     finetuned: dict[str, float | None] = {}
     for init, result in summary.finetune.items():
         finetuned[init], finetuned[f"{init}_ci"] = result.accuracy.mean, result.accuracy.half_width
     ratio = summary.probe_to_finetune
     return TargetHeadline(probe=probe, finetuned=finetuned, probe_to_finetune=ratio.mean if ratio else None,
                           probe_to_finetune_ci=ratio.half_width if ratio else None,
-                          noisy_gain=summary.noisy_gain.mean if summary.noisy_gain else None)
+                          noisy_gain=summary.noisy_gain.mean if summary.noisy_gain else None,
+                          rejection_auroc=_main_auroc(summary))
+
+
+def _main_auroc(summary: TargetSummary) -> float | None:
+    """The main backbone's unknown-product rejection AUROC with the best score (mean), if measured."""
+    best = best_rejection_score(summary)
+    cell = summary.methods.get(summary.main_variant, {}).get(reject_key(best, "auroc")) if best else None
+    return cell.mean if cell is not None else None
 
 
 def headline(summary: SummaryRecord) -> HeadlineRecord:

@@ -91,7 +91,8 @@ def test_fit_add_predict_remove_end_to_end(data: Path, shop: Path, tmp_path: Pat
     assert bundle.read_bytes() == added  # --out leaves the input alone
     assert main(["predict", str(data / "test" / "green"), "--bundle", str(smaller), "--format", "csv"]) == 0
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert table[0].keys() == {"image", "rank", "product", "probability"} and len(table) == 2 * 5
+    assert table[0].keys() == {"image", "rank", "product", "probability", "answer", "known_score", "threshold"}
+    assert len(table) == 2 * 5
     assert "green" not in {r["product"] for r in table}
 
 
@@ -101,7 +102,7 @@ def test_fit_from_a_bundle_and_table_output(data: Path, shop: Path, tmp_path: Pa
     assert main(["fit", str(data / "new"), "--bundle", str(shop), "--out", str(refit)]) == 0
     assert main(["predict", str(data / "test" / "black" / "0.jpg"), "--bundle", str(refit), "--top-k", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["image", "top1", "p1"] and lines[1].split()[1] == "black"
+    assert lines[0].split() == ["image", "answer", "top1", "p1", "score"] and lines[1].split()[2] == "black"
     assert set(load_bundle(refit).class_names) == set(NEW)  # fit replaced the bundle's products
 
 

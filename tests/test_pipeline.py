@@ -8,6 +8,7 @@ its tests share the session's pipeline on one worker while the other worker take
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ from retailnb.records import EvaluateRecord, SummaryRecord, read_record
 from retailnb.report import results_markdown
 from retailnb.stages import evaluate
 from retailnb.summary import summarize_target
+
+TINY_PARAMS_REJECTION = read_params(REPO / "params.yaml")["evaluate"]["rejection"]
+"""The rejection protocol of params.yaml, which the tiny pipeline keeps."""
 
 
 def read(root: Path, path: str) -> Any:
@@ -128,6 +132,15 @@ def test_evaluate_stage(pipeline: Path) -> None:
         assert tuned["val_accuracy"] == max(run["val_accuracy"] for run in tuned["grid"])
     assert record["finetune"]["pretrained"]["accuracy"] > 1 / n_classes
     assert record["n_test"] == n_classes * TINY_DATA["probe_test_per_sku"]
+    # a store's questions: the catalogue-only probe and unknown-product rejection, for every backbone
+    rejection = TINY_PARAMS_REJECTION
+    assert record["rejection"] == {"n_known": n_classes - round(rejection["unknown_fraction"] * n_classes),
+                                   "n_unknown": round(rejection["unknown_fraction"] * n_classes),
+                                   "recall": rejection["recall"]}
+    for row in record["methods"].values():
+        assert 0.0 <= row["probe_catalogue"] <= 1.0
+        assert {f"reject_{score}_{m}" for score in ("msp", "energy", "prototype")
+                for m in ("auroc", "known_accuracy", "unknown_rejection", "known_acceptance")} <= set(row)
     shots = read(pipeline, "metrics/seeds/0/evaluate/prepared/shots.json")
     assert {p["method"] for p in shots} == {*record["methods"], "finetuned (end to end)"}
     assert [p["shots"] for p in shots if p["method"] == "random_init"] == ["1", "2", "all"]
@@ -139,6 +152,28 @@ def test_evaluate_stage(pipeline: Path) -> None:
     other = read(pipeline, "metrics/seeds/1/evaluate/prepared.json")
     assert other["methods"]["random_init"] != record["methods"]["random_init"]
     assert other["finetune"]["random_init"]["grid"] != record["finetune"]["random_init"]["grid"]
+
+
+def test_the_rejection_settings_change_what_they_say(pipeline: Path, tmp_path: Path) -> None:
+    """evaluate.rejection through the stage: more products held out, and a lower recall target rejects more."""
+    params = read_params(pipeline / "params.yaml")
+    params["evaluate"]["rejection"] = {"unknown_fraction": 0.5, "recall": 0.5, "folds": 2}
+    spec = spec_from_params("evaluate", params, "prepared")
+    out = tmp_path / "out"
+    shutil.copytree(pipeline / "features" / "seeds" / "0" / "prepared", out / "features")  # cached features, runs
+    models = pipeline / "models" / "seeds" / "0"
+    paths = evaluate.EvaluatePaths(
+        manifest=str(pipeline / "data" / "prepared" / "manifest.csv"), pretrain_dir=str(models / "pretrain"),
+        noisy_dir=str(models / "noisy"), features_dir=str(out / "features"), metrics=str(out / "prepared.json"),
+        plots_dir=str(out / "plots"))
+    record = evaluate.run(spec, "prepared", paths).record
+    before = read(pipeline, "metrics/seeds/0/evaluate/prepared.json")
+    n_classes = TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"]
+    assert record.rejection is not None and record.rejection.n_unknown == n_classes // 2 != before["rejection"]["n_unknown"]
+    assert record.rejection.recall == 0.5
+    # a threshold for half the enrolled photos accepts far fewer known test photos than one for 95% of them
+    accepted = lambda methods: sum(r["reject_prototype_known_acceptance"] for r in methods.values()) / len(methods)  # noqa: E731
+    assert accepted(record.methods) < accepted(before["methods"]) - 0.1
 
 
 def test_a_second_target_read_by_the_image_folder_adapter(pipeline: Path, tmp_path: Path) -> None:
@@ -184,6 +219,7 @@ def test_report_summarises_every_seed_with_intervals(pipeline: Path) -> None:
         or "SimCLR alone beats SimCLR + SupCon" in report
     assert "SupCon alone" not in report  # the tiny pipeline has no SupCon-only variant
     assert "training seeds" in report
+    assert "catalogue only" in table and "Unknown-product rejection" in table and "AUROC" in report
 
 
 def test_new_products_stage(pipeline: Path) -> None:

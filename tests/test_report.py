@@ -24,12 +24,14 @@ from retailnb.records import (
     read_record,
 )
 from retailnb.report import (
+    best_rejection_score,
     combination_pairs,
     compare,
     data_sentence,
     method_table_markdown,
     monitor_table_markdown,
     noisy_table_markdown,
+    rejection_table_markdown,
     results_markdown,
     shot_keys,
     verdicts,
@@ -308,7 +310,7 @@ def test_headline_keeps_at_most_30_figures_to_compare_runs_by() -> None:
     assert prepared.finetuned["pretrained"] == pytest.approx(0.8) and prepared.finetuned["random_init_ci"] > 0
     assert prepared.probe_to_finetune == pytest.approx(summary.targets["prepared"].probe_to_finetune.mean)  # type: ignore[union-attr]
     assert prepared.noisy_gain == pytest.approx(0.005)
-    assert leaf_count(top.model_dump()) == 1 + 4 * 4 + 4 + 2 + 1 <= 30
+    assert leaf_count(top.model_dump()) == 1 + 4 * 4 + 4 + 2 + 1 + 1 <= 30  # rejection_auroc: None here
 
 
 def write_fake_metrics(root: Path, seeds: tuple[int, ...] = SEEDS) -> None:
@@ -370,3 +372,62 @@ def test_report_notebook_smoke(tmp_path: Path) -> None:
     text = "\n".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "reaches 90% (interval" in text and "No difference measured between noisy-student round 2" in text
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 1  # only the figure that exists
+
+
+def with_store_cells(seed: int) -> dict[str, Any]:
+    """:func:`evaluate_metrics` plus a catalogue-only probe and rejection cells: the prototype score separates
+    known from held-out products best (AUROC 0.9 pretrained, 0.6 random), msp less (0.7), energy barely."""
+    metrics = evaluate_metrics(seed)
+    j = JITTER[seed]
+    for name, row in metrics["methods"].items():
+        pretrained = name != "random_init"
+        row["probe_catalogue"] = (0.3 if pretrained else 0.05) + j
+        for score, auroc in (("msp", 0.7), ("energy", 0.55), ("prototype", 0.9 if pretrained else 0.6)):
+            row.update({f"reject_{score}_auroc": auroc + j, f"reject_{score}_known_accuracy": 0.5 + j,
+                        f"reject_{score}_unknown_rejection": 0.4 + j, f"reject_{score}_known_acceptance": 0.93 + j})
+    metrics["rejection"] = {"n_known": 30, "n_unknown": 10, "recall": 0.95}
+    return metrics
+
+
+def test_the_catalogue_column_and_the_rejection_table_follow_the_cells() -> None:
+    summary = summarize_target("prepared", {s: record(with_store_cells(s)) for s in SEEDS}, 0.95)
+    rows = table_rows(method_table_markdown(summary))
+    assert rows[0][5] == "catalogue only"
+    main = next(r for r in rows if r[0] == "`simclr_supcon` (main)")
+    assert main[5] == "0.300 ± 0.025"
+    assert next(r for r in rows if r[0].startswith("finetuned from `simclr_supcon`"))[5] == "–"
+    assert best_rejection_score(summary) == "prototype"
+    rejection = table_rows(rejection_table_markdown(summary))
+    assert rejection[0] == ["method", "AUROC, max. softmax probability", "AUROC, energy", "AUROC, nearest prototype",
+                            "known accuracy", "unknown rejected", "known accepted"]
+    main = next(r for r in rejection if r[0] == "`simclr_supcon` (main)")
+    assert main[1:] == ["0.700 ± 0.025", "0.550 ± 0.025", "0.900 ± 0.025", "0.500 ± 0.025", "0.400 ± 0.025",
+                        "0.930 ± 0.025"]
+    text = "\n".join(verdicts(summary, PRETRAIN, [NOISY] * 3))
+    assert ("`simclr_supcon` beats random weights on unknown-product rejection (AUROC of the nearest prototype score)"
+            in text)
+    assert ("No difference measured between noisy-student round 2 and `simclr_supcon` on unknown-product rejection"
+            in text)
+    assert ("`simclr_supcon` beats random weights on probe accuracy enrolled from the catalogue packshots alone"
+            in text)
+    markdown = results_markdown({"prepared": summary}, 0.95)
+    assert "Unknown-product rejection: 10 of the 40 products held out" in markdown
+    assert "for a known-product recall of 95%" in markdown
+    # without the cells (an older run): no column, no table
+    plain = summarize_target("prepared", per_seed(), 0.95)
+    assert "catalogue only" not in method_table_markdown(plain) and rejection_table_markdown(plain) == ""
+    assert "Unknown-product rejection" not in results_markdown({"prepared": plain}, 0.95)
+
+
+def test_the_headline_carries_the_catalogue_probe_and_the_main_rejection_auroc() -> None:
+    summary = summarize(read_fake_store_seeds(), 0.95)
+    target = headline(summary).targets["prepared"]
+    assert target.probe["simclr_supcon"]["catalogue"] == pytest.approx(0.3)
+    assert target.probe["random_init"]["catalogue"] == pytest.approx(0.05)
+    assert target.rejection_auroc == pytest.approx(0.9)  # the prototype score's, the best one
+    assert leaf_count(headline(summary).model_dump()) == 1 + 4 * 5 + 4 + 2 + 1 + 1 <= 30
+
+
+def read_fake_store_seeds() -> dict[int, SeedRecords]:
+    return {s: SeedRecords(pretrain={}, noisy=None, evaluations={"prepared": record(with_store_cells(s))})
+            for s in SEEDS}

@@ -33,9 +33,10 @@ class ComputeSpec(Spec):
         num_workers: DataLoader worker processes for augmentation.
         channels_last: lay weights and activations out channels-last (oneDNN's and tensor cores'
             preferred layout).
-        images: where decoded training images are held: ``memory`` (one tensor, fastest while it fits)
-            or ``disk`` (the on-disk cache of :mod:`retailnb.data.cache`, read a batch at a time, so
-            memory does not grow with the number of images).
+        images: where decoded images are held, for training and for the probe images of the evaluation,
+            the noisy student and the pretraining monitor: ``memory`` (one array, fastest while it fits) or
+            ``disk`` (the on-disk cache of :mod:`retailnb.data.cache`, read a batch at a time, so memory does
+            not grow with the number of images).
         resume: ``auto`` continues an interrupted run from its saved state (same parameters and data);
             ``never`` ignores any saved state and trains from the start, overwriting it (the way out of a
             corrupt ``train_state.pt``).

@@ -128,6 +128,25 @@ class FinetuneSpec(Spec):
     engine: FinetuneEngineSpec
 
 
+class RejectionSpec(Spec):
+    """The unknown-product rejection protocol (``evaluate.rejection``; :mod:`retailnb.rejection`).
+
+    A seeded ``unknown_fraction`` of the target's products is held out of the probe; every backbone's
+    rejection scores are measured on known against held-out products' test images, each threshold chosen
+    from the known products' training images alone, out of fold, at ``recall``.
+
+    Attributes:
+        unknown_fraction: share of the target's products held out as unknown (at least one, and at least
+            two stay known).
+        recall: the known-product recall each threshold is chosen for, on the enrolled images.
+        folds: folds of the out-of-fold probe scores the threshold is chosen from (``msp``, ``energy``).
+    """
+
+    unknown_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
+    recall: Annotated[float, Field(gt=0.0, le=1.0)]
+    folds: Annotated[int, Field(ge=2)]
+
+
 class EvaluateStage(Spec):
     """Everything one evaluation target reads.
 
@@ -137,6 +156,7 @@ class EvaluateStage(Spec):
         target: the target dataset (``evaluate.targets.<name>``).
         probe: the few-shot protocol (``evaluate.probe``).
         finetune: the finetuning baseline (``evaluate.finetune``).
+        rejection: the unknown-product rejection protocol (``evaluate.rejection``).
         extra_weights: a local weights file evaluated as one more row; empty for none
             (``evaluate.extra_weights``).
         main_variant: the main backbone, round 1's teacher (``noisy.teacher_variant``).
@@ -151,6 +171,7 @@ class EvaluateStage(Spec):
     target: TargetSpec
     probe: ProbeSpec
     finetune: FinetuneSpec
+    rejection: RejectionSpec
     extra_weights: str
     main_variant: str
     on_overlap: Literal["raise", "drop"]

@@ -85,6 +85,7 @@ STAGES: dict[str, StageParams] = {
             "target": "evaluate.targets.{key}",
             "probe": "evaluate.probe",
             "finetune": "evaluate.finetune",
+            "rejection": "evaluate.rejection",
             "extra_weights": "evaluate.extra_weights",
             "main_variant": "noisy.teacher_variant",
             "on_overlap": "evaluate.on_overlap",

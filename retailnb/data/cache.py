@@ -16,11 +16,17 @@ The file is named by :func:`cache_key`, a hash of the images' bytes and the size
 another size is another file, so a stale cache is never read. It is written atomically
 (:func:`retailnb.atomic.atomic_write`), so an interrupted write leaves only a temporary that the next
 write removes. It lives outside every DVC output (``.cache/images`` in the folder the stage runs in,
-ignored by git and DVC): it is a speed-up that can be deleted at any time, not an artefact.
+ignored by git and DVC): it is a speed-up that can be deleted at any time, not an artefact. Processes
+that ask for the same file at once (the ranks of a ``torchrun`` stage, two stages) build it once: the
+others wait on its lock and read it.
+
+:class:`DiskArray` shows the same file as the (N, S, S, 3) numpy array ``decode_images`` returns, for
+readers of that layout (the probe data of :mod:`retailnb.evaluation.quickprobe`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -34,6 +40,7 @@ import torch
 
 from retailnb.atomic import atomic_write
 from retailnb.data.images import DEFAULT_MIN_SIZE, PathLike, decode_images
+from retailnb.locks import exclusive, lock_path
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,9 @@ CACHE_DIR = Path(".cache") / "images"
 
 CHUNK_BYTES = 64 * 2**20
 """Decoded bytes held in memory at once while a cache is built: the bound on its resident memory."""
+
+BUILD_WAIT_S = 24 * 3600.0
+"""How long :func:`cached_images` waits for another process building the same file (seconds)."""
 
 _FORMAT = "retailnb-image-cache-1"  # part of every key: a change of layout invalidates old files
 
@@ -106,10 +116,26 @@ def cached_images(
     min_size: int = DEFAULT_MIN_SIZE,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> DiskImages:
-    """The images of ``paths`` at ``size`` from the cache in ``folder``, building it first if missing."""
+    """The images of ``paths`` at ``size`` from the cache in ``folder``, building it first if missing.
+
+    One process builds a given file: the build holds the file's lock (:func:`retailnb.locks.exclusive`),
+    and a process that finds it missing takes the lock, looks again and reads what the holder wrote (the lock
+    file is removed with the lock held, so the folder keeps only caches and dead writers' temporaries). So the
+    processes of a ``torchrun`` stage (``compute.devices > 1``), or two stages started at once, decode the
+    images once, whether or not a process group exists; the lock is released when its holder dies.
+    """
     path = Path(folder) / f"{cache_key(paths, size, min_size)}.npy"
     if not path.is_file():
-        build_cache(paths, size, path, workers=workers, min_size=min_size, chunk_bytes=chunk_bytes)
+        with exclusive(path, timeout=BUILD_WAIT_S):
+            try:
+                if not path.is_file():  # another process may have built it while this one waited
+                    build_cache(paths, size, path, workers=workers, min_size=min_size, chunk_bytes=chunk_bytes)
+            finally:
+                # removed while held, so only the cache is left: a waiter holds the old lock and then finds
+                # the file; a newcomer finds the file before it locks (after a failed build, a waiter and a
+                # newcomer may both build: wasted work, not a wrong file, each writes its own temporary)
+                with contextlib.suppress(OSError):
+                    lock_path(path).unlink()
     return DiskImages(path)
 
 
@@ -219,3 +245,54 @@ def concat_rows(first: DiskImages, second: DiskImages) -> DiskImages:
     if first.path != second.path:
         raise ValueError(f"cannot join views of two cache files: {first.path} and {second.path}")
     return DiskImages(first.path, np.concatenate([first._stored_rows(slice(None)), second._stored_rows(slice(None))]))
+
+
+class DiskArray:
+    """The images of a :class:`DiskImages` as the (N, S, S, 3) uint8 numpy array that
+    :func:`retailnb.data.images.decode_images` returns, read from the cache file when indexed.
+
+    ``images[i]`` is an (S, S, 3) array and ``images[a:b]``, ``images[rows]`` and ``images[mask]`` (a boolean
+    array of length N) a (B, S, S, 3) array, the same bytes as the in-memory array; :meth:`select` makes a
+    view of other rows without reading, and :attr:`chw` is the underlying (N, 3, S, S) :class:`DiskImages`
+    for readers that take it (batched feature extraction, training datasets).
+    """
+
+    def __init__(self, chw: DiskImages) -> None:
+        self.chw = chw
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        n, c, h, w = self.chw.shape
+        return (n, h, w, c)
+
+    @property
+    def dtype(self) -> np.dtype[np.uint8]:
+        return np.dtype(np.uint8)
+
+    @property
+    def ndim(self) -> int:
+        return 4
+
+    def __len__(self) -> int:
+        return len(self.chw)
+
+    def _rows(self, index: Index) -> Index:
+        """``index`` with a boolean mask turned into the rows where it holds."""
+        if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
+            index = index.cpu().numpy()
+        elif isinstance(index, (list, tuple)) and index and all(isinstance(v, (bool, np.bool_)) for v in index):
+            index = np.asarray(index, dtype=bool)
+        if isinstance(index, np.ndarray) and index.dtype == np.bool_:
+            if index.shape != (len(self),):
+                raise IndexError(f"boolean index of shape {index.shape} for {len(self)} images")
+            return np.flatnonzero(index)
+        return index
+
+    def __getitem__(self, index: Index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)) or (isinstance(index, torch.Tensor) and index.ndim == 0):
+            return np.ascontiguousarray(self.chw[int(index)].numpy().transpose(1, 2, 0))
+        return np.ascontiguousarray(self.chw[self._rows(index)].numpy().transpose(0, 2, 3, 1))
+
+    def select(self, index: Index) -> DiskArray:
+        """A view of rows ``index`` (or of a boolean mask) of this view, reading nothing."""
+        return DiskArray(self.chw.select(self._rows(index)))

@@ -20,15 +20,16 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from retailnb.config.compute import BackboneSpec, ComputeSpec
-from retailnb.config.evaluate import FinetuneSpec
+from retailnb.config.evaluate import FinetuneSpec, RejectionSpec
 from retailnb.evaluation.features import load_features, save_features
-from retailnb.evaluation.fewshot import fewshot_eval, summarize_fewshot
+from retailnb.evaluation.fewshot import CATALOGUE, catalogue_eval, fewshot_eval, summarize_fewshot
 from retailnb.evaluation.finetune import FinetuneResult, finetune
-from retailnb.evaluation.probe import DEFAULT_THREADS, fit_logistic_probe
+from retailnb.evaluation.probe import DEFAULT_THREADS, FALLBACK_C, fit_logistic_probe
 from retailnb.evaluation.quickprobe import ProbeData
 from retailnb.models.backbone import create_backbone
 from retailnb.models.sharded import process_group, sharded_features
 from retailnb.parallel import default_workers
+from retailnb.rejection import evaluate_rejection, logistic_fit, rejection_cells
 
 Features = tuple[np.ndarray, np.ndarray]
 
@@ -93,23 +94,56 @@ def backbones_features(backbones: Mapping[str, str], data: ProbeData, *, archite
     return features
 
 
+def catalogue_mask(data: ProbeData) -> np.ndarray | None:
+    """Which training images are catalogue packshots (manifest domain ``catalogue``), or None when some
+    product has none: the catalogue-only probe then cannot name every product, and is left out."""
+    mask = np.array([r.domain == "catalogue" for r in data.train], dtype=bool)
+    if not mask.any() or len(np.unique(data.y_train[mask])) < len(np.unique(data.y_train)):
+        return None
+    return mask
+
+
+def backbone_results(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray, *,
+                     shots: Sequence[int | None], draws: int, seed: int, knn_k: int,
+                     catalogue: np.ndarray | None = None,
+                     rejection: RejectionSpec | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """One backbone's few-shot rows (plus the catalogue-only row when ``catalogue`` is given) and its
+    unknown-product rejection result (when ``rejection`` is given; see
+    :func:`retailnb.rejection.evaluate_rejection`), the latter's probe at the C the all-images probe chose."""
+    rows = fewshot_eval(f_train, y_train, f_test, y_test, shots=shots, draws=draws, seed=seed, knn_k=knn_k)
+    if catalogue is not None:
+        rows.append(catalogue_eval(f_train, y_train, f_test, y_test, catalogue, seed=seed, knn_k=knn_k))
+    if rejection is None:
+        return rows, None
+    c = next((r["c"] for r in rows if r["shots"] == "all"), FALLBACK_C)
+    result = evaluate_rejection(f_train, y_train, f_test, y_test, fit=logistic_fit(c, seed=seed),
+                                unknown_fraction=rejection.unknown_fraction, recall=rejection.recall,
+                                seed=seed, folds=rejection.folds)
+    return rows, result
+
+
 def evaluate_backbones(backbones: Mapping[str, str], data: ProbeData, *, architecture: str,
                        shots: Sequence[int | None], draws: int, seed: int, knn_k: int = 1,
-                       cache_dir: str | os.PathLike[str],
-                       workers: int | None = None) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Features]]:
-    """Few-shot summaries and features of every backbone.
+                       cache_dir: str | os.PathLike[str], workers: int | None = None,
+                       rejection: RejectionSpec | None = None,
+                       ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Features], dict[str, dict[str, Any]]]:
+    """Few-shot summaries, features and unknown-product rejection results of every backbone.
 
     Features are extracted backbone by backbone (torch uses every core for that); then the few-shot
     probes of the backbones, independent single-threaded scikit-learn fits, run in ``workers``
-    processes side by side (None: one per core). The results do not depend on ``workers``.
+    processes side by side (None: one per core). The results do not depend on ``workers``. When every
+    product has a catalogue packshot (:func:`catalogue_mask`) the summaries hold a ``catalogue`` row too.
     """
     features = backbones_features(backbones, data, architecture=architecture, seed=seed, cache_dir=cache_dir)
-    jobs = [delayed(fewshot_eval)(f_train, data.y_train, f_test, data.y_test, shots=shots, draws=draws, seed=seed,
-                                  knn_k=knn_k) for f_train, f_test in features.values()]
+    catalogue = catalogue_mask(data)
+    jobs = [delayed(backbone_results)(f_train, data.y_train, f_test, data.y_test, shots=shots, draws=draws,
+                                      seed=seed, knn_k=knn_k, catalogue=catalogue, rejection=rejection)
+            for f_train, f_test in features.values()]
     n_jobs = min(len(jobs), workers or default_workers())
-    rows = Parallel(n_jobs=n_jobs)(jobs)  # n_jobs=1 runs them in this process, one after the other
-    summaries = {name: summarize_fewshot(r) for name, r in zip(features, rows)}
-    return summaries, features
+    results = Parallel(n_jobs=n_jobs)(jobs)  # n_jobs=1 runs them in this process, one after the other
+    summaries = {name: summarize_fewshot(rows) for name, (rows, _) in zip(features, results)}
+    rejections = {name: result for name, (_, result) in zip(features, results) if result is not None}
+    return summaries, features, rejections
 
 
 FINETUNE_INITS = ("pretrained", "random_init")
@@ -129,9 +163,11 @@ def finetune_baselines(backbone: BackboneSpec, backbone_path: str | os.PathLike[
 
 
 def results_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned_accuracy: float,
-                  main: str) -> dict[str, dict[str, float]]:
-    """One row per method: probe accuracy per shot count (mean and std), kNN, ratio to finetuning, and the
-    logistic regression's fit time on all training images (``probe_all_seconds``; features cached)."""
+                  main: str, rejections: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, float]]:
+    """One row per method: probe accuracy per shot count (mean and std; ``probe_catalogue`` for the
+    catalogue-only probe), kNN, ratio to finetuning, the logistic regression's fit time on all training
+    images (``probe_all_seconds``; features cached), and the rejection cells of ``rejections``
+    (:func:`retailnb.rejection.rejection_cells`)."""
     table: dict[str, dict[str, float]] = {}
     for name, rows in summaries.items():
         row: dict[str, float] = {}
@@ -144,6 +180,8 @@ def results_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetune
                     row["probe_all_seconds"] = s["fit_seconds_mean"]
         if "probe_all" in row and finetuned_accuracy > 0:
             row["ratio_to_finetune"] = row["probe_all"] / finetuned_accuracy
+        if rejections and name in rejections:
+            row.update(rejection_cells(rejections[name]))
         table[name] = row
     if main not in table:
         raise ValueError(f"the main variant {main!r} is not among the evaluated backbones {sorted(table)}")
@@ -213,9 +251,10 @@ def shots_rows(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned_a
         return {"method": method, "shots": str(shots), "images_per_product": x, "accuracy": accuracy,
                 "accuracy_std": std}
 
+    on_axis = [[r for r in summary if r["shots"] != CATALOGUE] for summary in summaries.values()]
     rows = [point(name, r["shots"], r["probe_accuracy_mean"], r.get("probe_accuracy_std", 0.0))
-            for name, summary in summaries.items() for r in summary if "probe_accuracy_mean" in r]
-    shots = list(dict.fromkeys(r["shots"] for summary in summaries.values() for r in summary))
+            for name, summary in zip(summaries, on_axis) for r in summary if "probe_accuracy_mean" in r]
+    shots = list(dict.fromkeys(r["shots"] for summary in on_axis for r in summary))
     return rows + [point(FINETUNED_SERIES, s, finetuned_accuracy, 0.0) for s in shots]
 
 

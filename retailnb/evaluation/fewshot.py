@@ -165,7 +165,70 @@ def _eval_draw(
 ) -> dict[str, Any]:
     """One row of :func:`fewshot_eval`: sample, check for leakage, fit and score both probes."""
     s = draw_seed(seed, draw)
-    idx = sample_shots(y_train, shots, s)
+    return _eval_sample(x_train, y_train, x_test, y_test, test_rows, sample_shots(y_train, shots, s),
+                        shots_label(shots), draw, s, knn_k, probe_kw)
+
+
+CATALOGUE = "catalogue"
+"""The ``shots`` label of the catalogue-only row: the probe trained on the products' catalogue packshots."""
+
+
+def catalogue_eval(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    catalogue: np.ndarray,
+    *,
+    seed: int = 0,
+    knn_k: int = 1,
+    probe_kw: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The probes trained on the catalogue packshots alone, scored on the whole (shelf) test split.
+
+    What a store has on day one for a new product is its catalogue images (one or two clean packshots),
+    not shelf photos: this row measures enrolment from those alone. One draw (the packshots are all
+    there is). A product without a packshot is still in the test split, so it counts against accuracy.
+
+    Args:
+        x_train, y_train, x_test, y_test: as :func:`fewshot_eval`.
+        catalogue: (N,) bool, which training images are catalogue packshots (manifest domain
+            ``catalogue``).
+        seed, knn_k, probe_kw: as :func:`fewshot_eval`.
+
+    Returns:
+        A row of :func:`fewshot_eval`'s form with ``shots`` = :data:`CATALOGUE`.
+
+    Raises:
+        ValueError: the mask does not fit the training split, it selects fewer than two products, or a
+            packshot is identical to a test image.
+    """
+    x_train, y_train, x_test, y_test = map(np.asarray, (x_train, y_train, x_test, y_test))
+    mask = np.asarray(catalogue, dtype=bool)
+    if mask.shape != y_train.shape:
+        raise ValueError(f"catalogue mask has shape {mask.shape}, the training labels {y_train.shape}")
+    idx = np.flatnonzero(mask).astype(np.int64)
+    if len(np.unique(y_train[idx])) < 2:
+        raise ValueError("a catalogue-only probe needs packshots of at least two products")
+    test_rows = _row_set(x_test.astype(x_train.dtype, copy=False))
+    return _eval_sample(x_train, y_train, x_test, y_test, test_rows, idx, CATALOGUE, 0, seed, knn_k,
+                        dict(probe_kw or {}))
+
+
+def _eval_sample(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    test_rows: set[bytes],
+    idx: np.ndarray,
+    label: int | str,
+    draw: int,
+    s: int,
+    knn_k: int,
+    probe_kw: dict[str, Any],
+) -> dict[str, Any]:
+    """Fit and score both probes on the training rows ``idx``, after checking none is a test image."""
     assert idx.size and idx.min() >= 0 and idx.max() < len(x_train) and len(np.unique(idx)) == idx.size
     leaked = _shared_rows(x_train[idx], test_rows)
     if leaked:
@@ -181,7 +244,7 @@ def _eval_draw(
         probe = probe_accuracy(xs, ys, x_test, y_test, **{"seed": s, **probe_kw})
         knn = knn_accuracy(xs, ys, x_test, y_test, k=k)
     row: dict[str, Any] = {
-        "shots": shots_label(shots),
+        "shots": label,
         "draw": draw,
         "n_train": int(len(idx)),
         "probe_accuracy": probe["accuracy"],

@@ -23,6 +23,7 @@ from torch import nn
 
 from retailnb.config.compute import ComputeSpec
 from retailnb.config.evaluate import FinetuneSpec
+from retailnb.data.cache import DiskArray
 from retailnb.models.checkpoint import load_checkpoint, save_checkpoint
 from retailnb.models.classifier import StudentObjective, build_student, network_probabilities
 from retailnb.models.sharded import broadcast_state, process_group
@@ -84,9 +85,19 @@ def validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     return np.setdiff1d(np.arange(len(y)), val_idx), val_idx
 
 
-def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy of a classifier (eval mode) on uint8 images."""
-    return float((network_probabilities(model, images).argmax(1) == np.asarray(labels)).mean())
+ProbeImages = np.ndarray | DiskArray
+"""uint8 (N, H, W, 3) images as decoded: an array in memory, or the on-disk cache read when indexed."""
+
+
+def _rows(images: ProbeImages, rows: np.ndarray) -> ProbeImages:
+    """Images ``rows`` of ``images``: a copy of an array, a view (nothing read) of the on-disk cache."""
+    return images.select(rows) if isinstance(images, DiskArray) else images[rows]
+
+
+def accuracy(model: nn.Module, images: ProbeImages, labels: np.ndarray) -> float:
+    """Top-1 accuracy of a classifier (eval mode) on uint8 images (the on-disk cache read a batch at a time)."""
+    source = images.chw if isinstance(images, DiskArray) else images
+    return float((network_probabilities(model, source).argmax(1) == np.asarray(labels)).mean())
 
 
 class EarlyStopping:
@@ -98,7 +109,7 @@ class EarlyStopping:
     equal, not the batch-norm statistics), so all stop at the same epoch; rank 0 alone saves.
     """
 
-    def __init__(self, x_val: np.ndarray, y_val: np.ndarray, patience: int, best_path: Path, run_key: str,
+    def __init__(self, x_val: ProbeImages, y_val: np.ndarray, patience: int, best_path: Path, run_key: str,
                  resume: bool = True) -> None:
         self.x_val, self.y_val, self.patience, self.best_path, self.run_key = x_val, y_val, patience, best_path, run_key
         self.best_accuracy, self.best_epoch, self.last_epoch, self.finished = -1.0, -1, -1, False
@@ -135,7 +146,7 @@ class EarlyStopping:
 
 
 def _train_one(architecture: str, backbone_state: dict[str, torch.Tensor] | None, n_classes: int, lr: float,
-               train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *, spec: FinetuneSpec,
+               train: tuple[ProbeImages, np.ndarray], val: tuple[ProbeImages, np.ndarray], *, spec: FinetuneSpec,
                compute: ComputeSpec, state_dir: Path, image_size: int) -> tuple[nn.Module, GridRun]:
     """Train one learning rate with early stopping on ``val``; the model holds its best-validation weights.
 
@@ -155,7 +166,9 @@ def _train_one(architecture: str, backbone_state: dict[str, torch.Tensor] | None
     if not stopper.finished:
         fabric = make_fabric(compute)
         targets = torch.eye(n_classes)[torch.as_tensor(np.asarray(y_train), dtype=torch.long)]
-        dataset = TargetDataset(to_chw_uint8(np.ascontiguousarray(x_train)), targets,
+        # the on-disk cache is indexed an image at a time by the loader, as in the training stages
+        images = x_train.chw if isinstance(x_train, DiskArray) else to_chw_uint8(np.ascontiguousarray(x_train))
+        dataset = TargetDataset(images, targets,
                                 retail_view_transform(image_size, spec.views))
         sampler = EpochBatchSampler(np.full(len(dataset), -1), rank=fabric.global_rank, world_size=fabric.world_size,
                                     batch_size=min(spec.batch_size, len(dataset)), images_per_class=2,
@@ -173,9 +186,9 @@ def _train_one(architecture: str, backbone_state: dict[str, torch.Tensor] | None
 def finetune(
     architecture: str,
     backbone_state: dict[str, torch.Tensor] | None,
-    x_train: np.ndarray,
+    x_train: ProbeImages,
     y_train: np.ndarray,
-    x_test: np.ndarray,
+    x_test: ProbeImages,
     y_test: np.ndarray,
     *,
     spec: FinetuneSpec,
@@ -188,7 +201,8 @@ def finetune(
     Args:
         architecture: timm name of the backbone.
         backbone_state: its weights (a ``num_classes=0`` state dict); None trains from random weights.
-        x_train: uint8 training images (N, H, W, 3) as decoded.
+        x_train: uint8 training images (N, H, W, 3) as decoded, in memory or in the on-disk cache
+            (:class:`~retailnb.data.cache.DiskArray`: read a batch at a time, never whole).
         y_train: their class ids ``0..C-1``.
         x_test: uint8 test images.
         y_test: their class ids.
@@ -208,7 +222,7 @@ def finetune(
     if not len(val_idx):
         raise ValueError("the finetuning baseline needs a validation split: every product has a single training "
                          "image")
-    train, val = (x_train[fit_idx], y_train[fit_idx]), (x_train[val_idx], y_train[val_idx])
+    train, val = (_rows(x_train, fit_idx), y_train[fit_idx]), (_rows(x_train, val_idx), y_train[val_idx])
     best: tuple[nn.Module, GridRun] | None = None
     grid = []
     for i, lr in enumerate(spec.lrs):

@@ -10,11 +10,13 @@ the default), or is evaluated without those training images, which the record co
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Literal
 
 import numpy as np
 
+from retailnb.data.cache import CHUNK_BYTES, DiskArray
 from retailnb.evaluation.quickprobe import ProbeData
 
 MAX_NAMED = 10
@@ -29,17 +31,26 @@ def _digest(image: np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
 
 
+def _digests(images: np.ndarray | DiskArray) -> Iterator[bytes]:
+    """The digest of every image in order, read in chunks of bounded bytes (the on-disk cache is never
+    read whole into memory; an array in memory gives the same digests)."""
+    step = max(1, CHUNK_BYTES // max(1, int(np.prod(images.shape[1:])) * images.dtype.itemsize))
+    for start in range(0, len(images), step):
+        for image in images[start : start + step]:
+            yield _digest(image)
+
+
 def find_overlap(data: ProbeData) -> list[tuple[int, int]]:
     """(training index, test index) of every training image whose pixels equal a test image's.
 
     A training image equal to several test images is paired with the first of them.
     """
     test_index: dict[bytes, int] = {}
-    for j, image in enumerate(data.x_test):
-        test_index.setdefault(_digest(image), j)
+    for j, digest in enumerate(_digests(data.x_test)):
+        test_index.setdefault(digest, j)
     pairs = []
-    for i, image in enumerate(data.x_train):
-        match = test_index.get(_digest(image))
+    for i, digest in enumerate(_digests(data.x_train)):
+        match = test_index.get(digest)
         if match is not None:
             pairs.append((i, match))
     return pairs
@@ -57,7 +68,8 @@ def describe_overlap(data: ProbeData, pairs: list[tuple[int, int]], target: str)
 def without_training_rows(data: ProbeData, drop: list[int]) -> ProbeData:
     """``data`` with the training images at indices ``drop`` removed (classes and test split unchanged)."""
     keep = np.setdiff1d(np.arange(len(data.y_train)), np.asarray(drop, dtype=np.int64))
-    return replace(data, train=[data.train[i] for i in keep], x_train=data.x_train[keep], y_train=data.y_train[keep])
+    x_train = data.x_train.select(keep) if isinstance(data.x_train, DiskArray) else data.x_train[keep]  # a view
+    return replace(data, train=[data.train[i] for i in keep], x_train=x_train, y_train=data.y_train[keep])
 
 
 def resolve_overlap(data: ProbeData, target: str, on_overlap: Literal["raise", "drop"]) -> tuple[ProbeData, int]:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from retailnb.data.cache import DiskImages
+from retailnb.data.cache import DiskArray, DiskImages
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 """Per-channel mean of ImageNet RGB images in [0, 1]: timm's pretrained backbones expect inputs centred on it."""
@@ -143,7 +143,7 @@ def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
 
 def extract_features(
     model: nn.Module,
-    images: torch.Tensor | np.ndarray | DiskImages,
+    images: torch.Tensor | np.ndarray | DiskImages | DiskArray,
     *,
     batch_size: int = 256,
     device: str | torch.device | None = None,
@@ -164,7 +164,8 @@ def extract_features(
         images: uint8 images, either a (N, 3, H, W) torch tensor or a (N, H, W, 3) numpy array as
             :func:`retailnb.data.images.decode_images` returns them (a memory-mapped array works too:
             only one batch is in memory at a time), or the on-disk cache
-            (:class:`retailnb.data.cache.DiskImages`), read one batch at a time. Other dtypes need a ``transform``.
+            (:class:`retailnb.data.cache.DiskImages`, or the (N, H, W, 3) :class:`~retailnb.data.cache.DiskArray`
+            view of it), read one batch at a time. Other dtypes need a ``transform``.
         batch_size: images per forward pass.
         device: where to run the model; defaults to the device of the model's parameters.
         transform: a batched tensor transform that replaces the built-in ImageNet normalisation; it gets
@@ -182,6 +183,8 @@ def extract_features(
         ValueError: ``images`` is empty, not RGB in the layout of its type, not uint8 without a
             ``transform``; ``batch_size`` is not positive; ``precision`` is unknown.
     """
+    if isinstance(images, DiskArray):
+        images = images.chw  # the same pixels, read a batch at a time as (B, 3, H, W) tensors
     _check_images(images, transform is not None)
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive number of images, got {batch_size}")

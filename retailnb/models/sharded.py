@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from retailnb.data.cache import DiskImages
+from retailnb.data.cache import DiskArray, DiskImages
 from retailnb.models.inference import extract_features
 
 Bounds = tuple[int, int]
@@ -77,12 +77,14 @@ def sharded_rows(rows: RowsFn, n: int, batch_size: int) -> np.ndarray:
     return np.concatenate(interleave(shares, len(bounds)))
 
 
-def sharded_features(model: nn.Module, images: torch.Tensor | np.ndarray | DiskImages, *,
+def sharded_features(model: nn.Module, images: torch.Tensor | np.ndarray | DiskImages | DiskArray, *,
                      batch_size: int = 256) -> np.ndarray:
     """:func:`~retailnb.models.inference.extract_features` of every image, batches shared out among the
-    processes (see :func:`sharded_rows`); the same (N, D) float32 array in every process."""
-    return sharded_rows(lambda start, stop: extract_features(model, images[start:stop], batch_size=batch_size),
-                        int(images.shape[0]), batch_size)
+    processes (see :func:`sharded_rows`); the same (N, D) float32 array in every process. Each batch is
+    read from the on-disk cache only when a process computes it."""
+    source = images.chw if isinstance(images, DiskArray) else images
+    return sharded_rows(lambda start, stop: extract_features(model, source[start:stop], batch_size=batch_size),
+                        int(source.shape[0]), batch_size)
 
 
 def broadcast_state(model: nn.Module) -> nn.Module:

@@ -16,8 +16,10 @@ from sklearn.manifold import TSNE
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from retailnb.evaluation.fewshot import CATALOGUE
 from retailnb.evaluation.probe import DEFAULT_THREADS
 from retailnb.evaluation.quickprobe import ProbeData
+from retailnb.plots.limits import data_limits
 from retailnb.plots.training import nearest
 
 MIN_TSNE_POINTS = 10
@@ -29,10 +31,11 @@ MAX_LEGEND_CLASSES = 20
 
 
 def shot_order(shots: Sequence[int | str]) -> list[int | str]:
-    """Distinct shot counts, numbers ascending and ``"all"`` last: the x positions of :func:`shots_figure`."""
+    """Distinct shot counts, numbers ascending and ``"all"`` last, after ``"catalogue"`` (the catalogue-only
+    probe) when present: the x positions of :func:`shots_figure`."""
     distinct = set(shots)
-    numbers = sorted(s for s in distinct if s != "all")
-    return [*numbers, "all"] if "all" in distinct else numbers
+    numbers = sorted(s for s in distinct if not isinstance(s, str))
+    return ([CATALOGUE] if CATALOGUE in distinct else []) + [*numbers] + (["all"] if "all" in distinct else [])
 
 
 def shots_figure(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned_accuracy: float) -> Figure:
@@ -40,7 +43,9 @@ def shots_figure(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned
 
     The shot counts are evenly spaced categories (1, 5, 10, all) rather than a numeric axis, so that
     ``"all"``, whose size depends on the dataset, sits at the end. Error bars are one standard deviation
-    over the seeded draws of the shots.
+    over the seeded draws of the shots. The catalogue-only probe, when measured, is a diamond of the
+    method's colour at the first position, not joined to the line: its images are packshots, not shelf
+    photos.
 
     Args:
         summaries: method name → rows of :func:`retailnb.evaluation.fewshot.summarize_fewshot` (keys
@@ -51,14 +56,19 @@ def shots_figure(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     extent = [finetuned_accuracy]
     for name, rows in summaries.items():
-        kept = sorted((order.index(r["shots"]), r) for r in rows if "probe_accuracy_mean" in r)
+        kept = sorted(((order.index(r["shots"]), r) for r in rows
+                       if "probe_accuracy_mean" in r and r["shots"] != CATALOGUE), key=lambda pair: pair[0])
         x = [i for i, _ in kept]
         mean = np.array([r["probe_accuracy_mean"] for _, r in kept])
         std = np.array([r.get("probe_accuracy_std", 0.0) for _, r in kept])
-        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=name)
+        line = ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=name)
         extent += [*(mean - std), *(mean + std)]
+        packshots = [r["probe_accuracy_mean"] for r in rows if r["shots"] == CATALOGUE and "probe_accuracy_mean" in r]
+        if packshots:
+            ax.plot([order.index(CATALOGUE)], packshots, marker="D", linestyle="none", color=line.lines[0].get_color())
+            extent += packshots
     ax.axhline(finetuned_accuracy, color="black", linestyle="--", label=f"finetuned ({finetuned_accuracy:.3f})")
-    ax.set_xticks(range(len(order)), [str(s) for s in order])
+    ax.set_xticks(range(len(order)), ["catalogue\nonly" if s == CATALOGUE else str(s) for s in order])
     ax.set_xlabel("training images per product")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(*data_limits(extent))
@@ -67,22 +77,6 @@ def shots_figure(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()
     return fig
-
-
-def data_limits(values: Sequence[float], *, margin: float = 0.08, floor: float = 0.0,
-                ceiling: float = 1.0) -> tuple[float, float]:
-    """Axis limits that span ``values`` with a margin, clipped to ``[floor, ceiling]`` (accuracies).
-
-    Scaling to the data rather than to the whole 0-1 range keeps curves a few points apart
-    distinguishable; the margin (a fraction of the span, at least 0.01) keeps markers and error caps
-    off the frame. A single value gets a small window around it.
-    """
-    finite = [float(v) for v in values if np.isfinite(v)]
-    if not finite:
-        return floor, ceiling
-    low, high = min(finite), max(finite)
-    pad = max((high - low) * margin, 0.01)
-    return max(floor, low - pad), min(ceiling, high + pad)
 
 
 def _pca(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:

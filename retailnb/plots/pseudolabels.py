@@ -10,6 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from retailnb.plots.limits import data_limits
+
 
 def _column(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
     """``rows[i][key]`` as floats, NaN where the key is missing or None (matplotlib leaves a gap)."""
@@ -39,24 +41,31 @@ def threshold_plot(curve_rows: Sequence[Mapping[str, Any]], chosen_threshold: fl
 
 
 def rounds_plot(rows: Sequence[Mapping[str, Any]]) -> Figure:
-    """Probe accuracy, pseudolabel precision and coverage per noisy-student round.
+    """Probe accuracy per noisy-student round (left), and each round's pseudolabel precision and coverage
+    (right).
 
-    Round 0 is the contrastive backbone alone: it has a probe accuracy but no pseudolabels, so its
-    precision and coverage may be missing or None (no point is drawn there).
+    The accuracy panel is scaled to its values: the gains of a round are a few points, which a 0-1 axis
+    shared with the coverage would flatten. Round 0 is the contrastive backbone alone: it has a probe
+    accuracy but no pseudolabels, so its precision and coverage may be missing or None (no point drawn).
 
     Args:
         rows: one mapping per round with keys ``round``, ``probe_accuracy``, ``precision``, ``coverage``.
     """
     rounds = _column(rows, "round")
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(rounds, _column(rows, "probe_accuracy"), marker="o", label="probe accuracy")
-    ax.plot(rounds, _column(rows, "precision"), marker="s", label="pseudolabel precision")
-    ax.plot(rounds, _column(rows, "coverage"), marker="^", label="pseudolabel coverage")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("round (0 = contrastive backbone alone)")
-    ax.set_ylabel("fraction")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Noisy student rounds", fontsize=9)
-    ax.legend(fontsize=8)
+    accuracy = _column(rows, "probe_accuracy")
+    fig, (acc, labels) = plt.subplots(1, 2, figsize=(8, 3.2))
+    acc.plot(rounds, accuracy, marker="o", color="tab:blue")
+    acc.set_ylim(*data_limits(list(accuracy)))
+    acc.set_ylabel("probe accuracy on the target")
+    acc.set_title("Frozen-feature probe per round", fontsize=9)
+    labels.plot(rounds, _column(rows, "precision"), marker="s", label="precision")
+    labels.plot(rounds, _column(rows, "coverage"), marker="^", label="coverage")
+    labels.set_ylim(-0.02, 1.02)
+    labels.set_ylabel("fraction of the unlabelled pool's pseudolabels")
+    labels.set_title("Pseudolabels per round", fontsize=9)
+    labels.legend(fontsize=8)
+    for ax in (acc, labels):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("round (0 = contrastive backbone alone)")
     fig.tight_layout()
     return fig

@@ -9,8 +9,6 @@ process then runs the stage as usual, reading the cached features and the finish
 
 from __future__ import annotations
 
-import argparse
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +32,9 @@ from retailnb.evaluation.finetune import FinetuneResult
 from retailnb.evaluation.overlap import resolve_overlap
 from retailnb.evaluation.quickprobe import ProbeData, load_probe_data
 from retailnb.evaluation.targets import target_manifest
-from retailnb.records import EvaluateRecord, FinetuneRecord, GridRecord
+from retailnb.records import EvaluateRecord, FinetuneRecord, GridRecord, RejectionSetup
 from retailnb.train.engine import make_fabric
-from retailnb.train.launch import launch, under_torchrun
+from retailnb.train.launch import launch, under_torchrun, worker_run
 
 
 @dataclass(frozen=True)
@@ -67,6 +65,7 @@ class EvaluateResult:
     record: EvaluateRecord
     data: ProbeData
     summaries: dict[str, list[dict[str, Any]]]
+    rejections: dict[str, dict[str, Any]]
     features: dict[str, Features]
     finetuned: dict[str, FinetuneResult]
     main_predictions: np.ndarray
@@ -79,12 +78,21 @@ def finetune_record(result: FinetuneResult) -> FinetuneRecord:
                           grid=[GridRecord(**vars(run)) for run in result.grid])
 
 
+def rejection_setup(rejections: dict[str, dict[str, Any]], recall: float) -> RejectionSetup | None:
+    """How many products the rejection evaluation enrolled and held out (the same for every backbone)."""
+    first = next(iter(rejections.values()), None)
+    if first is None:
+        return None
+    return RejectionSetup(n_known=first["n_known"], n_unknown=first["n_unknown"], recall=recall)
+
+
 def load_target(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> tuple[ProbeData, int]:
     """The target's training and test images, decoded at the backbone's size, with ``evaluate.on_overlap``
     applied; and the number of training images dropped because a test image is identical."""
     manifest = target_manifest(name, spec.target, paths.manifest, Path(paths.features_dir) / "target",
                                on_error=spec.on_error, min_size=spec.min_size)
-    data = load_probe_data(read_manifest(manifest), spec.backbone.image_size, "probe_train", "probe_test")
+    data = load_probe_data(read_manifest(manifest), spec.backbone.image_size, "probe_train", "probe_test",
+                           storage=spec.compute.images)
     return resolve_overlap(data, name, spec.on_overlap)
 
 
@@ -109,25 +117,29 @@ def run(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> EvaluateResult:
     data, n_dropped = load_target(spec, name, paths)
     backbones = collect_backbones(paths.pretrain_dir, paths.noisy_dir, spec.extra_weights)
     probe = spec.probe
-    summaries, features = evaluate_backbones(
+    summaries, features, rejections = evaluate_backbones(
         backbones, data, architecture=spec.backbone.architecture, shots=shot_counts(probe.shots),
         draws=probe.draws, seed=probe.seed, knn_k=probe.knn_k, cache_dir=paths.features_dir,
+        rejection=spec.rejection,
     )
     finetuned = finetune_baselines(spec.backbone, Path(paths.pretrain_dir) / spec.main_variant / "backbone.pt", data,
                                    spec=spec.finetune, compute=spec.compute,
                                    state_dir=Path(paths.features_dir) / "finetune")
     record = EvaluateRecord(
         target=name, target_source=spec.target.source,
-        methods=results_table(summaries, finetuned["pretrained"].accuracy, main=spec.main_variant),
+        methods=results_table(summaries, finetuned["pretrained"].accuracy, main=spec.main_variant,
+                              rejections=rejections),
         finetune={init: finetune_record(result) for init, result in finetuned.items()},
         main_variant=spec.main_variant,
         n_classes=len(data.classes), n_train=len(data.y_train), n_test=len(data.y_test), n_overlap_dropped=n_dropped,
+        rejection=rejection_setup(rejections, spec.rejection.recall),
     )
     record.write(paths.metrics)
     # one probe on all of the main backbone's training features: the confusion data and its figure
     main_predictions = probe_predictions(features[spec.main_variant], data)
     write_plot_data(summaries, finetuned["pretrained"], data, main_predictions, paths.plots_dir)
-    return EvaluateResult(record=record, data=data, summaries=summaries, features=features, finetuned=finetuned,
+    return EvaluateResult(record=record, data=data, summaries=summaries, rejections=rejections, features=features,
+                          finetuned=finetuned,
                           main_predictions=main_predictions)
 
 
@@ -144,11 +156,7 @@ def network_work(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line used under ``torchrun``: ``python -m retailnb.stages.evaluate RUN.json``."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("run", type=Path, help="JSON of an EvaluateRun (EvaluateRun.model_dump_json)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    job = EvaluateRun.model_validate_json(args.run.read_text())
+    job = worker_run(EvaluateRun, argv, __doc__)
     make_fabric(job.spec.compute)  # joins the process group before the shared feature extraction
     network_work(job.spec, job.name, job.paths)
 

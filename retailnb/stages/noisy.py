@@ -9,9 +9,7 @@ writes the outputs, which the calling process then reads.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from retailnb.noisy.pseudolabels import threshold_curve
 from retailnb.noisy.rounds import first_teacher, load_source, plot_rows, run_noisy_student
 from retailnb.records import NoisyRecord, read_record
 from retailnb.train.engine import make_fabric
-from retailnb.train.launch import launch, under_torchrun
+from retailnb.train.launch import launch, under_torchrun, worker_run
 
 
 @dataclass(frozen=True)
@@ -88,7 +86,8 @@ def run_here(spec: NoisyStage, paths: NoisyPaths) -> NoisyResult:
     In a distributed run every process calls it; rank 0 alone writes.
     """
     source = load_source(paths.manifest, spec.backbone.image_size, storage=spec.compute.images)
-    probe = load_probe_data(read_manifest(paths.manifest), spec.backbone.image_size, "probe_train", "probe_test")
+    probe = load_probe_data(read_manifest(paths.manifest), spec.backbone.image_size, "probe_train", "probe_test",
+                            storage=spec.compute.images)
     backbone, teacher = first_teacher(spec, paths.teacher_backbone, source)
     probs = teacher.predict_proba(source.unlabelled)
     curve = threshold_curve(probs, source.truth, CURVE_THRESHOLDS)
@@ -106,11 +105,7 @@ def run_here(spec: NoisyStage, paths: NoisyPaths) -> NoisyResult:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line used under ``torchrun``: ``python -m retailnb.stages.noisy RUN.json``."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("run", type=Path, help="JSON of a NoisyRun (NoisyRun.model_dump_json)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    job = NoisyRun.model_validate_json(args.run.read_text())
+    job = worker_run(NoisyRun, argv, __doc__)
     make_fabric(job.spec.compute)  # joins the process group before the teacher's shared inference
     run_here(job.spec, job.paths)
 

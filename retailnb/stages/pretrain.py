@@ -34,7 +34,8 @@ class PretrainPaths:
 
 def monitor_data(spec: PretrainStage, manifest: str) -> ProbeData:
     """The monitor split: held-out source products, decoded at the backbone's image size."""
-    return load_probe_data(read_manifest(manifest), spec.backbone.image_size, "monitor_train", "monitor_test")
+    return load_probe_data(read_manifest(manifest), spec.backbone.image_size, "monitor_train", "monitor_test",
+                           storage=spec.compute.images)
 
 
 def run(spec: PretrainStage, name: str, paths: PretrainPaths, *, monitor: ProbeData | None = None) -> PretrainRecord:

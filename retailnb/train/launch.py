@@ -16,14 +16,30 @@ the same run file (on a shared filesystem), their rank and world size coming fro
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 from retailnb.atomic import atomic_write_text
 from retailnb.config.base import Spec
 from retailnb.config.compute import ComputeSpec
+
+
+RunT = TypeVar("RunT", bound=Spec)
+
+
+def worker_run(run_type: type[RunT], argv: list[str] | None = None, description: str | None = None) -> RunT:
+    """The run a torchrun worker was started for: ``python -m MODULE RUN.json`` (as :func:`launch` writes it),
+    read and validated, with INFO logging set up; the command line of every stage's worker."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("run", type=Path, help=f"JSON of a {run_type.__name__} ({run_type.__name__}.model_dump_json)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    return run_type.model_validate_json(args.run.read_text())
 
 
 def under_torchrun() -> bool:

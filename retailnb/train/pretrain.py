@@ -7,7 +7,6 @@ line, ``python -m retailnb.train.pretrain RUN.json``; :func:`run_pretrain` does 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -25,7 +24,7 @@ from retailnb.models.checkpoint import save_backbone
 from retailnb.train.contrastive import ContrastiveObjective, build_model
 from retailnb.train.datasets import ImageSource, MultiViewDataset, TargetDataset, load_images
 from retailnb.train.engine import FitResult, can_resume, data_digest, fit, make_fabric
-from retailnb.train.launch import launch, under_torchrun
+from retailnb.train.launch import launch, under_torchrun, worker_run
 from retailnb.train.sampler import EpochBatchSampler
 from retailnb.transforms.batch_views import BatchViews
 from retailnb.transforms.views import retail_view_transform
@@ -182,11 +181,7 @@ def _live(live_dir: str, resume: bool) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line used under ``torchrun``: ``python -m retailnb.train.pretrain SPEC.json``."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("run", type=Path, help="JSON of a PretrainRun (PretrainRun.model_dump_json)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    pretrain(PretrainRun.model_validate_json(args.run.read_text()))
+    pretrain(worker_run(PretrainRun, argv, __doc__))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -174,3 +175,39 @@ def test_building_holds_one_chunk_in_memory(tmp_path, monkeypatch):
     assert large < 1.25 * small  # five times the images, about the same peak
     assert np.load(tmp_path / "large.npy", mmap_mode="r").shape == (300, 3, size, size)  # a plain .npy file
     assert chunk_length(224) == 64 * 2**20 // (3 * 224 * 224) and chunk_length(10**5) == 1
+
+
+def _build_in_child(paths: list[Path], folder: Path, builds: Path, barrier: object, out: Path) -> None:
+    """One of several processes asking for the same cache at once: each build leaves a marker in ``builds``
+    and is slow, so that the others ask while it runs; the images it reads go to ``out``."""
+    original = cache.build_cache
+
+    def counted(*args, **kwargs):
+        (builds / str(os.getpid())).touch()
+        time.sleep(1.0)  # the others reach the cache while this build runs
+        return original(*args, **kwargs)
+
+    cache.build_cache = counted
+    barrier.wait()  # type: ignore[attr-defined]
+    np.save(out, cached_images(paths, SIZE, folder=folder, workers=0)[:].numpy())
+
+
+def test_processes_asking_at_once_build_the_cache_once(images, tmp_path):
+    """Ranks of a torchrun stage (or two stages) ask for the same file: one builds it, the others wait, all
+    read the same bytes, and nothing but the cache file is left."""
+    ctx = multiprocessing.get_context("spawn")
+    builds, folder = tmp_path / "builds", tmp_path / "shared_cache"
+    builds.mkdir()
+    barrier = ctx.Barrier(3)
+    children = [ctx.Process(target=_build_in_child, args=(images, folder, builds, barrier, tmp_path / f"out{i}.npy"))
+                for i in range(3)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(120)
+    assert [child.exitcode for child in children] == [0, 0, 0]
+    assert len(list(builds.iterdir())) == 1  # built once, not once per process
+    expected = load_images(images, SIZE, "memory", workers=0).numpy()
+    for i in range(3):
+        assert np.array_equal(np.load(tmp_path / f"out{i}.npy"), expected)
+    assert [p.name for p in folder.iterdir()] == [f"{cache_key(images, SIZE)}.npy"]  # no temporary, no lock

@@ -11,7 +11,17 @@ import pytest
 import timm
 import torch
 
-from retailnb.evaluation.compare import collect_backbones, evaluate_backbones, probe_predictions, write_plot_data
+from retailnb.config.evaluate import RejectionSpec
+from retailnb.data.manifest import Record
+from retailnb.evaluation.compare import (
+    backbone_results,
+    catalogue_mask,
+    collect_backbones,
+    evaluate_backbones,
+    probe_predictions,
+    results_table,
+    write_plot_data,
+)
 from retailnb.evaluation.finetune import FinetuneResult
 from retailnb.evaluation.probe import fit_logistic_probe
 from retailnb.evaluation.quickprobe import ProbeData
@@ -44,8 +54,9 @@ def test_backbones_are_probed_alike_in_one_or_two_processes_and_features_are_cac
     assert list(backbones) == ["random_init", "simclr"]
     data = tiny_probe_data()
     kw = dict(architecture=ARCH, shots=[1, 2, None], draws=2, seed=0)
-    one, features = evaluate_backbones(backbones, data, cache_dir=tmp_path / "features", workers=1, **kw)
-    two, _ = evaluate_backbones(backbones, data, cache_dir=tmp_path / "features", workers=2, **kw)
+    one, features, rejections = evaluate_backbones(backbones, data, cache_dir=tmp_path / "features", workers=1, **kw)
+    two, _, _ = evaluate_backbones(backbones, data, cache_dir=tmp_path / "features", workers=2, **kw)
+    assert rejections == {}  # not asked for
     untimed = lambda rows: [{k: v for k, v in r.items() if not k.startswith("fit_seconds")} for r in rows]  # noqa: E731
     assert {n: untimed(r) for n, r in one.items()} == {n: untimed(r) for n, r in two.items()}
     assert [s["shots"] for s in one["simclr"]] == [1, 2, "all"]
@@ -53,6 +64,45 @@ def test_backbones_are_probed_alike_in_one_or_two_processes_and_features_are_cac
     assert features["simclr"][0].shape[0] == 12 and features["simclr"][1].shape[0] == 9
     # the colours separate the products even for random weights
     assert one["random_init"][-1]["probe_accuracy_mean"] == 1.0
+
+
+def four_products(domains: list[str]) -> tuple[ProbeData, np.ndarray, np.ndarray]:
+    """Four products as feature clusters; training image ``i`` of each product has domain ``domains[i]``."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 8)) * 4
+    y_train, y_test = np.repeat(np.arange(4), len(domains)), np.repeat(np.arange(4), 5)
+    train = [Record(path=f"{c}_{i}.png", label=int(c), class_name=f"p{c}", split="train", role="probe_train",
+                    domain=domains[i]) for c in range(4) for i in range(len(domains))]
+    data = ProbeData(train=train, test=[], x_train=np.zeros(1), x_test=np.zeros(1), y_train=y_train, y_test=y_test,
+                     classes=[f"p{c}" for c in range(4)])
+    # the catalogue images sit off their cluster's centre (another domain), the shelf ones around it
+    shift = np.array([[3.0 if d == "catalogue" else 0.0] * 8 for d in domains * 4])
+    return data, centres[y_train] + rng.normal(size=(len(y_train), 8)) + shift, centres[y_test] + rng.normal(size=(20, 8))
+
+
+def test_the_catalogue_row_trains_on_the_packshots_alone_and_rejection_is_measured_per_backbone() -> None:
+    data, f_train, f_test = four_products(["catalogue", "shelf", "shelf", "shelf", "shelf", "shelf"])
+    mask = catalogue_mask(data)
+    assert mask is not None and mask.sum() == 4 and mask[::6].all()
+    rejection = RejectionSpec(unknown_fraction=0.25, recall=0.9, folds=3)
+    rows, result = backbone_results(f_train, data.y_train, f_test, data.y_test, shots=[1, None], draws=2, seed=0,
+                                    knn_k=1, catalogue=mask, rejection=rejection)
+    catalogue = [r for r in rows if r["shots"] == "catalogue"]
+    assert len(catalogue) == 1 and catalogue[0]["n_train"] == 4  # one packshot per product, nothing else
+    # a probe on one shifted packshot per product is not the all-images probe
+    all_images = next(r for r in rows if r["shots"] == "all")
+    assert all_images["n_train"] == 24
+    assert result is not None and result["n_known"] == 3 and result["n_unknown"] == 1
+    assert set(result) >= {"msp", "energy", "prototype"}
+    from retailnb.evaluation.fewshot import summarize_fewshot
+    table = results_table({"simclr": summarize_fewshot(rows)}, 0.9, main="simclr", rejections={"simclr": result})
+    cells = table["simclr"]
+    assert cells["probe_catalogue"] == catalogue[0]["probe_accuracy"]
+    assert cells["reject_prototype_auroc"] == result["prototype"]["auroc"]
+    assert 0.0 <= cells["reject_msp_unknown_rejection"] <= 1.0
+    # a product without a packshot: no catalogue row (it could never be named)
+    data2, _, _ = four_products(["shelf"] * 3)
+    assert catalogue_mask(data2) is None
 
 
 def test_probe_predictions_are_those_of_a_probe_fitted_on_the_training_features() -> None:

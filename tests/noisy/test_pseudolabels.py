@@ -318,7 +318,7 @@ def test_threshold_plot_draws_precision_coverage_and_the_chosen_threshold() -> N
         plt.close(fig)
 
 
-def test_rounds_plot_draws_three_lines_with_no_pseudolabel_point_at_round_zero() -> None:
+def test_rounds_plot_draws_accuracy_on_its_own_scale_and_no_pseudolabel_point_at_round_zero() -> None:
     rows = [
         {"round": 0, "probe_accuracy": 0.61},
         {"round": 1, "probe_accuracy": 0.66, "precision": 0.8, "coverage": 0.5},
@@ -327,12 +327,16 @@ def test_rounds_plot_draws_three_lines_with_no_pseudolabel_point_at_round_zero()
     fig = rounds_plot(rows)
     try:
         assert isinstance(fig, Figure)
-        (ax,) = fig.axes
-        assert len(ax.lines) == 3
-        accuracy, precision, coverage = ax.lines
+        left, right = fig.axes
+        (accuracy,) = left.lines
+        precision, coverage = right.lines
         np.testing.assert_allclose(accuracy.get_xdata(), [0, 1, 2])
         np.testing.assert_allclose(accuracy.get_ydata(), [0.61, 0.66, 0.68])
         np.testing.assert_allclose(precision.get_ydata(), [np.nan, 0.8, 0.85])
         np.testing.assert_allclose(coverage.get_ydata(), [np.nan, 0.5, np.nan])
+        # the accuracy axis is scaled to its values (a 7-point gain is visible), the fractions' to 0-1
+        low, high = left.get_ylim()
+        assert 0.55 < low < 0.61 and 0.68 < high < 0.75
+        assert right.get_ylim() == (-0.02, 1.02)
     finally:
         plt.close(fig)

@@ -59,6 +59,20 @@ def test_shots_figure_has_one_errorbar_line_per_method_and_a_finetune_line() -> 
     assert len(ax.get_legend().get_texts()) == 3
 
 
+def test_the_catalogue_only_probe_is_a_separate_first_point_in_its_methods_colour() -> None:
+    assert shot_order(["all", 5, "catalogue", 1]) == ["catalogue", 1, 5, "all"]
+    summaries = {"random_init": summary([1, 5, "all"], 0.1), "simclr_supcon": summary([1, 5, "all"], 0.5)}
+    summaries["simclr_supcon"].append({"shots": "catalogue", "probe_accuracy_mean": 0.33, "probe_accuracy_std": 0.0})
+    fig = shots_figure(summaries, 0.9)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["catalogue\nonly", "1", "5", "all"]
+    assert list(ax.containers[1].lines[0].get_xdata()) == [1, 2, 3]  # the shelf-shot line starts at 1 shot
+    (diamond,) = [line for line in ax.lines if line.get_marker() == "D"]
+    assert list(diamond.get_xdata()) == [0] and list(diamond.get_ydata()) == [0.33]
+    assert diamond.get_color() == ax.containers[1].lines[0].get_color()
+    plt.close(fig)
+
+
 def test_shots_figure_scales_the_axis_to_the_data_and_keeps_the_legend_off_it() -> None:
     summaries = {"random_init": summary([1, 5, "all"], 0.1), "simclr_supcon": summary([1, 5, "all"], 0.3)}
     fig = shots_figure(summaries, 0.45)

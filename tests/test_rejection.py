@@ -1,0 +1,275 @@
+"""Unknown-product rejection: the scores and thresholds of retailnb.rejection, and the bundle that keeps them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from retailnb.bundle import (
+    UNKNOWN,
+    Bundle,
+    ClassNameError,
+    ProbeSettings,
+    add_products,
+    check_new_products,
+    describe_bundle,
+    fit_probe,
+    load_bundle,
+    new_bundle,
+    predict_features,
+    remove_products,
+    save_bundle,
+)
+from retailnb.rejection import (
+    calibration_scores,
+    class_prototypes,
+    known_scores,
+    leave_one_out_prototype_scores,
+    logistic_fit,
+    rejection_metrics,
+    split_known_unknown,
+    threshold_at_recall,
+)
+
+SIZE = 32
+N_CLASSES, PER_CLASS = 5, 8
+
+
+def clusters(rng: np.random.Generator, centres: np.ndarray, per_class: int, noise: float = 0.5
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """``per_class`` noisy features around each centre, and their class indices."""
+    labels = np.repeat(np.arange(len(centres)), per_class)
+    return centres[labels] + noise * rng.normal(size=(len(labels), centres.shape[1])), labels
+
+
+@pytest.fixture(scope="module")
+def base() -> Bundle:
+    torch.manual_seed(0)
+    return new_bundle("test_resnet", image_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def centres(base: Bundle) -> np.ndarray:
+    """Well separated class centres in the backbone's feature space: 5 enrolled, 2 to add later, 1 never."""
+    return np.random.default_rng(0).normal(size=(N_CLASSES + 3, base.feature_dim)) * 3
+
+
+@pytest.fixture(scope="module")
+def shop(base: Bundle, centres: np.ndarray) -> Bundle:
+    x, y = clusters(np.random.default_rng(1), centres[:N_CLASSES], PER_CLASS)
+    return fit_probe(base, x, [f"p{i}" for i in y])
+
+
+# --------------------------------------------------------------------------------------------------
+# retailnb.rejection
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("recall", [0.5, 0.8, 0.95, 1.0])
+def test_threshold_is_the_largest_that_reaches_the_recall(recall: float) -> None:
+    scores = np.random.default_rng(0).normal(size=200)
+    threshold = threshold_at_recall(np.concatenate([scores, [np.nan] * 7]), recall)  # NaN: skipped
+    assert threshold in scores and np.mean(scores >= threshold) >= recall
+    # the largest such threshold: the next higher score accepts too few
+    assert np.mean(scores >= threshold) < recall + 1 / len(scores)
+    if recall < 1.0:
+        assert np.mean(scores >= scores[scores > threshold].min()) < recall
+    # 20 scores at 95%: the second smallest accepts 19 of them, so it is the threshold, not the smallest
+    assert threshold_at_recall(np.arange(20.0), 0.95) == 1.0
+
+
+def test_threshold_without_any_score_accepts_everything_and_recall_is_checked() -> None:
+    assert threshold_at_recall(np.array([np.nan, np.nan]), 0.9) == -math.inf
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="recall"):
+            threshold_at_recall(np.ones(3), bad)
+
+
+def test_leave_one_out_scores_are_below_the_in_sample_ones_and_a_lone_image_is_nan() -> None:
+    rng = np.random.default_rng(2)
+    x, y = clusters(rng, rng.normal(size=(3, 16)), 4, noise=1.0)
+    x, y = np.concatenate([x, rng.normal(size=(1, 16))]), np.concatenate([y, [3]])  # class 3: one image
+    loo = leave_one_out_prototype_scores(x, y)
+    in_sample = known_scores("prototype", features=x, prototypes=class_prototypes(x, y, 4))
+    assert np.isnan(loo[-1]) and not np.isnan(loo[:-1]).any()
+    assert (loo[:-1] < in_sample[:-1]).all()
+    assert np.array_equal(calibration_scores("prototype", x, y), loo, equal_nan=True)
+
+
+def test_out_of_fold_probe_scores_differ_from_in_sample_ones() -> None:
+    rng = np.random.default_rng(3)
+    x, y = clusters(rng, rng.normal(size=(3, 16)), 6, noise=1.5)
+    fit = logistic_fit(1.0)
+    out_of_fold = calibration_scores("msp", x, y, fit=fit, folds=3)
+    in_sample = known_scores("msp", logits=fit(x, y)(x))
+    assert not np.isnan(out_of_fold).any()
+    assert out_of_fold.mean() < in_sample.mean()  # the probe is over-confident on what it was fitted on
+
+
+def test_auroc_is_one_on_separated_clusters_and_chance_on_one_distribution() -> None:
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(4, 32)) * 3
+    x, y = clusters(rng, centres, 10)
+    protos = class_prototypes(x, y, 4)
+    known_x, _ = clusters(rng, centres, 5)
+    far = rng.normal(size=(20, 32)) * 3  # other directions altogether
+    known = known_scores("prototype", features=known_x, prototypes=protos)
+    unknown = known_scores("prototype", features=far, prototypes=protos)
+    threshold = threshold_at_recall(calibration_scores("prototype", x, y), 0.95)
+    metrics = rejection_metrics(known, unknown, np.ones(len(known), dtype=bool), threshold)
+    assert metrics["auroc"] == 1.0 and metrics["unknown_rejection"] == 1.0
+    same = rejection_metrics(rng.normal(size=2000), rng.normal(size=2000), np.ones(2000, dtype=bool), 0.0)
+    assert abs(same["auroc"] - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("n_classes", [3, 4, 7, 20])
+@pytest.mark.parametrize("fraction", [0.01, 0.3, 0.99])
+def test_split_known_unknown_keeps_two_known_and_one_unknown(n_classes: int, fraction: float) -> None:
+    labels = np.repeat(np.arange(n_classes), 2)
+    known, unknown = split_known_unknown(labels, fraction, seed=0)
+    assert len(known) >= 2 and len(unknown) >= 1
+    assert sorted([*known, *unknown]) == list(range(n_classes))
+    assert np.array_equal(split_known_unknown(labels, fraction, seed=0)[0], known)  # seeded
+
+
+def test_split_known_unknown_needs_three_classes() -> None:
+    with pytest.raises(ValueError, match="at least 3 classes"):
+        split_known_unknown(np.array([0, 1, 1]), 0.5, seed=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The bundle
+# --------------------------------------------------------------------------------------------------
+
+
+def test_probe_settings_check_recall_and_score() -> None:
+    for bad in (0.0, 1.01, True):
+        with pytest.raises(ValueError, match="recall"):
+            ProbeSettings(recall=bad)
+    with pytest.raises(ValueError, match="rejection score 'maxlogit'"):
+        ProbeSettings(rejection_score="maxlogit")
+
+
+def test_fit_stores_the_threshold_of_its_own_held_out_scores(shop: Bundle, tmp_path: Path) -> None:
+    r = shop.rejection
+    assert r is not None and r.score == "prototype" and r.recall == 0.95 and r.active
+    expected = threshold_at_recall(calibration_scores("prototype", shop.features, shop.labels), 0.95)
+    assert r.threshold == expected
+    assert shop.provenance["history"][-1]["rejection"] == {"score": "prototype", "recall": 0.95, "threshold": expected}
+    path = save_bundle(shop, tmp_path / "shop.bundle")
+    with zipfile.ZipFile(path) as zf:
+        assert json.loads(zf.read("bundle.json"))["rejection"]["threshold"] == expected
+    loaded = load_bundle(path)
+    assert loaded.rejection == r and loaded.settings == shop.settings
+    assert describe_bundle(loaded)["rejection"]["threshold"] == expected
+
+
+def test_energy_threshold_comes_from_out_of_fold_probes(base: Bundle, centres: np.ndarray) -> None:
+    x, y = clusters(np.random.default_rng(1), centres[:N_CLASSES], PER_CLASS)
+    b = dataclasses.replace(base, settings=ProbeSettings(rejection_score="energy", recall=0.8))
+    fitted = fit_probe(b, x, [f"p{i}" for i in y])
+    assert fitted.rejection is not None and fitted.probe is not None and fitted.rejection.score == "energy"
+    expected = threshold_at_recall(
+        calibration_scores("energy", fitted.features, fitted.labels, fit=logistic_fit(fitted.probe.c, seed=0)), 0.8)
+    assert fitted.rejection.threshold == pytest.approx(expected) and fitted.rejection.recall == 0.8
+    predictions = predict_features(fitted, x)
+    assert predictions.rejection_score == "energy" and predictions.known_scores is not None
+
+
+def test_the_threshold_follows_added_and_removed_products(shop: Bundle, centres: np.ndarray) -> None:
+    assert shop.rejection is not None
+    x, y = clusters(np.random.default_rng(5), centres[N_CLASSES:N_CLASSES + 2], 3, noise=1.5)
+    grown = add_products(shop, x, [f"new{i}" for i in y])
+    assert grown.rejection is not None and grown.rejection.threshold != shop.rejection.threshold
+    assert grown.rejection.threshold == threshold_at_recall(
+        calibration_scores("prototype", grown.features, grown.labels), 0.95)
+    assert grown.provenance["history"][-1]["rejection"]["threshold"] == grown.rejection.threshold
+    shrunk = remove_products(grown, ["new0", "new1"])
+    assert shrunk.rejection is not None and shrunk.rejection.threshold == shop.rejection.threshold
+    fewer = remove_products(shop, ["p0", "p1"])
+    assert fewer.rejection is not None and len(fewer.labels) < len(shop.labels)
+    assert fewer.rejection.threshold == threshold_at_recall(
+        calibration_scores("prototype", fewer.features, fewer.labels), 0.95)
+    assert fewer.provenance["history"][-1]["rejection"]["threshold"] == fewer.rejection.threshold
+
+
+def test_features_far_from_every_product_are_unknown(shop: Bundle, centres: np.ndarray) -> None:
+    rng = np.random.default_rng(6)
+    known_x, known_y = clusters(rng, centres[:N_CLASSES], 4, noise=0.2)  # closer to their products than training
+    far, _ = clusters(rng, centres[-1:], 6)  # a product that was never enrolled
+    predictions = predict_features(shop, np.concatenate([known_x, far]), k=2)
+    assert predictions.known is not None and predictions.known_scores is not None
+    assert predictions.known.tolist() == [True] * len(known_x) + [False] * len(far)
+    assert predictions.answers == [f"p{i}" for i in known_y] + [UNKNOWN] * len(far)
+    assert predictions.threshold == shop.rejection.threshold  # type: ignore[union-attr]
+    assert [row[0] for row in predictions.names()][-1] != UNKNOWN  # the top-k still name products
+
+    kept = predict_features(shop, far, reject=False)
+    assert kept.known is not None and kept.known.all() and UNKNOWN not in kept.answers
+    assert kept.threshold is None and np.array_equal(kept.known_scores, predictions.known_scores[-len(far):])
+
+
+def _without_rejection(src: Path, dst: Path) -> Path:
+    """A copy of a bundle file as retailnb wrote it before rejection: no threshold, no rejection settings."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename == "bundle.json":
+                meta = json.loads(data)
+                del meta["rejection"], meta["settings"]["rejection_score"], meta["settings"]["recall"]
+                data = json.dumps(meta).encode()
+            zout.writestr(item, data)
+    return dst
+
+
+def test_an_older_bundle_loads_with_rejection_off(shop: Bundle, centres: np.ndarray, tmp_path: Path) -> None:
+    old = load_bundle(_without_rejection(save_bundle(shop, tmp_path / "new.bundle"), tmp_path / "old.bundle"))
+    assert old.rejection is None and old.settings == ProbeSettings()
+    far, _ = clusters(np.random.default_rng(7), centres[-1:], 3)
+    predictions = predict_features(old, far)
+    assert UNKNOWN not in predictions.answers and predictions.known_scores is None
+    info = describe_bundle(old)["rejection"]
+    assert info["active"] is False and "before unknown-product rejection" in info["note"]
+    refitted = remove_products(old, ["p4"])  # any refit chooses a threshold
+    assert refitted.rejection is not None and refitted.rejection.active
+
+
+def test_a_product_named_unknown_is_refused(shop: Bundle, base: Bundle) -> None:
+    with pytest.raises(ClassNameError, match="cannot be named 'unknown'"):
+        check_new_products(shop, ["fresh", UNKNOWN])
+    with pytest.raises(ClassNameError, match="cannot be named 'unknown'"):
+        add_products(shop, np.ones((1, shop.feature_dim)), [UNKNOWN])
+    with pytest.raises(ClassNameError, match="cannot be named 'unknown'"):
+        fit_probe(base, np.random.default_rng(0).normal(size=(4, base.feature_dim)), ["a", "a", UNKNOWN, UNKNOWN])
+
+
+@pytest.mark.parametrize("score", ["prototype", "msp"])
+def test_one_packshot_per_product_fits_and_turns_rejection_off_with_a_warning(
+        base: Bundle, centres: np.ndarray, score: str, caplog: pytest.LogCaptureFixture) -> None:
+    b = dataclasses.replace(base, settings=ProbeSettings(rejection_score=score))
+    x, y = clusters(np.random.default_rng(8), centres[:3], 1)
+    with caplog.at_level(logging.WARNING, logger="retailnb.bundle"):
+        fitted = fit_probe(b, x, [f"p{i}" for i in y], image_kind="catalogue")
+    assert fitted.probe is not None and fitted.rejection is not None and not fitted.rejection.active
+    assert "rejection is off" in caplog.text and "two or more images" in caplog.text
+    entry = fitted.provenance["history"][-1]
+    assert entry["enrolled_from"] == {f"p{i}": {"images": "catalogue", "n_images": 1} for i in range(3)}
+    assert entry["rejection"]["threshold"] is None
+    assert predict_features(fitted, x + 100).known.all()  # type: ignore[union-attr]
+    two, labels = clusters(np.random.default_rng(9), centres[3:5], 2)  # two packshots each: scorable
+    grown = add_products(fitted, two, [f"q{i}" for i in labels], image_kind="catalogue")
+    assert grown.rejection is not None and (grown.rejection.active or score == "msp")
+    assert grown.provenance["history"][-1]["enrolled_from"]["q0"] == {"images": "catalogue", "n_images": 2}
+
+
+def test_an_unknown_image_kind_is_refused(shop: Bundle) -> None:
+    with pytest.raises(ValueError, match="kind of enrolment images 'web'"):
+        add_products(shop, np.ones((1, shop.feature_dim)), ["fresh"], image_kind="web")
