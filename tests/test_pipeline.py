@@ -154,6 +154,15 @@ def test_evaluate_stage(pipeline: Path) -> None:
     assert other["finetune"]["random_init"]["grid"] != record["finetune"]["random_init"]["grid"]
 
 
+def seed0_paths(pipeline: Path, out: Path, target: str) -> evaluate.EvaluatePaths:
+    """The evaluate stage's paths for the tiny pipeline's seed-0 backbones, writing under ``out``."""
+    models = pipeline / "models" / "seeds" / "0"
+    return evaluate.EvaluatePaths(
+        manifest=str(pipeline / "data" / "prepared" / "manifest.csv"), pretrain_dir=str(models / "pretrain"),
+        noisy_dir=str(models / "noisy"), features_dir=str(out / "features"), metrics=str(out / f"{target}.json"),
+        plots_dir=str(out / "plots"))
+
+
 def test_the_rejection_settings_change_what_they_say(pipeline: Path, tmp_path: Path) -> None:
     """evaluate.rejection through the stage: more products held out, and a lower recall target rejects more."""
     params = read_params(pipeline / "params.yaml")
@@ -161,11 +170,7 @@ def test_the_rejection_settings_change_what_they_say(pipeline: Path, tmp_path: P
     spec = spec_from_params("evaluate", params, "prepared")
     out = tmp_path / "out"
     shutil.copytree(pipeline / "features" / "seeds" / "0" / "prepared", out / "features")  # cached features, runs
-    models = pipeline / "models" / "seeds" / "0"
-    paths = evaluate.EvaluatePaths(
-        manifest=str(pipeline / "data" / "prepared" / "manifest.csv"), pretrain_dir=str(models / "pretrain"),
-        noisy_dir=str(models / "noisy"), features_dir=str(out / "features"), metrics=str(out / "prepared.json"),
-        plots_dir=str(out / "plots"))
+    paths = seed0_paths(pipeline, out, "prepared")
     record = evaluate.run(spec, "prepared", paths).record
     before = read(pipeline, "metrics/seeds/0/evaluate/prepared.json")
     n_classes = TINY_DATA["n_target_families"] * TINY_DATA["skus_per_family"]
@@ -184,11 +189,7 @@ def test_a_second_target_read_by_the_image_folder_adapter(pipeline: Path, tmp_pa
                                           "kinds": "all"}
     spec = spec_from_params("evaluate", params, "shop")
     out = tmp_path / "out"
-    models = pipeline / "models" / "seeds" / "0"
-    paths = evaluate.EvaluatePaths(
-        manifest=str(pipeline / "data" / "prepared" / "manifest.csv"), pretrain_dir=str(models / "pretrain"),
-        noisy_dir=str(models / "noisy"), features_dir=str(out / "features"), metrics=str(out / "shop.json"),
-        plots_dir=str(out / "plots"))
+    paths = seed0_paths(pipeline, out, "shop")
     record = evaluate.run(spec, "shop", paths).record
     assert (record.target, record.target_source) == ("shop", "imagefolder")
     assert (record.n_classes, record.n_train, record.n_test) == (3, 9, 6)
