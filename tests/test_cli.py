@@ -364,3 +364,10 @@ def test_predict_files_gives_the_cli_top_1(data: Path, shop: Path, capsys: pytes
     assert len(cli) == 12 and accuracy(cli, OLD) == 1.0
     assert result.classes_.tolist() == OLD and result.probabilities.shape == (12, 4)
     np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0)
+
+
+def test_the_clis_device_choices_are_the_bundles() -> None:
+    """cli.DEVICES repeats bundle.DEVICES (importing the bundle would load torch for --help): kept equal."""
+    from retailnb import bundle, cli
+
+    assert cli.DEVICES == bundle.DEVICES
