@@ -16,8 +16,6 @@ from retailnb.stages.evaluate import EvaluatePaths, run
 ARCH = "test_resnet"
 
 
-
-
 def stage_paths(root: Path, manifest: Path, pretrain_dir: Path) -> EvaluatePaths:
     return EvaluatePaths(manifest=str(manifest), pretrain_dir=str(pretrain_dir), noisy_dir=str(root / "noisy"),
                          features_dir=str(root / "features"), metrics=str(root / "evaluate.json"),

@@ -14,8 +14,6 @@ from retailnb.stages.noisy import NoisyPaths, run
 ARCH = "test_resnet"
 
 
-
-
 def stage_paths(root: Path, manifest: Path, teacher: Path) -> NoisyPaths:
     return NoisyPaths(manifest=str(manifest), teacher_backbone=str(teacher), out_dir=str(root / "noisy"),
                       metrics=str(root / "noisy.json"), rounds_plot=str(root / "rounds.json"),
