@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -17,16 +17,22 @@ class NewProductsSpec(Spec):
         n_new: target products held out of the first probe and then enrolled.
         shots: images per new product to enrol from.
         seed: which products are held out and which images are drawn.
+        rejection_score: the bundle's known-ness score for answering "unknown" (``msp``, ``energy`` or
+            ``prototype``; :mod:`retailnb.rejection`).
     """
 
     n_new: PositiveInt
     shots: Annotated[list[PositiveInt], OneOrList, Field(min_length=1)]
     seed: int
+    rejection_score: Literal["msp", "energy", "prototype"]
 
 
 class NewProductsStage(Spec):
-    """Everything the new-products stage reads: ``backbone`` and ``new_products``."""
+    """Everything the new-products stage reads: ``backbone``, ``new_products``, and the known-product recall
+    of ``evaluate.rejection`` (one value: the bundle's rejection threshold is chosen for the recall the
+    evaluation measures rejection at)."""
 
     backbone: BackboneSpec
     new_products: NewProductsSpec
     main_variant: str
+    recall: Annotated[float, Field(gt=0.0, le=1.0)]

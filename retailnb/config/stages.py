@@ -97,7 +97,8 @@ STAGES: dict[str, StageParams] = {
     "report": StageParams("retailnb.config.report:ReportStage", {"report": "report", "seeds": "evaluate.seeds"}),
     "new_products": StageParams(
         "retailnb.config.new_products:NewProductsStage",
-        {"backbone": "backbone", "new_products": "new_products", "main_variant": "noisy.teacher_variant"},
+        {"backbone": "backbone", "new_products": "new_products", "main_variant": "noisy.teacher_variant",
+         "recall": "evaluate.rejection.recall"},
     ),
 }
 """Every stage of ``dvc.yaml`` and the parameters it reads."""

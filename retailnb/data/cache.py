@@ -296,3 +296,9 @@ class DiskArray:
     def select(self, index: Index) -> DiskArray:
         """A view of rows ``index`` (or of a boolean mask) of this view, reading nothing."""
         return DiskArray(self.chw.select(self._rows(index)))
+
+
+def take_rows(images: np.ndarray | DiskArray, rows: Index) -> np.ndarray | DiskArray:
+    """Rows ``rows`` (or a boolean mask) of decoded images: a copy of an in-memory array, a view of the
+    on-disk cache (nothing read), so that callers need not ask which one they hold."""
+    return images.select(rows) if isinstance(images, DiskArray) else images[rows]

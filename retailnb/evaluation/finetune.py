@@ -23,7 +23,7 @@ from torch import nn
 
 from retailnb.config.compute import ComputeSpec
 from retailnb.config.evaluate import FinetuneSpec
-from retailnb.data.cache import DiskArray
+from retailnb.data.cache import DiskArray, take_rows
 from retailnb.models.checkpoint import load_checkpoint, save_checkpoint
 from retailnb.models.classifier import StudentObjective, build_student, network_probabilities
 from retailnb.models.sharded import broadcast_state, process_group
@@ -87,11 +87,6 @@ def validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 
 ProbeImages = np.ndarray | DiskArray
 """uint8 (N, H, W, 3) images as decoded: an array in memory, or the on-disk cache read when indexed."""
-
-
-def _rows(images: ProbeImages, rows: np.ndarray) -> ProbeImages:
-    """Images ``rows`` of ``images``: a copy of an array, a view (nothing read) of the on-disk cache."""
-    return images.select(rows) if isinstance(images, DiskArray) else images[rows]
 
 
 def accuracy(model: nn.Module, images: ProbeImages, labels: np.ndarray) -> float:
@@ -222,7 +217,7 @@ def finetune(
     if not len(val_idx):
         raise ValueError("the finetuning baseline needs a validation split: every product has a single training "
                          "image")
-    train, val = (_rows(x_train, fit_idx), y_train[fit_idx]), (_rows(x_train, val_idx), y_train[val_idx])
+    train, val = (take_rows(x_train, fit_idx), y_train[fit_idx]), (take_rows(x_train, val_idx), y_train[val_idx])
     best: tuple[nn.Module, GridRun] | None = None
     grid = []
     for i, lr in enumerate(spec.lrs):

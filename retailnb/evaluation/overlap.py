@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from retailnb.data.cache import CHUNK_BYTES, DiskArray
+from retailnb.data.cache import CHUNK_BYTES, DiskArray, take_rows
 from retailnb.evaluation.quickprobe import ProbeData
 
 MAX_NAMED = 10
@@ -68,8 +68,7 @@ def describe_overlap(data: ProbeData, pairs: list[tuple[int, int]], target: str)
 def without_training_rows(data: ProbeData, drop: list[int]) -> ProbeData:
     """``data`` with the training images at indices ``drop`` removed (classes and test split unchanged)."""
     keep = np.setdiff1d(np.arange(len(data.y_train)), np.asarray(drop, dtype=np.int64))
-    x_train = data.x_train.select(keep) if isinstance(data.x_train, DiskArray) else data.x_train[keep]  # a view
-    return replace(data, train=[data.train[i] for i in keep], x_train=x_train, y_train=data.y_train[keep])
+    return replace(data, train=[data.train[i] for i in keep], x_train=take_rows(data.x_train, keep), y_train=data.y_train[keep])
 
 
 def resolve_overlap(data: ProbeData, target: str, on_overlap: Literal["raise", "drop"]) -> tuple[ProbeData, int]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from sklearn.preprocessing import normalize
 from torch import nn
 
 from retailnb.evaluation.quickprobe import ProbeData
@@ -32,9 +33,8 @@ def training_curves(history: Mapping[str, Sequence[float]]) -> Figure:
 
 def nearest(queries: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` gallery rows most cosine-similar to each query row, best first."""
-    q = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(1e-12)
-    g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True).clip(1e-12)
-    return np.argsort(-(q @ g.T), axis=1, kind="stable")[:, :k]
+    similarity = normalize(queries) @ normalize(gallery).T
+    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
 
 
 def retrievals(backbone: nn.Module, data: ProbeData, *, n_queries: int = 6, k: int = 5, seed: int = 0) -> Figure:

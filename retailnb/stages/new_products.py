@@ -43,7 +43,8 @@ def run(spec: NewProductsStage, paths: NewProductsPaths) -> NewProductsResult:
     test_names = np.asarray(data.classes)[data.y_test]
     is_old = np.isin(train_names, old)
     bundle = new_bundle(spec.backbone.architecture, weights=paths.backbone_weights, image_size=size,
-                        settings=ProbeSettings(seed=settings.seed))
+                        settings=ProbeSettings(seed=settings.seed, rejection_score=settings.rejection_score,
+                                                recall=spec.recall))
     source = {"manifest": paths.manifest, "manifest_sha256": file_sha256(paths.manifest), "role": "probe_train",
               "held_out": new}
     bundle = fit_probe(bundle, embed(bundle, data.x_train[is_old]), train_names[is_old].tolist(), source=source)

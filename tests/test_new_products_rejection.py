@@ -1,0 +1,47 @@
+"""The bundle the new_products stage writes answers "unknown" with the score and recall of params.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from retailnb.bundle import load_bundle
+from retailnb.config.params_file import read_params
+from retailnb.config.stages import spec_from_params
+from retailnb.stages import new_products
+
+
+def stage_paths(pipeline: Path, out: Path) -> new_products.NewProductsPaths:
+    """The stage's paths on the tiny pipeline's seed-0 main backbone, writing under ``out``."""
+    return new_products.NewProductsPaths(
+        manifest=str(pipeline / "data" / "prepared" / "manifest.csv"),
+        backbone_weights=str(pipeline / "models" / "seeds" / "0" / "pretrain" / "simclr_supcon" / "backbone.pt"),
+        bundle_dir=str(out / "bundle"), metrics=str(out / "new_products.json"))
+
+
+def test_the_pipelines_bundle_uses_the_rejection_settings_of_params(pipeline: Path) -> None:
+    """The default run's bundle: new_products.rejection_score and evaluate.rejection.recall, as written."""
+    params = read_params(pipeline / "params.yaml")
+    rejection = load_bundle(pipeline / "models" / "bundle" / "catalogue.bundle").rejection
+    assert rejection is not None
+    assert rejection.score == params["new_products"]["rejection_score"]
+    assert rejection.recall == params["evaluate"]["rejection"]["recall"]
+
+
+def test_other_rejection_settings_change_the_bundles_threshold(pipeline: Path, tmp_path: Path) -> None:
+    """Through the stage: another score and a lower recall give that score and a higher threshold's recall."""
+    params = read_params(pipeline / "params.yaml")
+    default = load_bundle(pipeline / "models" / "bundle" / "catalogue.bundle").rejection
+    for score in ("prototype", "energy"):
+        params["new_products"]["rejection_score"] = score
+        params["evaluate"]["rejection"]["recall"] = 0.5
+        spec = spec_from_params("new_products", params)
+        assert spec.recall == 0.5 and spec.new_products.rejection_score == score
+        result = new_products.run(spec, stage_paths(pipeline, tmp_path / score))
+        rejection = result.bundle.rejection
+        assert rejection is not None and (rejection.score, rejection.recall) == (score, 0.5)
+        saved = load_bundle(result.bundle_path).rejection
+        assert saved == rejection
+        if score == "prototype":
+            assert default is not None and default.score == "prototype"
+            # accepting half the enrolled photos needs a higher similarity than accepting 95% of them
+            assert rejection.threshold > default.threshold
