@@ -27,6 +27,7 @@ import numpy as np
 from scipy.special import logsumexp, softmax
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold
+from sklearn.preprocessing import normalize as sk_normalize
 
 Score = Literal["msp", "energy", "prototype"]
 SCORES: tuple[Score, ...] = ("msp", "energy", "prototype")
@@ -45,10 +46,8 @@ def check_score(score: str) -> Score:
 
 
 def normalize(features: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (a zero row stays zero)."""
-    x = np.asarray(features, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
+    """Rows scaled to unit L2 norm in float64 (a zero row stays zero): scikit-learn's ``normalize``."""
+    return np.asarray(sk_normalize(np.asarray(features, dtype=np.float64)))
 
 
 def class_prototypes(features: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -97,17 +96,13 @@ def leave_one_out_prototype_scores(features: np.ndarray, labels: np.ndarray) -> 
     sums = np.zeros((len(classes), x.shape[1]))
     np.add.at(sums, inverse, x)
     counts = np.bincount(inverse, minlength=len(classes))
-    protos = normalize(sums)
-    out = np.full(len(x), np.nan)
-    for i in range(len(x)):
-        c = inverse[i]
-        if counts[c] < 2:
-            continue
-        own = sums[c] - x[i]
-        sims = protos @ x[i]
-        sims[c] = own @ x[i] / max(np.linalg.norm(own), 1e-12)
-        out[i] = sims.max()
-    return out
+    sims = x @ normalize(sums).T  # (N, K): every image against every whole prototype
+    own = sums[inverse] - x  # each image's class sum without the image
+    rows = np.arange(len(x))
+    sims[rows, inverse] = (own * x).sum(axis=1) / np.maximum(np.linalg.norm(own, axis=1), 1e-12)
+    out = sims.max(axis=1)
+    out[counts[inverse] < 2] = np.nan
+    return np.asarray(out)
 
 
 def calibration_scores(score: Score, features: np.ndarray, labels: np.ndarray, *, fit: LogitsFit | None = None,
