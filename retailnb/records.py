@@ -159,11 +159,14 @@ class RejectionSetup(Record):
         n_known: products enrolled (the probe's classes).
         n_unknown: products held out, whose test photos should be rejected.
         recall: the known-product recall each threshold was chosen for.
+        n_source_unknown: the source's unlabelled-only products it was also measured on (the second
+            unknown set, ``evaluate.rejection.source_unknowns``); 0 when not measured.
     """
 
     n_known: int
     n_unknown: int
     recall: float
+    n_source_unknown: int = 0
 
 
 class EvaluateRecord(Record):

@@ -16,6 +16,12 @@ the images a probe was fitted on are over-confident (the probe has seen them), s
 are out of fold (:func:`calibration_scores`): leave-one-out prototypes, and k-fold probes for the
 probe-based scores. Nothing here sees an unknown product: the threshold is what a store can compute on
 day one, and :func:`rejection_metrics` measures it on products held out of the enrolment.
+
+A second unknown set, where the target has one
+(:func:`retailnb.evaluation.compare.source_unknown_records`): the source's *unlabelled-only* products,
+which the backbones saw in pretraining and the noisy student without a label and which no store enrolled
+("products on the shelf that are not in the catalogue"). They are scored against the known test images
+at the same threshold (:func:`source_metrics`).
 """
 
 from __future__ import annotations
@@ -181,6 +187,28 @@ def rejection_metrics(known: np.ndarray, unknown: np.ndarray, known_correct: np.
     }
 
 
+def source_metrics(known: np.ndarray, source: np.ndarray, threshold: float) -> dict[str, float]:
+    """How well a score tells known products' test images from the source's unlabelled-only products.
+
+    Args:
+        known: scores of test images of enrolled products.
+        source: scores of the images of the source's unlabelled-only products (never enrolled).
+        threshold: the same threshold as :func:`rejection_metrics` (chosen on the enrolled images).
+
+    Returns:
+        ``source_auroc`` (known as the positive class; 0.5 is chance) and ``source_unknown_rejection``
+        (share of the source images scoring below ``threshold``).
+    """
+    known, source = np.asarray(known, dtype=np.float64), np.asarray(source, dtype=np.float64)
+    if known.size == 0 or source.size == 0:
+        raise ValueError("source rejection metrics need known scores and at least one source-product score")
+    y = np.concatenate([np.ones(known.size), np.zeros(source.size)])
+    return {
+        "source_auroc": float(roc_auc_score(y, np.concatenate([known, source]))),
+        "source_unknown_rejection": float((source < threshold).mean()),
+    }
+
+
 def split_known_unknown(labels: np.ndarray, unknown_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of the classes of ``labels`` into known (enrolled) and unknown (held-out) ones.
 
@@ -201,18 +229,29 @@ def split_known_unknown(labels: np.ndarray, unknown_fraction: float, seed: int) 
 
 def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray, *,
                        fit: LogitsFit, unknown_fraction: float, recall: float, seed: int = 0,
-                       folds: int = 3) -> dict[str, Any]:
+                       folds: int = 3, f_source_unknown: np.ndarray | None = None) -> dict[str, Any]:
     """Hold ``unknown_fraction`` of the products out, enrol the rest, and score every rejection score.
 
     The probe is fitted on the known products' training images only; the test images of known products
     are the positives and those of the held-out products the negatives; each score's threshold comes
     from the known training images alone (:func:`calibration_scores`, :func:`threshold_at_recall`).
 
+    Args:
+        f_source_unknown: (M, D) features of a second unknown set, the source's unlabelled-only products
+            (:func:`retailnb.evaluation.compare.source_unknown_records`), or None. Given, each score is
+            also measured on them against the known test images, at the same threshold
+            (:func:`source_metrics`).
+
     Returns:
         ``n_known``/``n_unknown`` (products), ``recall`` (the target), and per score the dict of
-        :func:`rejection_metrics`.
+        :func:`rejection_metrics`, plus that of :func:`source_metrics` when ``f_source_unknown`` is given.
+
+    Raises:
+        ValueError: ``f_source_unknown`` has no rows (pass None for no second set).
     """
     f_train, y_train, f_test, y_test = map(np.asarray, (f_train, y_train, f_test, y_test))
+    if f_source_unknown is not None and len(f_source_unknown) == 0:
+        raise ValueError("f_source_unknown has no rows; pass None when the target has no source products")
     known_classes, unknown_classes = split_known_unknown(y_train, unknown_fraction, seed)
     remap = {int(c): i for i, c in enumerate(known_classes)}
     tr = np.isin(y_train, known_classes)
@@ -223,13 +262,19 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
     logits_known, logits_unknown = logits_of(f_test[te_known]), logits_of(f_test[te_unknown])
     correct = logits_known.argmax(axis=1) == y_te
     protos = class_prototypes(x_tr, y_tr, len(known_classes))
+    kw_source: dict[str, Any] | None = None
+    if f_source_unknown is not None:
+        f_source = np.asarray(f_source_unknown)
+        kw_source = {"logits": logits_of(f_source), "features": f_source, "prototypes": protos}
     result: dict[str, Any] = {"n_known": len(known_classes), "n_unknown": len(unknown_classes), "recall": recall}
     for score in SCORES:
         kw_known: dict[str, Any] = {"logits": logits_known, "features": f_test[te_known], "prototypes": protos}
         kw_unknown: dict[str, Any] = {"logits": logits_unknown, "features": f_test[te_unknown], "prototypes": protos}
         threshold = threshold_at_recall(calibration_scores(score, x_tr, y_tr, fit=fit, folds=folds, seed=seed), recall)
-        result[score] = rejection_metrics(known_scores(score, **kw_known), known_scores(score, **kw_unknown),
-                                          correct, threshold)
+        known = known_scores(score, **kw_known)
+        result[score] = rejection_metrics(known, known_scores(score, **kw_unknown), correct, threshold)
+        if kw_source is not None:
+            result[score].update(source_metrics(known, known_scores(score, **kw_source), threshold))
     return result
 
 
@@ -254,8 +299,13 @@ def logistic_fit(c: float, *, seed: int = 0, threads: int | None = 1) -> LogitsF
 REJECTION_METRICS = ("auroc", "known_accuracy", "unknown_rejection", "known_acceptance")
 """The measures of :func:`rejection_metrics` that results tables carry for each score."""
 
+SOURCE_METRICS = ("source_auroc", "source_unknown_rejection")
+"""The measures of :func:`source_metrics`, carried for each score when the source products were measured."""
+
 
 def rejection_cells(result: Mapping[str, Any]) -> dict[str, float]:
-    """A result of :func:`evaluate_rejection` as flat table cells ``reject_<score>_<measure>``."""
+    """A result of :func:`evaluate_rejection` as flat table cells ``reject_<score>_<measure>``: the
+    :data:`REJECTION_METRICS` always, the :data:`SOURCE_METRICS` when the result holds them."""
     return {f"reject_{score}_{measure}": float(result[score][measure])
-            for score in SCORES if score in result for measure in REJECTION_METRICS}
+            for score in SCORES if score in result for measure in (*REJECTION_METRICS, *SOURCE_METRICS)
+            if measure in result[score]}

@@ -334,35 +334,49 @@ SCORE_NAMES = {"msp": "max. softmax probability", "energy": "energy", "prototype
 """How the report names each rejection score of :data:`retailnb.rejection.SCORES`."""
 
 
+SOURCE_COLUMNS = {"source_auroc": "AUROC, source products", "source_unknown_rejection": "source products rejected"}
+"""The rejection table's columns of the second unknown set, the source's unlabelled-only products, for the
+best score (measures of :data:`retailnb.rejection.SOURCE_METRICS`)."""
+
+
 def rejection_table_markdown(summary: TargetSummary) -> str:
     """Unknown-product rejection per method: AUROC of each score, then, for the best score
     (:func:`best_rejection_score`), known-product accuracy, unknown rejection and known acceptance at the
-    threshold chosen on the enrolled images. Empty when not measured."""
+    threshold chosen on the enrolled images, and, when the source's unlabelled-only products were measured
+    (:data:`SOURCE_COLUMNS`), their AUROC and the share of them rejected. Empty when not measured."""
     best = best_rejection_score(summary)
     if best is None:
         return ""
     scores = [s for s in SCORES if any(reject_key(s, "auroc") in row for row in summary.methods.values())]
+    source = [m for m in SOURCE_COLUMNS if any(reject_key(best, m) in row for row in summary.methods.values())]
+    measures = ["known_accuracy", "unknown_rejection", "known_acceptance", *source]
     header = ["method", *(f"AUROC, {SCORE_NAMES[s]}" for s in scores), "known accuracy", "unknown rejected",
-              "known accepted"]
+              "known accepted", *(SOURCE_COLUMNS[m] for m in source)]
     rows = []
     for name, cells in summary.methods.items():
         label = f"`{name}`" + (" (main)" if name == summary.main_variant else "")
         rows.append([label, *(fmt(cells.get(reject_key(s, "auroc"))) for s in scores),
-                     *(fmt(cells.get(reject_key(best, m))) for m in ("known_accuracy", "unknown_rejection",
-                                                                       "known_acceptance"))])
+                     *(fmt(cells.get(reject_key(best, m))) for m in measures)])
     return markdown_table(header, rows)
 
 
 def rejection_heading(summary: TargetSummary) -> str:
-    """What the rejection table measures, with its protocol's numbers."""
+    """What the rejection table measures, with its protocol's numbers (and the second unknown set's, the
+    source's unlabelled-only products, when it was measured)."""
     setup, best = summary.rejection, best_rejection_score(summary)
     if setup is None or best is None:
         return ""
+    source = ""
+    if setup.n_source_unknown:
+        source = (f" A second unknown set, the source's {setup.n_source_unknown} unlabelled-only products (seen "
+                  f"without a label in pretraining and the noisy student, never enrolled: shelf products not in "
+                  f"the catalogue), is scored against the known test photos at the same threshold: its AUROC "
+                  f"and the share of its photos rejected.")
     return (f"Unknown-product rejection: {setup.n_unknown} of the {setup.n_known + setup.n_unknown} products held "
             f"out of the probe; AUROC of known against held-out products' test photos (0.5: chance), and with "
             f"the best score ({SCORE_NAMES[best]}) at the threshold chosen on the enrolled products' own "
             f"training images for a known-product recall of {setup.recall:.0%}: known photos accepted and named "
-            f"correctly, held-out photos rejected, known photos accepted.\n")
+            f"correctly, held-out photos rejected, known photos accepted.{source}\n")
 
 
 def rejection_verdicts(summary: TargetSummary) -> list[str]:

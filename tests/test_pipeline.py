@@ -7,6 +7,7 @@ its tests share the session's pipeline on one worker while the other worker take
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -134,18 +135,25 @@ def test_evaluate_stage(pipeline: Path) -> None:
     assert record["n_test"] == n_classes * TINY_DATA["probe_test_per_sku"]
     # a store's questions: the catalogue-only probe and unknown-product rejection, for every backbone
     rejection = TINY_PARAMS_REJECTION
+    assert rejection["source_unknowns"] is True  # and the source's unlabelled-only products are measured too
     assert record["rejection"] == {"n_known": n_classes - round(rejection["unknown_fraction"] * n_classes),
                                    "n_unknown": round(rejection["unknown_fraction"] * n_classes),
-                                   "recall": rejection["recall"]}
+                                   "recall": rejection["recall"],
+                                   "n_source_unknown": len(unlabelled_only_products(pipeline))}
+    assert record["rejection"]["n_source_unknown"] > 0
     for row in record["methods"].values():
         assert 0.0 <= row["probe_catalogue"] <= 1.0
         assert {f"reject_{score}_{m}" for score in ("msp", "energy", "prototype")
-                for m in ("auroc", "known_accuracy", "unknown_rejection", "known_acceptance")} <= set(row)
+                for m in ("auroc", "known_accuracy", "unknown_rejection", "known_acceptance", "source_auroc",
+                          "source_unknown_rejection")} <= set(row)
+        assert all(0.0 <= row[f"reject_{score}_source_unknown_rejection"] <= 1.0 for score in ("msp", "prototype"))
     shots = read(pipeline, "metrics/seeds/0/evaluate/prepared/shots.json")
     assert {p["method"] for p in shots} == {*record["methods"], "finetuned (end to end)"}
     assert [p["shots"] for p in shots if p["method"] == "random_init"] == ["1", "2", "all"]
     assert len(read(pipeline, "metrics/seeds/0/evaluate/prepared/confusion.json")) == record["n_test"]
     assert len(list((pipeline / "features" / "seeds" / "0" / "prepared").glob("*.npz"))) == len(record["methods"])
+    assert len(list((pipeline / "features" / "seeds" / "0" / "prepared" / "source_unknown").glob("*.npz"))) == len(
+        record["methods"])  # the source products' features, cached per backbone beside the target's
     for name in ("shots.png", "embedding_map.png", "shelf_to_catalogue.png", "confusions.png"):
         assert (pipeline / "reports" / "figures" / "seeds" / "0" / "04_evaluate_prepared" / name).stat().st_size > 1000
     # seed 1 repeats the training of every row: its finetuned and random-init results are other runs
@@ -163,10 +171,19 @@ def seed0_paths(pipeline: Path, out: Path, target: str) -> evaluate.EvaluatePath
         plots_dir=str(out / "plots"))
 
 
+def unlabelled_only_products(pipeline: Path) -> set[str]:
+    """The products of the tiny data's manifest with unlabelled rows and no labelled one, read plainly."""
+    with (pipeline / "data" / "prepared" / "manifest.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    labelled = {r["class_name"] for r in rows if r["role"] == "labelled"}
+    return {r["class_name"] for r in rows if r["role"] == "unlabelled"} - labelled
+
+
 def test_the_rejection_settings_change_what_they_say(pipeline: Path, tmp_path: Path) -> None:
-    """evaluate.rejection through the stage: more products held out, and a lower recall target rejects more."""
+    """evaluate.rejection through the stage: more products held out, a lower recall target rejects more, and
+    without source_unknowns no source products are measured."""
     params = read_params(pipeline / "params.yaml")
-    params["evaluate"]["rejection"] = {"unknown_fraction": 0.5, "recall": 0.5, "folds": 2}
+    params["evaluate"]["rejection"] = {"unknown_fraction": 0.5, "recall": 0.5, "folds": 2, "source_unknowns": False}
     spec = spec_from_params("evaluate", params, "prepared")
     out = tmp_path / "out"
     shutil.copytree(pipeline / "features" / "seeds" / "0" / "prepared", out / "features")  # cached features, runs
@@ -179,6 +196,27 @@ def test_the_rejection_settings_change_what_they_say(pipeline: Path, tmp_path: P
     # a threshold for half the enrolled photos accepts far fewer known test photos than one for 95% of them
     accepted = lambda methods: sum(r["reject_prototype_known_acceptance"] for r in methods.values()) / len(methods)  # noqa: E731
     assert accepted(record.methods) < accepted(before["methods"]) - 0.1
+    assert record.rejection.n_source_unknown == 0 != before["rejection"]["n_source_unknown"]
+    assert not any("source" in key for row in record.methods.values() for key in row)
+    assert all("reject_prototype_source_auroc" in row for row in before["methods"].values())
+
+
+def test_a_rerun_reads_the_cached_source_features_and_measures_them_alike(pipeline: Path, tmp_path: Path) -> None:
+    """evaluate.rejection.source_unknowns on, the stage run again on the dvc run's cache: the same second unknown
+    set (the data's unlabelled-only products), the same source cells for every backbone."""
+    spec = spec_from_params("evaluate", read_params(pipeline / "params.yaml"), "prepared")
+    assert spec.rejection.source_unknowns
+    out = tmp_path / "out"
+    shutil.copytree(pipeline / "features" / "seeds" / "0" / "prepared", out / "features")
+    cached = sorted((out / "features" / "source_unknown").glob("*.npz"))
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    record = evaluate.run(spec, "prepared", seed0_paths(pipeline, out, "prepared")).record
+    before = read(pipeline, "metrics/seeds/0/evaluate/prepared.json")
+    assert record.rejection is not None and record.rejection.n_source_unknown == len(unlabelled_only_products(pipeline))
+    assert [p.stat().st_mtime_ns for p in cached] == stamps and len(cached) == len(record.methods)  # read, not rewritten
+    source = lambda methods: {name: {k: v for k, v in row.items() if "_source_" in k}  # noqa: E731
+                              for name, row in methods.items()}
+    assert source(record.methods) == source(before["methods"]) and all(source(record.methods).values())
 
 
 def test_a_second_target_read_by_the_image_folder_adapter(pipeline: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import logging
 import math
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,12 +30,18 @@ from retailnb.bundle import (
     save_bundle,
 )
 from retailnb.rejection import (
+    REJECTION_METRICS,
+    SCORES,
+    SOURCE_METRICS,
     calibration_scores,
     class_prototypes,
+    evaluate_rejection,
     known_scores,
     leave_one_out_prototype_scores,
     logistic_fit,
+    rejection_cells,
     rejection_metrics,
+    source_metrics,
     split_known_unknown,
     threshold_at_recall,
 )
@@ -143,6 +150,68 @@ def test_split_known_unknown_keeps_two_known_and_one_unknown(n_classes: int, fra
 def test_split_known_unknown_needs_three_classes() -> None:
     with pytest.raises(ValueError, match="at least 3 classes"):
         split_known_unknown(np.array([0, 1, 1]), 0.5, seed=0)
+
+
+def target_features(seed: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Training and test features of 8 well separated products (10 and 5 images each), and their labels."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(8, 32)) * 3
+    x_train, y_train = clusters(rng, centres, 10)
+    x_test, y_test = clusters(rng, centres, 5)
+    return x_train, y_train, x_test, y_test
+
+
+REJECTION_KW: dict[str, Any] = dict(fit=logistic_fit(1.0), unknown_fraction=0.25, recall=0.9, seed=0, folds=3)
+FAR_SEED = 6
+"""Seeds 30 features in other directions than every product's: the source products of the tests."""
+
+
+def far_features() -> np.ndarray:
+    return np.random.default_rng(FAR_SEED).normal(size=(30, 32)) * 3
+
+
+def test_source_products_far_from_every_prototype_are_rejected_at_the_same_threshold() -> None:
+    x_train, y_train, x_test, y_test = target_features()
+    plain = evaluate_rejection(x_train, y_train, x_test, y_test, **REJECTION_KW)
+    result = evaluate_rejection(x_train, y_train, x_test, y_test, f_source_unknown=far_features(), **REJECTION_KW)
+    assert result["prototype"]["source_auroc"] > 0.99 and result["prototype"]["source_unknown_rejection"] > 0.95
+    for score in SCORES:
+        assert set(plain[score]) == {*REJECTION_METRICS, "threshold"}  # no second set: no source measures
+        # the second set adds its two measures and changes nothing else, the threshold included
+        assert {k: v for k, v in result[score].items() if k not in SOURCE_METRICS} == plain[score]
+        assert all(0.0 <= result[score][m] <= 1.0 for m in SOURCE_METRICS)
+
+
+def test_source_products_like_the_known_ones_are_chance_and_rejected_as_often_as_known_photos() -> None:
+    x_train, y_train, x_test, y_test = target_features()
+    known_classes, _ = split_known_unknown(y_train, REJECTION_KW["unknown_fraction"], REJECTION_KW["seed"])
+    same = x_test[np.isin(y_test, known_classes)]  # the known test photos' own features
+    result = evaluate_rejection(x_train, y_train, x_test, y_test, f_source_unknown=same, **REJECTION_KW)
+    for score in SCORES:
+        assert result[score]["source_auroc"] == pytest.approx(0.5)
+        assert result[score]["source_unknown_rejection"] == pytest.approx(1.0 - result[score]["known_acceptance"])
+    with pytest.raises(ValueError, match="f_source_unknown has no rows"):
+        evaluate_rejection(x_train, y_train, x_test, y_test, f_source_unknown=np.zeros((0, 32)), **REJECTION_KW)
+
+
+def test_source_metrics_count_the_source_scores_below_the_threshold() -> None:
+    # known 0.9 and 0.8 beat three of the four source scores, 0.7 two: 8 of the 12 pairs
+    metrics = source_metrics(np.array([0.9, 0.8, 0.7]), np.array([0.1, 0.75, 0.95, 0.2]), threshold=0.5)
+    assert metrics == {"source_auroc": pytest.approx(8 / 12), "source_unknown_rejection": 0.5}
+    with pytest.raises(ValueError, match="source-product score"):
+        source_metrics(np.ones(3), np.array([]), 0.5)
+
+
+def test_rejection_cells_carry_the_source_measures_only_when_measured() -> None:
+    x_train, y_train, x_test, y_test = target_features()
+    plain = rejection_cells(evaluate_rejection(x_train, y_train, x_test, y_test, **REJECTION_KW))
+    assert set(plain) == {f"reject_{s}_{m}" for s in SCORES for m in REJECTION_METRICS}
+    result = evaluate_rejection(x_train, y_train, x_test, y_test, f_source_unknown=far_features(), **REJECTION_KW)
+    cells = rejection_cells(result)
+    assert set(cells) == set(plain) | {f"reject_{s}_{m}" for s in SCORES for m in SOURCE_METRICS}
+    assert cells["reject_prototype_source_auroc"] == result["prototype"]["source_auroc"]
+    assert cells["reject_msp_source_unknown_rejection"] == result["msp"]["source_unknown_rejection"]
+    assert {k: v for k, v in cells.items() if k in plain} == plain
 
 
 # --------------------------------------------------------------------------------------------------

@@ -140,11 +140,17 @@ class RejectionSpec(Spec):
             two stay known).
         recall: the known-product recall each threshold is chosen for, on the enrolled images.
         folds: folds of the out-of-fold probe scores the threshold is chosen from (``msp``, ``energy``).
+        source_unknowns: also measure rejection on a second unknown set, the source's unlabelled-only
+            products (:func:`retailnb.evaluation.compare.source_unknown_records`: seen without a label in
+            pretraining and the noisy student, never enrolled), at the same thresholds. Only a target
+            whose manifest has such products, the synthetic ``prepared`` one, has this set; real targets
+            ignore it.
     """
 
     unknown_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
     recall: Annotated[float, Field(gt=0.0, le=1.0)]
     folds: Annotated[int, Field(ge=2)]
+    source_unknowns: bool
 
 
 class EvaluateStage(Spec):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from torch import nn
 
 from retailnb.config.compute import BackboneSpec, ComputeSpec
 from retailnb.config.evaluate import FinetuneSpec, RejectionSpec
+from retailnb.data.cache import DiskArray
+from retailnb.data.manifest import Manifest, Record
 from retailnb.evaluation.features import load_features, save_features
 from retailnb.evaluation.fewshot import CATALOGUE, catalogue_eval, fewshot_eval, summarize_fewshot
 from retailnb.evaluation.finetune import FinetuneResult, finetune
@@ -32,6 +35,46 @@ from retailnb.parallel import default_workers
 from retailnb.rejection import evaluate_rejection, logistic_fit, rejection_cells
 
 Features = tuple[np.ndarray, np.ndarray]
+
+SOURCE_UNKNOWN_DIR = "source_unknown"
+"""The sub-folder of the feature cache holding each backbone's features of the source's unlabelled-only
+products (:func:`source_unknown_features`), beside the train/test files of :func:`backbone_features`."""
+
+
+def source_unknown_records(manifest: Manifest) -> list[Record]:
+    """The rows of the source's unlabelled-only products, in manifest order: a second unknown set.
+
+    A row is kept when its role is ``unlabelled``, it names a product (non-empty ``class_name``), and that
+    product has no ``labelled`` row (pretraining never saw its label) nor a ``probe_train``/``probe_test``
+    row (it is not one of the target's products, enrolled or held out). On the synthetic data these are
+    the unlabelled-only SKUs, whose rows keep their true product; a real dataset's unlabelled split
+    repeats its labelled products and gives none.
+    """
+    excluded = {r.class_name for r in manifest.select("labelled", "probe_train", "probe_test")}
+    return [r for r in manifest.select("unlabelled") if r.class_name and r.class_name not in excluded]
+
+
+@dataclass(frozen=True)
+class SourceUnknownData:
+    """The images of the source's unlabelled-only products: the second unknown set of the rejection
+    evaluation (:func:`source_unknown_records`).
+
+    Attributes:
+        records: their manifest rows, in manifest order.
+        x: (N, S, S, 3) uint8 images, in memory or on the disk cache (as :class:`ProbeData`'s).
+        y: (N,) product indices into ``classes``.
+        classes: the products' names, sorted.
+    """
+
+    records: list[Record]
+    x: np.ndarray | DiskArray
+    y: np.ndarray
+    classes: list[str]
+
+    @property
+    def n_products(self) -> int:
+        """How many products the set holds."""
+        return len(self.classes)
 
 
 def collect_backbones(pretrain_dir: str | os.PathLike[str], noisy_dir: str | os.PathLike[str],
@@ -83,15 +126,38 @@ def _weights_key(weights: str) -> str:
     return f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def source_unknown_features(name: str, model: nn.Module, source: SourceUnknownData,
+                            cache_dir: str | os.PathLike[str], weights: str) -> np.ndarray:
+    """Frozen features of the source's unlabelled-only products for one backbone, cached like
+    :func:`backbone_features` (in ``cache_dir/source_unknown/<name>.npz``, read back when the weights, the
+    number of images and the products are unchanged; rank 0 writes it in a distributed run)."""
+    path = Path(cache_dir) / SOURCE_UNKNOWN_DIR / f"{name}.npz"
+    key = _weights_key(weights)
+    if path.is_file():
+        cached = load_features(path)
+        if (cached.meta.get("weights_key") == key and len(cached.labels) == len(source.y)
+                and cached.class_names == source.classes):
+            return cached.features
+    features = sharded_features(model, source.x)
+    if process_group()[0] == 0:
+        save_features(path, features, source.y, source.classes, weights_key=key)
+    return features
+
+
 def backbones_features(backbones: Mapping[str, str], data: ProbeData, *, architecture: str, seed: int,
-                       cache_dir: str | os.PathLike[str]) -> dict[str, Features]:
-    """Train and test features of every backbone (cached: see :func:`backbone_features`), in table order."""
-    features = {}
+                       cache_dir: str | os.PathLike[str], source: SourceUnknownData | None = None,
+                       ) -> tuple[dict[str, Features], dict[str, np.ndarray]]:
+    """Train and test features of every backbone (cached: see :func:`backbone_features`), in table order;
+    and, when ``source`` is given, its features of the source's unlabelled-only products
+    (:func:`source_unknown_features`; an empty dict otherwise)."""
+    features, source_features = {}, {}
     for name, weights in backbones.items():
         torch.manual_seed(seed)  # random_init: the same random weights every run
         model = create_backbone(architecture, weights=weights)
         features[name] = backbone_features(name, model, data, cache_dir, weights)
-    return features
+        if source is not None:
+            source_features[name] = source_unknown_features(name, model, source, cache_dir, weights)
+    return features, source_features
 
 
 def catalogue_mask(data: ProbeData) -> np.ndarray | None:
@@ -105,11 +171,14 @@ def catalogue_mask(data: ProbeData) -> np.ndarray | None:
 
 def backbone_results(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray, *,
                      shots: Sequence[int | None], draws: int, seed: int, knn_k: int,
-                     catalogue: np.ndarray | None = None,
-                     rejection: RejectionSpec | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+                     catalogue: np.ndarray | None = None, rejection: RejectionSpec | None = None,
+                     f_source_unknown: np.ndarray | None = None,
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """One backbone's few-shot rows (plus the catalogue-only row when ``catalogue`` is given) and its
     unknown-product rejection result (when ``rejection`` is given; see
-    :func:`retailnb.rejection.evaluate_rejection`), the latter's probe at the C the all-images probe chose."""
+    :func:`retailnb.rejection.evaluate_rejection`), the latter's probe at the C the all-images probe chose,
+    measured on the source's unlabelled-only products too when their features ``f_source_unknown`` are
+    given."""
     rows = fewshot_eval(f_train, y_train, f_test, y_test, shots=shots, draws=draws, seed=seed, knn_k=knn_k)
     if catalogue is not None:
         rows.append(catalogue_eval(f_train, y_train, f_test, y_test, catalogue, seed=seed, knn_k=knn_k))
@@ -118,14 +187,14 @@ def backbone_results(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarra
     c = next((r["c"] for r in rows if r["shots"] == "all"), FALLBACK_C)
     result = evaluate_rejection(f_train, y_train, f_test, y_test, fit=logistic_fit(c, seed=seed),
                                 unknown_fraction=rejection.unknown_fraction, recall=rejection.recall,
-                                seed=seed, folds=rejection.folds)
+                                seed=seed, folds=rejection.folds, f_source_unknown=f_source_unknown)
     return rows, result
 
 
 def evaluate_backbones(backbones: Mapping[str, str], data: ProbeData, *, architecture: str,
                        shots: Sequence[int | None], draws: int, seed: int, knn_k: int = 1,
                        cache_dir: str | os.PathLike[str], workers: int | None = None,
-                       rejection: RejectionSpec | None = None,
+                       rejection: RejectionSpec | None = None, source: SourceUnknownData | None = None,
                        ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Features], dict[str, dict[str, Any]]]:
     """Few-shot summaries, features and unknown-product rejection results of every backbone.
 
@@ -133,12 +202,16 @@ def evaluate_backbones(backbones: Mapping[str, str], data: ProbeData, *, archite
     probes of the backbones, independent single-threaded scikit-learn fits, run in ``workers``
     processes side by side (None: one per core). The results do not depend on ``workers``. When every
     product has a catalogue packshot (:func:`catalogue_mask`) the summaries hold a ``catalogue`` row too.
+    With ``rejection`` and ``source`` given, rejection is also measured on the source's unlabelled-only
+    products (their features cached beside the others').
     """
-    features = backbones_features(backbones, data, architecture=architecture, seed=seed, cache_dir=cache_dir)
+    features, source_features = backbones_features(backbones, data, architecture=architecture, seed=seed,
+                                                   cache_dir=cache_dir, source=source)
     catalogue = catalogue_mask(data)
     jobs = [delayed(backbone_results)(f_train, data.y_train, f_test, data.y_test, shots=shots, draws=draws,
-                                      seed=seed, knn_k=knn_k, catalogue=catalogue, rejection=rejection)
-            for f_train, f_test in features.values()]
+                                      seed=seed, knn_k=knn_k, catalogue=catalogue, rejection=rejection,
+                                      f_source_unknown=source_features.get(name))
+            for name, (f_train, f_test) in features.items()]
     n_jobs = min(len(jobs), workers or default_workers())
     results = Parallel(n_jobs=n_jobs)(jobs)  # n_jobs=1 runs them in this process, one after the other
     summaries = {name: summarize_fewshot(rows) for name, (rows, _) in zip(features, results)}

@@ -17,15 +17,19 @@ import numpy as np
 
 from retailnb.config.base import Spec
 from retailnb.config.evaluate import EvaluateStage, shot_counts
-from retailnb.data.manifest import read_manifest
+from retailnb.data.cache import DiskArray, cached_images
+from retailnb.data.images import decode_images
+from retailnb.data.manifest import encode_labels, read_manifest
 from retailnb.evaluation.compare import (
     Features,
+    SourceUnknownData,
     backbones_features,
     collect_backbones,
     evaluate_backbones,
     finetune_baselines,
     probe_predictions,
     results_table,
+    source_unknown_records,
     write_plot_data,
 )
 from retailnb.evaluation.finetune import FinetuneResult
@@ -78,12 +82,15 @@ def finetune_record(result: FinetuneResult) -> FinetuneRecord:
                           grid=[GridRecord(**vars(run)) for run in result.grid])
 
 
-def rejection_setup(rejections: dict[str, dict[str, Any]], recall: float) -> RejectionSetup | None:
-    """How many products the rejection evaluation enrolled and held out (the same for every backbone)."""
+def rejection_setup(rejections: dict[str, dict[str, Any]], recall: float,
+                    n_source_unknown: int = 0) -> RejectionSetup | None:
+    """How many products the rejection evaluation enrolled and held out (the same for every backbone), and
+    how many source products it was also measured on (``n_source_unknown``; 0: none)."""
     first = next(iter(rejections.values()), None)
     if first is None:
         return None
-    return RejectionSetup(n_known=first["n_known"], n_unknown=first["n_unknown"], recall=recall)
+    return RejectionSetup(n_known=first["n_known"], n_unknown=first["n_unknown"], recall=recall,
+                          n_source_unknown=n_source_unknown)
 
 
 def load_target(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> tuple[ProbeData, int]:
@@ -94,6 +101,23 @@ def load_target(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> tuple[P
     data = load_probe_data(read_manifest(manifest), spec.backbone.image_size, "probe_train", "probe_test",
                            storage=spec.compute.images)
     return resolve_overlap(data, name, spec.on_overlap)
+
+
+def load_source_unknowns(spec: EvaluateStage, paths: EvaluatePaths) -> SourceUnknownData | None:
+    """The source's unlabelled-only products' images (:func:`source_unknown_records`), decoded like the
+    target's (``compute.images``, the backbone's image size): the second unknown set of the rejection
+    evaluation. None unless ``evaluate.rejection.source_unknowns`` is on, the target is ``prepared`` (the
+    data stage's manifest) and that manifest has such products."""
+    if not spec.rejection.source_unknowns or spec.target.source != "prepared":
+        return None
+    manifest = read_manifest(paths.manifest)
+    records = source_unknown_records(manifest)
+    if not records:
+        return None
+    y, classes = encode_labels(records)
+    files, size = manifest.paths(records), spec.backbone.image_size
+    x = DiskArray(cached_images(files, size)) if spec.compute.images == "disk" else decode_images(files, size)
+    return SourceUnknownData(records=records, x=x, y=np.asarray(y), classes=classes)
 
 
 class EvaluateRun(Spec):
@@ -115,12 +139,13 @@ def run(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> EvaluateResult:
                Path(paths.features_dir) / "run.json", spec.compute)
         spec = spec.model_copy(update={"compute": spec.compute.model_copy(update={"resume": "auto"})})
     data, n_dropped = load_target(spec, name, paths)
+    source = load_source_unknowns(spec, paths)
     backbones = collect_backbones(paths.pretrain_dir, paths.noisy_dir, spec.extra_weights)
     probe = spec.probe
     summaries, features, rejections = evaluate_backbones(
         backbones, data, architecture=spec.backbone.architecture, shots=shot_counts(probe.shots),
         draws=probe.draws, seed=probe.seed, knn_k=probe.knn_k, cache_dir=paths.features_dir,
-        rejection=spec.rejection,
+        rejection=spec.rejection, source=source,
     )
     finetuned = finetune_baselines(spec.backbone, Path(paths.pretrain_dir) / spec.main_variant / "backbone.pt", data,
                                    spec=spec.finetune, compute=spec.compute,
@@ -132,7 +157,8 @@ def run(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> EvaluateResult:
         finetune={init: finetune_record(result) for init, result in finetuned.items()},
         main_variant=spec.main_variant,
         n_classes=len(data.classes), n_train=len(data.y_train), n_test=len(data.y_test), n_overlap_dropped=n_dropped,
-        rejection=rejection_setup(rejections, spec.rejection.recall),
+        rejection=rejection_setup(rejections, spec.rejection.recall,
+                                  n_source_unknown=source.n_products if source is not None else 0),
     )
     record.write(paths.metrics)
     # one probe on all of the main backbone's training features: the confusion data and its figure
@@ -144,12 +170,13 @@ def run(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> EvaluateResult:
 
 
 def network_work(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> None:
-    """What a distributed run does under ``torchrun``: every backbone's features (cached) and the finetuning
+    """What a distributed run does under ``torchrun``: every backbone's features (cached; the source's
+    unlabelled-only products' too, when :func:`load_source_unknowns` finds them) and the finetuning
     baselines (their best weights saved), leaving the probes and the record to :func:`run`."""
     data, _ = load_target(spec, name, paths)
     backbones = collect_backbones(paths.pretrain_dir, paths.noisy_dir, spec.extra_weights)
     backbones_features(backbones, data, architecture=spec.backbone.architecture, seed=spec.probe.seed,
-                       cache_dir=paths.features_dir)
+                       cache_dir=paths.features_dir, source=load_source_unknowns(spec, paths))
     finetune_baselines(spec.backbone, Path(paths.pretrain_dir) / spec.main_variant / "backbone.pt", data,
                        spec=spec.finetune, compute=spec.compute, state_dir=Path(paths.features_dir) / "finetune")
 
