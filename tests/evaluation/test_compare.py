@@ -84,7 +84,7 @@ def test_the_catalogue_row_trains_on_the_packshots_alone_and_rejection_is_measur
     data, f_train, f_test = four_products(["catalogue", "shelf", "shelf", "shelf", "shelf", "shelf"])
     mask = catalogue_mask(data)
     assert mask is not None and mask.sum() == 4 and mask[::6].all()
-    rejection = RejectionSpec(unknown_fraction=0.25, recall=0.9, folds=3)
+    rejection = RejectionSpec(unknown_fraction=0.25, recall=0.9, folds=3, source_unknowns=False)
     rows, result = backbone_results(f_train, data.y_train, f_test, data.y_test, shots=[1, None], draws=2, seed=0,
                                     knn_k=1, catalogue=mask, rejection=rejection)
     catalogue = [r for r in rows if r["shots"] == "catalogue"]

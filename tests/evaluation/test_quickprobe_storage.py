@@ -227,4 +227,5 @@ def test_evaluate_under_torchrun_reads_the_disk_cache_the_ranks_share(manifest: 
             assert isinstance(result.data.x_train, DiskArray) and isinstance(result.data.x_test, DiskArray)
     assert features["disk"].tobytes() == features["memory"].tobytes()
     left = sorted(p.suffix for p in (tmp_path / ".cache" / "images").iterdir())
-    assert left == [".npy", ".npy"]  # one file per split, no temporary or lock left
+    # one file per split and one of the source's unlabelled-only products, no temporary or lock left
+    assert left == [".npy", ".npy", ".npy"]
