@@ -13,17 +13,17 @@ from retailnb.config.params_file import ParamsError, read_params
 from retailnb.config.stages import load_stage
 
 BAD: list[tuple[str, str | None, str, Any, str]] = [
-    ("pretrain", "simclr", "pretrain.sampler.batch_size", 0, "greater than or equal to 2"),
-    ("pretrain", "simclr", "pretrain.model.proj_dim", 0, "greater than or equal to 1"),
-    ("pretrain", "simclr", "pretrain.engine.epochs", 2.5, "valid integer"),
-    ("pretrain", "simclr", "pretrain.model.weights", "None", "must be 'none'"),
-    ("pretrain", "simclr", "pretrain.model.temperature", -1, "greater than 0"),
-    ("pretrain", "simclr", "pretrain.views.on", "gpu", "'batch' or 'worker'"),
-    ("pretrain", "simclr", "pretrain.variants.simclr.simclr_weight", "1", "valid number"),
-    ("pretrain", "simclr", "pretrain.variants.simclr.simsiam_weight", -0.5, "greater than or equal to 0"),
-    ("pretrain", "simclr", "pretrain.variants.simclr",
+    ("pretrain", "simclr_supcon", "pretrain.sampler.batch_size", 0, "greater than or equal to 2"),
+    ("pretrain", "simclr_supcon", "pretrain.model.proj_dim", 0, "greater than or equal to 1"),
+    ("pretrain", "simclr_supcon", "pretrain.engine.epochs", 2.5, "valid integer"),
+    ("pretrain", "simclr_supcon", "pretrain.model.weights", "None", "must be 'none'"),
+    ("pretrain", "simclr_supcon", "pretrain.model.temperature", -1, "greater than 0"),
+    ("pretrain", "simclr_supcon", "pretrain.views.on", "gpu", "'batch' or 'worker'"),
+    ("pretrain", "simclr_supcon", "pretrain.variants.simclr_supcon.simclr_weight", "1", "valid number"),
+    ("pretrain", "simclr_supcon", "pretrain.variants.simclr_supcon.simsiam_weight", -0.5, "greater than or equal to 0"),
+    ("pretrain", "simclr_supcon", "pretrain.variants.simclr_supcon",
      {"simclr_weight": 0.0, "supcon_weight": 0.0, "simsiam_weight": 0.0}, "at least one objective"),
-    ("pretrain", "simclr", "pretrain.model.pred_hidden_dim", 0, "greater than or equal to 1"),
+    ("pretrain", "simclr_supcon", "pretrain.model.pred_hidden_dim", 0, "greater than or equal to 1"),
     ("noisy", None, "noisy.pseudo.soft", "false", "valid boolean"),
     ("noisy", None, "noisy.pseudo.balance", "true", "valid boolean"),
     ("noisy", None, "noisy.pseudo.threshold", 1.5, "less than or equal to 1"),
@@ -77,7 +77,7 @@ def test_an_unknown_key_is_an_error(tmp_path: Path) -> None:
     params["pretrain"]["epochs"] = 3  # a typo of pretrain.engine.epochs
     params["noisy"]["pseudo"]["sofft"] = True
     with pytest.raises(ParamsError, match=r"pretrain\.epochs: unknown key"):
-        load_stage("pretrain", write(tmp_path, params), "simclr")
+        load_stage("pretrain", write(tmp_path, params), "simclr_supcon")
     with pytest.raises(ParamsError, match=r"noisy\.pseudo\.sofft: unknown key"):
         load_stage("noisy", write(tmp_path, params))
 
@@ -90,11 +90,11 @@ def test_an_unknown_section_is_an_error(tmp_path: Path) -> None:
 
 
 def test_an_unknown_variant_names_the_entries(tmp_path: Path) -> None:
-    with pytest.raises(ParamsError, match=r"pretrain\.variants: no entry 'simclr2' \(entries: simclr_supcon, simclr"):
+    with pytest.raises(ParamsError, match=r"pretrain\.variants: no entry 'simclr2' \(entries: simclr_supcon\)"):
         load_stage("pretrain", write(tmp_path, repo_params()), "simclr2")
 
 
-@pytest.mark.parametrize("variant", ["supcon", "simsiam"])
+@pytest.mark.parametrize("variant", ["simclr", "supcon", "simsiam"])
 def test_the_commented_out_variants_of_params_yaml_load_when_uncommented(tmp_path: Path, variant: str) -> None:
     """The ablation's extra variants sit commented out in params.yaml; uncommenting one line enables one."""
     line = f"    # {variant}: {{"
@@ -131,7 +131,7 @@ def test_a_training_seed_from_the_stage_command_is_a_non_negative_integer() -> N
 
 @pytest.mark.parametrize("stage", ["pretrain", "noisy", "evaluate"])
 def test_each_training_stage_offsets_its_seeds_by_the_training_seed(stage: str) -> None:
-    key = {"pretrain": "simclr", "evaluate": "prepared"}.get(stage)
+    key = {"pretrain": "simclr_supcon", "evaluate": "prepared"}.get(stage)
     base = load_stage(stage, REPO / "params.yaml", key)
     moved = base.with_seed(3)
     engine = {"pretrain": lambda s: s.engine, "noisy": lambda s: s.noisy.engine,
