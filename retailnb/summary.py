@@ -10,7 +10,7 @@ The report's table and verdicts, and the headline metrics, are computed from tha
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,9 +59,10 @@ def _records(model: type[R], folder: Path) -> dict[str, R]:
     return {f.stem: read_record(model, f) for f in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
 
 
-def read_seed(root: str | Path, seed: int) -> SeedRecords:
+def read_seed(root: str | Path, seed: int, variants: Collection[str] | None = None) -> SeedRecords:
     """The records of one training seed under ``root`` (``pretrain/<variant>.json``, ``noisy.json``,
-    ``evaluate/<target>.json``), validated.
+    ``evaluate/<target>.json``), validated; with ``variants``, only those pretraining variants' records
+    (a removed variant's record, left on disk by DVC, is not read).
 
     Raises:
         FileNotFoundError: the seed has no evaluation record: its ``evaluate`` stage has not run.
@@ -72,13 +73,17 @@ def read_seed(root: str | Path, seed: int) -> SeedRecords:
         raise FileNotFoundError(f"{folder / 'evaluate'}: no evaluation records of training seed {seed}; run its "
                                 f"stages first (dvc repro evaluate@<target>-{seed})")
     noisy = folder / "noisy.json"
-    return SeedRecords(pretrain=_records(PretrainRecord, folder / "pretrain"),
+    pretrain = _records(PretrainRecord, folder / "pretrain")
+    if variants is not None:
+        pretrain = {name: record for name, record in pretrain.items() if name in variants}
+    return SeedRecords(pretrain=pretrain,
                        noisy=read_record(NoisyRecord, noisy) if noisy.is_file() else None, evaluations=evaluations)
 
 
-def read_seeds(root: str | Path, seeds: Sequence[int]) -> dict[int, SeedRecords]:
+def read_seeds(root: str | Path, seeds: Sequence[int],
+               variants: Collection[str] | None = None) -> dict[int, SeedRecords]:
     """:func:`read_seed` of every seed, in the given order."""
-    return {seed: read_seed(root, seed) for seed in seeds}
+    return {seed: read_seed(root, seed, variants) for seed in seeds}
 
 
 def noisy_rounds(methods: Mapping[str, object]) -> list[tuple[int, str]]:

@@ -23,5 +23,7 @@ def spec_leaves(stage: str, key: str | None, params: dict[str, Any]) -> dict[str
     out: dict[str, Any] = {}
     for field, path in STAGES[stage].key_paths(key).items():
         value = getattr(spec, field)
+        if isinstance(value, dict):  # a mapping of specs, such as pretrain.variants
+            value = {k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in value.items()}
         out.update(leaves(value.model_dump() if hasattr(value, "model_dump") else value, path))
     return out

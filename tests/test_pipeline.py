@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from pipeline_fixture import (
     SOFT_EXPERIMENT,
@@ -33,7 +34,7 @@ from retailnb.config.stages import STAGES, spec_from_params
 from retailnb.records import EvaluateRecord, SummaryRecord, read_record
 from retailnb.report import results_markdown
 from retailnb.stages import evaluate
-from retailnb.summary import summarize_target
+from retailnb.summary import read_seeds, summarize_target
 
 TINY_PARAMS_REJECTION = read_params(REPO / "params.yaml")["evaluate"]["rejection"]
 """The rejection protocol of params.yaml, which the tiny pipeline keeps."""
@@ -413,7 +414,9 @@ def test_changing_one_variant_reruns_only_that_variant(pipeline: Path, tmp_path:
     params = read_params(root / "params.yaml")
     write_params(root, with_overrides(params, {"pretrain.variants.simclr.simclr_weight": 0.5}))
     status = json.loads(dvc(root, "status", "--json").stdout)
-    assert set(status) == {f"pretrain@simclr-{s}" for s in TINY_SEEDS}, status
+    # of the training stages only that variant's pretraining; the evaluations and the report read the list
+    # of variants (pretrain.variants) too, and rerun after it anyway, their backbone having changed
+    assert {s for s in status if not s.startswith(("evaluate@", "report"))} == {f"pretrain@simclr-{s}" for s in TINY_SEEDS}, status
 
 
 def test_one_seed_reruns_alone_and_the_report_reads_only_the_listed_seeds(pipeline: Path, tmp_path: Path) -> None:
@@ -439,3 +442,32 @@ def test_changing_the_evaluation_code_reruns_only_the_evaluation(pipeline: Path,
             fh.write("\n# changed\n")
     status = json.loads(dvc(root, "status", "--json").stdout)
     assert set(status) == {f"evaluate@prepared-{s}" for s in TINY_SEEDS}, status
+
+
+def test_a_removed_variants_leftovers_are_not_read(pipeline: Path, tmp_path: Path) -> None:
+    """DVC leaves the outputs of a variant removed from params.yaml on disk: neither its backbone (evaluate)
+    nor its pretraining record (report) may come back into the results."""
+    copy = tmp_path / "pipeline"
+    for part in ("models/seeds/0", "metrics/seeds/0", "features/seeds/0/prepared", "data/prepared"):
+        shutil.copytree(pipeline / part, copy / part)
+    main = TINY_VARIANTS[0]
+    shutil.copytree(copy / "models/seeds/0/pretrain" / main, copy / "models/seeds/0/pretrain/removed")
+    shutil.copy(copy / "metrics/seeds/0/pretrain" / f"{main}.json", copy / "metrics/seeds/0/pretrain/removed.json")
+    params = read_params(pipeline / "params.yaml")
+    spec = spec_from_params("evaluate", params, "prepared")
+    paths = evaluate.EvaluatePaths(
+        manifest=str(copy / "data/prepared/manifest.csv"), pretrain_dir=str(copy / "models/seeds/0/pretrain"),
+        noisy_dir=str(copy / "models/seeds/0/noisy"), features_dir=str(copy / "features/seeds/0/prepared"),
+        metrics=str(tmp_path / "prepared.json"), plots_dir=str(tmp_path / "plots"))
+    record = evaluate.run(spec, "prepared", paths).record
+    assert "removed" not in record.methods and set(TINY_VARIANTS) <= set(record.methods)
+    # with the variant listed, its leftover backbone is a row again: the list is what decides
+    listed = spec.model_copy(update={"variants": {**spec.variants, "removed": spec.variants[main]}})
+    assert "removed" in evaluate.run(listed, "prepared", paths).record.methods
+    report_spec = spec_from_params("report", params)
+    assert set(read_seeds(copy / "metrics/seeds", [0], variants=set(report_spec.variants))[0].pretrain) == set(TINY_VARIANTS)
+    assert "removed" in read_seeds(copy / "metrics/seeds", [0])[0].pretrain
+    # a listed variant whose pretraining has not run is named
+    shutil.rmtree(copy / "models/seeds/0/pretrain" / main)
+    with pytest.raises(FileNotFoundError, match=f"pretraining variant '{main}'"):
+        evaluate.run(spec, "prepared", paths)

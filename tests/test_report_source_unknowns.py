@@ -3,12 +3,13 @@ when a record measured them, the table exactly as before when not, and nothing m
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from shared_fixtures import REPO
 from test_report import SEEDS, leaf_count, record, table_rows, with_store_cells
 
-from retailnb.records import EvaluateRecord, read_record
+from retailnb.records import EvaluateRecord
 from retailnb.report import rejection_heading, rejection_table_markdown, results_markdown
 from retailnb.summary import SeedRecords, headline, summarize, summarize_target
 
@@ -55,14 +56,28 @@ def test_without_source_cells_the_table_and_heading_are_as_before() -> None:
     assert table_rows(rejection_table_markdown(counted))[0] == BEFORE and rejection_heading(counted) == heading
 
 
-def test_the_committed_records_read_without_source_products() -> None:
-    """The repository's committed evaluation records predate the source products: they read as before."""
-    records = {s: read_record(EvaluateRecord, REPO / "metrics" / "seeds" / str(s) / "evaluate" / "prepared.json")
-               for s in SEEDS}
+def without_source(metrics: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation record's JSON as the stage wrote it before the source products: no source cells and no
+    ``n_source_unknown`` in its rejection setup."""
+    methods = {name: {k: v for k, v in row.items() if "_source_" not in k} for name, row in metrics["methods"].items()}
+    rejection = {k: v for k, v in metrics["rejection"].items() if k != "n_source_unknown"}
+    return {**metrics, "methods": methods, "rejection": rejection}
+
+
+def test_records_written_before_the_source_products_read_as_before() -> None:
+    """The committed records measure the source products; the same records without them (as older runs
+    wrote them) still validate, count no source product, and give the table and heading of before."""
+    committed = {s: json.loads((REPO / "metrics" / "seeds" / str(s) / "evaluate" / "prepared.json").read_text())
+                 for s in SEEDS}
+    assert all(c["rejection"]["n_source_unknown"] > 0 for c in committed.values())
+    records = {s: EvaluateRecord.model_validate(without_source(c)) for s, c in committed.items()}
     assert all(r.rejection is not None and r.rejection.n_source_unknown == 0 for r in records.values())
     summary = summarize_target("prepared", records, 0.95)
     assert table_rows(rejection_table_markdown(summary))[0] == BEFORE
     assert "unlabelled-only" not in rejection_heading(summary)
+    now = summarize_target("prepared", {s: EvaluateRecord.model_validate(c) for s, c in committed.items()}, 0.95)
+    assert table_rows(rejection_table_markdown(now))[0] == [*BEFORE, "AUROC, source products",
+                                                             "source products rejected"]
 
 
 def test_the_headline_does_not_grow_with_the_source_products() -> None:

@@ -16,6 +16,7 @@ from retailnb.config.base import (
     Spec,
 )
 from retailnb.config.data import check_kinds
+from retailnb.config.pretrain import Objectives
 from retailnb.config.compute import BackboneSpec, ComputeSpec, EngineSpec, check_warmup
 from retailnb.config.views import ViewSpec
 
@@ -166,6 +167,9 @@ class EvaluateStage(Spec):
         extra_weights: a local weights file evaluated as one more row; empty for none
             (``evaluate.extra_weights``).
         main_variant: the main backbone, round 1's teacher (``noisy.teacher_variant``).
+        variants: the pretraining variants (``pretrain.variants``): their backbones are the table's rows, and
+            only theirs: the folder of a variant no longer in ``params.yaml`` (DVC leaves a removed stage's
+            outputs on disk) is not read.
         on_overlap: a training image that is also a test image stops the stage naming both files
             (``raise``), or is left out of training and counted (``drop``) (``evaluate.on_overlap``).
         on_error: what a bad image of a real target does, as for the data stage (``data.on_error``).
@@ -180,6 +184,7 @@ class EvaluateStage(Spec):
     rejection: RejectionSpec
     extra_weights: str
     main_variant: str
+    variants: dict[str, Objectives]
     on_overlap: Literal["raise", "drop"]
     on_error: Literal["raise", "skip"]
     min_size: PositiveInt

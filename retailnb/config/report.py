@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from retailnb.config.base import Spec, TrainingSeeds
+from retailnb.config.pretrain import Objectives
 
 
 class ReportSpec(Spec):
@@ -27,7 +28,10 @@ class ReportStage(Spec):
         report: the report's settings (``report``).
         seeds: the training seeds whose runs it aggregates (``evaluate.seeds``); runs of other seeds left on
             disk by an earlier setting are not read.
+        variants: the pretraining variants (``pretrain.variants``) whose records it reads; records of a
+            variant no longer in ``params.yaml``, left on disk, are not read.
     """
 
     report: ReportSpec
     seeds: TrainingSeeds
+    variants: dict[str, Objectives]

@@ -1,8 +1,8 @@
 """The evaluation table: every backbone the pipeline produced, probed few-shot, against finetuning.
 
-Rows are computed, never typed in: ``random_init``, one row per pretraining variant found under the
-pretraining folder, one per noisy-student round, an optional local weights file, and the finetuned
-network's accuracy as the reference each probe is divided by.
+Rows are computed, never typed in: ``random_init``, one row per pretraining variant of
+``pretrain.variants`` (its backbone in the pretraining folder), one per noisy-student round, an optional
+local weights file, and the finetuned network's accuracy as the reference each probe is divided by.
 """
 
 from __future__ import annotations
@@ -78,15 +78,24 @@ class SourceUnknownData:
 
 
 def collect_backbones(pretrain_dir: str | os.PathLike[str], noisy_dir: str | os.PathLike[str],
-                      extra_weights: str = "") -> dict[str, str]:
+                      extra_weights: str = "", *, variants: Sequence[str]) -> dict[str, str]:
     """Backbone name -> weights (``none`` or a file), in table order.
 
-    Pretraining variants are the sub-folders of ``pretrain_dir`` holding ``backbone.pt``; noisy rounds are
-    ``noisy_dir/round_<r>/backbone.pt``.
+    Pretraining variants are ``pretrain_dir/<variant>/backbone.pt`` for each of ``variants`` (those of
+    ``pretrain.variants``, in name order), and only those: DVC leaves the folder of a variant removed from
+    ``params.yaml`` on disk, and its backbone must not come back as a row. Noisy rounds are
+    ``noisy_dir/round_<r>/backbone.pt`` (the noisy stage's output, replaced whole at each run).
+
+    Raises:
+        FileNotFoundError: a variant has no backbone (its pretraining has not run).
     """
     found = {"random_init": "none"}
-    for folder in sorted(Path(pretrain_dir).glob("*/backbone.pt")):
-        found[folder.parent.name] = str(folder)
+    for variant in sorted(variants):
+        path = Path(pretrain_dir) / variant / "backbone.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no backbone of pretraining variant {variant!r} (pretrain.variants); "
+                                    f"run its pretraining first (dvc repro pretrain@{variant}-<seed>)")
+        found[variant] = str(path)
     rounds = sorted(Path(noisy_dir).glob("round_*/backbone.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
     for path in rounds:
         found[f"noisy_{path.parent.name}"] = str(path)

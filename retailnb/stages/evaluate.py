@@ -140,7 +140,8 @@ def run(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> EvaluateResult:
         spec = spec.model_copy(update={"compute": spec.compute.model_copy(update={"resume": "auto"})})
     data, n_dropped = load_target(spec, name, paths)
     source = load_source_unknowns(spec, paths)
-    backbones = collect_backbones(paths.pretrain_dir, paths.noisy_dir, spec.extra_weights)
+    backbones = collect_backbones(paths.pretrain_dir, paths.noisy_dir, spec.extra_weights,
+                                  variants=list(spec.variants))
     probe = spec.probe
     summaries, features, rejections = evaluate_backbones(
         backbones, data, architecture=spec.backbone.architecture, shots=shot_counts(probe.shots),
@@ -174,7 +175,8 @@ def network_work(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> None:
     unlabelled-only products' too, when :func:`load_source_unknowns` finds them) and the finetuning
     baselines (their best weights saved), leaving the probes and the record to :func:`run`."""
     data, _ = load_target(spec, name, paths)
-    backbones = collect_backbones(paths.pretrain_dir, paths.noisy_dir, spec.extra_weights)
+    backbones = collect_backbones(paths.pretrain_dir, paths.noisy_dir, spec.extra_weights,
+                                  variants=list(spec.variants))
     backbones_features(backbones, data, architecture=spec.backbone.architecture, seed=spec.probe.seed,
                        cache_dir=paths.features_dir, source=load_source_unknowns(spec, paths))
     finetune_baselines(spec.backbone, Path(paths.pretrain_dir) / spec.main_variant / "backbone.pt", data,

@@ -51,7 +51,7 @@ def run(spec: ReportStage, paths: ReportPaths) -> ReportInputs:
         FileNotFoundError: a seed's evaluation has not run.
         ValueError: the seeds' runs are not repetitions of one setup.
     """
-    seeds = read_seeds(paths.seeds, spec.seeds)
+    seeds = read_seeds(paths.seeds, spec.seeds, variants=set(spec.variants))
     summary = summarize(seeds, spec.report.confidence)
     table = results_markdown(summary.targets, summary.confidence)
     top = headline(summary)

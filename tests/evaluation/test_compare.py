@@ -50,7 +50,7 @@ def test_backbones_are_probed_alike_in_one_or_two_processes_and_features_are_cac
     torch.manual_seed(1)
     (tmp_path / "pretrain" / "simclr").mkdir(parents=True)
     save_backbone(tmp_path / "pretrain" / "simclr" / "backbone.pt", timm.create_model(ARCH, num_classes=0))
-    backbones = collect_backbones(tmp_path / "pretrain", tmp_path / "noisy")
+    backbones = collect_backbones(tmp_path / "pretrain", tmp_path / "noisy", variants=["simclr"])
     assert list(backbones) == ["random_init", "simclr"]
     data = tiny_probe_data()
     kw = dict(architecture=ARCH, shots=[1, 2, None], draws=2, seed=0)

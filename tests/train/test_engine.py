@@ -16,7 +16,7 @@ from retailnb.train.sampler import EpochBatchSampler
 
 
 def test_on_epoch_end_returning_true_stops_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec = default_spec("pretrain", "simclr")
+    spec = default_spec("pretrain", "simclr_supcon")
     compute = spec.compute.model_copy(update={"num_workers": 0, "accelerator": "cpu", "channels_last": False})
     engine = spec.engine.model_copy(update={"epochs": 6, "warmup_epochs": 0.0})
     x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
@@ -47,7 +47,7 @@ def test_on_epoch_end_returning_true_stops_the_run(tmp_path: Path, capsys: pytes
 def test_compute_resume_never_trains_over_a_corrupt_state_that_auto_refuses(tmp_path: Path, resume: str) -> None:
     from retailnb.models.checkpoint import CheckpointError, load_checkpoint
 
-    spec = default_spec("pretrain", "simclr")
+    spec = default_spec("pretrain", "simclr_supcon")
     compute = spec.compute.model_copy(update={"num_workers": 0, "accelerator": "cpu", "channels_last": False,
                                               "resume": resume})
     engine = spec.engine.model_copy(update={"epochs": 2, "warmup_epochs": 0.0})
