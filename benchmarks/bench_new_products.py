@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from retailnb.bundle import (
+from retailnb.bundle.core import (
     add_products,
     default_embed_workers,
     embed_files,
@@ -45,7 +45,7 @@ from retailnb.bundle import (
     predict_features,
     save_bundle,
 )
-from retailnb.config.data import SyntheticConfig
+from retailnb.config.data import SyntheticSpec
 from retailnb.data.images import decode_images
 from retailnb.data.manifest import Manifest, read_manifest
 from retailnb.data.synthetic import generate
@@ -55,7 +55,7 @@ from retailnb.models.backbone import create_backbone
 def render_catalogue(out: Path, n_products: int, shots: int, test_images: int, image_size: int) -> Manifest:
     """A synthetic catalogue of ``n_products`` products with ``shots`` training and ``test_images`` test images each."""
     families = -(-n_products // 5)
-    config = SyntheticConfig(
+    config = SyntheticSpec(
         n_source_families=1, n_monitor_families=0, n_target_families=families, skus_per_family=5,
         labelled_fraction=1.0, catalogue_per_sku=1, labelled_shelf_per_sku=0, unlabelled_shelf_per_sku=0,
         monitor_train_per_sku=0, monitor_test_per_sku=0, probe_train_shelf_per_sku=shots - 1,

@@ -66,9 +66,10 @@ from torchvision.datasets.folder import default_loader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from retailnb.config.data import SyntheticConfig  # noqa: E402
+from retailnb.config.data import SyntheticSpec  # noqa: E402
 from retailnb.config.params_file import read_params  # noqa: E402
-from retailnb.config.pretrain import PretrainStage  # noqa: E402
+from retailnb.config.pretrain import PretrainStageSpec  # noqa: E402
+from retailnb.config.pretrain import PretrainStageSpec
 from retailnb.config.stages import spec_from_params  # noqa: E402
 from retailnb.data.images import decode_images  # noqa: E402
 from retailnb.data.synthetic import generate  # noqa: E402
@@ -79,7 +80,7 @@ from retailnb.train.contrastive import (  # noqa: E402
 )
 from retailnb.train.datasets import to_chw_uint8  # noqa: E402
 from retailnb.train.engine import build_optimizer, use_channels_last  # noqa: E402
-from retailnb.train.pretrain import PretrainRun, training_dataset, training_rows  # noqa: E402
+from retailnb.train.pretraining import PretrainRunSpec, training_dataset, training_rows  # noqa: E402
 from retailnb.train.sampler import plan_epoch  # noqa: E402
 from retailnb.transforms.batch_views import BatchViews  # noqa: E402
 
@@ -113,7 +114,7 @@ class Timing:
         return 1000 * self.phases[phase] / self.steps if phase in self.phases else float("nan")
 
 
-def small_dataset_config(params: dict[str, Any], size: int) -> SyntheticConfig:
+def small_dataset_config(params: dict[str, Any], size: int) -> SyntheticSpec:
     """About 800 source images (180 labelled in 15 SKUs, 600 unlabelled) at ``size`` px: 4 s to render.
 
     The sizes not set here (images per SKU, difficulty) are ``data.synthetic`` of ``params``.
@@ -131,10 +132,10 @@ def small_dataset_config(params: dict[str, Any], size: int) -> SyntheticConfig:
         image_size=size,
         seed=0,
     )
-    return SyntheticConfig.model_validate({**params["data"]["synthetic"], **sizes})
+    return SyntheticSpec.model_validate({**params["data"]["synthetic"], **sizes})
 
 
-def planned_batches(labels: np.ndarray, spec: PretrainStage, n: int) -> list[list[int]]:
+def planned_batches(labels: np.ndarray, spec: PretrainStageSpec, n: int) -> list[list[int]]:
     """The first ``n`` batches the pretraining sampler plans, over as many epochs as that takes."""
     batches: list[np.ndarray] = []
     epoch = 0
@@ -277,13 +278,13 @@ class TimedAugment(nn.Module):
         return out
 
 
-def views_on(spec: PretrainStage, on: str) -> PretrainStage:
+def views_on(spec: PretrainStageSpec, on: str) -> PretrainStageSpec:
     """``spec`` with its views drawn ``on`` ``"worker"`` or ``"batch"``."""
     return spec.model_copy(update={"views": spec.views.model_copy(update={"on": on})})
 
 
 def our_model(
-    spec: PretrainStage, args: argparse.Namespace, augment: nn.Module | None = None
+    spec: PretrainStageSpec, args: argparse.Namespace, augment: nn.Module | None = None
 ) -> tuple[nn.Module, ContrastiveObjective, torch.optim.Optimizer]:
     """Our model, objective (NT-Xent + SupCon) and SGD optimiser, seeded alike for (b), (c) and (d)."""
     torch.manual_seed(args.seed)
@@ -296,7 +297,7 @@ def our_model(
 
 
 def run_per_sample(
-    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainStage, args: argparse.Namespace
+    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainStageSpec, args: argparse.Namespace
 ) -> Timing:
     """(b) our pipeline with ``views.on="worker"``: per-image views in one DataLoader worker."""
     dataset, _ = training_dataset(views_on(spec, "worker"), images, labels)
@@ -312,7 +313,7 @@ def run_per_sample(
 
 
 def run_batched(
-    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainStage, args: argparse.Namespace
+    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainStageSpec, args: argparse.Namespace
 ) -> Timing:
     """(c) our pipeline with ``views.on="batch"``: uint8 batches, BatchViews in ContrastiveObjective."""
     dataset, views = training_dataset(views_on(spec, "batch"), images, labels)
@@ -351,7 +352,7 @@ class TimedViewsCollate:
 
 
 def run_batched_in_worker(
-    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainStage, args: argparse.Namespace
+    images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainStageSpec, args: argparse.Namespace
 ) -> Timing:
     """(d) extra: BatchViews on the whole batch in one DataLoader worker, overlapping the model step."""
     dataset, views = training_dataset(views_on(spec, "batch"), images, labels)
@@ -433,8 +434,8 @@ def main() -> None:
             print(f"generated the synthetic data in {time.perf_counter() - start:.1f} s")
         params["backbone"].update(architecture=args.backbone, image_size=args.size)
         params["pretrain"]["sampler"]["batch_size"] = args.batch
-        spec = spec_from_params("pretrain", params, "simclr_supcon", file=args.params)
-        run = PretrainRun(spec=spec, manifest=str(manifest), out_dir=tmp, live_dir="")
+        spec = spec_from_params(PretrainStageSpec, params, "simclr_supcon", file=args.params)
+        run = PretrainRunSpec(spec=spec, manifest=str(manifest), out_dir=tmp, live_dir="")
         paths, labels, classes = training_rows(run)  # roles labelled + unlabelled, as pretraining reads
         print(f"{len(paths)} images ({int((labels >= 0).sum())} labelled in {len(classes)} classes)")
         start = time.perf_counter()

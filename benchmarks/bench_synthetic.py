@@ -23,8 +23,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from retailnb.config.data import SyntheticConfig  # noqa: E402
+from retailnb.config.data import SyntheticSpec  # noqa: E402
 from retailnb.config.params_file import read_params  # noqa: E402
+from retailnb.config.data import DataStageSpec
 from retailnb.config.stages import spec_from_params  # noqa: E402
 from retailnb.data.synthetic import (  # noqa: E402
     design_catalogue,
@@ -41,7 +42,7 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def time_generate(config: SyntheticConfig, workers: int | None) -> tuple[int, float, float]:
+def time_generate(config: SyntheticSpec, workers: int | None) -> tuple[int, float, float]:
     """Generate ``config`` into a temporary folder; returns the image count, wall and CPU seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         cpu, start = _cpu_seconds(), time.perf_counter()
@@ -51,7 +52,7 @@ def time_generate(config: SyntheticConfig, workers: int | None) -> tuple[int, fl
     return n_images, seconds, cpu
 
 
-def time_render(config: SyntheticConfig, n: int = 300) -> tuple[float, float]:
+def time_render(config: SyntheticSpec, n: int = 300) -> tuple[float, float]:
     """Single-process images/s of :func:`render_catalogue` and :func:`render_shelf` (no file I/O)."""
     designs = design_catalogue(config)
     rng = np.random.default_rng(0)
@@ -75,10 +76,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="params file of the default config")
     args = parser.parse_args()
-    default = spec_from_params("data", read_params(args.params), file=args.params).data.synthetic
+    default = spec_from_params(DataStageSpec, read_params(args.params), file=args.params).data.synthetic
     default_size = default.image_size
     for size in args.sizes or sorted({96, default_size}, reverse=True):
-        config = SyntheticConfig.model_validate({**default.model_dump(), "image_size": size})
+        config = SyntheticSpec.model_validate({**default.model_dump(), "image_size": size})
         catalogue, shelf = time_render(config)
         print(f"{size:4d} px  render only, 1 process: catalogue {catalogue:6.0f} img/s, shelf {shelf:6.0f} img/s")
         for _ in range(args.repeats):

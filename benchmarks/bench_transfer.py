@@ -7,7 +7,7 @@ of 21 kinds that neither side ever saw; the probe trains on their train photos a
 scored on their test photos). Per training seed, one after the other in one process:
 
 1. ``retailnb``: the main pretraining variant of ``params.yaml`` (``noisy.teacher_variant``), with the
-   ``-S key=value`` overrides given here, run by :func:`retailnb.train.pretrain.pretrain` exactly as the
+   ``-S key=value`` overrides given here, run by :func:`retailnb.train.pretraining.pretrain` exactly as the
    pipeline's pretrain stage runs it. Its training loop time (steps and data, not decoding) is the budget.
 2. ``plain``: the 60-line lightly loop of issue 13, trained for the same wall-clock budget (it stops at
    the first step past it): torchvision resnet18 without ``fc``, two views of
@@ -57,17 +57,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from retailnb.config.params_file import read_params  # noqa: E402
+from retailnb.config.noisy import NoisyStageSpec
+from retailnb.config.pretrain import PretrainStageSpec
 from retailnb.config.stages import spec_from_params  # noqa: E402
 from retailnb.data.images import decode_images  # noqa: E402
 from retailnb.data.manifest import read_manifest  # noqa: E402
 from retailnb.data.prepare import prepare_dataset  # noqa: E402
 from retailnb.evaluation.probe import probe_accuracy  # noqa: E402
 from retailnb.evaluation.quickprobe import ProbeData, load_probe_data  # noqa: E402
-from retailnb.intervals import order, paired_difference, t_interval  # noqa: E402
+from retailnb.results.intervals import order, paired_difference, t_interval  # noqa: E402
 from retailnb.models.backbone import create_backbone  # noqa: E402
 from retailnb.models.inference import extract_features  # noqa: E402
-from retailnb.report import interval_text as report_interval_text  # noqa: E402
-from retailnb.train.pretrain import PretrainRun, pretrain, training_rows  # noqa: E402
+from retailnb.results.markdown import interval_text as report_interval_text  # noqa: E402
+from retailnb.train.pretraining import PretrainRunSpec, pretrain, training_rows  # noqa: E402
 
 SOURCE_KINDS, TARGET_KINDS = "even", "odd"
 """Pretraining sees the even coarse kinds; the probes train and score on the odd ones."""
@@ -158,8 +160,8 @@ def run_retailnb(params: dict[str, Any], seed: int, source: Path, target: Path, 
                  variant: str | None = None) -> tuple[Side, Path]:
     """Pretrain retailnb's ``variant`` (default: the noisy student's teacher) for training seed ``seed``."""
     variant = variant or params["noisy"]["teacher_variant"]
-    spec = spec_from_params("pretrain", params, variant).with_seed(seed)
-    run = PretrainRun(spec=spec, manifest=str(source), out_dir=str(out_dir), live_dir="")
+    spec = spec_from_params(PretrainStageSpec, params, variant).with_seed(seed)
+    run = PretrainRunSpec(spec=spec, manifest=str(source), out_dir=str(out_dir), live_dir="")
     result = pretrain(run)
     size = spec.backbone.image_size
     trained = create_backbone(spec.backbone.architecture, weights=str(out_dir / "backbone.pt"))
@@ -211,8 +213,8 @@ def run_plain(params: dict[str, Any], seed: int, budget_s: float, source: Path, 
               workers: int = 0) -> Side:
     """Train the plain lightly loop until ``budget_s`` seconds of loop time are spent, on the images
     retailnb's main variant (of ``params``) pretrains on: every labelled and unlabelled image of the source."""
-    spec = spec_from_params("pretrain", params, params["noisy"]["teacher_variant"])
-    paths, _, _ = training_rows(PretrainRun(spec=spec, manifest=str(source), out_dir="", live_dir=""))
+    spec = spec_from_params(PretrainStageSpec, params, params["noisy"]["teacher_variant"])
+    paths, _, _ = training_rows(PretrainRunSpec(spec=spec, manifest=str(source), out_dir="", live_dir=""))
     images = torch.from_numpy(decode_images(paths, PLAIN_DECODE)).permute(0, 3, 1, 2).contiguous()
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -250,7 +252,7 @@ def run_noisy(params: dict[str, Any], seed: int, source: Path, target: Path, tea
     target (random weights as the teacher's row, so the noisy row's gain is comparable with it)."""
     from retailnb.stages import noisy
 
-    spec = spec_from_params("noisy", params).with_seed(seed)
+    spec = spec_from_params(NoisyStageSpec, params).with_seed(seed)
     paths = noisy.NoisyPaths(manifest=str(source), teacher_backbone=str(teacher_path), out_dir=str(out_dir),
                              metrics=str(out_dir / "noisy.json"), rounds_plot=str(out_dir / "rounds.json"),
                              pseudolabels_plot=str(out_dir / "pseudolabels.json"))

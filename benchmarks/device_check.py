@@ -49,10 +49,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_transfer import PlainViews  # noqa: E402  (lightly's example recipe, image by image)
 
 from retailnb.config.params_file import read_params  # noqa: E402
+from retailnb.config.pretrain import PretrainStageSpec
 from retailnb.config.stages import spec_from_params  # noqa: E402
 from retailnb.train.contrastive import ContrastiveObjective, build_model  # noqa: E402
 from retailnb.train.engine import fit, make_fabric  # noqa: E402
-from retailnb.train.pretrain import training_dataset  # noqa: E402
+from retailnb.train.pretraining import training_dataset  # noqa: E402
 from retailnb.train.sampler import EpochBatchSampler  # noqa: E402
 
 ONE_EPOCH = {
@@ -148,7 +149,7 @@ def retailnb_throughput(images: torch.Tensor, args: argparse.Namespace, device: 
     set_key(params, "pretrain.sampler.batch_size", args.batch)
     set_key(params, "compute.accelerator", device.type)
     set_key(params, "pretrain.engine.epochs", 2)
-    spec = spec_from_params("pretrain", params, params["noisy"]["teacher_variant"])
+    spec = spec_from_params(PretrainStageSpec, params, params["noisy"]["teacher_variant"])
     labels = np.arange(len(images)) % max(2, len(images) // 16)  # SupCon needs classes with several images
     dataset, views = training_dataset(spec, images, labels)
     fabric = make_fabric(spec.compute)

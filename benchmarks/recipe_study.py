@@ -2,7 +2,7 @@
 
 Each recipe of ``benchmarks/recipes.yaml`` is a list of params.yaml overrides (``key.path=value``, as
 ``dvc exp run -S`` takes them) applied to the main pretraining variant (``noisy.teacher_variant``). For
-every recipe and training seed the variant is pretrained by :func:`retailnb.train.pretrain.pretrain`, as
+every recipe and training seed the variant is pretrained by :func:`retailnb.train.pretraining.pretrain`, as
 the pipeline's stage runs it, and scored by a logistic-regression probe on the frozen features of a
 transfer target whose products pretraining never saw:
 
@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from bench_transfer import apply_overrides, grocery_halves, interval_text, run_retailnb  # noqa: E402
 
-from retailnb.config.data import SyntheticConfig  # noqa: E402
+from retailnb.config.data import SyntheticSpec  # noqa: E402
 from retailnb.config.params_file import read_params  # noqa: E402
 from retailnb.data.synthetic import generate  # noqa: E402
 
@@ -64,7 +64,7 @@ def manifests(target: str, params: dict[str, Any], root: Path, work: Path) -> tu
         return grocery_halves(root, work)
     out = work / "synthetic"
     if not (out / "manifest.csv").is_file():
-        generate(SyntheticConfig.model_validate(params["data"]["synthetic"]), out)
+        generate(SyntheticSpec.model_validate(params["data"]["synthetic"]), out)
     return out / "manifest.csv", out / "manifest.csv"
 
 

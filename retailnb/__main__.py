@@ -1,7 +1,7 @@
-"""``python -m retailnb``: the ``retailnb`` command line (see :mod:`retailnb.cli`)."""
+"""``python -m retailnb``: the ``retailnb`` command line (see :mod:`retailnb.bundle.cli`)."""
 
 import sys
 
-from retailnb.cli import main
+from retailnb.bundle.cli import main
 
 sys.exit(main())

@@ -93,6 +93,8 @@ def default_spec(stage: str, key: str | None = None, **overrides: Any) -> Any:
     sets ``pretrain.sampler.batch_size``; the section prefix is taken from the stage's reads, so use the
     params.yaml path below the section (``sampler__batch_size``) or a full path (``compute__num_workers``).
     """
+    from spec_paths import SPECS
+
     from retailnb.config.stages import spec_from_params
 
     params = repo_params()
@@ -101,7 +103,7 @@ def default_spec(stage: str, key: str | None = None, **overrides: Any) -> Any:
         path = name.replace("__", ".")
         top = path.split(".")[0]
         resolved[path if top in params else f"{stage}.{path}"] = value
-    return spec_from_params(stage, with_overrides(params, resolved), key)
+    return spec_from_params(SPECS[stage], with_overrides(params, resolved), key)
 
 
 def default_part(model: type, section: str, **fields: Any) -> Any:
@@ -116,7 +118,7 @@ def default_part(model: type, section: str, **fields: Any) -> Any:
 def tiny_synthetic_manifest(out: Path, **sizes: Any) -> Path:
     """A tiny synthetic dataset at 32 px: two source families of three SKUs (two labelled, one unlabelled-only
     per family), one monitor and one target family; ``sizes`` override ``data.synthetic`` values."""
-    from retailnb.config.data import SyntheticConfig
+    from retailnb.config.data import SyntheticSpec
     from retailnb.data.synthetic import generate
 
     base: dict[str, Any] = dict(
@@ -124,4 +126,4 @@ def tiny_synthetic_manifest(out: Path, **sizes: Any) -> Path:
         catalogue_per_sku=1, labelled_shelf_per_sku=3, unlabelled_shelf_per_sku=3, monitor_train_per_sku=1,
         monitor_test_per_sku=1, probe_train_shelf_per_sku=2, probe_test_per_sku=2, image_size=32,
     )
-    return generate(default_part(SyntheticConfig, "data.synthetic", **{**base, **sizes}), out, workers=1)
+    return generate(default_part(SyntheticSpec, "data.synthetic", **{**base, **sizes}), out, workers=1)

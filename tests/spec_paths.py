@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from retailnb.config.base import Spec
+from retailnb.config.data import DataStageSpec
+from retailnb.config.evaluate import EvaluateStageSpec
+from retailnb.config.new_products import NewProductsStageSpec
+from retailnb.config.noisy import NoisyStageSpec
+from retailnb.config.pretrain import PretrainStageSpec
+from retailnb.config.report import ReportStageSpec
 from retailnb.config.stages import STAGES, spec_from_params
+
+SPECS: dict[str, type[Spec]] = {spec.stage: spec for spec in (  # type: ignore[attr-defined]
+    DataStageSpec, PretrainStageSpec, NoisyStageSpec, EvaluateStageSpec, ReportStageSpec, NewProductsStageSpec)}
+"""Every stage's spec model by its stage name (the name of its ``dvc.yaml`` stage)."""
 
 
 def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -19,7 +30,7 @@ def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def spec_leaves(stage: str, key: str | None, params: dict[str, Any]) -> dict[str, Any]:
     """params.yaml key path -> value of every leaf of a stage's spec, as the stage receives it."""
-    spec = spec_from_params(stage, params, key)
+    spec = spec_from_params(SPECS[stage], params, key)
     out: dict[str, Any] = {}
     for field, path in STAGES[stage].key_paths(key).items():
         value = getattr(spec, field)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from retailnb.atomic import atomic_write
+from retailnb.util.atomic import atomic_write
 
 
 def test_write_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:

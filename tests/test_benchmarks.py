@@ -16,6 +16,8 @@ from bench_transfer import apply_overrides, paired_text  # noqa: E402
 from recipe_study import load_recipes  # noqa: E402
 
 from retailnb.config.params_file import read_params  # noqa: E402
+from retailnb.config.evaluate import EvaluateStageSpec
+from retailnb.config.pretrain import PretrainStageSpec
 from retailnb.config.stages import spec_from_params  # noqa: E402
 
 
@@ -40,12 +42,12 @@ def test_a_bad_override_is_named(item: str, words: str) -> None:
 def test_every_recipe_is_a_valid_spec_that_differs_from_the_defaults_as_it_says() -> None:
     params = read_params(REPO / "params.yaml")
     variant = params["noisy"]["teacher_variant"]
-    default = spec_from_params("pretrain", params, variant)
+    default = spec_from_params(PretrainStageSpec, params, variant)
     recipes = load_recipes(REPO / "benchmarks" / "recipes.yaml")
     assert len(recipes) >= 4
     for name, overrides in recipes.items():
         assert all(isinstance(o, str) and "=" in o for o in overrides), name
-        spec = spec_from_params("pretrain", apply_overrides(params, overrides), variant)
+        spec = spec_from_params(PretrainStageSpec, apply_overrides(params, overrides), variant)
         assert spec != default or not overrides, f"{name} changes nothing"  # an empty recipe: the defaults
         for override in overrides:  # each value lands in the spec section it names
             key, _, text = override.partition("=")
@@ -77,7 +79,7 @@ def test_the_device_checks_overrides_are_keys_of_params_yaml() -> None:
     params = read_params(REPO / "params.yaml")
     for key, value in {**ONE_EPOCH, **SMOKE_PIPELINE}.items():
         set_key(params, key, value)
-    spec_from_params("evaluate", params, "prepared")  # still a valid spec
+    spec_from_params(EvaluateStageSpec, params, "prepared")  # still a valid spec
     with pytest.raises(KeyError, match="pretrain.engine.epoch"):
         set_key(params, "pretrain.engine.epoch", 1)
 

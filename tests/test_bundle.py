@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from retailnb import bundle as bundle_mod
-from retailnb.bundle import (
+from retailnb.bundle import core as bundle_mod
+from retailnb.bundle.core import (
     BUNDLE_FORMAT,
     Bundle,
     BundleError,
@@ -269,7 +269,7 @@ def test_a_failed_save_leaves_the_old_bundle(shop: Bundle, tmp_path: Path, monke
 
 
 def test_preprocessing_normalize_is_the_standardisation_and_keeps_the_memory_format() -> None:
-    from retailnb.bundle import Preprocessing
+    from retailnb.bundle.core import Preprocessing
 
     pre = Preprocessing(image_size=8, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
     x = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8).permute(0, 3, 1, 2)  # channels_last view

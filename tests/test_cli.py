@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import retailnb
-from retailnb import bundle as bundle_mod
-from retailnb import commands
-from retailnb.bundle import load_bundle, predict_files
-from retailnb.cli import main
+from retailnb.bundle import core as bundle_mod
+from retailnb.bundle import commands
+from retailnb.bundle.core import load_bundle, predict_files
+from retailnb.bundle.cli import main
 from retailnb.evaluation.features import load_features
 from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import save_backbone
@@ -206,7 +206,7 @@ def test_fit_without_a_backbone_says_what_is_missing(data: Path, tmp_path: Path,
 def test_the_console_command_runs_in_a_fresh_process(data: Path, shop: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, "-m", "retailnb.cli", "predict", str(data / "test" / "red"), "--bundle", str(shop),
+        [sys.executable, "-m", "retailnb.bundle.cli", "predict", str(data / "test" / "red"), "--bundle", str(shop),
          "--format", "csv", "--top-k", "2"],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )
@@ -220,7 +220,7 @@ def test_help_and_usage_errors_answer_without_importing_torch() -> None:
     """The parser is light; torch, timm and scikit-learn load only once a command runs."""
     code = (
         "import sys\n"
-        "from retailnb.cli import main\n"
+        "from retailnb.bundle.cli import main\n"
         "try:\n"
         "    main(['predict'])\n"
         "except SystemExit as exit:\n"
@@ -368,6 +368,7 @@ def test_predict_files_gives_the_cli_top_1(data: Path, shop: Path, capsys: pytes
 
 def test_the_clis_device_choices_are_the_bundles() -> None:
     """cli.DEVICES repeats bundle.DEVICES (importing the bundle would load torch for --help): kept equal."""
-    from retailnb import bundle, cli
+    from retailnb.bundle import cli
+    from retailnb.bundle import core as bundle
 
     assert cli.DEVICES == bundle.DEVICES

@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from retailnb.bundle import load_bundle
-from retailnb.cli import main
+from retailnb.bundle.core import load_bundle
+from retailnb.bundle.cli import main
 from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import save_backbone
 from shared_fixtures import COLOURS, write_colour_folder
@@ -65,7 +65,7 @@ def shop(data: Path) -> Path:
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """``retailnb ARGS`` in a fresh Python process, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "retailnb.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "retailnb.bundle.cli", *args], capture_output=True, text=True, env=env,
                           timeout=180, check=False)
 
 

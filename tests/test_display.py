@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from retailnb import display  # noqa: E402
+from retailnb.stages import display  # noqa: E402
 
 
 def test_records_become_a_markdown_table() -> None:

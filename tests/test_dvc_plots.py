@@ -24,9 +24,24 @@ from shared_fixtures import REPO, repo_params
 
 from retailnb.evaluation.compare import FINETUNED_SERIES, images_per_product, shots_rows
 from retailnb.noisy.rounds import PLOTTED_ACCURACY, PLOTTED_QUALITY
-from retailnb.plots.offline_page import LOAD_ORDER, Library, page, read_npm_tarball, script_block
 
 PLOTS_DIR = REPO / ".dvc" / "plots"
+
+
+def _offline_page_module() -> Any:
+    """The page builder, a development tool beside the page it writes (not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("offline_page", PLOTS_DIR / "offline_page.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["offline_page"] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+_page = _offline_page_module()
+LOAD_ORDER, Library, page, read_npm_tarball, script_block = (
+    _page.LOAD_ORDER, _page.Library, _page.page, _page.read_npm_tarball, _page.script_block)
 BUILTIN_TEMPLATES = {"linear", "simple", "confusion", "confusion_normalized", "scatter", "scatter_jitter", "smooth",
                      "bar_horizontal", "bar_horizontal_sorted"}
 

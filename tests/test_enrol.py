@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from retailnb.bundle import Bundle, embed, fit_probe, new_bundle
+from retailnb.bundle.core import Bundle, embed, fit_probe, new_bundle
 from retailnb.data.adapters import DatasetError
-from retailnb.data.imagefiles import image_files, product_folders
+from retailnb.data.inputs import image_files, product_folders
 from retailnb.data.images import ImageError
-from retailnb.enrol import (
+from retailnb.bundle.enrolment import (
     enrolment_curve,
     enrolment_table,
     folder_features,

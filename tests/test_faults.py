@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retailnb.bundle import (
+from retailnb.bundle.core import (
     add_products,
     edit_bundle,
     fit_probe,
@@ -27,7 +27,7 @@ from retailnb.bundle import (
     new_bundle,
     save_bundle,
 )
-from retailnb.locks import BusyError, exclusive, lock_path
+from retailnb.util.locks import BusyError, exclusive, lock_path
 from shared_fixtures import write_colour_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ EDITOR = """
     import numpy as np
     sys.path.insert(0, {tests!r})
     from test_faults import features_of
-    from retailnb.bundle import add_products, edit_bundle
+    from retailnb.bundle.core import add_products, edit_bundle
     path, prefix, start = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
     while time.time() < start:  # both editors begin together
         time.sleep(0.005)
@@ -102,7 +102,7 @@ def test_an_edit_waits_for_the_lock_or_says_busy(tiny_bundle: Path, tmp_path: Pa
     path.write_bytes(tiny_bundle.read_bytes())
     before = path.read_bytes()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom retailnb.locks import exclusive\n"
+        [sys.executable, "-c", "import sys, time\nfrom retailnb.util.locks import exclusive\n"
          "with exclusive(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)\n", str(path)],
         env=ENV, stdout=subprocess.PIPE, text=True)
     try:
@@ -220,7 +220,7 @@ def shelf(tmp_path: Path) -> tuple[Path, list[Path]]:
 def test_predict_skips_bad_images_lists_them_and_predicts_the_rest(shelf: tuple[Path, list[Path]], tiny_bundle: Path,
                                                                    tmp_path: Path, batch_size: str,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from retailnb.cli import main
+    from retailnb.bundle.cli import main
 
     root, bad = shelf
     out = tmp_path / "p.json"
@@ -242,7 +242,7 @@ def test_predict_skips_bad_images_lists_them_and_predicts_the_rest(shelf: tuple[
 def test_predict_to_stdout_lists_bad_images_on_stderr_and_raise_stops(shelf: tuple[Path, list[Path]],
                                                                       tiny_bundle: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from retailnb.cli import main
+    from retailnb.bundle.cli import main
 
     root, bad = shelf
     assert main(["predict", str(root), "--bundle", str(tiny_bundle), "--format", "csv"]) == 0
@@ -257,8 +257,8 @@ def test_predict_to_stdout_lists_bad_images_on_stderr_and_raise_stops(shelf: tup
 def test_embed_skips_bad_images_and_only_bad_images_is_an_error(shelf: tuple[Path, list[Path]], tiny_bundle: Path,
                                                                 tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from retailnb.cli import main
-    from retailnb.commands import load_embeddings
+    from retailnb.bundle.cli import main
+    from retailnb.bundle.commands import load_embeddings
 
     root, bad = shelf
     out = tmp_path / "f.npz"
@@ -273,7 +273,7 @@ def test_embed_skips_bad_images_and_only_bad_images_is_an_error(shelf: tuple[Pat
 
 
 def test_predict_files_on_error_skip_returns_the_failures(shelf: tuple[Path, list[Path]], tiny_bundle: Path) -> None:
-    from retailnb.bundle import predict_files
+    from retailnb.bundle.core import predict_files
     from retailnb.data.images import ImageError
 
     root, bad = shelf
@@ -348,7 +348,7 @@ def killed_midway(code: str, *args: str) -> None:
 SAVE_KILLED = """
     import sys, time
     import numpy as np
-    from retailnb.bundle import load_bundle, save_bundle
+    from retailnb.bundle.core import load_bundle, save_bundle
     real = np.lib.format.write_array
     def slow(*args, **kwargs):
         real(*args, **kwargs)
@@ -399,7 +399,7 @@ def test_sigkill_during_an_ingest_leaves_a_folder_the_next_run_removes(shots: Pa
 
 
 def test_temporaries_of_running_processes_are_left_alone(tmp_path: Path) -> None:
-    from retailnb.atomic import atomic_write_text, remove_stale_temporaries
+    from retailnb.util.atomic import atomic_write_text, remove_stale_temporaries
 
     target = tmp_path / "m.csv"
     mine = tmp_path / f".m.csv.{os.getpid()}.abc.tmp"  # this process: a concurrent writer
@@ -470,8 +470,8 @@ def test_a_folder_inside_a_class_folder_is_named_in_the_error(stray: str, linked
 
 def test_the_cli_takes_the_same_images_as_the_ingest(linked: Path, tiny_bundle: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from retailnb.cli import main
-    from retailnb.data.imagefiles import product_folders
+    from retailnb.bundle.cli import main
+    from retailnb.data.inputs import product_folders
 
     assert [p.name for p in product_folders(linked)["red"]] == ["0.jpg", "1.jpg", "gone.jpg", "loop.jpg"]
     assert main(["predict", str(linked), "--bundle", str(tiny_bundle), "--out", str(tmp_path / "p.csv")]) == 0

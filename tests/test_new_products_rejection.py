@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retailnb.bundle import load_bundle
+from retailnb.bundle.core import load_bundle
 from retailnb.config.params_file import read_params
+from retailnb.config.new_products import NewProductsStageSpec
 from retailnb.config.stages import spec_from_params
 from retailnb.stages import new_products
 
@@ -34,7 +35,7 @@ def test_other_rejection_settings_change_the_bundles_threshold(pipeline: Path, t
     for score in ("prototype", "energy"):
         params["new_products"]["rejection_score"] = score
         params["evaluate"]["rejection"]["recall"] = 0.5
-        spec = spec_from_params("new_products", params)
+        spec = spec_from_params(NewProductsStageSpec, params)
         assert spec.recall == 0.5 and spec.new_products.rejection_score == score
         result = new_products.run(spec, stage_paths(pipeline, tmp_path / score))
         rejection = result.bundle.rejection

@@ -50,8 +50,8 @@ def test_every_stage_passes_its_notebook_exactly_the_params_file_its_key_and_pat
     assert set(stages) == set(STAGES), "dvc.yaml's stages and retailnb.config.stages.STAGES differ"
     for name, stage in stages.items():
         cmd = stage.get("do", stage)["cmd"]  # a foreach stage keeps its command under "do", a matrix stage not
-        match = re.search(r"^python -m retailnb\.notebooks (notebooks/\S+\.ipynb) reports/\S+\.ipynb ", cmd)
-        assert match, f"stage {name} does not run a notebook with python -m retailnb.notebooks"
+        match = re.search(r"^python -m retailnb\.stages\.run_notebook (notebooks/\S+\.ipynb) reports/\S+\.ipynb ", cmd)
+        assert match, f"stage {name} does not run a notebook with python -m retailnb.stages.run_notebook"
         declared = parameter_names(REPO / match.group(1))
         passed = dict(re.findall(r"-p (\w+) (\S+)", cmd.replace("mkdir -p ", "mkdir ")))
         assert set(passed) == declared, f"stage {name}: passes {sorted(passed)}, notebook declares {sorted(declared)}"
@@ -149,8 +149,8 @@ def test_every_stage_depends_on_all_the_code_its_notebook_runs() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
         body = stage.get("do", stage)
-        notebook = REPO / re.search(r"retailnb\.notebooks (notebooks/\S+\.ipynb)", body["cmd"]).group(1)  # type: ignore[union-attr]
-        used = code_used_by(notebook, also=("retailnb.notebooks", STAGES[name].module))
+        notebook = REPO / re.search(r"retailnb\.stages\.run_notebook (notebooks/\S+\.ipynb)", body["cmd"]).group(1)  # type: ignore[union-attr]
+        used = code_used_by(notebook, also=("retailnb.stages.run_notebook", STAGES[name].module))
         assert "retailnb/__init__.py" in used and len(used) > 1
         deps = [d for d in body["deps"] if str(d).startswith("retailnb")]
         missing = {f for f in used if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)}

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from retailnb import parallel
-from retailnb.parallel import chunks, default_workers, map_chunks, pool_context
+from retailnb.util import parallel
+from retailnb.util.parallel import chunks, default_workers, map_chunks, pool_context
 
 
 def _total(piece: Sequence[int]) -> int:

@@ -30,11 +30,13 @@ from shared_fixtures import REPO, TINY_DATA, with_overrides
 from spec_paths import leaves, spec_leaves
 
 from retailnb.config.params_file import read_params
+from retailnb.config.evaluate import EvaluateStageSpec
+from retailnb.config.report import ReportStageSpec
 from retailnb.config.stages import STAGES, spec_from_params
-from retailnb.records import EvaluateRecord, SummaryRecord, read_record
-from retailnb.report import results_markdown
+from retailnb.results.records import EvaluateRecord, SummaryRecord, read_record
+from retailnb.results.markdown import results_markdown
 from retailnb.stages import evaluate
-from retailnb.summary import read_seeds, summarize_target
+from retailnb.results.summary import read_seeds, summarize_target
 
 TINY_PARAMS_REJECTION = read_params(REPO / "params.yaml")["evaluate"]["rejection"]
 """The rejection protocol of params.yaml, which the tiny pipeline keeps."""
@@ -185,7 +187,7 @@ def test_the_rejection_settings_change_what_they_say(pipeline: Path, tmp_path: P
     without source_unknowns no source products are measured."""
     params = read_params(pipeline / "params.yaml")
     params["evaluate"]["rejection"] = {"unknown_fraction": 0.5, "recall": 0.5, "folds": 2, "source_unknowns": False}
-    spec = spec_from_params("evaluate", params, "prepared")
+    spec = spec_from_params(EvaluateStageSpec, params, "prepared")
     out = tmp_path / "out"
     shutil.copytree(pipeline / "features" / "seeds" / "0" / "prepared", out / "features")  # cached features, runs
     paths = seed0_paths(pipeline, out, "prepared")
@@ -205,7 +207,7 @@ def test_the_rejection_settings_change_what_they_say(pipeline: Path, tmp_path: P
 def test_a_rerun_reads_the_cached_source_features_and_measures_them_alike(pipeline: Path, tmp_path: Path) -> None:
     """evaluate.rejection.source_unknowns on, the stage run again on the dvc run's cache: the same second unknown
     set (the data's unlabelled-only products), the same source cells for every backbone."""
-    spec = spec_from_params("evaluate", read_params(pipeline / "params.yaml"), "prepared")
+    spec = spec_from_params(EvaluateStageSpec, read_params(pipeline / "params.yaml"), "prepared")
     assert spec.rejection.source_unknowns
     out = tmp_path / "out"
     shutil.copytree(pipeline / "features" / "seeds" / "0" / "prepared", out / "features")
@@ -226,7 +228,7 @@ def test_a_second_target_read_by_the_image_folder_adapter(pipeline: Path, tmp_pa
     shop = make_shop(tmp_path / "shop")
     params["evaluate"]["targets"]["shop"] = {"source": "imagefolder", "root": str(shop), "labels": "fine",
                                           "kinds": "all"}
-    spec = spec_from_params("evaluate", params, "shop")
+    spec = spec_from_params(EvaluateStageSpec, params, "shop")
     out = tmp_path / "out"
     paths = seed0_paths(pipeline, out, "shop")
     record = evaluate.run(spec, "shop", paths).record
@@ -454,7 +456,7 @@ def test_a_removed_variants_leftovers_are_not_read(pipeline: Path, tmp_path: Pat
     shutil.copytree(copy / "models/seeds/0/pretrain" / main, copy / "models/seeds/0/pretrain/removed")
     shutil.copy(copy / "metrics/seeds/0/pretrain" / f"{main}.json", copy / "metrics/seeds/0/pretrain/removed.json")
     params = read_params(pipeline / "params.yaml")
-    spec = spec_from_params("evaluate", params, "prepared")
+    spec = spec_from_params(EvaluateStageSpec, params, "prepared")
     paths = evaluate.EvaluatePaths(
         manifest=str(copy / "data/prepared/manifest.csv"), pretrain_dir=str(copy / "models/seeds/0/pretrain"),
         noisy_dir=str(copy / "models/seeds/0/noisy"), features_dir=str(copy / "features/seeds/0/prepared"),
@@ -464,7 +466,7 @@ def test_a_removed_variants_leftovers_are_not_read(pipeline: Path, tmp_path: Pat
     # with the variant listed, its leftover backbone is a row again: the list is what decides
     listed = spec.model_copy(update={"variants": {**spec.variants, "removed": spec.variants[main]}})
     assert "removed" in evaluate.run(listed, "prepared", paths).record.methods
-    report_spec = spec_from_params("report", params)
+    report_spec = spec_from_params(ReportStageSpec, params)
     assert set(read_seeds(copy / "metrics/seeds", [0], variants=set(report_spec.variants))[0].pretrain) == set(TINY_VARIANTS)
     assert "removed" in read_seeds(copy / "metrics/seeds", [0])[0].pretrain
     # a listed variant whose pretraining has not run is named

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from retailnb.progress import EpochLog, format_seconds, interactive, step_bar
+from retailnb.util.progress import EpochLog, format_seconds, interactive, step_bar
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(0.4, "0 s"), (42.4, "42 s"), (65, "1 min 05 s"),

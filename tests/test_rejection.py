@@ -1,4 +1,4 @@
-"""Unknown-product rejection: the scores and thresholds of retailnb.rejection, and the bundle that keeps them."""
+"""Unknown-product rejection: the scores and thresholds of retailnb.evaluation.rejection, and the bundle that keeps them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from retailnb.bundle import (
+from retailnb.bundle.core import (
     UNKNOWN,
     Bundle,
     ClassNameError,
@@ -29,7 +29,7 @@ from retailnb.bundle import (
     remove_products,
     save_bundle,
 )
-from retailnb.rejection import (
+from retailnb.evaluation.rejection import (
     REJECTION_METRICS,
     SCORES,
     SOURCE_METRICS,
@@ -76,7 +76,7 @@ def shop(base: Bundle, centres: np.ndarray) -> Bundle:
 
 
 # --------------------------------------------------------------------------------------------------
-# retailnb.rejection
+# retailnb.evaluation.rejection
 # --------------------------------------------------------------------------------------------------
 
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from shared_fixtures import REPO
 
-from retailnb.config.pretrain import Objectives
-from retailnb.config.report import ReportSpec, ReportStage
-from retailnb.intervals import order, t_interval
-from retailnb.records import (
+from retailnb.config.pretrain import ObjectivesSpec
+from retailnb.config.report import ReportSpec, ReportStageSpec
+from retailnb.results.intervals import order, t_interval
+from retailnb.results.records import (
     DataRecord,
     EvaluateRecord,
     NoisyRecord,
@@ -24,7 +24,7 @@ from retailnb.records import (
     TrainSummary,
     read_record,
 )
-from retailnb.report import (
+from retailnb.results.markdown import (
     best_rejection_score,
     combination_pairs,
     compare,
@@ -38,7 +38,7 @@ from retailnb.report import (
     verdicts,
 )
 from retailnb.stages import report as stage
-from retailnb.summary import SeedRecords, headline, read_seed, summarize, summarize_target
+from retailnb.results.summary import SeedRecords, headline, read_seed, summarize, summarize_target
 
 NOTEBOOK = REPO / "notebooks" / "05_report.ipynb"
 SEEDS = (0, 1, 2)
@@ -326,7 +326,7 @@ def write_fake_metrics(root: Path, seeds: tuple[int, ...] = SEEDS) -> None:
     data_record({"labelled": 36}, {"labelled": 3}, 0).write(root / "metrics" / "data.json")
 
 
-VARIANTS = {name: Objectives(simclr_weight=1.0, supcon_weight=0.0, simsiam_weight=0.0) for name in PRETRAIN}
+VARIANTS = {name: ObjectivesSpec(simclr_weight=1.0, supcon_weight=0.0, simsiam_weight=0.0) for name in PRETRAIN}
 """The pretraining variants of the fake records (the report reads only their names from params)."""
 
 
@@ -335,14 +335,14 @@ def test_report_stage_reads_only_the_listed_seeds(tmp_path: Path) -> None:
     paths = stage.ReportPaths(data=str(tmp_path / "metrics" / "data.json"), seeds=str(tmp_path / "metrics" / "seeds"),
                               table=str(tmp_path / "results.md"), summary=str(tmp_path / "summary.json"),
                               headline=str(tmp_path / "headline.json"))
-    spec = ReportStage(report=ReportSpec(confidence=0.95), seeds=[0, 1, 2], variants=VARIANTS)
+    spec = ReportStageSpec(report=ReportSpec(confidence=0.95), seeds=[0, 1, 2], variants=VARIANTS)
     inputs = stage.run(spec, paths)
     assert list(inputs.seeds) == [0, 1, 2]  # seed 7, left on disk by an earlier setting, is not read
     assert read_record(SummaryRecord, tmp_path / "summary.json") == inputs.summary
     with pytest.raises(FileNotFoundError, match="training seed 5"):
-        stage.run(ReportStage(report=ReportSpec(confidence=0.95), seeds=[0, 5], variants=VARIANTS), paths)
+        stage.run(ReportStageSpec(report=ReportSpec(confidence=0.95), seeds=[0, 5], variants=VARIANTS), paths)
     # report.confidence changes the intervals it says it changes: 90% is narrower than 95%
-    narrow = stage.run(ReportStage(report=ReportSpec(confidence=0.9), seeds=[0, 1, 2], variants=VARIANTS), paths)
+    narrow = stage.run(ReportStageSpec(report=ReportSpec(confidence=0.9), seeds=[0, 1, 2], variants=VARIANTS), paths)
     cell95 = inputs.summary.targets["prepared"].methods["simclr_supcon"]["probe_all"]
     cell90 = narrow.summary.targets["prepared"].methods["simclr_supcon"]["probe_all"]
     assert cell90.confidence == 0.9 and cell90.half_width < cell95.half_width  # type: ignore[operator]

@@ -9,9 +9,9 @@ from typing import Any
 from shared_fixtures import REPO
 from test_report import SEEDS, leaf_count, record, table_rows, with_store_cells
 
-from retailnb.records import EvaluateRecord
-from retailnb.report import rejection_heading, rejection_table_markdown, results_markdown
-from retailnb.summary import SeedRecords, headline, summarize, summarize_target
+from retailnb.results.records import EvaluateRecord
+from retailnb.results.markdown import rejection_heading, rejection_table_markdown, results_markdown
+from retailnb.results.summary import SeedRecords, headline, summarize, summarize_target
 
 BEFORE = ["method", "AUROC, max. softmax probability", "AUROC, energy", "AUROC, nearest prototype",
           "known accuracy", "unknown rejected", "known accepted"]

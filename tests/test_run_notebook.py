@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from retailnb.notebooks import main
+from retailnb.stages.run_notebook import main
 
 
 def write_notebook(path: Path, body: str) -> Path:
@@ -72,7 +72,7 @@ def test_the_kernels_stderr_reaches_the_terminal_and_the_notebook_but_not_the_ht
 
 def test_the_html_report_hides_code_and_describes_each_figure(tmp_path: Path) -> None:
     body = ("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
-            "from retailnb.display import show_figure\nfig, ax = plt.subplots()\nax.plot([1, 2])\n"
+            "from retailnb.stages.display import show_figure\nfig, ax = plt.subplots()\nax.plot([1, 2])\n"
             f"show_figure(fig, {str(tmp_path / 'figs' / 'line.png')!r}, alt='A rising line from 1 to 2.')")
     notebook = write_notebook(tmp_path / "nb.ipynb", body)
     out = tmp_path / "nb_out.ipynb"
@@ -85,7 +85,7 @@ def test_the_html_report_hides_code_and_describes_each_figure(tmp_path: Path) ->
 
 def test_executed_notebooks_carry_the_kernelspec_jupyterlab_writes(tmp_path: Path) -> None:
     """JupyterLab replaces a differing kernelspec when it opens a notebook and autosaves it (see tests/test_reports)."""
-    from retailnb.notebooks import kernel_metadata
+    from retailnb.stages.run_notebook import kernel_metadata
 
     notebook = write_notebook(tmp_path / "nb.ipynb", "pass")  # display_name "Python 3", as papermill keeps it
     out = tmp_path / "nb_out.ipynb"
@@ -95,7 +95,7 @@ def test_executed_notebooks_carry_the_kernelspec_jupyterlab_writes(tmp_path: Pat
 
 
 def test_source_notebooks_carry_the_kernelspec_jupyterlab_writes() -> None:
-    from retailnb.notebooks import kernel_metadata
+    from retailnb.stages.run_notebook import kernel_metadata
 
     for path in sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb")):
         assert nbformat.read(path, as_version=4).metadata["kernelspec"] == kernel_metadata(), path.name

@@ -1,6 +1,6 @@
 """Tests of plain-text table alignment."""
 
-from retailnb.tables import aligned
+from retailnb.util.tables import aligned
 
 
 def test_columns_are_padded_to_their_widest_cell() -> None:

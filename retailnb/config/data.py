@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -12,7 +12,7 @@ MAX_SKUS_PER_FAMILY = 20
 """Variant words the synthetic generator prints on packages, one per SKU of a family."""
 
 
-class SyntheticConfig(Spec):
+class SyntheticSpec(Spec):
     """Every size of the synthetic dataset (``data.synthetic``).
 
     Attributes:
@@ -53,7 +53,7 @@ class SyntheticConfig(Spec):
     seed: NonNegativeInt
 
     @model_validator(mode="after")
-    def _target_has_training_images(self) -> SyntheticConfig:
+    def _target_has_training_images(self) -> SyntheticSpec:
         if self.catalogue_per_sku + self.probe_train_shelf_per_sku < 1:
             raise ValueError("target SKUs need at least one probe_train image: "
                              "catalogue_per_sku + probe_train_shelf_per_sku must be >= 1")
@@ -88,7 +88,7 @@ class DataSpec(Spec):
     kinds: Literal["all", "even", "odd"]
     on_error: Literal["raise", "skip"]
     min_size: PositiveInt
-    synthetic: SyntheticConfig
+    synthetic: SyntheticSpec
 
     @model_validator(mode="after")
     def _real_data_has_a_root(self) -> DataSpec:
@@ -98,7 +98,10 @@ class DataSpec(Spec):
         return self
 
 
-class DataStage(Spec):
+class DataStageSpec(Spec):
     """Everything the data stage reads: ``data``."""
+
+    stage: ClassVar[str] = "data"
+    """The entry of :data:`retailnb.config.stages.STAGES` that says where each field comes from."""
 
     data: DataSpec

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -16,7 +16,7 @@ from retailnb.config.base import (
     Spec,
 )
 from retailnb.config.data import check_kinds
-from retailnb.config.pretrain import Objectives
+from retailnb.config.pretrain import ObjectivesSpec
 from retailnb.config.compute import BackboneSpec, ComputeSpec, EngineSpec, check_warmup
 from retailnb.config.views import ViewSpec
 
@@ -130,7 +130,7 @@ class FinetuneSpec(Spec):
 
 
 class RejectionSpec(Spec):
-    """The unknown-product rejection protocol (``evaluate.rejection``; :mod:`retailnb.rejection`).
+    """The unknown-product rejection protocol (``evaluate.rejection``; :mod:`retailnb.evaluation.rejection`).
 
     A seeded ``unknown_fraction`` of the target's products is held out of the probe; every backbone's
     rejection scores are measured on known against held-out products' test images, each threshold chosen
@@ -154,7 +154,7 @@ class RejectionSpec(Spec):
     source_unknowns: bool
 
 
-class EvaluateStage(Spec):
+class EvaluateStageSpec(Spec):
     """Everything one evaluation target reads.
 
     Attributes:
@@ -176,6 +176,9 @@ class EvaluateStage(Spec):
         min_size: smallest accepted shorter side of a real target's image (``data.min_size``).
     """
 
+    stage: ClassVar[str] = "evaluate"
+    """The entry of :data:`retailnb.config.stages.STAGES` that says where each field comes from."""
+
     backbone: BackboneSpec
     compute: ComputeSpec
     target: TargetSpec
@@ -184,12 +187,12 @@ class EvaluateStage(Spec):
     rejection: RejectionSpec
     extra_weights: str
     main_variant: str
-    variants: dict[str, Objectives]
+    variants: dict[str, ObjectivesSpec]
     on_overlap: Literal["raise", "drop"]
     on_error: Literal["raise", "skip"]
     min_size: PositiveInt
 
-    def with_seed(self, seed: int) -> EvaluateStage:
+    def with_seed(self, seed: int) -> EvaluateStageSpec:
         """The evaluation of training seed ``seed``'s backbones: the finetuning engine's seed and the probes'
         seed (the shot draws and the random-init backbone) plus it, so every row's randomness is repeated."""
         engine = self.finetune.engine.model_copy(update={"seed": self.finetune.engine.seed + seed})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -18,7 +18,7 @@ class NewProductsSpec(Spec):
         shots: images per new product to enrol from.
         seed: which products are held out and which images are drawn.
         rejection_score: the bundle's known-ness score for answering "unknown" (``msp``, ``energy`` or
-            ``prototype``; :mod:`retailnb.rejection`).
+            ``prototype``; :mod:`retailnb.evaluation.rejection`).
     """
 
     n_new: PositiveInt
@@ -27,10 +27,13 @@ class NewProductsSpec(Spec):
     rejection_score: Literal["msp", "energy", "prototype"]
 
 
-class NewProductsStage(Spec):
+class NewProductsStageSpec(Spec):
     """Everything the new-products stage reads: ``backbone``, ``new_products``, and the known-product recall
     of ``evaluate.rejection`` (one value: the bundle's rejection threshold is chosen for the recall the
     evaluation measures rejection at)."""
+
+    stage: ClassVar[str] = "new_products"
+    """The entry of :data:`retailnb.config.stages.STAGES` that says where each field comes from."""
 
     backbone: BackboneSpec
     new_products: NewProductsSpec

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -13,7 +13,7 @@ RANDAUGMENT_MAX = 30
 """torchvision's RandAugment has 31 magnitude bins: 0 to 30."""
 
 
-class PseudolabelConfig(Spec):
+class PseudolabelSpec(Spec):
     """How teacher probabilities become pseudolabels (``noisy.pseudo``).
 
     Attributes:
@@ -39,7 +39,7 @@ class PseudolabelConfig(Spec):
     min_per_class: NonNegativeInt
 
     @model_validator(mode="after")
-    def _min_below_max(self) -> PseudolabelConfig:
+    def _min_below_max(self) -> PseudolabelSpec:
         if self.max_per_class is not None and self.min_per_class > self.max_per_class:
             raise ValueError(f"min_per_class ({self.min_per_class}) must not exceed max_per_class "
                              f"({self.max_per_class})")
@@ -111,13 +111,16 @@ class NoisySpec(Spec):
     student: StudentSpec
     randaugment: RandAugmentSpec
     supcon: StudentSupConSpec
-    pseudo: PseudolabelConfig
+    pseudo: PseudolabelSpec
     batch_size: BatchSize
     engine: EngineSpec
 
 
-class NoisyStage(Spec):
+class NoisyStageSpec(Spec):
     """Everything the noisy-student stage reads: ``backbone``, ``compute`` and ``noisy``."""
+
+    stage: ClassVar[str] = "noisy"
+    """The entry of :data:`retailnb.config.stages.STAGES` that says where each field comes from."""
 
     backbone: BackboneSpec
     compute: ComputeSpec
@@ -128,7 +131,7 @@ class NoisyStage(Spec):
         """The student's timm architecture."""
         return self.noisy.student.architecture or self.backbone.architecture
 
-    def with_seed(self, seed: int) -> NoisyStage:
+    def with_seed(self, seed: int) -> NoisyStageSpec:
         """The run of training seed ``seed`` (an entry of ``evaluate.seeds``): the engine's seed plus it."""
         engine = self.noisy.engine.model_copy(update={"seed": self.noisy.engine.seed + seed})
         return self.model_copy(update={"noisy": self.noisy.model_copy(update={"engine": engine})})

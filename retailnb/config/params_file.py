@@ -16,7 +16,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from retailnb.errors import FileProblem
+from retailnb.util.errors import FileProblem
 
 PathLike = str | os.PathLike[str]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -16,7 +16,7 @@ from retailnb.config.base import (
     Spec,
 )
 from retailnb.config.compute import BackboneSpec, ComputeSpec, EngineSpec
-from retailnb.config.views import PretrainViews
+from retailnb.config.views import PretrainViewsSpec
 
 
 def check_weights(value: str) -> str:
@@ -68,7 +68,7 @@ class SamplerSpec(Spec):
     supcon_fraction: Probability
 
 
-class Objectives(Spec):
+class ObjectivesSpec(Spec):
     """One pretraining variant: the weight of each objective; 0 switches it off.
 
     Attributes:
@@ -83,7 +83,7 @@ class Objectives(Spec):
     simsiam_weight: NonNegativeFloat
 
     @model_validator(mode="after")
-    def _one_objective_on(self) -> Objectives:
+    def _one_objective_on(self) -> ObjectivesSpec:
         if not self.contrastive and not self.self_supervised:
             raise ValueError("switch on at least one objective: simclr_weight, supcon_weight or simsiam_weight "
                              "must be > 0")
@@ -100,7 +100,7 @@ class Objectives(Spec):
         return self.simclr_weight > 0 or self.simsiam_weight > 0
 
 
-class PretrainStage(Spec):
+class PretrainStageSpec(Spec):
     """Everything one pretraining variant reads from ``params.yaml``.
 
     Attributes:
@@ -113,14 +113,17 @@ class PretrainStage(Spec):
         variant: this variant's objectives (``pretrain.variants.<name>``).
     """
 
+    stage: ClassVar[str] = "pretrain"
+    """The entry of :data:`retailnb.config.stages.STAGES` that says where each field comes from."""
+
     backbone: BackboneSpec
     compute: ComputeSpec
     model: ContrastiveModelSpec
     sampler: SamplerSpec
     engine: EngineSpec
-    views: PretrainViews
-    variant: Objectives
+    views: PretrainViewsSpec
+    variant: ObjectivesSpec
 
-    def with_seed(self, seed: int) -> PretrainStage:
+    def with_seed(self, seed: int) -> PretrainStageSpec:
         """The run of training seed ``seed`` (an entry of ``evaluate.seeds``): the engine's seed plus it."""
         return self.model_copy(update={"engine": self.engine.model_copy(update={"seed": self.engine.seed + seed})})

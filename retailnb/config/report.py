@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
 from retailnb.config.base import Spec, TrainingSeeds
-from retailnb.config.pretrain import Objectives
+from retailnb.config.pretrain import ObjectivesSpec
 
 
 class ReportSpec(Spec):
@@ -21,7 +21,7 @@ class ReportSpec(Spec):
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)]
 
 
-class ReportStage(Spec):
+class ReportStageSpec(Spec):
     """Everything the report reads.
 
     Attributes:
@@ -32,6 +32,9 @@ class ReportStage(Spec):
             variant no longer in ``params.yaml``, left on disk, are not read.
     """
 
+    stage: ClassVar[str] = "report"
+    """The entry of :data:`retailnb.config.stages.STAGES` that says where each field comes from."""
+
     report: ReportSpec
     seeds: TrainingSeeds
-    variants: dict[str, Objectives]
+    variants: dict[str, ObjectivesSpec]

@@ -12,10 +12,9 @@ stage's frozen model. Every problem is reported at once, each line naming its ke
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -25,33 +24,19 @@ from retailnb.config.params_file import ParamsError, PathLike, lookup, read_para
 
 @dataclass(frozen=True)
 class StageParams:
-    """A stage's spec model and where each of its fields comes from.
+    """Where each field of a stage's spec comes from.
 
-    The model is named, not imported (``"retailnb.config.data:DataStage"``), and imported when a stage
-    loads it: so this registry does not import every stage's parameter module, and a stage's code (which
-    ``dvc.yaml`` lists as its deps) holds only its own spec's module, not the other stages'.
+    The spec model itself is not named here: each stage's notebook imports its own spec class (whose
+    ``stage`` names its entry of :data:`STAGES`), so this registry imports no stage's parameter module
+    and a stage's code (its ``dvc.yaml`` deps) holds only its own spec's module, not the other stages'.
 
     Attributes:
-        model: ``"<module>:<class>"`` of the frozen model the stage function takes.
         reads: spec field -> dotted ``params.yaml`` key path (``{key}``: the stage's foreach key).
         foreach: the key path whose entries the stage loops over (``""``: no loop).
     """
 
-    model: str
     reads: Mapping[str, str]
     foreach: str = ""
-
-    @property
-    def module(self) -> str:
-        """The module that defines the stage's spec model."""
-        return self.model.partition(":")[0]
-
-    @property
-    def spec(self) -> type[Spec]:
-        """The stage's spec model (its module imported on first use)."""
-        module, _, name = self.model.partition(":")
-        spec: type[Spec] = getattr(importlib.import_module(module), name)
-        return spec
 
     def key_paths(self, key: str | None = None) -> dict[str, str]:
         """The field -> key path map with the foreach key filled in."""
@@ -61,9 +46,8 @@ class StageParams:
 
 
 STAGES: dict[str, StageParams] = {
-    "data": StageParams("retailnb.config.data:DataStage", {"data": "data"}),
+    "data": StageParams({"data": "data"}),
     "pretrain": StageParams(
-        "retailnb.config.pretrain:PretrainStage",
         {
             "backbone": "backbone",
             "compute": "compute",
@@ -75,10 +59,8 @@ STAGES: dict[str, StageParams] = {
         },
         foreach="pretrain.variants",
     ),
-    "noisy": StageParams("retailnb.config.noisy:NoisyStage",
-                         {"backbone": "backbone", "compute": "compute", "noisy": "noisy"}),
+    "noisy": StageParams({"backbone": "backbone", "compute": "compute", "noisy": "noisy"}),
     "evaluate": StageParams(
-        "retailnb.config.evaluate:EvaluateStage",
         {
             "backbone": "backbone",
             "compute": "compute",
@@ -95,10 +77,8 @@ STAGES: dict[str, StageParams] = {
         },
         foreach="evaluate.targets",
     ),
-    "report": StageParams("retailnb.config.report:ReportStage", {"report": "report", "seeds": "evaluate.seeds",
-                                                                  "variants": "pretrain.variants"}),
+    "report": StageParams({"report": "report", "seeds": "evaluate.seeds", "variants": "pretrain.variants"}),
     "new_products": StageParams(
-        "retailnb.config.new_products:NewProductsStage",
         {"backbone": "backbone", "new_products": "new_products", "main_variant": "noisy.teacher_variant",
          "recall": "evaluate.rejection.recall"},
     ),
@@ -152,32 +132,34 @@ def _describe(error: Mapping[str, Any], paths: Mapping[str, str]) -> str:
     return f"{key}: {why}, got {error.get('input')!r}"
 
 
-def load_stage(stage: str, params_path: PathLike = "params.yaml", key: str | None = None) -> Any:
-    """The validated spec of ``stage`` (and its foreach ``key``) from the params file.
+SpecT = TypeVar("SpecT", bound=Spec)
+
+
+def load_stage(spec: type[SpecT], params_path: PathLike = "params.yaml", key: str | None = None) -> SpecT:
+    """The validated spec of a stage (and its foreach ``key``) from the params file.
 
     Args:
-        stage: a stage of ``dvc.yaml`` (a key of :data:`STAGES`).
+        spec: the stage's spec model (e.g. :class:`retailnb.config.pretrain.PretrainStageSpec`); its
+            ``stage`` names its entry of :data:`STAGES`.
         params_path: the params file.
         key: the pretraining variant or evaluation target, for stages that loop.
-
-    Returns:
-        The stage's frozen spec model (``STAGES[stage].spec``).
 
     Raises:
         ParamsError: a key is missing or unknown, or a value has the wrong type or is out of range; the
             message lists every problem, each with its key path.
     """
-    return spec_from_params(stage, read_params(params_path), key, file=params_path)
+    return spec_from_params(spec, read_params(params_path), key, file=params_path)
 
 
-def spec_from_params(stage: str, params: Mapping[str, Any], key: str | None = None, *,
-                     file: PathLike = "params.yaml") -> Any:
-    """The validated spec of ``stage`` from params already read (see :func:`load_stage`).
+def spec_from_params(spec: type[SpecT], params: Mapping[str, Any], key: str | None = None, *,
+                     file: PathLike = "params.yaml") -> SpecT:
+    """The validated spec of a stage from params already read (see :func:`load_stage`).
 
     ``file`` only names the source in error messages.
     """
+    stage = getattr(spec, "stage", None)
     if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        raise ValueError(f"{spec.__name__} is not a stage's spec; stages are {', '.join(STAGES)}")
     entry = STAGES[stage]
     if entry.foreach:
         entries = lookup(params, entry.foreach, file=file)
@@ -187,10 +169,11 @@ def spec_from_params(stage: str, params: Mapping[str, Any], key: str | None = No
     paths = entry.key_paths(key)
     problems = _unknown_keys(params, paths, file)
     values = {field: lookup(params, path, file=file) for field, path in paths.items()}
+    result: SpecT | None = None
     try:
-        spec = entry.spec.model_validate(values)
+        result = spec.model_validate(values)
     except ValidationError as error:
         problems += [_describe(e, paths) for e in error.errors()]
-    if problems:
+    if problems or result is None:
         raise ParamsError(file, problems[0] if len(problems) == 1 else "\n  " + "\n  ".join(problems))
-    return spec
+    return result

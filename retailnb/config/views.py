@@ -60,7 +60,7 @@ class ViewSpec(Spec):
         return (self.crop_scale_min, self.crop_scale_max)
 
 
-class PretrainViews(ViewSpec):
+class PretrainViewsSpec(ViewSpec):
     """The pretraining views, and where they are drawn.
 
     Attributes:

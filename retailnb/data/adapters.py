@@ -1,6 +1,6 @@
 """What every dataset adapter shares: roles per split, bad-input policy, validation and the report.
 
-An adapter (:mod:`retailnb.data.imagefolder`, :mod:`retailnb.data.grocery`) reads a dataset's own layout
+An adapter (:mod:`retailnb.data.folder`, :mod:`retailnb.data.grocery`) reads a dataset's own layout
 into :class:`Candidate` images, reporting anything wrong to an :class:`Issues` collector. This module
 then checks every image file in parallel, expands each image into one manifest row per role of its split
 (:data:`DEFAULT_ROLE_MAP`) and writes the manifest atomically, or nothing at all when it raises.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from retailnb.data.images import DEFAULT_MIN_SIZE, ImageError, check_images
-from retailnb.data.manifest import ROLES, Record, write_manifest
+from retailnb.data.manifest import ROLES, ManifestRow, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class AdapterReport:
         skipped: inputs left out (only with ``on_error="skip"``), with reasons.
         seconds: wall time of the whole build, validation included.
         ignored: files beside the images that are not images by their name (``README.txt``; see
-            :mod:`retailnb.data.imagenames`), never read: listed so that nothing vanishes uncounted.
+            :mod:`retailnb.data.listing`), never read: listed so that nothing vanishes uncounted.
     """
 
     manifest: Path
@@ -157,10 +157,10 @@ def validate_images(
     return kept
 
 
-def expand_roles(candidates: Sequence[Candidate], role_map: Mapping[str, Sequence[str]]) -> list[Record]:
+def expand_roles(candidates: Sequence[Candidate], role_map: Mapping[str, Sequence[str]]) -> list[ManifestRow]:
     """One manifest row per (image, role of its split), paths absolute; splits without roles drop out."""
     return [
-        Record(
+        ManifestRow(
             path=str(c.path),
             label=c.label,
             class_name=c.class_name,

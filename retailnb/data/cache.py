@@ -14,7 +14,7 @@ the cache exists to avoid. Read pages stay in the kernel's page cache, shared an
 
 The file is named by :func:`cache_key`, a hash of the images' bytes and the size: a changed image or
 another size is another file, so a stale cache is never read. It is written atomically
-(:func:`retailnb.atomic.atomic_write`), so an interrupted write leaves only a temporary that the next
+(:func:`retailnb.util.atomic.atomic_write`), so an interrupted write leaves only a temporary that the next
 write removes. It lives outside every DVC output (``.cache/images`` in the folder the stage runs in,
 ignored by git and DVC): it is a speed-up that can be deleted at any time, not an artefact. Processes
 that ask for the same file at once (the ranks of a ``torchrun`` stage, two stages) build it once: the
@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from retailnb.atomic import atomic_write
+from retailnb.util.atomic import atomic_write
 from retailnb.data.images import DEFAULT_MIN_SIZE, PathLike, decode_images
-from retailnb.locks import exclusive, lock_path
+from retailnb.util.locks import exclusive, lock_path
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def cached_images(
 ) -> DiskImages:
     """The images of ``paths`` at ``size`` from the cache in ``folder``, building it first if missing.
 
-    One process builds a given file: the build holds the file's lock (:func:`retailnb.locks.exclusive`),
+    One process builds a given file: the build holds the file's lock (:func:`retailnb.util.locks.exclusive`),
     and a process that finds it missing takes the lock, looks again and reads what the holder wrote (the lock
     file is removed with the lock held, so the folder keeps only caches and dead writers' temporaries). So the
     processes of a ``torchrun`` stage (``compute.devices > 1``), or two stages started at once, decode the

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from retailnb.data.jpeg import decode_rgb, read_frame
-from retailnb.errors import FileProblem
-from retailnb.parallel import map_chunks
+from retailnb.util.errors import FileProblem
+from retailnb.util.parallel import map_chunks
 
 log = logging.getLogger(__name__)
 

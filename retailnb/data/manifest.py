@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from retailnb.atomic import atomic_write
+from retailnb.util.atomic import atomic_write
 
 ROLES: tuple[str, ...] = (
     "labelled",  # source images whose labels pretraining may use (SupCon, teacher classifier)
@@ -43,7 +43,7 @@ class ManifestError(ValueError):
 
 
 @dataclass(frozen=True)
-class Record:
+class ManifestRow:
     """One row of a manifest: an image and the role it plays."""
 
     path: str
@@ -65,22 +65,22 @@ class Record:
 class Manifest:
     """The rows of a manifest plus the folder their relative paths are resolved against."""
 
-    records: tuple[Record, ...]
+    records: tuple[ManifestRow, ...]
     root: Path
 
-    def resolve(self, record: Record) -> Path:
+    def resolve(self, record: ManifestRow) -> Path:
         """Absolute path of a record's image."""
         p = Path(record.path)
         return p if p.is_absolute() else self.root / p
 
-    def select(self, *roles: str) -> list[Record]:
+    def select(self, *roles: str) -> list[ManifestRow]:
         """Rows whose role is one of ``roles``, in manifest order."""
         unknown = set(roles) - set(ROLES)
         if unknown:
             raise ManifestError(f"unknown role(s) {sorted(unknown)}; expected some of {ROLES}")
         return [r for r in self.records if r.role in roles]
 
-    def paths(self, records: Sequence[Record]) -> list[Path]:
+    def paths(self, records: Sequence[ManifestRow]) -> list[Path]:
         """Absolute image paths of ``records``."""
         return [self.resolve(r) for r in records]
 
@@ -90,7 +90,7 @@ class Manifest:
         return {role: counts.get(role, 0) for role in ROLES}
 
 
-def encode_labels(records: Sequence[Record], classes: Sequence[str] | None = None) -> tuple[list[int], list[str]]:
+def encode_labels(records: Sequence[ManifestRow], classes: Sequence[str] | None = None) -> tuple[list[int], list[str]]:
     """Contiguous integer labels ``0..C-1`` for ``records`` and the class names they index.
 
     Roles use different class subsets, so every consumer re-indexes its own rows. When ``classes`` is
@@ -117,7 +117,7 @@ def portable_path(path: str | os.PathLike[str], start: str | os.PathLike[str]) -
         return str(path)
 
 
-def write_manifest(records: Iterable[Record], path: str | os.PathLike[str]) -> Path:
+def write_manifest(records: Iterable[ManifestRow], path: str | os.PathLike[str]) -> Path:
     """Write ``records`` as CSV at ``path`` atomically (temporary file, then rename).
 
     Image paths are written relative to the manifest's folder (:func:`portable_path`), which is how
@@ -140,7 +140,7 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
-    records: list[Record] = []
+    records: list[ManifestRow] = []
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         missing = set(COLUMNS) - set(reader.fieldnames or ())
@@ -149,7 +149,7 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         for line, row in enumerate(reader, start=2):
             try:
                 records.append(
-                    Record(
+                    ManifestRow(
                         path=row["path"],
                         label=int(row["label"]),
                         class_name=row["class_name"],
@@ -166,5 +166,5 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     return Manifest(records=tuple(records), root=path.parent.resolve())
 
 
-RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Record))
-assert RECORD_FIELDS == COLUMNS, "Record fields and COLUMNS must agree"
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ManifestRow))
+assert RECORD_FIELDS == COLUMNS, "ManifestRow fields and COLUMNS must agree"

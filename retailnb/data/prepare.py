@@ -14,11 +14,11 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from retailnb.atomic import temporary_folder
+from retailnb.util.atomic import temporary_folder
 from retailnb.data.adapters import AdapterReport
 from retailnb.data.grocery import build_grocery_manifest
-from retailnb.data.imagefolder import build_image_folder_manifest
-from retailnb.config.data import SyntheticConfig, check_kinds
+from retailnb.data.folder import build_image_folder_manifest
+from retailnb.config.data import SyntheticSpec, check_kinds
 from retailnb.data.synthetic import generate
 
 SOURCES: tuple[str, ...] = ("synthetic", "grocery_store", "imagefolder")
@@ -34,13 +34,13 @@ def prepare_dataset(
     kinds: str = "all",
     on_error: str = "raise",
     min_size: int = 16,
-    synthetic: SyntheticConfig | None = None,
+    synthetic: SyntheticSpec | None = None,
     workers: int | None = None,
 ) -> Path:
     """Write the manifest of ``source`` into ``out_dir`` (replaced whole, only once complete).
 
     It is built in a temporary folder beside ``out_dir`` (``.<name>.tmp-<pid>-*``); those that killed
-    runs left are removed first (see :func:`retailnb.atomic.remove_stale_temporaries`).
+    runs left are removed first (see :func:`retailnb.util.atomic.remove_stale_temporaries`).
 
     Args:
         source: ``synthetic`` (rendered by retailnb), ``grocery_store`` or ``imagefolder``.
@@ -68,7 +68,7 @@ def prepare_dataset(
     check_kinds(source, kinds)
     if source == "synthetic":
         if synthetic is None:
-            raise ValueError("data.synthetic: the synthetic source needs its sizes (a SyntheticConfig)")
+            raise ValueError("data.synthetic: the synthetic source needs its sizes (a SyntheticSpec)")
         return generate(synthetic, out_dir, workers=workers)
     if not str(root):
         raise ValueError(f"data.root must name the dataset folder for data.source={source!r}")

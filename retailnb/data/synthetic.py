@@ -40,10 +40,10 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
-from retailnb.atomic import temporary_folder
-from retailnb.config.data import MAX_SKUS_PER_FAMILY, SyntheticConfig
-from retailnb.data.manifest import Record, write_manifest
-from retailnb.parallel import chunks, default_workers, pool_context
+from retailnb.util.atomic import temporary_folder
+from retailnb.config.data import MAX_SKUS_PER_FAMILY, SyntheticSpec
+from retailnb.data.manifest import ManifestRow, write_manifest
+from retailnb.util.parallel import chunks, default_workers, pool_context
 
 SHAPES: tuple[str, ...] = ("box", "bottle", "can", "pouch")
 LOGOS: tuple[str, ...] = (
@@ -259,7 +259,7 @@ def _design_family(index: int, name: str, kind: str, shape: str, rng: np.random.
     )
 
 
-def design_catalogue(config: SyntheticConfig) -> list[SkuDesign]:
+def design_catalogue(config: SyntheticSpec) -> list[SkuDesign]:
     """The SKUs of the dataset, family by family: source, then monitor, then target families.
 
     Deterministic in ``config``. Brand names are unique over the whole dataset, so the source and
@@ -884,7 +884,7 @@ class ImageJob(NamedTuple):
         return f"{self.domain}_{self.number:03d}.jpg"
 
 
-def _roles_of(sku: SkuDesign, config: SyntheticConfig) -> tuple[list[str], list[str]]:
+def _roles_of(sku: SkuDesign, config: SyntheticSpec) -> tuple[list[str], list[str]]:
     """The roles of an SKU's catalogue images and of its shelf images, in image-index order."""
     c = config
     if sku.kind == "labelled":
@@ -902,7 +902,7 @@ def _roles_of(sku: SkuDesign, config: SyntheticConfig) -> tuple[list[str], list[
     ] * c.probe_test_per_sku
 
 
-def plan_images(config: SyntheticConfig, designs: Sequence[SkuDesign]) -> list[ImageJob]:
+def plan_images(config: SyntheticSpec, designs: Sequence[SkuDesign]) -> list[ImageJob]:
     """Every image of the dataset, SKU by SKU, catalogue images first."""
     jobs = []
     for sku in designs:
@@ -912,7 +912,7 @@ def plan_images(config: SyntheticConfig, designs: Sequence[SkuDesign]) -> list[I
     return jobs
 
 
-def expected_role_counts(config: SyntheticConfig) -> dict[str, int]:
+def expected_role_counts(config: SyntheticSpec) -> dict[str, int]:
     """How many manifest rows each role gets under ``config`` (its total is the number of images)."""
     counts = dict.fromkeys(_ROLE_CODE, 0)
     for job in plan_images(config, design_catalogue(config)):
@@ -920,15 +920,15 @@ def expected_role_counts(config: SyntheticConfig) -> dict[str, int]:
     return counts
 
 
-def image_rng(config: SyntheticConfig, job: ImageJob) -> np.random.Generator:
+def image_rng(config: SyntheticSpec, job: ImageJob) -> np.random.Generator:
     """The random generator of one image; it depends on nothing but the seed and the image's identity."""
     return np.random.default_rng(
         np.random.SeedSequence([config.seed, 1, job.sku, _DOMAIN_CODE[job.domain], job.number, _ROLE_CODE[job.role]])
     )
 
 
-def _record(job: ImageJob, sku: SkuDesign) -> Record:
-    return Record(
+def _record(job: ImageJob, sku: SkuDesign) -> ManifestRow:
+    return ManifestRow(
         path=f"images/{sku.slug}/{job.path}",
         label=sku.label,
         class_name=sku.name,
@@ -940,7 +940,7 @@ def _record(job: ImageJob, sku: SkuDesign) -> Record:
 
 
 class _RenderState(NamedTuple):
-    config: SyntheticConfig
+    config: SyntheticSpec
     designs: tuple[SkuDesign, ...]
     pools: dict[str, tuple[SkuDesign, ...]]
     root: str
@@ -991,7 +991,7 @@ def _hex(c: Colour) -> str:
     return f"#{c[0]:02x}{c[1]:02x}{c[2]:02x}"
 
 
-def _catalogue_json(config: SyntheticConfig, designs: Sequence[SkuDesign]) -> str:
+def _catalogue_json(config: SyntheticSpec, designs: Sequence[SkuDesign]) -> str:
     families = {sku.family.index: sku.family for sku in designs}
     return json.dumps(
         {
@@ -1050,7 +1050,7 @@ def _replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def generate(config: SyntheticConfig, out_dir: str | os.PathLike[str], *, workers: int | None = None) -> Path:
+def generate(config: SyntheticSpec, out_dir: str | os.PathLike[str], *, workers: int | None = None) -> Path:
     """Render the whole dataset into ``out_dir`` and return the path of its manifest.
 
     Writes ``images/<sku-slug>/<domain>_<index>.jpg``, ``manifest.csv`` (paths relative to

@@ -23,7 +23,7 @@ from torch import nn
 from retailnb.config.compute import BackboneSpec, ComputeSpec
 from retailnb.config.evaluate import FinetuneSpec, RejectionSpec
 from retailnb.data.cache import DiskArray
-from retailnb.data.manifest import Manifest, Record
+from retailnb.data.manifest import Manifest, ManifestRow
 from retailnb.evaluation.features import load_features, save_features
 from retailnb.evaluation.fewshot import CATALOGUE, catalogue_eval, fewshot_eval, summarize_fewshot
 from retailnb.evaluation.finetune import FinetuneResult, finetune
@@ -31,8 +31,8 @@ from retailnb.evaluation.probe import DEFAULT_THREADS, FALLBACK_C, fit_logistic_
 from retailnb.evaluation.quickprobe import ProbeData
 from retailnb.models.backbone import create_backbone
 from retailnb.models.sharded import process_group, sharded_features
-from retailnb.parallel import default_workers
-from retailnb.rejection import evaluate_rejection, logistic_fit, rejection_cells
+from retailnb.util.parallel import default_workers
+from retailnb.evaluation.rejection import evaluate_rejection, logistic_fit, rejection_cells
 
 Features = tuple[np.ndarray, np.ndarray]
 
@@ -41,7 +41,7 @@ SOURCE_UNKNOWN_DIR = "source_unknown"
 products (:func:`source_unknown_features`), beside the train/test files of :func:`backbone_features`."""
 
 
-def source_unknown_records(manifest: Manifest) -> list[Record]:
+def source_unknown_records(manifest: Manifest) -> list[ManifestRow]:
     """The rows of the source's unlabelled-only products, in manifest order: a second unknown set.
 
     A row is kept when its role is ``unlabelled``, it names a product (non-empty ``class_name``), and that
@@ -66,7 +66,7 @@ class SourceUnknownData:
         classes: the products' names, sorted.
     """
 
-    records: list[Record]
+    records: list[ManifestRow]
     x: np.ndarray | DiskArray
     y: np.ndarray
     classes: list[str]
@@ -185,7 +185,7 @@ def backbone_results(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarra
                      ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """One backbone's few-shot rows (plus the catalogue-only row when ``catalogue`` is given) and its
     unknown-product rejection result (when ``rejection`` is given; see
-    :func:`retailnb.rejection.evaluate_rejection`), the latter's probe at the C the all-images probe chose,
+    :func:`retailnb.evaluation.rejection.evaluate_rejection`), the latter's probe at the C the all-images probe chose,
     measured on the source's unlabelled-only products too when their features ``f_source_unknown`` are
     given."""
     rows = fewshot_eval(f_train, y_train, f_test, y_test, shots=shots, draws=draws, seed=seed, knn_k=knn_k)
@@ -249,7 +249,7 @@ def results_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetune
     """One row per method: probe accuracy per shot count (mean and std; ``probe_catalogue`` for the
     catalogue-only probe), kNN, ratio to finetuning, the logistic regression's fit time on all training
     images (``probe_all_seconds``; features cached), and the rejection cells of ``rejections``
-    (:func:`retailnb.rejection.rejection_cells`)."""
+    (:func:`retailnb.evaluation.rejection.rejection_cells`)."""
     table: dict[str, dict[str, float]] = {}
     for name, rows in summaries.items():
         row: dict[str, float] = {}

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from retailnb.atomic import atomic_write
+from retailnb.util.atomic import atomic_write
 
 _FILE_KEYS = ("features", "labels", "class_names", "meta_json")
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from retailnb.data.cache import DiskArray, cached_images
 from retailnb.data.images import decode_images
-from retailnb.data.manifest import Manifest, Record, encode_labels
+from retailnb.data.manifest import Manifest, ManifestRow, encode_labels
 from retailnb.evaluation.probe import knn_accuracy, probe_accuracy
 from retailnb.models.inference import extract_features
 
@@ -33,8 +33,8 @@ class ProbeData(Generic[Images]):
     index like those arrays (an image, a slice, rows or a mask give arrays) but read only what is asked for.
     """
 
-    train: list[Record]
-    test: list[Record]
+    train: list[ManifestRow]
+    test: list[ManifestRow]
     x_train: Images
     x_test: Images
     y_train: np.ndarray

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from retailnb.atomic import atomic_write
-from retailnb.errors import FileProblem
+from retailnb.util.atomic import atomic_write
+from retailnb.util.errors import FileProblem
 
 PathLike = str | os.PathLike[str]
 

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from retailnb.atomic import atomic_write
-from retailnb.config.noisy import PseudolabelConfig
+from retailnb.util.atomic import atomic_write
+from retailnb.config.noisy import PseudolabelSpec
 
 MISSING = -1
 """Label value meaning that the truth of an image is unknown."""
@@ -127,7 +127,7 @@ def sharpen(probs: np.ndarray, temperature: float) -> np.ndarray:
     return out / out.sum(axis=-1, keepdims=True)
 
 
-def balance_cap(counts: np.ndarray, config: PseudolabelConfig) -> int | None:
+def balance_cap(counts: np.ndarray, config: PseudolabelSpec) -> int | None:
     """Most images one class keeps after balancing; None when nothing is capped.
 
     The cap is ``config.max_per_class`` when given, otherwise the median of the non-zero ``counts``
@@ -148,7 +148,7 @@ def balance_cap(counts: np.ndarray, config: PseudolabelConfig) -> int | None:
     return max(int(math.ceil(float(np.median(nonzero)))), config.min_per_class)
 
 
-def select_pseudolabels(probs: np.ndarray, config: PseudolabelConfig) -> Selection:
+def select_pseudolabels(probs: np.ndarray, config: PseudolabelSpec) -> Selection:
     """Choose the pseudolabelled training rows from the teacher's probabilities on the unlabelled pool.
 
     Threshold first, then (when ``config.balance``) cap each class to its most confident images and

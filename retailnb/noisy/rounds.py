@@ -18,7 +18,7 @@ import numpy as np
 import timm
 import torch
 
-from retailnb.config.noisy import NoisyStage
+from retailnb.config.noisy import NoisyStageSpec
 from retailnb.data.manifest import encode_labels, portable_path, read_manifest
 from retailnb.evaluation.quickprobe import ProbeData, probe_scores
 from retailnb.models.backbone import create_backbone
@@ -39,7 +39,7 @@ from retailnb.noisy.pseudolabels import (
     write_pseudolabel_table,
 )
 from retailnb.noisy.student import FeatureTeacher, fit_feature_teacher
-from retailnb.records import RoundRecord
+from retailnb.results.records import RoundRecord
 from retailnb.train.datasets import (
     ImageSource,
     ImageStorage,
@@ -55,7 +55,7 @@ from retailnb.transforms.views import randaugment_transform
 log = logging.getLogger(__name__)
 
 
-def round_key(spec: NoisyStage, round_: int, data: str) -> str:
+def round_key(spec: NoisyStageSpec, round_: int, data: str) -> str:
     """Identifies round ``round_``: its parameters and ``data``, the digest of its training images, targets
     and initial weights (:func:`~retailnb.train.engine.data_digest`), so that a stale training state (of
     other parameters, another teacher or other data) is never resumed."""
@@ -104,7 +104,7 @@ def load_source(manifest_path: str, image_size: int, decode_workers: int | None 
     )
 
 
-def student_dataset(source: SourceImages, probs: np.ndarray, spec: NoisyStage) -> tuple[TargetDataset, Selection]:
+def student_dataset(source: SourceImages, probs: np.ndarray, spec: NoisyStageSpec) -> tuple[TargetDataset, Selection]:
     """Labelled images with one-hot targets plus the selected pseudolabelled images, under RandAugment."""
     noisy = spec.noisy
     selection = select_pseudolabels(probs, noisy.pseudo)
@@ -116,14 +116,14 @@ def student_dataset(source: SourceImages, probs: np.ndarray, spec: NoisyStage) -
     return TargetDataset(images, targets, transform), selection
 
 
-def target_backbone(spec: NoisyStage, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+def target_backbone(spec: NoisyStageSpec, state: dict[str, torch.Tensor]) -> torch.nn.Module:
     """A feature extractor (``num_classes=0``) with a student's backbone weights."""
     model = timm.create_model(spec.student_architecture, num_classes=0)
     model.load_state_dict(state)
     return model
 
 
-def first_teacher(spec: NoisyStage, teacher_backbone: str, source: SourceImages) -> tuple[torch.nn.Module, FeatureTeacher]:
+def first_teacher(spec: NoisyStageSpec, teacher_backbone: str, source: SourceImages) -> tuple[torch.nn.Module, FeatureTeacher]:
     """Round 1's teacher: the contrastive backbone (frozen) and a classifier fitted on its features."""
     backbone = create_backbone(spec.backbone.architecture, weights=teacher_backbone)
     teacher = fit_feature_teacher(backbone, source.labelled, source.labels, classifier=spec.noisy.teacher_classifier,
@@ -131,7 +131,7 @@ def first_teacher(spec: NoisyStage, teacher_backbone: str, source: SourceImages)
     return backbone, teacher
 
 
-def run_noisy_student(spec: NoisyStage, out_dir: str, source: SourceImages, probe: ProbeData,
+def run_noisy_student(spec: NoisyStageSpec, out_dir: str, source: SourceImages, probe: ProbeData,
                       teacher_backbone: torch.nn.Module, teacher_probs: np.ndarray) -> list[RoundRecord]:
     """Run every round; return one record per round (round 0: the contrastive backbone alone).
 

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 
 def enrolment_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
-    """Two panels from the rows of :func:`retailnb.enrol.enrolment_curve`.
+    """Two panels from the rows of :func:`retailnb.bundle.enrolment.enrolment_curve`.
 
     Left: test accuracy on old and on new products against images per new product, ``0`` being the
     bundle before enrolment (new products never recognised). Right: seconds each enrolment took.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from retailnb.config.data import DataStage
+from retailnb.config.data import DataStageSpec
 from retailnb.data.manifest import Manifest, read_manifest
 from retailnb.data.prepare import prepare_dataset
-from retailnb.data.summary import summarize
-from retailnb.records import DataRecord
+from retailnb.data.statistics import describe_manifest
+from retailnb.results.records import DataRecord
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,12 @@ class DataPaths:
     metrics: str
 
 
-def run(spec: DataStage, paths: DataPaths) -> tuple[DataRecord, Manifest]:
+def run(spec: DataStageSpec, paths: DataPaths) -> tuple[DataRecord, Manifest]:
     """Build (synthetic) or ingest (real) the dataset, write its manifest and record; return both."""
     data = spec.data
     manifest_path = prepare_dataset(data.source, paths.out_dir, root=data.root, labels=data.labels, kinds=data.kinds,
                                     on_error=data.on_error, min_size=data.min_size, synthetic=data.synthetic)
     manifest = read_manifest(manifest_path)
-    record = DataRecord.model_validate(summarize(manifest))
+    record = DataRecord.model_validate(describe_manifest(manifest))
     record.write(paths.metrics)
     return record, manifest

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from retailnb.config.base import Spec
-from retailnb.config.evaluate import EvaluateStage, shot_counts
+from retailnb.config.evaluate import EvaluateStageSpec, shot_counts
 from retailnb.data.cache import DiskArray, cached_images
 from retailnb.data.images import decode_images
 from retailnb.data.manifest import encode_labels, read_manifest
@@ -36,7 +36,7 @@ from retailnb.evaluation.finetune import FinetuneResult
 from retailnb.evaluation.overlap import resolve_overlap
 from retailnb.evaluation.quickprobe import ProbeData, load_probe_data
 from retailnb.evaluation.targets import target_manifest
-from retailnb.records import EvaluateRecord, FinetuneRecord, GridRecord, RejectionSetup
+from retailnb.results.records import EvaluateRecord, FinetuneRecord, GridRecord, RejectionSetup
 from retailnb.train.engine import make_fabric
 from retailnb.train.launch import launch, under_torchrun, worker_run
 
@@ -93,7 +93,7 @@ def rejection_setup(rejections: dict[str, dict[str, Any]], recall: float,
                           n_source_unknown=n_source_unknown)
 
 
-def load_target(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> tuple[ProbeData, int]:
+def load_target(spec: EvaluateStageSpec, name: str, paths: EvaluatePaths) -> tuple[ProbeData, int]:
     """The target's training and test images, decoded at the backbone's size, with ``evaluate.on_overlap``
     applied; and the number of training images dropped because a test image is identical."""
     manifest = target_manifest(name, spec.target, paths.manifest, Path(paths.features_dir) / "target",
@@ -103,7 +103,7 @@ def load_target(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> tuple[P
     return resolve_overlap(data, name, spec.on_overlap)
 
 
-def load_source_unknowns(spec: EvaluateStage, paths: EvaluatePaths) -> SourceUnknownData | None:
+def load_source_unknowns(spec: EvaluateStageSpec, paths: EvaluatePaths) -> SourceUnknownData | None:
     """The source's unlabelled-only products' images (:func:`source_unknown_records`), decoded like the
     target's (``compute.images``, the backbone's image size): the second unknown set of the rejection
     evaluation. None unless ``evaluate.rejection.source_unknowns`` is on, the target is ``prepared`` (the
@@ -120,22 +120,22 @@ def load_source_unknowns(spec: EvaluateStage, paths: EvaluatePaths) -> SourceUnk
     return SourceUnknownData(records=records, x=x, y=np.asarray(y), classes=classes)
 
 
-class EvaluateRun(Spec):
+class EvaluateRunSpec(Spec):
     """The stage's spec, target name and paths, as JSON for the ``torchrun`` workers."""
 
-    spec: EvaluateStage
+    spec: EvaluateStageSpec
     name: str
     paths: EvaluatePaths
 
 
-def run(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> EvaluateResult:
+def run(spec: EvaluateStageSpec, name: str, paths: EvaluatePaths) -> EvaluateResult:
     """Probe every backbone few-shot, finetune the main one and random weights, write the record and plot data.
 
     When ``spec.compute`` is distributed the features and the finetuning runs come from ``torchrun`` first
     (:func:`network_work`); what they leave is then reused here, whatever ``compute.resume`` says.
     """
     if spec.compute.distributed and not under_torchrun():
-        launch("retailnb.stages.evaluate", EvaluateRun(spec=spec, name=name, paths=paths),
+        launch("retailnb.stages.evaluate", EvaluateRunSpec(spec=spec, name=name, paths=paths),
                Path(paths.features_dir) / "run.json", spec.compute)
         spec = spec.model_copy(update={"compute": spec.compute.model_copy(update={"resume": "auto"})})
     data, n_dropped = load_target(spec, name, paths)
@@ -170,7 +170,7 @@ def run(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> EvaluateResult:
                           main_predictions=main_predictions)
 
 
-def network_work(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> None:
+def network_work(spec: EvaluateStageSpec, name: str, paths: EvaluatePaths) -> None:
     """What a distributed run does under ``torchrun``: every backbone's features (cached; the source's
     unlabelled-only products' too, when :func:`load_source_unknowns` finds them) and the finetuning
     baselines (their best weights saved), leaving the probes and the record to :func:`run`."""
@@ -185,7 +185,7 @@ def network_work(spec: EvaluateStage, name: str, paths: EvaluatePaths) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line used under ``torchrun``: ``python -m retailnb.stages.evaluate RUN.json``."""
-    job = worker_run(EvaluateRun, argv, __doc__)
+    job = worker_run(EvaluateRunSpec, argv, __doc__)
     make_fabric(job.spec.compute)  # joins the process group before the shared feature extraction
     network_work(job.spec, job.name, job.paths)
 

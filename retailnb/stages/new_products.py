@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 
-from retailnb.bundle import Bundle, ProbeSettings, embed, file_sha256, fit_probe, new_bundle, save_bundle
-from retailnb.config.new_products import NewProductsStage
+from retailnb.bundle.core import Bundle, ProbeSettings, embed, file_sha256, fit_probe, new_bundle, save_bundle
+from retailnb.config.new_products import NewProductsStageSpec
 from retailnb.data.manifest import read_manifest
-from retailnb.enrol import enrolment_curve, hold_out_classes
+from retailnb.bundle.enrolment import enrolment_curve, hold_out_classes
 from retailnb.evaluation.quickprobe import load_probe_data
-from retailnb.records import NewProductsRecord
+from retailnb.results.records import NewProductsRecord
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class NewProductsResult:
     bundle_path: Path
 
 
-def run(spec: NewProductsStage, paths: NewProductsPaths) -> NewProductsResult:
+def run(spec: NewProductsStageSpec, paths: NewProductsPaths) -> NewProductsResult:
     """Fit the first bundle without ``n_new`` products, enrol them from each shot count, write all."""
     settings = spec.new_products
     size = spec.backbone.image_size

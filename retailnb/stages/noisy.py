@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from retailnb.atomic import atomic_write_text
+from retailnb.util.atomic import atomic_write_text
 from retailnb.config.base import Spec
-from retailnb.config.noisy import NoisyStage
+from retailnb.config.noisy import NoisyStageSpec
 from retailnb.data.manifest import read_manifest
 from retailnb.evaluation.quickprobe import load_probe_data
 from retailnb.models.sharded import process_group
 from retailnb.noisy.pseudolabels import threshold_curve
 from retailnb.noisy.rounds import first_teacher, load_source, plot_rows, run_noisy_student
-from retailnb.records import NoisyRecord, read_record
+from retailnb.results.records import NoisyRecord, read_record
 from retailnb.train.engine import make_fabric
 from retailnb.train.launch import launch, under_torchrun, worker_run
 
@@ -57,10 +57,10 @@ class NoisyResult:
     threshold_curve: list[dict[str, float]]
 
 
-class NoisyRun(Spec):
+class NoisyRunSpec(Spec):
     """The stage's spec and paths, as JSON for the ``torchrun`` workers."""
 
-    spec: NoisyStage
+    spec: NoisyStageSpec
     paths: NoisyPaths
 
 
@@ -70,17 +70,17 @@ CURVE_FILE = "threshold_curve.json"
 """Round 1's teacher's precision and coverage per threshold, in ``out_dir`` (read back after a distributed run)."""
 
 
-def run(spec: NoisyStage, paths: NoisyPaths) -> NoisyResult:
+def run(spec: NoisyStageSpec, paths: NoisyPaths) -> NoisyResult:
     """Run the stage here, or under ``torchrun`` when ``spec.compute`` is distributed; see :func:`run_here`."""
     if spec.compute.distributed and not under_torchrun():
-        launch("retailnb.stages.noisy", NoisyRun(spec=spec, paths=paths), Path(paths.out_dir) / "run.json",
+        launch("retailnb.stages.noisy", NoisyRunSpec(spec=spec, paths=paths), Path(paths.out_dir) / "run.json",
                spec.compute)
         curve = json.loads((Path(paths.out_dir) / CURVE_FILE).read_text())
         return NoisyResult(record=read_record(NoisyRecord, paths.metrics), threshold_curve=curve)
     return run_here(spec, paths)
 
 
-def run_here(spec: NoisyStage, paths: NoisyPaths) -> NoisyResult:
+def run_here(spec: NoisyStageSpec, paths: NoisyPaths) -> NoisyResult:
     """Decode the source once, fit round 1's teacher once, run every round, write record and plot data.
 
     In a distributed run every process calls it; rank 0 alone writes.
@@ -105,7 +105,7 @@ def run_here(spec: NoisyStage, paths: NoisyPaths) -> NoisyResult:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line used under ``torchrun``: ``python -m retailnb.stages.noisy RUN.json``."""
-    job = worker_run(NoisyRun, argv, __doc__)
+    job = worker_run(NoisyRunSpec, argv, __doc__)
     make_fabric(job.spec.compute)  # joins the process group before the teacher's shared inference
     run_here(job.spec, job.paths)
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from retailnb.config.pretrain import PretrainStage
+from retailnb.config.pretrain import PretrainStageSpec
 from retailnb.data.manifest import read_manifest
 from retailnb.evaluation.quickprobe import ProbeData, load_probe_data, probe_scores
 from retailnb.models.backbone import create_backbone
-from retailnb.records import PretrainRecord, ProbeScores, TrainSummary
-from retailnb.train.pretrain import PretrainRun, run_pretrain
+from retailnb.results.records import PretrainRecord, ProbeScores, TrainSummary
+from retailnb.train.pretraining import PretrainRunSpec, run_pretrain
 
 
 @dataclass(frozen=True)
@@ -32,22 +32,22 @@ class PretrainPaths:
     metrics: str
 
 
-def monitor_data(spec: PretrainStage, manifest: str) -> ProbeData:
+def monitor_data(spec: PretrainStageSpec, manifest: str) -> ProbeData:
     """The monitor split: held-out source products, decoded at the backbone's image size."""
     return load_probe_data(read_manifest(manifest), spec.backbone.image_size, "monitor_train", "monitor_test",
                            storage=spec.compute.images)
 
 
-def run(spec: PretrainStage, name: str, paths: PretrainPaths, *, monitor: ProbeData | None = None) -> PretrainRecord:
+def run(spec: PretrainStageSpec, name: str, paths: PretrainPaths, *, monitor: ProbeData | None = None) -> PretrainRecord:
     """Train variant ``name`` (or resume it), score it against random weights, write its record.
 
     Args:
-        spec: the variant's parameters (``load_stage("pretrain", key=name)``).
+        spec: the variant's parameters (``load_stage(PretrainStageSpec, key=name)``).
         name: the variant's key in ``pretrain.variants``.
         paths: inputs and outputs.
         monitor: the decoded monitor split, when the caller has it already.
     """
-    info = run_pretrain(PretrainRun(spec=spec, manifest=paths.manifest, out_dir=paths.out_dir,
+    info = run_pretrain(PretrainRunSpec(spec=spec, manifest=paths.manifest, out_dir=paths.out_dir,
                                     live_dir=paths.live_dir))
     data = monitor or monitor_data(spec, paths.manifest)
     trained = create_backbone(spec.backbone.architecture, weights=str(Path(paths.out_dir) / "backbone.pt"))

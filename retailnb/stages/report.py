@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from retailnb.atomic import atomic_write_text
-from retailnb.config.report import ReportStage
-from retailnb.records import DataRecord, HeadlineRecord, SummaryRecord, read_record
-from retailnb.report import results_markdown
-from retailnb.summary import SeedRecords, headline, read_seeds, summarize
+from retailnb.util.atomic import atomic_write_text
+from retailnb.config.report import ReportStageSpec
+from retailnb.results.records import DataRecord, HeadlineRecord, SummaryRecord, read_record
+from retailnb.results.markdown import results_markdown
+from retailnb.results.summary import SeedRecords, headline, read_seeds, summarize
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class ReportInputs:
     headline: HeadlineRecord
 
 
-def run(spec: ReportStage, paths: ReportPaths) -> ReportInputs:
+def run(spec: ReportStageSpec, paths: ReportPaths) -> ReportInputs:
     """Read the records of every seed of ``evaluate.seeds``; write the table, the summary and the headline
     (each atomically).
 

@@ -18,7 +18,7 @@ from lightly.loss import NegativeCosineSimilarity, NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead, SimSiamPredictionHead, SimSiamProjectionHead
 from torch import nn
 
-from retailnb.config.pretrain import ContrastiveModelSpec, Objectives
+from retailnb.config.pretrain import ContrastiveModelSpec, ObjectivesSpec
 from retailnb.losses.supcon import SupConLoss
 from retailnb.models.backbone import create_backbone, feature_dim
 
@@ -69,7 +69,7 @@ class ContrastiveModel(nn.Module):
         return out
 
 
-def build_model(architecture: str, config: ContrastiveModelSpec, objectives: Objectives) -> ContrastiveModel:
+def build_model(architecture: str, config: ContrastiveModelSpec, objectives: ObjectivesSpec) -> ContrastiveModel:
     """The model of ``objectives``: a timm ``architecture`` initialised and noised as ``config`` says, with
     only the heads the switched-on objectives need, on the CPU."""
     backbone = create_backbone(
@@ -92,7 +92,7 @@ class ContrastiveObjective:
             arrives as views already (drawn in DataLoader workers).
     """
 
-    def __init__(self, objectives: Objectives, model: ContrastiveModelSpec, distributed: bool = False,
+    def __init__(self, objectives: ObjectivesSpec, model: ContrastiveModelSpec, distributed: bool = False,
                  augment: nn.Module | None = None) -> None:
         self.objectives = objectives
         self.n_views = model.n_views

@@ -4,7 +4,7 @@ Both the contrastive stage and the noisy student use it: they differ only in the
 sampler and the loss function they pass. Fabric places the model and batches on the device, wraps the
 model for DDP when several processes run (under ``torchrun``), and applies mixed precision where the device
 supports it. The loop adds what a research run needs: a cosine schedule with warm-up, progress (a bar in a
-terminal, one line per epoch everywhere: :mod:`retailnb.progress`), dvclive curves, an atomic checkpoint
+terminal, one line per epoch everywhere: :mod:`retailnb.util.progress`), dvclive curves, an atomic checkpoint
 every epoch and exact resumption from it.
 """
 
@@ -34,7 +34,7 @@ from retailnb.models.checkpoint import (
     load_training_state,
     save_training_state,
 )
-from retailnb.progress import EpochLog, step_bar
+from retailnb.util.progress import EpochLog, step_bar
 
 LossFn = Callable[[nn.Module, Any], Mapping[str, torch.Tensor]]
 
@@ -201,7 +201,7 @@ def fit(
         run_key: identifies the run's parameters; a saved state with another key is not resumed but
             replaced (see :func:`can_resume`).
         label: what is training, at the head of each epoch's progress line on standard error (rank 0;
-            see :mod:`retailnb.progress`).
+            see :mod:`retailnb.util.progress`).
 
     Returns:
         Loss history per epoch and the run's throughput (see :class:`FitResult`).

@@ -8,8 +8,14 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 from shared_fixtures import REPO, repo_params, with_overrides
+from spec_paths import SPECS
 
 from retailnb.config.params_file import ParamsError, read_params
+from retailnb.config.data import DataStageSpec
+from retailnb.config.evaluate import EvaluateStageSpec
+from retailnb.config.noisy import NoisyStageSpec
+from retailnb.config.pretrain import PretrainStageSpec
+from retailnb.config.report import ReportStageSpec
 from retailnb.config.stages import load_stage
 
 BAD: list[tuple[str, str | None, str, Any, str]] = [
@@ -61,7 +67,7 @@ def test_a_bad_value_names_its_key_path_and_value(tmp_path: Path, stage: str, ke
                                                   value: Any, why: str) -> None:
     params_file = write(tmp_path, with_overrides(repo_params(), {path: value}))
     with pytest.raises(ParamsError) as error:
-        load_stage(stage, params_file, key)
+        load_stage(SPECS[stage], params_file, key)
     message = str(error.value)
     assert str(params_file) in message and f"{path}" in message and why in message, message
 
@@ -69,7 +75,7 @@ def test_a_bad_value_names_its_key_path_and_value(tmp_path: Path, stage: str, ke
 @pytest.mark.parametrize("value", [5, "all"])
 def test_a_single_shot_count_is_a_list_of_one(tmp_path: Path, value: Any) -> None:
     params_file = write(tmp_path, with_overrides(repo_params(), {"evaluate.probe.shots": value}))
-    assert load_stage("evaluate", params_file, "prepared").probe.shots == [value]
+    assert load_stage(EvaluateStageSpec, params_file, "prepared").probe.shots == [value]
 
 
 def test_an_unknown_key_is_an_error(tmp_path: Path) -> None:
@@ -77,21 +83,21 @@ def test_an_unknown_key_is_an_error(tmp_path: Path) -> None:
     params["pretrain"]["epochs"] = 3  # a typo of pretrain.engine.epochs
     params["noisy"]["pseudo"]["sofft"] = True
     with pytest.raises(ParamsError, match=r"pretrain\.epochs: unknown key"):
-        load_stage("pretrain", write(tmp_path, params), "simclr_supcon")
+        load_stage(PretrainStageSpec, write(tmp_path, params), "simclr_supcon")
     with pytest.raises(ParamsError, match=r"noisy\.pseudo\.sofft: unknown key"):
-        load_stage("noisy", write(tmp_path, params))
+        load_stage(NoisyStageSpec, write(tmp_path, params))
 
 
 def test_an_unknown_section_is_an_error(tmp_path: Path) -> None:
     params = repo_params()
     params["evalute"] = {"probe": {"draws": 3}}  # a typo of evaluate
     with pytest.raises(ParamsError, match=r"evalute: unknown key \(known: backbone, compute, data, evaluate"):
-        load_stage("report", write(tmp_path, params))
+        load_stage(ReportStageSpec, write(tmp_path, params))
 
 
 def test_an_unknown_variant_names_the_entries(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match=r"pretrain\.variants: no entry 'simclr2' \(entries: simclr_supcon\)"):
-        load_stage("pretrain", write(tmp_path, repo_params()), "simclr2")
+        load_stage(PretrainStageSpec, write(tmp_path, repo_params()), "simclr2")
 
 
 @pytest.mark.parametrize("variant", ["simclr", "supcon", "simsiam"])
@@ -102,7 +108,7 @@ def test_the_commented_out_variants_of_params_yaml_load_when_uncommented(tmp_pat
     assert line in text
     params_file = tmp_path / "params.yaml"
     params_file.write_text(text.replace(line, line.replace("# ", "", 1)))
-    weights = load_stage("pretrain", params_file, variant).variant
+    weights = load_stage(PretrainStageSpec, params_file, variant).variant
     assert getattr(weights, f"{variant}_weight") == 1.0
     assert [name for name, weight in weights.model_dump().items() if weight > 0] == [f"{variant}_weight"]
 
@@ -116,7 +122,7 @@ def test_params_are_read_as_yaml_1_2_like_dvc(tmp_path: Path) -> None:
 
 def test_a_missing_params_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match="no params file"):
-        load_stage("data", tmp_path / "nowhere.yaml")
+        load_stage(DataStageSpec, tmp_path / "nowhere.yaml")
 
 
 def test_a_training_seed_from_the_stage_command_is_a_non_negative_integer() -> None:
@@ -132,7 +138,7 @@ def test_a_training_seed_from_the_stage_command_is_a_non_negative_integer() -> N
 @pytest.mark.parametrize("stage", ["pretrain", "noisy", "evaluate"])
 def test_each_training_stage_offsets_its_seeds_by_the_training_seed(stage: str) -> None:
     key = {"pretrain": "simclr_supcon", "evaluate": "prepared"}.get(stage)
-    base = load_stage(stage, REPO / "params.yaml", key)
+    base = load_stage(SPECS[stage], REPO / "params.yaml", key)
     moved = base.with_seed(3)
     engine = {"pretrain": lambda s: s.engine, "noisy": lambda s: s.noisy.engine,
               "evaluate": lambda s: s.finetune.engine}[stage]

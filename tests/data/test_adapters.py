@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from retailnb import parallel
+from retailnb.util import parallel
 from retailnb.data.adapters import (
     DEFAULT_ROLE_MAP,
     AdapterReport,
@@ -22,7 +22,7 @@ from retailnb.data.grocery import (
     grocery_candidates,
     read_classes,
 )
-from retailnb.data.imagefolder import build_image_folder_manifest, detect_layout
+from retailnb.data.folder import build_image_folder_manifest, detect_layout
 from retailnb.data.images import ImageError
 from retailnb.data.manifest import Manifest, read_manifest
 

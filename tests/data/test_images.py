@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from retailnb import parallel
+from retailnb.util import parallel
 from retailnb.data.images import (
     ImageError,
     check_image,

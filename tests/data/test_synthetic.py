@@ -15,7 +15,7 @@ from PIL import Image
 from pydantic import ValidationError
 from shared_fixtures import default_part
 
-from retailnb.config.data import SyntheticConfig
+from retailnb.config.data import SyntheticSpec
 from retailnb.data import synthetic
 from retailnb.data.manifest import Manifest, read_manifest
 from retailnb.data.synthetic import (
@@ -32,7 +32,7 @@ from retailnb.data.synthetic import (
 
 # 2 source families x 3 SKUs (3 labelled, 3 unlabelled-only), 1 monitor and 2 target families: 57 images.
 TINY = default_part(
-    SyntheticConfig,
+    SyntheticSpec,
     "data.synthetic",
     n_source_families=2,
     n_monitor_families=1,
@@ -180,7 +180,7 @@ def test_source_and_target_catalogues_are_disjoint(manifest: Manifest) -> None:
 
 
 def test_brand_names_are_unique_over_a_large_catalogue() -> None:
-    big = default_part(SyntheticConfig, "data.synthetic", n_source_families=60, n_monitor_families=10,
+    big = default_part(SyntheticSpec, "data.synthetic", n_source_families=60, n_monitor_families=10,
                        n_target_families=40)
     skus = design_catalogue(big)
     families = {s.family.index: s.family.name for s in skus}
@@ -221,7 +221,7 @@ def test_families_share_a_look_and_siblings_differ(designs: list[SkuDesign]) -> 
 
 
 def test_default_config_is_a_few_thousand_images_with_ten_shot_probes() -> None:
-    config = default_part(SyntheticConfig, "data.synthetic")  # params.yaml's sizes
+    config = default_part(SyntheticSpec, "data.synthetic")  # params.yaml's sizes
     counts = expected_role_counts(config)
     assert 2500 <= sum(counts.values()) <= 4000
     assert config.catalogue_per_sku + config.probe_train_shelf_per_sku >= 10
@@ -234,7 +234,7 @@ def test_default_config_is_a_few_thousand_images_with_ten_shot_probes() -> None:
 def test_difficulty_moves_shelf_crops_away_from_packshots() -> None:
     # Compared on the central region, where both images show the product: the background (white
     # studio versus shelf) is the domain itself, present at every difficulty, not a distortion.
-    skus = design_catalogue(default_part(SyntheticConfig, "data.synthetic", n_source_families=4))[:20]
+    skus = design_catalogue(default_part(SyntheticSpec, "data.synthetic", n_source_families=4))[:20]
 
     def distance(difficulty: float) -> float:
         gaps = []
@@ -306,7 +306,7 @@ def test_shelf_neighbours_come_from_the_same_part_of_the_dataset(
 )
 def test_bad_config_raises_naming_the_parameter(name: str, value: Any) -> None:
     with pytest.raises(ValidationError, match=name):
-        SyntheticConfig.model_validate({**TINY.model_dump(), name: value})
+        SyntheticSpec.model_validate({**TINY.model_dump(), name: value})
 
 
 def test_config_accepts_values_at_its_bounds() -> None:
@@ -317,7 +317,7 @@ def test_config_accepts_values_at_its_bounds() -> None:
         image_size=16,
         skus_per_family=len(VARIANT_WORDS),
     )
-    SyntheticConfig.model_validate({**TINY.model_dump(), **bounds})
+    SyntheticSpec.model_validate({**TINY.model_dump(), **bounds})
 
 
 def _fail(*args: object, **kwargs: object) -> None:

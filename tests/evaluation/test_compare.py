@@ -12,7 +12,7 @@ import timm
 import torch
 
 from retailnb.config.evaluate import RejectionSpec
-from retailnb.data.manifest import Record
+from retailnb.data.manifest import ManifestRow
 from retailnb.evaluation.compare import (
     backbone_results,
     catalogue_mask,
@@ -71,7 +71,7 @@ def four_products(domains: list[str]) -> tuple[ProbeData, np.ndarray, np.ndarray
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 8)) * 4
     y_train, y_test = np.repeat(np.arange(4), len(domains)), np.repeat(np.arange(4), 5)
-    train = [Record(path=f"{c}_{i}.png", label=int(c), class_name=f"p{c}", split="train", role="probe_train",
+    train = [ManifestRow(path=f"{c}_{i}.png", label=int(c), class_name=f"p{c}", split="train", role="probe_train",
                     domain=domains[i]) for c in range(4) for i in range(len(domains))]
     data = ProbeData(train=train, test=[], x_train=np.zeros(1), x_test=np.zeros(1), y_train=y_train, y_test=y_test,
                      classes=[f"p{c}" for c in range(4)])

@@ -9,12 +9,12 @@ import pytest
 from PIL import Image
 from shared_fixtures import default_spec
 
-from retailnb.data.manifest import Record
+from retailnb.data.manifest import ManifestRow
 from retailnb.evaluation.overlap import MAX_NAMED, OverlapError, find_overlap, resolve_overlap
 from retailnb.evaluation.quickprobe import ProbeData
-from retailnb.records import EvaluateRecord
-from retailnb.report import target_heading
-from retailnb.summary import summarize_target
+from retailnb.results.records import EvaluateRecord
+from retailnb.results.markdown import target_heading
+from retailnb.results.summary import summarize_target
 from retailnb.stages.evaluate import EvaluatePaths, load_target
 
 
@@ -28,8 +28,8 @@ def probe_data(n_per_class: int = 3, copies: dict[int, int] | None = None) -> Pr
     for i, j in (copies or {}).items():
         x_train[i] = x_test[j]
 
-    def rows(split: str, y: np.ndarray) -> list[Record]:
-        return [Record(f"{split}/{c}/{k}.jpg", int(c), f"p{c}", split, f"probe_{split}") for k, c in enumerate(y)]
+    def rows(split: str, y: np.ndarray) -> list[ManifestRow]:
+        return [ManifestRow(f"{split}/{c}/{k}.jpg", int(c), f"p{c}", split, f"probe_{split}") for k, c in enumerate(y)]
 
     return ProbeData(rows("train", y_train), rows("test", y_test), x_train, x_test, y_train, y_test, ["p0", "p1"])
 

@@ -16,10 +16,11 @@ from shared_fixtures import default_spec, repo_params, tiny_synthetic_manifest, 
 from torch import nn
 
 from retailnb.config.params_file import ParamsError
+from retailnb.config.evaluate import EvaluateStageSpec
 from retailnb.config.stages import load_stage
 from retailnb.data.cache import DiskArray
 from retailnb.data.images import decode_images
-from retailnb.data.manifest import Manifest, Record, read_manifest
+from retailnb.data.manifest import Manifest, ManifestRow, read_manifest
 from retailnb.evaluation.compare import (
     SOURCE_UNKNOWN_DIR,
     SourceUnknownData,
@@ -33,8 +34,8 @@ from retailnb.stages.evaluate import EvaluatePaths, load_source_unknowns
 ARCH = "test_resnet"
 
 
-def row(name: str, role: str, i: int = 0) -> Record:
-    return Record(path=f"{name or 'none'}_{role}_{i}.jpg", label=-1 if not name else 0, class_name=name,
+def row(name: str, role: str, i: int = 0) -> ManifestRow:
+    return ManifestRow(path=f"{name or 'none'}_{role}_{i}.jpg", label=-1 if not name else 0, class_name=name,
                   split="train", role=role, domain="shelf")
 
 
@@ -70,9 +71,9 @@ def write_params(tmp_path: Path, overrides: dict[str, Any]) -> Path:
 def test_source_unknowns_must_be_a_yaml_bool(tmp_path: Path, value: Any) -> None:
     params_file = write_params(tmp_path, {"evaluate.rejection.source_unknowns": value})
     with pytest.raises(ParamsError) as error:
-        load_stage("evaluate", params_file, "prepared")
+        load_stage(EvaluateStageSpec, params_file, "prepared")
     assert "evaluate.rejection.source_unknowns" in str(error.value) and "valid boolean" in str(error.value)
-    assert load_stage("evaluate", write_params(tmp_path, {"evaluate.rejection.source_unknowns": False}),
+    assert load_stage(EvaluateStageSpec, write_params(tmp_path, {"evaluate.rejection.source_unknowns": False}),
                       "prepared").rejection.source_unknowns is False
     assert default_spec("evaluate", "prepared").rejection.source_unknowns is True  # params.yaml's
 

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 from shared_fixtures import default_part  # noqa: E402
 
-from retailnb.config.noisy import PseudolabelConfig  # noqa: E402
+from retailnb.config.noisy import PseudolabelSpec  # noqa: E402
 from retailnb.noisy.pseudolabels import (  # noqa: E402
     TABLE_COLUMNS,
     balance_cap,
@@ -33,9 +33,9 @@ from retailnb.noisy.pseudolabels import (  # noqa: E402
 from retailnb.plots.pseudolabels import rounds_plot, threshold_plot  # noqa: E402
 
 
-def pseudo(**fields: object) -> PseudolabelConfig:
+def pseudo(**fields: object) -> PseudolabelSpec:
     """The params.yaml pseudolabel settings (``noisy.pseudo``) with ``fields`` replaced."""
-    return default_part(PseudolabelConfig, "noisy.pseudo", **fields)
+    return default_part(PseudolabelSpec, "noisy.pseudo", **fields)
 
 
 # Eight pool images, three classes. Confidence and argmax per row are in the comments.

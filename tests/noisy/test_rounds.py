@@ -1,7 +1,7 @@
 """Tests of the per-round plot data of the noisy-student stage."""
 
 from retailnb.noisy.rounds import plot_rows
-from retailnb.records import RoundRecord
+from retailnb.results.records import RoundRecord
 
 
 def test_plot_rows_give_every_row_of_a_file_the_same_fields() -> None:

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from retailnb.data.manifest import Record  # noqa: E402
+from retailnb.data.manifest import ManifestRow  # noqa: E402
 from retailnb.evaluation.quickprobe import ProbeData  # noqa: E402
 from retailnb.plots.evaluation import (  # noqa: E402
     catalogue_gallery,
@@ -199,8 +199,8 @@ def test_confusion_figure_needs_one_prediction_per_test_image() -> None:
         confusion_figure(probe_data(np.zeros((6, 2)), y, np.zeros((6, 2)), y), y[:-1])
 
 
-def record(label: int, domain: str) -> Record:
-    return Record(path=f"{label}-{domain}.png", label=label, class_name=str(label), split="train",
+def record(label: int, domain: str) -> ManifestRow:
+    return ManifestRow(path=f"{label}-{domain}.png", label=label, class_name=str(label), split="train",
                   role="probe_train", domain=domain)
 
 

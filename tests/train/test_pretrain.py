@@ -14,8 +14,8 @@ from PIL import Image
 from pydantic import ValidationError
 from shared_fixtures import default_part, default_spec
 
-from retailnb.config.data import SyntheticConfig
-from retailnb.config.pretrain import ContrastiveModelSpec, Objectives
+from retailnb.config.data import SyntheticSpec
+from retailnb.config.pretrain import ContrastiveModelSpec, ObjectivesSpec
 from retailnb.data.synthetic import generate
 from retailnb.train.contrastive import (
     ContrastiveModel,
@@ -24,7 +24,7 @@ from retailnb.train.contrastive import (
 )
 from retailnb.models.checkpoint import load_checkpoint
 from retailnb.train.engine import can_resume
-from retailnb.train.pretrain import PretrainRun, pretrain, run_pretrain
+from retailnb.train.pretraining import PretrainRunSpec, pretrain, run_pretrain
 
 BACKBONE = "test_resnet"  # timm's tiny test model: a real CNN, random init, no download
 VARIANTS = {
@@ -35,8 +35,8 @@ VARIANTS = {
 (the commented-out ``simsiam`` variant of params.yaml)."""
 
 
-def objectives(variant: str, **weights: float) -> Objectives:
-    return default_part(Objectives, "pretrain.variants.simclr_supcon", **{**VARIANTS[variant], **weights})
+def objectives(variant: str, **weights: float) -> ObjectivesSpec:
+    return default_part(ObjectivesSpec, "pretrain.variants.simclr_supcon", **{**VARIANTS[variant], **weights})
 
 
 def tiny_model(variant: str) -> ContrastiveModel:
@@ -47,7 +47,7 @@ def tiny_model(variant: str) -> ContrastiveModel:
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = default_part(
-        SyntheticConfig, "data.synthetic",
+        SyntheticSpec, "data.synthetic",
         n_source_families=2, n_monitor_families=1, n_target_families=1, skus_per_family=3, labelled_fraction=0.67,
         catalogue_per_sku=1, labelled_shelf_per_sku=3, unlabelled_shelf_per_sku=3, monitor_train_per_sku=2,
         monitor_test_per_sku=2, probe_train_shelf_per_sku=2, probe_test_per_sku=2, image_size=32,
@@ -55,7 +55,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(config, tmp_path_factory.mktemp("data") / "prepared", workers=1)
 
 
-def tiny_run(manifest: Path, out_dir: Path, variant: str = "simclr_supcon", **overrides: Any) -> PretrainRun:
+def tiny_run(manifest: Path, out_dir: Path, variant: str = "simclr_supcon", **overrides: Any) -> PretrainRunSpec:
     """A variant of :data:`VARIANTS`, tiny, on the CPU; ``overrides`` as for ``default_spec``."""
     tiny = dict(
         backbone__architecture=BACKBONE, backbone__image_size=32,
@@ -66,7 +66,7 @@ def tiny_run(manifest: Path, out_dir: Path, variant: str = "simclr_supcon", **ov
         **{f"variants__simclr_supcon__{name}": weight for name, weight in VARIANTS[variant].items()},
     )
     spec = default_spec("pretrain", "simclr_supcon", **{**tiny, **overrides})
-    return PretrainRun(spec=spec, manifest=str(manifest), out_dir=str(out_dir), live_dir="", decode_workers=0)
+    return PretrainRunSpec(spec=spec, manifest=str(manifest), out_dir=str(out_dir), live_dir="", decode_workers=0)
 
 
 @pytest.mark.parametrize(("variant", "losses_of", "fall"), [

@@ -13,7 +13,7 @@ from shared_fixtures import default_part
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 
-from retailnb.config.views import PretrainViews, ViewSpec
+from retailnb.config.views import PretrainViewsSpec, ViewSpec
 from retailnb.transforms.batch_views import BatchViews
 from retailnb.transforms.views import retail_view_transform
 
@@ -25,7 +25,7 @@ NO_AUGMENTATION: dict[str, Any] = dict(
 
 def views(**fields: Any) -> ViewSpec:
     """The pretraining views of params.yaml (``pretrain.views``) with ``fields`` replaced."""
-    return default_part(PretrainViews, "pretrain.views", **fields)
+    return default_part(PretrainViewsSpec, "pretrain.views", **fields)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -12,7 +12,7 @@ from shared_fixtures import default_part
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 
-from retailnb.config.views import PretrainViews, ViewSpec
+from retailnb.config.views import PretrainViewsSpec, ViewSpec
 from retailnb.transforms import (
     eval_transform,
     n_views,
@@ -26,7 +26,7 @@ Factory = Callable[[], Callable[[Tensor], Tensor]]
 
 def views(**fields: object) -> ViewSpec:
     """The pretraining views of params.yaml (``pretrain.views``) with ``fields`` replaced."""
-    return default_part(PretrainViews, "pretrain.views", **fields)
+    return default_part(PretrainViewsSpec, "pretrain.views", **fields)
 
 
 @pytest.fixture(autouse=True, scope="module")

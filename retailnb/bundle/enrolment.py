@@ -1,7 +1,7 @@
 """Enrolling products: teach a bundle new products from a few images each, and measure what it costs.
 
 Two uses. The command line enrols a folder of products (``FOLDER/<product>/<image>``) into a bundle
-(:func:`folder_features`, then :func:`retailnb.bundle.add_products`). The new-products notebook
+(:func:`folder_features`, then :func:`retailnb.bundle.core.add_products`). The new-products notebook
 measures the promise behind it: hold some products of a catalogue out of the first fit
 (:func:`hold_out_classes`), enrol them later from 1, 5, 10 images each (:func:`enrolment_curve`), and
 check that the new products are recognised while the old ones keep their accuracy
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from retailnb.bundle import (
+from retailnb.bundle.core import (
     Bundle,
     add_products,
     embed,
@@ -26,9 +26,9 @@ from retailnb.bundle import (
     files_sha256,
     predict_features,
 )
-from retailnb.data.imagefiles import product_folders
+from retailnb.data.inputs import product_folders
 from retailnb.evaluation.fewshot import sample_shots
-from retailnb.tables import aligned
+from retailnb.util.tables import aligned
 
 PathLike = str | os.PathLike[str]
 
@@ -46,7 +46,7 @@ def folder_features(
     Args:
         bundle: the bundle whose backbone embeds the images.
         root: one sub-folder of images per product.
-        products: :func:`retailnb.data.imagefiles.product_folders` of ``root``, when the caller has
+        products: :func:`retailnb.data.inputs.product_folders` of ``root``, when the caller has
             already listed it (the folder is then not read again).
         progress: called with the number of images of each embedded batch.
         batch_size: images decoded and embedded together.
@@ -56,7 +56,7 @@ def folder_features(
         images per product, SHA-256 of the image files).
 
     Raises:
-        DatasetError: ``root`` is not such a folder (see :func:`retailnb.data.imagefiles.product_folders`).
+        DatasetError: ``root`` is not such a folder (see :func:`retailnb.data.inputs.product_folders`).
         ImageError: an image cannot be read; the message names it.
     """
     products = product_folders(root) if products is None else products

@@ -9,7 +9,7 @@ Two layouts are recognised, and told apart by the folders under the root:
   folder per class.
 
 Labels index the sorted class names. Image paths are written absolute: images stay where they are.
-Inside a class folder, what counts as an image is the rule of :mod:`retailnb.data.imagenames` (the
+Inside a class folder, what counts as an image is the rule of :mod:`retailnb.data.listing` (the
 command line's too): broken links, link loops and unreadable files named as images are reported per
 file by validation; other files (``README.txt``) are ignored and listed in the report; a folder inside
 a class folder is a layout error that names it.
@@ -35,7 +35,7 @@ from retailnb.data.adapters import (
     resolve_role_map,
     write_adapter_manifest,
 )
-from retailnb.data.imagenames import folder_images
+from retailnb.data.listing import folder_images
 from retailnb.data.images import DEFAULT_MIN_SIZE
 from retailnb.data.manifest import DOMAINS
 

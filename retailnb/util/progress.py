@@ -4,7 +4,7 @@ A training stage runs inside a notebook kernel (papermill), whose standard error
 tqdm bar there is stored as one line per update in the executed notebook (hundreds of lines in a
 report) and reaches the ``dvc repro`` terminal as nothing until the cell ends. So a step bar is drawn
 only when standard error is a terminal, and every epoch ends with one line on standard error, with
-the losses, the elapsed time and an estimate of the time left. :mod:`retailnb.notebooks` forwards the
+the losses, the elapsed time and an estimate of the time left. :mod:`retailnb.stages.run_notebook` forwards the
 kernel's standard error to the terminal of ``dvc repro`` as it arrives, so the same lines are the
 stage's live progress there and its one-line-per-epoch log in the report.
 """

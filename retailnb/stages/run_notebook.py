@@ -1,6 +1,6 @@
 """Run one stage's notebook: execute it with papermill and export the executed copy as an HTML report.
 
-Every stage of ``dvc.yaml`` is ``python -m retailnb.notebooks NOTEBOOK OUTPUT -p NAME VALUE ...``. One
+Every stage of ``dvc.yaml`` is ``python -m retailnb.stages.run_notebook NOTEBOOK OUTPUT -p NAME VALUE ...``. One
 process does both steps (a papermill run then a separate ``jupyter nbconvert`` cost a second interpreter
 and a second import of the Jupyter stack per stage), and every ``-p`` value reaches the notebook as the
 string written: the stages pass only the params file, a foreach key and paths, and the typed values come
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from retailnb.atomic import atomic_write_text
+from retailnb.util.atomic import atomic_write_text
 
 KERNEL = "python3"
 """The Jupyter kernel every stage runs in (the environment's own Python)."""
@@ -81,7 +81,7 @@ def report_view(nb: Any) -> Any:
 
 
 def figure_descriptions(nb: Any) -> dict[str, str]:
-    """Each displayed PNG's base64 data mapped to its ``alt`` description (see :mod:`retailnb.display`)."""
+    """Each displayed PNG's base64 data mapped to its ``alt`` description (see :mod:`retailnb.stages.display`)."""
     found = {}
     for cell in nb.cells:
         for output in cell.get("outputs", []):
@@ -123,7 +123,7 @@ def export_html(executed: str | Path) -> Path:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line: the notebook, the executed copy, and ``-p NAME VALUE`` pairs (strings)."""
-    parser = argparse.ArgumentParser(prog="python -m retailnb.notebooks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m retailnb.stages.run_notebook", description=__doc__.splitlines()[0])
     parser.add_argument("notebook", help="the source notebook, e.g. notebooks/01_data.ipynb")
     parser.add_argument("output", help="the executed copy, e.g. reports/01_data.ipynb (the HTML goes beside it)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),

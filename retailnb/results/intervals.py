@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-from retailnb.records import IntervalRecord
+from retailnb.results.records import IntervalRecord
 
 Order = Literal["higher", "lower", "no difference measured"]
 """How one interval stands against another."""

@@ -2,7 +2,7 @@
 
 ``pretrain(run)`` runs in the calling process (CPU or one GPU). For several GPUs (or several CPU
 processes) the same run is written to JSON and run under ``torchrun`` through this module's command
-line, ``python -m retailnb.train.pretrain RUN.json``; :func:`run_pretrain` does that.
+line, ``python -m retailnb.train.pretraining RUN.json``; :func:`run_pretrain` does that.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from retailnb.atomic import atomic_write_text
+from retailnb.util.atomic import atomic_write_text
 from retailnb.config.base import Spec
-from retailnb.config.pretrain import PretrainStage
+from retailnb.config.pretrain import PretrainStageSpec
 from retailnb.data.manifest import encode_labels, read_manifest
 from retailnb.models.backbone import feature_dim
 from retailnb.models.checkpoint import save_backbone
@@ -32,7 +32,7 @@ from retailnb.transforms.views import retail_view_transform
 log = logging.getLogger(__name__)
 
 
-class PretrainRun(Spec):
+class PretrainRunSpec(Spec):
     """One pretraining run: the variant's spec and its paths; JSON so ``torchrun`` workers get it too.
 
     Attributes:
@@ -43,14 +43,14 @@ class PretrainRun(Spec):
         decode_workers: processes decoding images; None uses every core.
     """
 
-    spec: PretrainStage
+    spec: PretrainStageSpec
     manifest: str
     out_dir: str
     live_dir: str
     decode_workers: int | None = None
 
 
-def training_rows(run: PretrainRun) -> tuple[list[Path], np.ndarray, list[str]]:
+def training_rows(run: PretrainRunSpec) -> tuple[list[Path], np.ndarray, list[str]]:
     """Image paths and labels (-1 for unlabelled) the run trains on, and the labelled class names.
 
     SimCLR and SimSiam use every source image; with both switched off only the labelled images remain.
@@ -67,7 +67,7 @@ def training_rows(run: PretrainRun) -> tuple[list[Path], np.ndarray, list[str]]:
     return manifest.paths(labelled) + manifest.paths(unlabelled), labels, classes
 
 
-def training_dataset(spec: PretrainStage, images: ImageSource, labels: np.ndarray) -> tuple[Any, BatchViews | None]:
+def training_dataset(spec: PretrainStageSpec, images: ImageSource, labels: np.ndarray) -> tuple[Any, BatchViews | None]:
     """The dataset and, for batch views, the module that draws them in the training step.
 
     With ``views.on == "worker"`` the dataset yields augmented views (image by image, in DataLoader
@@ -80,8 +80,8 @@ def training_dataset(spec: PretrainStage, images: ImageSource, labels: np.ndarra
     return TargetDataset(images, torch.as_tensor(labels)), BatchViews(size, spec.views)
 
 
-def pretrain(run: PretrainRun, *, stop_after_epoch: int | None = None) -> FitResult:
-    """Run (or resume) contrastive pretraining and write the backbone; see :class:`PretrainRun`."""
+def pretrain(run: PretrainRunSpec, *, stop_after_epoch: int | None = None) -> FitResult:
+    """Run (or resume) contrastive pretraining and write the backbone; see :class:`PretrainRunSpec`."""
     spec = run.spec
     out_dir = Path(run.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,13 +147,13 @@ def pretrain(run: PretrainRun, *, stop_after_epoch: int | None = None) -> FitRes
     return result
 
 
-def _weights(spec: PretrainStage) -> str:
+def _weights(spec: PretrainStageSpec) -> str:
     """The switched-on objectives and their weights, for the progress label: ``simclr 1, supcon 1``."""
     return ", ".join(f"{field.removesuffix('_weight')} {weight:g}"
                      for field, weight in spec.variant.model_dump().items() if weight > 0)
 
 
-def run_pretrain(run: PretrainRun) -> dict[str, Any]:
+def run_pretrain(run: PretrainRunSpec) -> dict[str, Any]:
     """Pretrain (in this process, or under torchrun when ``compute`` is distributed) and return the run's info.
 
     Returns:
@@ -165,7 +165,7 @@ def run_pretrain(run: PretrainRun) -> dict[str, Any]:
     out_dir = Path(run.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if run.spec.compute.distributed and not under_torchrun():
-        launch("retailnb.train.pretrain", run, out_dir / "run.json", run.spec.compute)
+        launch("retailnb.train.pretraining", run, out_dir / "run.json", run.spec.compute)
     else:
         pretrain(run)
     info: dict[str, Any] = json.loads((out_dir / "backbone.json").read_text())
@@ -180,8 +180,8 @@ def _live(live_dir: str, resume: bool) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line used under ``torchrun``: ``python -m retailnb.train.pretrain SPEC.json``."""
-    pretrain(worker_run(PretrainRun, argv, __doc__))
+    """Command line used under ``torchrun``: ``python -m retailnb.train.pretraining SPEC.json``."""
+    pretrain(worker_run(PretrainRunSpec, argv, __doc__))
 
 
 if __name__ == "__main__":

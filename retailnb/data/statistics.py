@@ -7,7 +7,7 @@ from collections import Counter
 from retailnb.data.manifest import Manifest
 
 
-def summarize(manifest: Manifest) -> dict[str, object]:
+def describe_manifest(manifest: Manifest) -> dict[str, object]:
     """Images and classes per role, images per domain, the few-shot depth of the probe split, and how
     many target products the source (labelled or unlabelled) also holds: 0 when, as on the synthetic
     data, the probes test products that pretraining never saw.

@@ -1,4 +1,4 @@
-"""The implementations of the ``retailnb`` commands (see :mod:`retailnb.cli` for the command line).
+"""The implementations of the ``retailnb`` commands (see :mod:`retailnb.bundle.cli` for the command line).
 
 They live apart from the argument parser so that ``retailnb --help`` and a mistyped option answer at
 once: this module imports torch, timm and scikit-learn (several seconds), and only a command that runs
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from retailnb.atomic import atomic_write, check_writable
-from retailnb.bundle import (
+from retailnb.util.atomic import atomic_write, check_writable
+from retailnb.bundle.core import (
     Bundle,
     BundleError,
     ClassNameError,
@@ -45,13 +45,13 @@ from retailnb.bundle import (
     save_bundle,
 )
 from retailnb.data.adapters import DatasetError
-from retailnb.data.imagefiles import image_files, product_folders
+from retailnb.data.inputs import image_files, product_folders
 from retailnb.data.images import ImageError
-from retailnb.enrol import folder_features
-from retailnb.locks import BusyError, exclusive
+from retailnb.bundle.enrolment import folder_features
+from retailnb.util.locks import BusyError, exclusive
 from retailnb.models.backbone import WeightsUnavailableError
 from retailnb.models.checkpoint import CheckpointError
-from retailnb.tables import aligned
+from retailnb.util.tables import aligned
 
 USER_ERRORS = (
     BundleError,
@@ -67,7 +67,7 @@ USER_ERRORS = (
 """Errors caused by what the user passed: reported in one line, never as a traceback.
 
 ``OSError`` covers every failure on the user's paths (missing, a folder, a parent that is a file, no
-permission, a full disk); :mod:`retailnb.atomic` makes those name the user's path, not a temporary file.
+permission, a full disk); :mod:`retailnb.util.atomic` makes those name the user's path, not a temporary file.
 """
 
 
@@ -79,7 +79,7 @@ def _say(message: str) -> None:
 def _embedding(what: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
     """A progress bar of embedded images on stderr; when the block ends, how many and how fast.
 
-    Yields the bar's ``update``, to pass as ``progress`` to :func:`retailnb.bundle.embed_files`.
+    Yields the bar's ``update``, to pass as ``progress`` to :func:`retailnb.bundle.core.embed_files`.
     """
     done = 0
     start = time.perf_counter()
@@ -369,7 +369,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 def cmd_add_products(args: argparse.Namespace) -> None:
     """``retailnb add-products``: the bundle plus the folder's products, probe refitted on old + new.
 
-    The destination's lock is held from load to save (see :func:`retailnb.bundle.edit_bundle`): a
+    The destination's lock is held from load to save (see :func:`retailnb.bundle.core.edit_bundle`): a
     concurrent edit of the same bundle waits for this one and then starts from its result.
     """
     target = check_writable(args.out or args.bundle)

@@ -4,7 +4,7 @@ DVC's own page loads the three chart libraries from a CDN, so offline it is blan
 ``plots.html_template`` at ``.dvc/plots/offline.html``, which this module writes from the npm tarballs of
 the three libraries (``npm pack vega@5 vega-lite@5 vega-embed@6``)::
 
-    python -m retailnb.plots.offline_page .dvc/plots/offline.html vega-*.tgz vega-lite-*.tgz vega-embed-*.tgz
+    python .dvc/plots/offline_page.py .dvc/plots/offline.html vega-*.tgz vega-lite-*.tgz vega-embed-*.tgz
 
 Each library's minified build is copied byte for byte, after a comment naming the package, its version,
 the SHA-256 of the copied file and its licence text, so the page can be checked against npm and shared as

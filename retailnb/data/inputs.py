@@ -2,7 +2,7 @@
 
 A user points the command line at what they have: a few photos, a folder of shelf crops, or a folder
 with one sub-folder of images per product (``FOLDER/<product>/<image>``). Inside folders, entries count
-as images by the one rule of :mod:`retailnb.data.imagenames` that the ingest uses too (by extension, so
+as images by the one rule of :mod:`retailnb.data.listing` that the ingest uses too (by extension, so
 a stray ``notes.txt`` or ``.DS_Store`` is skipped, and a broken link named ``x.jpg`` is taken and
 reported when decoded); a file named explicitly is always taken, and a broken image is reported by
 name when it is decoded.
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from retailnb.data.adapters import DatasetError, is_listable
-from retailnb.data.imagefolder import COMMON_SPLITS, detect_layout
-from retailnb.data.imagenames import folder_images, image_extensions, is_image_name
+from retailnb.data.folder import COMMON_SPLITS, detect_layout
+from retailnb.data.listing import folder_images, image_extensions, is_image_name
 
 __all__ = ["image_extensions", "image_files", "is_image_file", "product_folders"]
 
@@ -24,7 +24,7 @@ PathLike = str | os.PathLike[str]
 
 
 def is_image_file(path: Path) -> bool:
-    """Whether a folder entry counts as an image (:func:`retailnb.data.imagenames.is_image_name`, not a folder)."""
+    """Whether a folder entry counts as an image (:func:`retailnb.data.listing.is_image_name`, not a folder)."""
     return is_image_name(path) and not path.is_dir()
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from retailnb.tables import markdown_table
+from retailnb.util.tables import markdown_table
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
@@ -45,7 +45,7 @@ def show_figure(fig: Any, path: str | os.PathLike[str], alt: str, *, dpi: int = 
 
     Displaying the saved file (not the live figure) makes the report show exactly what was written
     beside it, and the description travels as the image's ``alt`` metadata, which
-    :func:`retailnb.notebooks.export_html` writes into the HTML. Returns nothing, so that a call ending
+    :func:`retailnb.stages.run_notebook.export_html` writes into the HTML. Returns nothing, so that a call ending
     a cell prints nothing after the figure.
     """
     import matplotlib.pyplot as plt

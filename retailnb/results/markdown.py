@@ -1,10 +1,10 @@
 """The final report's words and tables, computed from the results over training seeds.
 
 Every sentence that judges a result is derived here from the numbers, so the report cannot drift from the
-metrics. A judgement stands on intervals over training seeds (:mod:`retailnb.intervals`): one result
+metrics. A judgement stands on intervals over training seeds (:mod:`retailnb.results.intervals`): one result
 "beats" another only when their t-intervals do not overlap, and otherwise the report says "no difference
-measured". The inputs are the stages' own records (:mod:`retailnb.records`) summarised over the seeds
-(:mod:`retailnb.summary`); which pretraining variants combine which objectives comes from the pretraining
+measured". The inputs are the stages' own records (:mod:`retailnb.results.records`) summarised over the seeds
+(:mod:`retailnb.results.summary`); which pretraining variants combine which objectives comes from the pretraining
 records, not from variant names.
 """
 
@@ -13,11 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from retailnb.intervals import order, paired_difference, t_interval
-from retailnb.rejection import SCORES
-from retailnb.records import DataRecord, IntervalRecord, NoisyRecord, PretrainRecord, TargetSummary
-from retailnb.summary import best_rejection_score, noisy_rounds, reject_key
-from retailnb.tables import markdown_table
+from retailnb.results.intervals import order, paired_difference, t_interval
+from retailnb.evaluation.rejection import SCORES
+from retailnb.results.records import DataRecord, IntervalRecord, NoisyRecord, PretrainRecord, TargetSummary
+from retailnb.results.summary import best_rejection_score, noisy_rounds, reject_key
+from retailnb.util.tables import markdown_table
 
 OBJECTIVE_NAMES = {"simclr": "SimCLR", "supcon": "SupCon", "simsiam": "SimSiam"}
 """How the report writes each pretraining objective of :attr:`PretrainRecord.objectives`."""
@@ -331,12 +331,12 @@ def target_heading(name: str, summary: TargetSummary) -> str:
 
 
 SCORE_NAMES = {"msp": "max. softmax probability", "energy": "energy", "prototype": "nearest prototype"}
-"""How the report names each rejection score of :data:`retailnb.rejection.SCORES`."""
+"""How the report names each rejection score of :data:`retailnb.evaluation.rejection.SCORES`."""
 
 
 SOURCE_COLUMNS = {"source_auroc": "AUROC, source products", "source_unknown_rejection": "source products rejected"}
 """The rejection table's columns of the second unknown set, the source's unlabelled-only products, for the
-best score (measures of :data:`retailnb.rejection.SOURCE_METRICS`)."""
+best score (measures of :data:`retailnb.evaluation.rejection.SOURCE_METRICS`)."""
 
 
 def rejection_table_markdown(summary: TargetSummary) -> str:

@@ -23,7 +23,7 @@ reader, or a run interrupted halfway, sees the old bundle or the complete new on
 Every operation (:func:`fit_probe`, :func:`add_products`, :func:`remove_products`) returns a new
 :class:`Bundle` and leaves its argument alone; nothing touches a file until :func:`save_bundle`.
 To change a bundle file in place, use :func:`edit_bundle`: it holds the file's lock
-(:func:`retailnb.locks.exclusive`) from load to save, so two concurrent edits land one after the
+(:func:`retailnb.util.locks.exclusive`) from load to save, so two concurrent edits land one after the
 other instead of the later save dropping the earlier change.
 :func:`fit_probe` chooses the logistic regression's C by cross-validation; adding or removing products
 refits the probe from scratch on every stored feature with that C (a single fit: seconds for a hundred
@@ -31,7 +31,7 @@ products), and scores every product with the same prior, so that a product enrol
 not out-voted by products that had a dozen (:attr:`ProbeSettings.uniform_prior`).
 
 A probe always names one of its products, but a shelf shows many that are not enrolled. Every fit
-therefore also chooses a :class:`Rejection` threshold on a known-ness score (:mod:`retailnb.rejection`)
+therefore also chooses a :class:`Rejection` threshold on a known-ness score (:mod:`retailnb.evaluation.rejection`)
 from the enrolled images' own out-of-fold scores, at the target recall :attr:`ProbeSettings.recall`;
 :func:`predict_features` marks images below it as not ``known``, answered :data:`UNKNOWN`. The
 threshold is kept in ``bundle.json`` (``rejection``); a file written before it existed loads with
@@ -63,12 +63,12 @@ from sklearn.pipeline import Pipeline
 from torch import nn
 
 import retailnb
-from retailnb.atomic import atomic_write
-from retailnb.data.imagefiles import image_files
+from retailnb.util.atomic import atomic_write
+from retailnb.data.inputs import image_files
 from retailnb.data.images import ImageError, decode_images, load_fitted
-from retailnb.errors import FileProblem
+from retailnb.util.errors import FileProblem
 from retailnb.evaluation.probe import fit_logistic_probe
-from retailnb.locks import DEFAULT_TIMEOUT_S, exclusive
+from retailnb.util.locks import DEFAULT_TIMEOUT_S, exclusive
 from retailnb.models.backbone import (
     WEIGHTS_HUB,
     WEIGHTS_NONE,
@@ -84,8 +84,8 @@ from retailnb.models.inference import (
     forward_batch,
     model_device,
 )
-from retailnb.parallel import chunks, default_workers
-from retailnb.rejection import (
+from retailnb.util.parallel import chunks, default_workers
+from retailnb.evaluation.rejection import (
     calibration_scores,
     check_score,
     class_prototypes,
@@ -195,13 +195,13 @@ class ProbeSettings:
 class Rejection:
     """How a bundle tells an unknown product from its enrolled ones: a known-ness score and its threshold.
 
-    An image whose score (see :func:`retailnb.rejection.known_scores`) is below ``threshold`` is
+    An image whose score (see :func:`retailnb.evaluation.rejection.known_scores`) is below ``threshold`` is
     answered :data:`UNKNOWN`. The threshold is chosen at each (re)fit from the enrolled images' own
     out-of-fold scores, so that about ``recall`` of known-product images are accepted
-    (:func:`retailnb.rejection.threshold_at_recall`).
+    (:func:`retailnb.evaluation.rejection.threshold_at_recall`).
 
     Attributes:
-        score: ``msp``, ``energy`` or ``prototype`` (:data:`retailnb.rejection.SCORES`).
+        score: ``msp``, ``energy`` or ``prototype`` (:data:`retailnb.evaluation.rejection.SCORES`).
         recall: the target share of known-product images accepted.
         threshold: images scoring below it are unknown; ``-inf`` (accept everything) while no enrolled
             image could be scored out of fold (every product has a single image).
@@ -587,8 +587,8 @@ def _fit_pipeline(features: np.ndarray, labels: np.ndarray, settings: ProbeSetti
 def choose_rejection(features: np.ndarray, labels: np.ndarray, settings: ProbeSettings, c: float) -> Rejection:
     """The rejection threshold of a probe fitted at ``c`` on ``features`` / ``labels``, at ``settings.recall``.
 
-    The threshold is the :func:`retailnb.rejection.threshold_at_recall` of the enrolled images' own
-    out-of-fold scores (:func:`retailnb.rejection.calibration_scores`): leave-one-out prototypes, or
+    The threshold is the :func:`retailnb.evaluation.rejection.threshold_at_recall` of the enrolled images' own
+    out-of-fold scores (:func:`retailnb.evaluation.rejection.calibration_scores`): leave-one-out prototypes, or
     probes refitted at ``c`` on k-1 folds. In-sample scores would be over-confident and reject too
     many known images. A product with a single image cannot be scored out of fold (skipped); when no
     image can, the threshold is ``-inf`` (accept everything) and a warning says rejection is off.
@@ -1276,7 +1276,7 @@ def edit_bundle(
         The saved bundle.
 
     Raises:
-        retailnb.locks.BusyError: another edit held the destination for ``timeout`` seconds.
+        retailnb.util.locks.BusyError: another edit held the destination for ``timeout`` seconds.
         FileNotFoundError, BundleError: as :func:`load_bundle`; the file is left as it was.
     """
     target = Path(path if out is None else out)

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from PIL import Image
 
-from retailnb.data.manifest import ROLES, Manifest, Record
+from retailnb.data.manifest import ROLES, Manifest, ManifestRow
 
 
 def pick_family(manifest: Manifest, roles: tuple[str, ...] = ("labelled", "probe_train")) -> str:
@@ -32,7 +32,7 @@ def catalogue_vs_shelf(
     The gap between the first column and the rest is the domain gap the method has to bridge.
     """
     group = pick_family(manifest) if group is None else group
-    by_class: dict[str, list[Record]] = defaultdict(list)
+    by_class: dict[str, list[ManifestRow]] = defaultdict(list)
     for r in manifest.records:
         if r.group == group and r.class_name:
             by_class[r.class_name].append(r)
@@ -41,7 +41,7 @@ def catalogue_vs_shelf(
         raise ValueError(f"no images in group {group!r}")
     fig, axes = plt.subplots(len(classes), 1 + n_shelf, figsize=(1.6 * (1 + n_shelf), 1.7 * len(classes)), squeeze=False)
     for row, name in zip(axes, classes):
-        first: dict[str, Record] = {}
+        first: dict[str, ManifestRow] = {}
         for r in by_class[name]:
             first.setdefault(r.path, r)  # an image listed under several roles is shown once
         unique = list(first.values())

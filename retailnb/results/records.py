@@ -1,7 +1,7 @@
 """The typed records the stages write as metrics and the report reads back.
 
 Each stage function returns one of these and writes it, atomically, as the JSON file DVC tracks as the
-stage's metrics; :mod:`retailnb.report` validates the files back into the same models. So the schema
+stage's metrics; :mod:`retailnb.results.markdown` validates the files back into the same models. So the schema
 between stages lives here, once, instead of in notebook cells and string keys.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from retailnb.atomic import atomic_write_text
+from retailnb.util.atomic import atomic_write_text
 
 
 class Record(BaseModel):
@@ -203,7 +203,7 @@ class EvaluateRecord(Record):
 
 
 class IntervalRecord(Record):
-    """A result over training seeds: its mean and t-interval (see :mod:`retailnb.intervals`).
+    """A result over training seeds: its mean and t-interval (see :mod:`retailnb.results.intervals`).
 
     Attributes:
         mean: the mean over the seeds.
@@ -337,7 +337,7 @@ class NewProductsRecord(Record):
         n_new: products held out and then enrolled.
         held_out: their names.
         first_c: the C cross-validation chose for the first bundle (reused by every enrolment).
-        enrolment: one row per shot count (see :func:`retailnb.enrol.enrolment_curve`).
+        enrolment: one row per shot count (see :func:`retailnb.bundle.enrolment.enrolment_curve`).
     """
 
     architecture: str

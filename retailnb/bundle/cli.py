@@ -1,6 +1,6 @@
 """The ``retailnb`` command line: embed images, fit a probe, add or remove products, predict, describe a bundle.
 
-It is a thin layer over :mod:`retailnb.bundle` and :mod:`retailnb.enrol`. Every command that changes a
+It is a thin layer over :mod:`retailnb.bundle.core` and :mod:`retailnb.bundle.enrolment`. Every command that changes a
 bundle builds the new one in memory and writes it atomically at the end, so a failure at any step
 (an unreadable image, a wrong folder layout, a bundle of another format, a product that already
 exists) leaves the old bundle byte for byte as it was. Such failures print one line on stderr and exit
@@ -36,10 +36,10 @@ EXIT_USER_ERROR = 2
 """Exit status of a command stopped by bad input (argparse uses the same for bad arguments)."""
 
 FORMATS = ("table", "json", "csv")
-DEVICES = ("auto", "cpu", "cuda")  # retailnb.bundle.DEVICES, repeated: importing it would load torch for --help
-WAIT_S = 600.0  # retailnb.locks.DEFAULT_TIMEOUT_S, repeated for the same reason
-REJECTION_SCORES = ("msp", "energy", "prototype")  # retailnb.rejection.SCORES, repeated for the same reason
-IMAGE_KINDS = ("shelf", "catalogue")  # retailnb.bundle.IMAGE_KINDS, repeated for the same reason
+DEVICES = ("auto", "cpu", "cuda")  # retailnb.bundle.core.DEVICES, repeated: importing it would load torch for --help
+WAIT_S = 600.0  # retailnb.util.locks.DEFAULT_TIMEOUT_S, repeated for the same reason
+REJECTION_SCORES = ("msp", "energy", "prototype")  # retailnb.evaluation.rejection.SCORES, repeated for the same reason
+IMAGE_KINDS = ("shelf", "catalogue")  # retailnb.bundle.core.IMAGE_KINDS, repeated for the same reason
 CHOOSE_C_HELP = ("choose the regularisation C again by cross-validation (a dozen fits instead of one); by default "
                  "the probe is refitted with the bundle's C")
 
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments after the program name; None reads ``sys.argv``.
     """
     args = build_parser().parse_args(argv)
-    from retailnb import commands  # torch, timm, scikit-learn: only once a command runs
+    from retailnb.bundle import commands  # torch, timm, scikit-learn: only once a command runs
 
     try:
         getattr(commands, args.run)(args)

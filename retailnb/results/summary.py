@@ -3,7 +3,7 @@
 The pipeline runs pretraining, the noisy student and the evaluation once per training seed
 (``evaluate.seeds``), each writing its records under ``metrics/seeds/<seed>/``. This module reads exactly
 the seeds the parameters name (runs of seeds no longer listed may still lie on disk), checks that every
-one is complete, and turns the per-seed values of each cell into an :class:`~retailnb.records.IntervalRecord`.
+one is complete, and turns the per-seed values of each cell into an :class:`~retailnb.results.records.IntervalRecord`.
 The report's table and verdicts, and the headline metrics, are computed from that summary.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from retailnb.intervals import ratio_values, t_interval
-from retailnb.records import (
+from retailnb.results.intervals import ratio_values, t_interval
+from retailnb.results.records import (
     EvaluateRecord,
     FinetuneSummary,
     HeadlineRecord,
@@ -27,7 +27,7 @@ from retailnb.records import (
     TargetSummary,
     read_record,
 )
-from retailnb.rejection import SCORES
+from retailnb.evaluation.rejection import SCORES
 
 _ROUND_KEY = re.compile(r"^noisy_round_(\d+)$")
 
@@ -163,7 +163,7 @@ def summarize(records: Mapping[int, SeedRecords], confidence: float) -> SummaryR
 
 
 def reject_key(score: str, measure: str) -> str:
-    """The table cell of a rejection ``measure`` of ``score`` (:func:`retailnb.rejection.rejection_cells`)."""
+    """The table cell of a rejection ``measure`` of ``score`` (:func:`retailnb.evaluation.rejection.rejection_cells`)."""
     return f"reject_{score}_{measure}"
 
 

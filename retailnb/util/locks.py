@@ -6,7 +6,7 @@ file does the whole load-modify-save, and the other waits (up to a timeout) and 
 The lock is an OS lock (``flock``, via the ``filelock`` library) on a small file beside the target,
 ``.<name>.lock``: the OS releases it when its holder dies, so a killed process never leaves the file
 locked. The lock file is empty; it is usually removed on release, and one left behind (after a kill,
-or by a release while another process waited) is harmless and reused. Readers take no lock: the target is always replaced atomically (:mod:`retailnb.atomic`).
+or by a release while another process waited) is harmless and reused. Readers take no lock: the target is always replaced atomically (:mod:`retailnb.util.atomic`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from retailnb.atomic import ensure_parent
+from retailnb.util.atomic import ensure_parent
 
 DEFAULT_TIMEOUT_S = 600.0
 """How long an edit waits for another edit of the same file before giving up (seconds)."""
