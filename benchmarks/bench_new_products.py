@@ -35,16 +35,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from retailnb.bundle.core import (
-    add_products,
-    default_embed_workers,
-    embed_files,
-    fit_probe,
-    load_bundle,
-    new_bundle,
-    predict_features,
-    save_bundle,
-)
+from retailnb.bundle.embed import default_embed_workers, embed_files
+from retailnb.bundle.fit import add_products, fit_probe, new_bundle
+from retailnb.bundle.io import load_bundle, save_bundle
+from retailnb.bundle.predict import predict_features
 from retailnb.config.data import SyntheticSpec
 from retailnb.data.images import decode_images
 from retailnb.data.manifest import Manifest, read_manifest

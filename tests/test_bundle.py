@@ -13,28 +13,20 @@ import pytest
 import torch
 from PIL import Image
 
-from retailnb.bundle import core as bundle_mod
-from retailnb.bundle.core import (
+from retailnb.bundle import io as bundle_io
+from retailnb.bundle.embed import embed, embed_files
+from retailnb.bundle.fit import add_products, fit_probe, new_bundle, remove_products
+from retailnb.bundle.io import load_bundle, save_bundle
+from retailnb.bundle.model import (
     BUNDLE_FORMAT,
     Bundle,
     BundleError,
     ClassNameError,
     LinearProbe,
     ProbeSettings,
-    add_products,
-    describe_bundle,
-    embed,
-    embed_files,
-    fit_probe,
     inference_device,
-    load_bundle,
-    new_bundle,
-    predict,
-    predict_features,
-    predict_files,
-    remove_products,
-    save_bundle,
 )
+from retailnb.bundle.predict import describe_bundle, predict, predict_features, predict_files
 from retailnb.data.images import ImageError
 from retailnb.evaluation.probe import fit_logistic_probe
 from shared_fixtures import colour_images
@@ -260,7 +252,7 @@ def test_a_failed_save_leaves_the_old_bundle(shop: Bundle, tmp_path: Path, monke
         np.lib.format.write_array.__wrapped__(*args, **kwargs)  # type: ignore[attr-defined]
 
     failing_write.__wrapped__ = np.lib.format.write_array  # type: ignore[attr-defined]
-    monkeypatch.setattr(bundle_mod.np.lib.format, "write_array", failing_write)
+    monkeypatch.setattr(bundle_io.np.lib.format, "write_array", failing_write)
     images, labels = colour_images(NEW, 1, seed=0)
     with pytest.raises(OSError, match="disk full"):
         save_bundle(add_products(shop, embed(shop, images), labels), path)
@@ -269,7 +261,7 @@ def test_a_failed_save_leaves_the_old_bundle(shop: Bundle, tmp_path: Path, monke
 
 
 def test_preprocessing_normalize_is_the_standardisation_and_keeps_the_memory_format() -> None:
-    from retailnb.bundle.core import Preprocessing
+    from retailnb.bundle.model import Preprocessing
 
     pre = Preprocessing(image_size=8, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
     x = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8).permute(0, 3, 1, 2)  # channels_last view

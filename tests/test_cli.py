@@ -17,9 +17,11 @@ import pytest
 import torch
 
 import retailnb
-from retailnb.bundle import core as bundle_mod
 from retailnb.bundle import commands
-from retailnb.bundle.core import load_bundle, predict_files
+from retailnb.bundle import predict as predict_mod
+from retailnb.bundle.io import load_bundle
+from retailnb.bundle.model import Bundle
+from retailnb.bundle.predict import predict_files
 from retailnb.bundle.cli import main
 from retailnb.evaluation.features import load_features
 from retailnb.models.backbone import create_backbone
@@ -257,7 +259,7 @@ def loaded_devices(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Spy on the CLI's ``load_bundle``: the device of each backbone it returns."""
     devices: list[str] = []
 
-    def spy(*args: object, **kwargs: object) -> bundle_mod.Bundle:
+    def spy(*args: object, **kwargs: object) -> Bundle:
         bundle = load_bundle(*args, **kwargs)  # type: ignore[arg-type]
         devices.extend({t.device.type for t in bundle.backbone.state_dict().values()})
         return bundle
@@ -308,12 +310,12 @@ def test_batch_size_and_workers_reach_the_embedding(data: Path, shop: Path, tmp_
     calls: list[tuple[int, int | None]] = []
 
     def spying(real: Any) -> Any:
-        def spy(bundle: bundle_mod.Bundle, paths: list[Path], **kwargs: object) -> Any:
+        def spy(bundle: Bundle, paths: list[Path], **kwargs: object) -> Any:
             calls.append((kwargs["batch_size"], kwargs["workers"]))  # type: ignore[arg-type]
             return real(bundle, paths, **kwargs)
         return spy
 
-    monkeypatch.setattr(bundle_mod, "embed_files", spying(bundle_mod.embed_files))  # what predict_files calls
+    monkeypatch.setattr(predict_mod, "embed_files", spying(predict_mod.embed_files))  # what predict_files calls
     monkeypatch.setattr(commands, "embed_files", spying(commands.embed_files))  # --on-error raise
     monkeypatch.setattr(commands, "embed_readable_files", spying(commands.embed_readable_files))  # skip
     assert main(["predict", str(data / "test"), "--bundle", str(shop), "--format", "json", "--batch-size", "5",
@@ -369,6 +371,6 @@ def test_predict_files_gives_the_cli_top_1(data: Path, shop: Path, capsys: pytes
 def test_the_clis_device_choices_are_the_bundles() -> None:
     """cli.DEVICES repeats bundle.DEVICES (importing the bundle would load torch for --help): kept equal."""
     from retailnb.bundle import cli
-    from retailnb.bundle import core as bundle
+    from retailnb.bundle import model as bundle
 
     assert cli.DEVICES == bundle.DEVICES

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from retailnb.bundle.core import load_bundle
+from retailnb.bundle.io import load_bundle
 from retailnb.bundle.cli import main
 from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import save_backbone

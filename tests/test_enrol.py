@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from retailnb.bundle.core import Bundle, embed, fit_probe, new_bundle
+from retailnb.bundle.embed import embed, folder_features
+from retailnb.bundle.fit import fit_probe, new_bundle
+from retailnb.bundle.model import Bundle
 from retailnb.data.adapters import DatasetError
 from retailnb.data.inputs import image_files, product_folders
 from retailnb.data.images import ImageError
 from retailnb.bundle.enrolment import (
     enrolment_curve,
     enrolment_table,
-    folder_features,
     hold_out_classes,
     score_old_new,
 )

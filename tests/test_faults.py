@@ -19,14 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retailnb.bundle.core import (
-    add_products,
-    edit_bundle,
-    fit_probe,
-    load_bundle,
-    new_bundle,
-    save_bundle,
-)
+from retailnb.bundle.fit import add_products, fit_probe, new_bundle
+from retailnb.bundle.io import edit_bundle, load_bundle, save_bundle
 from retailnb.util.locks import BusyError, exclusive, lock_path
 from shared_fixtures import write_colour_folder
 
@@ -63,7 +57,8 @@ EDITOR = """
     import numpy as np
     sys.path.insert(0, {tests!r})
     from test_faults import features_of
-    from retailnb.bundle.core import add_products, edit_bundle
+    from retailnb.bundle.fit import add_products
+    from retailnb.bundle.io import edit_bundle
     path, prefix, start = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
     while time.time() < start:  # both editors begin together
         time.sleep(0.005)
@@ -273,7 +268,7 @@ def test_embed_skips_bad_images_and_only_bad_images_is_an_error(shelf: tuple[Pat
 
 
 def test_predict_files_on_error_skip_returns_the_failures(shelf: tuple[Path, list[Path]], tiny_bundle: Path) -> None:
-    from retailnb.bundle.core import predict_files
+    from retailnb.bundle.predict import predict_files
     from retailnb.data.images import ImageError
 
     root, bad = shelf
@@ -348,7 +343,7 @@ def killed_midway(code: str, *args: str) -> None:
 SAVE_KILLED = """
     import sys, time
     import numpy as np
-    from retailnb.bundle.core import load_bundle, save_bundle
+    from retailnb.bundle.io import load_bundle, save_bundle
     real = np.lib.format.write_array
     def slow(*args, **kwargs):
         real(*args, **kwargs)

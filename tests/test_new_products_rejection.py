@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retailnb.bundle.core import load_bundle
+from retailnb.bundle.io import load_bundle
 from retailnb.config.params_file import read_params
 from retailnb.config.new_products import NewProductsStageSpec
 from retailnb.config.stages import spec_from_params

@@ -14,21 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from retailnb.bundle.core import (
-    UNKNOWN,
-    Bundle,
-    ClassNameError,
-    ProbeSettings,
-    add_products,
-    check_new_products,
-    describe_bundle,
-    fit_probe,
-    load_bundle,
-    new_bundle,
-    predict_features,
-    remove_products,
-    save_bundle,
-)
+from retailnb.bundle.fit import add_products, check_new_products, fit_probe, new_bundle, remove_products
+from retailnb.bundle.io import load_bundle, save_bundle
+from retailnb.bundle.model import UNKNOWN, Bundle, ClassNameError, ProbeSettings
+from retailnb.bundle.predict import describe_bundle, predict_features
 from retailnb.evaluation.rejection import (
     REJECTION_METRICS,
     SCORES,

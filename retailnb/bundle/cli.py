@@ -1,9 +1,9 @@
 """The ``retailnb`` command line: embed images, fit a probe, add or remove products, predict, describe a bundle.
 
-It is a thin layer over :mod:`retailnb.bundle.core` and :mod:`retailnb.bundle.enrolment`. Every command that changes a
-bundle builds the new one in memory and writes it atomically at the end, so a failure at any step
-(an unreadable image, a wrong folder layout, a bundle of another format, a product that already
-exists) leaves the old bundle byte for byte as it was. Such failures print one line on stderr and exit
+It is a thin layer over the modules of :mod:`retailnb.bundle` (see :mod:`retailnb.bundle.model`). Every
+command that changes a bundle builds the new one in memory and writes it atomically at the end, so a
+failure at any step (an unreadable image, a wrong folder layout, a bundle of another format, a product
+that already exists) leaves the old bundle byte for byte as it was. Such failures print one line on stderr and exit
 with status 2, without a traceback; so does every ``OSError`` on the user's paths, naming the path.
 A command that replaces a bundle holds the bundle's lock from load to save, so two commands editing
 the same bundle at once run one after the other (``--wait`` says how long the second waits). Progress bars and timings go to stderr; results go to stdout or
@@ -36,10 +36,10 @@ EXIT_USER_ERROR = 2
 """Exit status of a command stopped by bad input (argparse uses the same for bad arguments)."""
 
 FORMATS = ("table", "json", "csv")
-DEVICES = ("auto", "cpu", "cuda")  # retailnb.bundle.core.DEVICES, repeated: importing it would load torch for --help
+DEVICES = ("auto", "cpu", "cuda")  # retailnb.bundle.model.DEVICES, repeated: importing it would load torch for --help
 WAIT_S = 600.0  # retailnb.util.locks.DEFAULT_TIMEOUT_S, repeated for the same reason
 REJECTION_SCORES = ("msp", "energy", "prototype")  # retailnb.evaluation.rejection.SCORES, repeated for the same reason
-IMAGE_KINDS = ("shelf", "catalogue")  # retailnb.bundle.core.IMAGE_KINDS, repeated for the same reason
+IMAGE_KINDS = ("shelf", "catalogue")  # retailnb.bundle.model.IMAGE_KINDS, repeated for the same reason
 CHOOSE_C_HELP = ("choose the regularisation C again by cross-validation (a dozen fits instead of one); by default "
                  "the probe is refitted with the bundle's C")
 

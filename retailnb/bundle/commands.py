@@ -24,30 +24,22 @@ import numpy as np
 from tqdm import tqdm
 
 from retailnb.util.atomic import atomic_write, check_writable
-from retailnb.bundle.core import (
+from retailnb.bundle.embed import embed_files, embed_readable_files, folder_features
+from retailnb.bundle.fit import add_products, check_new_products, fit_probe, new_bundle, remove_products
+from retailnb.bundle.io import load_bundle, save_bundle
+from retailnb.bundle.model import (
     Bundle,
     BundleError,
     ClassNameError,
     Predictions,
     ProbeSettings,
     Rejection,
-    add_products,
-    check_new_products,
-    describe_bundle,
-    embed_files,
-    embed_readable_files,
-    fit_probe,
     inference_device,
-    load_bundle,
-    new_bundle,
-    predict_features,
-    remove_products,
-    save_bundle,
 )
+from retailnb.bundle.predict import describe_bundle, predict_features
 from retailnb.data.adapters import DatasetError
 from retailnb.data.inputs import image_files, product_folders
 from retailnb.data.images import ImageError
-from retailnb.bundle.enrolment import folder_features
 from retailnb.util.locks import BusyError, exclusive
 from retailnb.models.backbone import WeightsUnavailableError
 from retailnb.models.checkpoint import CheckpointError
@@ -79,7 +71,7 @@ def _say(message: str) -> None:
 def _embedding(what: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
     """A progress bar of embedded images on stderr; when the block ends, how many and how fast.
 
-    Yields the bar's ``update``, to pass as ``progress`` to :func:`retailnb.bundle.core.embed_files`.
+    Yields the bar's ``update``, to pass as ``progress`` to :func:`retailnb.bundle.embed.embed_files`.
     """
     done = 0
     start = time.perf_counter()
@@ -369,7 +361,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 def cmd_add_products(args: argparse.Namespace) -> None:
     """``retailnb add-products``: the bundle plus the folder's products, probe refitted on old + new.
 
-    The destination's lock is held from load to save (see :func:`retailnb.bundle.core.edit_bundle`): a
+    The destination's lock is held from load to save (see :func:`retailnb.bundle.io.edit_bundle`): a
     concurrent edit of the same bundle waits for this one and then starts from its result.
     """
     target = check_writable(args.out or args.bundle)

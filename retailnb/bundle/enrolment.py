@@ -1,74 +1,27 @@
-"""Enrolling products: teach a bundle new products from a few images each, and measure what it costs.
+"""The new-products experiment: teach a bundle new products from a few images each, and measure what it costs.
 
-Two uses. The command line enrols a folder of products (``FOLDER/<product>/<image>``) into a bundle
-(:func:`folder_features`, then :func:`retailnb.bundle.core.add_products`). The new-products notebook
-measures the promise behind it: hold some products of a catalogue out of the first fit
-(:func:`hold_out_classes`), enrol them later from 1, 5, 10 images each (:func:`enrolment_curve`), and
-check that the new products are recognised while the old ones keep their accuracy
-(:func:`score_old_new`), and how long each enrolment took.
+The notebook measures the promise behind ``retailnb add-products``: hold some products of a catalogue
+out of the first fit (:func:`hold_out_classes`), enrol them later from 1, 5, 10 images each
+(:func:`enrolment_curve`), and check that the new products are recognised while the old ones keep their
+accuracy (:func:`score_old_new`), and how long each enrolment took. (The command line's enrolment of a
+product folder is :func:`retailnb.bundle.embed.folder_features`, then
+:func:`retailnb.bundle.fit.add_products`.)
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from retailnb.bundle.core import (
-    Bundle,
-    add_products,
-    embed,
-    embed_files,
-    files_sha256,
-    predict_features,
-)
-from retailnb.data.inputs import product_folders
+from retailnb.bundle.embed import embed
+from retailnb.bundle.fit import add_products
+from retailnb.bundle.model import Bundle
+from retailnb.bundle.predict import predict_features
 from retailnb.evaluation.fewshot import sample_shots
 from retailnb.util.tables import aligned
-
-PathLike = str | os.PathLike[str]
-
-
-def folder_features(
-    bundle: Bundle,
-    root: PathLike,
-    *,
-    products: Mapping[str, Sequence[Path]] | None = None,
-    progress: Callable[[int], None] | None = None,
-    batch_size: int = 64,
-) -> tuple[np.ndarray, list[str], dict[str, Any]]:
-    """Features of every image of a ``root/<product>/<image>`` folder, with each image's product name.
-
-    Args:
-        bundle: the bundle whose backbone embeds the images.
-        root: one sub-folder of images per product.
-        products: :func:`retailnb.data.inputs.product_folders` of ``root``, when the caller has
-            already listed it (the folder is then not read again).
-        progress: called with the number of images of each embedded batch.
-        batch_size: images decoded and embedded together.
-
-    Returns:
-        (N, D) features, the N product names, and a provenance record of the data (folder, number of
-        images per product, SHA-256 of the image files).
-
-    Raises:
-        DatasetError: ``root`` is not such a folder (see :func:`retailnb.data.inputs.product_folders`).
-        ImageError: an image cannot be read; the message names it.
-    """
-    products = product_folders(root) if products is None else products
-    paths = [p for files in products.values() for p in files]
-    names = [name for name, files in products.items() for _ in files]
-    features = embed_files(bundle, paths, progress=progress, batch_size=batch_size)
-    source = {
-        "folder": str(Path(root).resolve()),
-        "images_per_product": {name: len(files) for name, files in products.items()},
-        "files_sha256": files_sha256(paths),
-    }
-    return features, names, source
 
 
 def hold_out_classes(class_names: Sequence[str], n_new: int, seed: int) -> tuple[list[str], list[str]]:

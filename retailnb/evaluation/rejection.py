@@ -280,7 +280,7 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
 
 def two_column_logits(decision: np.ndarray) -> np.ndarray:
     """(N, K) logits from a scikit-learn ``decision_function``: a two-class model's single column ``d`` becomes
-    ``[-d/2, d/2]``, whose softmax gives the same probabilities (as :class:`retailnb.bundle.core.LinearProbe`)."""
+    ``[-d/2, d/2]``, whose softmax gives the same probabilities (as :class:`retailnb.bundle.model.LinearProbe`)."""
     d = np.asarray(decision, dtype=np.float64)
     return np.stack([-d / 2, d / 2], axis=1) if d.ndim == 1 else d
 

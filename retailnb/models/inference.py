@@ -1,7 +1,7 @@
 """Running a network for inference: device, precision, input normalisation and batched forward passes.
 
 :func:`extract_features` runs a backbone over a whole image array in batches. The pieces it is made of
-serve callers that schedule batches themselves (:mod:`retailnb.bundle.core` decodes and embeds image files
+serve callers that schedule batches themselves (:mod:`retailnb.bundle.embed` decodes and embeds image files
 batch by batch, in threads): :func:`forward_batch` runs one batch; :func:`borrowed_for_inference` lends a
 model for the duration (on a device, channels_last, eval mode) and restores it afterwards;
 :func:`model_device` and :func:`autocast_dtype` choose where and in which precision it runs;

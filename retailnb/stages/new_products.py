@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 
-from retailnb.bundle.core import Bundle, ProbeSettings, embed, file_sha256, fit_probe, new_bundle, save_bundle
+from retailnb.bundle.embed import embed
+from retailnb.bundle.fit import fit_probe, new_bundle
+from retailnb.bundle.io import file_sha256, save_bundle
+from retailnb.bundle.model import Bundle, ProbeSettings
 from retailnb.config.new_products import NewProductsStageSpec
 from retailnb.data.manifest import read_manifest
 from retailnb.bundle.enrolment import enrolment_curve, hold_out_classes

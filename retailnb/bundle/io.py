@@ -1,0 +1,306 @@
+"""The bundle file: save and load a :class:`~retailnb.bundle.model.Bundle`, and edit one in place under its lock.
+
+The file format (:data:`~retailnb.bundle.model.BUNDLE_FORMAT`) is one uncompressed zip archive:
+
+* ``bundle.json``: format name and version, architecture, preprocessing, class names, probe settings,
+  the chosen C and provenance;
+* ``backbone/<state-dict key>.npy``: every tensor of the backbone's state dict;
+* ``probe/{mean,scale,coef,intercept}.npy``: the standardiser and the logistic regression;
+* ``train/{features,labels}.npy``: the training features and their class indices.
+
+Only JSON and ``.npy`` arrays read with ``allow_pickle=False``: loading a bundle never runs code from
+the file. Entries carry a fixed timestamp, so the same bundle always gives the same bytes (and the same
+DVC hash). :func:`save_bundle` writes a temporary file and renames it over the destination, so a
+reader, or a run interrupted halfway, sees the old bundle or the complete new one, never a part.
+
+The operations of :mod:`retailnb.bundle.fit` return a new bundle and touch no file until
+:func:`save_bundle`. To change a bundle file in place, use :func:`edit_bundle`: it holds the file's lock
+(:func:`retailnb.util.locks.exclusive`) from load to save, so two concurrent edits land one after the
+other instead of the later save dropping the earlier change. The rejection threshold is kept in
+``bundle.json`` (``rejection``); a file written before it existed loads with rejection off.
+
+The SHA-256 of files (:func:`file_sha256`, :func:`files_sha256`) versions the data and weights a
+bundle's provenance names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from torch import nn
+
+import retailnb
+from retailnb.bundle.model import (
+    BUNDLE_FORMAT,
+    BUNDLE_FORMAT_NAME,
+    Bundle,
+    BundleError,
+    LinearProbe,
+    PathLike,
+    Preprocessing,
+    ProbeSettings,
+    Rejection,
+    frozen_backbone,
+    inference_device,
+)
+from retailnb.models.backbone import create_backbone
+from retailnb.util.atomic import atomic_write
+from retailnb.util.locks import DEFAULT_TIMEOUT_S, exclusive
+
+_META = "bundle.json"
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: a fixed timestamp makes the bytes reproducible
+_PROBE_KEYS = ("mean", "scale", "coef", "intercept")
+
+
+def file_sha256(path: PathLike) -> str:
+    """Hex SHA-256 of a file's bytes: the version of the data or weights it holds."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_sha256(paths: Sequence[PathLike]) -> str:
+    """One hex SHA-256 over the bytes of several files, in the order given: the version of a data set."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def _meta(bundle: Bundle) -> dict[str, Any]:
+    """Everything of ``bundle`` that is not an array, as the JSON of ``bundle.json``."""
+    p, s = bundle.preprocessing, bundle.settings
+    return {
+        "format": BUNDLE_FORMAT_NAME,
+        "format_version": BUNDLE_FORMAT,
+        "retailnb_version": retailnb.__version__,
+        "architecture": bundle.architecture,
+        "preprocessing": {"image_size": p.image_size, "mean": list(p.mean), "std": list(p.std)},
+        "class_names": list(bundle.class_names),
+        "probe": None if bundle.probe is None else {"c": bundle.probe.c},
+        "settings": {"cs": list(s.cs), "cv": s.cv, "max_iter": s.max_iter, "seed": s.seed,
+                     "uniform_prior": s.uniform_prior, "rejection_score": s.rejection_score, "recall": s.recall},
+        "rejection": None if bundle.rejection is None else bundle.rejection.as_json(),
+        "backbone_keys": list(bundle.backbone.state_dict()),
+        "provenance": bundle.provenance,
+    }
+
+
+def _arrays(bundle: Bundle) -> dict[str, np.ndarray]:
+    """Every array of ``bundle`` under its entry name in the file (without ``.npy``)."""
+    arrays = {}
+    for key, tensor in bundle.backbone.state_dict().items():
+        t = tensor.detach().cpu()
+        arrays[f"backbone/{key}"] = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+    if bundle.probe is not None:
+        for key in _PROBE_KEYS:
+            arrays[f"probe/{key}"] = getattr(bundle.probe, key)
+    arrays["train/features"] = np.asarray(bundle.features, dtype=np.float32)
+    arrays["train/labels"] = np.asarray(bundle.labels, dtype=np.int64)
+    return arrays
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+    info.compress_type = zipfile.ZIP_STORED  # float weights barely compress; storing keeps loading fast
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def save_bundle(bundle: Bundle, path: PathLike) -> Path:
+    """Write ``bundle`` to one file at ``path``, atomically (see the module docstring for the layout).
+
+    The file is written under a temporary name in the destination's folder and renamed over ``path``
+    once complete: an existing bundle at ``path`` is replaced whole or not at all. This takes no lock:
+    to change a file that another process may be changing too, use :func:`edit_bundle`.
+
+    Args:
+        bundle: the bundle.
+        path: the bundle file; missing parent folders are created. Conventionally ``*.bundle``.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder.
+        NotADirectoryError: a parent of ``path`` is a file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; a bundle is a single file (e.g. {path / 'catalogue.bundle'})")
+    meta = json.dumps(_meta(bundle), indent=1, sort_keys=True)  # fails before any file is touched
+    with atomic_write(path, "wb") as fh, zipfile.ZipFile(fh, "w") as zf:
+        zf.writestr(_entry(_META), meta)
+        for name, array in _arrays(bundle).items():
+            with zf.open(_entry(f"{name}.npy"), "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.ascontiguousarray(array), allow_pickle=False)
+    return path
+
+
+def edit_bundle(
+    path: PathLike,
+    change: Callable[[Bundle], Bundle],
+    *,
+    out: PathLike | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Bundle:
+    """Load a bundle file, change it and save the result, holding the destination's lock throughout.
+
+    Example::
+
+        edit_bundle("shop.bundle", lambda b: remove_products(b, ["old_cola"]))
+
+    Two processes that edit the same file this way both land, one after the other: the second waits
+    for the first to save, then loads what it saved. Use this rather than :func:`load_bundle` then
+    :func:`save_bundle` wherever another process may edit the same file.
+
+    Args:
+        path: the bundle to load.
+        change: the edit, e.g. ``lambda b: add_products(b, features, names)``; it must not save.
+        out: where to save; None replaces ``path``. The lock taken is ``out``'s.
+        timeout: seconds to wait for another edit of the destination.
+
+    Returns:
+        The saved bundle.
+
+    Raises:
+        retailnb.util.locks.BusyError: another edit held the destination for ``timeout`` seconds.
+        FileNotFoundError, BundleError: as :func:`load_bundle`; the file is left as it was.
+    """
+    target = Path(path if out is None else out)
+    with exclusive(target, timeout):
+        edited = change(load_bundle(path))
+        save_bundle(edited, target)
+    return edited
+
+
+def _read_meta(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
+    """The parsed ``bundle.json``, checked to be of the format and version this retailnb reads."""
+    try:
+        meta = json.loads(zf.read(_META))
+    except KeyError:
+        raise BundleError(path, f"not a retailnb bundle (a zip file without {_META})") from None
+    except json.JSONDecodeError as err:
+        raise BundleError(path, f"corrupt bundle: {_META} is not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT_NAME:
+        raise BundleError(path, f"not a retailnb bundle ({_META} does not say format {BUNDLE_FORMAT_NAME!r})")
+    version = meta.get("format_version")
+    if version != BUNDLE_FORMAT:
+        writer = meta.get("retailnb_version", "an unknown version")
+        raise BundleError(
+            path,
+            f"bundle format {version}, this retailnb reads {BUNDLE_FORMAT} (this is retailnb {retailnb.__version__}; "
+            f"the bundle was written by retailnb {writer}): use that version, or rebuild the bundle with "
+            "`retailnb fit`",
+        )
+    return meta
+
+
+def _read_arrays(zf: zipfile.ZipFile) -> dict[str, np.ndarray]:
+    """Every ``.npy`` entry of the archive, read without pickle and checked against its CRC."""
+    arrays = {}
+    for name in zf.namelist():
+        if name.endswith(".npy"):
+            with zf.open(name) as fh:
+                arrays[name[: -len(".npy")]] = np.lib.format.read_array(fh, allow_pickle=False)
+    return arrays
+
+
+def _backbone(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> nn.Module:
+    """The architecture of ``meta`` with the stored weights, checked to fit it exactly."""
+    try:
+        model = create_backbone(meta["architecture"])
+    except ValueError as err:  # an architecture this timm does not know
+        raise BundleError(path, f"{err} (installed timm {timm.__version__})") from None
+    state = {key: torch.from_numpy(arrays[f"backbone/{key}"]) for key in meta["backbone_keys"]}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise BundleError(path, f"the stored weights do not fit timm model {meta['architecture']!r}: {err}") from None
+    return frozen_backbone(model)
+
+
+def _bundle(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> Bundle:
+    """A :class:`Bundle` from the parsed file; KeyError or ValueError when an entry is missing or wrong."""
+    pre = meta["preprocessing"]
+    probe = None
+    if meta["probe"] is not None:
+        probe = LinearProbe(**{k: arrays[f"probe/{k}"] for k in _PROBE_KEYS}, c=float(meta["probe"]["c"]))
+    s = meta["settings"]
+    rejection = meta.get("rejection")  # absent in files written before rejection: it stays off
+    return Bundle(
+        architecture=meta["architecture"],
+        backbone=_backbone(meta, arrays, path),
+        preprocessing=Preprocessing(int(pre["image_size"]), tuple(pre["mean"]), tuple(pre["std"])),
+        class_names=tuple(meta["class_names"]),
+        features=arrays["train/features"],
+        labels=arrays["train/labels"],
+        probe=probe,
+        settings=ProbeSettings(tuple(s["cs"]), int(s["cv"]), int(s["max_iter"]), int(s["seed"]),
+                               bool(s["uniform_prior"]), str(s.get("rejection_score", "prototype")),
+                               float(s.get("recall", 0.95))),
+        provenance=meta["provenance"],
+        rejection=None if rejection is None or probe is None else Rejection.from_json(rejection),
+    )
+
+
+def _check_consistent(bundle: Bundle, path: Path) -> None:
+    """Reject a bundle whose arrays disagree with each other (a hand-edited or damaged file)."""
+    k, d = len(bundle.class_names), bundle.feature_dim
+    problems = []
+    if bundle.features.shape != (len(bundle.labels), d) and bundle.features.size:
+        problems.append(f"training features of shape {bundle.features.shape}, not ({len(bundle.labels)}, {d})")
+    if bundle.labels.size and (bundle.labels.min() < 0 or bundle.labels.max() >= k):
+        problems.append(f"training labels outside [0, {k})")
+    if bundle.probe is not None and bundle.probe.coef.shape != (k, d):
+        problems.append(f"probe weights of shape {bundle.probe.coef.shape} for {k} classes of width {d}")
+    if problems:
+        raise BundleError(path, "corrupt bundle: " + "; ".join(problems))
+
+
+def load_bundle(path: PathLike, *, device: str | torch.device = "cpu") -> Bundle:
+    """Read a bundle written by :func:`save_bundle`, without running code from the file.
+
+    Args:
+        path: the bundle file.
+        device: where to put the backbone (see :func:`~retailnb.bundle.model.inference_device`; ``auto`` is
+            CUDA when available); :func:`~retailnb.bundle.embed.embed_files` and
+            :func:`~retailnb.bundle.predict.predict_files` run it there.
+
+    Returns:
+        The bundle, its backbone in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        BundleError: the file is not a bundle, is truncated or corrupt, or has another format version
+            (the message says which version it is and which this retailnb reads).
+        ValueError: ``device`` is unknown or not available (checked before the file is read).
+    """
+    target = inference_device(device)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"bundle not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        with zipfile.ZipFile(path) as zf:
+            meta = _read_meta(zf, path)
+            arrays = _read_arrays(zf)
+        bundle = _bundle(meta, arrays, path)
+    except BundleError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as err:
+        raise BundleError(path, f"not a bundle, or a truncated or corrupt one ({type(err).__name__}: {err})") from None
+    except (KeyError, TypeError, ValueError) as err:
+        raise BundleError(path, f"corrupt bundle: missing or malformed entry ({type(err).__name__}: {err})") from None
+    _check_consistent(bundle, path)
+    bundle.backbone.to(target)
+    return bundle

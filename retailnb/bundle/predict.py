@@ -1,0 +1,197 @@
+"""Predictions of a bundle: the most probable products of images, features or image files, whether each is
+a known product at all, and what a bundle is (:func:`describe_bundle`).
+
+An image whose known-ness score (:mod:`retailnb.evaluation.rejection`) is below the bundle's
+:class:`~retailnb.bundle.model.Rejection` threshold is not ``known``: its answer is
+:data:`~retailnb.bundle.model.UNKNOWN`. A bundle written before rejection existed rejects nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from retailnb.bundle.embed import embed, embed_files, embed_readable_files
+from retailnb.bundle.io import load_bundle
+from retailnb.bundle.model import (
+    BUNDLE_FORMAT,
+    ON_ERROR,
+    UNKNOWN,
+    Bundle,
+    EmbeddedFiles,
+    LinearProbe,
+    PathLike,
+    Predictions,
+    check_features,
+)
+from retailnb.data.inputs import image_files
+from retailnb.evaluation.rejection import check_score, class_prototypes, known_scores
+
+
+def _require_probe(bundle: Bundle) -> LinearProbe:
+    if bundle.probe is None:
+        raise ValueError("this bundle has no products yet: fit a probe first (fit_probe / `retailnb fit`)")
+    return bundle.probe
+
+
+def prototypes(bundle: Bundle) -> np.ndarray:
+    """(K, D) unit class prototypes of the bundle's stored training features (what ``prototype`` compares to).
+
+    Recomputed from the stored features rather than stored, so they always follow the products added
+    and removed; it is one pass over N x D numbers.
+    """
+    return class_prototypes(bundle.features, bundle.labels, len(bundle.class_names))
+
+
+def bundle_known_scores(bundle: Bundle, features: np.ndarray, score: str | None = None) -> np.ndarray:
+    """(N,) known-ness of (N, D) features under ``score`` (default: the bundle's rejection score).
+
+    Raises:
+        ValueError: the bundle has no probe, an unknown score, or features that do not fit the backbone.
+    """
+    probe = _require_probe(bundle)
+    score = check_score(score or (bundle.rejection.score if bundle.rejection else bundle.settings.rejection_score))
+    features = check_features(bundle, features, "features")
+    if score == "prototype":
+        return known_scores(score, features=features, prototypes=prototypes(bundle))
+    return known_scores(score, logits=probe.logits(features))
+
+
+def predict_features(bundle: Bundle, features: np.ndarray, k: int = 5, *, reject: bool = True) -> Predictions:
+    """The ``k`` most probable products for each row of ``features`` (at most every product), and whether
+    each is a known product at all.
+
+    Args:
+        bundle: a bundle with a probe.
+        features: (N, D) features of its backbone.
+        k: products per image.
+        reject: mark images scoring below the bundle's rejection threshold as not ``known`` (their
+            :attr:`Predictions.answers` is :data:`UNKNOWN`); False takes every image for a known product.
+            A bundle without rejection (an older file) rejects nothing either way.
+
+    Raises:
+        ValueError: the bundle has no probe, ``k`` is below 1, or the features do not fit the backbone.
+    """
+    probe = _require_probe(bundle)
+    if k < 1:
+        raise ValueError(f"k (top-k) must be at least 1, got {k}")
+    features = check_features(bundle, features, "features")
+    p = probe.probabilities(features)
+    k = min(k, p.shape[1])
+    order = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    predictions = Predictions(order, np.take_along_axis(p, order, axis=1), bundle.class_names, p,
+                              known=np.ones(len(features), dtype=bool))
+    rejection = bundle.rejection
+    if rejection is None:
+        return predictions
+    scores = bundle_known_scores(bundle, features, rejection.score)
+    if not (reject and rejection.active):
+        return predictions._replace(known_scores=scores, rejection_score=rejection.score)
+    return predictions._replace(known_scores=scores, known=scores >= rejection.threshold,
+                                threshold=rejection.threshold, rejection_score=rejection.score)
+
+
+def predict(bundle: Bundle, images: np.ndarray | torch.Tensor, k: int = 5, *, reject: bool = True) -> Predictions:
+    """The ``k`` most probable products of each uint8 image (see :func:`embed` for the layout), and whether
+    each is a known product (``reject``: see :func:`predict_features`)."""
+    _require_probe(bundle)
+    return predict_features(bundle, embed(bundle, images), k, reject=reject)
+
+
+def predict_files(
+    bundle: Bundle | PathLike,
+    images: Sequence[PathLike],
+    k: int = 5,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_error: str = "raise",
+    reject: bool = True,
+) -> Predictions:
+    """The ``k`` most probable products of image files, in one call: what ``retailnb predict`` computes.
+
+    Example::
+
+        predictions = predict_files("shop.bundle", ["shelf_crops/"], k=3)
+        for path, names, answer in zip(predictions.paths, predictions.names(), predictions.answers):
+            print(path, names, answer)  # answer: the top product, or "unknown" 
+        predictions.probabilities  # (N, K), columns named by predictions.classes_
+
+    Args:
+        bundle: a loaded bundle (run where its backbone is), or a bundle file, loaded onto ``auto``
+            (CUDA when available; load it yourself with :func:`load_bundle` to choose).
+        images: image files and folders of images (every image below a folder, sorted).
+        k: products per image (at most every product).
+        batch_size: see :func:`embed_files`.
+        workers: see :func:`embed_files`.
+        progress: see :func:`embed_files`.
+        on_error: ``"raise"`` stops at the first unreadable image; ``"skip"`` predicts the others and
+            returns the errors in ``failures`` (see :func:`embed_readable_files`).
+        reject: see :func:`predict_features`.
+
+    Returns:
+        The predictions, with the image file of each row in ``paths``.
+
+    Raises:
+        FileNotFoundError: the bundle file or an image is missing.
+        BundleError: the bundle file is not a bundle of this format.
+        ImageError: an image cannot be read; the message names it.
+        ValueError: the bundle has no products, no images are given, an unknown ``on_error``, or every
+            image is unreadable (``"skip"``; the message names the first).
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle, device="auto")
+    _require_probe(bundle)
+    paths = image_files(images)
+    if on_error == "skip":
+        done = embed_readable_files(bundle, paths, batch_size=batch_size, workers=workers, progress=progress,
+                                    precision="fp32")
+    else:  # the first unreadable image raises: every file has its row
+        features = embed_files(bundle, paths, batch_size=batch_size, workers=workers, progress=progress,
+                               precision="fp32")
+        done = EmbeddedFiles(features, tuple(Path(p) for p in paths), ())
+    if not done.paths:
+        raise ValueError(f"none of the {len(paths)} images could be read; the first: {done.failures[0]}")
+    return predict_features(bundle, done.features, k, reject=reject)._replace(paths=done.paths, failures=done.failures)
+
+
+def _describe_rejection(bundle: Bundle) -> dict[str, Any] | None:
+    """The rejection part of :func:`describe_bundle`: score, recall, threshold, and in words whether it is on."""
+    if bundle.probe is None:
+        return None
+    r = bundle.rejection
+    if r is None:
+        return {"score": None, "recall": None, "threshold": None, "active": False,
+                "note": "off: this bundle was written before unknown-product rejection; refit it (retailnb fit, "
+                        "or add or remove a product) to choose a threshold"}
+    note = (f"images scoring below {r.threshold:.4g} ({r.score}) are answered {UNKNOWN!r}" if r.active else
+            "off until products have two or more images (no enrolled image could be scored out of fold)")
+    return {**r.as_json(), "active": r.active, "note": note}
+
+
+def describe_bundle(bundle: Bundle) -> dict[str, Any]:
+    """What a bundle is, as JSON data: products with their image counts, backbone, preprocessing, provenance.
+
+    The summary ``retailnb info`` prints; unlike ``repr``, it lists every product.
+    """
+    p = bundle.preprocessing
+    return {
+        "format_version": BUNDLE_FORMAT,
+        "architecture": bundle.architecture,
+        "feature_dim": bundle.feature_dim,
+        "preprocessing": {"image_size": p.image_size, "mean": list(p.mean), "std": list(p.std)},
+        "probe": None if bundle.probe is None else {"c": bundle.probe.c,
+                                                     "uniform_prior": bundle.settings.uniform_prior},
+        "rejection": _describe_rejection(bundle),
+        "n_products": len(bundle.class_names),
+        "n_train": len(bundle.labels),
+        "products": bundle.image_counts,
+        "provenance": bundle.provenance,
+    }
