@@ -52,7 +52,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Start with the pipeline's tests, so that their worker begins the longest chain first."""
+    """Mark every test that runs the tiny pipeline ``pipeline``; start with the pipeline's tests, so that
+    their worker begins the longest chain first."""
+    for item in items:
+        if "tiny_pipeline" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.pipeline)
     items.sort(key=lambda item: item.path.name != PIPELINE_TESTS)  # stable: each file keeps its order
 
 

@@ -349,7 +349,7 @@ def test_report_stage_reads_only_the_listed_seeds(tmp_path: Path) -> None:
     assert read_record(SummaryRecord, tmp_path / "summary.json").confidence == 0.9
 
 
-@pytest.mark.slow
+@pytest.mark.pipeline
 def test_report_notebook_smoke(tmp_path: Path) -> None:
     import nbformat
     import papermill as pm
