@@ -13,39 +13,24 @@ cross-validation among 4 values) on a 25-class, 10-shot, 512-d problem.
 
 Usage:
     python benchmarks/bench_features.py [--size 64] [--batch 256] [--repeats 3] [--device cpu|cuda]
+    python benchmarks/bench_features.py --smoke    # 8 images of 32 px, once, on CPU: checks the script runs
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import timm
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from common import add_smoke, apply_smoke, best_seconds
+from retailnb.evaluation.probe import fit_logistic_probe, probe_accuracy
+from retailnb.models.inference import extract_features, imagenet_normalize
 
-from retailnb.evaluation.probe import fit_logistic_probe, probe_accuracy  # noqa: E402
-from retailnb.models.inference import extract_features, imagenet_normalize  # noqa: E402
-
-
-def best_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Fastest of ``repeats`` timed calls of ``fn``, after one untimed warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
+SMOKE = {"size": 32, "batch": 8, "repeats": 1, "device": "cpu"}
+"""``--smoke``: one small batch, timed once, on CPU."""
 
 
 def bench_extraction(size: int, batch: int, repeats: int, device: torch.device) -> None:
@@ -107,7 +92,8 @@ def main() -> None:
     parser.add_argument(
         "--probe-threads", default="1", help="comma-separated BLAS thread counts for the probe fit; 'all' = no limit"
     )
-    args = parser.parse_args()
+    add_smoke(parser, "8 images of 32 px, timed once, on CPU")
+    args = apply_smoke(parser.parse_args(), SMOKE)
     threads = [None if t == "all" else int(t) for t in args.probe_threads.split(",")]
     bench_extraction(args.size, args.batch, args.repeats, torch.device(args.device))
     bench_probe(args.repeats, threads)

@@ -19,13 +19,13 @@ Data: the synthetic catalogue of :mod:`retailnb.data.synthetic`, 110 products, 5
 Usage:
     python benchmarks/bench_new_products.py [--architecture mobilenetv3_small_100] [--image-size 64]
         [--old 100] [--new 10] [--shots 5] [--test-images 20] [--batch-size 64] [--threads N] [--repeats 3]
+    python benchmarks/bench_new_products.py --smoke   # 2 into 5 products, test_resnet at 32 px, once
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,8 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
+from common import add_smoke, apply_smoke
 from retailnb.bundle.embed import default_embed_workers, embed_files
 from retailnb.bundle.fit import add_products, fit_probe, new_bundle
 from retailnb.bundle.io import load_bundle, save_bundle
@@ -44,6 +43,10 @@ from retailnb.data.images import decode_images
 from retailnb.data.manifest import Manifest, read_manifest
 from retailnb.data.synthetic import generate
 from retailnb.models.backbone import create_backbone
+
+SMOKE = {"architecture": "test_resnet", "image_size": 32, "old": 5, "new": 2, "shots": 2, "test_images": 2,
+         "batch_size": 8, "repeats": 1}
+"""``--smoke``: a tiny bundle and model, timed once."""
 
 
 def render_catalogue(out: Path, n_products: int, shots: int, test_images: int, image_size: int) -> Manifest:
@@ -153,7 +156,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--choose-c", action="store_true", help="choose C again by cross-validation in (a)")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    add_smoke(parser, "2 new products into a 5-product bundle, test_resnet at 32 px, timed once")
+    args = apply_smoke(parser.parse_args(), SMOKE)
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)

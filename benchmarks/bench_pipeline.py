@@ -1,8 +1,10 @@
 """Time the whole default pipeline from a fresh clone, then a second ``dvc repro`` with nothing changed.
 
-Usage: python benchmarks/bench_pipeline.py [--keep]
+Usage: python benchmarks/bench_pipeline.py [--keep] [--smoke]
 Clones the current commit into a temporary folder (outputs of this checkout are not reused), runs
-``dvc repro`` there with this environment's Python, and prints both wall times.
+``dvc repro`` there with this environment's Python, and prints both wall times. ``--smoke`` first sets
+the clone's params.yaml to the smoke runs' tiny data and model, one epoch per training stage
+(``common.ONE_EPOCH``, ``common.SMOKE_PIPELINE``), and commits it there.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, add_smoke, smoke_params, write_params
+from retailnb.config.params_file import read_params
 
 
 def timed(cmd: list[str], cwd: Path) -> float:
@@ -27,10 +30,15 @@ def timed(cmd: list[str], cwd: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--keep", action="store_true", help="keep the clone and print its path")
+    add_smoke(parser, "tiny data and model, one epoch per training stage")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="retailnb-bench-"))
     clone = work / "retailnb"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    if args.smoke:
+        write_params(clone / "params.yaml", smoke_params(read_params(clone / "params.yaml")))
+        subprocess.run(["git", "-c", "user.email=smoke@retailnb", "-c", "user.name=smoke", "commit", "-qam",
+                        "smoke parameters"], cwd=clone, check=True)
     first = timed(["dvc", "repro"], clone)
     second = timed(["dvc", "repro"], clone)
     print(f"dvc repro from a fresh clone: {first:.0f} s")

@@ -4,11 +4,11 @@ Three training loops (and an extra fourth) on the same small synthetic dataset, 
 size, batch size (``--batch`` images, each seen in 2 views) and number of steps, measured one after the
 other in one run:
 
-(a) ``reference``: written the way lightly's own SimCLR example is. An ImageFolder-style dataset opens
-    every JPEG from disk with PIL each time (torchvision's ``default_loader``), lightly's
-    ``SimCLRTransform`` makes the two views image by image in a DataLoader with one worker per core,
-    and the model is the timm backbone with lightly's ``SimCLRProjectionHead``, trained with
-    ``NTXentLoss`` and SGD, one forward pass per view.
+(a) ``reference``: lightly's SimCLR example loop, :func:`reference_loop.reference_loop` (the benchmarks'
+    one copy of it). An ImageFolder-style dataset opens every JPEG from disk with PIL each time
+    (torchvision's ``default_loader``), lightly's ``SimCLRTransform`` makes the two views image by image
+    in a DataLoader with one worker per core, and the model is the timm backbone with lightly's
+    ``SimCLRProjectionHead``, trained with ``NTXentLoss`` and SGD, one forward pass per view.
 (b) ``per-sample``: our pipeline with ``views.on="worker"``. Images decoded once (``decode_images``),
     the batches ``EpochBatchSampler`` plans, ``training_dataset`` (``MultiViewDataset`` +
     ``retail_view_transform``) in one DataLoader worker, ``build_model`` + ``ContrastiveObjective``
@@ -20,7 +20,8 @@ other in one run:
 (d) ``batched in worker`` (extra; ``--skip-extra`` leaves it out): as (c), but BatchViews runs on the
     whole batch in one DataLoader worker (as its ``collate_fn``), so it overlaps the model step.
 
-Throughput is images per second over ``--steps`` steps after ``--warmup`` untimed ones. Where the time
+Throughput is images per second over ``--steps`` steps after ``--warmup`` untimed ones, every loop's steps
+timed alike (:func:`common.timed_steps`). Where the time
 goes, per step: ``wait`` is the main process waiting for the next batch, ``augment`` is the batched
 augmentation in the step (c), ``model`` is forward, loss, backward and optimiser step, ``main cpu`` is
 the CPU time the main process used (well below ``wait + augment + model`` when its threads were
@@ -39,53 +40,52 @@ compare ``--threads 1`` when the load average printed is high, and read ``cpu ms
 Usage:
     python benchmarks/bench_pretrain.py [--backbone mobilenetv3_small_100] [--size 64] [--batch 128]
         [--steps 15] [--warmup 2] [--threads N] [--workers N] [--data DIR] [--skip-extra] [--params FILE]
+    python benchmarks/bench_pretrain.py --smoke    # test_resnet, 32 px, batch 8, 2 steps: checks the script runs
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
-from lightly.loss import NTXentLoss
-from lightly.models.modules.heads import SimCLRProjectionHead
 from lightly.transforms import SimCLRTransform
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.datasets.folder import default_loader
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-from retailnb.config.data import SyntheticSpec  # noqa: E402
-from retailnb.config.params_file import read_params  # noqa: E402
-from retailnb.config.pretrain import PretrainStageSpec  # noqa: E402
+from common import PARAMS, Step, add_smoke, apply_smoke, synthetic_manifest, timed_steps
+from reference_loop import EXAMPLE_RECIPE, reference_loop, timm_simclr
+from retailnb.config.data import SyntheticSpec
+from retailnb.config.params_file import read_params
 from retailnb.config.pretrain import PretrainStageSpec
-from retailnb.config.stages import spec_from_params  # noqa: E402
-from retailnb.data.images import decode_images  # noqa: E402
-from retailnb.data.synthetic import generate  # noqa: E402
-from retailnb.models.backbone import feature_dim  # noqa: E402
-from retailnb.train.contrastive import (  # noqa: E402
+from retailnb.config.stages import spec_from_params
+from retailnb.data.images import decode_images
+from retailnb.train.contrastive import (
     ContrastiveObjective,
     build_model,
+    training_dataset,
+    training_rows,
 )
-from retailnb.train.datasets import to_chw_uint8  # noqa: E402
-from retailnb.train.engine import build_optimizer, use_channels_last  # noqa: E402
-from retailnb.train.pretraining import PretrainRunSpec, training_dataset, training_rows  # noqa: E402
-from retailnb.train.sampler import plan_epoch  # noqa: E402
-from retailnb.transforms.batch_views import BatchViews  # noqa: E402
+from retailnb.train.datasets import to_chw_uint8
+from retailnb.train.engine import build_optimizer, use_channels_last
+from retailnb.train.sampler import plan_epoch
+from retailnb.transforms.batch_views import BatchViews
 
-LR = 0.06
+LR = EXAMPLE_RECIPE.lr
 """SGD learning rate of every loop (lightly's SimCLR example uses 0.06)."""
+
+SMOKE = {"backbone": "test_resnet", "size": 32, "batch": 8, "steps": 2, "warmup": 1, "workers": 0}
+"""``--smoke``: a tiny model and batch, to check the script on CPU in seconds."""
 
 StepFn = Callable[[Any], dict[str, float]]
 
@@ -152,10 +152,10 @@ def planned_batches(labels: np.ndarray, spec: PretrainStageSpec, n: int) -> list
     return [b.tolist() for b in batches[:n]]
 
 
-class JpegViewsDataset(Dataset[tuple[list[torch.Tensor], int, float, float, float]]):
+class JpegViewsDataset(Dataset[tuple[Any, ...]]):
     """lightly-example style: open the JPEG with PIL on every access, then make the views.
 
-    Items are ``(views, 0, decode_seconds, augment_seconds, cpu_seconds)``; the times only feed the
+    Items are ``(view_0, view_1, decode_seconds, augment_seconds, cpu_seconds)``; the times only feed the
     report (a worker is single-threaded, so its process time is this item's CPU time).
     """
 
@@ -166,12 +166,12 @@ class JpegViewsDataset(Dataset[tuple[list[torch.Tensor], int, float, float, floa
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int, float, float, float]:
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
         start, cpu = time.perf_counter(), time.process_time()
         image = default_loader(str(self.paths[index]))
         decoded = time.perf_counter()
         views = self.transform(image)
-        return views, 0, decoded - start, time.perf_counter() - decoded, time.process_time() - cpu
+        return *views, decoded - start, time.perf_counter() - decoded, time.process_time() - cpu
 
 
 class TimedDataset(Dataset[tuple[Any, ...]]):
@@ -189,78 +189,61 @@ class TimedDataset(Dataset[tuple[Any, ...]]):
         return (*item, time.perf_counter() - start, time.process_time() - cpu)
 
 
-class SimCLR(nn.Module):
-    """lightly's example model: backbone, flatten, SimCLR projection head."""
+def measure(name: str, steps: Generator[Step, None, None], phases: Callable[[Step], dict[str, float]],
+            warmup: int, n_steps: int, batch: int) -> Timing:
+    """Take ``warmup + n_steps`` training steps from ``steps``; time the last ``n_steps``.
 
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.projection_head = SimCLRProjectionHead(feature_dim(backbone), 512, 128)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projection_head(self.backbone(x).flatten(start_dim=1))
-
-
-def measure(name: str, loader: DataLoader[Any], step: StepFn, warmup: int, steps: int, batch: int) -> Timing:
-    """Run ``warmup + steps`` training steps from ``loader``; time the last ``steps``.
-
-    ``step(batch)`` trains on one batch and returns extra phase seconds (e.g. ``augment``) to record.
+    ``phases(step)`` gives extra phase seconds (e.g. ``augment``) to record for a step.
     """
     timing = Timing(name)
-    batches: Iterator[Any] = iter(loader)
-    for i in range(warmup + steps):
-        start, cpu = time.perf_counter(), time.process_time()
-        data = next(batches)
-        got = time.perf_counter()
-        extra = step(data)
-        done = time.perf_counter()
-        cpu = time.process_time() - cpu
-        if i < warmup:
-            continue
-        timing.steps += 1
-        timing.images += batch
-        timing.wall += done - start
-        timing.add("wait", got - start)
-        timing.add("step", done - got)
-        timing.add("main cpu", cpu)
-        for phase, seconds in extra.items():
-            timing.add(phase, seconds)
-    del batches  # shuts the workers down before the next loop starts
+    with closing(steps):  # shuts the workers down before the next loop starts
+        for step in itertools.islice(steps, warmup + n_steps):
+            if step.index < warmup:
+                continue
+            timing.steps += 1
+            timing.images += batch
+            timing.wall += step.seconds
+            timing.add("wait", step.wait)
+            timing.add("step", step.compute)
+            timing.add("main cpu", step.cpu)
+            for phase, seconds in phases(step).items():
+                timing.add(phase, seconds)
     timing.add("model", timing.phases["step"] - timing.phases.get("augment", 0.0))
     return timing
 
 
+def measure_ours(name: str, loader: DataLoader[Any], step: StepFn, args: argparse.Namespace) -> Timing:
+    """:func:`measure` of one of our pipelines: ``step(batch)`` trains on a batch and returns its extra phases."""
+    return measure(name, timed_steps(loader, step), lambda s: s.out, args.warmup, args.steps, args.batch)
+
+
 def sgd_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    """Backward and optimiser step, in lightly's example order."""
+    """Backward and optimiser step, in lightly's example order (as the reference loop)."""
     loss.backward()
     optimizer.step()
     optimizer.zero_grad()
 
 
 def run_reference(paths: Sequence[Path], args: argparse.Namespace, n_workers: int) -> Timing:
-    """(a) lightly's SimCLR example loop, reading JPEGs from disk every step."""
+    """(a) lightly's SimCLR example loop (the reference loop), reading JPEGs from disk every step."""
     torch.manual_seed(args.seed)
     transform = SimCLRTransform(input_size=args.size, min_scale=0.3, hf_prob=0.0)  # crop scale as ours, no flip
     dataset = JpegViewsDataset(paths, transform)
     n_batches = args.warmup + args.steps
     sampler = RandomSampler(dataset, num_samples=n_batches * args.batch)  # several passes when needed
     loader = DataLoader(dataset, batch_size=args.batch, sampler=sampler, drop_last=True, num_workers=n_workers)
-    model = SimCLR(timm.create_model(args.backbone, pretrained=False, num_classes=0))
-    criterion = NTXentLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
-    model.train()
+    model = timm_simclr(args.backbone)
 
-    def step(batch: Any) -> dict[str, float]:
-        (x0, x1), _, decode_s, augment_s, cpu_s = batch
-        z0, z1 = model(x0), model(x1)
-        sgd_step(optimizer, criterion(z0, z1))
+    def phases(step: Step) -> dict[str, float]:
+        decode_s, augment_s, cpu_s = step.batch[2:]
         return {
             "worker decode": float(decode_s.sum()),
             "worker augment": float(augment_s.sum()),
             "worker cpu": float(cpu_s.sum()),
         }
 
-    return measure(f"(a) reference, lightly, {n_workers} workers", loader, step, args.warmup, args.steps, args.batch)
+    steps = reference_loop(model, loader, EXAMPLE_RECIPE)
+    return measure(f"(a) reference, lightly, {n_workers} workers", steps, phases, args.warmup, args.steps, args.batch)
 
 
 class TimedAugment(nn.Module):
@@ -300,7 +283,8 @@ def run_per_sample(
     images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainStageSpec, args: argparse.Namespace
 ) -> Timing:
     """(b) our pipeline with ``views.on="worker"``: per-image views in one DataLoader worker."""
-    dataset, _ = training_dataset(views_on(spec, "worker"), images, labels)
+    dataset, _ = training_dataset(images, labels, views_on(spec, "worker").views,
+                                  image_size=spec.backbone.image_size, n_views=spec.model.n_views)
     model, objective, optimizer = our_model(spec, args)
     loader = DataLoader(TimedDataset(dataset), batch_sampler=batches, num_workers=1)
 
@@ -309,14 +293,15 @@ def run_per_sample(
         sgd_step(optimizer, objective(model, (views, y))["loss"])
         return {"worker augment": float(augment_s.sum()), "worker cpu": float(cpu_s.sum())}
 
-    return measure("(b) ours, per-sample, 1 worker", loader, step, args.warmup, args.steps, args.batch)
+    return measure_ours("(b) ours, per-sample, 1 worker", loader, step, args)
 
 
 def run_batched(
     images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainStageSpec, args: argparse.Namespace
 ) -> Timing:
     """(c) our pipeline with ``views.on="batch"``: uint8 batches, BatchViews in ContrastiveObjective."""
-    dataset, views = training_dataset(views_on(spec, "batch"), images, labels)
+    dataset, views = training_dataset(images, labels, views_on(spec, "batch").views,
+                                      image_size=spec.backbone.image_size, n_views=spec.model.n_views)
     if views is None:
         raise RuntimeError("training_dataset returned no BatchViews for views.on='batch'")
     augment = TimedAugment(views)
@@ -328,7 +313,7 @@ def run_batched(
         sgd_step(optimizer, objective(model, batch)["loss"])
         return {"augment": augment.seconds - before}
 
-    return measure("(c) ours, BatchViews in step", loader, step, args.warmup, args.steps, args.batch)
+    return measure_ours("(c) ours, BatchViews in step", loader, step, args)
 
 
 class TimedViewsCollate:
@@ -355,7 +340,8 @@ def run_batched_in_worker(
     images: torch.Tensor, labels: np.ndarray, batches: list[list[int]], spec: PretrainStageSpec, args: argparse.Namespace
 ) -> Timing:
     """(d) extra: BatchViews on the whole batch in one DataLoader worker, overlapping the model step."""
-    dataset, views = training_dataset(views_on(spec, "batch"), images, labels)
+    dataset, views = training_dataset(images, labels, views_on(spec, "batch").views,
+                                      image_size=spec.backbone.image_size, n_views=spec.model.n_views)
     if views is None:
         raise RuntimeError("training_dataset returned no BatchViews for views.on='batch'")
     model, objective, optimizer = our_model(spec, args)
@@ -366,7 +352,7 @@ def run_batched_in_worker(
         sgd_step(optimizer, objective(model, (pair, y))["loss"])
         return {"worker augment": augment_s, "worker cpu": cpu_s}
 
-    return measure("(d) ours, BatchViews in 1 worker", loader, step, args.warmup, args.steps, args.batch)
+    return measure_ours("(d) ours, BatchViews in 1 worker", loader, step, args)
 
 
 PHASES = {
@@ -417,9 +403,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-extra", action="store_true", help="leave out (d), BatchViews in a worker")
     parser.add_argument("--no-channels-last", action="store_true", help="train ours with contiguous (NCHW) weights")
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml",
+    parser.add_argument("--params", type=Path, default=PARAMS,
                         help="params file of everything not set here (the simclr_supcon variant)")
-    args = parser.parse_args()
+    add_smoke(parser, "test_resnet, 32 px, batch 8, 2 steps")
+    args = apply_smoke(parser.parse_args(), SMOKE)
     params = read_params(args.params)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -430,13 +417,12 @@ def main() -> None:
         manifest = root / "manifest.csv"
         if not manifest.is_file():
             start = time.perf_counter()
-            generate(small_dataset_config(params, args.size), root)
+            synthetic_manifest(small_dataset_config(params, args.size), root)
             print(f"generated the synthetic data in {time.perf_counter() - start:.1f} s")
         params["backbone"].update(architecture=args.backbone, image_size=args.size)
         params["pretrain"]["sampler"]["batch_size"] = args.batch
         spec = spec_from_params(PretrainStageSpec, params, "simclr_supcon", file=args.params)
-        run = PretrainRunSpec(spec=spec, manifest=str(manifest), out_dir=tmp, live_dir="")
-        paths, labels, classes = training_rows(run)  # roles labelled + unlabelled, as pretraining reads
+        paths, labels, classes = training_rows(str(manifest), spec.variant)  # roles labelled + unlabelled, as pretraining reads
         print(f"{len(paths)} images ({int((labels >= 0).sum())} labelled in {len(classes)} classes)")
         start = time.perf_counter()
         images = to_chw_uint8(decode_images(paths, args.size))

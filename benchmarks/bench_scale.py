@@ -43,10 +43,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
+from common import add_smoke, apply_smoke
 
 STORAGES = ("memory", "disk")
+
+SMOKE = {"sizes": [12, 120], "image_size": 16, "steps": 2, "warmup": 1, "batch_size": 8, "decode_workers": 0}
+"""``--smoke``: two tiny sets, 10x apart, of 16 px images, and a few steps."""
 
 
 def write_images(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:
@@ -148,13 +150,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--decode-workers", type=int, default=None, help="decoding processes (default: all cores)")
     parser.add_argument("--work", type=Path, default=None, help="images and cache (default: a new temp folder)")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures here as JSON")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes and few steps: checks the script runs")
+    add_smoke(parser, "tiny sizes and few steps")
     parser.add_argument("--child-storage", choices=STORAGES, help=argparse.SUPPRESS)
     parser.add_argument("--child-images", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.sizes, args.image_size, args.steps, args.warmup, args.batch_size = [12, 120], 16, 2, 1, 8
-        args.decode_workers = 0
+    args = apply_smoke(parser.parse_args(argv), SMOKE)
     if len(args.sizes) < 2 or max(args.sizes) < 10 * min(args.sizes):
         parser.error("--sizes needs at least two sizes, the largest at least 10x the smallest")
     return args
@@ -196,8 +195,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for storage in STORAGES:
             cmd = [sys.executable, str(Path(__file__).resolve()), *base, "--work", str(work),
                    "--child-storage", storage, "--child-images", str(n)]
-            env = {**os.environ, "PYTHONPATH": str(REPO)}
-            done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     print("\n".join(summary(rows)))

@@ -7,27 +7,23 @@ workers is reported too: ``per core`` is images per CPU-second, the rate of one 
 
 Usage:
     python benchmarks/bench_synthetic.py [--sizes 96 64] [--workers N] [--repeats 1] [--params params.yaml]
+    python benchmarks/bench_synthetic.py --smoke   # the smoke runs' tiny config at 32 px: checks the script runs
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-from retailnb.config.data import SyntheticSpec  # noqa: E402
-from retailnb.config.params_file import read_params  # noqa: E402
-from retailnb.config.data import DataStageSpec
-from retailnb.config.stages import spec_from_params  # noqa: E402
-from retailnb.data.synthetic import (  # noqa: E402
+from common import PARAMS, SMOKE_SYNTHETIC, add_smoke, cpu_seconds
+from retailnb.config.data import DataStageSpec, SyntheticSpec
+from retailnb.config.params_file import read_params
+from retailnb.config.stages import spec_from_params
+from retailnb.data.synthetic import (
     design_catalogue,
     generate,
     pick_neighbours,
@@ -36,18 +32,12 @@ from retailnb.data.synthetic import (  # noqa: E402
 )
 
 
-def _cpu_seconds() -> float:
-    """CPU time used so far by this process and its finished children (the generator's workers)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def time_generate(config: SyntheticSpec, workers: int | None) -> tuple[int, float, float]:
     """Generate ``config`` into a temporary folder; returns the image count, wall and CPU seconds."""
     with tempfile.TemporaryDirectory() as tmp:
-        cpu, start = _cpu_seconds(), time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         manifest = generate(config, Path(tmp) / "synthetic", workers=workers)
-        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
         n_images = sum(1 for _ in manifest.open()) - 1
     return n_images, seconds, cpu
 
@@ -74,9 +64,12 @@ def main() -> None:
                         help="image sizes (default: 96 and the default config's image_size)")
     parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: all cores)")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="params file of the default config")
+    parser.add_argument("--params", type=Path, default=PARAMS, help="params file of the default config")
+    add_smoke(parser, "the smoke runs' tiny config (common.SMOKE_SYNTHETIC) at 32 px")
     args = parser.parse_args()
     default = spec_from_params(DataStageSpec, read_params(args.params), file=args.params).data.synthetic
+    if args.smoke:
+        default = SyntheticSpec.model_validate({**default.model_dump(), **SMOKE_SYNTHETIC})
     default_size = default.image_size
     for size in args.sizes or sorted({96, default_size}, reverse=True):
         config = SyntheticSpec.model_validate({**default.model_dump(), "image_size": size})

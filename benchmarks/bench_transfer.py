@@ -7,10 +7,11 @@ of 21 kinds that neither side ever saw; the probe trains on their train photos a
 scored on their test photos). Per training seed, one after the other in one process:
 
 1. ``retailnb``: the main pretraining variant of ``params.yaml`` (``noisy.teacher_variant``), with the
-   ``-S key=value`` overrides given here, run by :func:`retailnb.train.pretraining.pretrain` exactly as the
-   pipeline's pretrain stage runs it. Its training loop time (steps and data, not decoding) is the budget.
-2. ``plain``: the 60-line lightly loop of issue 13, trained for the same wall-clock budget (it stops at
-   the first step past it): torchvision resnet18 without ``fc``, two views of
+   ``-S key=value`` overrides given here, run exactly as the pipeline's pretrain stage runs it
+   (:func:`common.run_retailnb`). Its training loop time (steps and data, not decoding) is the budget.
+2. ``plain``: the 60-line lightly loop of issue 13 (:func:`reference_loop.reference_loop` with
+   ``PLAIN_RECIPE``), trained for the same wall-clock budget (it stops at the first step past it):
+   torchvision resnet18 without ``fc``, two views of
    ``RandomResizedCrop(64, scale=(0.2, 1))``, horizontal flip, ``ColorJitter(0.4, 0.4, 0.4, 0.1)`` with
    p=0.8, ``RandomGrayscale(0.2)``, ImageNet normalisation; lightly's ``SimCLRProjectionHead(512, 512,
    128)`` and ``NTXentLoss(temperature=0.2)``; SGD lr 0.06, momentum 0.9, weight decay 5e-4, batch 128;
@@ -26,224 +27,89 @@ each side's training images per second.
 Usage:
     python benchmarks/bench_transfer.py --root ../shared/data/GroceryStoreDataset [--seeds 0 1 2]
         [-S pretrain.engine.epochs=12 ...] [--noisy] [--work DIR] [--out FILE.json]
+    python benchmarks/bench_transfer.py --smoke [--noisy]   # checks the script runs (tiny synthetic data)
 
 The Grocery Store Dataset is not part of the repository; without it the script exits 2 naming the root.
+``--smoke`` needs no dataset: one seed, one epoch of a tiny model on tiny synthetic data (its source roles
+pretrain, its target catalogue is probed; ``common.SMOKE_PIPELINE``) and batches of 8 in the plain loop.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from functools import cache
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from lightly.loss import NTXentLoss
-from lightly.models.modules.heads import SimCLRProjectionHead
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from torchvision.models import resnet18
-from torchvision.transforms import v2
+from torch.utils.data import DataLoader
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-from retailnb.config.params_file import read_params  # noqa: E402
+from common import (
+    GROCERY,
+    PARAMS,
+    SOURCE_KINDS,
+    TARGET_KINDS,
+    Side,
+    add_smoke,
+    apply_overrides,
+    apply_smoke,
+    grocery_halves,
+    has_grocery,
+    interval_text,
+    paired_text,
+    probe,
+    run_retailnb,
+    smoke_params,
+    synthetic_halves,
+    target_data,
+)
+from reference_loop import PLAIN_RECIPE, ReferenceViews, reference_loop, resnet18_simclr
 from retailnb.config.noisy import NoisyStageSpec
+from retailnb.config.params_file import read_params
 from retailnb.config.pretrain import PretrainStageSpec
-from retailnb.config.stages import spec_from_params  # noqa: E402
-from retailnb.data.images import decode_images  # noqa: E402
-from retailnb.data.manifest import read_manifest  # noqa: E402
-from retailnb.data.prepare import prepare_dataset  # noqa: E402
-from retailnb.evaluation.probe import probe_accuracy  # noqa: E402
-from retailnb.evaluation.quickprobe import ProbeData, load_probe_data  # noqa: E402
-from retailnb.results.intervals import order, paired_difference, t_interval  # noqa: E402
-from retailnb.models.backbone import create_backbone  # noqa: E402
-from retailnb.models.inference import extract_features  # noqa: E402
-from retailnb.results.markdown import interval_text as report_interval_text  # noqa: E402
-from retailnb.train.pretraining import PretrainRunSpec, pretrain, training_rows  # noqa: E402
+from retailnb.config.stages import spec_from_params
+from retailnb.data.images import decode_images
+from retailnb.models.backbone import create_backbone
+from retailnb.results.intervals import order, t_interval
+from retailnb.train.contrastive import training_rows
 
-SOURCE_KINDS, TARGET_KINDS = "even", "odd"
-"""Pretraining sees the even coarse kinds; the probes train and score on the odd ones."""
+PLAIN_SIZE, PLAIN_DECODE, PLAIN_BATCH = 64, 72, 128
+"""The plain loop's crop side, the side its images are decoded to once, and its batch size."""
 
-PLAIN_SIZE, PLAIN_DECODE = 64, 72
-"""The plain loop's crop side and the side its images are decoded to once."""
-
-
-# --- data -----------------------------------------------------------------------------------------
-
-
-def grocery_halves(root: Path, work: Path) -> tuple[Path, Path]:
-    """Manifests of the pretraining half and the target half (written once per work folder)."""
-    manifests = []
-    for kinds in (SOURCE_KINDS, TARGET_KINDS):
-        out = work / f"grocery_{kinds}"
-        if not (out / "manifest.csv").is_file():
-            prepare_dataset("grocery_store", out, root=root, labels="fine", kinds=kinds, on_error="skip")
-        manifests.append(out / "manifest.csv")
-    return manifests[0], manifests[1]
-
-
-@cache
-def target_data(manifest: Path, size: int) -> ProbeData:
-    """The target half's probe_train/probe_test images decoded at ``size`` (once per size)."""
-    return load_probe_data(read_manifest(manifest), size, "probe_train", "probe_test")
-
-
-def probe(backbone: nn.Module, data: ProbeData) -> float:
-    """Accuracy of a logistic-regression probe on ``backbone``'s frozen features (all training images)."""
-    f_train = extract_features(backbone, data.x_train, precision="fp32")
-    f_test = extract_features(backbone, data.x_test, precision="fp32")
-    return float(probe_accuracy(f_train, data.y_train, f_test, data.y_test)["accuracy"])
-
-
-# --- params ---------------------------------------------------------------------------------------
-
-
-def apply_overrides(params: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """``params`` with ``key.path=value`` overrides applied, values parsed as YAML (like ``dvc exp run -S``).
-
-    Raises:
-        ValueError: an override without ``=`` or whose path does not exist in ``params``.
-    """
-    params = json.loads(json.dumps(params))
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ValueError(f"-S {item!r}: expected key.path=value")
-        *parents, last = key.split(".")
-        node = params
-        for part in parents:
-            if not isinstance(node, dict) or part not in node:
-                raise ValueError(f"-S {item!r}: params.yaml has no {key!r}")
-            node = node[part]
-        if not isinstance(node, dict) or (last not in node and parents[:2] != ["pretrain", "variants"]):
-            raise ValueError(f"-S {item!r}: params.yaml has no {key!r}")
-        node[last] = yaml.safe_load(text)
-    return params
-
-
-# --- the two sides --------------------------------------------------------------------------------
-
-
-@dataclass
-class Side:
-    """One side's run for one seed: probe accuracy pretrained and from random weights, and its cost."""
-
-    accuracy: float
-    random_accuracy: float
-    seconds: float
-    images: int
-    epochs: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def gain(self) -> float:
-        """What pretraining added to the probe over random weights of the same architecture."""
-        return self.accuracy - self.random_accuracy
-
-    @property
-    def images_per_second(self) -> float:
-        """Training images (each seen in two views) per second of the training loop."""
-        return self.images / self.seconds if self.seconds else 0.0
-
-
-def run_retailnb(params: dict[str, Any], seed: int, source: Path, target: Path, out_dir: Path,
-                 variant: str | None = None) -> tuple[Side, Path]:
-    """Pretrain retailnb's ``variant`` (default: the noisy student's teacher) for training seed ``seed``."""
-    variant = variant or params["noisy"]["teacher_variant"]
-    spec = spec_from_params(PretrainStageSpec, params, variant).with_seed(seed)
-    run = PretrainRunSpec(spec=spec, manifest=str(source), out_dir=str(out_dir), live_dir="")
-    result = pretrain(run)
-    size = spec.backbone.image_size
-    trained = create_backbone(spec.backbone.architecture, weights=str(out_dir / "backbone.pt"))
-    torch.manual_seed(spec.engine.seed)
-    random_init = create_backbone(spec.backbone.architecture)
-    data = target_data(target, size)
-    side = Side(accuracy=probe(trained, data), random_accuracy=probe(random_init, data),
-                seconds=result.data_seconds + result.step_seconds, images=result.images,
-                epochs=float(result.epochs_run), extra={"final_loss": result.history["loss"][-1]})
-    return side, out_dir / "backbone.pt"
-
-
-class PlainViews(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Two SimCLR views of each image, drawn image by image (lightly's example, on decoded tensors)."""
-
-    def __init__(self, images: torch.Tensor, size: int = PLAIN_SIZE) -> None:
-        self.images = images
-        self.transform = v2.Compose([
-            v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
-        ])
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
-        return self.transform(image), self.transform(image)
-
-
-class PlainSimCLR(nn.Module):
-    """torchvision resnet18 without its classifier, and lightly's SimCLR projection head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.backbone = resnet18()
-        self.backbone.fc = nn.Identity()
-        self.projection_head = SimCLRProjectionHead(512, 512, 128)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projection_head(self.backbone(x))
+SMOKE = {"seeds": [0], "plain_batch": 8}
+"""``--smoke``: one seed, and batches the tiny data fills (see :func:`common.smoke_params` for the rest)."""
 
 
 def run_plain(params: dict[str, Any], seed: int, budget_s: float, source: Path, target: Path, *,
-              workers: int = 0) -> Side:
+              workers: int = 0, batch: int = PLAIN_BATCH) -> Side:
     """Train the plain lightly loop until ``budget_s`` seconds of loop time are spent, on the images
     retailnb's main variant (of ``params``) pretrains on: every labelled and unlabelled image of the source."""
     spec = spec_from_params(PretrainStageSpec, params, params["noisy"]["teacher_variant"])
-    paths, _, _ = training_rows(PretrainRunSpec(spec=spec, manifest=str(source), out_dir="", live_dir=""))
+    paths, _, _ = training_rows(str(source), spec.variant)
     images = torch.from_numpy(decode_images(paths, PLAIN_DECODE)).permute(0, 3, 1, 2).contiguous()
     torch.manual_seed(seed)
     np.random.seed(seed)
-    model = PlainSimCLR()
+    model = resnet18_simclr()
     torch.manual_seed(seed)
-    random_init = PlainSimCLR().backbone
-    criterion = NTXentLoss(temperature=0.2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
-    loader = DataLoader(PlainViews(images), batch_size=128, shuffle=True, drop_last=True, num_workers=workers,
-                        generator=torch.Generator().manual_seed(seed))
-    seconds, seen, steps = 0.0, 0, 0
+    random_init = resnet18_simclr().backbone
+    loader = DataLoader(ReferenceViews(images, PLAIN_SIZE), batch_size=batch, shuffle=True, drop_last=True,
+                        num_workers=workers, generator=torch.Generator().manual_seed(seed))
+    steps = reference_loop(model, loader, PLAIN_RECIPE)
+    seconds, seen, n_steps = 0.0, 0, 0
     losses: list[float] = []
     while seconds < budget_s:
-        model.train()
-        tick = time.perf_counter()
-        for x0, x1 in loader:
-            loss = criterion(model(x0), model(x1))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss))
-            seen, steps = seen + len(x0), steps + 1
-            tock = time.perf_counter()
-            seconds, tick = seconds + (tock - tick), tock
-            if seconds >= budget_s:
-                break
+        step = next(steps)
+        losses.append(float(step.out))
+        seen, n_steps = seen + len(step.batch[0]), n_steps + 1
+        seconds += step.seconds
+    steps.close()
     data = target_data(target, PLAIN_SIZE)
     return Side(accuracy=probe(model.backbone, data), random_accuracy=probe(random_init, data), seconds=seconds,
-                images=seen, epochs=steps / max(len(loader), 1), extra={"final_loss": float(np.mean(losses[-5:]))})
+                images=seen, epochs=n_steps / max(len(loader), 1), extra={"final_loss": float(np.mean(losses[-5:]))})
 
 
 def run_noisy(params: dict[str, Any], seed: int, source: Path, target: Path, teacher: Side, teacher_path: Path,
@@ -268,20 +134,6 @@ def run_noisy(params: dict[str, Any], seed: int, source: Path, target: Path, tea
 
 
 # --- summary --------------------------------------------------------------------------------------
-
-
-def interval_text(values: Sequence[float], confidence: float = 0.95) -> str:
-    """``mean [low, high]`` of ``values`` over seeds (just the mean with one seed), as the report writes it."""
-    return report_interval_text(t_interval(list(values), confidence))
-
-
-def paired_text(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> str:
-    """The seed-by-seed difference ``a - b`` with its t-interval, and whether the interval excludes 0."""
-    diff = paired_difference(t_interval(list(a), confidence), t_interval(list(b), confidence))
-    if diff is None or diff.low is None or diff.high is None:
-        return f"{np.mean(np.subtract(a, b)):+.3f} (one seed: no interval)"
-    verdict = "above 0" if diff.low > 0 else "below 0" if diff.high < 0 else "no difference measured"
-    return f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] ({verdict})"
 
 
 def summary_lines(rows: dict[str, list[Side]]) -> list[str]:
@@ -318,27 +170,32 @@ def summary_lines(rows: dict[str, list[Side]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "GroceryStoreDataset",
-                        help="the Grocery Store Dataset")
+    parser.add_argument("--root", type=Path, default=GROCERY, help="the Grocery Store Dataset")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
                         help="params.yaml override for retailnb's side, key.path=value (repeatable)")
     parser.add_argument("--noisy", action="store_true", help="also run and time retailnb's noisy student")
     parser.add_argument("--plain-workers", type=int, default=0, help="DataLoader workers of the plain loop")
+    parser.add_argument("--plain-batch", type=int, default=PLAIN_BATCH, help="images per batch of the plain loop")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a new temporary one)")
     parser.add_argument("--out", type=Path, default=None, help="write every seed's figures here as JSON")
     parser.add_argument("--summarize", type=Path, default=None, help="only print the summary of an --out file")
-    args = parser.parse_args(argv)
+    add_smoke(parser, "one seed, one epoch of a tiny model on tiny synthetic data")
+    args = apply_smoke(parser.parse_args(argv), SMOKE)
     if args.summarize:
         saved = json.loads(args.summarize.read_text())
         print(f"{args.summarize}: seeds {saved['seeds']}; overrides {saved['overrides'] or 'none'}")
         print("\n".join(summary_lines({k: [Side(**s) for s in v] for k, v in saved["rows"].items()})))
         return
-    if not (args.root / "dataset" / "classes.csv").is_file() and not (args.root / "classes.csv").is_file():
+    if not args.smoke and not has_grocery(args.root):
         parser.exit(2, f"bench_transfer: no Grocery Store Dataset at {args.root} (--root)\n")
     work = args.work or Path(tempfile.mkdtemp(prefix="retailnb-transfer-"))
-    params = apply_overrides(read_params(REPO / "params.yaml"), args.overrides)
-    source, target = grocery_halves(args.root, work)
+    params = apply_overrides(read_params(PARAMS), args.overrides)
+    if args.smoke:
+        params = smoke_params(params)
+        source, target = synthetic_halves(params, work)
+    else:
+        source, target = grocery_halves(args.root, work)
     rows: dict[str, list[Side]] = {"retailnb": [], "plain": []}
     if args.noisy:
         rows["noisy"] = []
@@ -347,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         rows["retailnb"].append(ours)
         print(f"seed {seed} retailnb: {ours.accuracy:.3f} (random {ours.random_accuracy:.3f}) "
               f"in {ours.seconds:.0f} s, {ours.images_per_second:.0f} img/s", flush=True)
-        plain = run_plain(params, seed, ours.seconds, source, target, workers=args.plain_workers)
+        plain = run_plain(params, seed, ours.seconds, source, target, workers=args.plain_workers,
+                          batch=args.plain_batch)
         rows["plain"].append(plain)
         print(f"seed {seed} plain: {plain.accuracy:.3f} (random {plain.random_accuracy:.3f}) "
               f"in {plain.seconds:.0f} s, {plain.images_per_second:.0f} img/s", flush=True)
@@ -358,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"in {student.seconds:.0f} s", flush=True)
     heading = (f"Grocery transfer: pretrain on the {SOURCE_KINDS} coarse kinds, probe on the {TARGET_KINDS} ones; "
                f"seeds {args.seeds}; overrides {args.overrides or 'none'}")
+    if args.smoke:
+        heading = f"Smoke run (tiny synthetic data, not a measurement): seeds {args.seeds}"
     print(f"\n{heading}\n" + "\n".join(summary_lines(rows)))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

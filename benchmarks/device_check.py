@@ -5,8 +5,9 @@ minutes there, not yet timed on one), and on CPU with ``--smoke`` to check the s
 
 1. **Pretraining throughput** at ``--size`` px (224) with ``--backbone`` (resnet50), batch ``--batch``,
    in the precision the pipeline uses there (``compute.precision: auto``: bf16 mixed precision on CUDA):
-   (a) lightly's plain SimCLR loop (timm backbone, ``SimCLRProjectionHead``, ``NTXentLoss``, SGD, views
-   image by image in ``--workers`` DataLoader workers, bf16 autocast) and (b) retailnb's engine with the
+   (a) lightly's plain SimCLR loop (:func:`reference_loop.reference_loop`: timm backbone,
+   ``SimCLRProjectionHead``, ``NTXentLoss``, SGD, views image by image in ``--workers`` DataLoader workers,
+   bf16 autocast) and (b) retailnb's engine with the
    main variant of ``params.yaml`` (SimCLR + SupCon, views drawn for the whole batch on the device with
    kornia, channels-last). Images are random uint8 tensors held in memory for both, so decoding is not
    timed. Images per second over the timed steps, after ``--warmup`` untimed ones (cuDNN autotuning).
@@ -35,115 +36,59 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
-from lightly.loss import NTXentLoss
-from lightly.models.modules.heads import SimCLRProjectionHead
 from torch import nn
 from torch.utils.data import DataLoader
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from bench_transfer import PlainViews  # noqa: E402  (lightly's example recipe, image by image)
-
-from retailnb.config.params_file import read_params  # noqa: E402
+from common import (
+    ONE_EPOCH,
+    PARAMS,
+    REPO,
+    SMOKE_PIPELINE,
+    add_smoke,
+    apply_smoke,
+    random_images,
+    set_key,
+    synchronize,
+    write_params,
+)
+from reference_loop import PLAIN_RECIPE, ReferenceViews, reference_loop, timm_simclr
+from retailnb.config.params_file import read_params
 from retailnb.config.pretrain import PretrainStageSpec
-from retailnb.config.stages import spec_from_params  # noqa: E402
-from retailnb.train.contrastive import ContrastiveObjective, build_model  # noqa: E402
-from retailnb.train.engine import fit, make_fabric  # noqa: E402
-from retailnb.train.pretraining import training_dataset  # noqa: E402
-from retailnb.train.sampler import EpochBatchSampler  # noqa: E402
-
-ONE_EPOCH = {
-    "pretrain.engine.epochs": 1,
-    "pretrain.engine.warmup_epochs": 0.0,
-    "noisy.rounds": 1,
-    "noisy.engine.epochs": 1,
-    "noisy.engine.warmup_epochs": 0.0,
-    "evaluate.seeds": [0],
-    "evaluate.finetune.lrs": [0.003],
-    "evaluate.finetune.engine.max_epochs": 1,
-    "evaluate.finetune.engine.warmup_epochs": 0.0,
-}
-"""params.yaml overrides of the pipeline check: every training stage runs one epoch, once."""
+from retailnb.config.stages import spec_from_params
+from retailnb.train.contrastive import ContrastiveObjective, build_model, training_dataset
+from retailnb.train.engine import fit, make_fabric
+from retailnb.train.sampler import EpochBatchSampler
 
 SMOKE = {"backbone": "test_resnet", "size": 32, "batch": 8, "steps": 2, "warmup": 1, "workers": 0}
-"""``--smoke``: a tiny model and batch, to check the script on CPU in seconds."""
-
-SMOKE_PIPELINE = {
-    "backbone.architecture": "test_resnet",
-    "backbone.image_size": 32,
-    "pretrain.sampler.batch_size": 8,
-    "pretrain.sampler.images_per_class": 2,
-    "noisy.batch_size": 8,
-    "evaluate.probe.shots": [1, "all"],
-    "evaluate.finetune.batch_size": 8,
-    "new_products.n_new": 2,
-    "new_products.shots": [1],
-    **{f"data.synthetic.{k}": v for k, v in dict(
-        n_source_families=3, n_monitor_families=1, n_target_families=2, skus_per_family=3, catalogue_per_sku=1,
-        labelled_shelf_per_sku=3, unlabelled_shelf_per_sku=3, monitor_train_per_sku=2, monitor_test_per_sku=2,
-        probe_train_shelf_per_sku=2, probe_test_per_sku=3, image_size=32).items()},
-}
-"""``--smoke`` with the pipeline: tiny data and model on top of :data:`ONE_EPOCH`."""
-
-
-def set_key(params: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``params["a"]["b"] = value`` for ``dotted = "a.b"``; the path must exist (a typo fails)."""
-    *parents, last = dotted.split(".")
-    node = params
-    for part in parents:
-        node = node[part]
-    if last not in node:
-        raise KeyError(f"no key {dotted} in params.yaml")
-    node[last] = value
-
-
-def random_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    """``n`` uint8 images (N, 3, size, size): smooth random colour fields, cheap to make at any size."""
-    g = torch.Generator().manual_seed(seed)
-    small = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8).float()
-    return nn.functional.interpolate(small, size=(size, size), mode="bilinear", align_corners=False).to(torch.uint8)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+"""``--smoke``: a tiny model and batch, to check the script on CPU in seconds (the pipeline run, unless
+``--skip-pipeline``, gets ``common.SMOKE_PIPELINE``: tiny data and model)."""
 
 
 def plain_throughput(images: torch.Tensor, args: argparse.Namespace, device: torch.device) -> float:
     """(a) images/s of lightly's plain SimCLR loop over ``args.steps`` steps after ``args.warmup``."""
     torch.manual_seed(0)
-    backbone = timm.create_model(args.backbone, pretrained=False, num_classes=0)
-    model = nn.Sequential(backbone, SimCLRProjectionHead(backbone.num_features, 512, 128)).to(device)
-    criterion = NTXentLoss(temperature=0.2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
-    loader = DataLoader(PlainViews(images, args.size), batch_size=args.batch, shuffle=True, drop_last=True,
+    model = timm_simclr(args.backbone)
+    loader = DataLoader(ReferenceViews(images, args.size), batch_size=args.batch, shuffle=True, drop_last=True,
                         num_workers=args.workers, pin_memory=device.type == "cuda",
                         persistent_workers=args.workers > 0)
-    use_bf16 = device.type == "cuda"
-    batches = iter(loader)
+    steps = reference_loop(model, loader, PLAIN_RECIPE, device=device, bf16=device.type == "cuda")
     start = 0.0
     for step in range(args.warmup + args.steps):
         if step == args.warmup:
             synchronize(device)
             start = time.perf_counter()
-        x0, x1 = (x.to(device, non_blocking=True) for x in next(batches))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = criterion(model(x0), model(x1))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        next(steps)
     synchronize(device)
-    return args.steps * args.batch / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    steps.close()
+    return args.steps * args.batch / seconds
 
 
 def retailnb_throughput(images: torch.Tensor, args: argparse.Namespace, device: torch.device) -> float:
     """(b) images/s of retailnb's engine (main variant, batch views, the pipeline's precision): the second
     epoch of two, each ``args.warmup + args.steps`` steps long, timed from the end of the first."""
-    params = read_params(REPO / "params.yaml")
+    params = read_params(PARAMS)
     set_key(params, "backbone.architecture", args.backbone)
     set_key(params, "backbone.image_size", args.size)
     set_key(params, "pretrain.sampler.batch_size", args.batch)
@@ -151,7 +96,8 @@ def retailnb_throughput(images: torch.Tensor, args: argparse.Namespace, device: 
     set_key(params, "pretrain.engine.epochs", 2)
     spec = spec_from_params(PretrainStageSpec, params, params["noisy"]["teacher_variant"])
     labels = np.arange(len(images)) % max(2, len(images) // 16)  # SupCon needs classes with several images
-    dataset, views = training_dataset(spec, images, labels)
+    dataset, views = training_dataset(images, labels, spec.views, image_size=spec.backbone.image_size,
+                                      n_views=spec.model.n_views)
     fabric = make_fabric(spec.compute)
     fabric.seed_everything(0, verbose=False)
     model = build_model(spec.backbone.architecture, spec.model, spec.variant)
@@ -173,18 +119,15 @@ def retailnb_throughput(images: torch.Tensor, args: argparse.Namespace, device: 
 
 def copy_pipeline(dest: Path, overrides: dict[str, Any]) -> Path:
     """A git + DVC repository with the project's pipeline and ``params.yaml`` plus ``overrides``."""
-    from ruamel.yaml import YAML
-
     dest.mkdir(parents=True)
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, dest / name)
     for folder in ("notebooks", "retailnb"):
         shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    params = read_params(REPO / "params.yaml")
+    params = read_params(PARAMS)
     for key, value in overrides.items():
         set_key(params, key, value)
-    with (dest / "params.yaml").open("w") as fh:
-        YAML().dump(params, fh)
+    write_params(dest / "params.yaml", params)
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "check@retailnb"],
                 ["git", "config", "user.name", "device check"], [sys.executable, "-m", "dvc", "init", "-q"],
                 ["git", "add", "-A"], ["git", "commit", "-qm", "device check"]):  # dvclive needs a commit
@@ -252,11 +195,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="DataLoader workers of the plain loop")
     parser.add_argument("--skip-pipeline", action="store_true", help="only the throughput comparison")
     parser.add_argument("--timeout", type=float, default=420, help="seconds allowed for the pipeline run")
-    parser.add_argument("--smoke", action="store_true", help="tiny model, size and batch: check the script on CPU")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        for key, value in SMOKE.items():
-            setattr(args, key, value)
+    add_smoke(parser, "tiny model, size and batch (and tiny data in the pipeline run)")
+    args = apply_smoke(parser.parse_args(argv), SMOKE)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available on this machine")

@@ -2,9 +2,9 @@
 
 Each recipe of ``benchmarks/recipes.yaml`` is a list of params.yaml overrides (``key.path=value``, as
 ``dvc exp run -S`` takes them) applied to the main pretraining variant (``noisy.teacher_variant``). For
-every recipe and training seed the variant is pretrained by :func:`retailnb.train.pretraining.pretrain`, as
-the pipeline's stage runs it, and scored by a logistic-regression probe on the frozen features of a
-transfer target whose products pretraining never saw:
+every recipe and training seed the variant is pretrained as the pipeline's stage runs it
+(:func:`common.run_retailnb`, as in ``bench_transfer.py``), and scored by a logistic-regression probe on
+the frozen features of a transfer target whose products pretraining never saw:
 
 * ``--target grocery`` (default): pretrain on the even coarse kinds of the Grocery Store Dataset, probe on
   the odd ones (see ``bench_transfer.py``).
@@ -21,27 +21,42 @@ over the seeds, and the mean training-loop seconds and images per second.
 Usage:
     python benchmarks/recipe_study.py [--target grocery|synthetic] [--seeds 0 1 2] [--recipes a b ...]
         [--root ../shared/data/GroceryStoreDataset] [--work DIR] [--out benchmarks/results/recipe_study_grocery.json]
+    python benchmarks/recipe_study.py --smoke   # checks the script runs: the first recipe, tiny, in a temp folder
+
+``--smoke`` runs on the synthetic target with the smoke runs' tiny data and model and one epoch
+(``common.smoke_params``, over each recipe's overrides), one seed, the first recipe unless ``--recipes`` names
+others, and writes its results in the work folder (a new temporary one unless ``--work``), not in
+``benchmarks/results``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO))
+from common import (
+    GROCERY,
+    PARAMS,
+    REPO,
+    add_smoke,
+    apply_overrides,
+    apply_smoke,
+    grocery_halves,
+    has_grocery,
+    interval_text,
+    run_retailnb,
+    smoke_params,
+    synthetic_halves,
+)
+from retailnb.config.params_file import read_params
 
-from bench_transfer import apply_overrides, grocery_halves, interval_text, run_retailnb  # noqa: E402
-
-from retailnb.config.data import SyntheticSpec  # noqa: E402
-from retailnb.config.params_file import read_params  # noqa: E402
-from retailnb.data.synthetic import generate  # noqa: E402
+SMOKE = {"target": "synthetic", "seeds": [0]}
+"""``--smoke``: the synthetic target, one seed (and :func:`common.smoke_params` over every recipe)."""
 
 
 def flatten(items: list[Any]) -> list[str]:
@@ -62,10 +77,7 @@ def manifests(target: str, params: dict[str, Any], root: Path, work: Path) -> tu
     """(pretraining manifest, target manifest) of ``target``."""
     if target == "grocery":
         return grocery_halves(root, work)
-    out = work / "synthetic"
-    if not (out / "manifest.csv").is_file():
-        generate(SyntheticSpec.model_validate(params["data"]["synthetic"]), out)
-    return out / "manifest.csv", out / "manifest.csv"
+    return synthetic_halves(params, work)
 
 
 def table(results: list[dict[str, Any]], names: list[str]) -> list[str]:
@@ -89,24 +101,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--recipes", nargs="*", default=None, help="names from --recipes-file (default: all)")
     parser.add_argument("--recipes-file", type=Path, default=REPO / "benchmarks" / "recipes.yaml")
-    parser.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "GroceryStoreDataset")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/retailnb-recipe-study"))
+    parser.add_argument("--root", type=Path, default=GROCERY)
+    parser.add_argument("--work", type=Path, default=None, help="work folder (default /tmp/retailnb-recipe-study)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results JSON (default benchmarks/results/recipe_study_<target>.json)")
-    args = parser.parse_args(argv)
+    add_smoke(parser, "the first recipe, one seed, one epoch of a tiny model on tiny synthetic data")
+    args = apply_smoke(parser.parse_args(argv), SMOKE)
+    if args.work is None:
+        args.work = Path(tempfile.mkdtemp(prefix="retailnb-recipe-smoke-")) if args.smoke else Path(
+            "/tmp/retailnb-recipe-study")
     recipes = load_recipes(args.recipes_file)
-    names = args.recipes or list(recipes)
+    names = args.recipes or list(recipes)[: 1 if args.smoke else None]
     unknown = sorted(set(names) - set(recipes))
     if unknown:
         parser.exit(2, f"recipe_study: unknown recipe(s) {unknown}; {args.recipes_file} has {sorted(recipes)}\n")
-    if args.target == "grocery" and not (args.root / "dataset" / "classes.csv").is_file():
+    if args.target == "grocery" and not has_grocery(args.root):
         parser.exit(2, f"recipe_study: no Grocery Store Dataset at {args.root} (--root)\n")
-    out = args.out or REPO / "benchmarks" / "results" / f"recipe_study_{args.target}.json"
+    default_out = args.work / "recipe_study_smoke.json" if args.smoke else (
+        REPO / "benchmarks" / "results" / f"recipe_study_{args.target}.json")
+    out = args.out or default_out
     results: list[dict[str, Any]] = json.loads(out.read_text()) if out.is_file() else []
-    base = read_params(REPO / "params.yaml")
-    source, target = manifests(args.target, base, args.root, args.work)
+    base = read_params(PARAMS)
+    source, target = manifests(args.target, smoke_params(base) if args.smoke else base, args.root, args.work)
     for name in names:
         params = apply_overrides(base, recipes[name])
+        if args.smoke:
+            params = smoke_params(params)
         for seed in args.seeds:
             if any(r["recipe"] == name and r["seed"] == seed and r["overrides"] == recipes[name] for r in results):
                 continue

@@ -1,31 +1,71 @@
-"""The transfer benchmark's and recipe study's pure parts: overrides as dvc exp run -S applies them, and
-every recipe of benchmarks/recipes.yaml a valid pretraining spec (a typo would silently study nothing)."""
+"""The benchmarks: their shared helpers' pure parts (overrides as dvc exp run -S applies them, the figures'
+text), every recipe of benchmarks/recipes.yaml a valid pretraining spec (a typo would silently study
+nothing), the reference loop the same as lightly's example, and every script's ``--smoke`` mode.
+
+The scripts import their sibling modules (``common``, ``reference_loop``) by name, as Python finds them when
+it runs ``python benchmarks/<name>.py``; :func:`load` imports them by path, siblings first, so that nothing
+is added to ``sys.path``. The smoke runs start the scripts exactly so, in a subprocess.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from bench_transfer import apply_overrides, paired_text  # noqa: E402
-from recipe_study import load_recipes  # noqa: E402
-
-from retailnb.config.params_file import read_params  # noqa: E402
 from retailnb.config.evaluate import EvaluateStageSpec
+from retailnb.config.params_file import read_params
 from retailnb.config.pretrain import PretrainStageSpec
-from retailnb.config.stages import spec_from_params  # noqa: E402
+from retailnb.config.stages import spec_from_params
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+SIBLINGS = ("common", "reference_loop")
+"""The benchmarks' shared modules, in the order they import each other."""
+
+
+def load(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as the module ``name`` (importlib's recipe for a source file), its siblings first."""
+    path = BENCHMARKS / f"{name}.py"
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+        return loaded
+    for sibling in SIBLINGS[: SIBLINGS.index(name) if name in SIBLINGS else None]:
+        load(sibling)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def smoke(script: str, *args: str, timeout: float = 600) -> str:
+    """Run ``python benchmarks/<script>.py --smoke ARGS`` as a user would; its output (it must succeed)."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / f"{script}.py"), "--smoke", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{script} --smoke failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_no_benchmark_edits_sys_path() -> None:
+    """The package is installed and Python puts benchmarks/ on the path of a script it runs."""
+    for path in [*BENCHMARKS.glob("*.py"), *BENCHMARKS.glob("*.sh")]:
+        text = path.read_text()
+        assert not any(edit in text for edit in ("sys.path.", "sys.path[", "PYTHONPATH")), path.name
 
 
 def test_overrides_take_their_yaml_types_and_leave_the_input_alone() -> None:
+    common = load("common")
     params = read_params(REPO / "params.yaml")
     before = repr(params)
-    out = apply_overrides(params, ["pretrain.engine.lr=0.06", "pretrain.views.hflip_p=0.5",
-                                   "backbone.architecture=resnet18", "pretrain.engine.optimizer=sgd"])
+    out = common.apply_overrides(params, ["pretrain.engine.lr=0.06", "pretrain.views.hflip_p=0.5",
+                                          "backbone.architecture=resnet18", "pretrain.engine.optimizer=sgd"])
     assert out["pretrain"]["engine"]["lr"] == 0.06 and isinstance(out["pretrain"]["engine"]["lr"], float)
     assert out["backbone"]["architecture"] == "resnet18" and out["pretrain"]["engine"]["optimizer"] == "sgd"
     assert repr(params) == before
@@ -33,17 +73,25 @@ def test_overrides_take_their_yaml_types_and_leave_the_input_alone() -> None:
 
 @pytest.mark.parametrize(("item", "words"), [("pretrain.engine.lrate=1", "no 'pretrain.engine.lrate'"),
                                              ("pretrain.engine.lr", "expected key.path=value"),
-                                             ("nothing.here=1", "no 'nothing.here'")])
+                                             ("nothing.here=1", "no 'nothing.here'"),
+                                             ("pretrain.engine.lr.x=1", "no 'pretrain.engine.lr.x'")])
 def test_a_bad_override_is_named(item: str, words: str) -> None:
     with pytest.raises(ValueError, match=words):
-        apply_overrides(read_params(REPO / "params.yaml"), [item])
+        load("common").apply_overrides(read_params(REPO / "params.yaml"), [item])
+
+
+def test_a_new_variant_may_be_added_by_override() -> None:
+    params = load("common").apply_overrides(read_params(REPO / "params.yaml"),
+                                            ["pretrain.variants.simsiam={simsiam_weight: 1.0}"])
+    assert params["pretrain"]["variants"]["simsiam"] == {"simsiam_weight": 1.0}
 
 
 def test_every_recipe_is_a_valid_spec_that_differs_from_the_defaults_as_it_says() -> None:
+    apply_overrides, load_recipes = load("common").apply_overrides, load("recipe_study").load_recipes
     params = read_params(REPO / "params.yaml")
     variant = params["noisy"]["teacher_variant"]
     default = spec_from_params(PretrainStageSpec, params, variant)
-    recipes = load_recipes(REPO / "benchmarks" / "recipes.yaml")
+    recipes = load_recipes(BENCHMARKS / "recipes.yaml")
     assert len(recipes) >= 4
     for name, overrides in recipes.items():
         assert all(isinstance(o, str) and "=" in o for o in overrides), name
@@ -59,34 +107,83 @@ def test_every_recipe_is_a_valid_spec_that_differs_from_the_defaults_as_it_says(
 
 
 def test_paired_text_says_no_difference_when_the_interval_holds_zero() -> None:
+    paired_text = load("common").paired_text
     assert "no difference measured" in paired_text([0.30, 0.20, 0.25], [0.25, 0.24, 0.22])
     assert "above 0" in paired_text([0.30, 0.31, 0.32], [0.20, 0.20, 0.21])
     assert "one seed" in paired_text([0.3], [0.2])
 
 
+def test_the_smoke_overrides_are_keys_of_params_yaml() -> None:
+    common = load("common")
+    params = read_params(REPO / "params.yaml")
+    for key, value in {**common.ONE_EPOCH, **common.SMOKE_PIPELINE}.items():
+        common.set_key(params, key, value)
+    spec_from_params(EvaluateStageSpec, params, "prepared")  # still a valid spec
+    assert common.smoke_params(read_params(REPO / "params.yaml")) == params
+    with pytest.raises(KeyError, match="pretrain.engine.epoch"):
+        common.set_key(params, "pretrain.engine.epoch", 1)
+
+
+def test_the_reference_loop_is_lightlys_example_step_for_step() -> None:
+    """lightly's example written out (forward both views, NT-Xent, backward, step, zero_grad) against the
+    reference loop on the same seeds and batches: the same losses and weights, across an epoch's end."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    common, ref = load("common"), load("reference_loop")
+    images = common.random_images(24, 40)  # 3 batches an epoch
+
+    def loader() -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
+        return DataLoader(ref.ReferenceViews(images, 32), batch_size=8, shuffle=True, drop_last=True,
+                          generator=torch.Generator().manual_seed(0))
+
+    torch.manual_seed(0)
+    expected, data = ref.timm_simclr("test_resnet"), loader()
+    criterion, optimizer = ref.PLAIN_RECIPE.criterion(), ref.PLAIN_RECIPE.optimizer(expected)
+    losses: list[float] = []
+    while len(losses) < 5:
+        expected.train()
+        for x0, x1 in data:
+            loss = criterion(expected(x0), expected(x1))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            if len(losses) == 5:
+                break
+
+    torch.manual_seed(0)
+    model = ref.timm_simclr("test_resnet")
+    steps = ref.reference_loop(model, loader(), ref.PLAIN_RECIPE)
+    got = [next(steps) for _ in range(5)]
+    steps.close()
+    assert [s.out.item() for s in got] == losses
+    assert [s.epoch for s in got] == [0, 0, 0, 1, 1] and [s.index for s in got] == list(range(5))
+    assert all(s.seconds >= s.compute > 0 and s.cpu > 0 for s in got)
+    for a, b in zip(expected.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_step_loop_refuses_a_loader_without_batches() -> None:
+    with pytest.raises(ValueError, match="no batch"):
+        next(load("common").timed_steps([], lambda batch: None))
+
+
 def test_the_device_check_runs_its_throughput_comparison_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
     """The GPU check cannot run here; its smoke mode keeps the script from rotting between GPU sessions."""
-    from device_check import main
-
-    main(["--device", "cpu", "--smoke", "--skip-pipeline"])
+    load("device_check").main(["--device", "cpu", "--smoke", "--skip-pipeline"])
     out = capsys.readouterr().out
     assert "(a) plain lightly loop" in out and "(b) retailnb engine" in out and "ratio (b)/(a)" in out
 
 
-def test_the_device_checks_overrides_are_keys_of_params_yaml() -> None:
-    from device_check import ONE_EPOCH, SMOKE_PIPELINE, set_key
-
-    params = read_params(REPO / "params.yaml")
-    for key, value in {**ONE_EPOCH, **SMOKE_PIPELINE}.items():
-        set_key(params, key, value)
-    spec_from_params(EvaluateStageSpec, params, "prepared")  # still a valid spec
-    with pytest.raises(KeyError, match="pretrain.engine.epoch"):
-        set_key(params, "pretrain.engine.epoch", 1)
+def test_the_device_check_script_is_what_its_shell_wrapper_runs() -> None:
+    script = (BENCHMARKS / "device_check.sh").read_text()
+    assert "python benchmarks/device_check.py --device cuda" in script
+    assert subprocess.run(["bash", "-n", str(BENCHMARKS / "device_check.sh")]).returncode == 0
 
 
 def test_stage_seconds_reads_the_stamped_dvc_log() -> None:
-    from device_check import stage_seconds
-
+    stage_seconds = load("device_check").stage_seconds
     log = "[0.5] Running stage 'data':\n[3.0] x\n[4.5] Running stage 'pretrain@simclr-0':\n[10.0] done"
     assert stage_seconds(log) == [("data", 4.0), ("pretrain@simclr-0", 5.5)]
 
@@ -94,9 +191,7 @@ def test_stage_seconds_reads_the_stamped_dvc_log() -> None:
 def test_the_scale_benchmark_runs_every_configuration_in_smoke_mode(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """Two sizes 10x apart, in memory and on disk, each in its own process; both give the same pseudolabels."""
-    from bench_scale import main
-
-    rows = main(["--smoke", "--work", str(tmp_path), "--out", str(tmp_path / "scale.json")])
+    rows = load("bench_scale").main(["--smoke", "--work", str(tmp_path), "--out", str(tmp_path / "scale.json")])
     assert sorted((r["images"], r["storage"]) for r in rows) == [(12, "disk"), (12, "memory"), (120, "disk"),
                                                                  (120, "memory")]
     assert all(r["peak_rss_mib"] > 0 and r["train_images_per_second"] > 0 and r["pseudolabel_ms_per_image"] > 0
@@ -104,3 +199,28 @@ def test_the_scale_benchmark_runs_every_configuration_in_smoke_mode(tmp_path: Pa
     out = capsys.readouterr().out
     assert "disk peak memory" in out and "DIFFER" not in out and out.count("pseudolabels identical") == 2
     assert len(list((tmp_path / ".cache" / "images").glob("*.npy"))) == 2  # one cache per set, reused
+
+
+@pytest.mark.parametrize(("script", "args", "figures"), [
+    ("bench_pretrain", (), ["(a) reference, lightly, 0 workers", "(d) ours, BatchViews in 1 worker",
+                            "ratio (c) ours/(a)"]),
+    ("bench_features", (), ["extract_features", "bare forward fp32 chan_last", "logistic probe"]),
+    ("bench_new_products", (), ["end to end: best", "predict from JPEG files", "ratio:"]),
+    ("bench_synthetic", (), ["32 px  generate default config", "img/s per core"]),
+])
+def test_a_benchmarks_smoke_mode_prints_its_figures(script: str, args: tuple[str, ...], figures: list[str]) -> None:
+    out = smoke(script, *args)
+    for figure in figures:
+        assert figure in out, (script, figure, out)
+
+
+def test_the_transfer_benchmark_and_the_recipe_study_run_in_smoke_mode(tmp_path: Path) -> None:
+    """Both pretrain retailnb on tiny synthetic data; the transfer benchmark trains the reference loop against
+    it for the same budget, the recipe study writes its results in the work folder, not in benchmarks/results."""
+    out = smoke("bench_transfer", "--work", str(tmp_path / "transfer"), "--out", str(tmp_path / "transfer.json"))
+    assert "| retailnb |" in out and "| plain |" in out and "retailnb minus plain" in out
+    assert set(yaml.safe_load((tmp_path / "transfer.json").read_text())["rows"]) == {"retailnb", "plain"}
+    out = smoke("recipe_study", "--work", str(tmp_path / "recipes"))
+    first = next(iter(load("recipe_study").load_recipes(BENCHMARKS / "recipes.yaml")))
+    assert f"| {first} | 1 |" in out
+    assert (tmp_path / "recipes" / "recipe_study_smoke.json").is_file()
