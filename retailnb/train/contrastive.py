@@ -6,21 +6,39 @@ both objectives: NT-Xent (lightly) contrasts the two views of every image, label
 sampler puts several images of a few labelled classes into each batch so SupCon has real positives.
 SimSiam (lightly's heads and negative cosine similarity) is a third objective with heads of its own,
 built only when its weight is > 0: it predicts one view's projection from the other's, without negatives.
+
+:func:`train_contrastive` is the training itself, in this process (CPU, one GPU, or one ``torchrun``
+worker): decoded images in, ``backbone.pt`` (a timm state dict) out. The pretraining stage
+(:mod:`retailnb.stages.pretrain`) decides the rest: which images, whether a saved state is resumed, the
+curves' logger, ``backbone.json`` and the launch under ``torchrun``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from lightly.loss import NegativeCosineSimilarity, NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead, SimSiamPredictionHead, SimSiamProjectionHead
+from lightning_fabric import Fabric
 from torch import nn
 
-from retailnb.config.pretrain import ContrastiveModelSpec, ObjectivesSpec
+from retailnb.config.compute import BackboneSpec, ComputeSpec, EngineSpec
+from retailnb.config.pretrain import ContrastiveModelSpec, ObjectivesSpec, SamplerSpec
+from retailnb.config.views import PretrainViewsSpec
+from retailnb.data.manifest import encode_labels, read_manifest
 from retailnb.losses.supcon import SupConLoss
 from retailnb.models.backbone import create_backbone, feature_dim
+from retailnb.models.checkpoint import save_backbone
+from retailnb.train.datasets import ImageSource, MultiViewDataset, TargetDataset
+from retailnb.train.engine import FitResult, MetricLogger, fit
+from retailnb.train.sampler import EpochBatchSampler
+from retailnb.transforms.batch_views import BatchViews
+from retailnb.transforms.views import retail_view_transform
 
 
 class SimSiamHeads(nn.Module):
@@ -155,3 +173,112 @@ class ContrastiveObjective:
             rows = torch.arange(len(labels), device=labels.device)[unlabelled]
             labels[unlabelled] = -1 - offset - rows
         return self.supcon(torch.stack(list(projections), dim=1), labels)
+
+
+def training_rows(manifest: str | Path, objectives: ObjectivesSpec) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Image paths and labels (-1 for unlabelled) that ``objectives`` train on, and the labelled class names.
+
+    SimCLR and SimSiam use every source image (roles ``labelled`` and ``unlabelled`` of the data stage's
+    ``manifest``); with both switched off only the labelled images remain.
+    """
+    rows = read_manifest(manifest)
+    labelled = rows.select("labelled")
+    unlabelled = rows.select("unlabelled") if objectives.self_supervised else []
+    if not labelled and objectives.supcon_weight > 0:
+        raise ValueError(f"{manifest}: SupCon needs rows with role 'labelled', found none")
+    if not labelled and not unlabelled:
+        raise ValueError(f"{manifest}: no 'labelled' or 'unlabelled' rows to pretrain on")
+    y, classes = encode_labels(labelled)
+    labels = np.concatenate([np.asarray(y, dtype=np.int64), np.full(len(unlabelled), -1, dtype=np.int64)])
+    return rows.paths(labelled) + rows.paths(unlabelled), labels, classes
+
+
+def training_dataset(images: ImageSource, labels: np.ndarray, views: PretrainViewsSpec, *, image_size: int,
+                     n_views: int) -> tuple[Any, BatchViews | None]:
+    """The dataset and, for batch views, the module that draws them in the training step.
+
+    With ``views.on == "worker"`` the dataset yields ``n_views`` augmented views (image by image, in
+    DataLoader workers); with ``"batch"`` it yields uint8 images and :class:`BatchViews` augments whole batches.
+    """
+    if views.on == "worker":
+        transform = retail_view_transform(image_size, views)
+        return MultiViewDataset(images, labels, transform, n_views=n_views), None
+    return TargetDataset(images, torch.as_tensor(labels)), BatchViews(image_size, views)
+
+
+def train_contrastive(
+    fabric: Fabric,
+    images: ImageSource,
+    labels: np.ndarray,
+    out_dir: str | Path,
+    *,
+    backbone: BackboneSpec,
+    model: ContrastiveModelSpec,
+    objectives: ObjectivesSpec,
+    sampler: SamplerSpec,
+    views: PretrainViewsSpec,
+    engine: EngineSpec,
+    compute: ComputeSpec,
+    run_key: str,
+    live: MetricLogger | None = None,
+    stop_after_epoch: int | None = None,
+    label: str = "",
+) -> tuple[FitResult, ContrastiveModel]:
+    """Pretrain a backbone on ``images`` (or resume it) and save it as ``out_dir/backbone.pt`` (rank 0).
+
+    Args:
+        fabric: a launched Fabric (:func:`~retailnb.train.engine.make_fabric` of ``compute``); it is
+            seeded here with ``engine.seed`` before the model is built.
+        images: the decoded training images.
+        labels: one per image; -1 for unlabelled (see :func:`training_rows`).
+        out_dir: receives ``backbone.pt`` (timm state dict) and ``train_state.pt`` (the resume state).
+        backbone: architecture and image size.
+        model: initialisation, noise, heads, temperature and views per image.
+        objectives: the objectives' weights.
+        sampler: how batches are drawn.
+        views: the augmentations.
+        engine: optimisation and seed.
+        compute: placement (DataLoader workers, memory layout).
+        run_key: identifies the run; a saved state with another key is trained afresh
+            (:func:`~retailnb.train.engine.can_resume`).
+        live: logger of the curves (rank 0 only).
+        stop_after_epoch: stop after this epoch as if interrupted (tests of resumption).
+        label: what is training, at the head of each epoch's progress line.
+
+    Returns:
+        The engine's result, and the trained model (its ``backbone`` is what ``backbone.pt`` holds).
+    """
+    out_dir = Path(out_dir)
+    fabric.seed_everything(engine.seed, verbose=False)
+    network = build_model(backbone.architecture, model, objectives)
+    dataset, augment = training_dataset(images, labels, views, image_size=backbone.image_size, n_views=model.n_views)
+    batches = EpochBatchSampler(
+        labels,
+        rank=fabric.global_rank,
+        world_size=fabric.world_size,
+        batch_size=sampler.batch_size,
+        images_per_class=sampler.images_per_class,
+        supcon_fraction=sampler.supcon_fraction if objectives.supcon_weight > 0 else 0.0,
+        seed=engine.seed,
+    )
+    objective = ContrastiveObjective(
+        objectives, model, distributed=fabric.world_size > 1,
+        augment=augment.to(fabric.device) if augment else None,
+    )
+    result = fit(
+        fabric,
+        network,
+        dataset,
+        batches,
+        objective,
+        engine,
+        compute,
+        state_path=out_dir / "train_state.pt",
+        live=live,
+        stop_after_epoch=stop_after_epoch,
+        run_key=run_key,
+        label=label,
+    )
+    if fabric.is_global_zero:
+        save_backbone(out_dir / "backbone.pt", network.backbone)
+    return result, network

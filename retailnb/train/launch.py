@@ -4,7 +4,7 @@ A notebook kernel cannot host several DDP processes, so with ``compute.devices >
 ``compute.nnodes > 1``) the stage's run is written as JSON and the stage's command line module is started
 with ``python -m torch.distributed.run``; Fabric inside each process picks up the rank and world size
 (NCCL on GPUs, gloo on CPUs). Every stage that runs a network goes through :func:`launch`: pretraining
-(:func:`retailnb.train.pretraining.run_pretrain`), the noisy student (:mod:`retailnb.stages.noisy`) and the
+(:mod:`retailnb.stages.pretrain`), the noisy student (:mod:`retailnb.stages.noisy`) and the
 evaluation's feature extraction and finetuning baselines (:mod:`retailnb.stages.evaluate`). Rank 0 alone
 writes the outputs; the calling process reads them back. The module knows no stage, so a stage's
 code dependencies do not grow by another stage's.

@@ -19,7 +19,7 @@ def test_one_node_is_standalone_and_several_meet_at_the_rendezvous_endpoint() ->
     assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
                        "retailnb.stages.noisy", "run.json"]
     two = default_part(ComputeSpec, "compute", devices=4, nnodes=2, node_rank=1, rdzv_endpoint="node0:29400")
-    cmd = torchrun_command("retailnb.train.pretraining", Path("run.json"), two)
+    cmd = torchrun_command("retailnb.stages.pretrain", Path("run.json"), two)
     assert cmd[3:9] == ["--nnodes=2", "--node-rank=1", "--rdzv-backend=c10d", "--rdzv-endpoint=node0:29400",
                         "--rdzv-id=retailnb", "--nproc-per-node=4"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,14 @@ from shared_fixtures import default_part, default_spec
 from retailnb.config.data import SyntheticSpec
 from retailnb.config.pretrain import ContrastiveModelSpec, ObjectivesSpec
 from retailnb.data.synthetic import generate
+from retailnb.models.checkpoint import load_checkpoint
+from retailnb.stages.pretrain import PretrainPaths, PretrainRunSpec, train, train_here
 from retailnb.train.contrastive import (
     ContrastiveModel,
     ContrastiveObjective,
     build_model,
 )
-from retailnb.models.checkpoint import load_checkpoint
-from retailnb.train.engine import can_resume
-from retailnb.train.pretraining import PretrainRunSpec, pretrain, run_pretrain
+from retailnb.train.engine import FitResult, can_resume
 
 BACKBONE = "test_resnet"  # timm's tiny test model: a real CNN, random init, no download
 VARIANTS = {
@@ -66,7 +67,13 @@ def tiny_run(manifest: Path, out_dir: Path, variant: str = "simclr_supcon", **ov
         **{f"variants__simclr_supcon__{name}": weight for name, weight in VARIANTS[variant].items()},
     )
     spec = default_spec("pretrain", "simclr_supcon", **{**tiny, **overrides})
-    return PretrainRunSpec(spec=spec, manifest=str(manifest), out_dir=str(out_dir), live_dir="", decode_workers=0)
+    paths = PretrainPaths(manifest=str(manifest), out_dir=str(out_dir), live_dir="", metrics="")
+    return PretrainRunSpec(spec=spec, paths=paths, decode_workers=0)
+
+
+def pretrain(run: PretrainRunSpec, *, stop_after_epoch: int | None = None) -> FitResult:
+    """``run`` trained in this process, as the stage's torchrun workers run it."""
+    return train_here(run.spec, run.paths, decode_workers=run.decode_workers, stop_after_epoch=stop_after_epoch)
 
 
 @pytest.mark.parametrize(("variant", "losses_of", "fall"), [
@@ -145,7 +152,7 @@ def test_pretrain_writes_a_backbone_that_timm_loads(manifest: Path, tmp_path: Pa
 def test_interrupted_run_resumes_to_the_same_weights(manifest: Path, tmp_path: Path, variant: str) -> None:
     run = tiny_run(manifest, tmp_path / "straight", variant)
     pretrain(run)
-    run_b = run.model_copy(update={"out_dir": str(tmp_path / "interrupted")})
+    run_b = run.model_copy(update={"paths": replace(run.paths, out_dir=str(tmp_path / "interrupted"))})
     first = pretrain(run_b, stop_after_epoch=0)
     assert first.epochs_run == 1
     second = pretrain(run_b)
@@ -173,7 +180,7 @@ def test_a_finished_run_on_other_images_is_retrained_not_resumed(manifest: Path,
     shutil.copytree(manifest.parent, other)
     for path in sorted(other.rglob("*.jpg"))[::2]:  # same paths and labels, other pixels
         Image.open(path).convert("RGB").transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(path, quality=95)
-    rerun = pretrain(run.model_copy(update={"manifest": str(other / "manifest.csv")}))
+    rerun = pretrain(run.model_copy(update={"paths": replace(run.paths, manifest=str(other / "manifest.csv"))}))
     assert rerun.start_epoch == 0 and rerun.epochs_run == 3
     after = torch.load(tmp_path / "model" / "backbone.pt", weights_only=True)
     assert any(not torch.equal(before[k], after[k]) for k in before)
@@ -183,8 +190,8 @@ def test_a_finished_run_on_other_images_is_retrained_not_resumed(manifest: Path,
 def test_two_process_ddp_run_on_cpu(manifest: Path, tmp_path: Path, variant: str) -> None:
     """Two gloo processes under torchrun; NT-Xent and SupCon gather negatives across them, and SimSiam's
     model has no head without a gradient (DDP would stop)."""
-    info = run_pretrain(tiny_run(manifest, tmp_path, variant, engine__epochs=1, engine__warmup_epochs=0.0,
-                                 compute__devices=2))
+    run = tiny_run(manifest, tmp_path, variant, engine__epochs=1, engine__warmup_epochs=0.0, compute__devices=2)
+    info = train(run.spec, run.paths, decode_workers=run.decode_workers)
     assert info["spec"]["compute"]["devices"] == 2
     assert all(torch.isfinite(torch.tensor(v)).all() for v in info["history"]["loss"])
     assert (tmp_path / "backbone.pt").is_file()
