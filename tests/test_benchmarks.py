@@ -169,6 +169,7 @@ def test_the_step_loop_refuses_a_loader_without_batches() -> None:
         next(load("common").timed_steps([], lambda batch: None))
 
 
+@pytest.mark.pipeline
 def test_the_device_check_runs_its_throughput_comparison_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
     """The GPU check cannot run here; its smoke mode keeps the script from rotting between GPU sessions."""
     load("device_check").main(["--device", "cpu", "--smoke", "--skip-pipeline"])
@@ -188,6 +189,7 @@ def test_stage_seconds_reads_the_stamped_dvc_log() -> None:
     assert stage_seconds(log) == [("data", 4.0), ("pretrain@simclr-0", 5.5)]
 
 
+@pytest.mark.pipeline
 def test_the_scale_benchmark_runs_every_configuration_in_smoke_mode(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """Two sizes 10x apart, in memory and on disk, each in its own process; both give the same pseudolabels."""
@@ -201,6 +203,7 @@ def test_the_scale_benchmark_runs_every_configuration_in_smoke_mode(tmp_path: Pa
     assert len(list((tmp_path / ".cache" / "images").glob("*.npy"))) == 2  # one cache per set, reused
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize(("script", "args", "figures"), [
     ("bench_pretrain", (), ["(a) reference, lightly, 0 workers", "(d) ours, BatchViews in 1 worker",
                             "ratio (c) ours/(a)"]),
@@ -214,6 +217,7 @@ def test_a_benchmarks_smoke_mode_prints_its_figures(script: str, args: tuple[str
         assert figure in out, (script, figure, out)
 
 
+@pytest.mark.pipeline
 def test_the_transfer_benchmark_and_the_recipe_study_run_in_smoke_mode(tmp_path: Path) -> None:
     """Both pretrain retailnb on tiny synthetic data; the transfer benchmark trains the reference loop against
     it for the same budget, the recipe study writes its results in the work folder, not in benchmarks/results."""

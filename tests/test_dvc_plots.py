@@ -243,6 +243,7 @@ def series(spec: dict[str, Any], key: str) -> set[str]:
     return {row[key] for row in spec["data"]["values"]}
 
 
+@pytest.mark.pipeline
 def test_dvc_draws_every_declared_series_on_an_offline_page(tmp_path: Path) -> None:
     root = plot_repo(tmp_path / "repo")
     shown = json.loads(dvc_plots(root, "--json"))

@@ -69,6 +69,7 @@ EDITOR = """
 """
 
 
+@pytest.mark.pipeline
 def test_concurrent_edits_in_two_processes_all_land_and_readers_see_whole_bundles(
         tiny_bundle: Path, tmp_path: Path) -> None:
     """20 pairs of concurrent load-modify-save edits: every added product is in the final bundle."""
@@ -92,6 +93,7 @@ def test_concurrent_edits_in_two_processes_all_land_and_readers_see_whole_bundle
     assert sorted(p.name for p in tmp_path.iterdir()) in (["shop.bundle"], [".shop.bundle.lock", "shop.bundle"])
 
 
+@pytest.mark.pipeline
 def test_an_edit_waits_for_the_lock_or_says_busy(tiny_bundle: Path, tmp_path: Path) -> None:
     path = tmp_path / "shop.bundle"
     path.write_bytes(tiny_bundle.read_bytes())
@@ -122,6 +124,7 @@ def test_the_lock_file_sits_beside_the_bundle_and_locks_within_a_process_too(tmp
         assert lock_path(target).exists()
 
 
+@pytest.mark.pipeline
 def test_two_cli_edits_at_once_both_land(tiny_bundle: Path, tmp_path: Path) -> None:
     """The reported case: two ``retailnb remove-products`` on one bundle at once; both removals stay."""
     path = tmp_path / "shop.bundle"
@@ -174,6 +177,7 @@ CLI_ERRORS = {
 }
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("case", CLI_ERRORS, ids=list(CLI_ERRORS))
 def test_every_cli_error_is_one_line_exit_2_naming_the_users_path(case: str, shots: Path, tiny_bundle: Path,
                                                                    tmp_path: Path) -> None:
@@ -354,6 +358,7 @@ SAVE_KILLED = """
 """
 
 
+@pytest.mark.pipeline
 def test_sigkill_during_a_bundle_save_leaves_the_bundle_and_the_next_save_cleans_up(tiny_bundle: Path,
                                                                                     tmp_path: Path) -> None:
     path = tmp_path / "shop.bundle"
@@ -380,6 +385,7 @@ INGEST_KILLED = """
 """
 
 
+@pytest.mark.pipeline
 def test_sigkill_during_an_ingest_leaves_a_folder_the_next_run_removes(shots: Path, tmp_path: Path) -> None:
     from retailnb.data.prepare import prepare_dataset
 

@@ -192,6 +192,7 @@ def _build_in_child(paths: list[Path], folder: Path, builds: Path, barrier: obje
     np.save(out, cached_images(paths, SIZE, folder=folder, workers=0)[:].numpy())
 
 
+@pytest.mark.pipeline
 def test_processes_asking_at_once_build_the_cache_once(images, tmp_path):
     """Ranks of a torchrun stage (or two stages) ask for the same file: one builds it, the others wait, all
     read the same bytes, and nothing but the cache file is left."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import timm
 import torch
 from shared_fixtures import default_spec, tiny_synthetic_manifest
@@ -12,6 +13,9 @@ from shared_fixtures import default_spec, tiny_synthetic_manifest
 from retailnb.evaluation.features import load_features
 from retailnb.models.checkpoint import save_backbone
 from retailnb.stages.evaluate import EvaluatePaths, run
+
+pytestmark = pytest.mark.pipeline  # torchrun process groups: end to end
+
 
 ARCH = "test_resnet"
 

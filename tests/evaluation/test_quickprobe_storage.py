@@ -189,6 +189,7 @@ def _peak_growth(small: Path, large: Path) -> tuple[int, int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
+@pytest.mark.pipeline
 def test_memory_of_disk_feature_extraction_does_not_grow_with_the_images(tmp_path: Path) -> None:
     """A fresh process extracts features of 256 images, then of 4096 (48 MiB of pixels): its peak resident
     memory grows by far less than the pixels (reading them whole, or mapping the file, would add them)."""
@@ -202,6 +203,7 @@ def test_memory_of_disk_feature_extraction_does_not_grow_with_the_images(tmp_pat
     assert cache.DiskImages(tmp_path / "large.npy").shape == (4096, 3, size, size)
 
 
+@pytest.mark.pipeline
 def test_evaluate_under_torchrun_reads_the_disk_cache_the_ranks_share(manifest: Path, tmp_path: Path,
                                                                       torchrun_threads: None) -> None:
     """compute.images: disk with 2 processes: the ranks and the calling process share one cache per split

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import timm
 import torch
 from shared_fixtures import default_spec, tiny_synthetic_manifest
 
 from retailnb.models.checkpoint import save_backbone
 from retailnb.stages.noisy import NoisyPaths, run
+
+pytestmark = pytest.mark.pipeline  # torchrun process groups: end to end
+
 
 ARCH = "test_resnet"
 

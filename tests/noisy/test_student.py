@@ -40,6 +40,7 @@ def test_feature_teacher_gives_probabilities_that_fit_the_labelled_images(kind: 
 
 
 
+@pytest.mark.pipeline
 def test_round_two_starts_from_round_one_student(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = tiny_synthetic_manifest(tmp_path / "data", monitor_train_per_sku=2, monitor_test_per_sku=2)
     torch.manual_seed(0)
@@ -82,6 +83,7 @@ def test_round_two_starts_from_round_one_student(tmp_path: Path, monkeypatch: py
     assert [r.round for r in rows] == [0, 1] and 0.0 <= rows[1].probe_accuracy <= 1.0
 
 
+@pytest.mark.pipeline
 def test_a_finished_round_of_another_teacher_is_retrained_not_resumed(tmp_path: Path) -> None:
     """DVC keeps the persisted noisy folder when only the teacher changed (pretraining retrained with other
     parameters): the same noisy parameters from another teacher must train round 1 again."""
@@ -101,6 +103,7 @@ def test_a_finished_round_of_another_teacher_is_retrained_not_resumed(tmp_path: 
     assert any(not torch.equal(students[0][k], students[1][k]) for k in students[0])
 
 
+@pytest.mark.pipeline
 def test_the_on_disk_cache_gives_the_same_rounds_as_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """compute.images: disk trains on and pseudolabels the same bytes in the same order as memory."""
     monkeypatch.chdir(tmp_path)  # the cache goes in .cache/images here

@@ -22,7 +22,7 @@ from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import save_backbone
 from shared_fixtures import COLOURS, write_colour_folder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
 ENROLLED, HELD_OUT = ["blue", "green", "red", "yellow"], "black"
 
@@ -76,6 +76,7 @@ def answers(table: str) -> dict[str, str]:
     return {Path(row[0]).name: row[column] for row in rows}
 
 
+@pytest.mark.pipeline
 def test_predict_in_a_fresh_process_says_unknown_for_a_product_it_was_not_given(data: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "shop.bundle"
     fitted = cli(*fit_args(data, bundle))

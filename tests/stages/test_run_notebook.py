@@ -9,6 +9,8 @@ import pytest
 
 from retailnb.stages.run_notebook import main
 
+pytestmark = pytest.mark.pipeline  # notebooks run through papermill: end to end
+
 
 def write_notebook(path: Path, body: str) -> Path:
     """A notebook with a ``parameters`` cell (``flag = True``, ``name = "x"``) and one cell of ``body``."""
@@ -97,5 +99,5 @@ def test_executed_notebooks_carry_the_kernelspec_jupyterlab_writes(tmp_path: Pat
 def test_source_notebooks_carry_the_kernelspec_jupyterlab_writes() -> None:
     from retailnb.stages.run_notebook import kernel_metadata
 
-    for path in sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb")):
+    for path in sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb")):
         assert nbformat.read(path, as_version=4).metadata["kernelspec"] == kernel_metadata(), path.name

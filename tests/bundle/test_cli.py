@@ -28,7 +28,7 @@ from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import save_backbone
 from shared_fixtures import write_colour_folder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
 OLD, NEW = ["blue", "green", "red", "yellow"], ["black", "white"]
 
@@ -205,6 +205,7 @@ def test_fit_without_a_backbone_says_what_is_missing(data: Path, tmp_path: Path,
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.pipeline
 def test_the_console_command_runs_in_a_fresh_process(data: Path, shop: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
