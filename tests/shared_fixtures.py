@@ -127,3 +127,33 @@ def tiny_synthetic_manifest(out: Path, **sizes: Any) -> Path:
         monitor_test_per_sku=1, probe_train_shelf_per_sku=2, probe_test_per_sku=2, image_size=32,
     )
     return generate(default_part(SyntheticSpec, "data.synthetic", **{**base, **sizes}), out, workers=1)
+
+
+def jupyterlab_open_and_autosave(path: Path) -> bool:
+    """Do to a notebook what JupyterLab does when a user opens it and it autosaves; True when it saved.
+
+    JupyterLab starts the notebook's kernel and writes that kernel's spec (name, display name, language)
+    and its ``language_info`` into the notebook's metadata; a change marks the notebook dirty, and
+    autosave writes it through the Jupyter server's contents manager (the code path used here).
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import start_new_kernel
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+
+    contents = FileContentsManager(root_dir=str(path.parent))
+    model = contents.get(path.name, content=True, type="notebook")
+    nb = model["content"]
+    name = nb.metadata.kernelspec.name
+    spec = KernelSpecManager().get_kernel_spec(name)
+    manager, client = start_new_kernel(kernel_name=name)
+    try:
+        language_info = client.kernel_info(reply=True, timeout=60)["content"]["language_info"]
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    kernelspec = {"display_name": spec.display_name, "language": spec.language, "name": name}
+    if nb.metadata.get("kernelspec") == kernelspec and nb.metadata.get("language_info") == language_info:
+        return False
+    nb.metadata["kernelspec"], nb.metadata["language_info"] = kernelspec, language_info
+    contents.save({"type": "notebook", "format": "json", "content": nb}, path.name)
+    return True

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import nbformat
 import pytest
 import yaml
 from pipeline_fixture import tiny_repo, write_params
-from shared_fixtures import NOTEBOOKS, REPO, repo_params, with_overrides
+from shared_fixtures import NOTEBOOKS, REPO, jupyterlab_open_and_autosave, repo_params, with_overrides
 from spec_paths import leaves, spec_leaves
 
 from retailnb.config.params_file import lookup, read_params
@@ -38,6 +39,16 @@ def test_source_notebooks_have_no_outputs(notebook: Path) -> None:
     nb = nbformat.read(notebook, as_version=4)
     dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
     assert not dirty, f"{notebook.name}: cells {dirty} have outputs; strip them before committing"
+
+
+@pytest.mark.parametrize("notebook", SOURCE_NOTEBOOKS, ids=lambda p: p.name)
+def test_opening_a_notebook_in_jupyterlab_and_saving_it_changes_no_byte(notebook: Path, tmp_path: Path) -> None:
+    """The notebooks are committed as JupyterLab saves them (its kernel's spec and language_info), so opening
+    one, running nothing, lets its autosave write the same bytes and marks no stage of dvc.yaml changed."""
+    copy = tmp_path / notebook.name
+    shutil.copy(notebook, copy)
+    assert not jupyterlab_open_and_autosave(copy), f"{notebook.name}: JupyterLab would rewrite its metadata"
+    assert copy.read_bytes() == notebook.read_bytes()
 
 
 def test_every_stage_passes_its_notebook_exactly_the_params_file_its_key_and_paths() -> None:

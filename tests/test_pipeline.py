@@ -26,7 +26,7 @@ from pipeline_fixture import (
     make_shop,
     write_params,
 )
-from shared_fixtures import REPO, TINY_DATA, with_overrides
+from shared_fixtures import REPO, TINY_DATA, jupyterlab_open_and_autosave, with_overrides
 from spec_paths import leaves, spec_leaves
 
 from retailnb.config.params_file import read_params
@@ -343,36 +343,6 @@ def test_no_output_holds_an_absolute_path(pipeline: Path) -> None:
     assert len(tracked) > 50
 
 
-def jupyterlab_open_and_autosave(path: Path) -> bool:
-    """Do to a notebook what JupyterLab does when a user opens it and it autosaves; True when it saved.
-
-    JupyterLab starts the notebook's kernel and writes that kernel's spec (name, display name, language)
-    and its ``language_info`` into the notebook's metadata; a change marks the notebook dirty, and
-    autosave writes it through the Jupyter server's contents manager (the code path used here).
-    """
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import start_new_kernel
-    from jupyter_server.services.contents.filemanager import FileContentsManager
-
-    contents = FileContentsManager(root_dir=str(path.parent))
-    model = contents.get(path.name, content=True, type="notebook")
-    nb = model["content"]
-    name = nb.metadata.kernelspec.name
-    spec = KernelSpecManager().get_kernel_spec(name)
-    manager, client = start_new_kernel(kernel_name=name)
-    try:
-        language_info = client.kernel_info(reply=True, timeout=60)["content"]["language_info"]
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
-    kernelspec = {"display_name": spec.display_name, "language": spec.language, "name": name}
-    if nb.metadata.get("kernelspec") == kernelspec and nb.metadata.get("language_info") == language_info:
-        return False
-    nb.metadata["kernelspec"], nb.metadata["language_info"] = kernelspec, language_info
-    contents.save({"type": "notebook", "format": "json", "content": nb}, path.name)
-    return True
-
-
 def test_opening_reports_in_jupyterlab_leaves_dvc_status_clean(pipeline: Path, tmp_path: Path) -> None:
     import nbformat
 
@@ -473,3 +443,24 @@ def test_a_removed_variants_leftovers_are_not_read(pipeline: Path, tmp_path: Pat
     shutil.rmtree(copy / "models/seeds/0/pretrain" / main)
     with pytest.raises(FileNotFoundError, match=f"pretraining variant '{main}'"):
         evaluate.run(spec, "prepared", paths)
+
+
+def test_every_notebook_runs_by_hand_from_the_notebooks_folder_with_its_defaults(pipeline: Path, tmp_path: Path) -> None:
+    """As JupyterLab runs them: the kernel starts in ``notebooks/``, no parameter is injected, nothing is edited.
+
+    Each notebook finds the repository root and its params.yaml, and its defaults name the seed-0 stage's
+    inputs and outputs, which the tiny pipeline has (its main variant, seed 0 and target ``prepared``).
+    """
+    import papermill
+
+    root = copy_repo(pipeline, tmp_path / "repo")
+    # what the hand runs write must come from them
+    shutil.rmtree(root / "reports/figures/seeds/0/04_evaluate_prepared")
+    (root / "reports/results.md").unlink()
+    shutil.rmtree(root / "models/bundle")
+    for notebook in sorted((root / "notebooks").glob("*.ipynb")):
+        papermill.execute_notebook(str(notebook), str(tmp_path / notebook.name), cwd=str(root / "notebooks"),
+                                   kernel_name="python3", progress_bar=False)
+    assert (root / "reports/figures/seeds/0/04_evaluate_prepared").is_dir()
+    assert (root / "reports/results.md").is_file() and (root / "models/bundle").is_dir()
+    assert not list((root / "notebooks").glob("*/")), "a hand run wrote into notebooks/"

@@ -5,17 +5,45 @@ process does both steps (a papermill run then a separate ``jupyter nbconvert`` c
 and a second import of the Jupyter stack per stage), and every ``-p`` value reaches the notebook as the
 string written: the stages pass only the params file, a foreach key and paths, and the typed values come
 from ``params.yaml`` (:mod:`retailnb.config`), never from the command line.
+
+A notebook also runs by hand, in JupyterLab, whose kernel starts in ``notebooks/``: its first code cell
+calls :func:`work_in_repository`, which moves the kernel to the repository root, where ``dvc repro``
+runs it, so that the same relative paths (``params.yaml``, ``data/prepared/...``) name the same files.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from retailnb.util.atomic import atomic_write_text
+
+REPOSITORY_MARKERS = ("dvc.yaml", "params.yaml")
+"""The files that mark the repository root (where ``dvc repro`` runs every stage)."""
+
+
+def work_in_repository(start: str | Path | None = None) -> Path:
+    """Change the working directory to the repository root, the nearest folder at or above ``start`` (the
+    working directory) that holds ``dvc.yaml`` and ``params.yaml``, and return it.
+
+    Under ``dvc repro`` the kernel already runs there and nothing changes; in JupyterLab it starts in
+    ``notebooks/`` and moves up one folder.
+
+    Raises:
+        FileNotFoundError: no folder at or above ``start`` holds both files.
+    """
+    here = Path(start if start is not None else os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if all((folder / name).is_file() for name in REPOSITORY_MARKERS):
+            os.chdir(folder)
+            return folder
+    raise FileNotFoundError(f"{here}: neither this folder nor any above it holds {' and '.join(REPOSITORY_MARKERS)}; "
+                            "start the notebook inside the retailnb repository")
+
 
 KERNEL = "python3"
 """The Jupyter kernel every stage runs in (the environment's own Python)."""
