@@ -135,7 +135,7 @@ def tiny_repo(root: Path) -> Path:
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, root / name)
     for folder in ("notebooks", "retailnb"):
-        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
     params = with_overrides(repo_params(), TINY)
     # the main variant and SimCLR alone (commented out in params.yaml for the default's time budget)
     params["pretrain"]["variants"] = {name: {"simclr_weight": 1.0, "supcon_weight": float(name == "simclr_supcon"),

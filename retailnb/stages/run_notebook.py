@@ -22,26 +22,26 @@ from typing import Any
 
 from retailnb.util.atomic import atomic_write_text
 
-REPOSITORY_MARKERS = ("dvc.yaml", "params.yaml")
-"""The files that mark the repository root (where ``dvc repro`` runs every stage)."""
+PARAMS_FILE = "params.yaml"
+"""The file that marks the folder a stage runs in: the repository root, where ``dvc repro`` runs it."""
 
 
 def work_in_repository(start: str | Path | None = None) -> Path:
     """Change the working directory to the repository root, the nearest folder at or above ``start`` (the
-    working directory) that holds ``dvc.yaml`` and ``params.yaml``, and return it.
+    working directory) that holds ``params.yaml``, and return it.
 
     Under ``dvc repro`` the kernel already runs there and nothing changes; in JupyterLab it starts in
     ``notebooks/`` and moves up one folder.
 
     Raises:
-        FileNotFoundError: no folder at or above ``start`` holds both files.
+        FileNotFoundError: no folder at or above ``start`` holds ``params.yaml``.
     """
     here = Path(start if start is not None else os.getcwd()).resolve()
     for folder in (here, *here.parents):
-        if all((folder / name).is_file() for name in REPOSITORY_MARKERS):
+        if (folder / PARAMS_FILE).is_file():
             os.chdir(folder)
             return folder
-    raise FileNotFoundError(f"{here}: neither this folder nor any above it holds {' and '.join(REPOSITORY_MARKERS)}; "
+    raise FileNotFoundError(f"{here}: neither this folder nor any above it holds {PARAMS_FILE}; "
                             "start the notebook inside the retailnb repository")
 
 
