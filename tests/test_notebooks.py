@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from pipeline_fixture import tiny_repo, write_params
+from pipeline_fixture import TinyPipeline, copy_repo, tiny_repo, write_params
 from shared_fixtures import NOTEBOOKS, REPO, jupyterlab_open_and_autosave, repo_params, with_overrides
 from spec_paths import leaves, spec_leaves
 
@@ -194,26 +194,52 @@ def test_every_stage_depends_on_all_the_code_its_notebook_runs() -> None:
             assert not {f for f in downstream if any(covers(d, f) for d in deps)}, f"stage {name} reruns for evaluation code"
 
 
-def test_the_readme_runs_experiments_with_the_dvc_yaml_target() -> None:
-    """Without it, ``dvc exp run`` clones data.dvc's import from GitHub first, which fails offline."""
-    texts = [(REPO / f).read_text() for f in ("README.md", "params.yaml", "data.dvc")]
-    commands = [m for t in texts for m in re.findall(r"dvc exp run[^\n`]*", t)]
-    assert len(commands) >= 5
-    untargeted = [c for c in commands if " -S " in c and not c.startswith("dvc exp run dvc.yaml")]
-    assert not untargeted, f"experiments without the dvc.yaml target: {untargeted}"
+NETWORK_ERRORS = ("github.com", "Failed to clone", "ConnectionPool", "Name or service not known", "failed to download")
+"""Words of DVC's errors when it reaches for a remote repository or URL that this offline machine cannot reach."""
+
+
+def dvc_offline(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``dvc ARGS`` in ``root``, asserting that it reached for no network."""
+    run = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True, timeout=300)
+    reached = [w for w in NETWORK_ERRORS if w in run.stdout + run.stderr]
+    assert not reached, f"dvc {' '.join(args)} reached for the network ({reached}):\n{run.stdout}\n{run.stderr}"
+    return run
+
+
+def test_data_dvc_is_a_plain_tracked_folder_that_names_its_source() -> None:
+    """No import: DVC checks an import's source repository on every status, exp run and pull (network)."""
+    spec = yaml.safe_load((REPO / "data.dvc").read_text())
+    assert "deps" not in spec and not spec.get("frozen"), "data.dvc must not be an import (it needs network)"
+    (out,) = spec["outs"]
+    assert out["path"] == "data/GroceryStoreDataset" and out["md5"].endswith(".dir")
+    text = (REPO / "data.dvc").read_text()
+    assert f"dvc get {spec['meta']['source']} {spec['meta']['folder']} --rev {spec['meta']['rev']} -o {out['path']}" in text
 
 
 @pytest.mark.pipeline
-def test_an_experiment_can_be_queued_without_network(tmp_path: Path) -> None:
-    """``dvc exp run dvc.yaml -S ...`` records only dvc.yaml's stages: data.dvc's import is never opened."""
+def test_bare_dvc_commands_work_on_an_offline_fresh_clone(tmp_path: Path) -> None:
+    """``dvc status``, ``dvc pull`` and ``dvc exp run`` without targets never reach for the Grocery data's source."""
     if not (REPO / ".git").exists():
         pytest.skip("needs a git checkout of the repository")
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-    run = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "dvc.yaml", "--queue", "-S", "noisy.pseudo.threshold=0.3"],
-                         cwd=clone, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "Queued experiment" in run.stdout + run.stderr
+    status = dvc_offline(clone, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "data.dvc" in status.stdout  # the Grocery data is not here: said, not an error
+    dvc_offline(clone, "pull")  # no remote on a fresh clone: pull says so, and asks nothing of GitHub
+    queued = dvc_offline(clone, "exp", "run", "--queue", "-S", "noisy.pseudo.threshold=0.3")
+    assert queued.returncode == 0 and "Queued experiment" in queued.stdout + queued.stderr, queued.stdout + queued.stderr
+
+
+def test_bare_dvc_exp_run_dry_works_offline_where_the_pipeline_ran(tiny_pipeline: TinyPipeline, tmp_path: Path) -> None:
+    """The tiny pipeline's repository with the project's data.dvc: a dry ``dvc exp run`` plans without network."""
+    root = copy_repo(tiny_pipeline.root, tmp_path / "repo")
+    shutil.copy(REPO / "data.dvc", root / "data.dvc")
+    subprocess.run(["git", "add", "data.dvc"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "data.dvc"], cwd=root, check=True)
+    for args in (("status",), ("exp", "run", "--dry")):
+        run = dvc_offline(root, *args)
+        assert run.returncode == 0, run.stdout + run.stderr
 
 
 @pytest.mark.pipeline
