@@ -146,18 +146,23 @@ def test_every_custom_template_exists_and_takes_dvc_data() -> None:
         assert "<DVC_METRIC_TITLE>" in json.dumps(spec), name
 
 
-def test_shots_plot_declares_a_numeric_x_and_the_accuracy_of_every_method() -> None:
+def test_shots_plot_draws_the_shot_counts_as_categories_in_order_of_images() -> None:
+    """Evenly spaced 1, 5, 10, all (not "all" at x = 12 on a linear axis), in the order of images per product."""
     (props,) = [p for name, p in stage_plots().items() if name.endswith("/shots.json")]
-    assert (props["x"], props["y"], props["template"]) == ("images_per_product", "accuracy", "shots")
+    assert (props["x"], props["y"], props["template"]) == ("shots", "accuracy", "shots")
     spec = json.loads((PLOTS_DIR / "shots.json").read_text())
+    assert spec["encoding"]["x"]["type"] == "ordinal"
+    assert spec["encoding"]["x"]["sort"] == {"field": "images_per_product", "op": "min"}
     assert '"field": "method"' in json.dumps(spec)  # one line per method of the file
 
 
-def test_rounds_and_epochs_are_drawn_on_whole_number_ticks() -> None:
+def test_rounds_and_epochs_are_drawn_one_tick_per_value() -> None:
+    """An ordinal x: ticks are the values written (1, 2), never a quantitative axis's 1.5 shown as "2"."""
     for name, props in top_plots().items():
         assert props.get("template") == "series", name
+        assert "0 = the first" not in props.get("x_label", ""), name  # epochs count from 1, as in the notebooks
     spec = json.loads((PLOTS_DIR / "series.json").read_text())
-    assert spec["config"]["axisX"]["tickMinStep"] == 1 and spec["encoding"]["x"]["axis"]["format"] == "d"
+    assert spec["encoding"]["x"]["type"] == "ordinal"
 
 
 def test_every_pretraining_variant_has_its_loss_curves_declared() -> None:

@@ -7,6 +7,7 @@ local weights file, and the finetuned network's accuracy as the reference each p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -128,11 +129,15 @@ def backbone_features(name: str, model: nn.Module, data: ProbeData, cache_dir: s
 
 
 def _weights_key(weights: str) -> str:
-    """Identifies a weights file's content by size and modification time (``none`` for random init)."""
+    """Identifies a weights file by its content's SHA-256 (``none`` for random init): the same in every
+    clone and every run, so that the cached features, a DVC output, are the same bytes too."""
     if weights == "none":
         return "none"
-    stat = Path(weights).stat()
-    return f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    digest = hashlib.sha256()
+    with open(weights, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
 
 
 def source_unknown_features(name: str, model: nn.Module, source: SourceUnknownData,
@@ -247,8 +252,7 @@ def finetune_baselines(backbone: BackboneSpec, backbone_path: str | os.PathLike[
 def results_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned_accuracy: float,
                   main: str, rejections: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, float]]:
     """One row per method: probe accuracy per shot count (mean and std; ``probe_catalogue`` for the
-    catalogue-only probe), kNN, ratio to finetuning, the logistic regression's fit time on all training
-    images (``probe_all_seconds``; features cached), and the rejection cells of ``rejections``
+    catalogue-only probe), kNN, ratio to finetuning, and the rejection cells of ``rejections``
     (:func:`retailnb.evaluation.rejection.rejection_cells`)."""
     table: dict[str, dict[str, float]] = {}
     for name, rows in summaries.items():
@@ -258,8 +262,6 @@ def results_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetune
             row[f"probe_{s['shots']}_std"] = s["probe_accuracy_std"]
             if s["shots"] == "all":
                 row["knn_all"] = s["knn_accuracy_mean"]
-                if "fit_seconds_mean" in s:
-                    row["probe_all_seconds"] = s["fit_seconds_mean"]
         if "probe_all" in row and finetuned_accuracy > 0:
             row["ratio_to_finetune"] = row["probe_all"] / finetuned_accuracy
         if rejections and name in rejections:

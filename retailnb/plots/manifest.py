@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from retailnb.data.manifest import ROLES, Manifest, ManifestRow
@@ -62,18 +63,43 @@ def catalogue_vs_shelf(
     return fig
 
 
-def class_counts(manifest: Manifest) -> Figure:
-    """Histogram of images per class for each role present: shows few-shot depth and imbalance."""
-    roles = [role for role, n in manifest.role_counts().items() if n]
+MAX_BARS = 12
+"""Above this many distinct images-per-class counts, :func:`class_counts` draws a histogram instead of bars."""
+
+
+def images_per_class(manifest: Manifest, role: str) -> Counter[str]:
+    """Images of each class in ``role``."""
+    return Counter(r.class_name for r in manifest.select(role))
+
+
+def uneven_roles(manifest: Manifest) -> list[str]:
+    """The roles present whose classes do not all have the same number of images: those worth a figure."""
+    return [role for role, n in manifest.role_counts().items() if n and len(set(images_per_class(manifest, role).values())) > 1]
+
+
+def class_counts(manifest: Manifest, roles: list[str] | None = None) -> Figure:
+    """Images per class for each of ``roles`` (default: every role present): how many classes have each
+    count (few-shot depth and imbalance). Counts are whole numbers: one bar per count that occurs, each
+    labelled, or a histogram on whole-number bins when there are many."""
+    roles = roles or [role for role, n in manifest.role_counts().items() if n]
     fig, axes = plt.subplots(1, len(roles), figsize=(2.6 * len(roles), 2.4), squeeze=False)
     for ax, role in zip(axes[0], roles):
-        counts = Counter(r.class_name for r in manifest.select(role))
-        ax.hist(list(counts.values()), bins=min(20, max(3, len(set(counts.values())))), color="tab:blue")
-        ax.set_title(f"{role}\n{len(counts)} classes, {sum(counts.values())} images", fontsize=8)
+        counts = images_per_class(manifest, role)
+        spread = sorted(Counter(counts.values()).items())  # (images per class, classes with that many)
+        values = [v for v, _ in spread]
+        if len(spread) <= MAX_BARS:
+            ax.bar(range(len(spread)), [n for _, n in spread], color="tab:blue", width=0.6)
+            ax.set_xticks(range(len(spread)), [str(v) for v in values], fontsize=7)
+            ax.set_xlim(-0.75, len(spread) - 0.25)
+        else:  # many distinct counts (real data): a histogram on whole-number bins
+            ax.hist(list(counts.values()), bins=min(20, values[-1] - values[0] + 1), color="tab:blue")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        same = f"every class {values[0]}" if len(values) == 1 else f"{values[0]} to {values[-1]} per class"
+        ax.set_title(f"{role}\n{len(counts)} classes, {sum(counts.values())} images\n{same}", fontsize=8)
         ax.set_xlabel("images per class", fontsize=8)
     axes[0][0].set_ylabel("classes")
     fig.tight_layout()
     return fig
 
 
-__all__ = ["ROLES", "catalogue_vs_shelf", "class_counts", "pick_family"]
+__all__ = ["ROLES", "catalogue_vs_shelf", "class_counts", "images_per_class", "pick_family", "uneven_roles"]

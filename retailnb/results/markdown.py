@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from retailnb.results.intervals import order, paired_difference, t_interval
 from retailnb.evaluation.rejection import SCORES
@@ -85,7 +86,7 @@ def method_table_markdown(summary: TargetSummary) -> str:
     keys = shot_keys(summary.methods)
     if any(CATALOGUE_KEY in row for row in summary.methods.values()):
         keys.append(CATALOGUE_KEY)
-    header = ["method", *(_shot_header(k) for k in keys), "kNN (all images)", "ratio to finetuned", "fit time (s)"]
+    header = ["method", *(_shot_header(k) for k in keys), "kNN (all images)", "ratio to finetuned"]
     main = summary.finetune.get("pretrained")
     reference = main.accuracy.mean if main else None
 
@@ -95,16 +96,14 @@ def method_table_markdown(summary: TargetSummary) -> str:
     rows = []
     for name, cells in summary.methods.items():
         label = f"`{name}`" + (" (main)" if name == summary.main_variant else "")
-        seconds = cells.get("probe_all_seconds")
-        rows.append([label, *(fmt(cells.get(k)) for k in keys), fmt(cells.get("knn_all")), ratio(cells.get("probe_all")),
-                     "–" if seconds is None else f"{seconds.mean:.2f}"])
+        rows.append([label, *(fmt(cells.get(k)) for k in keys), fmt(cells.get("knn_all")), ratio(cells.get("probe_all"))])
     for init, result in summary.finetune.items():
         shown = ["–"] * len(keys)
         if "probe_all" in keys:
             shown[keys.index("probe_all")] = fmt(result.accuracy)
         source = f"`{summary.main_variant}`" if init == "pretrained" else "random weights"
         label = f"finetuned from {source} (lr {_choices(result.lrs)}, epoch {_choices(result.best_epochs)})"
-        rows.append([label, *shown, "–", ratio(result.accuracy), f"{result.seconds.mean:.0f}"])
+        rows.append([label, *shown, "–", ratio(result.accuracy)])
     return markdown_table(header, rows)
 
 
@@ -146,6 +145,52 @@ def compare(new: tuple[str, IntervalRecord], old: tuple[str, IntervalRecord], wh
     return f"{head} on {what}: {numbers} ({note}).{paired}"
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Two results judged on one measure: a line of the verdict table and a sentence of :func:`compare`.
+
+    Attributes:
+        what: the measure ("probe accuracy with all images").
+        a_label: the result with the stage or method judged, and ``a`` its interval over seeds.
+        b_label: the result it is compared with, and ``b`` its interval.
+        note: a sentence that follows the verdict sentence (e.g. the pseudolabels' quality).
+    """
+
+    what: str
+    a_label: str
+    a: IntervalRecord
+    b_label: str
+    b: IntervalRecord
+    note: str = ""
+
+    def sentence(self) -> str:
+        """The verdict in words, with both numbers and their paired difference (:func:`compare`)."""
+        return compare((self.a_label, self.a), (self.b_label, self.b), self.what) + self.note
+
+    def verdict(self) -> str:
+        """Which is higher when the intervals do not overlap, else "no difference measured"."""
+        found = order(self.a, self.b)
+        if found == "higher":
+            return f"{self.a_label} higher"
+        if found == "lower":
+            return f"{self.b_label} higher"
+        return "no difference measured"
+
+    def paired(self) -> str:
+        """The seed-by-seed difference a − b with its interval, or "–" without one."""
+        diff = paired_difference(self.a, self.b)
+        if diff is None or diff.low is None or diff.high is None:
+            return "–"
+        return f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]"
+
+
+def verdict_table_markdown(comparisons: Sequence[Comparison]) -> str:
+    """The verdicts as one table: measure, A, B (each mean ± half-width), A − B paired by seed, verdict."""
+    rows = [[c.what, f"{c.a_label}: {fmt(c.a)}", f"{c.b_label}: {fmt(c.b)}", c.paired(), c.verdict()]
+            for c in comparisons]
+    return markdown_table(["measure", "A", "B", "A − B, paired by seed", "verdict"], rows)
+
+
 def _measure(key: str) -> str:
     if key == CATALOGUE_KEY:
         return "probe accuracy enrolled from the catalogue packshots alone"
@@ -156,9 +201,9 @@ def _measure(key: str) -> str:
 
 
 def _compare_rows(new: tuple[str, Mapping[str, IntervalRecord]], old: tuple[str, Mapping[str, IntervalRecord]],
-                  keys: Sequence[str]) -> list[str]:
-    """:func:`compare` of two method rows on each of ``keys`` both have."""
-    return [compare((new[0], new[1][k]), (old[0], old[1][k]), _measure(k)) for k in keys if k in new[1] and k in old[1]]
+                  keys: Sequence[str]) -> list[Comparison]:
+    """The comparisons of two method rows on each of ``keys`` both have."""
+    return [Comparison(_measure(k), new[0], new[1][k], old[0], old[1][k]) for k in keys if k in new[1] and k in old[1]]
 
 
 def _judged_keys(summary: TargetSummary) -> list[str]:
@@ -167,41 +212,59 @@ def _judged_keys(summary: TargetSummary) -> list[str]:
     return list(dict.fromkeys([keys[0], keys[-1]])) if keys else []
 
 
-def finetune_verdicts(summary: TargetSummary) -> list[str]:
-    """The probe against finetuning: the ratio, probe vs finetuned network, and pretrained vs random init."""
+def ratio_sentence(summary: TargetSummary) -> str | None:
+    """The probe/finetune ratio of the main backbone in words (mean of the per-seed ratios), if measured."""
+    r = summary.probe_to_finetune
+    if r is None:
+        return None
+    span = "" if r.low is None or r.high is None else f" (interval {r.low:.0%} to {r.high:.0%})"
+    return (f"With all training images, a logistic regression on the frozen features of the main backbone "
+            f"(`{summary.main_variant}`) reaches {r.mean:.0%}{span} of the accuracy of finetuning the whole "
+            f"network, the mean of the per-seed ratios.")
+
+
+def finetune_comparisons(summary: TargetSummary) -> list[Comparison]:
+    """The probe against finetuning, and finetuning from the pretrained against from random weights."""
     main = summary.main_variant
     row = summary.methods.get(main, {})
     tuned, scratch = summary.finetune.get("pretrained"), summary.finetune.get("random_init")
     out = []
     if "probe_all" in row and tuned is not None:
-        if summary.probe_to_finetune is not None:
-            r = summary.probe_to_finetune
-            span = "" if r.low is None or r.high is None else f" (interval {r.low:.0%} to {r.high:.0%})"
-            out.append(f"With all training images, a logistic regression on the frozen features of the main "
-                       f"backbone (`{main}`) reaches {r.mean:.0%}{span} of the accuracy of finetuning the whole "
-                       f"network, the mean of the per-seed ratios.")
-        out.append(compare(("finetuning the main backbone", tuned.accuracy),
-                           (f"the frozen-feature probe of `{main}`", row["probe_all"]), "test accuracy"))
+        out.append(Comparison("test accuracy", "finetuning the main backbone", tuned.accuracy,
+                              f"the frozen-feature probe of `{main}`", row["probe_all"]))
     if tuned is not None and scratch is not None:
-        out.append(compare((f"finetuning from `{main}`", tuned.accuracy), ("finetuning from random weights",
-                                                                             scratch.accuracy), "test accuracy"))
+        out.append(Comparison("test accuracy", f"finetuning from `{main}`", tuned.accuracy,
+                              "finetuning from random weights", scratch.accuracy))
     return out
 
 
-def noisy_verdicts(summary: TargetSummary, noisy: Sequence[NoisyRecord] = ()) -> list[str]:
-    """Each noisy-student round against round 0 (the main contrastive backbone alone), with the pseudolabels'
-    precision and coverage averaged over the seeds' noisy records."""
+def finetune_verdicts(summary: TargetSummary) -> list[str]:
+    """The probe against finetuning in words: the ratio, then :func:`finetune_comparisons`."""
+    ratio = ratio_sentence(summary) if "probe_all" in summary.methods.get(summary.main_variant, {}) else None
+    return ([ratio] if ratio and "pretrained" in summary.finetune else []) + [
+        c.sentence() for c in finetune_comparisons(summary)]
+
+
+def noisy_comparisons(summary: TargetSummary, noisy: Sequence[NoisyRecord] = ()) -> list[Comparison]:
+    """Each noisy-student round against round 0 (the main contrastive backbone alone), the last of each
+    round noting the pseudolabels' precision and coverage averaged over the seeds' noisy records."""
     main = summary.methods.get(summary.main_variant)
     if main is None:
         return []
     out = []
     for r, name in noisy_rounds(summary.methods):
-        lines = _compare_rows((f"noisy-student round {r}", summary.methods[name]),
-                              ("round 0 (the contrastive backbone alone)", main), _judged_keys(summary))
-        if lines:
-            lines[-1] += _pseudolabel_note(noisy, r)
-        out += lines
+        rows = _compare_rows((f"noisy-student round {r}", summary.methods[name]),
+                             ("round 0 (the contrastive backbone alone)", main), _judged_keys(summary))
+        if rows:
+            last = rows[-1]
+            rows[-1] = Comparison(last.what, last.a_label, last.a, last.b_label, last.b, _pseudolabel_note(noisy, r))
+        out += rows
     return out
+
+
+def noisy_verdicts(summary: TargetSummary, noisy: Sequence[NoisyRecord] = ()) -> list[str]:
+    """:func:`noisy_comparisons` in words."""
+    return [c.sentence() for c in noisy_comparisons(summary, noisy)]
 
 
 def _pseudolabel_note(noisy: Sequence[NoisyRecord], r: int) -> str:
@@ -237,25 +300,24 @@ def combination_pairs(pretrain: Mapping[str, PretrainRecord]) -> list[tuple[str,
     return pairs
 
 
-def verdicts(summary: TargetSummary, pretrain: Mapping[str, PretrainRecord], noisy: Sequence[NoisyRecord] = ()) -> list[str]:
-    """Plain-language conclusions of one target's results, each computed from the intervals.
+def comparisons(summary: TargetSummary, pretrain: Mapping[str, PretrainRecord],
+                noisy: Sequence[NoisyRecord] = ()) -> list[Comparison]:
+    """Every comparison the report judges for one target, each from the intervals.
 
-    In order: the probe against finetuning (:func:`finetune_verdicts`); the main backbone against random
+    In order: the probe against finetuning (:func:`finetune_comparisons`); the main backbone against random
     weights; each variant that combines objectives against each objective alone (:func:`combination_pairs`);
-    each noisy-student round against round 0. Pretraining and noisy-student comparisons are made at the
-    fewest shots and with all images. Comparisons whose rows are missing are left out.
+    the catalogue-only probe; each noisy-student round against round 0; rejection. Pretraining and
+    noisy-student comparisons are made at the fewest shots and with all images. Comparisons whose rows are
+    missing are left out.
 
     Args:
         summary: one target of ``metrics/summary.json``.
         pretrain: the pretraining records of one seed, by variant (which objectives each had).
         noisy: every seed's noisy-student record (for the pseudolabels' precision and coverage).
-
-    Returns:
-        One sentence per conclusion.
     """
     methods, main = summary.methods, summary.main_variant
     keys = _judged_keys(summary)
-    out = finetune_verdicts(summary)
+    out = finetune_comparisons(summary)
     if main in methods and "random_init" in methods:
         out += _compare_rows((f"`{main}`", methods[main]), ("random weights", methods["random_init"]), keys)
     for combined, alone in combination_pairs(pretrain):
@@ -264,7 +326,15 @@ def verdicts(summary: TargetSummary, pretrain: Mapping[str, PretrainRecord], noi
             out += _compare_rows((both, methods[combined]), (f"{single} alone", methods[alone]), keys)
     if main in methods and "random_init" in methods and CATALOGUE_KEY in methods[main]:
         out += _compare_rows((f"`{main}`", methods[main]), ("random weights", methods["random_init"]), [CATALOGUE_KEY])
-    return out + noisy_verdicts(summary, noisy) + rejection_verdicts(summary)
+    return out + noisy_comparisons(summary, noisy) + rejection_comparisons(summary)
+
+
+def verdicts(summary: TargetSummary, pretrain: Mapping[str, PretrainRecord], noisy: Sequence[NoisyRecord] = ()) -> list[str]:
+    """Plain-language conclusions of one target's results: the probe/finetune ratio
+    (:func:`ratio_sentence`), then each of :func:`comparisons` as a sentence."""
+    ratio = ratio_sentence(summary) if "probe_all" in summary.methods.get(summary.main_variant, {}) else None
+    head = [ratio] if ratio and "pretrained" in summary.finetune else []
+    return head + [c.sentence() for c in comparisons(summary, pretrain, noisy)]
 
 
 def data_sentence(data: DataRecord) -> str:
@@ -302,18 +372,21 @@ def monitor_table_markdown(pretrain: Sequence[Mapping[str, PretrainRecord]], con
     return markdown_table(header, rows)
 
 
-def noisy_table_markdown(noisy: Sequence[NoisyRecord], confidence: float = 0.95) -> str:
-    """Per noisy-student round, over the seeds: probe and kNN accuracy on the target, pseudolabel precision
-    and coverage."""
-    header = ["round", "probe", "kNN", "pseudolabel precision", "pseudolabel coverage"]
+def noisy_table_markdown(noisy: Sequence[NoisyRecord], summary: TargetSummary, confidence: float = 0.95) -> str:
+    """Per noisy-student round, over the seeds: the evaluation's all-image probe accuracy on the target (round
+    0 is the main backbone: the same value as its row in the results table), then the pseudolabels'
+    precision and coverage from the noisy-student records."""
+    header = ["round", "probe, all images", "pseudolabel precision", "pseudolabel coverage"]
     rows = []
-    rounds = sorted({row.round for record in noisy for row in record.rounds})
+    by_round = {0: summary.main_variant, **dict(noisy_rounds(summary.methods))}
+    rounds = sorted({row.round for record in noisy for row in record.rounds} | set(by_round))
     for r in rounds:
-        cells = []
-        for field in ("probe_accuracy", "knn_accuracy", "precision", "coverage"):
-            cells.append(_cell([getattr(row, field) for record in noisy for row in record.rounds
-                                if row.round == r and getattr(row, field) is not None], confidence))
-        rows.append([f"{r}" + (" (contrastive only)" if r == 0 else ""), *cells])
+        probe = fmt(summary.methods.get(by_round.get(r, ""), {}).get("probe_all"))
+        cells = [_cell([getattr(row, field) for record in noisy for row in record.rounds
+                        if row.round == r and getattr(row, field) is not None], confidence)
+                 for field in ("precision", "coverage")]
+        label = f"0 (`{summary.main_variant}`, contrastive only)" if r == 0 else f"{r}"
+        rows.append([label, probe, *cells])
     return markdown_table(header, rows)
 
 
@@ -379,7 +452,7 @@ def rejection_heading(summary: TargetSummary) -> str:
             f"correctly, held-out photos rejected, known photos accepted.{source}\n")
 
 
-def rejection_verdicts(summary: TargetSummary) -> list[str]:
+def rejection_comparisons(summary: TargetSummary) -> list[Comparison]:
     """Does pretraining make rejection better? The best score's AUROC of the main backbone against random
     weights, and of the last noisy-student round against the main backbone."""
     best = best_rejection_score(summary)
@@ -389,12 +462,17 @@ def rejection_verdicts(summary: TargetSummary) -> list[str]:
     what = f"unknown-product rejection (AUROC of the {SCORE_NAMES[best]} score)"
     out = []
     if key in methods.get(main, {}) and key in methods.get("random_init", {}):
-        out.append(compare((f"`{main}`", methods[main][key]), ("random weights", methods["random_init"][key]), what))
+        out.append(Comparison(what, f"`{main}`", methods[main][key], "random weights", methods["random_init"][key]))
     rounds = noisy_rounds(methods)
     if rounds and key in methods[rounds[-1][1]] and key in methods.get(main, {}):
         r, last = rounds[-1]
-        out.append(compare((f"noisy-student round {r}", methods[last][key]), (f"`{main}`", methods[main][key]), what))
+        out.append(Comparison(what, f"noisy-student round {r}", methods[last][key], f"`{main}`", methods[main][key]))
     return out
+
+
+def rejection_verdicts(summary: TargetSummary) -> list[str]:
+    """:func:`rejection_comparisons` in words."""
+    return [c.sentence() for c in rejection_comparisons(summary)]
 
 
 def results_markdown(targets: Mapping[str, TargetSummary], confidence: float) -> str:
@@ -409,3 +487,43 @@ def results_markdown(targets: Mapping[str, TargetSummary], confidence: float) ->
     tables = "\n".join(section(name, t) for name, t in targets.items())
     return (tables + f"\nEach cell: the mean over the training seeds ± the half-width of its {confidence:.0%} "
             "t-interval (the mean alone with one seed).\n")
+
+
+def _judged(c: Comparison) -> str:
+    """A comparison's verdict as a clause: "A is ahead: the intervals do not overlap" or "no difference measured"."""
+    found = order(c.a, c.b)
+    if found == "no difference measured":
+        return "no difference measured" + (": the intervals overlap" if min(c.a.n, c.b.n) > 1 else "")
+    ahead = c.a_label if found == "higher" else c.b_label
+    return f"{ahead} is ahead: the intervals do not overlap"
+
+
+def answer_sentences(summary: TargetSummary) -> list[str]:
+    """What the run shows for one target, in at most three sentences computed from the intervals: the probe
+    against finetuning (the paper's claim), the last noisy-student round against the main backbone, and the
+    main backbone against random weights. A sentence whose results are missing is left out."""
+    methods, main = summary.methods, summary.main_variant
+    probe = methods.get(main, {}).get("probe_all")
+    out = []
+    tuned = summary.finetune.get("pretrained")
+    if probe is not None and tuned is not None:
+        c = Comparison("test accuracy", "finetuning", tuned.accuracy, "the probe", probe)
+        r = summary.probe_to_finetune
+        share = "" if r is None else (f", {r.mean:.0%}" + ("" if r.low is None or r.high is None else
+                                                             f" ({r.low:.0%} to {r.high:.0%})") + " of")
+        out.append(f"A logistic regression on the frozen features of the main backbone (`{main}`) reaches "
+                   f"{fmt(probe)} with all training images{share} finetuning the whole network "
+                   f"({fmt(tuned.accuracy)}): {_judged(c)}.")
+    rounds = noisy_rounds(methods)
+    if probe is not None and rounds and "probe_all" in methods[rounds[-1][1]]:
+        r_last, name = rounds[-1]
+        c = Comparison("probe accuracy with all images", f"round {r_last}", methods[name]["probe_all"],
+                       "the main backbone", probe)
+        paired = c.paired()
+        gain = "" if paired == "–" else f", {paired} over the main backbone paired by seed"
+        out.append(f"The noisy student's round {r_last} reaches {fmt(c.a)}{gain}: {_judged(c)}.")
+    random = methods.get("random_init", {}).get("probe_all")
+    if probe is not None and random is not None:
+        c = Comparison("probe accuracy with all images", "the pretrained backbone", probe, "random weights", random)
+        out.append(f"The same probe on random weights reaches {fmt(random)}: {_judged(c)}.")
+    return out

@@ -68,9 +68,8 @@ class ProbeScores(Record):
 
 
 class TrainSummary(Record):
-    """How a training run went."""
+    """How a training run ended (its throughput is a timing: it goes to the stage's log, not the record)."""
 
-    images_per_second: float
     final_loss: float
 
 
@@ -82,7 +81,7 @@ class PretrainRecord(Record):
         objectives: the weight of each objective (``simclr``, ``supcon``, ``simsiam``; 0: off), so the report
             knows which variants combine which objectives whatever they are named.
         monitor: ``pretrained`` and ``random_init`` scores on the monitor split.
-        train: throughput and final loss.
+        train: the final loss.
         history: loss and learning rate per epoch.
     """
 
@@ -137,7 +136,6 @@ class FinetuneRecord(Record):
 
     Attributes:
         accuracy: test accuracy (scored once).
-        seconds: wall time of the whole grid.
         lr: the learning rate with the best validation accuracy.
         best_epoch: the epoch (from 1) of the scored weights.
         val_accuracy: their validation accuracy.
@@ -145,7 +143,6 @@ class FinetuneRecord(Record):
     """
 
     accuracy: float
-    seconds: float
     lr: float
     best_epoch: int
     val_accuracy: float
@@ -178,7 +175,7 @@ class EvaluateRecord(Record):
         methods: method -> ``probe_<shots>`` (and ``_std``; ``probe_catalogue``: the probe trained on the
             catalogue packshots alone), ``reject_<score>_<measure>`` (unknown-product rejection, see
             ``rejection``), ``knn_all``, ``ratio_to_finetune`` (to the
-            finetuned main backbone), ``probe_all_seconds``.
+            finetuned main backbone).
         finetune: the finetuning baselines, ``pretrained`` (the main backbone) and ``random_init``.
         main_variant: the main backbone's name.
         n_classes: products of the target.
@@ -232,13 +229,11 @@ class FinetuneSummary(Record):
 
     Attributes:
         accuracy: its test accuracy.
-        seconds: wall time of its whole learning-rate grid.
         lrs: the learning rate each seed chose.
         best_epochs: the epoch (from 1) of each seed's scored weights.
     """
 
     accuracy: IntervalRecord
-    seconds: IntervalRecord
     lrs: list[float]
     best_epochs: list[int]
 
@@ -251,7 +246,7 @@ class TargetSummary(Record):
         target_source: its source.
         seeds: the training seeds aggregated, in order.
         main_variant: the main backbone's name.
-        methods: method -> ``probe_<shots>``, ``knn_all``, ``probe_all_seconds`` -> the interval of the
+        methods: method -> ``probe_<shots>``, ``knn_all`` -> the interval of the
             per-seed values (each the mean over the shot draws of that seed).
         finetune: ``pretrained`` and ``random_init`` over the seeds.
         probe_to_finetune: per seed, the main backbone's all-image probe over its finetuned accuracy.
@@ -287,44 +282,37 @@ class SummaryRecord(Record):
     targets: dict[str, TargetSummary]
 
 
-class TargetHeadline(Record):
-    """The headline figures of one target over the training seeds (see :class:`HeadlineRecord`).
+class HeadlineFigure(Record):
+    """An accuracy over the training seeds, as the headline shows it: the mean and the half-width of its
+    t-interval (the interval is ``all`` ± ``ci``; ``ci`` is None with a single seed), rounded to 3 digits."""
 
-    ``*_ci`` is the half-width of the t-interval (``report.confidence``) of the figure before it: the
-    interval is the mean ± it; None with a single seed.
-
-    Attributes:
-        probe: headline row (random weights, the main backbone, each noisy-student round) -> ``1``, ``10``,
-            ``all`` (those the run has; mean over seeds), ``all_ci`` and ``catalogue`` (the catalogue-only
-            probe, when measured).
-        finetuned: ``pretrained``, ``pretrained_ci``, ``random_init``, ``random_init_ci``: the finetuning
-            baselines' test accuracy.
-        probe_to_finetune: the main backbone's all-image probe over its finetuned accuracy (mean of the
-            per-seed ratios).
-        probe_to_finetune_ci: its half-width.
-        noisy_gain: the last noisy-student round's all-image probe minus the main backbone's (mean).
-        rejection_auroc: the main backbone's unknown-product rejection AUROC with the best score (mean);
-            None when not measured.
-    """
-
-    probe: dict[str, dict[str, float | None]]
-    finetuned: dict[str, float | None]
-    probe_to_finetune: float | None
-    probe_to_finetune_ci: float | None
-    noisy_gain: float | None
-    rejection_auroc: float | None = None
+    all: float
+    ci: float | None
 
 
 class HeadlineRecord(Record):
-    """``metrics/headline.json``: the few figures ``dvc metrics show`` and ``dvc exp show`` compare.
+    """``metrics/headline.json``: the few figures ``dvc metrics show`` and ``dvc exp show`` compare, for the
+    first target of ``evaluate.targets``; short keys, so that ``dvc metrics show`` fits 120 columns.
 
-    The pipeline's only declared metrics file, so that a terminal holds them (23 values per target by
-    default); the full summary is ``metrics/summary.json`` and every run's record stays in its own JSON
-    file under ``metrics/seeds/``.
+    The full summary of every target is ``metrics/summary.json``; every run's record stays in its own
+    JSON file under ``metrics/seeds/``. Accuracies are of the logistic probe on all training images.
+
+    Attributes:
+        seeds: training seeds the figures are over.
+        random: the probe on random weights (mean).
+        main: the probe on the main backbone (``all``, ``ci``).
+        student: the probe on the last noisy-student round (``all``, ``ci``); None without noisy rounds.
+        finetune: the main backbone finetuned (mean test accuracy).
+        ratio: the main backbone's probe over its finetuned accuracy (mean of the per-seed ratios): the
+            paper's claim is that it comes close to 1.
     """
 
-    n_seeds: int
-    targets: dict[str, TargetHeadline]
+    seeds: int
+    random: float | None
+    main: HeadlineFigure
+    student: HeadlineFigure | None
+    finetune: float | None
+    ratio: float | None
 
 
 class NewProductsRecord(Record):

@@ -18,22 +18,19 @@ from retailnb.results.intervals import ratio_values, t_interval
 from retailnb.results.records import (
     EvaluateRecord,
     FinetuneSummary,
+    HeadlineFigure,
     HeadlineRecord,
+    IntervalRecord,
     NoisyRecord,
     PretrainRecord,
     R,
     SummaryRecord,
-    TargetHeadline,
     TargetSummary,
     read_record,
 )
 from retailnb.evaluation.rejection import SCORES
 
 _ROUND_KEY = re.compile(r"^noisy_round_(\d+)$")
-
-HEADLINE_SHOTS = ("1", "10", "all")
-"""The shot counts the headline metrics keep (those a run has)."""
-
 
 @dataclass(frozen=True)
 class SeedRecords:
@@ -99,7 +96,7 @@ def _common_keys(rows: Sequence[Mapping[str, object]]) -> list[str]:
 def summarize_target(name: str, per_seed: Mapping[int, EvaluateRecord], confidence: float) -> TargetSummary:
     """One target's evaluation over the training seeds.
 
-    Every cell a method has in every seed (``probe_<shots>``, ``knn_all``, ``probe_all_seconds``; not the
+    Every cell a method has in every seed (``probe_<shots>``, ``knn_all``; not the
     draws' ``_std``, which the seeds' spread replaces) becomes the interval of its per-seed values.
 
     Raises:
@@ -123,7 +120,6 @@ def summarize_target(name: str, per_seed: Mapping[int, EvaluateRecord], confiden
     for init in _common_keys([r.finetune for r in records]):
         runs = [r.finetune[init] for r in records]
         finetune[init] = FinetuneSummary(accuracy=t_interval([f.accuracy for f in runs], confidence),
-                                         seconds=t_interval([f.seconds for f in runs], confidence),
                                          lrs=[f.lr for f in runs], best_epochs=[f.best_epoch for f in runs])
     main = first.main_variant
     ratio = None
@@ -178,39 +174,34 @@ def best_rejection_score(summary: TargetSummary) -> str | None:
     return max(means, key=lambda score: sum(means[score]) / len(means[score]))
 
 
-def target_headline(summary: TargetSummary) -> TargetHeadline:
-    """The headline figures of one target: random weights, the main backbone and each noisy-student round at
-    1 and 10 shots and all images (the last with its interval); both finetuning baselines; the probe/finetune
-    ratio; the noisy-student gain."""
-    rows = ["random_init", summary.main_variant, *(name for _, name in noisy_rounds(summary.methods))]
-    probe: dict[str, dict[str, float | None]] = {}
-    for name in rows:
-        cells = summary.methods.get(name)
-        if cells is None:
-            continue
-        probe[name] = {s: cells[f"probe_{s}"].mean for s in HEADLINE_SHOTS if f"probe_{s}" in cells}
-        if "probe_all" in cells:
-            probe[name]["all_ci"] = cells["probe_all"].half_width
-        if "probe_catalogue" in cells:
-            probe[name]["catalogue"] = cells["probe_catalogue"].mean
-    finetuned: dict[str, float | None] = {}
-    for init, result in summary.finetune.items():
-        finetuned[init], finetuned[f"{init}_ci"] = result.accuracy.mean, result.accuracy.half_width
-    ratio = summary.probe_to_finetune
-    return TargetHeadline(probe=probe, finetuned=finetuned, probe_to_finetune=ratio.mean if ratio else None,
-                          probe_to_finetune_ci=ratio.half_width if ratio else None,
-                          noisy_gain=summary.noisy_gain.mean if summary.noisy_gain else None,
-                          rejection_auroc=_main_auroc(summary))
+def _figure(cell: IntervalRecord) -> HeadlineFigure:
+    half = cell.half_width
+    return HeadlineFigure(all=round(cell.mean, 3), ci=None if half is None else round(half, 3))
 
 
-def _main_auroc(summary: TargetSummary) -> float | None:
-    """The main backbone's unknown-product rejection AUROC with the best score (mean), if measured."""
-    best = best_rejection_score(summary)
-    cell = summary.methods.get(summary.main_variant, {}).get(reject_key(best, "auroc")) if best else None
-    return cell.mean if cell is not None else None
+def _mean(cell: IntervalRecord | None) -> float | None:
+    return None if cell is None else round(cell.mean, 3)
 
 
 def headline(summary: SummaryRecord) -> HeadlineRecord:
-    """The record of ``metrics/headline.json``: :func:`target_headline` of every target."""
-    return HeadlineRecord(n_seeds=len(summary.seeds),
-                          targets={name: target_headline(t) for name, t in summary.targets.items()})
+    """The record of ``metrics/headline.json``: the first target's all-image probe accuracy of random
+    weights, the main backbone and the last noisy-student round, the finetuned main backbone, and the
+    probe/finetune ratio, each over the training seeds.
+
+    Raises:
+        ValueError: the summary has no target, or its main backbone has no all-image probe.
+    """
+    if not summary.targets:
+        raise ValueError("the summary holds no target: nothing to put in the headline")
+    target = next(iter(summary.targets.values()))
+    methods = target.methods
+    if "probe_all" not in methods.get(target.main_variant, {}):
+        raise ValueError(f"target {target.target!r}: the main backbone {target.main_variant!r} has no all-image probe")
+    rounds = noisy_rounds(methods)
+    last = methods[rounds[-1][1]].get("probe_all") if rounds else None
+    tuned = target.finetune.get("pretrained")
+    return HeadlineRecord(seeds=len(summary.seeds), random=_mean(methods.get("random_init", {}).get("probe_all")),
+                          main=_figure(methods[target.main_variant]["probe_all"]),
+                          student=None if last is None else _figure(last),
+                          finetune=None if tuned is None else _mean(tuned.accuracy),
+                          ratio=_mean(target.probe_to_finetune))

@@ -9,6 +9,7 @@ process then runs the stage as usual, reading the cached features and the finish
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ from retailnb.evaluation.targets import target_manifest
 from retailnb.results.records import EvaluateRecord, FinetuneRecord, GridRecord, RejectionSetup
 from retailnb.train.engine import make_fabric
 from retailnb.train.launch import launch, under_torchrun, worker_run
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,8 @@ class EvaluateResult:
 
 def finetune_record(result: FinetuneResult) -> FinetuneRecord:
     """The record of one finetuning baseline."""
-    return FinetuneRecord(accuracy=result.accuracy, seconds=result.seconds, lr=result.lr, best_epoch=result.best_epoch,
+    log.info("finetuning grid (%d learning rates) took %.0f s", len(result.grid), result.seconds)
+    return FinetuneRecord(accuracy=result.accuracy, lr=result.lr, best_epoch=result.best_epoch,
                           val_accuracy=result.val_accuracy,
                           grid=[GridRecord(**vars(run)) for run in result.grid])
 

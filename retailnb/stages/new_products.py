@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from retailnb.bundle.embed import embed
@@ -15,6 +19,9 @@ from retailnb.data.manifest import read_manifest
 from retailnb.bundle.enrolment import enrolment_curve, hold_out_classes
 from retailnb.evaluation.quickprobe import load_probe_data
 from retailnb.results.records import NewProductsRecord
+from retailnb.util.tables import markdown_table
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,24 @@ def run(spec: NewProductsStageSpec, paths: NewProductsPaths) -> NewProductsResul
     rows, final = enrolment_curve(bundle, data.x_train[~is_old], train_names[~is_old].tolist(),
                                   embed(bundle, data.x_test), test_names.tolist(), shots=settings.shots,
                                   seed=settings.seed)
+    for row in rows:  # a timing: to the stage's log, not the record (a rerun leaves the record as it was)
+        seconds = row.pop("seconds")
+        if row["shots"]:
+            log.info("enrolling %d new products from %d images each took %.2f s", len(new), row["shots"], seconds)
     assert bundle.probe is not None  # fit_probe just fitted it
     record = NewProductsRecord(architecture=spec.backbone.architecture, image_size=size, n_old=len(old),
                                n_new=len(new), held_out=list(new), first_c=bundle.probe.c, enrolment=rows)
     record.write(paths.metrics)
     bundle_path = save_bundle(final, Path(paths.bundle_dir) / "catalogue.bundle")
     return NewProductsResult(record=record, bundle=final, bundle_path=bundle_path)
+
+
+def enrolment_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The record's enrolment rows as a Markdown table: images per new product, then the accuracies."""
+    def cell(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    body = [["before" if r["shots"] == 0 else str(r["shots"]), str(r["n_images"]), cell(r["old_accuracy"]),
+             cell(r["new_accuracy"]), cell(r["accuracy"])] for r in rows]
+    return markdown_table(["images per new product", "images enrolled", "old products", "new products",
+                           "all products"], body)

@@ -89,7 +89,7 @@ def run(spec: PretrainStageSpec, name: str, paths: PretrainPaths, *, monitor: Pr
         objectives={field.removesuffix("_weight"): weight for field, weight in spec.variant.model_dump().items()},
         monitor={"pretrained": ProbeScores(**probe_scores(trained, data)),
                  "random_init": ProbeScores(**probe_scores(random_init, data))},
-        train=TrainSummary(images_per_second=info["images_per_second"], final_loss=info["history"]["loss"][-1]),
+        train=TrainSummary(final_loss=info["history"]["loss"][-1]),
         history=info["history"],
     )
     record.write(paths.metrics)
@@ -100,7 +100,7 @@ def train(spec: PretrainStageSpec, paths: PretrainPaths, *, decode_workers: int 
     """Pretrain (in this process, or under torchrun when ``spec.compute`` is distributed) and return the run's info.
 
     Returns:
-        The content of ``out_dir/backbone.json``: backbone, sizes, throughput and loss history.
+        The content of ``out_dir/backbone.json``: backbone, sizes and loss history.
 
     Raises:
         subprocess.CalledProcessError: a distributed run failed (its output names the cause).
@@ -152,15 +152,14 @@ def train_here(spec: PretrainStageSpec, paths: PretrainPaths, *, decode_workers:
         if live is not None:
             live.end()
     if fabric.is_global_zero:
+        log.info("%.1f images/s (decoding %.0f s, training steps %.0f s)", result.images_per_second,
+                 result.data_seconds, result.step_seconds)
         info = {
             "backbone": spec.backbone.architecture,
             "image_size": spec.backbone.image_size,
             "feature_dim": feature_dim(model.backbone),
             "images": len(files),
             "labelled_classes": len(classes),
-            "images_per_second": result.images_per_second,
-            "data_seconds": result.data_seconds,
-            "step_seconds": result.step_seconds,
             "history": result.history,
             "spec": spec.model_dump(mode="json"),
         }

@@ -62,27 +62,58 @@ def kernel_metadata(kernel: str = KERNEL) -> dict[str, str]:
     return {"display_name": spec.display_name, "language": spec.language, "name": kernel}
 
 
-def normalise_kernelspec(path: str | Path, kernel: str = KERNEL) -> Path:
-    """Rewrite the notebook at ``path`` (atomically) with :func:`kernel_metadata`, if it differs."""
-    import nbformat
+PAPERMILL_CLOCK = ("start_time", "end_time", "duration")
+"""The wall-clock fields papermill writes into a notebook's and each cell's ``metadata.papermill``."""
 
-    nb = nbformat.read(str(path), as_version=4)
-    wanted = kernel_metadata(kernel)
-    if nb.metadata.get("kernelspec") != wanted:
-        nb.metadata["kernelspec"] = wanted
-        atomic_write_text(Path(path), nbformat.writes(nb))
-    return Path(path)
+
+INJECTED_CELL_ID = "injected-parameters"
+"""The id of the cell papermill adds with the run's parameters (a random one otherwise)."""
+
+
+def log_path(output: str | Path) -> Path:
+    """The run's log beside the executed notebook: ``reports/01_data.ipynb`` -> ``reports/01_data.log``.
+
+    Not a DVC output and not in git: it holds what changes from run to run (timings, progress).
+    """
+    return Path(output).with_suffix(".log")
+
+
+def settle(nb: Any) -> str:
+    """Take from an executed notebook (in place) what differs between two runs of the same stage, and return it.
+
+    Papermill's clock fields go, its injected cell gets a fixed id; what the kernel wrote on standard error (progress lines with their
+    elapsed times, warnings, the timings a stage logs) moves to the returned log text, one block per cell.
+    The notebook then holds only what the run computed, so that repeating a stage leaves its report,
+    and so ``dvc.lock``, byte for byte as it was.
+    """
+    for meta in (nb.metadata.get("papermill", {}), *(c.metadata.get("papermill", {}) for c in nb.cells)):
+        for key in PAPERMILL_CLOCK:
+            meta.pop(key, None)
+    blocks = []
+    for index, cell in enumerate(nb.cells):
+        cell.metadata.pop("execution", None)  # the kernel's own timestamps, when it records them
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = INJECTED_CELL_ID  # papermill draws a random one on every run
+        if cell.cell_type != "code":
+            continue
+        logged = [o for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"]
+        if logged:
+            blocks.append(f"--- cell {index} ---\n" + "".join(o.text for o in logged))
+            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
+    return "".join(blocks)
 
 
 def execute(notebook: str | Path, output: str | Path, parameters: dict[str, str]) -> Path:
     """Execute ``notebook`` with ``parameters`` injected after its ``parameters`` cell; write ``output``.
 
-    What the kernel writes on standard error (the training loops' one line per epoch, warnings) is
-    forwarded to this process's standard error as it arrives: the live progress of ``dvc repro``.
+    What the kernel writes on standard error (the training loops' one line per epoch, warnings, timings)
+    is forwarded to this process's standard error as it arrives, the live progress of ``dvc repro``, and
+    kept in :func:`log_path`; the executed notebook holds the rest (:func:`settle`).
 
     Raises:
         papermill.PapermillExecutionError: a cell raised; ``output`` holds the run up to that cell.
     """
+    import nbformat
     import papermill
 
     Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +121,11 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict[str, str]
                                progress_bar=False, stderr_file=sys.stderr,
                                # the kernel's own start-up warning (TCP on localhost) would open every stage's log
                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
-    return normalise_kernelspec(output)
+    nb = nbformat.read(str(output), as_version=4)
+    atomic_write_text(log_path(output), settle(nb))
+    nb.metadata["kernelspec"] = kernel_metadata()
+    atomic_write_text(Path(output), nbformat.writes(nb))
+    return Path(output)
 
 
 def report_view(nb: Any) -> Any:

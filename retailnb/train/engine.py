@@ -42,6 +42,8 @@ LossFn = Callable[[nn.Module, Any], Mapping[str, torch.Tensor]]
 class MetricLogger(Protocol):
     """What the loop needs of a logger: dvclive's ``Live`` satisfies it."""
 
+    step: int
+
     def log_metric(self, name: str, val: float) -> None: ...
 
     def next_step(self) -> None: ...
@@ -51,10 +53,9 @@ class MetricLogger(Protocol):
 class FitResult:
     """What a finished (or resumed and finished) run reports.
 
-    ``epochs_run`` counts the epochs of this call; ``images``, ``data_seconds`` and ``step_seconds``
-    count every epoch of the run, those of earlier, interrupted calls included (they travel in the
-    training state), so that a resumed run, or one whose every epoch was already done, reports the
-    throughput of its training rather than of its last part, or zero.
+    ``epochs_run``, ``images``, ``data_seconds`` and ``step_seconds`` count the epochs of this call (a
+    resumed run's throughput is that of its last part; a run whose every epoch was already done reports
+    zero). Timings never enter the training state, a pipeline output: a rerun writes the same bytes.
     """
 
     history: dict[str, list[float]]
@@ -66,7 +67,7 @@ class FitResult:
 
     @property
     def images_per_second(self) -> float:
-        """Training throughput over every epoch of the run (data waits included)."""
+        """Training throughput over the epochs of this call (data waits included)."""
         total = self.data_seconds + self.step_seconds
         return self.images / total if total > 0 else 0.0
 
@@ -219,7 +220,6 @@ def fit(
         # after setup, so the optimiser state lands on the parameters' device
         resume = load_training_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler)
         start_epoch, history = resume.epoch + 1, defaultdict(list, resume.extra.get("history", {}))
-        images, data_s, step_s = resume.extra.get("throughput", (0, 0.0, 0.0))
     loader = DataLoader(
         dataset, batch_sampler=batch_sampler, num_workers=compute.num_workers, persistent_workers=False
     )
@@ -256,6 +256,7 @@ def fit(
         if fabric.is_global_zero:
             log.write(epoch, means)
         if live is not None and fabric.is_global_zero:
+            live.step = epoch + 1  # the epoch's number, from 1, as the notebooks and the progress lines count
             for k, v in means.items():
                 live.log_metric(f"train/{k}", v)
             live.next_step()
@@ -267,7 +268,7 @@ def fit(
                 scheduler=scheduler,
                 step=(epoch + 1) * steps_per_epoch,
                 epoch=epoch,
-                extra={"history": dict(history), "run_key": run_key, "throughput": (images, data_s, step_s)},
+                extra={"history": dict(history), "run_key": run_key},
             )
         fabric.barrier()
         if on_epoch_end is not None and on_epoch_end(epoch, model):

@@ -28,13 +28,17 @@ from retailnb.results.markdown import (
     best_rejection_score,
     combination_pairs,
     compare,
+    answer_sentences,
+    comparisons,
     data_sentence,
+    fmt,
     method_table_markdown,
     monitor_table_markdown,
     noisy_table_markdown,
     rejection_table_markdown,
     results_markdown,
     shot_keys,
+    verdict_table_markdown,
     verdicts,
 )
 from retailnb.stages import report as stage
@@ -48,16 +52,15 @@ def method(p1: float, p5: float, p10: float | None, p_all: float, knn: float, fi
     row: dict[str, Any] = {"probe_1": p1, "probe_1_std": 0.05, "probe_5": p5, "probe_5_std": 0.03}
     if p10 is not None:
         row.update(probe_10=p10, probe_10_std=0.02)
-    row.update(probe_all=p_all, probe_all_std=0.0, knn_all=knn, ratio_to_finetune=p_all / finetuned,
-               probe_all_seconds=0.05)
+    row.update(probe_all=p_all, probe_all_std=0.0, knn_all=knn, ratio_to_finetune=p_all / finetuned)
     return row
 
 
-def finetuned(accuracy: float, lr: float, best_epoch: int, seconds: float) -> dict[str, Any]:
+def finetuned(accuracy: float, lr: float, best_epoch: int) -> dict[str, Any]:
     """A finetuning baseline's record: a two-point grid whose ``lr`` won on validation."""
     grid = [{"lr": lr, "val_accuracy": 0.7, "best_epoch": best_epoch, "epochs": best_epoch + 5},
             {"lr": lr * 10, "val_accuracy": 0.6, "best_epoch": 2, "epochs": 7}]
-    return {"accuracy": accuracy, "seconds": seconds, "lr": lr, "best_epoch": best_epoch, "val_accuracy": 0.7,
+    return {"accuracy": accuracy, "lr": lr, "best_epoch": best_epoch, "val_accuracy": 0.7,
             "grid": grid}
 
 
@@ -79,8 +82,8 @@ def evaluate_metrics(seed: int = 1) -> dict[str, Any]:
             "noisy_round_1": method(0.45 + j, 0.60, 0.66, 0.78 + j, 0.60),
             "noisy_round_2": method(0.40 + j, 0.55, 0.62, 0.725 + j, 0.55),
         },
-        "finetune": {"pretrained": finetuned(0.8 + j, 0.001 if seed != 2 else 0.003, 12 + seed, 95.0),
-                     "random_init": finetuned(0.4 + j, 0.003, 20, 140.0)},
+        "finetune": {"pretrained": finetuned(0.8 + j, 0.001 if seed != 2 else 0.003, 12 + seed),
+                     "random_init": finetuned(0.4 + j, 0.003, 20)},
         "main_variant": "simclr_supcon",
         "n_classes": 25,
     }
@@ -101,7 +104,7 @@ def pretrain_record(variant: str, simclr: float, supcon: float, simsiam: float =
               "random_init": ProbeScores(knn_accuracy=0.1, probe_accuracy=0.2, probe_c=1.0)}
     objectives = {"simclr": simclr, "supcon": supcon, "simsiam": simsiam}
     return PretrainRecord(variant=variant, objectives=objectives, monitor=scores,
-                          train=TrainSummary(images_per_second=100.0, final_loss=1.0), history={"loss": [2.0, 1.0]})
+                          train=TrainSummary(final_loss=1.0), history={"loss": [2.0, 1.0]})
 
 
 PRETRAIN = {"simclr": pretrain_record("simclr", 1.0, 0.0), "supcon": pretrain_record("supcon", 0.0, 1.0),
@@ -187,14 +190,13 @@ def test_summary_refuses_seeds_that_are_not_repetitions_of_one_setup(tmp_path: P
 
 def test_method_table_gives_mean_and_half_width_and_each_seeds_choice() -> None:
     rows = table_rows(method_table_markdown(summarize_target("prepared", per_seed(), 0.95)))
-    assert rows[0] == ["method", "1-shot", "5-shot", "10-shot", "all images", "kNN (all images)", "ratio to finetuned",
-                       "fit time (s)"]
+    assert rows[0] == ["method", "1-shot", "5-shot", "10-shot", "all images", "kNN (all images)", "ratio to finetuned"]
     main = next(r for r in rows if r[0] == "`simclr_supcon` (main)")
     assert main[4] == "0.720 ± 0.025" and main[6] == f"{0.72 / 0.8:.2f}"
     assert main[2] == "0.550 ± 0.000"  # identical in every seed: a zero-width interval
     tuned = next(r for r in rows if r[0].startswith("finetuned from `simclr_supcon`"))
     assert tuned[0] == "finetuned from `simclr_supcon` (lr 0.001/0.001/0.003, epoch 12/13/14)"
-    assert tuned[1:4] == ["–"] * 3 and tuned[4] == "0.800 ± 0.025" and tuned[-1] == "95"
+    assert tuned[1:4] == ["–"] * 3 and tuned[4] == "0.800 ± 0.025" and tuned[-1] == "1.00"
     scratch = rows[-1]
     assert scratch[0] == "finetuned from random weights (lr 0.003, epoch 20)"
     assert shot_keys(summarize_target("prepared", per_seed(), 0.95).methods) == [
@@ -226,9 +228,14 @@ def test_verdicts_follow_the_intervals() -> None:
 
 
 def test_side_tables_and_data_sentence() -> None:
-    noisy = table_rows(noisy_table_markdown([NOISY, NOISY]))
-    assert [r[0] for r in noisy[2:]] == ["0 (contrastive only)", "1", "2"]
-    assert noisy[2][3] == "–" and noisy[3][3] == "0.830 ± 0.000"
+    summary = summarize_target("prepared", per_seed(), 0.95)
+    noisy = table_rows(noisy_table_markdown([NOISY, NOISY], summary))
+    assert [r[0] for r in noisy[2:]] == ["0 (`simclr_supcon`, contrastive only)", "1", "2"]
+    assert noisy[0] == ["round", "probe, all images", "pseudolabel precision", "pseudolabel coverage"]
+    # one value per quantity: round 0 is the main backbone's row of the results table, each round its own row
+    assert noisy[2][1] == fmt(summary.methods["simclr_supcon"]["probe_all"])
+    assert noisy[4][1] == fmt(summary.methods["noisy_round_2"]["probe_all"])
+    assert noisy[2][2] == "–" and noisy[3][2] == "0.830 ± 0.000"
     monitor = table_rows(monitor_table_markdown([PRETRAIN]))
     assert monitor[0][:2] == ["variant", "objectives"]
     assert monitor[2] == ["`simclr`", "SimCLR", "0.500", "0.100", "0.600", "0.200"]
@@ -300,18 +307,15 @@ def leaf_count(node: Any) -> int:
     return sum(leaf_count(v) for v in node.values()) if isinstance(node, dict) else 1
 
 
-def test_headline_keeps_at_most_30_figures_to_compare_runs_by() -> None:
+def test_the_headline_is_the_first_targets_few_figures_rounded() -> None:
     seeds = {s: SeedRecords(pretrain=PRETRAIN, noisy=NOISY, evaluations={"prepared": r}) for s, r in per_seed().items()}
     summary = summarize(seeds, 0.95)
     top = headline(summary)
-    prepared = top.targets["prepared"]
-    assert list(prepared.probe) == ["random_init", "simclr_supcon", "noisy_round_1", "noisy_round_2"]
-    assert prepared.probe["simclr_supcon"] == pytest.approx({"1": 0.40, "10": 0.62, "all": 0.72,
-                                                             "all_ci": 4.302653 * 0.01 / 3 ** 0.5}, abs=1e-6)
-    assert prepared.finetuned["pretrained"] == pytest.approx(0.8) and prepared.finetuned["random_init_ci"] > 0
-    assert prepared.probe_to_finetune == pytest.approx(summary.targets["prepared"].probe_to_finetune.mean)  # type: ignore[union-attr]
-    assert prepared.noisy_gain == pytest.approx(0.005)
-    assert leaf_count(top.model_dump()) == 1 + 4 * 4 + 4 + 2 + 1 + 1 <= 30  # rejection_auroc: None here
+    assert top.main.all == 0.72 and top.main.ci == round(4.302653 * 0.01 / 3 ** 0.5, 3)
+    assert top.student is not None and top.student.all == round(summary.targets["prepared"].methods["noisy_round_2"]["probe_all"].mean, 3)
+    assert top.finetune == 0.8 and top.seeds == 3
+    assert top.ratio == round(summary.targets["prepared"].probe_to_finetune.mean, 3)  # type: ignore[union-attr]
+    assert leaf_count(top.model_dump()) == 8
 
 
 def write_fake_metrics(root: Path, seeds: tuple[int, ...] = SEEDS) -> None:
@@ -375,8 +379,12 @@ def test_report_notebook_smoke(tmp_path: Path) -> None:
         assert f"| `{name}`" in table
     outputs = [o for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" for o in c.outputs]
     text = "\n".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
-    assert "reaches 90% (interval" in text and "No difference measured between noisy-student round 2" in text
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 1  # only the figure that exists
+    # the answer first: a headline figure per target, then the three sentences; then the tables
+    assert text.index("A logistic regression on the frozen features") < text.index("| measure | A | B |")
+    assert ", 90% (" in text and "| noisy-student round 2: " in text and "no difference measured |" in text
+    headlines = [tmp_path / "reports" / "figures" / "05_report" / f"headline_{t}.png" for t in ("prepared", "grocery_fine")]
+    assert all(p.is_file() for p in headlines)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # two headlines, and the one seed figure
 
 
 def with_store_cells(seed: int) -> dict[str, Any]:
@@ -424,15 +432,48 @@ def test_the_catalogue_column_and_the_rejection_table_follow_the_cells() -> None
     assert "Unknown-product rejection" not in results_markdown({"prepared": plain}, 0.95)
 
 
-def test_the_headline_carries_the_catalogue_probe_and_the_main_rejection_auroc() -> None:
-    summary = summarize(read_fake_store_seeds(), 0.95)
-    target = headline(summary).targets["prepared"]
-    assert target.probe["simclr_supcon"]["catalogue"] == pytest.approx(0.3)
-    assert target.probe["random_init"]["catalogue"] == pytest.approx(0.05)
-    assert target.rejection_auroc == pytest.approx(0.9)  # the prototype score's, the best one
-    assert leaf_count(headline(summary).model_dump()) == 1 + 4 * 5 + 4 + 2 + 1 + 1 <= 30
-
-
 def read_fake_store_seeds() -> dict[int, SeedRecords]:
     return {s: SeedRecords(pretrain={}, noisy=None, evaluations={"prepared": record(with_store_cells(s))})
             for s in SEEDS}
+
+
+def test_the_verdicts_table_has_one_row_per_comparison_with_the_paired_difference() -> None:
+    summary = summarize_target("prepared", per_seed(), 0.95)
+    found = comparisons(summary, PRETRAIN, [NOISY] * 3)
+    rows = table_rows(verdict_table_markdown(found))
+    assert rows[0] == ["measure", "A", "B", "A − B, paired by seed", "verdict"]
+    assert len(rows) == 2 + len(found)
+    assert len(found) == len(verdicts(summary, PRETRAIN, [NOISY] * 3)) - 1  # the sentences add the ratio first
+    for row, c in zip(rows[2:], found):
+        assert row[1] == f"{c.a_label}: {fmt(c.a)}" and row[2] == f"{c.b_label}: {fmt(c.b)}"
+        assert row[4] in (f"{c.a_label} higher", f"{c.b_label} higher", "no difference measured")
+        assert row[3].startswith(("+", "-")) and "[" in row[3]  # three seeds: a paired interval
+
+
+def test_the_answer_is_three_sentences_computed_from_the_intervals() -> None:
+    summary = summarize_target("prepared", per_seed(), 0.95)
+    first, noisy, random = answer_sentences(summary)
+    assert first.startswith("A logistic regression on the frozen features of the main backbone (`simclr_supcon`) "
+                            "reaches 0.720 ± 0.025 with all training images, 90%")
+    assert "finetuning the whole network (0.800 ± 0.025)" in first
+    assert noisy.startswith("The noisy student's round 2 reaches") and "paired by seed" in noisy
+    assert random.startswith("The same probe on random weights reaches")
+    single = answer_sentences(summarize_target("prepared", per_seed((0,)), 0.95))
+    assert all("no difference measured" in s and "overlap" not in s for s in single)  # one seed: no interval
+
+
+def test_the_headline_figure_draws_every_row_with_its_interval() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from retailnb.plots.headline import headline_figure, headline_rows
+
+    summary = summarize_target("prepared", per_seed(), 0.95)
+    rows = headline_rows(summary)
+    assert [label for label, _, _ in rows] == [
+        "probe: random weights", "probe: simclr_supcon (main)", "probe: noisy student, round 1",
+        "probe: noisy student, round 2", "finetuned from simclr_supcon", "finetuned from random weights"]
+    fig = headline_figure(summary)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == [label for label, _, _ in rows]
+    assert "mean over 3 training seeds, 95% interval" in ax.get_title(loc="left")

@@ -85,4 +85,4 @@ def test_the_headline_does_not_grow_with_the_source_products() -> None:
         seeds = {s: SeedRecords(pretrain={}, noisy=None, evaluations={"prepared": record(cells(s))}) for s in SEEDS}
         return leaf_count(headline(summarize(seeds, 0.95)).model_dump())
 
-    assert leaves(with_source_cells) == leaves(with_store_cells) <= 30
+    assert leaves(with_source_cells) == leaves(with_store_cells) <= 10

@@ -58,18 +58,33 @@ def test_bad_command_lines_exit_2_with_one_line(tmp_path: Path, capsys: pytest.C
     assert not (tmp_path / "out.ipynb").exists()
 
 
-def test_the_kernels_stderr_reaches_the_terminal_and_the_notebook_but_not_the_html(
+def test_the_kernels_stderr_reaches_the_terminal_and_the_log_but_not_the_notebook_or_the_html(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Live progress of ``dvc repro``: the stage's stderr gets the kernel's lines; the report stays clean."""
+    """Live progress of ``dvc repro``: the stage's stderr gets the kernel's lines, kept in the run's log."""
     notebook = write_notebook(tmp_path / "nb.ipynb", 'import sys\nprint("epoch 1/2: loss 1.5", file=sys.stderr)\n'
                                                      'print("the table")')
     out = tmp_path / "nb_out.ipynb"
     assert main([str(notebook), str(out)]) == 0
     assert "epoch 1/2: loss 1.5" in capsys.readouterr().err
     executed = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []))
-    assert "epoch 1/2: loss 1.5" in executed
+    assert executed.strip() == "the table"
+    assert "epoch 1/2: loss 1.5" in (tmp_path / "nb_out.log").read_text()
     html = out.with_suffix(".html").read_text()
     assert "the table" in html and "epoch 1/2" not in html
+
+
+def test_running_a_notebook_twice_writes_the_same_bytes(tmp_path: Path) -> None:
+    """A rerun of a stage leaves its report (and so dvc.lock) unchanged: no clock in the notebook or the HTML."""
+    body = 'import sys, time\ntime.sleep(0.01)\nprint(f"took {time.perf_counter()} s", file=sys.stderr)\nprint(6 * 7)'
+    notebook = write_notebook(tmp_path / "nb.ipynb", body)
+    out, runs = tmp_path / "reports" / "nb.ipynb", []
+    for _ in range(2):
+        assert main([str(notebook), str(out), "-p", "name", "y"]) == 0  # papermill injects a cell: a fixed id
+        runs.append((out.read_bytes(), out.with_suffix(".html").read_bytes(), out.with_suffix(".log").read_text()))
+    assert runs[0][:2] == runs[1][:2]
+    assert runs[0][2] != runs[1][2] and "took" in runs[0][2]  # the clock went to the log
+    meta = nbformat.read(out, as_version=4).metadata["papermill"]
+    assert "duration" not in meta and meta["parameters"] == {"name": "y"}
 
 
 def test_the_html_report_hides_code_and_describes_each_figure(tmp_path: Path) -> None:
