@@ -29,7 +29,7 @@ def enrolment_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     acc.set_xlabel("images per new product")
     acc.set_ylabel("test accuracy")
     acc.set_ylim(-0.02, 1.02)
-    acc.legend(fontsize=8, loc="lower right")
+    acc.legend(fontsize=8, loc="best")
     acc.set_title("Accuracy after enrolling the new products", fontsize=9)
     fig.tight_layout()
     return fig

@@ -47,7 +47,7 @@ def headline_figure(summary: TargetSummary) -> Figure:
         ax.axvline(tuned.accuracy.mean, color="tab:gray", linestyle="--", linewidth=1)
     ax.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=8)
     ax.set_ylim(len(rows) - 0.5, -0.7)
-    ax.set_xlim(0, min(1.0, max((c.high or c.mean) for _, c, _ in rows) + 0.08))
+    ax.set_xlim(0, 1)  # accuracy: the same scale in every report, an interval past it clipped
     ax.set_xlabel("test accuracy, all training images", fontsize=8)
     n, level = len(summary.seeds), next(iter(rows))[1].confidence
     ax.set_title(f"Target {summary.target}: mean over {n} training seed{'s' if n != 1 else ''}"
