@@ -70,7 +70,7 @@ def bench_enrolment(manifest: Manifest, args: argparse.Namespace, folder: Path) 
     new_rows = [r for r in rows if r.class_name in new]
 
     bundle = new_bundle(args.architecture, image_size=args.image_size)
-    features = embed_files(bundle, manifest.paths(old_rows))
+    features = embed_files(bundle, manifest.paths(old_rows)).features
     path = folder / "shop.bundle"
     save_bundle(fit_probe(bundle, features, [r.class_name for r in old_rows]), path)
     print(f"(a) enrolment: {len(new)} new products x {args.shots} images into a {len(old)}-product bundle "
@@ -80,9 +80,9 @@ def bench_enrolment(manifest: Manifest, args: argparse.Namespace, folder: Path) 
     totals = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        loaded = load_bundle(path)
+        loaded = load_bundle(path, device="cpu")
         t1 = time.perf_counter()
-        new_features = embed_files(loaded, manifest.paths(new_rows))
+        new_features = embed_files(loaded, manifest.paths(new_rows)).features
         t2 = time.perf_counter()
         enrolled = add_products(loaded, new_features, [r.class_name for r in new_rows], choose_c=args.choose_c)
         t3 = time.perf_counter()
@@ -120,7 +120,7 @@ def bench_prediction(manifest: Manifest, args: argparse.Namespace) -> None:
                 model(x[start : start + batch])
 
     def from_files() -> None:
-        predict_features(bundle, embed_files(bundle, paths, batch_size=batch), k=5)
+        predict_features(bundle, embed_files(bundle, paths, batch_size=batch).features, k=5)
 
     def decode_only() -> None:
         decode_images(paths, args.image_size, workers=0)

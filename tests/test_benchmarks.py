@@ -228,3 +228,19 @@ def test_the_transfer_benchmark_and_the_recipe_study_run_in_smoke_mode(tmp_path:
     first = next(iter(load("recipe_study").load_recipes(BENCHMARKS / "recipes.yaml")))
     assert f"| {first} | 1 |" in out
     assert (tmp_path / "recipes" / "recipe_study_smoke.json").is_file()
+
+
+@pytest.mark.pipeline
+def test_the_cli_benchmark_times_every_command_in_smoke_mode() -> None:
+    """A tiny bundle built with ``retailnb fit``, then every command in a fresh process: wall time and peak memory."""
+    out = smoke("bench_cli")
+    for figure in ("built ", "--help", "--version", "info, missing bundle", "predict, 12 images", "max RSS MiB"):
+        assert figure in out, (figure, out)
+    assert len([line for line in out.splitlines() if line.startswith("info")]) == 2
+
+
+def test_the_cli_benchmark_measures_the_commands_own_memory() -> None:
+    """Each command is started by a small process of its own, so its peak memory is not this one's (torch loaded)."""
+    seconds, rss, status, err = load("bench_cli").run(["--version"])
+    assert status == 0 and err == "" and seconds > 0
+    assert 0 < rss < 200, rss

@@ -199,7 +199,7 @@ def test_every_cli_error_is_one_line_exit_2_naming_the_users_path(case: str, sho
 
 
 # --------------------------------------------------------------------------------------------------
-# predict and embed go past unreadable images (--on-error skip) or stop at the first (raise)
+# predict and embed stop at the first unreadable image (--on-error raise, the default) or go past them (skip)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -224,7 +224,7 @@ def test_predict_skips_bad_images_lists_them_and_predicts_the_rest(shelf: tuple[
     root, bad = shelf
     out = tmp_path / "p.json"
     assert main(["predict", str(root), "--bundle", str(tiny_bundle), "--format", "json", "--out", str(out),
-                 "--batch-size", batch_size]) == 0
+                 "--batch-size", batch_size, "--on-error", "skip"]) == 0
     import json
 
     rows = json.loads(out.read_text())
@@ -244,11 +244,11 @@ def test_predict_to_stdout_lists_bad_images_on_stderr_and_raise_stops(shelf: tup
     from retailnb.bundle.cli import main
 
     root, bad = shelf
-    assert main(["predict", str(root), "--bundle", str(tiny_bundle), "--format", "csv"]) == 0
+    assert main(["predict", str(root), "--bundle", str(tiny_bundle), "--format", "csv", "--on-error", "skip"]) == 0
     captured = capsys.readouterr()
-    assert captured.out.count("\n") == 1 + 4 * 2  # header, then top-2 of the four good images
+    assert captured.out.count("\n") == 1 + 4  # header, then one row per good image
     assert "skipped 3 of 7" in captured.err and all(str(b) in captured.err for b in bad)
-    assert main(["predict", str(root), "--bundle", str(tiny_bundle), "--on-error", "raise"]) == 2
+    assert main(["predict", str(root), "--bundle", str(tiny_bundle)]) == 2  # --on-error raise, the default
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cut.jpg" in err or "empty.jpg" in err
 
@@ -261,12 +261,13 @@ def test_embed_skips_bad_images_and_only_bad_images_is_an_error(shelf: tuple[Pat
 
     root, bad = shelf
     out = tmp_path / "f.npz"
-    assert main(["embed", str(root), "--bundle", str(tiny_bundle), "--out", str(out)]) == 0
+    assert main(["embed", str(root), "--bundle", str(tiny_bundle), "--out", str(out), "--on-error", "skip"]) == 0
     features, paths = load_embeddings(out)
     assert features.shape[0] == 4 and not set(paths) & {str(b) for b in bad}
     assert (tmp_path / "f.npz.errors.csv").is_file()
     capsys.readouterr()
-    assert main(["embed", *map(str, bad), "--bundle", str(tiny_bundle), "--out", str(tmp_path / "g.npz")]) == 2
+    assert main(["embed", *map(str, bad), "--bundle", str(tiny_bundle), "--out", str(tmp_path / "g.npz"),
+                 "--on-error", "skip"]) == 2
     err = capsys.readouterr().err
     assert "none of the 3 images could be read" in err and err.count("\n") == 1
 
@@ -475,7 +476,8 @@ def test_the_cli_takes_the_same_images_as_the_ingest(linked: Path, tiny_bundle: 
     from retailnb.data.inputs import product_folders
 
     assert [p.name for p in product_folders(linked)["red"]] == ["0.jpg", "1.jpg", "gone.jpg", "loop.jpg"]
-    assert main(["predict", str(linked), "--bundle", str(tiny_bundle), "--out", str(tmp_path / "p.csv")]) == 0
+    assert main(["predict", str(linked), "--bundle", str(tiny_bundle), "--out", str(tmp_path / "p.csv"),
+                 "--on-error", "skip"]) == 0
     assert "skipped 2 of 6 images" in capsys.readouterr().err
     listed = (tmp_path / "p.csv.errors.csv").read_text()
     assert "gone.jpg,broken symbolic link" in listed and "loop.jpg,symbolic link loop" in listed

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -23,6 +24,25 @@ from retailnb.config.params_file import lookup, read_params
 from retailnb.config.stages import STAGES
 
 SOURCE_NOTEBOOKS = sorted(NOTEBOOKS.glob("*.ipynb"))
+
+CHECK_STAGE = "check"
+"""The stage that validates every stage's parameters first (:mod:`retailnb.stages.check`); it runs no notebook."""
+
+
+def notebook_stages() -> dict[str, Any]:
+    """dvc.yaml's stages that run a notebook: all but :data:`CHECK_STAGE`."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return {name: stage for name, stage in stages.items() if name != CHECK_STAGE}
+
+
+def test_every_notebook_stage_runs_after_the_params_check() -> None:
+    """Each stage depends on the check's output, so that a bad value stops dvc repro before any output goes."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    check = stages[CHECK_STAGE]
+    assert check["params"] == [{"params.yaml": None}]  # every key of the file
+    (out,) = [next(iter(o)) if isinstance(o, dict) else o for o in check["outs"]]
+    for name, stage in notebook_stages().items():
+        assert out in stage.get("do", stage)["deps"], f"stage {name} does not depend on {out}"
 
 
 def parameter_names(notebook: Path) -> set[str]:
@@ -57,7 +77,7 @@ def test_every_stage_passes_its_notebook_exactly_the_params_file_its_key_and_pat
     Every parameter the notebook declares is passed (a default in a notebook cell would be a second
     default), and nothing else is (papermill would silently add an unknown name).
     """
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    stages = notebook_stages()
     assert set(stages) == set(STAGES), "dvc.yaml's stages and retailnb.config.stages.STAGES differ"
     for name, stage in stages.items():
         cmd = stage.get("do", stage)["cmd"]  # a foreach stage keeps its command under "do", a matrix stage not
@@ -131,14 +151,16 @@ def module_file(module: str) -> Path | None:
     return None
 
 
-def code_used_by(notebook: Path, also: tuple[str, ...] = ()) -> set[str]:
+def code_used_by(notebook: Path | None, also: tuple[str, ...] = ()) -> set[str]:
     """Repository paths of every retailnb file a notebook runs: its imports, transitively, and their packages.
 
     ``also`` names modules that run without the notebook importing them (the stage runner), followed the
     same way. A package's ``__init__.py`` that holds only its docstring runs nothing and is left out.
     """
-    nb = nbformat.read(notebook, as_version=4)
-    todo = list(retailnb_imports("\n".join(c.source for c in nb.cells if c.cell_type == "code"))) + list(also)
+    todo = list(also)
+    if notebook is not None:
+        nb = nbformat.read(notebook, as_version=4)
+        todo += list(retailnb_imports("\n".join(c.source for c in nb.cells if c.cell_type == "code")))
     seen: set[str] = set()
     while todo:
         parts = todo.pop().split(".")
@@ -173,8 +195,11 @@ def test_every_stage_depends_on_all_the_code_its_notebook_runs() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
         body = stage.get("do", stage)
-        notebook = REPO / re.search(r"retailnb\.stages\.run_notebook (notebooks/\S+\.ipynb)", body["cmd"]).group(1)  # type: ignore[union-attr]
-        used = code_used_by(notebook, also=("retailnb.stages.run_notebook",))
+        if name == CHECK_STAGE:  # runs a module, not a notebook
+            used = code_used_by(None, also=("retailnb.stages.check",))
+        else:
+            notebook = REPO / re.search(r"retailnb\.stages\.run_notebook (notebooks/\S+\.ipynb)", body["cmd"]).group(1)  # type: ignore[union-attr]
+            used = code_used_by(notebook, also=("retailnb.stages.run_notebook",))
         assert "retailnb/__init__.py" in used and len(used) > 1
         deps = [d for d in body["deps"] if str(d).startswith("retailnb")]
         missing = {f for f in used if not any(covers(d, f) for d in deps)}

@@ -490,3 +490,20 @@ def test_the_readmes_experiment_comparison_fits_120_columns(pipeline: Path, tmp_
     lines = shown.stdout.splitlines()
     assert "main.ci" in shown.stdout and "report.confidence" in shown.stdout and len(lines) >= 6
     assert max(len(line.rstrip()) for line in lines) <= 120, shown.stdout
+
+
+def test_a_bad_value_never_costs_the_previous_outputs(pipeline: Path, tmp_path: Path) -> None:
+    """The params check runs before any stage: ``dvc repro data`` with a typo stops there, naming the key, and
+    data/prepared and metrics/data.json (not in DVC's cache) are still as the last run left them."""
+    import subprocess
+    import sys
+
+    root = copy_repo(pipeline, tmp_path / "repo")
+    before = {p: (root / p).read_bytes() for p in ("metrics/data.json", "data/prepared/manifest.csv")}
+    write_params(root, with_overrides(read_params(root / "params.yaml"), {"data.synthetic.difficulty": 2}))
+    run = subprocess.run([sys.executable, "-m", "dvc", "repro", "data"], cwd=root, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode != 0
+    assert "data.synthetic.difficulty: Input should be less than or equal to 1" in run.stdout + run.stderr
+    assert "Running stage 'data'" not in run.stdout + run.stderr
+    assert {p: (root / p).read_bytes() for p in before} == before

@@ -9,17 +9,23 @@ A command that replaces a bundle holds the bundle's lock from load to save, so t
 the same bundle at once run one after the other (``--wait`` says how long the second waits). Progress bars and timings go to stderr; results go to stdout or
 to the ``--out`` file.
 
+The command line answers at once where it can: ``--help``, ``--version``, a bad option and every path
+(the bundle, its format version, the images, the folder, the output, the backbone weights and their
+``backbone.json``) are checked before torch is imported (:func:`check_args`), and ``info`` reads the bundle's
+metadata without building its backbone (:mod:`retailnb.bundle.info`). While a command then loads torch
+and the bundle, a status line on stderr says so (in a terminal; :class:`Status`).
+
 Examples::
 
-    retailnb fit shop/ --architecture mobilenetv3_small_100 --backbone-weights backbone.pt \\
-        --image-size 64 --out shop.bundle
+    retailnb fit shop/ --backbone-weights models/seeds/0/pretrain/simclr_supcon/backbone.pt --out shop.bundle
+    retailnb fit shop/ --architecture mobilenetv3_small_100 --backbone-weights none --image-size 64 --out random.bundle
     retailnb add-products new_products/ --bundle shop.bundle
     retailnb add-products packshots/ --images catalogue --recall 0.9 --bundle shop.bundle
     retailnb remove-products old_cola old_chips --bundle shop.bundle
     retailnb predict shelf_crops/ --bundle shop.bundle --top-k 3 --format csv --out predictions.csv
     retailnb predict shelf_crops/ --bundle shop.bundle --device cuda --batch-size 256 --workers 8
     retailnb predict shelf_crops/ --bundle shop.bundle --no-reject   # always name a product, never "unknown"
-    retailnb embed shelf_crops/ --bundle shop.bundle --out features.npz --on-error raise
+    retailnb embed shelf_crops/ --bundle shop.bundle --out features.npz --on-error skip
     retailnb info shop.bundle
     python -m retailnb --version
 """
@@ -27,8 +33,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import threading
 from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import retailnb
 
@@ -36,10 +48,14 @@ EXIT_USER_ERROR = 2
 """Exit status of a command stopped by bad input (argparse uses the same for bad arguments)."""
 
 FORMATS = ("table", "json", "csv")
+TABLE_WIDTH = 100  # retailnb.bundle.commands.TABLE_WIDTH, repeated: importing it would load torch for --help
 DEVICES = ("auto", "cpu", "cuda")  # retailnb.bundle.model.DEVICES, repeated: importing it would load torch for --help
 WAIT_S = 600.0  # retailnb.util.locks.DEFAULT_TIMEOUT_S, repeated for the same reason
 REJECTION_SCORES = ("msp", "energy", "prototype")  # retailnb.evaluation.rejection.SCORES, repeated for the same reason
 IMAGE_KINDS = ("shelf", "catalogue")  # retailnb.bundle.model.IMAGE_KINDS, repeated for the same reason
+ON_ERROR = ("raise", "skip")  # retailnb.bundle.model.ON_ERROR, repeated for the same reason
+EMBEDDINGS_ARRAYS = ("features (N, D) float32, paths (N,), architecture, image_size, bundle")
+"""retailnb.bundle.commands.EMBEDDINGS_ARRAYS, repeated for the same reason."""
 CHOOSE_C_HELP = ("choose the regularisation C again by cross-validation (a dozen fits instead of one); by default "
                  "the probe is refitted with the bundle's C")
 
@@ -59,9 +75,10 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_positive_int,
                    help="threads that decode and embed batches (default: one per torch thread on cpu, one per "
                    "core on cuda)")
-    p.add_argument("--on-error", choices=("skip", "raise"), default="skip",
-                   help="an image that cannot be read: skip it and go on (the count on stderr, the files in "
-                   "OUT.errors.csv beside --out, else on stderr), or raise: stop at the first (default skip)")
+    p.add_argument("--on-error", choices=ON_ERROR, default="raise",
+                   help="an image that cannot be read: raise: stop at the first, naming it; or skip it and go on "
+                   "(the count on stderr, the files in OUT.errors.csv beside --out, else on stderr) (default raise, "
+                   "as in embed_files and predict_files)")
 
 
 def _recall(text: str) -> float:
@@ -122,17 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="write the features of images to a .npz file")
     p.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files and folders of images")
     p.add_argument("--bundle", required=True, help="bundle whose backbone embeds the images")
-    p.add_argument("--out", required=True, help="feature file to write (.npz: arrays features and paths)")
+    p.add_argument("--out", required=True, help=f"feature file to write (.npz with arrays {EMBEDDINGS_ARRAYS}; "
+                   "row i of features is the image paths[i])")
     _inference_options(p)
     p.set_defaults(run="cmd_embed")
 
     p = sub.add_parser("fit", help="fit a probe on FOLDER/<product>/<image> and write a new bundle")
     p.add_argument("folder", metavar="FOLDER", help="one sub-folder of images per product")
     p.add_argument("--bundle", help="bundle whose backbone to use (its products are replaced)")
-    p.add_argument("--architecture", help="timm model name, to build a new bundle (without --bundle)")
-    p.add_argument("--backbone-weights", help="backbone weights file (e.g. models/seeds/0/pretrain/.../backbone.pt), "
-                   "or 'none' for random weights")
-    p.add_argument("--image-size", type=_positive_int, help="side of the square input images, in pixels")
+    p.add_argument("--backbone-weights", metavar="WEIGHTS",
+                   help="without --bundle: the backbone's weights file (e.g. models/seeds/0/pretrain/simclr_supcon/"
+                   "backbone.pt or models/seeds/0/noisy/round_2/backbone.pt), or 'none' for random weights")
+    p.add_argument("--architecture", help="timm model name of the backbone (default: the one backbone.json beside "
+                   "the weights records; needed with --backbone-weights none)")
+    p.add_argument("--image-size", type=_positive_int, help="side of the square input images, in pixels (default: "
+                   "the size backbone.json beside the weights records; needed with --backbone-weights none)")
     p.add_argument("--out", required=True, help="bundle file to write")
     _enrolment_options(p)
     _wait_option(p)
@@ -151,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files and folders of images")
     p.add_argument("--bundle", required=True, help="bundle to predict with")
     p.add_argument("--top-k", type=_positive_int, default=5, help="products per image (default 5)")
-    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help=f"table: one line per image, at most {TABLE_WIDTH} characters (paths and names cut to fit); "
+                   "csv: one row per image, columns image, answer, known_score, threshold, label_1, probability_1, "
+                   "..., label_K, probability_K; json: a list of every field (default table)")
     p.add_argument("--out", help="file to write (default: stdout)")
     p.add_argument("--no-reject", dest="reject", action="store_false",
                    help="always answer the most probable product, never 'unknown' (the known-ness score is "
@@ -162,8 +186,157 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="a bundle's products with their image counts, backbone and provenance")
     p.add_argument("bundle", metavar="BUNDLE", help="bundle file")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
-    p.set_defaults(run="cmd_info")
+    p.set_defaults(run="run_info")
     return parser
+
+
+class Status:
+    """One line on stderr that says what a command is loading, with the seconds so far, redrawn in place.
+
+    Drawn only when stderr is a terminal (as every progress bar of retailnb): piped or captured, it
+    prints nothing. A thread redraws it twice a second, so the seconds move while the main thread
+    imports torch or reads a bundle. Close it before printing anything else on stderr.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        isatty = getattr(sys.stderr, "isatty", None)
+        self._terminal = bool(isatty is not None and isatty())
+        self._bar: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):
+            bar = self._bar
+            if bar is not None:
+                bar.refresh()
+
+    def show(self, text: str) -> None:
+        """Say ``text`` (e.g. ``loading shop.bundle``) after the prefix, on a line drawn from now on."""
+        if not self._terminal:
+            return
+        line = f"{self.prefix}: {text}"
+        if self._bar is not None:
+            self._bar.set_description_str(line)
+            return
+        from tqdm import tqdm  # the house progress bar; only a terminal needs it
+
+        self._bar = tqdm(total=None, desc=line, bar_format="{desc} ({elapsed})", file=sys.stderr, leave=False)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Erase the line (a later :meth:`show` draws a new one)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Status:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+
+def _check_images(paths: Sequence[str]) -> None:
+    """Every image file or folder named exists (what is in the folders is listed once torch is loaded)."""
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such image file or folder: {path}")
+
+
+def _check_folder(folder: str) -> None:
+    """A ``FOLDER/<product>/<image>`` argument is a folder (its layout is checked once torch is loaded)."""
+    if not Path(folder).is_dir():
+        raise ValueError(f"{folder}: not a folder; expected {folder}/<product>/<image>")
+
+
+def _check_bundle(path: str, *, with_products: bool = False) -> None:
+    """``--bundle`` is a bundle file of this format version (``bundle.json`` alone is read)."""
+    from retailnb.bundle.info import read_bundle_meta
+
+    meta = read_bundle_meta(path)
+    if with_products and meta.get("probe") is None:
+        raise ValueError(f"{path}: this bundle has no products yet; fit them with `retailnb fit`")
+
+
+def _check_backbone(args: argparse.Namespace) -> None:
+    """fit's backbone options: ``--bundle`` or weights; the architecture and size filled in from ``backbone.json``."""
+    given = [args.architecture, args.backbone_weights, args.image_size]
+    if args.bundle is not None:
+        if any(o is not None for o in given):
+            raise ValueError("give either --bundle or --architecture/--backbone-weights/--image-size, not both")
+        _check_bundle(args.bundle)
+        return
+    if args.backbone_weights is None:
+        raise ValueError("without --bundle, fit needs --backbone-weights: a weights file (e.g. models/seeds/0/pretrain/"
+                         "simclr_supcon/backbone.pt; the backbone.json beside it gives --architecture and "
+                         "--image-size), or none for random weights with --architecture and --image-size")
+    from retailnb.models.backbone_info import WEIGHTS_HUB, WEIGHTS_NONE, resolve_backbone
+
+    if args.backbone_weights in (WEIGHTS_NONE, WEIGHTS_HUB) and (args.architecture is None or args.image_size is None):
+        missing = [flag for flag, o in (("--architecture", args.architecture), ("--image-size", args.image_size))
+                   if o is None]
+        raise ValueError(f"--backbone-weights {args.backbone_weights} needs {' and '.join(missing)}")
+    args.architecture, args.image_size, _ = resolve_backbone(args.architecture, args.backbone_weights,
+                                                             args.image_size)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Check a command's paths and options before torch is imported, so that a wrong one answers at once.
+
+    The bundle (a file of this format version; with products, for ``predict``), the images and folders
+    (they exist), the output (writable), and ``fit``'s backbone: ``--architecture`` and ``--image-size``
+    are filled in from the ``backbone.json`` beside ``--backbone-weights`` when not given, and one that
+    differs from it is an error naming both. What needs torch (an unknown timm name, a device this
+    machine lacks, an image that does not decode) is checked when the command runs.
+
+    Raises:
+        OSError, ValueError: a path or option is wrong; the message names it.
+    """
+    from retailnb.util.atomic import check_writable
+
+    command = args.command
+    if command in ("embed", "predict"):
+        _check_bundle(args.bundle, with_products=command == "predict")
+        _check_images(args.images)
+        if args.out is not None:
+            check_writable(args.out)
+    elif command == "fit":
+        _check_folder(args.folder)
+        _check_backbone(args)
+        check_writable(args.out)
+    elif command in ("add-products", "remove-products"):
+        if command == "add-products":
+            _check_folder(args.folder)
+        _check_bundle(args.bundle)
+        check_writable(args.out or args.bundle)
+
+
+def run_info(args: argparse.Namespace) -> None:
+    """``retailnb info``: what a bundle holds (products and image counts) and where it came from.
+
+    Reads the bundle's metadata and labels only (:func:`retailnb.bundle.info.bundle_info`): no torch, no backbone.
+    """
+    from retailnb.bundle.info import bundle_info, format_info
+
+    info = {"bundle": str(args.bundle), **bundle_info(args.bundle)}
+    if args.format == "json":
+        sys.stdout.write(json.dumps(info, indent=1) + "\n")
+    else:
+        sys.stdout.write(f"{args.bundle}\n" + format_info(info))
+
+
+def _user_error(args: argparse.Namespace, err: BaseException) -> int:
+    print(f"retailnb {args.command}: error: {error_line(err)}", file=sys.stderr)
+    return EXIT_USER_ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,13 +346,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments after the program name; None reads ``sys.argv``.
     """
     args = build_parser().parse_args(argv)
-    from retailnb.bundle import commands  # torch, timm, scikit-learn: only once a command runs
-
     try:
-        getattr(commands, args.run)(args)
-    except commands.USER_ERRORS as err:
-        print(f"retailnb {args.command}: error: {error_line(err)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        check_args(args)
+        if args.command == "info":
+            run_info(args)
+            return 0
+    except (OSError, ValueError) as err:  # ValueError: BundleError and every other FileProblem too
+        return _user_error(args, err)
+    with Status(f"retailnb {args.command}") as status:
+        status.show("loading torch, timm and scikit-learn")
+        from retailnb.bundle import commands  # torch, timm, scikit-learn: only once a command runs
+
+        args.status = status
+        try:
+            getattr(commands, args.run)(args)
+        except commands.USER_ERRORS as err:
+            status.close()
+            return _user_error(args, err)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 They live apart from the argument parser so that ``retailnb --help`` and a mistyped option answer at
 once: this module imports torch, timm and scikit-learn (several seconds), and only a command that runs
-needs them.
+needs them. :mod:`retailnb.bundle.cli` has checked the paths and options before (``args`` as it left them);
+``retailnb info`` needs none of this module (:mod:`retailnb.bundle.info`).
 """
 
 
@@ -14,6 +15,7 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from retailnb.util.atomic import atomic_write, check_writable
-from retailnb.bundle.embed import embed_files, embed_readable_files, folder_features
+from retailnb.bundle.embed import embed_files, folder_features
 from retailnb.bundle.fit import add_products, check_new_products, fit_probe, new_bundle, remove_products
 from retailnb.bundle.io import load_bundle, save_bundle
 from retailnb.bundle.model import (
@@ -36,7 +38,7 @@ from retailnb.bundle.model import (
     Rejection,
     inference_device,
 )
-from retailnb.bundle.predict import describe_bundle, predict_features
+from retailnb.bundle.predict import predict_files
 from retailnb.data.adapters import DatasetError
 from retailnb.data.inputs import image_files, product_folders
 from retailnb.data.images import ImageError
@@ -67,6 +69,29 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _status(args: argparse.Namespace, text: str | None) -> None:
+    """Say on the command line's status line what is loading (``text``), or end the line (None).
+
+    The line is :class:`retailnb.bundle.cli.Status`, set as ``args.status`` by :func:`retailnb.bundle.cli.main`
+    (drawn only in a terminal); a command called without it says nothing.
+    """
+    status = getattr(args, "status", None)
+    if status is None:
+        return
+    if text is None:
+        status.close()
+    else:
+        status.show(text)
+
+
+def _loaded(args: argparse.Namespace, what: str, load: Callable[[], Bundle]) -> Bundle:
+    """``load()``, with ``what`` on the status line while it runs, and the line ended once it is done."""
+    _status(args, what)
+    bundle = load()
+    _status(args, None)
+    return bundle
+
+
 @contextlib.contextmanager
 def _embedding(what: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
     """A progress bar of embedded images on stderr; when the block ends, how many and how fast.
@@ -87,13 +112,27 @@ def _embedding(what: str, total: int | None = None) -> Iterator[Callable[[int], 
     _say(f"{what}: {done} images in {seconds:.2f} s ({done / seconds:.1f} images/s)")
 
 
+@contextlib.contextmanager
+def _naming_on_error() -> Iterator[None]:
+    """An unreadable image under ``--on-error raise`` stops the command; its message says how to go past it."""
+    try:
+        yield
+    except ImageError as err:
+        raise ImageError(err.path, f"{err.problem} (--on-error skip goes past unreadable images)") from None
+
+
 def _inference_bundle(args: argparse.Namespace) -> Bundle:
     """``--bundle`` loaded onto ``--device``; a device this machine lacks is a user error naming the option."""
     try:
         device = inference_device(args.device)
     except ValueError as err:
         raise ValueError(f"--device {args.device}: {err}") from None
-    return load_bundle(args.bundle, device=device)
+    return _loaded(args, f"loading {args.bundle} onto {device}", lambda: load_bundle(args.bundle, device=device))
+
+
+def _edited_bundle(args: argparse.Namespace) -> Bundle:
+    """``--bundle`` on the CPU, for the commands that change its products (they refit on the CPU)."""
+    return _loaded(args, f"loading {args.bundle}", lambda: load_bundle(args.bundle, device="cpu"))
 
 
 def _folder_features(bundle: Bundle, folder: str, products: Mapping[str, Sequence[Path]] | None = None,
@@ -142,13 +181,21 @@ def rejection_line(rejection: Rejection | None) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def save_embeddings(path: str | Path, features: np.ndarray, paths: Sequence[str | Path], **meta: Any) -> Path:
-    """Write the features of image files and the files' paths to one ``.npz`` file, atomically.
+EMBEDDINGS_ARRAYS = "features (N, D) float32, paths (N,), architecture, image_size, bundle"
+"""What the ``.npz`` of ``retailnb embed`` holds, in words (its ``--out`` help)."""
 
-    The arrays are ``features`` (N, D) float32 and ``paths`` (N,) unicode strings, so
-    ``np.load(path)["paths"]`` gives the paths without parsing anything. The file is also a feature file
-    of :func:`retailnb.evaluation.features.load_features` (unlabelled: every label -1, no class names,
-    ``meta`` as its metadata).
+
+def save_embeddings(path: str | Path, features: np.ndarray, paths: Sequence[str | Path], *, architecture: str,
+                    image_size: int, bundle: str | os.PathLike[str]) -> Path:
+    """Write the features of image files to one ``.npz`` file, atomically: what ``retailnb embed`` writes.
+
+    Its arrays, each read with ``np.load(path)[name]`` (no pickle):
+
+    * ``features``: (N, D) float32, row ``i`` the feature of ``paths[i]``;
+    * ``paths``: (N,) strings, the image files;
+    * ``architecture``: the backbone's timm name (a 0-d string array: ``str(npz["architecture"])``);
+    * ``image_size``: the side the images were resized to, in pixels (0-d int64);
+    * ``bundle``: the bundle file whose backbone computed them (0-d string).
 
     Raises:
         ValueError: ``paths`` does not give one path per feature row.
@@ -159,9 +206,9 @@ def save_embeddings(path: str | Path, features: np.ndarray, paths: Sequence[str 
     arrays = {
         "features": features,
         "paths": np.asarray([str(p) for p in paths], dtype=np.str_),
-        "labels": np.full(len(features), -1, dtype=np.int64),
-        "class_names": np.asarray([], dtype=np.str_),
-        "meta_json": np.asarray(json.dumps(meta, sort_keys=True)),
+        "architecture": np.asarray(architecture, dtype=np.str_),
+        "image_size": np.asarray(image_size, dtype=np.int64),
+        "bundle": np.asarray(os.fspath(bundle), dtype=np.str_),
     }
     with atomic_write(path, "wb") as fh:
         np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
@@ -169,7 +216,7 @@ def save_embeddings(path: str | Path, features: np.ndarray, paths: Sequence[str 
 
 
 def load_embeddings(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """The features and image paths of a file that ``retailnb embed`` wrote.
+    """The features and image paths of a file that ``retailnb embed`` wrote (see :func:`save_embeddings`).
 
     Files of retailnb before the ``paths`` array kept the paths as JSON in their metadata; those are
     read too.
@@ -229,113 +276,35 @@ def _report_failures(failures: Sequence[ImageError], total: int, out: str | None
         _say(f"  {err}")
 
 
-def _readable(args: argparse.Namespace, bundle: Bundle, paths: Sequence[Path], what: str) -> tuple[np.ndarray, list[Path]]:
-    """The features and paths of the images of ``paths`` that can be read, under ``--on-error``.
-
-    ``--on-error raise`` stops at the first unreadable image; ``skip`` reports the others (see
-    :func:`_report_failures`) and goes on. No readable image at all is an error either way.
-    """
-    with _embedding(f"{what} on {bundle.device}", len(paths)) as progress:
-        if args.on_error == "raise":  # stops at the first bad image (the batches not started are cancelled)
-            return embed_files(bundle, paths, batch_size=args.batch_size, workers=args.workers,
-                               progress=progress), list(paths)
-        done = embed_readable_files(bundle, paths, batch_size=args.batch_size, workers=args.workers,
-                                    progress=progress)
-        if not done.paths:  # inside the block: an error, not a timing line, is all that is printed
-            raise ValueError(f"none of the {len(paths)} images could be read; the first: {done.failures[0]}")
-    _report_failures(done.failures, len(paths), args.out)
-    return done.features, list(done.paths)
+def _embedding_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--batch-size``, ``--workers`` and ``--on-error`` as the keyword arguments of ``embed_files``/``predict_files``."""
+    return {"batch_size": args.batch_size, "workers": args.workers, "on_error": args.on_error}
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    """``retailnb embed``: features of images, written as a feature file (``.npz``) with their paths."""
+    """``retailnb embed``: features of images, written as an ``.npz`` with their paths (see :func:`save_embeddings`)."""
     check_writable(args.out)  # before any work
     bundle = _inference_bundle(args)
-    features, paths = _readable(args, bundle, image_files(args.images), "embedding")
-    save_embeddings(args.out, features, paths, bundle=str(args.bundle), architecture=bundle.architecture,
-                    image_size=bundle.preprocessing.image_size)
-    _say(f"wrote {args.out}: {features.shape[0]} x {features.shape[1]} features")
-
-
-def _history_line(step: Mapping[str, Any], shown: int = 4) -> str:
-    """One provenance entry in words: the operation, its products, images and source, the probe it left."""
-    classes = [str(c) for c in step.get("classes", [])]
-    names = ", ".join(classes[:shown]) + (f" and {len(classes) - shown} more" if len(classes) > shown else "")
-    source = step.get("source")
-    folder = source.get("folder") if isinstance(source, dict) else None
-    text = f"{step.get('operation')} {names}"
-    if step.get("n_images"):
-        text += f": {step['n_images']} images" + (f" from {folder}" if folder else "")
-    kinds = sorted({str(v.get("images")) for v in (step.get("enrolled_from") or {}).values() if isinstance(v, dict)})
-    if kinds:
-        text += f" ({'/'.join(kinds)} images)"
-    c = step.get("c")
-    probe = f"C={c:g} ({step.get('c_from')})" if isinstance(c, (int, float)) else "no probe"
-    text += f"; then {step.get('n_train')} training images, {probe}; retailnb {step.get('retailnb_version', '?')}"
-    rejection = step.get("rejection")
-    if isinstance(rejection, dict):
-        threshold = rejection.get("threshold")
-        text += (f"; {rejection.get('score')} threshold {threshold:.4g}" if isinstance(threshold, (int, float))
-                 else "; rejection off")
-    return text
-
-
-def _rejection_text(rejection: Mapping[str, Any]) -> str:
-    """The ``rejection`` line of ``retailnb info``: score, recall and threshold, or why it is off."""
-    if rejection.get("score") is None:
-        return str(rejection["note"])
-    threshold = rejection.get("threshold")
-    shown = f"{threshold:.4g}" if isinstance(threshold, (int, float)) else "none"
-    return (f"{rejection['score']} score, recall {rejection['recall']:g}, threshold {shown}: "
-            f"{rejection['note']}")
-
-
-def format_info(info: Mapping[str, Any]) -> str:
-    """The text of ``retailnb info``: the bundle's backbone, probe and provenance, then one line per product."""
-    pre, probe, origin = info["preprocessing"], info["probe"], info["provenance"].get("backbone", {})
-    weights = str(origin.get("weights", "unknown"))
-    if "weights_sha256" in origin:
-        weights += f" (sha256 {origin['weights_sha256'][:12]})"
-    lines = [
-        ["format version", str(info["format_version"])],
-        ["architecture", f"{info['architecture']} ({info['feature_dim']} features)"],
-        ["image size", f"{pre['image_size']} px, mean {pre['mean']}, std {pre['std']}"],
-        ["backbone weights", weights],
-        ["probe", "none (no products yet)" if probe is None else
-         f"logistic regression, C={probe['c']:g}" + (", uniform prior" if probe["uniform_prior"] else "")],
-    ]
-    rejection = info.get("rejection")
-    if rejection is not None:
-        lines.append(["rejection", _rejection_text(rejection)])
-    lines += [[f"history {i}", _history_line(step)] for i, step in enumerate(info["provenance"].get("history", []), 1)]
-    products = [["product", "images"], *([name, str(n)] for name, n in info["products"].items())]
-    summary = f"{info['n_products']} products, {info['n_train']} training images"
-    return aligned(lines) + f"\n\n{summary}\n" + (aligned(products) + "\n" if info["products"] else "")
-
-
-def cmd_info(args: argparse.Namespace) -> None:
-    """``retailnb info``: what a bundle holds (products and image counts) and where it came from."""
-    info = {"bundle": str(args.bundle), **describe_bundle(load_bundle(args.bundle))}
-    if args.format == "json":
-        sys.stdout.write(json.dumps(info, indent=1) + "\n")
-    else:
-        sys.stdout.write(f"{args.bundle}\n" + format_info(info))
+    total = len(image_files(args.images))  # for the progress bar; the function lists the inputs as it does
+    with _embedding(f"embedding on {bundle.device}", total) as progress, _naming_on_error():
+        done = embed_files(bundle, args.images, progress=progress, **_embedding_options(args))
+    _report_failures(done.failures, total, args.out)
+    save_embeddings(args.out, done.features, done.paths, architecture=bundle.architecture,
+                    image_size=bundle.preprocessing.image_size, bundle=args.bundle)
+    _say(f"wrote {args.out}: {done.features.shape[0]} x {done.features.shape[1]} features")
 
 
 def _base_bundle(args: argparse.Namespace) -> Bundle:
-    """The bundle ``fit`` starts from: ``--bundle``, or a new one from the backbone options."""
-    backbone_options = [args.architecture, args.backbone_weights, args.image_size]
+    """The bundle ``fit`` starts from: ``--bundle``, or a new one from the backbone options.
+
+    The command line has checked them (:func:`retailnb.bundle.cli.check_args`) and filled in the
+    architecture and image size from the ``backbone.json`` beside ``--backbone-weights``.
+    """
     if args.bundle is not None:
-        if any(o is not None for o in backbone_options):
-            raise ValueError("give either --bundle or --architecture/--backbone-weights/--image-size, not both")
-        return load_bundle(args.bundle)
-    missing = [flag for flag, o in zip(("--architecture", "--backbone-weights", "--image-size"), backbone_options)
-               if o is None]
-    if missing:
-        raise ValueError(f"without --bundle, fit needs {', '.join(missing)} to build the backbone "
-                         "(--backbone-weights none gives random weights)")
-    return new_bundle(args.architecture, weights=args.backbone_weights, image_size=args.image_size,
-                      settings=_with_rejection_options(ProbeSettings(), args))
+        return _edited_bundle(args)
+    return _loaded(args, f"building {args.architecture} from {args.backbone_weights}",
+                   lambda: new_bundle(args.architecture, weights=args.backbone_weights, image_size=args.image_size,
+                                      settings=_with_rejection_options(ProbeSettings(), args)))
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
@@ -344,8 +313,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     ``--out``'s lock is held from loading ``--bundle`` to saving, as for the other edits.
     """
     with exclusive(check_writable(args.out), args.wait):
-        bundle = _rejection_options(_base_bundle(args), args)
         products = product_folders(args.folder)
+        bundle = _rejection_options(_base_bundle(args), args)
         check_new_products(dataclasses.replace(bundle, class_names=()), list(products))  # before embedding
         features, names, source = _folder_features(bundle, args.folder, products)
         start = time.perf_counter()
@@ -366,8 +335,8 @@ def cmd_add_products(args: argparse.Namespace) -> None:
     """
     target = check_writable(args.out or args.bundle)
     with exclusive(target, args.wait):
-        bundle = _rejection_options(load_bundle(args.bundle), args)
         products = product_folders(args.folder)
+        bundle = _rejection_options(_edited_bundle(args), args)
         check_new_products(bundle, list(products))  # fail before embedding anything
         features, names, source = _folder_features(bundle, args.folder, products)
         start = time.perf_counter()
@@ -383,7 +352,7 @@ def cmd_remove_products(args: argparse.Namespace) -> None:
     """``retailnb remove-products``: the bundle without the named products, probe refitted (under its lock)."""
     target = check_writable(args.out or args.bundle)
     with exclusive(target, args.wait):
-        _save(remove_products(load_bundle(args.bundle), args.names, choose_c=args.choose_c), target)
+        _save(remove_products(_edited_bundle(args), args.names, choose_c=args.choose_c), target)
 
 
 def _optional_float(value: Any) -> float | None:
@@ -409,32 +378,73 @@ def _score_text(score: float | None, digits: int) -> str:
     return "" if score is None else f"{score:.{digits}f}"
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Aligned columns: the image, its answer (``unknown`` when rejected), each rank's product and probability,
-    then the known-ness score (when the bundle has one)."""
-    k = max(len(r["predictions"]) for r in rows)
+TABLE_WIDTH = 100
+"""Characters per line of ``retailnb predict``'s table (a terminal's width, with room to spare)."""
+
+
+def _cut(text: str, width: int, *, keep_end: bool = False) -> str:
+    """``text`` in at most ``width`` characters: cut with ``...`` at the end (or, with ``keep_end``, at the start)."""
+    if len(text) <= width:
+        return text
+    return "..." + text[len(text) - width + 3:] if keep_end else text[: width - 3] + "..."
+
+
+def _shown_images(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The images as the table shows them: relative to the folder they all share (a file's name for one)."""
+    paths = [os.path.abspath(r["image"]) for r in rows]
+    common = os.path.commonpath([os.path.dirname(p) for p in paths])
+    return [os.path.relpath(p, common) for p in paths]
+
+
+def _top_text(predictions: Sequence[Mapping[str, Any]], width: int) -> str:
+    """``red 0.912, blue 0.051, ...``: the top products with their probabilities, as many as fit in ``width``."""
+    text = ""
+    for i, p in enumerate(predictions):
+        item = f"{p['product']} {p['probability']:.3f}"
+        more = i + 1 < len(predictions)
+        candidate = f"{text}, {item}" if text else item
+        if len(candidate) + (5 if more else 0) > width:  # room for ", ..."
+            return f"{text}, ..." if text else _cut(item, width)
+        text = candidate
+    return text
+
+
+def format_table(rows: Sequence[dict[str, Any]], width: int = TABLE_WIDTH) -> str:
+    """One line per image, at most ``width`` characters: the image, its answer (``unknown`` when rejected),
+    its known-ness score (when the bundle has one), and its top products with their probabilities, as many
+    as fit.
+
+    Images are shown relative to the folder they all share; long paths and product names are cut with
+    ``...`` (``--format csv`` or ``json`` give them whole).
+    """
     with_score = any(r.get("known_score") is not None for r in rows)
-    header = ["image", "answer", *(f"{part}{i}" for i in range(1, k + 1) for part in ("top", "p")),
-              *(["score"] if with_score else [])]
-    body = [[r["image"], r["answer"], *(v for p in r["predictions"] for v in (p["product"], f"{p['probability']:.3f}")),
-             *([_score_text(r.get("known_score"), 4)] if with_score else [])]
-            for r in rows]
+    images = [_cut(image, 36, keep_end=True) for image in _shown_images(rows)]
+    answers = [_cut(r["answer"], 20) for r in rows]
+    scores = [_score_text(r.get("known_score"), 4) for r in rows]
+    fixed = [max(len(x) for x in column) for column in (["image", *images], ["answer", *answers],
+                                                          *([["score", *scores]] if with_score else []))]
+    room = max(width - sum(fixed) - 2 * len(fixed), 20)
+    header = ["image", "answer", *(["score"] if with_score else []), "top products"]
+    body = [[image, answer, *([score] if with_score else []), _top_text(r["predictions"], room)]
+            for image, answer, score, r in zip(images, answers, scores, rows)]
     return aligned([header, *body]) + "\n"
 
 
 def format_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """One line per (image, rank): ``image,rank,product,probability,answer,known_score,threshold``.
+    """One line per image: ``image,answer,known_score,threshold,label_1,probability_1,...,label_k,probability_k``.
 
-    ``answer`` (the top product, or ``unknown``), ``known_score`` and ``threshold`` are the image's, repeated on
-    each of its ranks; the last two are empty when the bundle has no rejection threshold.
+    ``answer`` is the top product, or ``unknown`` when the image scored below the threshold; ``known_score``
+    and ``threshold`` are empty when the bundle has no rejection threshold (``threshold`` also with
+    ``--no-reject``); ``label_i`` is the i-th most probable product.
     """
+    k = max(len(r["predictions"]) for r in rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image", "rank", "product", "probability", "answer", "known_score", "threshold"])
+    writer.writerow(["image", "answer", "known_score", "threshold",
+                     *(f"{part}_{i}" for i in range(1, k + 1) for part in ("label", "probability"))])
     for r in rows:
-        for rank, p in enumerate(r["predictions"], start=1):
-            writer.writerow([r["image"], rank, p["product"], f"{p['probability']:.6f}", r["answer"],
-                             _score_text(r["known_score"], 6), _score_text(r["threshold"], 6)])
+        writer.writerow([r["image"], r["answer"], _score_text(r["known_score"], 6), _score_text(r["threshold"], 6),
+                         *(v for p in r["predictions"] for v in (p["product"], f"{p['probability']:.6f}"))])
     return buffer.getvalue()
 
 
@@ -457,16 +467,18 @@ def cmd_predict(args: argparse.Namespace) -> None:
     """``retailnb predict``: the top-k products of each image, as a table, JSON or CSV, with its answer.
 
     The answer is the top product, or ``unknown`` where the image's known-ness score is below the bundle's
-    threshold (unless ``--no-reject``).
+    threshold (unless ``--no-reject``). It is :func:`retailnb.bundle.predict.predict_files`, on the
+    command line's options.
     """
     if args.out is not None:
         check_writable(args.out)  # before any work
     bundle = _inference_bundle(args)
-    if bundle.probe is None:
-        raise ValueError(f"{args.bundle}: this bundle has no products yet; fit them with `retailnb fit`")
-    features, paths = _readable(args, bundle, image_files(args.images), "predicting")
-    predictions = predict_features(bundle, features, args.top_k, reject=args.reject)
-    rows = _rows(paths, predictions)
+    total = len(image_files(args.images))  # for the progress bar; the function lists the inputs as it does
+    with _embedding(f"predicting on {bundle.device}", total) as progress, _naming_on_error():
+        predictions = predict_files(bundle, args.images, args.top_k, progress=progress, reject=args.reject,
+                                    **_embedding_options(args))
+    _report_failures(predictions.failures, total, args.out)
+    rows = _rows(predictions.paths, predictions)
     rejected = _rejected_line(predictions)
     if rejected is not None:
         _say(rejected)

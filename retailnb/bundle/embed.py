@@ -1,9 +1,10 @@
 """Features of images under a bundle's backbone and preprocessing: decoded arrays, image files, product folders.
 
-:func:`embed` runs the backbone on decoded images. :func:`embed_files` and :func:`embed_readable_files`
-decode image files at the bundle's image size and embed them in several threads, batch by batch, so
-decoding overlaps the backbone's work; :func:`folder_features` embeds a ``FOLDER/<product>/<image>``
-folder for the commands that fit a bundle or enrol products into it.
+:func:`embed` runs the backbone on decoded images. :func:`embed_files` takes image files and folders,
+as :func:`retailnb.bundle.predict.predict_files` and the command line do, decodes them at the bundle's
+image size and embeds them in several threads, batch by batch, so decoding overlaps the backbone's work;
+:func:`folder_features` embeds a ``FOLDER/<product>/<image>`` folder for the commands that fit a bundle
+or enrol products into it.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import torch
 from torch import nn
 
 from retailnb.bundle.io import files_sha256
-from retailnb.bundle.model import Bundle, EmbeddedFiles, PathLike
+from retailnb.bundle.model import ON_ERROR, Bundle, EmbeddedFiles, PathLike
 from retailnb.data.images import ImageError, decode_images, load_fitted
-from retailnb.data.inputs import product_folders
+from retailnb.data.inputs import image_files, product_folders
 from retailnb.models.inference import (
     autocast_dtype,
     borrowed_for_inference,
@@ -91,14 +92,20 @@ def _intra_op_threads(n: int | None) -> Iterator[None]:
 
 def embed_files(
     bundle: Bundle,
-    paths: Sequence[PathLike],
+    images: Sequence[PathLike],
     *,
     batch_size: int = 64,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    on_error: str = "raise",
     precision: str = "fp32",
-) -> np.ndarray:
-    """Features of image files, decoded at the bundle's image size and embedded batch by batch.
+) -> EmbeddedFiles:
+    """Features of image files and folders of images, decoded at the bundle's image size, batch by batch.
+
+    Example::
+
+        features, paths, failures = embed_files(bundle, ["shelf_crops/", "extra.jpg"])
+        # features[i] is the (D,) feature of paths[i]
 
     Each of ``workers`` threads takes a batch of files, decodes it and runs the backbone on it, so
     decoding overlaps the backbone's work, and only ``workers`` batches of pixels are in memory at a
@@ -112,52 +119,38 @@ def embed_files(
     of it when decoding and the forward pass took turns (``benchmarks/bench_new_products.py``).
 
     Args:
-        bundle: the bundle.
-        paths: image files.
+        bundle: the bundle; its backbone runs where it is (see :func:`~retailnb.bundle.io.load_bundle`).
+        images: image files (taken as they are) and folders (every image file below them, sorted), as
+            :func:`~retailnb.bundle.predict.predict_files` and ``retailnb embed`` take them.
         batch_size: images per forward pass; every worker holds one batch of pixels and activations.
         workers: threads; None: :func:`default_embed_workers`. 1 decodes and embeds in turn, in this
             thread, with torch's threads left as they are.
         progress: called with the number of images of each finished batch (a progress bar's ``update``).
+        on_error: what to do with an image that cannot be read (:data:`~retailnb.bundle.model.ON_ERROR`):
+            ``"raise"`` (the default) stops at the first, naming it (batches not yet started are
+            cancelled); ``"skip"`` embeds the others and returns the errors in ``failures``. A batch with a
+            bad file is then decoded again file by file, the others as fast as with ``"raise"``.
         precision: see :func:`embed`.
 
     Returns:
-        (len(paths), D) float32 features, in the order of ``paths``.
+        ``(features, paths, failures)`` (:class:`~retailnb.bundle.model.EmbeddedFiles`): (N, D) float32
+        features, the file of each row in the order given, and the files skipped.
 
     Raises:
-        ImageError: an image cannot be read; the message names the file (batches not yet started are
-            cancelled).
-        ValueError: ``paths`` is empty, or ``batch_size`` or ``workers`` is not positive.
+        FileNotFoundError: an image file or folder does not exist.
+        DatasetError: no images are given, or a folder holds no image file.
+        ImageError: with ``"raise"``, an image cannot be read; the message names the file.
+        ValueError: an unknown ``on_error``; ``batch_size`` or ``workers`` is not positive; with ``"skip"``,
+            no image could be read (the message names the first).
     """
-    return _embed_files(bundle, paths, batch_size=batch_size, workers=workers, progress=progress,
-                        precision=precision, skip=False).features
-
-
-def embed_readable_files(
-    bundle: Bundle,
-    paths: Sequence[PathLike],
-    *,
-    batch_size: int = 64,
-    workers: int | None = None,
-    progress: Callable[[int], None] | None = None,
-    precision: str = "fp32",
-) -> EmbeddedFiles:
-    """:func:`embed_files` that goes past unreadable images: the features of the others, and the errors.
-
-    A user with 10,000 shelf photos and three corrupt ones gets 9,997 rows and the three files named.
-    A batch decodes as fast as in :func:`embed_files`; only a batch with a bad file is decoded again,
-    file by file, to tell its good files from its bad ones.
-
-    Args:
-        bundle, paths, batch_size, workers, progress, precision: as :func:`embed_files`.
-
-    Returns:
-        The features and paths of the readable files, and one error per unreadable file.
-
-    Raises:
-        ValueError: as :func:`embed_files` (no paths, bad sizes).
-    """
-    return _embed_files(bundle, paths, batch_size=batch_size, workers=workers, progress=progress,
-                        precision=precision, skip=True)
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+    paths = image_files(images)
+    done = _embed_files(bundle, paths, batch_size=batch_size, workers=workers, progress=progress,
+                        precision=precision, skip=on_error == "skip")
+    if not done.paths:
+        raise ValueError(f"none of the {len(paths)} images could be read; the first: {done.failures[0]}")
+    return done
 
 
 def _decode_readable(piece: Sequence[PathLike], size: int) -> tuple[np.ndarray, list[Path], list[ImageError]]:
@@ -187,7 +180,7 @@ def _embed_files(
     precision: str,
     skip: bool,
 ) -> EmbeddedFiles:
-    """:func:`embed_files` (``skip`` False: the first bad image raises) or :func:`embed_readable_files`."""
+    """:func:`embed_files` of listed files: ``skip`` False raises at the first bad image, True goes past it."""
     if not paths:
         raise ValueError("no images to embed")
     if batch_size < 1:
@@ -262,7 +255,7 @@ def folder_features(
     products = product_folders(root) if products is None else products
     paths = [p for files in products.values() for p in files]
     names = [name for name, files in products.items() for _ in files]
-    features = embed_files(bundle, paths, progress=progress, batch_size=batch_size)
+    features = embed_files(bundle, paths, progress=progress, batch_size=batch_size).features
     source = {
         "folder": str(Path(root).resolve()),
         "images_per_product": {name: len(files) for name, files in products.items()},

@@ -50,28 +50,36 @@ from retailnb.bundle.model import (
 from retailnb.evaluation.probe import fit_logistic_probe
 from retailnb.evaluation.rejection import calibration_scores, check_score, logistic_fit, threshold_at_recall
 from retailnb.models.backbone import WEIGHTS_HUB, WEIGHTS_NONE, create_backbone
+from retailnb.models.backbone_info import resolve_backbone
 from retailnb.models.inference import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 
 
 def new_bundle(
-    architecture: str,
+    architecture: str | None = None,
     *,
     weights: str | os.PathLike[str] = WEIGHTS_NONE,
-    image_size: int,
+    image_size: int | None = None,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
     settings: ProbeSettings = ProbeSettings(),
 ) -> Bundle:
     """A bundle with a backbone and its preprocessing but no products yet.
 
+    Example::
+
+        bundle = new_bundle(weights="models/seeds/0/pretrain/simclr_supcon/backbone.pt")  # size from backbone.json
+        bundle = new_bundle("mobilenetv3_small_100", image_size=64)  # random weights
+
     Args:
-        architecture: timm model name.
+        architecture: timm model name; None takes the one recorded in the ``backbone.json`` beside
+            ``weights`` (see :func:`retailnb.models.backbone_info.resolve_backbone`).
         weights: the backbone's weights, as :func:`retailnb.models.backbone.create_backbone` takes them:
-            the path of a checkpoint file (what pretraining writes), ``"none"`` (random, for tests and
-            timing) or ``"hub"``.
-        image_size: side of the square images the backbone sees, in pixels.
+            the path of a checkpoint file (what pretraining and the noisy rounds write), ``"none"`` (random,
+            for tests and timing) or ``"hub"``.
+        image_size: side of the square images the backbone sees, in pixels; None takes the size recorded in
+            ``backbone.json``.
         mean: per-channel normalisation mean (RGB in [0, 1]).
         std: per-channel normalisation standard deviation.
         settings: how probes of this bundle are fitted.
@@ -80,11 +88,13 @@ def new_bundle(
         The bundle, with its backbone's origin (and the SHA-256 of a weights file) in its provenance.
 
     Raises:
-        ValueError: unknown architecture, a weights file that does not fit it, or a bad image size.
+        ValueError: unknown architecture; one that is not the one ``backbone.json`` records (the message
+            names both); a value neither given nor recorded; a weights file that does not fit; a bad image size.
         FileNotFoundError: ``weights`` names a missing file.
     """
-    preprocessing = Preprocessing(int(image_size), tuple(mean), tuple(std))  # type: ignore[arg-type]
     weights = os.fspath(weights)
+    architecture, image_size, _ = resolve_backbone(architecture, weights, image_size)
+    preprocessing = Preprocessing(int(image_size), tuple(mean), tuple(std))  # type: ignore[arg-type]
     model = frozen_backbone(create_backbone(architecture, weights=weights))
     origin: dict[str, Any] = {"architecture": architecture, "weights": weights}
     if weights not in (WEIGHTS_NONE, WEIGHTS_HUB) and Path(weights).is_file():

@@ -1,6 +1,6 @@
 """The bundle file: save and load a :class:`~retailnb.bundle.model.Bundle`, and edit one in place under its lock.
 
-The file format (:data:`~retailnb.bundle.model.BUNDLE_FORMAT`) is one uncompressed zip archive:
+The file format (:data:`~retailnb.bundle.info.BUNDLE_FORMAT`) is one uncompressed zip archive:
 
 * ``bundle.json``: format name and version, architecture, preprocessing, class names, probe settings,
   the chosen C and provenance;
@@ -38,11 +38,9 @@ import torch
 from torch import nn
 
 import retailnb
+from retailnb.bundle.info import BUNDLE_FORMAT, BUNDLE_FORMAT_NAME, META, BundleError, check_bundle_file, read_meta
 from retailnb.bundle.model import (
-    BUNDLE_FORMAT,
-    BUNDLE_FORMAT_NAME,
     Bundle,
-    BundleError,
     LinearProbe,
     PathLike,
     Preprocessing,
@@ -55,7 +53,6 @@ from retailnb.models.backbone import create_backbone
 from retailnb.util.atomic import atomic_write
 from retailnb.util.locks import DEFAULT_TIMEOUT_S, exclusive
 
-_META = "bundle.json"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: a fixed timestamp makes the bytes reproducible
 _PROBE_KEYS = ("mean", "scale", "coef", "intercept")
 
@@ -77,8 +74,8 @@ def files_sha256(paths: Sequence[PathLike]) -> str:
     return digest.hexdigest()
 
 
-def _meta(bundle: Bundle) -> dict[str, Any]:
-    """Everything of ``bundle`` that is not an array, as the JSON of ``bundle.json``."""
+def bundle_meta(bundle: Bundle) -> dict[str, Any]:
+    """Everything of ``bundle`` that is not an array: the content of its file's ``bundle.json``."""
     p, s = bundle.preprocessing, bundle.settings
     return {
         "format": BUNDLE_FORMAT_NAME,
@@ -138,9 +135,9 @@ def save_bundle(bundle: Bundle, path: PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder; a bundle is a single file (e.g. {path / 'catalogue.bundle'})")
-    meta = json.dumps(_meta(bundle), indent=1, sort_keys=True)  # fails before any file is touched
+    meta = json.dumps(bundle_meta(bundle), indent=1, sort_keys=True)  # fails before any file is touched
     with atomic_write(path, "wb") as fh, zipfile.ZipFile(fh, "w") as zf:
-        zf.writestr(_entry(_META), meta)
+        zf.writestr(_entry(META), meta)
         for name, array in _arrays(bundle).items():
             with zf.open(_entry(f"{name}.npy"), "w", force_zip64=True) as out:
                 np.lib.format.write_array(out, np.ascontiguousarray(array), allow_pickle=False)
@@ -179,31 +176,9 @@ def edit_bundle(
     """
     target = Path(path if out is None else out)
     with exclusive(target, timeout):
-        edited = change(load_bundle(path))
+        edited = change(load_bundle(path, device="cpu"))  # on the CPU, as the command line edits bundles
         save_bundle(edited, target)
     return edited
-
-
-def _read_meta(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
-    """The parsed ``bundle.json``, checked to be of the format and version this retailnb reads."""
-    try:
-        meta = json.loads(zf.read(_META))
-    except KeyError:
-        raise BundleError(path, f"not a retailnb bundle (a zip file without {_META})") from None
-    except json.JSONDecodeError as err:
-        raise BundleError(path, f"corrupt bundle: {_META} is not valid JSON ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT_NAME:
-        raise BundleError(path, f"not a retailnb bundle ({_META} does not say format {BUNDLE_FORMAT_NAME!r})")
-    version = meta.get("format_version")
-    if version != BUNDLE_FORMAT:
-        writer = meta.get("retailnb_version", "an unknown version")
-        raise BundleError(
-            path,
-            f"bundle format {version}, this retailnb reads {BUNDLE_FORMAT} (this is retailnb {retailnb.__version__}; "
-            f"the bundle was written by retailnb {writer}): use that version, or rebuild the bundle with "
-            "`retailnb fit`",
-        )
-    return meta
 
 
 def _read_arrays(zf: zipfile.ZipFile) -> dict[str, np.ndarray]:
@@ -225,8 +200,10 @@ def _backbone(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -
     state = {key: torch.from_numpy(arrays[f"backbone/{key}"]) for key in meta["backbone_keys"]}
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise BundleError(path, f"the stored weights do not fit timm model {meta['architecture']!r}: {err}") from None
+    except RuntimeError as err:  # torch lists every mismatching tensor, one per line: the first words will do
+        first = " ".join(str(err).split())
+        raise BundleError(path, f"the stored weights do not fit timm model {meta['architecture']!r}: "
+                          f"{first[:200]}{'...' if len(first) > 200 else ''}") from None
     return frozen_backbone(model)
 
 
@@ -268,14 +245,20 @@ def _check_consistent(bundle: Bundle, path: Path) -> None:
         raise BundleError(path, "corrupt bundle: " + "; ".join(problems))
 
 
-def load_bundle(path: PathLike, *, device: str | torch.device = "cpu") -> Bundle:
+def load_bundle(path: PathLike, *, device: str | torch.device = "auto") -> Bundle:
     """Read a bundle written by :func:`save_bundle`, without running code from the file.
+
+    Example::
+
+        bundle = load_bundle("shop.bundle")               # on the GPU when there is one
+        bundle = load_bundle("shop.bundle", device="cpu")
 
     Args:
         path: the bundle file.
-        device: where to put the backbone (see :func:`~retailnb.bundle.model.inference_device`; ``auto`` is
-            CUDA when available); :func:`~retailnb.bundle.embed.embed_files` and
-            :func:`~retailnb.bundle.predict.predict_files` run it there.
+        device: where to put the backbone: ``auto`` (the default: CUDA when available, else the CPU),
+            ``cpu``, ``cuda`` or ``cuda:<index>`` (see :func:`~retailnb.bundle.model.inference_device`);
+            :func:`~retailnb.bundle.embed.embed_files` and :func:`~retailnb.bundle.predict.predict_files`
+            run it there.
 
     Returns:
         The bundle, its backbone in eval mode on ``device``.
@@ -287,12 +270,10 @@ def load_bundle(path: PathLike, *, device: str | torch.device = "cpu") -> Bundle
         ValueError: ``device`` is unknown or not available (checked before the file is read).
     """
     target = inference_device(device)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"bundle not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    path = check_bundle_file(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            meta = _read_meta(zf, path)
+            meta = read_meta(zf, path)
             arrays = _read_arrays(zf)
         bundle = _bundle(meta, arrays, path)
     except BundleError:

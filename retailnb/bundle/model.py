@@ -11,6 +11,9 @@ This module holds the types (:class:`Bundle`, :class:`LinearProbe`, :class:`Reje
 :class:`Predictions`, ...), the constants and the small helpers the other modules of the package
 share. The rest of the package, one concept per module (each imports only those before it):
 
+* :mod:`retailnb.bundle.info`: what a bundle file is, read without torch: the format's name and version,
+  :class:`BundleError`, :data:`UNKNOWN` (all three also importable from here), and the summary
+  ``retailnb info`` prints;
 * :mod:`retailnb.bundle.io`: the bundle file (:func:`~retailnb.bundle.io.save_bundle`,
   :func:`~retailnb.bundle.io.load_bundle`, :func:`~retailnb.bundle.io.edit_bundle` under the file's
   lock) and the SHA-256 of data files for provenance;
@@ -32,39 +35,28 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
-from sklearn.pipeline import Pipeline
 from torch import nn
 
+from retailnb.bundle.info import BUNDLE_FORMAT, BUNDLE_FORMAT_NAME, UNKNOWN, BundleError  # noqa: F401 (re-exported)
 from retailnb.data.images import ImageError
-from retailnb.util.errors import FileProblem
 from retailnb.models.backbone import feature_dim
 from retailnb.models.inference import IMAGENET_MEAN, IMAGENET_STD, model_device
 from retailnb.evaluation.rejection import check_score
 
-PathLike = str | os.PathLike[str]
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
-UNKNOWN = "unknown"
-"""The answer for an image unlike every enrolled product (:attr:`Predictions.answers`); no product may be named so."""
+PathLike = str | os.PathLike[str]
 
 IMAGE_KINDS = ("shelf", "catalogue")
 """What a product's enrolment images are: photos from the shelf, or catalogue packshots (often one or two)."""
 
-BUNDLE_FORMAT_NAME = "retailnb.bundle"
-"""The ``format`` value of every bundle's ``bundle.json``: tells a bundle from any other zip file."""
-
-BUNDLE_FORMAT = 1
-"""Version of the bundle file layout this retailnb writes and reads; raised whenever it changes."""
-
 DEVICES = ("auto", "cpu", "cuda")
 """Device names :func:`inference_device` takes (also ``cuda:<index>``); ``auto`` is CUDA when available."""
-
-
-class BundleError(FileProblem):
-    """A bundle file is unreadable, corrupt, of another format version, or does not fit its backbone."""
 
 
 class ClassNameError(ValueError):
@@ -307,19 +299,23 @@ class Bundle:
                 f"device={str(self.device)!r}, format_version={BUNDLE_FORMAT})")
 
 
-ON_ERROR = ("skip", "raise")
-"""What :func:`~retailnb.bundle.predict.predict_files` and :func:`~retailnb.bundle.embed.embed_readable_files`
-do with an unreadable image."""
+ON_ERROR = ("raise", "skip")
+"""What :func:`~retailnb.bundle.embed.embed_files`, :func:`~retailnb.bundle.predict.predict_files` and the
+command line (``--on-error``) do with an image that cannot be read: ``raise`` (the default of all three) stops
+at the first with an :class:`~retailnb.data.images.ImageError` naming the file; ``skip`` goes on without it
+and returns (or, on the command line, lists) the files it skipped."""
 
 
 class EmbeddedFiles(NamedTuple):
-    """The features of the readable files among many, and the errors of the others.
+    """What :func:`~retailnb.bundle.embed.embed_files` returns: features, the file of each row, and the files skipped.
+
+    Unpacks as ``features, paths, failures = embed_files(bundle, ["shelf/"])``.
 
     Attributes:
-        features: (N, D) float32 features of the readable files.
-        paths: the N readable files, in the order given.
-        failures: one :class:`~retailnb.data.images.ImageError` per unreadable file (``path``,
-            ``problem``), in the order given.
+        features: (N, D) float32 features, row ``i`` of ``paths[i]``.
+        paths: the N files embedded, in the order given (a folder's images sorted).
+        failures: with ``on_error="skip"``, one :class:`~retailnb.data.images.ImageError` per file that could
+            not be read (``path``, ``problem``), in the order given; they have no row. Empty otherwise.
     """
 
     features: np.ndarray

@@ -9,26 +9,15 @@ An image whose known-ness score (:mod:`retailnb.evaluation.rejection`) is below 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from retailnb.bundle.embed import embed, embed_files, embed_readable_files
-from retailnb.bundle.io import load_bundle
-from retailnb.bundle.model import (
-    BUNDLE_FORMAT,
-    ON_ERROR,
-    UNKNOWN,
-    Bundle,
-    EmbeddedFiles,
-    LinearProbe,
-    PathLike,
-    Predictions,
-    check_features,
-)
-from retailnb.data.inputs import image_files
+from retailnb.bundle.embed import embed, embed_files
+from retailnb.bundle.info import describe
+from retailnb.bundle.io import bundle_meta, load_bundle
+from retailnb.bundle.model import ON_ERROR, Bundle, LinearProbe, PathLike, Predictions, check_features
 from retailnb.evaluation.rejection import check_score, class_prototypes, known_scores
 
 
@@ -119,79 +108,47 @@ def predict_files(
 
         predictions = predict_files("shop.bundle", ["shelf_crops/"], k=3)
         for path, names, answer in zip(predictions.paths, predictions.names(), predictions.answers):
-            print(path, names, answer)  # answer: the top product, or "unknown" 
+            print(path, names, answer)  # answer: the top product, or "unknown"
         predictions.probabilities  # (N, K), columns named by predictions.classes_
 
     Args:
         bundle: a loaded bundle (run where its backbone is), or a bundle file, loaded onto ``auto``
             (CUDA when available; load it yourself with :func:`load_bundle` to choose).
-        images: image files and folders of images (every image below a folder, sorted).
+        images: image files and folders of images (every image below a folder, sorted), as
+            :func:`embed_files` takes them.
         k: products per image (at most every product).
         batch_size: see :func:`embed_files`.
         workers: see :func:`embed_files`.
         progress: see :func:`embed_files`.
-        on_error: ``"raise"`` stops at the first unreadable image; ``"skip"`` predicts the others and
-            returns the errors in ``failures`` (see :func:`embed_readable_files`).
+        on_error: an image that cannot be read: ``"raise"`` (the default) stops at the first; ``"skip"``
+            predicts the others and returns the errors in ``failures`` (see :func:`embed_files`).
         reject: see :func:`predict_features`.
 
     Returns:
         The predictions, with the image file of each row in ``paths``.
 
     Raises:
-        FileNotFoundError: the bundle file or an image is missing.
+        FileNotFoundError: the bundle file, an image or a folder is missing.
         BundleError: the bundle file is not a bundle of this format.
-        ImageError: an image cannot be read; the message names it.
+        ImageError: with ``"raise"``, an image cannot be read; the message names it.
         ValueError: the bundle has no products, no images are given, an unknown ``on_error``, or every
             image is unreadable (``"skip"``; the message names the first).
     """
     if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle, device="auto")
     _require_probe(bundle)
-    paths = image_files(images)
-    if on_error == "skip":
-        done = embed_readable_files(bundle, paths, batch_size=batch_size, workers=workers, progress=progress,
-                                    precision="fp32")
-    else:  # the first unreadable image raises: every file has its row
-        features = embed_files(bundle, paths, batch_size=batch_size, workers=workers, progress=progress,
-                               precision="fp32")
-        done = EmbeddedFiles(features, tuple(Path(p) for p in paths), ())
-    if not done.paths:
-        raise ValueError(f"none of the {len(paths)} images could be read; the first: {done.failures[0]}")
+    done = embed_files(bundle, images, batch_size=batch_size, workers=workers, progress=progress, on_error=on_error,
+                       precision="fp32")
     return predict_features(bundle, done.features, k, reject=reject)._replace(paths=done.paths, failures=done.failures)
-
-
-def _describe_rejection(bundle: Bundle) -> dict[str, Any] | None:
-    """The rejection part of :func:`describe_bundle`: score, recall, threshold, and in words whether it is on."""
-    if bundle.probe is None:
-        return None
-    r = bundle.rejection
-    if r is None:
-        return {"score": None, "recall": None, "threshold": None, "active": False,
-                "note": "off: this bundle was written before unknown-product rejection; refit it (retailnb fit, "
-                        "or add or remove a product) to choose a threshold"}
-    note = (f"images scoring below {r.threshold:.4g} ({r.score}) are answered {UNKNOWN!r}" if r.active else
-            "off until products have two or more images (no enrolled image could be scored out of fold)")
-    return {**r.as_json(), "active": r.active, "note": note}
 
 
 def describe_bundle(bundle: Bundle) -> dict[str, Any]:
     """What a bundle is, as JSON data: products with their image counts, backbone, preprocessing, provenance.
 
-    The summary ``retailnb info`` prints; unlike ``repr``, it lists every product.
+    The summary ``retailnb info`` prints (which reads it from the file with
+    :func:`retailnb.bundle.info.bundle_info`, without building the backbone); unlike ``repr``, it lists
+    every product.
     """
-    p = bundle.preprocessing
-    return {
-        "format_version": BUNDLE_FORMAT,
-        "architecture": bundle.architecture,
-        "feature_dim": bundle.feature_dim,
-        "preprocessing": {"image_size": p.image_size, "mean": list(p.mean), "std": list(p.std)},
-        "probe": None if bundle.probe is None else {"c": bundle.probe.c,
-                                                     "uniform_prior": bundle.settings.uniform_prior},
-        "rejection": _describe_rejection(bundle),
-        "n_products": len(bundle.class_names),
-        "n_train": len(bundle.labels),
-        "products": bundle.image_counts,
-        "provenance": bundle.provenance,
-    }
+    return describe(bundle_meta(bundle), bundle.feature_dim, bundle.labels)

@@ -33,8 +33,8 @@ NonNegativeFloat = Annotated[float, Field(ge=0.0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 """A number in [0, 1]."""
 
-BatchSize = Annotated[int, Field(ge=2)]
-"""Images per batch: contrastive losses and batch norm need at least two."""
+BatchSize = Annotated[int, Field(ge=2, le=8192)]
+"""Images per batch: contrastive losses and batch norm need at least two; more than 8192 cannot be meant."""
 
 
 def _as_list(value: Any) -> Any:

@@ -7,9 +7,9 @@ the CPU. ``EngineSpec`` (one per training stage: ``pretrain.engine``, ``noisy.en
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from retailnb.config.base import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Spec
 
@@ -105,8 +105,8 @@ class BackboneSpec(Spec):
 
     Attributes:
         architecture: timm model name.
-        image_size: side of the square images, in pixels.
+        image_size: side of the square images, in pixels (16 to 1024).
     """
 
     architecture: str
-    image_size: PositiveInt
+    image_size: Annotated[int, Field(ge=16, le=1024)]

@@ -13,7 +13,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -174,6 +174,24 @@ def expand_roles(candidates: Sequence[Candidate], role_map: Mapping[str, Sequenc
     ]
 
 
+def contiguous_labels(kept: Sequence[Candidate], n_classes: int,
+                      source: str | os.PathLike[str]) -> tuple[list[Candidate], int]:
+    """The kept images and ``k``, the classes left; when a class lost every image, labels renumbered ``0..k-1``
+    in the order of their labels.
+
+    A class whose every image was skipped would otherwise leave a gap in the labels, and the report would
+    count a class the manifest does not hold; the renumbering is logged with the classes lost. With no class
+    lost the labels stay as the adapter gave them (a dataset's own ids).
+    """
+    present = sorted({c.label for c in kept})
+    if len(present) == n_classes:  # no class lost (a dataset's own ids, e.g. a subset of Grocery's, stay)
+        return list(kept), n_classes
+    rank = {label: i for i, label in enumerate(present)}
+    log.warning("%s: %d of %d classes lost every image; labels renumbered 0..%d", source,
+                n_classes - len(present), n_classes, len(present) - 1)
+    return [replace(c, label=rank[c.label]) for c in kept], len(present)
+
+
 def write_adapter_manifest(
     candidates: Sequence[Candidate],
     out: str | os.PathLike[str],
@@ -186,6 +204,7 @@ def write_adapter_manifest(
     min_size: int = DEFAULT_MIN_SIZE,
     workers: int | None = None,
     ignored: tuple[str, ...] = (),
+    min_classes: int = 1,
 ) -> AdapterReport:
     """Validate the candidates, expand them into rows and write the manifest; the last step of an adapter.
 
@@ -200,16 +219,23 @@ def write_adapter_manifest(
         min_size: smallest accepted shorter side of an image, in pixels.
         workers: validation processes; None uses every available core.
         ignored: files the adapter did not take as images (for the report).
+        min_classes: fewest classes a usable dataset has (2 for a user's own photos: a classifier needs two).
 
     Returns:
         The report of what was written and skipped.
 
     Raises:
         ImageError: an image is unusable and ``on_error="raise"``; nothing is written.
-        DatasetError: no usable image is left; nothing is written.
+        DatasetError: no usable image is left, or fewer classes than ``min_classes``; nothing is written.
     """
     wanted = [c for c in candidates if role_map.get(c.split)]
     kept = validate_images(wanted, issues, min_size=min_size, workers=workers)
+    if not kept:
+        raise DatasetError(f"{source}: no usable images for the splits {sorted(role_map)}; nothing written")
+    kept, n_classes = contiguous_labels(kept, n_classes, source)
+    if n_classes < min_classes:
+        raise DatasetError(f"{source}: images of one class only ({kept[0].class_name!r}): a classifier needs at "
+                           f"least {min_classes}; nothing written")
     records = expand_roles(kept, role_map)
     if not records:
         raise DatasetError(f"{source}: no usable images for the splits {sorted(role_map)}; nothing written")

@@ -107,6 +107,9 @@ def _class_images(folders: list[Path], issues: Issues, ignored: list[Path] | Non
         except OSError as err:
             issues.report(folder, f"cannot list class folder ({err.strerror})")
             continue
+        for inner in _inner_dirs(folder):  # its images would be left out without a word
+            issues.report(inner, "a folder inside a class folder (a class folder holds only images); its files are "
+                                 "not read")
         if ignored is not None:
             ignored.extend(others)
         if files:
@@ -293,4 +296,5 @@ def build_image_folder_manifest(
         min_size=min_size,
         workers=workers,
         ignored=tuple(str(p) for p in ignored),
+        min_classes=2,
     )

@@ -16,11 +16,7 @@ from typing import Any
 import timm
 from torch import nn
 
-WEIGHTS_NONE = "none"
-"""``weights`` value for a random initialisation."""
-
-WEIGHTS_HUB = "hub"
-"""``weights`` value for timm's own pretrained weights, downloaded from the Hugging Face hub."""
+from retailnb.models.backbone_info import WEIGHTS_HUB, WEIGHTS_NONE, read_backbone_info, same_architecture
 
 _N_SUGGESTIONS = 5
 _TRUE_ENV = frozenset({"1", "on", "yes", "true"})  # the values huggingface_hub reads as "set"
@@ -92,14 +88,59 @@ def _drop_kwargs(drop_rate: float, drop_path_rate: float) -> dict[str, float]:
     return {k: v for k, v in kwargs.items() if v > 0.0}
 
 
-def _missing_weights(model: nn.Module, path: Path) -> list[str]:
-    """Names of ``model``'s weights that the checkpoint at ``path`` does not hold.
+def _file_state(path: Path) -> dict[str, Any]:
+    """The state dict of a weights file, as timm reads it (a plain state dict, or one under ``state_dict``/``model``)."""
+    return dict(timm.models.load_state_dict(str(path)))
+
+
+def _missing_weights(model: nn.Module, state: dict[str, Any]) -> list[str]:
+    """Names of ``model``'s weights that the file's ``state`` does not hold.
 
     timm loads a file non-strictly once it has dropped the classifier (we build with ``num_classes=0``),
     so a checkpoint of another architecture would otherwise load nothing, silently.
     """
-    state = timm.models.load_state_dict(str(path))
     return [key for key in model.state_dict() if key not in state]
+
+
+def _recorded(path: Path, name: str) -> str:
+    """``; backbone.json beside it says 'resnet10t'`` when the weights' description names another model than
+    ``name``, else nothing."""
+    try:
+        info = read_backbone_info(path)
+    except ValueError:
+        return ""
+    if info is None or same_architecture(info.architecture, name):
+        return ""
+    return f"; {info.path.name} beside it says {info.architecture!r}"
+
+
+def _short(err: BaseException, limit: int = 200) -> str:
+    """An error's message on one line, cut at ``limit`` characters (torch lists every mismatch, one per line)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _load_error(name: str, path: Path, kwargs: dict[str, Any], err: Exception) -> str:
+    """Why the weights file at ``path`` does not load into timm model ``name``, in one line.
+
+    Weights of other shapes are counted and the first is named (torch's own message lists every one,
+    hundreds of characters); a file that cannot be read at all gives the first words of its error.
+    """
+    try:
+        file_state = _file_state(path)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError):
+        return f"cannot load weights file {path} into timm model {name!r}: {_short(err)}"
+    model_state = _create(name, kwargs).state_dict()
+    differ = [key for key, tensor in model_state.items()
+              if key in file_state and getattr(file_state[key], "shape", tensor.shape) != tensor.shape]
+    if not differ:
+        return f"cannot load weights file {path} into timm model {name!r}: {_short(err)}{_recorded(path, name)}"
+    key = differ[0]
+    shape, model_shape = ("x".join(map(str, s)) or "scalar" for s in (file_state[key].shape, model_state[key].shape))
+    missing = sum(key not in file_state for key in model_state)
+    return (f"weights file {path} does not fit timm model {name!r}: {len(differ)} of its {len(model_state)} weights "
+            f"differ in shape (first: {key} is {shape} in the file, {model_shape} in the model)"
+            + (f" and {missing} are missing" if missing else "") + f"{_recorded(path, name)}; is it another architecture?")
 
 
 def _create(name: str, kwargs: dict[str, Any]) -> nn.Module:
@@ -113,7 +154,11 @@ def _create(name: str, kwargs: dict[str, Any]) -> nn.Module:
 
 
 def _from_file(name: str, path: Path, kwargs: dict[str, Any]) -> nn.Module:
-    """A backbone initialised from a local checkpoint file, checked to hold every backbone weight."""
+    """A backbone initialised from a local checkpoint file, checked to hold every backbone weight.
+
+    Weights that do not fit the model are one line naming the first tensor of another shape (and the
+    architecture that the ``backbone.json`` beside the file records), not torch's list of every mismatch.
+    """
     if not path.is_file():
         raise FileNotFoundError(
             f"weights file not found: {path} (for timm model {name!r}; `weights` takes "
@@ -122,14 +167,14 @@ def _from_file(name: str, path: Path, kwargs: dict[str, Any]) -> nn.Module:
     overlay = {"file": str(path)}
     try:
         model = _create(name, {**kwargs, "pretrained": True, "pretrained_cfg_overlay": overlay})
-    except (RuntimeError, pickle.UnpicklingError, EOFError) as err:  # shape mismatch, corrupt file
-        raise ValueError(f"cannot load weights file {path} into timm model {name!r}: {err}") from None
-    missing = _missing_weights(model, path)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as err:  # tensors of other shapes, a corrupt file
+        raise ValueError(_load_error(name, path, kwargs, err)) from None
+    missing = _missing_weights(model, _file_state(path))
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         raise ValueError(
             f"weights file {path} does not fit timm model {name!r}: {len(missing)} of "
-            f"{len(model.state_dict())} weights are missing ({shown}); is it another architecture?"
+            f"{len(model.state_dict())} weights are missing ({shown}){_recorded(path, name)}; is it another architecture?"
         )
     return model
 

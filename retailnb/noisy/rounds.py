@@ -2,7 +2,8 @@
 
 Each round writes ``round_<r>/``: the pseudolabel table a person can inspect (``pseudolabels.csv``),
 the student (``student.pt``, a full timm classifier state dict; ``backbone.pt``, the same without its
-classifier, which timm loads with ``num_classes=0``) and the training state it resumes from. Round 0 is
+classifier, which timm loads with ``num_classes=0``; ``backbone.json``, its architecture, image size and
+feature width, as pretraining writes beside its backbone) and the training state it resumes from. Round 0 is
 the contrastive backbone alone, so the per-round probe accuracy shows what each round adds.
 """
 
@@ -21,7 +22,8 @@ import torch
 from retailnb.config.noisy import NoisyStageSpec
 from retailnb.data.manifest import encode_labels, portable_path, read_manifest
 from retailnb.evaluation.quickprobe import ProbeData, probe_scores
-from retailnb.models.backbone import create_backbone
+from retailnb.models.backbone import create_backbone, feature_dim
+from retailnb.models.backbone_info import BACKBONE_INFO, write_backbone_info
 from retailnb.models.checkpoint import atomic_torch_save
 from retailnb.models.sharded import broadcast_state, sharded_rows
 from retailnb.models.classifier import (
@@ -188,6 +190,8 @@ def run_noisy_student(spec: NoisyStageSpec, out_dir: str, source: SourceImages, 
         if fabric.is_global_zero:
             atomic_torch_save(student.state_dict(), folder / "student.pt")
             atomic_torch_save(backbone_weights, folder / "backbone.pt")
+            write_backbone_info(folder / BACKBONE_INFO, architecture=spec.student_architecture,
+                                image_size=spec.backbone.image_size, feature_dim=feature_dim(student), round=r)
         pseudo_targets = dataset.targets[len(source.labels):]
         rows.append(RoundRecord.model_validate({
             "round": r,

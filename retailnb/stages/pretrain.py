@@ -131,6 +131,10 @@ def train_here(spec: PretrainStageSpec, paths: PretrainPaths, *, decode_workers:
     out_dir = Path(paths.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files, labels, classes = training_rows(paths.manifest, spec.variant)
+    if spec.sampler.batch_size > len(files):
+        raise ValueError(f"pretrain.sampler.batch_size: {spec.sampler.batch_size} is more than the {len(files)} images "
+                         f"pretraining reads from {paths.manifest}: a batch would hold copies of an image, each the "
+                         "other's contrastive negative; lower it to at most the number of images")
     log.info("pretraining on %d images (%d labelled, %d classes)", len(files), int((labels >= 0).sum()), len(classes))
     images = load_images(files, spec.backbone.image_size, spec.compute.images, workers=decode_workers)
     # the parameters and the data: a finished state of other images must not be "resumed" (see data_digest)

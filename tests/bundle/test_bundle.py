@@ -191,8 +191,9 @@ def test_embed_files_in_batches_and_names_a_broken_image(shop: Bundle, tmp_path:
         Image.fromarray(image).save(path)
     threads = torch.get_num_threads()
     seen: list[int] = []
-    features = embed_files(shop, paths, batch_size=3, workers=workers, progress=seen.append)
+    features, embedded, failures = embed_files(shop, paths, batch_size=3, workers=workers, progress=seen.append)
     np.testing.assert_allclose(features, embed(shop, images), rtol=1e-5, atol=1e-5)
+    assert list(embedded) == paths and failures == ()
     assert seen == [3, 3, 2]
     assert torch.get_num_threads() == threads  # one intra-op thread per worker only while it runs
     paths[7].write_bytes(b"not an image")
@@ -200,13 +201,45 @@ def test_embed_files_in_batches_and_names_a_broken_image(shop: Bundle, tmp_path:
     plain = dataclasses.replace(shop, backbone=copy.deepcopy(shop.backbone).to(memory_format=torch.contiguous_format))
     plain.backbone.train()
     with pytest.raises(ImageError, match="7.png: not an image"):
-        embed_files(plain, paths, batch_size=3, workers=workers)
+        embed_files(plain, paths, batch_size=3, workers=workers)  # on_error="raise", the default
     assert torch.get_num_threads() == threads
     assert plain.backbone.training  # the lent model is given back as it was, even after an error
     assert all(p.is_contiguous() for p in plain.backbone.parameters())
     assert not all(p.is_contiguous() for p in shop.backbone.parameters())  # the bundle's own is channels_last
     with pytest.raises(ValueError, match="workers"):
         embed_files(shop, paths, workers=0)
+    skipped = embed_files(shop, paths, batch_size=3, workers=workers, on_error="skip")
+    assert list(skipped.paths) == paths[:7] and [f.path for f in skipped.failures] == [paths[7]]
+    np.testing.assert_allclose(skipped.features, features[:7], rtol=1e-5, atol=1e-5)
+
+
+def test_embed_files_and_predict_files_take_the_same_inputs_and_on_error(shop: Bundle, tmp_path: Path) -> None:
+    """Files and folders, and on_error "raise" by default, in both (the command line's too)."""
+    import inspect
+
+    images, labels = colour_images(["red", "blue"], 2, seed=5)
+    for i, (image, name) in enumerate(zip(images, labels)):
+        (tmp_path / "shelf" / name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "shelf" / name / f"{i}.png")
+    (tmp_path / "shelf" / "notes.txt").write_text("not an image, not listed")
+    extra = tmp_path / "extra.png"
+    Image.fromarray(images[0]).save(extra)
+    embedded = embed_files(shop, [tmp_path / "shelf", extra])
+    predicted = predict_files(shop, [tmp_path / "shelf", extra], k=1)
+    shelf = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "shelf").glob("*/*.png"))
+    assert [p.relative_to(tmp_path).as_posix() for p in embedded.paths] == [*shelf, "extra.png"]  # a folder: sorted
+    assert predicted.paths == embedded.paths
+    np.testing.assert_allclose(predict_features(shop, embedded.features, k=1).probabilities, predicted.probabilities,
+                               rtol=1e-5, atol=1e-6)
+    for function in (embed_files, predict_files):
+        assert inspect.signature(function).parameters["on_error"].default == "raise"
+        with pytest.raises(ValueError, match="on_error must be one of raise, skip"):
+            function(shop, [extra], on_error="ignore")
+        with pytest.raises(FileNotFoundError, match="no such image file or folder"):
+            function(shop, [tmp_path / "missing.png"])
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="none of the 1 images could be read"):
+        embed_files(shop, [tmp_path / "broken.png"], on_error="skip")
 
 
 def _rewrite_meta(src: Path, dst: Path, **changes: object) -> None:
@@ -307,8 +340,8 @@ def test_load_bundle_puts_the_backbone_on_the_device_asked_for(shop: Bundle, tmp
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     path = save_bundle(shop, tmp_path / "shop.bundle")
     assert load_bundle(path, device="cpu").device == torch.device("cpu")
-    assert all(t.device.type == "cpu" for t in load_bundle(path, device="auto").backbone.state_dict().values())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert all(t.device.type == "cpu" for t in load_bundle(path).backbone.state_dict().values())  # "auto"
     assert inference_device("auto") == torch.device("cpu")
     with pytest.raises(ValueError, match="CUDA is not available"):
         load_bundle(path, device="cuda")
@@ -333,6 +366,11 @@ def test_a_bundle_loaded_onto_cuda_predicts_as_on_cpu(shop: Bundle, tmp_path: Pa
     assert save_bundle(on_gpu, tmp_path / "again.bundle").read_bytes() == path.read_bytes()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_load_bundle_puts_the_backbone_on_the_gpu_by_default(shop: Bundle, tmp_path: Path) -> None:
+    assert load_bundle(save_bundle(shop, tmp_path / "shop.bundle")).device.type == "cuda"
+
+
 def test_describe_bundle_lists_products_backbone_and_provenance(shop: Bundle) -> None:
     info = describe_bundle(shop)
     assert info["products"] == dict.fromkeys(OLD, 4) and info["n_products"] == 4 and info["n_train"] == 16
@@ -340,3 +378,20 @@ def test_describe_bundle_lists_products_backbone_and_provenance(shop: Bundle) ->
     assert info["format_version"] == BUNDLE_FORMAT and info["feature_dim"] == 96
     assert info["provenance"]["history"][0]["operation"] == "fit"
     json.dumps(info)  # JSON data only
+
+
+def test_bundle_info_reads_the_file_as_describe_bundle_the_loaded_bundle(shop: Bundle, tmp_path: Path) -> None:
+    """The summary of ``retailnb info`` from the file alone (no backbone) is the loaded bundle's, empty or not."""
+    from retailnb.bundle.info import bundle_info
+
+    for bundle in (shop, remove_products(shop, OLD), add_products(shop, shop.features[:2], NEW)):
+        path = save_bundle(bundle, tmp_path / "b.bundle")
+        assert bundle_info(path) == describe_bundle(bundle) == describe_bundle(load_bundle(path))
+    with pytest.raises(FileNotFoundError, match="bundle not found"):
+        bundle_info(tmp_path / "missing.bundle")
+    (tmp_path / "text.bundle").write_text("hello")
+    with pytest.raises(BundleError, match="text.bundle: not a bundle"):
+        bundle_info(tmp_path / "text.bundle")
+    _rewrite_meta(path, tmp_path / "v2.bundle", format_version=BUNDLE_FORMAT + 1)
+    with pytest.raises(BundleError, match=f"bundle format {BUNDLE_FORMAT + 1}, this retailnb reads"):
+        bundle_info(tmp_path / "v2.bundle")

@@ -22,8 +22,8 @@ from retailnb.bundle import predict as predict_mod
 from retailnb.bundle.io import load_bundle
 from retailnb.bundle.model import Bundle
 from retailnb.bundle.predict import predict_files
+from retailnb.bundle import cli as cli_module
 from retailnb.bundle.cli import main
-from retailnb.evaluation.features import load_features
 from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import save_backbone
 from shared_fixtures import write_colour_folder
@@ -93,9 +93,11 @@ def test_fit_add_predict_remove_end_to_end(data: Path, shop: Path, tmp_path: Pat
     assert bundle.read_bytes() == added  # --out leaves the input alone
     assert main(["predict", str(data / "test" / "green"), "--bundle", str(smaller), "--format", "csv"]) == 0
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert table[0].keys() == {"image", "rank", "product", "probability", "answer", "known_score", "threshold"}
-    assert len(table) == 2 * 5
-    assert "green" not in {r["product"] for r in table}
+    ranks = [f"{part}_{i}" for i in range(1, 6) for part in ("label", "probability")]
+    assert list(table[0]) == ["image", "answer", "known_score", "threshold", *ranks]  # one row per image, top-5 across
+    assert len(table) == 2 and [Path(r["image"]).parent.name for r in table] == ["green", "green"]
+    assert "green" not in {r[f"label_{i}"] for r in table for i in range(1, 6)}
+    assert all(float(r["probability_1"]) >= float(r["probability_2"]) for r in table)
 
 
 def test_fit_from_a_bundle_and_table_output(data: Path, shop: Path, tmp_path: Path,
@@ -104,24 +106,43 @@ def test_fit_from_a_bundle_and_table_output(data: Path, shop: Path, tmp_path: Pa
     assert main(["fit", str(data / "new"), "--bundle", str(shop), "--out", str(refit)]) == 0
     assert main(["predict", str(data / "test" / "black" / "0.jpg"), "--bundle", str(refit), "--top-k", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["image", "answer", "top1", "p1", "score"] and lines[1].split()[2] == "black"
+    assert lines[0].split() == ["image", "answer", "score", "top", "products"]
+    assert lines[1].split()[:2] == ["0.jpg", "black"] and lines[1].split()[3] == "black"
     assert set(load_bundle(refit).class_names) == set(NEW)  # fit replaced the bundle's products
 
 
-def test_embed_writes_a_feature_file(data: Path, shop: Path, tmp_path: Path) -> None:
+def test_the_table_fits_100_columns_and_csv_and_json_keep_everything(tmp_path: Path) -> None:
+    long_name = "a product with a very long name indeed, " * 3
+    rows = [{"image": str(tmp_path / "deep" / ("folder" * 10) / f"{i}.jpg"), "answer": long_name if i else "unknown",
+             "known": bool(i), "known_score": -12.3456 + i, "threshold": 0.5,
+             "predictions": [{"product": f"{long_name}{r}", "probability": 0.1} for r in range(10)]}
+            for i in range(3)]
+    table = commands.format_table(rows)
+    assert max(len(line) for line in table.splitlines()) <= 100, table
+    assert table.splitlines()[1].split()[0].endswith("0.jpg") and "..." in table
+    assert f"{long_name}9" in commands.format_csv(rows) and f"{long_name}9" in commands.format_json(rows)
+
+
+def test_embed_writes_features_paths_and_the_backbone(data: Path, shop: Path, tmp_path: Path) -> None:
     out = tmp_path / "features.npz"
     assert main(["embed", str(data / "test" / "red"), str(data / "test" / "blue" / "0.jpg"), "--bundle", str(shop),
                  "--out", str(out)]) == 0
-    features = load_features(out)  # still a feature file: unlabelled rows, metadata
-    assert features.features.shape == (3, 96) and features.meta["architecture"] == "test_resnet"
-    assert features.labels.tolist() == [-1, -1, -1]
     with np.load(out, allow_pickle=False) as npz:
-        paths = npz["paths"]
+        arrays = {name: npz[name] for name in npz.files}
+    assert sorted(arrays) == ["architecture", "bundle", "features", "image_size", "paths"]  # as --help says
+    assert all(name in cli_module.EMBEDDINGS_ARRAYS for name in arrays)
+    assert arrays["features"].shape == (3, 96) and arrays["features"].dtype == np.float32
+    paths = arrays["paths"]
     assert paths.dtype.kind == "U" and paths.shape == (3,)  # a string array, not JSON in the metadata
     assert paths[-1].endswith("blue/0.jpg") and all(p.startswith(str(data / "test" / "red")) for p in paths[:2])
-    assert "paths" not in features.meta
-    np.testing.assert_array_equal(commands.load_embeddings(out)[0], features.features)
+    assert str(arrays["architecture"]) == "test_resnet" and int(arrays["image_size"]) == SIZE
+    assert str(arrays["bundle"]) == str(shop)
+    expected = predict_files(shop, list(paths), k=1)  # the same features the Python API computes
+    np.testing.assert_allclose(load_bundle(shop).probe.probabilities(arrays["features"]),  # type: ignore[union-attr]
+                               expected.probabilities, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(commands.load_embeddings(out)[0], arrays["features"])
     assert commands.load_embeddings(out)[1] == paths.tolist()
+    assert commands.EMBEDDINGS_ARRAYS == cli_module.EMBEDDINGS_ARRAYS
 
 
 def test_load_embeddings_reads_files_that_kept_paths_as_json(tmp_path: Path) -> None:
@@ -163,6 +184,9 @@ BAD_INPUTS = {
     "unknown product": (lambda d, t: ["remove-products", "purple"], "no such product(s) in the bundle: 'purple'"),
     "unreadable image to predict": (lambda d, t: ["predict", str(broken_folder(t)), "--on-error", "raise"],
                                     "broken/black/1.jpg: "),
+    "unreadable image to embed, by default": (
+        lambda d, t: ["embed", str(broken_folder(t)), "--out", str(t / "f.npz")],
+        "(--on-error skip goes past unreadable images)"),
     "missing image": (lambda d, t: ["predict", str(t / "nothing.jpg")], "no such image file or folder"),
     "fit on the bundle with backbone options": (
         lambda d, t: ["fit", str(d / "new"), "--image-size", "32", "--out", str(t / "x.bundle")], "not both"),
@@ -195,10 +219,33 @@ def test_bundles_of_another_format_or_missing_are_refused(command: list[str], da
     assert "bundle not found" in capsys.readouterr().err
 
 
+def test_skip_goes_past_a_broken_link_in_a_folder(data: Path, shop: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder's entries are listed once, by the functions the CLI calls: a broken link is skipped, not "missing"."""
+    folder = tmp_path / "shelf"
+    folder.mkdir()
+    (folder / "0.jpg").write_bytes((data / "test" / "red" / "0.jpg").read_bytes())
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(folder), "--bundle", str(shop), "--format", "csv", "--out", str(out),
+                 "--on-error", "skip"]) == 0
+    assert "skipped 1 of 2 images" in capsys.readouterr().err
+    assert [row["label_1"] for row in csv.DictReader(out.open())] == ["red"]
+    assert main(["predict", str(folder), "--bundle", str(shop)]) == 2  # raise, the default
+    err = capsys.readouterr().err
+    assert "gone.jpg: broken symbolic link" in err and "--on-error skip" in err and err.count("\n") == 1
+
+
 def test_fit_without_a_backbone_says_what_is_missing(data: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fit", str(data / "old"), "--architecture", "test_resnet", "--out", str(tmp_path / "b")]) == 2
-    assert "needs --backbone-weights, --image-size" in capsys.readouterr().err
+    assert "without --bundle, fit needs --backbone-weights: a weights file" in capsys.readouterr().err
+    assert main(["fit", str(data / "old"), "--backbone-weights", "none", "--image-size", "32",
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "--backbone-weights none needs --architecture" in capsys.readouterr().err
+    assert main(["fit", str(data / "old"), "--backbone-weights", str(data / "backbone.pt"),
+                 "--out", str(tmp_path / "b")]) == 2  # no backbone.json beside it
+    assert "give the architecture and image size of the backbone: " in capsys.readouterr().err
     assert main(["fit", str(data / "old"), "--architecture", "resnt18", "--backbone-weights", "none",
                  "--image-size", "32", "--out", str(tmp_path / "b")]) == 2
     assert "unknown timm model name 'resnt18'" in capsys.readouterr().err
@@ -215,25 +262,133 @@ def test_the_console_command_runs_in_a_fresh_process(data: Path, shop: Path) -> 
     )
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert [r["product"] for r in rows if r["rank"] == "1"] == ["red", "red"]
+    assert [r["label_1"] for r in rows] == ["red", "red"] and "label_3" not in rows[0]
     assert "images/s" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_help_and_usage_errors_answer_without_importing_torch() -> None:
-    """The parser is light; torch, timm and scikit-learn load only once a command runs."""
+def heavy_modules_after(args: list[str]) -> tuple[int, list[str], str, str]:
+    """``main(args)`` in a fresh Python process: its exit status, which of torch, timm, torchvision and scikit-learn
+    it imported, its stdout (without that list) and its stderr."""
     code = (
         "import sys\n"
         "from retailnb.bundle.cli import main\n"
         "try:\n"
-        "    main(['predict'])\n"
+        f"    code = main({args!r})\n"
         "except SystemExit as exit:\n"
-        "    assert exit.code == 2\n"
-        "print(sorted(m for m in ('torch', 'timm', 'sklearn') if m in sys.modules))\n"
+        "    code = exit.code\n"
+        "print(code, sorted(m for m in ('torch', 'timm', 'torchvision', 'sklearn') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
-    assert "the following arguments are required" in done.stderr
+    *out, last = done.stdout.splitlines()
+    status, modules = last.split(" ", 1)
+    return int(status), json.loads(modules.replace("'", '"')), "\n".join(out), done.stderr
+
+
+@pytest.mark.pipeline
+def test_a_status_line_says_what_a_command_loads_in_a_terminal(data: Path, shop: Path) -> None:
+    """In a terminal, stderr shows what is loading while torch and the bundle load, then erases it; piped, nothing."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    parent, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))  # a 100-column terminal
+    args = [sys.executable, "-m", "retailnb", "predict", str(data / "test" / "red"), "--bundle", str(shop),
+            "--device", "cpu"]
+    done = subprocess.run(args, stdout=subprocess.PIPE, stderr=child, timeout=180, check=False)
+    os.close(child)
+    received = b""
+    while select.select([parent], [], [], 1.0)[0]:
+        try:
+            chunk = os.read(parent, 65536)
+        except OSError:  # the terminal closed: everything is read
+            break
+        if not chunk:
+            break
+        received += chunk
+    os.close(parent)
+    shown = received.decode(errors="replace")
+    assert done.returncode == 0, shown
+    assert "retailnb predict: loading torch, timm and scikit-learn" in shown
+    assert f"retailnb predict: loading {shop} onto cpu" in shown and "predicting on cpu: 2 images" in shown
+    piped = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
+    assert "loading" not in piped.stderr and "predicting on cpu: 2 images" in piped.stderr
+
+
+def test_help_and_usage_errors_answer_without_importing_torch() -> None:
+    """The parser is light; torch, timm and scikit-learn load only once a command runs."""
+    status, modules, out, err = heavy_modules_after(["predict"])
+    assert (status, modules) == (2, []) and "the following arguments are required" in err
+    status, modules, out, err = heavy_modules_after(["--help"])
+    assert (status, modules) == (0, []) and out.startswith("usage: retailnb")
+    status, modules, out, err = heavy_modules_after(["--version"])
+    assert (status, modules) == (0, []) and out == f"retailnb {retailnb.__version__}"
+
+
+def test_path_errors_and_info_answer_without_importing_torch(data: Path, shop: Path, tmp_path: Path) -> None:
+    """A missing bundle, image or folder, a bundle of another version, a backbone that does not match its
+    backbone.json: one line, before torch is imported; and ``info`` reads a real bundle without it."""
+    status, modules, out, err = heavy_modules_after(["info", "/nonexistent.bundle"])
+    assert (status, modules) == (2, []) and err == "retailnb info: error: bundle not found: /nonexistent.bundle\n"
+    status, modules, out, err = heavy_modules_after(["info", str(shop)])
+    assert (status, modules) == (0, []) and "test_resnet (96 features)" in out and "4 products" in out
+    weights = described_backbone(tmp_path, data)
+    wrong = {
+        "predict, missing bundle": (["predict", str(data / "test"), "--bundle", "/none.bundle"], "bundle not found"),
+        "predict, missing image": (["predict", str(tmp_path / "x.jpg"), "--bundle", str(shop)], "no such image file"),
+        "embed, other version": (["embed", str(data / "test"), "--bundle", str(other_version(shop, tmp_path / "v.b")),
+                                  "--out", str(tmp_path / "f.npz")], "bundle format 99"),
+        "add-products, not a folder": (["add-products", str(tmp_path / "none"), "--bundle", str(shop)], "not a folder"),
+        "fit, other architecture": (["fit", str(data / "old"), "--backbone-weights", str(weights), "--architecture",
+                                     "resnet18", "--out", str(tmp_path / "b.bundle")],
+                                    "architecture 'resnet18' does not match the weights"),
+    }
+    for case, (args, message) in wrong.items():
+        status, modules, out, err = heavy_modules_after(args)
+        assert (status, modules) == (2, []), case
+        assert err.startswith(f"retailnb {args[0]}: error: ") and message in err and err.count("\n") == 1, (case, err)
+
+
+def described_backbone(folder: Path, data: Path) -> Path:
+    """A copy of the test backbone with the backbone.json that the pipeline writes beside its weights."""
+    from retailnb.models.backbone_info import write_backbone_info
+
+    weights = folder / "described" / "backbone.pt"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes((data / "backbone.pt").read_bytes())
+    write_backbone_info(weights.parent / "backbone.json", architecture="test_resnet", image_size=SIZE, feature_dim=96)
+    return weights
+
+
+def test_fit_with_only_the_weights_reads_backbone_json(data: Path, shop: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    weights = described_backbone(tmp_path, data)
+    out = tmp_path / "described.bundle"
+    assert main(["fit", str(data / "old"), "--backbone-weights", str(weights), "--out", str(out)]) == 0
+    fitted = load_bundle(out)
+    assert fitted.architecture == "test_resnet" and fitted.preprocessing.image_size == SIZE
+    assert main(["fit", str(data / "old"), "--backbone-weights", str(weights), "--architecture", "test_resnet",
+                 "--image-size", "40", "--out", str(tmp_path / "bigger.bundle")]) == 0  # given values win
+    assert load_bundle(tmp_path / "bigger.bundle").preprocessing.image_size == 40
+    capsys.readouterr()
+    assert main(["fit", str(data / "old"), "--backbone-weights", str(weights), "--architecture",
+                 "mobilenetv3_small_100", "--out", str(tmp_path / "x.bundle")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'mobilenetv3_small_100'" in err and "a 'test_resnet' backbone" in err, err
+    assert not (tmp_path / "x.bundle").exists()
+
+
+def test_weights_of_another_architecture_are_one_line(data: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a backbone.json to check against first, the load itself fails: in one line, not torch's list."""
+    assert main(["fit", str(data / "old"), "--backbone-weights", str(data / "backbone.pt"), "--architecture",
+                 "resnet10t", "--image-size", "32", "--out", str(tmp_path / "x.bundle")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 400, err
+    assert "does not fit timm model 'resnet10t'" in err and "differ in shape (first: " in err
 
 
 def test_version_is_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -317,8 +472,7 @@ def test_batch_size_and_workers_reach_the_embedding(data: Path, shop: Path, tmp_
         return spy
 
     monkeypatch.setattr(predict_mod, "embed_files", spying(predict_mod.embed_files))  # what predict_files calls
-    monkeypatch.setattr(commands, "embed_files", spying(commands.embed_files))  # --on-error raise
-    monkeypatch.setattr(commands, "embed_readable_files", spying(commands.embed_readable_files))  # skip
+    monkeypatch.setattr(commands, "embed_files", spying(commands.embed_files))  # what embed calls
     assert main(["predict", str(data / "test"), "--bundle", str(shop), "--format", "json", "--batch-size", "5",
                  "--workers", "2"]) == 0
     small = predicted(json.loads(capsys.readouterr().out))

@@ -104,7 +104,7 @@ def test_no_reject_names_a_product_and_every_format_carries_score_and_threshold(
     assert main(["predict", black, "--bundle", str(shop), "--format", "csv", "--no-reject"]) == 0
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert {r["answer"] for r in table} <= set(ENROLLED)
-    assert all(r["answer"] == r["product"] for r in table if r["rank"] == "1")
+    assert all(r["answer"] == r["label_1"] for r in table)
     assert all(r["known_score"] and r["threshold"] == "" for r in table)  # scored, but held to no threshold
 
 

@@ -170,3 +170,22 @@ def test_hub_download_failure_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
 def test_suggest_models_puts_names_containing_the_query_first() -> None:
     suggestions = backbone_module.suggest_models("convnext_at")
     assert suggestions[0].startswith("convnext_at")
+
+
+def test_weights_of_other_shapes_are_one_line_naming_the_first(tmp_path: Path) -> None:
+    """Not torch's list of every mismatching tensor: a count, the first tensor, and the backbone.json's model."""
+    from retailnb.models.backbone_info import write_backbone_info
+
+    path = save_backbone(tmp_path / "small" / "backbone.pt", create_backbone(TINY))
+    with pytest.raises(ValueError) as refused:
+        create_backbone("resnet10t", weights=str(path))
+    text = str(refused.value)
+    assert "\n" not in text and len(text) < 300, text
+    assert "does not fit timm model 'resnet10t'" in text and "(first: conv1.0.weight is 16x3x3x3 in the file" in text
+    write_backbone_info(tmp_path / "small" / "backbone.json", architecture=TINY, image_size=32, feature_dim=96)
+    with pytest.raises(ValueError, match=f"backbone.json beside it says '{TINY}'; is it another architecture"):
+        create_backbone("resnet10t", weights=str(path))
+    (tmp_path / "cut.pt").write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(ValueError, match="cannot load weights file .*cut.pt") as cut:
+        create_backbone(TINY, weights=str(tmp_path / "cut.pt"))
+    assert "\n" not in str(cut.value) and len(str(cut.value)) < 400

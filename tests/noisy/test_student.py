@@ -16,6 +16,8 @@ import retailnb.noisy.rounds as rounds
 from retailnb.data.cache import DiskImages
 from retailnb.data.manifest import read_manifest
 from retailnb.evaluation.quickprobe import load_probe_data
+from retailnb.bundle.fit import new_bundle
+from retailnb.models.backbone_info import read_backbone_info
 from retailnb.models.checkpoint import save_backbone
 from retailnb.models.classifier import classifier_keys
 from retailnb.noisy.rounds import first_teacher, load_source, run_noisy_student
@@ -74,6 +76,12 @@ def test_round_two_starts_from_round_one_student(tmp_path: Path, monkeypatch: py
         assert len(table) - 1 == rows[r].n_rows
         assert 0.0 <= rows[r].precision <= 1.0 and rows[r].coverage == 1.0  # threshold 0, no cap: keeps all
     json.dumps([row.model_dump() for row in rows])  # metrics rows are JSON-ready
+    for r in (1, 2):  # each round's backbone.pt has its backbone.json, as pretraining's has: fit needs only the weights
+        info = read_backbone_info(tmp_path / "noisy" / f"round_{r}" / "backbone.pt")
+        assert info is not None and (info.architecture, info.image_size, info.feature_dim) == (ARCH, 32, 96)
+        assert json.loads(info.path.read_text())["round"] == r
+    bundle = new_bundle(weights=tmp_path / "noisy" / "round_2" / "backbone.pt")
+    assert (bundle.architecture, bundle.preprocessing.image_size) == (ARCH, 32)
     # with SupCon on the pseudolabels the rounds run through the same engine and save plain timm weights
     supcon = default_spec("noisy", **{**tiny, "rounds": 1, "supcon__weight": 0.5})
     rows = run_noisy_student(supcon, str(tmp_path / "noisy_supcon"), source, probe, backbone, probs)

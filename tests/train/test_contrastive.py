@@ -207,3 +207,11 @@ def test_the_on_disk_cache_trains_the_same_weights_as_memory(manifest: Path, tmp
     a = torch.load(tmp_path / "memory" / "backbone.pt", weights_only=True)
     b = torch.load(tmp_path / "disk" / "backbone.pt", weights_only=True)
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_naming_the_key(manifest: Path, tmp_path: Path) -> None:
+    """Copies of an image in one batch would be each other's negatives: the run stops before training."""
+    run = tiny_run(manifest, tmp_path / "big", sampler__batch_size=4096)
+    with pytest.raises(ValueError, match=r"pretrain\.sampler\.batch_size: 4096 is more than the \d+ images"):
+        pretrain(run)
+    assert not (tmp_path / "big" / "backbone.pt").exists()
