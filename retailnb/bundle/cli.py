@@ -117,10 +117,16 @@ def _wait_option(p: argparse.ArgumentParser) -> None:
                    f"give up with 'busy' (default {WAIT_S:g}; 0: give up at once)")
 
 
+def _force_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="let --out replace an input or a file of another kind "
+                   "(refused otherwise)")
+
+
 def _bundle_edit_options(p: argparse.ArgumentParser, bundle_help: str, *, run: str) -> None:
     """The options shared by the commands that change a bundle's products in place."""
     p.add_argument("--bundle", required=True, help=bundle_help)
     p.add_argument("--out", help="bundle file to write (default: replace --bundle, atomically)")
+    _force_option(p)
     p.add_argument("--choose-c", action="store_true", help=CHOOSE_C_HELP)
     _wait_option(p)
     p.set_defaults(run=run)
@@ -141,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", required=True, help="bundle whose backbone embeds the images")
     p.add_argument("--out", required=True, help=f"feature file to write (.npz with arrays {EMBEDDINGS_ARRAYS}; "
                    "row i of features is the image paths[i])")
+    _force_option(p)
     _inference_options(p)
     p.set_defaults(run="cmd_embed")
 
@@ -155,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=_positive_int, help="side of the square input images, in pixels (default: "
                    "the size backbone.json beside the weights records; needed with --backbone-weights none)")
     p.add_argument("--out", required=True, help="bundle file to write")
+    _force_option(p)
     _enrolment_options(p)
     _wait_option(p)
     p.set_defaults(run="cmd_fit")
@@ -177,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "csv: one row per image, columns image, answer, known_score, threshold, label_1, probability_1, "
                    "..., label_K, probability_K; json: a list of every field (default table)")
     p.add_argument("--out", help="file to write (default: stdout)")
+    _force_option(p)
     p.add_argument("--no-reject", dest="reject", action="store_false",
                    help="always answer the most probable product, never 'unknown' (the known-ness score is "
                    "still written)")
@@ -289,6 +298,63 @@ def _check_backbone(args: argparse.Namespace) -> None:
                                                              args.image_size)
 
 
+def is_image_name(path: Path) -> bool:
+    """Whether a file name has an extension Pillow opens (as :func:`retailnb.data.listing.is_image_name`,
+    whose module imports torch)."""
+    from PIL import Image
+
+    Image.init()
+    return path.suffix.lower() in {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def _is_text(path: Path) -> bool:
+    """Whether a file's first bytes read as UTF-8 text (a table, CSV or JSON that predict wrote)."""
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return err.start > len(head) - 4  # a character cut at the end of the sample
+    return b"\0" not in head
+
+
+def _own_format(command: str, out: Path) -> bool:
+    """Whether an existing ``out`` is a file of the command's own output format (so it may be replaced)."""
+    import zipfile
+
+    if command in ("fit", "add-products", "remove-products"):  # a bundle: a zip holding bundle.json
+        return zipfile.is_zipfile(out) and "bundle.json" in zipfile.ZipFile(out).namelist()
+    if command == "embed":  # a .npz of features: a zip of .npy arrays, not a bundle
+        return zipfile.is_zipfile(out) and all(n.endswith(".npy") for n in zipfile.ZipFile(out).namelist())
+    return _is_text(out) and not is_image_name(out)  # predict: a table, CSV or JSON
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """The output never replaces an input: ``--out`` naming the bundle read (embed, predict), an input image
+    or folder, or an existing file that is not of the command's own output format is refused unless
+    ``--force``. The bundle a bundle-editing command changes in place is its own output, and allowed.
+
+    Raises:
+        ValueError: the output would replace an input or another kind of file; the message names both.
+    """
+    out_arg = getattr(args, "out", None)
+    if out_arg is None or getattr(args, "force", False):
+        return
+    out = Path(out_arg).resolve()
+    if args.command in ("embed", "predict") and out == Path(args.bundle).resolve():
+        raise ValueError(f"--out {out_arg} is the bundle read (--bundle {args.bundle}); name another file "
+                         "(--force to replace it anyway)")
+    inputs = [Path(p) for p in getattr(args, "images", None) or []] + (
+        [Path(args.folder)] if getattr(args, "folder", None) else [])
+    for given in inputs:
+        source = given.resolve()
+        if out == source or (source.is_dir() and source in out.parents and is_image_name(out)):
+            raise ValueError(f"--out {out_arg} is an input ({given}); name another file (--force to replace it anyway)")
+    if out.is_file() and not _own_format(args.command, out):
+        what = {"embed": "a .npz of features", "predict": "a text file (table, CSV or JSON)"}.get(args.command, "a bundle")
+        raise ValueError(f"--out {out_arg} exists and is not {what}; name another file (--force to replace it anyway)")
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Check a command's paths and options before torch is imported, so that a wrong one answers at once.
 
@@ -303,6 +369,7 @@ def check_args(args: argparse.Namespace) -> None:
     """
     from retailnb.util.atomic import check_writable
 
+    check_out(args)
     command = args.command
     if command in ("embed", "predict"):
         _check_bundle(args.bundle, with_products=command == "predict")

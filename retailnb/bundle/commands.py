@@ -382,8 +382,15 @@ TABLE_WIDTH = 100
 """Characters per line of ``retailnb predict``'s table (a terminal's width, with room to spare)."""
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that would break a table line (a newline, a tab, a control character)
+    written as its escape, ``\\n``: one image is one line whatever its file is named."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _cut(text: str, width: int, *, keep_end: bool = False) -> str:
     """``text`` in at most ``width`` characters: cut with ``...`` at the end (or, with ``keep_end``, at the start)."""
+    text = printable(text)
     if len(text) <= width:
         return text
     return "..." + text[len(text) - width + 3:] if keep_end else text[: width - 3] + "..."
@@ -400,7 +407,7 @@ def _top_text(predictions: Sequence[Mapping[str, Any]], width: int) -> str:
     """``red 0.912, blue 0.051, ...``: the top products with their probabilities, as many as fit in ``width``."""
     text = ""
     for i, p in enumerate(predictions):
-        item = f"{p['product']} {p['probability']:.3f}"
+        item = f"{printable(p['product'])} {p['probability']:.3f}"
         more = i + 1 < len(predictions)
         candidate = f"{text}, {item}" if text else item
         if len(candidate) + (5 if more else 0) > width:  # room for ", ..."

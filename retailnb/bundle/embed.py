@@ -134,7 +134,8 @@ def embed_files(
 
     Returns:
         ``(features, paths, failures)`` (:class:`~retailnb.bundle.model.EmbeddedFiles`): (N, D) float32
-        features, the file of each row in the order given, and the files skipped.
+        features, the file of each row in the order given (a file named twice, under any spelling, once),
+        and the files skipped.
 
     Raises:
         FileNotFoundError: an image file or folder does not exist.
@@ -145,12 +146,25 @@ def embed_files(
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
-    paths = image_files(images)
+    paths = once_each(image_files(images))
     done = _embed_files(bundle, paths, batch_size=batch_size, workers=workers, progress=progress,
                         precision=precision, skip=on_error == "skip")
     if not done.paths:
         raise ValueError(f"none of the {len(paths)} images could be read; the first: {done.failures[0]}")
     return done
+
+
+def once_each(paths: Sequence[PathLike]) -> list[Path]:
+    """``paths`` without repeats of one file under other spellings (``imgs/f``, ``imgs/./f``,
+    ``imgs/../imgs/f``, a link to it), each kept where it first appears, as first spelled."""
+    seen: set[Path] = set()
+    kept = []
+    for path in paths:
+        key = Path(path).resolve()
+        if key not in seen:
+            seen.add(key)
+            kept.append(Path(path))
+    return kept
 
 
 def _decode_readable(piece: Sequence[PathLike], size: int) -> tuple[np.ndarray, list[Path], list[ImageError]]:

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import unicodedata
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -101,6 +102,11 @@ def new_bundle(
         origin["weights_sha256"] = file_sha256(weights)
     provenance = {"backbone": origin, "history": []}
     return Bundle(architecture, model, preprocessing, settings=settings, provenance=provenance)
+
+
+def nfc(names: Sequence[str]) -> list[str]:
+    """Product names in Unicode NFC: ``Café`` typed as one character or as e + accent is one product."""
+    return [unicodedata.normalize("NFC", str(n)) for n in names]
 
 
 def _check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
@@ -259,7 +265,8 @@ def fit_probe(
     features = check_features(bundle, features, "features")
     if len(names) != len(features):
         raise ValueError(f"names must give the product of each of the {len(features)} feature rows, got {len(names)}")
-    classes, labels = np.unique(np.asarray([str(n) for n in names], dtype=str), return_inverse=True)
+    names = nfc(names)
+    classes, labels = np.unique(np.asarray(names, dtype=str), return_inverse=True)
     class_names = _check_class_names(classes.tolist())
     change = _Change("fit", class_names, len(features), source, _enrolled_from(names, image_kind))
     return _refit(bundle, features, labels.astype(np.int64), class_names, change, choose_c=True)
@@ -291,8 +298,9 @@ def check_new_products(bundle: Bundle, names: Sequence[str]) -> None:
         ClassNameError: a name is empty or :data:`UNKNOWN`, or already a product of the bundle (the message
             names it).
     """
+    names = nfc(names)
     _check_class_names(sorted(set(names)))
-    existing = sorted(set(names) & set(bundle.class_names))
+    existing = sorted(set(names) & set(nfc(bundle.class_names)))
     if existing:
         raise ClassNameError(
             f"product(s) already in the bundle: {', '.join(map(repr, existing))}; remove them first "
@@ -339,7 +347,7 @@ def add_products(
         ValueError: shapes that do not match, fewer than two products in all, or an unknown ``image_kind``.
     """
     features = check_features(bundle, features, "features")
-    names = [str(n) for n in names]
+    names = nfc(names)
     if len(names) != len(features):
         raise ValueError(f"names must give one product name per feature row: {len(names)} names, {len(features)} rows")
     if not names:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,7 +39,15 @@ import torch
 from torch import nn
 
 import retailnb
-from retailnb.bundle.info import BUNDLE_FORMAT, BUNDLE_FORMAT_NAME, META, BundleError, check_bundle_file, read_meta
+from retailnb.bundle.info import (
+    BUNDLE_FORMAT,
+    BUNDLE_FORMAT_NAME,
+    META,
+    UNKNOWN,
+    BundleError,
+    check_bundle_file,
+    read_meta,
+)
 from retailnb.bundle.model import (
     Bundle,
     LinearProbe,
@@ -164,7 +173,8 @@ def edit_bundle(
     Args:
         path: the bundle to load.
         change: the edit, e.g. ``lambda b: add_products(b, features, names)``; it must not save.
-        out: where to save; None replaces ``path``. The lock taken is ``out``'s.
+        out: where to save; None replaces ``path`` (the file a link points to, when it is one). The lock
+            taken is the destination's.
         timeout: seconds to wait for another edit of the destination.
 
     Returns:
@@ -174,20 +184,40 @@ def edit_bundle(
         retailnb.util.locks.BusyError: another edit held the destination for ``timeout`` seconds.
         FileNotFoundError, BundleError: as :func:`load_bundle`; the file is left as it was.
     """
-    target = Path(path if out is None else out)
+    # through a symbolic link, the linked bundle is the one changed (a rename over the link would replace it)
+    target = Path(path if out is None else out).resolve()
     with exclusive(target, timeout):
         edited = change(load_bundle(path, device="cpu"))  # on the CPU, as the command line edits bundles
         save_bundle(edited, target)
     return edited
 
 
+def _declared_bytes(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
+    """The bytes an ``.npy`` entry's header declares (shape x item size), read before anything is allocated."""
+    with zf.open(info) as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(fh)
+    return int(np.prod(shape, dtype=np.float64) * dtype.itemsize)
+
+
 def _read_arrays(zf: zipfile.ZipFile) -> dict[str, np.ndarray]:
-    """Every ``.npy`` entry of the archive, read without pickle and checked against its CRC."""
+    """Every ``.npy`` entry of the archive, read without pickle, each checked against its CRC-32 (a flipped
+    byte is a ``BadZipFile`` naming the entry) and its header's shape against the entry's size first, so
+    that a forged header cannot make the reader allocate what the file does not hold.
+
+    Raises:
+        ValueError: an entry declares more data than it holds (the message names it).
+    """
+    import io
+
     arrays = {}
-    for name in zf.namelist():
-        if name.endswith(".npy"):
-            with zf.open(name) as fh:
-                arrays[name[: -len(".npy")]] = np.lib.format.read_array(fh, allow_pickle=False)
+    for info in zf.infolist():
+        if info.filename.endswith(".npy"):
+            if _declared_bytes(zf, info) > info.file_size:
+                raise ValueError(f"entry {info.filename} declares more data than its {info.file_size} bytes")
+            data = zf.read(info)  # the whole entry: zipfile checks its CRC-32 at the end
+            arrays[info.filename[: -len(".npy")]] = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
     return arrays
 
 
@@ -232,9 +262,21 @@ def _bundle(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> 
 
 
 def _check_consistent(bundle: Bundle, path: Path) -> None:
-    """Reject a bundle whose arrays disagree with each other (a hand-edited or damaged file)."""
+    """Reject a bundle whose content cannot be meant (a hand-edited or damaged file): arrays that disagree with
+    each other, weights or features that are not finite, two products of one name (compared in Unicode
+    NFC), a product named ``unknown``."""
     k, d = len(bundle.class_names), bundle.feature_dim
     problems = []
+    names = [unicodedata.normalize("NFC", n) for n in bundle.class_names]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        problems.append(f"products named twice: {', '.join(map(repr, repeated))}")
+    if UNKNOWN in names:
+        problems.append(f"a product named {UNKNOWN!r}, the answer for images it rejects")
+    arrays = {"training features": bundle.features}
+    if bundle.probe is not None:
+        arrays.update({f"probe {k}": getattr(bundle.probe, k) for k in _PROBE_KEYS})
+    problems += [f"{what} not finite" for what, a in arrays.items() if a.size and not np.isfinite(a).all()]
     if bundle.features.shape != (len(bundle.labels), d) and bundle.features.size:
         problems.append(f"training features of shape {bundle.features.shape}, not ({len(bundle.labels)}, {d})")
     if bundle.labels.size and (bundle.labels.min() < 0 or bundle.labels.max() >= k):

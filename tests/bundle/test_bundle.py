@@ -6,7 +6,9 @@ import copy
 import dataclasses
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -395,3 +397,81 @@ def test_bundle_info_reads_the_file_as_describe_bundle_the_loaded_bundle(shop: B
     _rewrite_meta(path, tmp_path / "v2.bundle", format_version=BUNDLE_FORMAT + 1)
     with pytest.raises(BundleError, match=f"bundle format {BUNDLE_FORMAT + 1}, this retailnb reads"):
         bundle_info(tmp_path / "v2.bundle")
+
+
+def rewrite_entry(src: Path, dest: Path, name: str, change: Callable[[bytes], bytes]) -> Path:
+    """A copy of the bundle ``src`` with one entry's bytes changed (the zip's CRC written for the new bytes)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            zout.writestr(info, change(data) if info.filename == name else data)
+    return dest
+
+
+def npy(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("entry", "change", "message"), [
+    ("probe/coef.npy", lambda d: npy(np.full((4, 8), np.nan, dtype=np.float32)), "probe coef not finite"),
+    ("bundle.json", lambda d: json.dumps({**json.loads(d), "class_names": ["blue", "blue", "red", "yellow"]}).encode(),
+     "products named twice: 'blue'"),
+    ("bundle.json", lambda d: json.dumps({**json.loads(d), "class_names": ["blue", "green", "red", "unknown"]}).encode(),
+     "a product named 'unknown'"),
+    ("bundle.json", lambda d: json.dumps({**json.loads(d), "class_names": ["Caf\u00e9", "Cafe\u0301", "red", "x"]}).encode(),
+     "products named twice: 'Café'"),
+])
+def test_a_bundle_whose_content_cannot_be_meant_is_refused_on_load(shop: Bundle, tmp_path: Path, entry: str,
+                                                                    change: Any, message: str) -> None:
+    path = save_bundle(shop, tmp_path / "shop.bundle")
+    if entry == "probe/coef.npy":  # the probe's true shape, all NaN
+        k, d = shop.probe.coef.shape  # type: ignore[union-attr]
+        change = lambda _: npy(np.full((k, d), np.nan, dtype=shop.probe.coef.dtype))  # type: ignore[union-attr]  # noqa: E731
+    bad = rewrite_entry(path, tmp_path / "bad.bundle", entry, change)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bad)
+
+
+def test_a_forged_array_header_is_refused_before_any_allocation(shop: Bundle, tmp_path: Path) -> None:
+    path = save_bundle(shop, tmp_path / "shop.bundle")
+    header = {"descr": "<f4", "fortran_order": False, "shape": (10**12, 512)}
+    import io
+
+    forged = io.BytesIO()
+    np.lib.format.write_array_header_1_0(forged, header)
+    bad = rewrite_entry(path, tmp_path / "bad.bundle", "train/features.npy", lambda d: forged.getvalue() + b"\0" * 64)
+    with pytest.raises(BundleError, match="train/features.npy declares more data than"):
+        load_bundle(bad)
+
+
+def test_a_flipped_byte_inside_a_weight_is_one_line_naming_the_entry(shop: Bundle, tmp_path: Path) -> None:
+    path = save_bundle(shop, tmp_path / "shop.bundle")
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = next(i for i in zf.infolist() if i.filename.startswith("backbone/") and i.file_size > 4096)
+    data[info.header_offset + 30 + len(info.filename) + 2048] ^= 0xFF  # inside the entry's data
+    (tmp_path / "flipped.bundle").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=f"Bad CRC-32 for file '{info.filename}'"):
+        load_bundle(tmp_path / "flipped.bundle")
+
+
+def test_editing_through_a_symbolic_link_changes_the_linked_bundle(shop: Bundle, tmp_path: Path) -> None:
+    from retailnb.bundle.io import edit_bundle
+
+    real = save_bundle(shop, tmp_path / "real.bundle")
+    link = tmp_path / "link.bundle"
+    link.symlink_to(real)
+    edit_bundle(link, lambda b: remove_products(b, ["yellow"]))
+    assert link.is_symlink() and "yellow" not in load_bundle(real).class_names
+
+
+def test_product_names_are_compared_in_one_unicode_form(base: Bundle) -> None:
+    images, _ = colour_images(["red", "blue"], 3, 0)
+    composed, decomposed = "Caf\u00e9", "Cafe\u0301"
+    bundle = fit_probe(base, embed(base, images), [composed] * 3 + ["tea"] * 3)
+    with pytest.raises(ClassNameError, match="already in the bundle"):
+        add_products(bundle, embed(base, images[:3]), [decomposed] * 3)

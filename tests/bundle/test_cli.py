@@ -529,3 +529,61 @@ def test_the_clis_device_choices_are_the_bundles() -> None:
     from retailnb.bundle import model as bundle
 
     assert cli.DEVICES == bundle.DEVICES
+
+
+@pytest.mark.parametrize("case", ["bundle", "photo", "photo_in_folder", "other_kind"])
+def test_an_output_never_replaces_an_input_unless_forced(tmp_path: Path, case: str) -> None:
+    """``--out`` naming the bundle, an input image (given or inside a given folder) or a file of another kind
+    is refused in one line before anything runs, and the file is unchanged; ``--force`` lets it through."""
+    from retailnb.bundle.cli import build_parser, check_out
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo = photos / "a.png"
+    photo.write_bytes(b"\x89PNG not really")
+    bundle = tmp_path / "b.bundle"
+    bundle.write_bytes(b"PK bundle")
+    other = tmp_path / "notes.bin"
+    other.write_bytes(b"\x00\x01\x02binary")
+    out, images = {"bundle": (bundle, [str(photo)]), "photo": (photo, [str(photo)]),
+                   "photo_in_folder": (photo, [str(photos)]), "other_kind": (other, [str(photos)])}[case]
+    argv = ["predict", *images, "--bundle", str(bundle), "--out", str(out)]
+    with pytest.raises(ValueError, match=r"--out .* (is the bundle read|is an input|exists and is not a text file)"):
+        check_out(build_parser().parse_args(argv))
+    check_out(build_parser().parse_args([*argv, "--force"]))  # forced: no objection
+    embed = ["embed", str(photos), "--bundle", str(bundle), "--out", str(bundle)]
+    with pytest.raises(ValueError, match="is the bundle read"):
+        check_out(build_parser().parse_args(embed))
+
+
+def test_the_cli_refuses_to_overwrite_the_bundle_with_exit_2(tmp_path: Path) -> None:
+    from retailnb.bundle.cli import main
+
+    bundle = tmp_path / "b.bundle"
+    bundle.write_bytes(b"not read: refused first")
+    (tmp_path / "p.png").write_bytes(b"x")
+    before = bundle.read_bytes()
+    assert main(["predict", str(tmp_path / "p.png"), "--bundle", str(bundle), "--out", str(bundle)]) == 2
+    assert bundle.read_bytes() == before
+
+
+def test_a_table_row_stays_one_line_whatever_the_file_is_named() -> None:
+    from retailnb.bundle.commands import format_table
+
+    rows = [{"image": "shelf/a\nb.png", "answer": "tea\tbag", "known_score": 0.9, "threshold": 0.5,
+             "predictions": [{"product": "tea\tbag", "probability": 0.9}]},
+            {"image": "shelf/c.png", "answer": "jam", "known_score": 0.8, "threshold": 0.5,
+             "predictions": [{"product": "jam", "probability": 0.8}]}]
+    lines = format_table(rows).splitlines()
+    assert len(lines) == 3 and "a\\nb.png" in lines[1] and "tea\\tbag" in lines[1]
+
+
+def test_one_file_under_several_spellings_is_embedded_once(tmp_path: Path) -> None:
+    from retailnb.bundle.embed import once_each
+
+    (tmp_path / "imgs").mkdir()
+    f = tmp_path / "imgs" / "f.png"
+    f.write_bytes(b"x")
+    (tmp_path / "link.png").symlink_to(f)
+    spellings = [f, tmp_path / "imgs" / "." / "f.png", tmp_path / "imgs" / ".." / "imgs" / "f.png", tmp_path / "link.png"]
+    assert once_each(spellings) == [f]
