@@ -103,6 +103,18 @@ def _enrolment_options(p: argparse.ArgumentParser) -> None:
                    "in the bundle (default: the bundle's, prototype for a new one)")
 
 
+IMAGE_SIZES = (16, 1024)
+"""The image sizes ``--image-size`` takes, in pixels (as ``backbone.image_size`` of params.yaml)."""
+
+
+def _image_size(text: str) -> int:
+    value = _positive_int(text)
+    low, high = IMAGE_SIZES
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be a side of {low} to {high} pixels, got {text}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -159,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "backbone.pt or models/seeds/0/noisy/round_2/backbone.pt), or 'none' for random weights")
     p.add_argument("--architecture", help="timm model name of the backbone (default: the one backbone.json beside "
                    "the weights records; needed with --backbone-weights none)")
-    p.add_argument("--image-size", type=_positive_int, help="side of the square input images, in pixels (default: "
+    p.add_argument("--image-size", type=_image_size, help="side of the square input images, in pixels (default: "
                    "the size backbone.json beside the weights records; needed with --backbone-weights none)")
     p.add_argument("--out", required=True, help="bundle file to write")
     _force_option(p)
@@ -340,14 +352,14 @@ def check_out(args: argparse.Namespace) -> None:
     out_arg = getattr(args, "out", None)
     if out_arg is None or getattr(args, "force", False):
         return
-    out = Path(out_arg).resolve()
-    if args.command in ("embed", "predict") and out == Path(args.bundle).resolve():
+    out = Path(os.path.realpath(out_arg))  # os.path.realpath: a link loop stays itself, Path.resolve raises
+    if args.command in ("embed", "predict") and out == Path(os.path.realpath(args.bundle)):
         raise ValueError(f"--out {out_arg} is the bundle read (--bundle {args.bundle}); name another file "
                          "(--force to replace it anyway)")
     inputs = [Path(p) for p in getattr(args, "images", None) or []] + (
         [Path(args.folder)] if getattr(args, "folder", None) else [])
     for given in inputs:
-        source = given.resolve()
+        source = Path(os.path.realpath(given))
         if out == source or (source.is_dir() and source in out.parents and is_image_name(out)):
             raise ValueError(f"--out {out_arg} is an input ({given}); name another file (--force to replace it anyway)")
     if out.is_file() and not _own_format(args.command, out):

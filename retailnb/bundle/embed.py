@@ -10,6 +10,7 @@ or enrol products into it.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from retailnb.bundle.io import files_sha256
 from retailnb.bundle.model import ON_ERROR, Bundle, EmbeddedFiles, PathLike
 from retailnb.data.images import ImageError, decode_images, load_fitted
 from retailnb.data.inputs import image_files, product_folders
@@ -30,6 +30,7 @@ from retailnb.models.inference import (
     forward_batch,
     model_device,
 )
+from retailnb.util.hashing import files_sha256
 from retailnb.util.parallel import chunks, default_workers
 
 
@@ -160,7 +161,7 @@ def once_each(paths: Sequence[PathLike]) -> list[Path]:
     seen: set[Path] = set()
     kept = []
     for path in paths:
-        key = Path(path).resolve()
+        key = Path(os.path.realpath(path))  # a link loop stays itself (Path.resolve raises on one)
         if key not in seen:
             seen.add(key)
             kept.append(Path(path))

@@ -35,7 +35,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 import retailnb
-from retailnb.bundle.io import file_sha256
+from retailnb.util.hashing import file_sha256
 from retailnb.bundle.model import (
     IMAGE_KINDS,
     UNKNOWN,

@@ -19,13 +19,12 @@ The operations of :mod:`retailnb.bundle.fit` return a new bundle and touch no fi
 other instead of the later save dropping the earlier change. The rejection threshold is kept in
 ``bundle.json`` (``rejection``); a file written before it existed loads with rejection off.
 
-The SHA-256 of files (:func:`file_sha256`, :func:`files_sha256`) versions the data and weights a
-bundle's provenance names.
+The SHA-256 of files (:mod:`retailnb.util.hashing`) versions the data and weights a bundle's provenance
+names.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import unicodedata
 import zipfile
@@ -64,23 +63,6 @@ from retailnb.util.locks import DEFAULT_TIMEOUT_S, exclusive
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: a fixed timestamp makes the bytes reproducible
 _PROBE_KEYS = ("mean", "scale", "coef", "intercept")
-
-
-def file_sha256(path: PathLike) -> str:
-    """Hex SHA-256 of a file's bytes: the version of the data or weights it holds."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def files_sha256(paths: Sequence[PathLike]) -> str:
-    """One hex SHA-256 over the bytes of several files, in the order given: the version of a data set."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(file_sha256(path).encode())
-    return digest.hexdigest()
 
 
 def bundle_meta(bundle: Bundle) -> dict[str, Any]:

@@ -37,6 +37,11 @@ _WHITE = (255, 255, 255)
 PathLike = str | os.PathLike[str]
 
 
+MAX_PIXELS = 100_000_000
+"""The most pixels an image may have (a 12,000 x 8,000 photo; phones take 12 to 50 million): a header
+claiming more is refused before anything is decoded (a decompression bomb would otherwise take gigabytes)."""
+
+
 class ImageError(FileProblem):
     """An image file is missing, empty, truncated, not an image, or too small (see :class:`FileProblem`)."""
 
@@ -67,9 +72,11 @@ def _identify(fh: BinaryIO, path: Path, min_size: int) -> Image.Image:
         raise ImageError(path, "not an image (Pillow cannot identify the format)") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
         raise ImageError(path, f"cannot read image header ({type(err).__name__}: {err})") from None
-    if min(im.size) < min_size:
-        w, h = im.size
+    w, h = im.size
+    if min(w, h) < min_size:
         raise ImageError(path, f"image is {w}x{h} px, smaller than min_size={min_size} px")
+    if w * h > MAX_PIXELS:
+        raise ImageError(path, f"image is {w}x{h} px, more than {MAX_PIXELS:,} pixels: not decoded")
     return im
 
 
@@ -220,7 +227,8 @@ def _fast_jpeg(path: PathLike, size: int, min_size: int) -> np.ndarray | None:
     except OSError:
         return None
     frame = read_frame(data)
-    if frame is None or not frame.fast or min(frame.width, frame.height) < min_size:
+    if (frame is None or not frame.fast or min(frame.width, frame.height) < min_size
+            or frame.width * frame.height > MAX_PIXELS):
         return None
     if min(frame.width // size, frame.height // size) >= 2:
         return None  # Pillow's draft mode would decode at 1/2, 1/4 or 1/8 scale (see PIL's JpegImageFile.draft)
@@ -243,6 +251,7 @@ def load_fitted(path: PathLike, size: int, min_size: int = DEFAULT_MIN_SIZE) -> 
     Raises:
         ImageError: as :func:`load_rgb`.
     """
+    _check_file(Path(path))  # a FIFO, a device, a socket: named, never opened (a read could hang or never end)
     pixels = _fast_jpeg(path, size, min_size)
     if pixels is None:
         return fit_square(load_rgb(path, min_size, draft=size), size)

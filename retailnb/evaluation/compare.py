@@ -7,7 +7,6 @@ local weights file, and the finetuned network's accuracy as the reference each p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -32,6 +31,7 @@ from retailnb.evaluation.probe import DEFAULT_THREADS, FALLBACK_C, fit_logistic_
 from retailnb.evaluation.quickprobe import ProbeData
 from retailnb.models.backbone import create_backbone
 from retailnb.models.sharded import process_group, sharded_features
+from retailnb.util.hashing import file_sha256
 from retailnb.util.parallel import default_workers
 from retailnb.evaluation.rejection import evaluate_rejection, logistic_fit, rejection_cells
 
@@ -133,11 +133,7 @@ def _weights_key(weights: str) -> str:
     clone and every run, so that the cached features, a DVC output, are the same bytes too."""
     if weights == "none":
         return "none"
-    digest = hashlib.sha256()
-    with open(weights, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
+    return f"sha256:{file_sha256(weights)}"
 
 
 def source_unknown_features(name: str, model: nn.Module, source: SourceUnknownData,

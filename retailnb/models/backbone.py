@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+from safetensors import SafetensorError
 from torch import nn
 
 from retailnb.models.backbone_info import WEIGHTS_HUB, WEIGHTS_NONE, read_backbone_info, same_architecture
@@ -128,7 +129,7 @@ def _load_error(name: str, path: Path, kwargs: dict[str, Any], err: Exception) -
     """
     try:
         file_state = _file_state(path)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError):
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError, SafetensorError):
         return f"cannot load weights file {path} into timm model {name!r}: {_short(err)}"
     model_state = _create(name, kwargs).state_dict()
     differ = [key for key, tensor in model_state.items()
@@ -164,10 +165,13 @@ def _from_file(name: str, path: Path, kwargs: dict[str, Any]) -> nn.Module:
             f"weights file not found: {path} (for timm model {name!r}; `weights` takes "
             f"{WEIGHTS_NONE!r}, {WEIGHTS_HUB!r} or the path of a checkpoint file)"
         )
+    info = read_backbone_info(path)
+    if info is not None:
+        info.check_weights(path)
     overlay = {"file": str(path)}
     try:
         model = _create(name, {**kwargs, "pretrained": True, "pretrained_cfg_overlay": overlay})
-    except (RuntimeError, pickle.UnpicklingError, EOFError) as err:  # tensors of other shapes, a corrupt file
+    except (RuntimeError, pickle.UnpicklingError, EOFError, SafetensorError) as err:  # other shapes, a corrupt file
         raise ValueError(_load_error(name, path, kwargs, err)) from None
     missing = _missing_weights(model, _file_state(path))
     if missing:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from retailnb.util.atomic import atomic_write_text
+from retailnb.util.hashing import file_sha256
 
 PathLike = str | os.PathLike[str]
 
@@ -41,12 +42,31 @@ class BackboneInfo:
         image_size: side of the square images it was trained at, in pixels.
         feature_dim: width of its pooled features, when recorded.
         path: the ``backbone.json`` it was read from.
+        weights_file: the name of the weights file it describes, when recorded.
+        weights_sha256: that file's SHA-256 when it was written, when recorded.
     """
 
     architecture: str
     image_size: int
     feature_dim: int | None
     path: Path
+    weights_file: str | None = None
+    weights_sha256: str | None = None
+
+    def check_weights(self, weights: PathLike) -> None:
+        """Refuse a weights file whose bytes changed since this description recorded them.
+
+        Only for the file it names (``backbone.json`` beside other weights describes those): a flipped
+        byte in a tensor would otherwise load as different weights, silently (torch's reader checks no CRC).
+
+        Raises:
+            ValueError: the SHA-256 differs; the message names the file and its description.
+        """
+        if self.weights_sha256 is None or Path(weights).name != self.weights_file:
+            return
+        if file_sha256(weights) != self.weights_sha256:
+            raise ValueError(f"weights file {weights}: its bytes changed since {self.path.name} recorded them "
+                             "(SHA-256 differs): damaged or replaced; train it again or restore it")
 
 
 def info_path(weights: PathLike) -> Path | None:
@@ -81,21 +101,28 @@ def read_backbone_info(weights: PathLike) -> BackboneInfo | None:
         raise ValueError(f"{path}: not a backbone description ({type(err).__name__}: {err}); expected JSON "
                          "with the timm model name under 'backbone' and the image size under 'image_size'") from None
     dim = data.get("feature_dim")
-    return BackboneInfo(architecture, image_size, dim if isinstance(dim, int) else None, path)
+    name, digest = data.get("weights_file"), data.get("weights_sha256")
+    return BackboneInfo(architecture, image_size, dim if isinstance(dim, int) else None, path,
+                        name if isinstance(name, str) else None, digest if isinstance(digest, str) else None)
 
 
 def write_backbone_info(path: PathLike, *, architecture: str, image_size: int, feature_dim: int,
-                        **extra: Any) -> Path:
-    """Write a ``backbone.json`` atomically: the model name, image size and feature width, then ``extra``.
+                        weights: PathLike | None = None, **extra: Any) -> Path:
+    """Write a ``backbone.json`` atomically: the model name, image size and feature width, the weights
+    file's name and SHA-256 (checked whenever the weights are loaded), then ``extra``.
 
     Args:
         path: the file to write, beside the weights (conventionally ``<folder>/backbone.json``).
         architecture: timm model name.
         image_size: side of the square training images, in pixels.
         feature_dim: width of the pooled features.
+        weights: the weights file it describes, already written.
         extra: further JSON values (what produced the weights).
     """
-    info = {"backbone": architecture, "image_size": int(image_size), "feature_dim": int(feature_dim), **extra}
+    info: dict[str, Any] = {"backbone": architecture, "image_size": int(image_size), "feature_dim": int(feature_dim)}
+    if weights is not None:
+        info.update(weights_file=Path(weights).name, weights_sha256=file_sha256(weights))
+    info.update(extra)
     return atomic_write_text(path, json.dumps(info, indent=2) + "\n")
 
 

@@ -191,7 +191,8 @@ def run_noisy_student(spec: NoisyStageSpec, out_dir: str, source: SourceImages, 
             atomic_torch_save(student.state_dict(), folder / "student.pt")
             atomic_torch_save(backbone_weights, folder / "backbone.pt")
             write_backbone_info(folder / BACKBONE_INFO, architecture=spec.student_architecture,
-                                image_size=spec.backbone.image_size, feature_dim=feature_dim(student), round=r)
+                                image_size=spec.backbone.image_size, feature_dim=feature_dim(student),
+                                weights=folder / "backbone.pt", round=r)
         pseudo_targets = dataset.targets[len(source.labels):]
         rows.append(RoundRecord.model_validate({
             "round": r,

@@ -12,13 +12,14 @@ import numpy as np
 
 from retailnb.bundle.embed import embed
 from retailnb.bundle.fit import fit_probe, new_bundle
-from retailnb.bundle.io import file_sha256, save_bundle
+from retailnb.bundle.io import save_bundle
 from retailnb.bundle.model import Bundle, ProbeSettings
 from retailnb.config.new_products import NewProductsStageSpec
 from retailnb.data.manifest import read_manifest
 from retailnb.bundle.enrolment import enrolment_curve, hold_out_classes
 from retailnb.evaluation.quickprobe import load_probe_data
 from retailnb.results.records import NewProductsRecord
+from retailnb.util.hashing import file_sha256
 from retailnb.util.tables import markdown_table
 
 log = logging.getLogger(__name__)

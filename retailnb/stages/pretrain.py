@@ -23,12 +23,12 @@ from retailnb.config.pretrain import ObjectivesSpec, PretrainStageSpec
 from retailnb.data.manifest import read_manifest
 from retailnb.evaluation.quickprobe import ProbeData, load_probe_data, probe_scores
 from retailnb.models.backbone import create_backbone, feature_dim
+from retailnb.models.backbone_info import BACKBONE_INFO, write_backbone_info
 from retailnb.results.records import PretrainRecord, ProbeScores, TrainSummary
 from retailnb.train.contrastive import train_contrastive, training_rows
 from retailnb.train.datasets import load_images
 from retailnb.train.engine import FitResult, can_resume, data_digest, make_fabric
 from retailnb.train.launch import launch, under_torchrun, worker_run
-from retailnb.util.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -158,16 +158,10 @@ def train_here(spec: PretrainStageSpec, paths: PretrainPaths, *, decode_workers:
     if fabric.is_global_zero:
         log.info("%.1f images/s (decoding %.0f s, training steps %.0f s)", result.images_per_second,
                  result.data_seconds, result.step_seconds)
-        info = {
-            "backbone": spec.backbone.architecture,
-            "image_size": spec.backbone.image_size,
-            "feature_dim": feature_dim(model.backbone),
-            "images": len(files),
-            "labelled_classes": len(classes),
-            "history": result.history,
-            "spec": spec.model_dump(mode="json"),
-        }
-        atomic_write_text(out_dir / "backbone.json", json.dumps(info, indent=2) + "\n")
+        write_backbone_info(out_dir / BACKBONE_INFO, architecture=spec.backbone.architecture,
+                            image_size=spec.backbone.image_size, feature_dim=feature_dim(model.backbone),
+                            weights=out_dir / "backbone.pt", images=len(files), labelled_classes=len(classes),
+                            history=result.history, spec=spec.model_dump(mode="json"))
     return result
 
 

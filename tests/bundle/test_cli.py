@@ -587,3 +587,14 @@ def test_one_file_under_several_spellings_is_embedded_once(tmp_path: Path) -> No
     (tmp_path / "link.png").symlink_to(f)
     spellings = [f, tmp_path / "imgs" / "." / "f.png", tmp_path / "imgs" / ".." / "imgs" / "f.png", tmp_path / "link.png"]
     assert once_each(spellings) == [f]
+
+
+@pytest.mark.parametrize("size", ["8", "100000"])
+def test_fit_refuses_an_image_size_that_cannot_be_meant(size: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``fit --image-size 100000`` would allocate 894 GiB: refused by the argument parser, in one line."""
+    from retailnb.bundle.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", "photos", "--backbone-weights", "none", "--architecture", "resnet10t",
+                                   "--image-size", size, "--out", "x.bundle"])
+    assert f"must be a side of 16 to 1024 pixels, got {size}" in capsys.readouterr().err

@@ -86,3 +86,37 @@ def test_the_module_imports_no_torch() -> None:
     code = "import sys, retailnb.models.backbone_info; print('torch' in sys.modules, 'timm' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_weights_whose_bytes_changed_since_backbone_json_are_refused(tmp_path: Path) -> None:
+    """torch's zip reader checks no CRC: a flipped byte inside a tensor would load as other weights, silently."""
+    import torch
+
+    from retailnb.models.backbone import create_backbone
+
+    torch.manual_seed(0)
+    weights = tmp_path / "backbone.pt"
+    model = create_backbone("test_resnet")
+    torch.save(model.state_dict(), weights)
+    write_backbone_info(tmp_path / "backbone.json", architecture="test_resnet", image_size=32, feature_dim=8,
+                        weights=weights)
+    create_backbone("test_resnet", weights=str(weights))  # unchanged: loads
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"backbone.pt: its bytes changed since backbone.json recorded them"):
+        create_backbone("test_resnet", weights=str(weights))
+    other = tmp_path / "other.pt"  # another file in the folder: backbone.json does not describe its bytes
+    torch.save(model.state_dict(), other)
+    create_backbone("test_resnet", weights=str(other))
+
+
+def test_a_safetensors_file_of_random_bytes_is_one_line_naming_it(tmp_path: Path) -> None:
+    from retailnb.models.backbone import create_backbone
+
+    weights = tmp_path / "random.safetensors"
+    weights.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(ValueError) as error:
+        create_backbone("test_resnet", weights=str(weights))
+    message = str(error.value)
+    assert str(weights) in message and "\n" not in message and len(message) < 400
