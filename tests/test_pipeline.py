@@ -263,8 +263,7 @@ def test_report_summarises_every_seed_with_intervals(pipeline: Path) -> None:
     assert prepared.finetune["pretrained"].lrs == [r["finetune"]["pretrained"]["lr"] for r in per_seed]
     # the variants' objectives reach the report: the combined variant is judged against SimCLR alone
     report = (pipeline / "reports" / "05_report.html").read_text()
-    assert "SimCLR + SupCon and SimCLR alone" in report or "SimCLR + SupCon beats SimCLR alone" in report \
-        or "SimCLR alone beats SimCLR + SupCon" in report
+    assert ">SimCLR + SupCon: " in report and ">SimCLR alone: " in report  # a row of the verdict table
     assert "SupCon alone" not in report  # the tiny pipeline has no SupCon-only variant
     assert "training seeds" in report
     assert "catalogue only" in table and "Unknown-product rejection" in table and "AUROC" in report
@@ -393,7 +392,9 @@ def test_changing_one_variant_reruns_only_that_variant(pipeline: Path, tmp_path:
     status = json.loads(dvc(root, "status", "--json").stdout)
     # of the training stages only that variant's pretraining; the evaluations and the report read the list
     # of variants (pretrain.variants) too, and rerun after it anyway, their backbone having changed
-    assert {s for s in status if not s.startswith(("evaluate@", "report"))} == {f"pretrain@simclr-{s}" for s in TINY_SEEDS}, status
+    # the params check reruns on any change (cheap, and its output stays the same line)
+    assert {s for s in status if not s.startswith(("evaluate@", "report", "check"))} == {
+        f"pretrain@simclr-{s}" for s in TINY_SEEDS}, status
 
 
 def test_one_seed_reruns_alone_and_the_report_reads_only_the_listed_seeds(pipeline: Path, tmp_path: Path) -> None:
@@ -418,7 +419,7 @@ def test_changing_the_evaluation_code_reruns_only_the_evaluation(pipeline: Path,
         with (root / "retailnb" / module).open("a") as fh:
             fh.write("\n# changed\n")
     status = json.loads(dvc(root, "status", "--json").stdout)
-    assert set(status) == {f"evaluate@prepared-{s}" for s in TINY_SEEDS}, status
+    assert set(status) - {"check"} == {f"evaluate@prepared-{s}" for s in TINY_SEEDS}, status
 
 
 def test_a_removed_variants_leftovers_are_not_read(pipeline: Path, tmp_path: Path) -> None:
