@@ -508,3 +508,17 @@ def test_a_bad_value_never_costs_the_previous_outputs(pipeline: Path, tmp_path: 
     assert "data.synthetic.difficulty: Input should be less than or equal to 1" in run.stdout + run.stderr
     assert "Running stage 'data'" not in run.stdout + run.stderr
     assert {p: (root / p).read_bytes() for p in before} == before
+
+
+def test_rerunning_stages_writes_the_same_bytes(pipeline: Path, tmp_path: Path) -> None:
+    """No clock in any versioned output: forced reruns of the data, report and new-products stages leave
+    dvc.lock and every record as they were (so a fresh clone's ``dvc repro`` of the committed baseline
+    leaves ``git status`` clean; benchmarks/bench_pipeline.py checks that on the default run)."""
+    root = copy_repo(pipeline, tmp_path / "repo")
+    tracked = ["dvc.lock", "metrics/data.json", "metrics/summary.json", "metrics/headline.json",
+               "metrics/new_products.json"]
+    before = {p: (root / p).read_bytes() for p in tracked}
+    dvc(root, "repro", "--force", "--single-item", "data", "report", "new_products")
+    after = {p: (root / p).read_bytes() for p in tracked}
+    assert [p for p in tracked if after[p] != before[p]] == []
+    assert "enrolling" in (root / "reports" / "06_new_products.log").read_text()  # the timings: in the log
