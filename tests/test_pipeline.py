@@ -522,3 +522,23 @@ def test_rerunning_stages_writes_the_same_bytes(pipeline: Path, tmp_path: Path) 
     after = {p: (root / p).read_bytes() for p in tracked}
     assert [p for p in tracked if after[p] != before[p]] == []
     assert "enrolling" in (root / "reports" / "06_new_products.log").read_text()  # the timings: in the log
+
+
+def test_a_stage_killed_midway_leaves_a_repository_the_next_repro_completes(pipeline: Path, tmp_path: Path) -> None:
+    """kill -9 of ``dvc repro`` (and its notebook kernel) while a stage runs: the next ``dvc repro`` runs the
+    stage again and ends with every output in place and ``dvc status`` clean."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = copy_repo(pipeline, tmp_path / "repo")
+    run = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "new_products"],
+                           cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    time.sleep(8)  # the stage's kernel is running
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(timeout=60)
+    dvc(root, "repro")
+    assert not json.loads(dvc(root, "status", "--json").stdout)
+    assert (root / "models" / "bundle" / "catalogue.bundle").is_file()
+    assert json.loads((root / "metrics" / "new_products.json").read_text())["enrolment"]
