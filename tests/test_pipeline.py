@@ -192,7 +192,8 @@ def test_the_rejection_settings_change_what_they_say(pipeline: Path, tmp_path: P
     """evaluate.rejection through the stage: more products held out, a lower recall target rejects more, and
     without source_unknowns no source products are measured."""
     params = read_params(pipeline / "params.yaml")
-    params["evaluate"]["rejection"] = {"unknown_fraction": 0.5, "recall": 0.5, "folds": 2, "source_unknowns": False}
+    params["evaluate"]["rejection"] = {"unknown_fraction": 0.5, "recall": 0.5, "folds": 2, "knn_k": 1,
+                                       "source_unknowns": False}
     spec = spec_from_params(EvaluateStageSpec, params, "prepared")
     out = tmp_path / "out"
     shutil.copytree(pipeline / "features" / "seeds" / "0" / "prepared", out / "features")  # cached features, runs

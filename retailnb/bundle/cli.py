@@ -1,4 +1,5 @@
-"""The ``retailnb`` command line: embed images, fit a probe, add or remove products, predict, describe a bundle.
+"""The ``retailnb`` command line: embed images, fit a probe, add or remove products and negatives, predict,
+describe a bundle.
 
 It is a thin layer over the modules of :mod:`retailnb.bundle` (see :mod:`retailnb.bundle.model`). Every
 command that changes a bundle builds the new one in memory and writes it atomically at the end, so a
@@ -22,6 +23,8 @@ Examples::
     retailnb add-products new_products/ --bundle shop.bundle
     retailnb add-products packshots/ --images catalogue --recall 0.9 --bundle shop.bundle
     retailnb remove-products old_cola old_chips --bundle shop.bundle
+    retailnb add-negatives not_sold/ --bundle shop.bundle   # images it must never name
+    retailnb remove-negatives --bundle shop.bundle
     retailnb predict shelf_crops/ --bundle shop.bundle --top-k 3 --format csv --out predictions.csv
     retailnb predict shelf_crops/ --bundle shop.bundle --device cuda --batch-size 256 --workers 8
     retailnb predict shelf_crops/ --bundle shop.bundle --no-reject   # always name a product, never "unknown"
@@ -51,11 +54,16 @@ FORMATS = ("table", "json", "csv")
 TABLE_WIDTH = 100  # retailnb.bundle.commands.TABLE_WIDTH, repeated: importing it would load torch for --help
 DEVICES = ("auto", "cpu", "cuda")  # retailnb.bundle.model.DEVICES, repeated: importing it would load torch for --help
 WAIT_S = 600.0  # retailnb.util.locks.DEFAULT_TIMEOUT_S, repeated for the same reason
-REJECTION_SCORES = ("msp", "energy", "prototype")  # retailnb.evaluation.rejection.SCORES, repeated for the same reason
+REJECTION_SCORES = ("msp", "energy", "prototype", "knn", "mahalanobis", "relative_mahalanobis")
+"""retailnb.evaluation.rejection.SCORES, repeated for the same reason."""
+DEFAULT_REJECTION_SCORE = "prototype"  # retailnb.bundle.model.DEFAULT_REJECTION_SCORE, repeated for the same reason
+NEGATIVE_SCORES = ("prototype", "knn")  # retailnb.evaluation.rejection.NEGATIVE_SCORES, repeated likewise
 IMAGE_KINDS = ("shelf", "catalogue")  # retailnb.bundle.model.IMAGE_KINDS, repeated for the same reason
 ON_ERROR = ("raise", "skip")  # retailnb.bundle.model.ON_ERROR, repeated for the same reason
 EMBEDDINGS_ARRAYS = ("features (N, D) float32, paths (N,), architecture, image_size, bundle")
 """retailnb.bundle.commands.EMBEDDINGS_ARRAYS, repeated for the same reason."""
+BUNDLE_EDITS = ("add-products", "remove-products", "add-negatives", "remove-negatives")
+"""The commands that change a bundle in place (or write the changed bundle to ``--out``)."""
 CHOOSE_C_HELP = ("choose the regularisation C again by cross-validation (a dozen fits instead of one); by default "
                  "the probe is refitted with the bundle's C")
 
@@ -71,6 +79,11 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
     """Where and how the backbone runs: the options of the commands that embed images they are given."""
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="where the bundle's backbone runs; auto: cuda when available, else cpu (default auto)")
+    _embedding_options(p)
+
+
+def _embedding_options(p: argparse.ArgumentParser) -> None:
+    """How the images given are embedded: batches, threads, unreadable images."""
     p.add_argument("--batch-size", type=_positive_int, default=64, help="images per forward pass (default 64)")
     p.add_argument("--workers", type=_positive_int,
                    help="threads that decode and embed batches (default: one per torch thread on cpu, one per "
@@ -88,19 +101,27 @@ def _recall(text: str) -> float:
     return value
 
 
-def _enrolment_options(p: argparse.ArgumentParser) -> None:
-    """What the enrolment images are and how the unknown-product threshold is chosen: fit and add-products."""
-    p.add_argument("--images", choices=IMAGE_KINDS, default="shelf",
-                   help="what FOLDER's images are: shelf photos, or catalogue packshots (often one or two per "
-                   "product); recorded per product in the bundle's history (default shelf)")
+def _rejection_options(p: argparse.ArgumentParser) -> None:
+    """How the unknown-product threshold is chosen: fit, add-products and add-negatives."""
     p.add_argument("--recall", type=_recall, metavar="R",
                    help="share of known-product images to accept, 0 < R <= 1: images scoring below the threshold "
                    "that accepts R of the enrolled images (held out) are answered 'unknown'; stored in the bundle "
                    "(default: the bundle's, 0.95 for a new one)")
     p.add_argument("--rejection-score", choices=REJECTION_SCORES,
-                   help="known-ness score of the rejection: prototype (cosine to the nearest product's mean "
-                   "feature), msp (the probe's top probability) or energy (log-sum-exp of its logits); stored "
-                   "in the bundle (default: the bundle's, prototype for a new one)")
+                   help="known-ness score of the rejection: knn (cosine to the nearest enrolled image), prototype "
+                   "(cosine to the nearest product's mean feature), mahalanobis or relative_mahalanobis (distance "
+                   "to the nearest product's Gaussian, the latter less the distance to all images' Gaussian), msp "
+                   "(the probe's top probability) or energy (log-sum-exp of its logits); knn and prototype "
+                   "subtract the cosine to the nearest of the bundle's negatives (add-negatives); stored in the "
+                   f"bundle (default: the bundle's, {DEFAULT_REJECTION_SCORE} for a new one)")
+
+
+def _enrolment_options(p: argparse.ArgumentParser) -> None:
+    """What the enrolment images are and how the unknown-product threshold is chosen: fit and add-products."""
+    p.add_argument("--images", choices=IMAGE_KINDS, default="shelf",
+                   help="what FOLDER's images are: shelf photos, or catalogue packshots (often one or two per "
+                   "product); recorded per product in the bundle's history (default shelf)")
+    _rejection_options(p)
 
 
 IMAGE_SIZES = (16, 1024)
@@ -134,12 +155,13 @@ def _force_option(p: argparse.ArgumentParser) -> None:
                    "(refused otherwise)")
 
 
-def _bundle_edit_options(p: argparse.ArgumentParser, bundle_help: str, *, run: str) -> None:
-    """The options shared by the commands that change a bundle's products in place."""
+def _bundle_edit_options(p: argparse.ArgumentParser, bundle_help: str, *, run: str, choose_c: bool = True) -> None:
+    """The options shared by the commands that change a bundle in place (``--choose-c`` where they refit the probe)."""
     p.add_argument("--bundle", required=True, help=bundle_help)
     p.add_argument("--out", help="bundle file to write (default: replace --bundle, atomically)")
     _force_option(p)
-    p.add_argument("--choose-c", action="store_true", help=CHOOSE_C_HELP)
+    if choose_c:
+        p.add_argument("--choose-c", action="store_true", help=CHOOSE_C_HELP)
     _wait_option(p)
     p.set_defaults(run=run)
 
@@ -187,6 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("remove-products", help="remove products from a bundle")
     p.add_argument("names", nargs="+", metavar="NAME", help="products to remove")
     _bundle_edit_options(p, "bundle to shrink", run="cmd_remove_products")
+
+    p = sub.add_parser("add-negatives", help="add images a bundle must never name (products the store does not "
+                       "sell); its unknown-product threshold is chosen again")
+    p.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDERS",
+                   help="image files and folders of images (every image below a folder; no product sub-folders "
+                   "needed)")
+    _rejection_options(p)
+    _embedding_options(p)  # on the cpu, as every command that changes a bundle
+    _bundle_edit_options(p, "bundle to add the negatives to", run="cmd_add_negatives", choose_c=False)
+
+    p = sub.add_parser("remove-negatives", help="drop every negative of a bundle; its threshold is chosen again")
+    _bundle_edit_options(p, "bundle whose negatives to drop", run="cmd_remove_negatives", choose_c=False)
 
     p = sub.add_parser("predict", help="the most probable products of each image")
     p.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files and folders of images")
@@ -334,7 +368,7 @@ def _own_format(command: str, out: Path) -> bool:
     """Whether an existing ``out`` is a file of the command's own output format (so it may be replaced)."""
     import zipfile
 
-    if command in ("fit", "add-products", "remove-products"):  # a bundle: a zip holding bundle.json
+    if command in BUNDLE_EDITS or command == "fit":  # a bundle: a zip holding bundle.json
         return zipfile.is_zipfile(out) and "bundle.json" in zipfile.ZipFile(out).namelist()
     if command == "embed":  # a .npz of features: a zip of .npy arrays, not a bundle
         return zipfile.is_zipfile(out) and all(n.endswith(".npy") for n in zipfile.ZipFile(out).namelist())
@@ -392,9 +426,11 @@ def check_args(args: argparse.Namespace) -> None:
         _check_folder(args.folder)
         _check_backbone(args)
         check_writable(args.out)
-    elif command in ("add-products", "remove-products"):
+    elif command in BUNDLE_EDITS:
         if command == "add-products":
             _check_folder(args.folder)
+        if command == "add-negatives":
+            _check_images(args.images)
         _check_bundle(args.bundle)
         check_writable(args.out or args.bundle)
 

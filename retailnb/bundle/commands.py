@@ -27,7 +27,15 @@ from tqdm import tqdm
 
 from retailnb.util.atomic import atomic_write, check_writable
 from retailnb.bundle.embed import embed_files, folder_features
-from retailnb.bundle.fit import add_products, check_new_products, fit_probe, new_bundle, remove_products
+from retailnb.bundle.fit import (
+    add_negatives,
+    add_products,
+    check_new_products,
+    fit_probe,
+    new_bundle,
+    remove_negatives,
+    remove_products,
+)
 from retailnb.bundle.io import load_bundle, save_bundle
 from retailnb.bundle.model import (
     Bundle,
@@ -42,6 +50,8 @@ from retailnb.bundle.predict import predict_files
 from retailnb.data.adapters import DatasetError
 from retailnb.data.inputs import image_files, product_folders
 from retailnb.data.images import ImageError
+from retailnb.evaluation.rejection import NEGATIVE_SCORES
+from retailnb.util.hashing import files_sha256
 from retailnb.util.locks import BusyError, exclusive
 from retailnb.models.backbone import WeightsUnavailableError
 from retailnb.models.checkpoint import CheckpointError
@@ -143,7 +153,8 @@ def _folder_features(bundle: Bundle, folder: str, products: Mapping[str, Sequenc
 
 def _save(bundle: Bundle, out: str | Path) -> None:
     save_bundle(bundle, out)
-    _say(f"wrote {out}: {len(bundle.class_names)} products, {len(bundle.labels)} training images")
+    negatives = f", {bundle.n_negatives} negatives" if bundle.n_negatives else ""
+    _say(f"wrote {out}: {len(bundle.class_names)} products, {len(bundle.labels)} training images{negatives}")
 
 
 def _with_rejection_options(settings: ProbeSettings, args: argparse.Namespace) -> ProbeSettings:
@@ -355,6 +366,50 @@ def cmd_remove_products(args: argparse.Namespace) -> None:
         _save(remove_products(_edited_bundle(args), args.names, choose_c=args.choose_c), target)
 
 
+def negatives_line(bundle: Bundle, added: int) -> str:
+    """What ``add-negatives`` did, in one line: how many negatives it added and holds, and whether its score
+    uses them."""
+    line = f"added {added} negative image{'' if added == 1 else 's'} ({bundle.n_negatives} in all)"
+    score = bundle.rejection.score if bundle.rejection is not None else bundle.settings.rejection_score
+    if score not in NEGATIVE_SCORES:
+        line += (f"; the {score} score does not use them (--rejection-score "
+                 f"{' or '.join(NEGATIVE_SCORES)} does)")
+    return line
+
+
+def cmd_add_negatives(args: argparse.Namespace) -> None:
+    """``retailnb add-negatives``: the bundle plus the features of images it must never name, its threshold
+    chosen again (under its lock, as add-products).
+
+    Every image of the files and folders given is embedded with the bundle's backbone (``--on-error`` as
+    in ``predict``); the probe is not refitted.
+    """
+    target = check_writable(args.out or args.bundle)
+    with exclusive(target, args.wait):
+        bundle = _rejection_options(_edited_bundle(args), args)
+        total = len(image_files(args.images))  # for the progress bar; embed_files lists the inputs as it does
+        with _embedding("embedding", total) as progress, _naming_on_error():
+            done = embed_files(bundle, args.images, progress=progress, **_embedding_options(args))
+        _report_failures(done.failures, total, args.out)
+        source = {"inputs": [str(Path(p).resolve()) for p in args.images], "files_sha256": files_sha256(done.paths)}
+        negated = add_negatives(bundle, done.features, source=source)
+        _say(negatives_line(negated, len(done.paths)))
+        _say(rejection_line(negated.rejection))
+        _save(negated, target)
+
+
+def cmd_remove_negatives(args: argparse.Namespace) -> None:
+    """``retailnb remove-negatives``: the bundle without its negatives, its threshold chosen again (under its
+    lock)."""
+    target = check_writable(args.out or args.bundle)
+    with exclusive(target, args.wait):
+        bundle = _edited_bundle(args)
+        removed = remove_negatives(bundle)
+        _say(f"removed {bundle.n_negatives} negative image{'' if bundle.n_negatives == 1 else 's'}")
+        _say(rejection_line(removed.rejection))
+        _save(removed, target)
+
+
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -461,13 +516,38 @@ def format_json(rows: Sequence[dict[str, Any]]) -> str:
     return json.dumps(list(rows), indent=1) + "\n"
 
 
-def _rejected_line(predictions: Predictions) -> str | None:
-    """How many images were answered ``unknown`` and why, for stderr; None when nothing was held to a threshold."""
-    if predictions.threshold is None or predictions.known is None:
-        return None
+def _share(count: int, total: int) -> str:
+    """``count`` of ``total`` as a whole percentage, ``<1%`` rather than ``0%`` for a few."""
+    percent = 100 * count / total if total else 0.0
+    return "<1%" if 0 < percent < 0.5 else f"{percent:.0f}%"
+
+
+def summary_line(predictions: Predictions, rejection: Rejection | None) -> str:
+    """The one line ``retailnb predict`` ends with on stderr: how many images, how many answered ``unknown`` and
+    their share, and the rejection that decided it, with the known-product recall its threshold was chosen for.
+
+    E.g. ``12 images: 3 unknown (25%); rejection: knn score, threshold 0.812 set to accept 95% of known-product
+    images``. With ``--no-reject`` it says how many the threshold would have answered ``unknown``.
+
+    Args:
+        predictions: what :func:`retailnb.bundle.predict.predict_files` returned.
+        rejection: the bundle's rejection (None: a bundle written before rejection existed).
+    """
+    n = len(predictions.indices)
+    images = f"{n} image{'' if n == 1 else 's'}"
+    if rejection is None:
+        return (f"{images}: 0 unknown; rejection off: the bundle was written before unknown-product rejection "
+                "(refit it to choose a threshold)")
+    if not rejection.active:
+        return f"{images}: 0 unknown; rejection off until products have two or more images ({rejection.score} score)"
+    how = (f"rejection: {rejection.score} score, threshold {rejection.threshold:.4g} set to accept "
+           f"{rejection.recall * 100:g}% of known-product images")
+    if predictions.threshold is None or predictions.known is None:  # --no-reject: scored, held to nothing
+        scores = predictions.known_scores
+        would = 0 if scores is None else int((scores < rejection.threshold).sum())
+        return f"{images}: 0 unknown (--no-reject; {would} ({_share(would, n)}) score below the threshold); {how}"
     unknown = int((~predictions.known).sum())
-    return (f"{unknown} of {len(predictions.known)} images unknown ({predictions.rejection_score} score below "
-            f"{predictions.threshold:.4g}; --no-reject to always name a product)")
+    return f"{images}: {unknown} unknown ({_share(unknown, n)}); {how}"
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -475,7 +555,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     The answer is the top product, or ``unknown`` where the image's known-ness score is below the bundle's
     threshold (unless ``--no-reject``). It is :func:`retailnb.bundle.predict.predict_files`, on the
-    command line's options.
+    command line's options; stderr ends with :func:`summary_line`.
     """
     if args.out is not None:
         check_writable(args.out)  # before any work
@@ -486,9 +566,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
                                     **_embedding_options(args))
     _report_failures(predictions.failures, total, args.out)
     rows = _rows(predictions.paths, predictions)
-    rejected = _rejected_line(predictions)
-    if rejected is not None:
-        _say(rejected)
     text = {"table": format_table, "csv": format_csv, "json": format_json}[args.format](rows)
     if args.out is None:
         sys.stdout.write(text)
@@ -496,3 +573,4 @@ def cmd_predict(args: argparse.Namespace) -> None:
         with atomic_write(args.out, "w") as fh:
             fh.write(text)
         _say(f"wrote {args.out}: predictions for {len(rows)} images")
+    _say(summary_line(predictions, bundle.rejection))

@@ -1,13 +1,14 @@
-"""Building a bundle and changing its products: a new backbone, a fitted probe, products added and removed.
+"""Building a bundle and changing its products: a new backbone, a fitted probe, products added and removed,
+and the images it must never name (its negatives).
 
-Every operation (:func:`fit_probe`, :func:`add_products`, :func:`remove_products`) returns a new
-:class:`~retailnb.bundle.model.Bundle` and leaves its argument alone; nothing touches a file until
-:func:`retailnb.bundle.io.save_bundle` (or :func:`retailnb.bundle.io.edit_bundle`, which changes a file
-under its lock). :func:`fit_probe` chooses the logistic regression's C by cross-validation; adding or
-removing products refits the probe from scratch on every stored feature with that C (a single fit:
-seconds for a hundred products), and scores every product with the same prior, so that a product
-enrolled from one image is not out-voted by products that had a dozen
-(:attr:`~retailnb.bundle.model.ProbeSettings.uniform_prior`).
+Every operation (:func:`fit_probe`, :func:`add_products`, :func:`remove_products`, :func:`add_negatives`,
+:func:`remove_negatives`) returns a new :class:`~retailnb.bundle.model.Bundle` and leaves its argument
+alone; nothing touches a file until :func:`retailnb.bundle.io.save_bundle` (or
+:func:`retailnb.bundle.io.edit_bundle`, which changes a file under its lock). :func:`fit_probe` chooses the
+logistic regression's C by cross-validation; adding or removing products refits the probe from scratch on
+every stored feature with that C (a single fit: seconds for a hundred products), and scores every product
+with the same prior, so that a product enrolled from one image is not out-voted by products that had a
+dozen (:attr:`~retailnb.bundle.model.ProbeSettings.uniform_prior`).
 
 A probe always names one of its products, but a shelf shows many that are not enrolled. Every fit
 therefore also chooses a :class:`~retailnb.bundle.model.Rejection` threshold on a known-ness score
@@ -15,6 +16,11 @@ therefore also chooses a :class:`~retailnb.bundle.model.Rejection` threshold on 
 recall :attr:`~retailnb.bundle.model.ProbeSettings.recall` (:func:`choose_rejection`);
 :func:`retailnb.bundle.predict.predict_features` marks images below it as not ``known``, answered
 :data:`~retailnb.bundle.model.UNKNOWN`.
+
+A bundle's negatives (:attr:`~retailnb.bundle.model.Bundle.negatives`: e.g. products the store knows it does
+not sell) never train the probe; the scores of :data:`~retailnb.evaluation.rejection.NEGATIVE_SCORES` hold an
+image's likeness to the enrolled images against its likeness to them, so adding or removing negatives
+chooses the threshold again, and every refit keeps them.
 """
 
 from __future__ import annotations
@@ -49,7 +55,13 @@ from retailnb.bundle.model import (
     frozen_backbone,
 )
 from retailnb.evaluation.probe import fit_logistic_probe
-from retailnb.evaluation.rejection import calibration_scores, check_score, logistic_fit, threshold_at_recall
+from retailnb.evaluation.rejection import (
+    PROBE_SCORES,
+    calibration_scores,
+    check_score,
+    logistic_fit,
+    threshold_at_recall,
+)
 from retailnb.models.backbone import WEIGHTS_HUB, WEIGHTS_NONE, create_backbone
 from retailnb.models.backbone_info import resolve_backbone
 from retailnb.models.inference import IMAGENET_MEAN, IMAGENET_STD
@@ -148,19 +160,20 @@ def _enrolled_from(names: Sequence[str], kind: str) -> dict[str, dict[str, Any]]
 
 
 def _history_entry(change: _Change, features: np.ndarray, c: float | None, c_from: str | None,
-                   rejection: Rejection | None = None) -> dict[str, Any]:
+                   rejection: Rejection | None = None, n_negatives: int = 0) -> dict[str, Any]:
     """One provenance record: what was done, to which classes, with which data, C, threshold and code.
 
     ``n_images`` counts the images the operation brought in; ``enrolled_from`` says per new product
     whether its images were shelf photos or catalogue packshots and how many; ``n_train`` and
-    ``features_sha256`` describe the whole training set the probe was then fitted on; ``rejection`` the
-    threshold chosen on it.
+    ``features_sha256`` describe the whole training set the probe was then fitted on; ``n_negatives`` the
+    negatives the bundle then held; ``rejection`` the threshold chosen on them.
     """
     entry: dict[str, Any] = {
         "operation": change.operation,
         "classes": list(change.classes),
         "n_images": change.n_images,
         "n_train": len(features),
+        "n_negatives": n_negatives,
         "features_sha256": hashlib.sha256(np.ascontiguousarray(features).tobytes()).hexdigest(),
         "c": c,
         "c_from": c_from,
@@ -187,18 +200,21 @@ def _fit_pipeline(features: np.ndarray, labels: np.ndarray, settings: ProbeSetti
                                   seed=s.seed)
 
 
-def choose_rejection(features: np.ndarray, labels: np.ndarray, settings: ProbeSettings, c: float) -> Rejection:
+def choose_rejection(features: np.ndarray, labels: np.ndarray, settings: ProbeSettings, c: float,
+                     negatives: np.ndarray | None = None) -> Rejection:
     """The rejection threshold of a probe fitted at ``c`` on ``features`` / ``labels``, at ``settings.recall``.
 
     The threshold is the :func:`retailnb.evaluation.rejection.threshold_at_recall` of the enrolled images' own
-    out-of-fold scores (:func:`retailnb.evaluation.rejection.calibration_scores`): leave-one-out prototypes, or
-    probes refitted at ``c`` on k-1 folds. In-sample scores would be over-confident and reject too
-    many known images. A product with a single image cannot be scored out of fold (skipped); when no
-    image can, the threshold is ``-inf`` (accept everything) and a warning says rejection is off.
+    out-of-fold scores (:func:`retailnb.evaluation.rejection.calibration_scores`): leave-one-out prototypes
+    or nearest images, Gaussians of k-1 folds, or probes refitted at ``c`` on k-1 folds. In-sample scores
+    would be over-confident and reject too many known images. The scores that use ``negatives`` (the
+    bundle's, :data:`~retailnb.evaluation.rejection.NEGATIVE_SCORES`) are calibrated with them, as they are
+    then computed. A product with a single image cannot be scored out of fold (skipped); when no image
+    can, the threshold is ``-inf`` (accept everything) and a warning says rejection is off.
     """
     score = check_score(settings.rejection_score)
-    fit = None if score == "prototype" else logistic_fit(c, seed=settings.seed)
-    calibration = calibration_scores(score, features, labels, fit=fit, seed=settings.seed)
+    fit = logistic_fit(c, seed=settings.seed) if score in PROBE_SCORES else None
+    calibration = calibration_scores(score, features, labels, fit=fit, seed=settings.seed, negatives=negatives)
     rejection = Rejection(score, float(settings.recall), threshold_at_recall(calibration, settings.recall))
     if not rejection.active:
         logger.warning("unknown-product rejection is off: no enrolled image could be scored out of fold; it "
@@ -212,7 +228,8 @@ def _refit(bundle: Bundle, features: np.ndarray, labels: np.ndarray, class_names
 
     C is chosen by cross-validation when ``choose_c`` is set or the bundle has no probe to take it from;
     otherwise the bundle's C is kept. The rejection threshold is chosen again with every fit
-    (:func:`choose_rejection`), so it follows the products added and removed.
+    (:func:`choose_rejection`), so it follows the products added and removed; the bundle's negatives are
+    kept.
     """
     missing = sorted(set(range(len(class_names))) - set(labels.tolist()))
     if missing:
@@ -226,8 +243,8 @@ def _refit(bundle: Bundle, features: np.ndarray, labels: np.ndarray, class_names
         pipe = _fit_pipeline(features, labels, bundle.settings, bundle.probe.c if keep and bundle.probe else None)
         counts = np.bincount(labels, minlength=len(class_names)) if bundle.settings.uniform_prior else None
         probe = LinearProbe.from_pipeline(pipe, counts)
-        rejection = choose_rejection(features, labels, bundle.settings, probe.c)
-    entry = _history_entry(change, features, probe.c if probe else None, c_from, rejection)
+        rejection = choose_rejection(features, labels, bundle.settings, probe.c, bundle.negatives)
+    entry = _history_entry(change, features, probe.c if probe else None, c_from, rejection, bundle.n_negatives)
     history = [*bundle.provenance.get("history", []), entry]
     return dataclasses.replace(bundle, class_names=class_names, features=features, labels=labels, probe=probe,
                                rejection=rejection, provenance={**bundle.provenance, "history": history})
@@ -412,3 +429,70 @@ def remove_products(
     change = _Change("remove_products", drop, 0, source)
     return _refit(bundle, features, remap[bundle.labels[rows]], class_names, change, choose_c=choose_c)
 
+
+def _with_negatives(bundle: Bundle, negatives: np.ndarray | None, change: _Change) -> Bundle:
+    """A copy of ``bundle`` whose negatives are ``negatives`` (None: none), its threshold chosen again.
+
+    The probe is not refitted (negatives never train it); the rejection threshold is chosen again with the
+    probe's C when the bundle has a probe, since the scores that use negatives change with them.
+    """
+    probe, rejection = bundle.probe, None
+    if probe is not None:
+        rejection = choose_rejection(bundle.features, bundle.labels, bundle.settings, probe.c, negatives)
+    n_negatives = 0 if negatives is None else len(negatives)
+    entry = _history_entry(change, bundle.features, probe.c if probe else None, "kept" if probe else None,
+                           rejection, n_negatives)
+    history = [*bundle.provenance.get("history", []), entry]
+    return dataclasses.replace(bundle, negatives=negatives, rejection=rejection,
+                               provenance={**bundle.provenance, "history": history})
+
+
+def add_negatives(bundle: Bundle, features: np.ndarray, *, source: Mapping[str, Any] | None = None) -> Bundle:
+    """A copy of ``bundle`` that also holds ``features`` as negatives: images it must never name.
+
+    Negatives are images the store knows it does not sell (say, the products pretraining saw, or a folder
+    of other shops' products). They never train the probe; the ``prototype`` and ``knn`` scores
+    (:data:`~retailnb.evaluation.rejection.NEGATIVE_SCORES`) subtract an image's cosine similarity to the
+    nearest negative, so an image like a negative is more readily answered :data:`UNKNOWN`. The
+    rejection threshold is chosen again with them (:func:`choose_rejection`); other scores ignore them.
+    They are added to any negatives the bundle holds, and every later refit (adding, removing or
+    fitting products) keeps them.
+
+    Example::
+
+        photos = embed_files(bundle, ["not_sold/"])
+        bundle = add_negatives(bundle, photos.features)
+
+    Args:
+        bundle: the bundle (unchanged); with or without products.
+        features: (M, D) features of the images, e.g. from :func:`retailnb.bundle.embed.embed_files`.
+        source: JSON description of the images (where they came from, their SHA-256), for provenance.
+
+    Returns:
+        The new bundle.
+
+    Raises:
+        ValueError: ``features`` has no rows or does not fit the backbone, or is not finite.
+    """
+    features = check_features(bundle, features, "negative features")
+    if not len(features):
+        raise ValueError("no negatives: the features have no rows")
+    if not np.isfinite(features).all():
+        raise ValueError("negative features must be finite")
+    negatives = features if bundle.negatives is None else np.concatenate([bundle.negatives, features])
+    return _with_negatives(bundle, negatives, _Change("add_negatives", (), len(features), source))
+
+
+def remove_negatives(bundle: Bundle, *, source: Mapping[str, Any] | None = None) -> Bundle:
+    """A copy of ``bundle`` without negatives, its rejection threshold chosen again without them.
+
+    Args:
+        bundle: the bundle (unchanged).
+        source: JSON description of why or by whom, for provenance.
+
+    Raises:
+        ValueError: the bundle holds no negatives.
+    """
+    if not bundle.n_negatives:
+        raise ValueError("this bundle holds no negatives to remove")
+    return _with_negatives(bundle, None, _Change("remove_negatives", (), 0, source))

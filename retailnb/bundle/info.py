@@ -1,10 +1,10 @@
 """What a bundle file is, read without building its backbone: its ``bundle.json``, checked, and its summary.
 
 ``retailnb info``, and every command's check of ``--bundle`` before it loads torch, read only the zip
-archive's ``bundle.json`` and two small arrays (the training labels, and the header of the training
-features for their width): a fraction of a second even for a large bundle. This module imports neither
-torch nor scikit-learn, so it also holds what the rest of the package needs to tell a bundle from
-another file: the format's name and version, :class:`BundleError`, :data:`UNKNOWN`.
+archive's ``bundle.json``, one small array (the training labels) and two ``.npy`` headers (the width of the
+training features, the number of negatives): a fraction of a second even for a large bundle. This module
+imports neither torch nor scikit-learn, so it also holds what the rest of the package needs to tell a
+bundle from another file: the format's name and versions, :class:`BundleError`, :data:`UNKNOWN`.
 
 :func:`bundle_info` (a file) and :func:`retailnb.bundle.predict.describe_bundle` (a loaded bundle) give
 the same summary, both through :func:`describe`; :func:`format_info` is its text.
@@ -27,14 +27,27 @@ from retailnb.util.tables import aligned
 
 PathLike = str | os.PathLike[str]
 
+NEGATIVE_SCORES = ("prototype", "knn")
+"""retailnb.evaluation.rejection.NEGATIVE_SCORES, repeated: importing it would load scikit-learn for ``info``."""
+
 UNKNOWN = "unknown"
 """The answer for an image unlike every enrolled product; no product may be named so."""
 
 BUNDLE_FORMAT_NAME = "retailnb.bundle"
 """The ``format`` value of every bundle's ``bundle.json``: tells a bundle from any other zip file."""
 
-BUNDLE_FORMAT = 1
-"""Version of the bundle file layout this retailnb writes and reads; raised whenever it changes."""
+BUNDLE_FORMAT = 2
+"""Version of the bundle file layout this retailnb writes; raised whenever it changes.
+
+2 added the negatives (``negatives/features.npy``) and the scores beyond ``msp``, ``energy`` and
+``prototype``: a retailnb that reads only 1 would ignore the negatives the threshold was chosen with, so it
+is told the version instead."""
+
+READABLE_FORMATS = (1, 2)
+"""The bundle format versions this retailnb reads: its own, and 1 (a bundle without negatives)."""
+
+NEGATIVES = "negatives/features.npy"
+"""The archive entry of a bundle's negatives, (M, D) float32; absent when it has none."""
 
 META = "bundle.json"
 """The archive entry that holds everything of a bundle that is not an array."""
@@ -53,11 +66,12 @@ def check_meta(meta: Any, path: PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT_NAME:
         raise BundleError(path, f"not a retailnb bundle ({META} does not say format {BUNDLE_FORMAT_NAME!r})")
     version = meta.get("format_version")
-    if version != BUNDLE_FORMAT:
+    if isinstance(version, bool) or version not in READABLE_FORMATS:
         writer = meta.get("retailnb_version", "an unknown version")
+        readable = " and ".join(map(str, READABLE_FORMATS))
         raise BundleError(
             path,
-            f"bundle format {version}, this retailnb reads {BUNDLE_FORMAT} (this is retailnb {retailnb.__version__}; "
+            f"bundle format {version}, this retailnb reads {readable} (this is retailnb {retailnb.__version__}; "
             f"the bundle was written by retailnb {writer}): use that version, or rebuild the bundle with "
             "`retailnb fit`",
         )
@@ -98,15 +112,20 @@ def read_bundle_meta(path: PathLike) -> dict[str, Any]:
         raise BundleError(path, f"not a bundle, or a truncated or corrupt one ({type(err).__name__}: {err})") from None
 
 
-def _feature_width(zf: zipfile.ZipFile) -> int:
-    """The width D of the stored (N, D) training features, from the ``.npy`` header alone."""
-    with zf.open("train/features.npy") as fh:
+def _matrix_shape(zf: zipfile.ZipFile, name: str) -> tuple[int, int]:
+    """The shape (N, D) of the archive's ``.npy`` entry ``name``, from its header alone."""
+    with zf.open(name) as fh:
         version = np.lib.format.read_magic(fh)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, _ = read_header(fh)
     if len(shape) != 2:
-        raise ValueError(f"train/features.npy of shape {shape}, not (N, D)")
-    return int(shape[1])
+        raise ValueError(f"{name} of shape {shape}, not (N, D)")
+    return int(shape[0]), int(shape[1])
+
+
+def _n_negatives(zf: zipfile.ZipFile) -> int:
+    """The number of negatives the archive holds (0 without the entry, as in a format 1 bundle)."""
+    return _matrix_shape(zf, NEGATIVES)[0] if NEGATIVES in zf.namelist() else 0
 
 
 def bundle_info(path: PathLike) -> dict[str, Any]:
@@ -120,10 +139,11 @@ def bundle_info(path: PathLike) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(path) as zf:
             meta = read_meta(zf, path)
-            width = _feature_width(zf)
+            width = _matrix_shape(zf, "train/features.npy")[1]
+            n_negatives = _n_negatives(zf)
             with zf.open("train/labels.npy") as fh:
                 labels = np.lib.format.read_array(fh, allow_pickle=False)
-        return describe(meta, width, labels)
+        return describe(meta, width, labels, n_negatives)
     except BundleError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as err:
@@ -148,14 +168,16 @@ def _describe_rejection(meta: Mapping[str, Any]) -> dict[str, Any] | None:
             "note": note}
 
 
-def describe(meta: Mapping[str, Any], feature_dim: int, labels: Sequence[int] | np.ndarray) -> dict[str, Any]:
+def describe(meta: Mapping[str, Any], feature_dim: int, labels: Sequence[int] | np.ndarray,
+             n_negatives: int = 0) -> dict[str, Any]:
     """A bundle's summary as JSON data: backbone, preprocessing, probe, rejection, products with their image
-    counts, provenance.
+    counts, negatives, provenance.
 
     Args:
         meta: its ``bundle.json`` (:func:`read_meta`, or :func:`retailnb.bundle.io.bundle_meta` of a loaded one).
         feature_dim: the width of its backbone's features.
         labels: the class index of each stored training feature.
+        n_negatives: the images it holds as negatives (images it must never name).
     """
     names = list(meta["class_names"])
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names)).tolist() if names else []
@@ -169,6 +191,7 @@ def describe(meta: Mapping[str, Any], feature_dim: int, labels: Sequence[int] | 
         "rejection": _describe_rejection(meta),
         "n_products": len(names),
         "n_train": len(labels),
+        "n_negatives": int(n_negatives),
         "products": {name: int(n) for name, n in zip(names, counts)},
         "provenance": meta["provenance"],
     }
@@ -184,8 +207,11 @@ def _history_line(step: Mapping[str, Any], shown: int = 4) -> str:
     classes = [str(c) for c in step.get("classes", [])]
     names = ", ".join(classes[:shown]) + (f" and {len(classes) - shown} more" if len(classes) > shown else "")
     source = step.get("source")
-    folder = source.get("folder") if isinstance(source, dict) else None
-    text = f"{step.get('operation')} {names}"
+    folder = None
+    if isinstance(source, dict):  # a product folder, or the image files and folders negatives came from
+        inputs = source.get("inputs")
+        folder = source.get("folder") or (", ".join(map(str, inputs)) if isinstance(inputs, list) else None)
+    text = f"{step.get('operation')} {names}".rstrip()
     if step.get("n_images"):
         text += f": {step['n_images']} images" + (f" from {folder}" if folder else "")
     kinds = sorted({str(v.get("images")) for v in (step.get("enrolled_from") or {}).values() if isinstance(v, dict)})
@@ -193,7 +219,10 @@ def _history_line(step: Mapping[str, Any], shown: int = 4) -> str:
         text += f" ({'/'.join(kinds)} images)"
     c = step.get("c")
     probe = f"C={c:g} ({step.get('c_from')})" if isinstance(c, (int, float)) else "no probe"
-    text += f"; then {step.get('n_train')} training images, {probe}; retailnb {step.get('retailnb_version', '?')}"
+    text += f"; then {step.get('n_train')} training images"
+    if step.get("n_negatives"):
+        text += f" and {step['n_negatives']} negatives"
+    text += f", {probe}; retailnb {step.get('retailnb_version', '?')}"
     rejection = step.get("rejection")
     if isinstance(rejection, dict):
         threshold = rejection.get("threshold")
@@ -229,6 +258,9 @@ def format_info(info: Mapping[str, Any]) -> str:
     rejection = info.get("rejection")
     if rejection is not None:
         lines.append(["rejection", _rejection_text(rejection)])
+    n_negatives = int(info.get("n_negatives", 0))
+    lines.append(["negatives", f"{n_negatives} images it never names (used by the {' and '.join(NEGATIVE_SCORES)} "
+                  "scores)" if n_negatives else "none"])
     lines += [[f"history {i}", _history_line(step)] for i, step in enumerate(info["provenance"].get("history", []), 1)]
     products = [["product", "images"], *([name, str(n)] for name, n in info["products"].items())]
     summary = f"{info['n_products']} products, {info['n_train']} training images"

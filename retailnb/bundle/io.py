@@ -6,7 +6,9 @@ The file format (:data:`~retailnb.bundle.info.BUNDLE_FORMAT`) is one uncompresse
   the chosen C and provenance;
 * ``backbone/<state-dict key>.npy``: every tensor of the backbone's state dict;
 * ``probe/{mean,scale,coef,intercept}.npy``: the standardiser and the logistic regression;
-* ``train/{features,labels}.npy``: the training features and their class indices.
+* ``train/{features,labels}.npy``: the training features and their class indices;
+* ``negatives/features.npy``: the features of the images the bundle must never name (format 2), only
+  when it has some.
 
 Only JSON and ``.npy`` arrays read with ``allow_pickle=False``: loading a bundle never runs code from
 the file. Entries carry a fixed timestamp, so the same bundle always gives the same bytes (and the same
@@ -17,7 +19,8 @@ The operations of :mod:`retailnb.bundle.fit` return a new bundle and touch no fi
 :func:`save_bundle`. To change a bundle file in place, use :func:`edit_bundle`: it holds the file's lock
 (:func:`retailnb.util.locks.exclusive`) from load to save, so two concurrent edits land one after the
 other instead of the later save dropping the earlier change. The rejection threshold is kept in
-``bundle.json`` (``rejection``); a file written before it existed loads with rejection off.
+``bundle.json`` (``rejection``); a file written before it existed loads with rejection off, and a file of
+format 1 loads without negatives.
 
 The SHA-256 of files (:mod:`retailnb.util.hashing`) versions the data and weights a bundle's provenance
 names.
@@ -42,12 +45,14 @@ from retailnb.bundle.info import (
     BUNDLE_FORMAT,
     BUNDLE_FORMAT_NAME,
     META,
+    NEGATIVES,
     UNKNOWN,
     BundleError,
     check_bundle_file,
     read_meta,
 )
 from retailnb.bundle.model import (
+    DEFAULT_REJECTION_SCORE,
     Bundle,
     LinearProbe,
     PathLike,
@@ -95,6 +100,8 @@ def _arrays(bundle: Bundle) -> dict[str, np.ndarray]:
             arrays[f"probe/{key}"] = getattr(bundle.probe, key)
     arrays["train/features"] = np.asarray(bundle.features, dtype=np.float32)
     arrays["train/labels"] = np.asarray(bundle.labels, dtype=np.int64)
+    if bundle.n_negatives:
+        arrays[NEGATIVES[: -len(".npy")]] = np.asarray(bundle.negatives, dtype=np.float32)
     return arrays
 
 
@@ -227,6 +234,7 @@ def _bundle(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> 
         probe = LinearProbe(**{k: arrays[f"probe/{k}"] for k in _PROBE_KEYS}, c=float(meta["probe"]["c"]))
     s = meta["settings"]
     rejection = meta.get("rejection")  # absent in files written before rejection: it stays off
+    negatives = arrays.get(NEGATIVES[: -len(".npy")])  # absent in format 1, and without negatives
     return Bundle(
         architecture=meta["architecture"],
         backbone=_backbone(meta, arrays, path),
@@ -236,17 +244,18 @@ def _bundle(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> 
         labels=arrays["train/labels"],
         probe=probe,
         settings=ProbeSettings(tuple(s["cs"]), int(s["cv"]), int(s["max_iter"]), int(s["seed"]),
-                               bool(s["uniform_prior"]), str(s.get("rejection_score", "prototype")),
+                               bool(s["uniform_prior"]), str(s.get("rejection_score", DEFAULT_REJECTION_SCORE)),
                                float(s.get("recall", 0.95))),
         provenance=meta["provenance"],
         rejection=None if rejection is None or probe is None else Rejection.from_json(rejection),
+        negatives=negatives,
     )
 
 
 def _check_consistent(bundle: Bundle, path: Path) -> None:
     """Reject a bundle whose content cannot be meant (a hand-edited or damaged file): arrays that disagree with
-    each other, weights or features that are not finite, two products of one name (compared in Unicode
-    NFC), a product named ``unknown``."""
+    each other, weights or features that are not finite, negatives that are not (M, D) numbers of the
+    backbone's width, two products of one name (compared in Unicode NFC), a product named ``unknown``."""
     k, d = len(bundle.class_names), bundle.feature_dim
     problems = []
     names = [unicodedata.normalize("NFC", n) for n in bundle.class_names]
@@ -258,6 +267,12 @@ def _check_consistent(bundle: Bundle, path: Path) -> None:
     arrays = {"training features": bundle.features}
     if bundle.probe is not None:
         arrays.update({f"probe {k}": getattr(bundle.probe, k) for k in _PROBE_KEYS})
+    negatives = bundle.negatives
+    if negatives is not None:
+        if negatives.dtype.kind not in "fiu" or negatives.ndim != 2 or negatives.shape[1] != d:
+            problems.append(f"{NEGATIVES} of shape {negatives.shape} and type {negatives.dtype}, not (M, {d}) numbers")
+        else:
+            arrays[NEGATIVES] = negatives
     problems += [f"{what} not finite" for what, a in arrays.items() if a.size and not np.isfinite(a).all()]
     if bundle.features.shape != (len(bundle.labels), d) and bundle.features.size:
         problems.append(f"training features of shape {bundle.features.shape}, not ({len(bundle.labels)}, {d})")

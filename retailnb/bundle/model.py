@@ -19,13 +19,17 @@ share. The rest of the package, one concept per module (each imports only those 
   lock) and the SHA-256 of data files for provenance;
 * :mod:`retailnb.bundle.fit`: building a bundle and changing its products
   (:func:`~retailnb.bundle.fit.new_bundle`, :func:`~retailnb.bundle.fit.fit_probe`,
-  :func:`~retailnb.bundle.fit.add_products`, :func:`~retailnb.bundle.fit.remove_products`) and the
-  rejection threshold chosen with every fit;
+  :func:`~retailnb.bundle.fit.add_products`, :func:`~retailnb.bundle.fit.remove_products`) and its
+  negatives (:func:`~retailnb.bundle.fit.add_negatives`, :func:`~retailnb.bundle.fit.remove_negatives`),
+  and the rejection threshold chosen with every change;
 * :mod:`retailnb.bundle.embed`: features of images and image files under the bundle's backbone;
 * :mod:`retailnb.bundle.predict`: predictions, known-ness scores and the summary of a bundle.
 
 A probe always names one of its products, but a shelf shows many that are not enrolled: images whose
-known-ness score is below the bundle's :class:`Rejection` threshold are answered :data:`UNKNOWN`.
+known-ness score is below the bundle's :class:`Rejection` threshold are answered :data:`UNKNOWN`. A bundle
+may also carry *negatives*, features of images it must never name (products the store knows it does not
+sell): the scores of :data:`~retailnb.evaluation.rejection.NEGATIVE_SCORES` count an image that looks like
+one of them as less known.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from retailnb.bundle.info import BUNDLE_FORMAT, BUNDLE_FORMAT_NAME, UNKNOWN, Bun
 from retailnb.data.images import ImageError
 from retailnb.models.backbone import feature_dim
 from retailnb.models.inference import IMAGENET_MEAN, IMAGENET_STD, model_device
-from retailnb.evaluation.rejection import check_score
+from retailnb.evaluation.rejection import Score, check_score
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -57,6 +61,11 @@ IMAGE_KINDS = ("shelf", "catalogue")
 
 DEVICES = ("auto", "cpu", "cuda")
 """Device names :func:`inference_device` takes (also ``cuda:<index>``); ``auto`` is CUDA when available."""
+
+
+DEFAULT_REJECTION_SCORE: Score = "prototype"
+"""The known-ness score a new bundle rejects unknown products with (:attr:`ProbeSettings.rejection_score`;
+``retailnb fit --rejection-score`` chooses another): one of :data:`retailnb.evaluation.rejection.SCORES`."""
 
 
 class ClassNameError(ValueError):
@@ -111,6 +120,9 @@ class ProbeSettings:
             from ever being predicted. The fitted intercepts are therefore shifted by ``-log(n_k / n)``
             (post-hoc logit adjustment, Menon et al., ICLR 2021). With the same number of images per
             product the shift is the same for every class and changes no probability.
+        rejection_score: the known-ness score of unknown-product rejection, one of
+            :data:`retailnb.evaluation.rejection.SCORES` (default :data:`DEFAULT_REJECTION_SCORE`).
+        recall: the share of known-product images the rejection threshold is chosen to accept.
     """
 
     cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
@@ -118,7 +130,7 @@ class ProbeSettings:
     max_iter: int = 1000
     seed: int = 0
     uniform_prior: bool = True
-    rejection_score: str = "prototype"
+    rejection_score: str = DEFAULT_REJECTION_SCORE
     recall: float = 0.95
 
     def __post_init__(self) -> None:
@@ -138,7 +150,7 @@ class Rejection:
     (:func:`retailnb.evaluation.rejection.threshold_at_recall`).
 
     Attributes:
-        score: ``msp``, ``energy`` or ``prototype`` (:data:`retailnb.evaluation.rejection.SCORES`).
+        score: one of :data:`retailnb.evaluation.rejection.SCORES` (``knn``, ``prototype``, ``msp``, ...).
         recall: the target share of known-product images accepted.
         threshold: images scoring below it are unknown; ``-inf`` (accept everything) while no enrolled
             image could be scored out of fold (every product has a single image).
@@ -250,6 +262,9 @@ class Bundle:
         rejection: the known-ness score and threshold chosen with the probe; None while there is no
             probe, or for a bundle written before rejection existed (every image is then answered with
             a product, until the next refit).
+        negatives: (M, D) float32 features of images the bundle must never name (outlier exposure: e.g.
+            products the store knows it does not sell), which the ``prototype`` and ``knn`` scores hold
+            an image's likeness to against it; None when it has none. They never train the probe.
     """
 
     architecture: str
@@ -262,10 +277,16 @@ class Bundle:
     settings: ProbeSettings = ProbeSettings()
     provenance: dict[str, Any] = field(default_factory=dict)
     rejection: Rejection | None = None
+    negatives: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.features.size == 0:  # no products yet: (0, D), so that old and new features always stack
             object.__setattr__(self, "features", np.empty((0, self.feature_dim), dtype=np.float32))
+
+    @property
+    def n_negatives(self) -> int:
+        """Images in :attr:`negatives` (0 without any)."""
+        return 0 if self.negatives is None else len(self.negatives)
 
     @property
     def feature_dim(self) -> int:
@@ -341,7 +362,8 @@ class Predictions(NamedTuple):
         known: (N,) bool, whether each image is taken for an enrolled product (``known_scores >=
             threshold``); all True when rejection is off or was not asked for. None: all known.
         threshold: the threshold ``known`` was decided by; None when nothing was rejected by a threshold.
-        rejection_score: the name of the score in ``known_scores`` (``msp``, ``energy``, ``prototype``).
+        rejection_score: the name of the score in ``known_scores`` (one of
+            :data:`retailnb.evaluation.rejection.SCORES`).
     """
 
     indices: np.ndarray

@@ -3,7 +3,9 @@ a known product at all, and what a bundle is (:func:`describe_bundle`).
 
 An image whose known-ness score (:mod:`retailnb.evaluation.rejection`) is below the bundle's
 :class:`~retailnb.bundle.model.Rejection` threshold is not ``known``: its answer is
-:data:`~retailnb.bundle.model.UNKNOWN`. A bundle written before rejection existed rejects nothing.
+:data:`~retailnb.bundle.model.UNKNOWN`. The scores on features compare an image with the bundle's stored
+training features and its negatives (:func:`reference`). A bundle written before rejection existed rejects
+nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from retailnb.bundle.embed import embed, embed_files
 from retailnb.bundle.info import describe
 from retailnb.bundle.io import bundle_meta, load_bundle
 from retailnb.bundle.model import ON_ERROR, Bundle, LinearProbe, PathLike, Predictions, check_features
-from retailnb.evaluation.rejection import check_score, class_prototypes, known_scores
+from retailnb.evaluation.rejection import PROBE_SCORES, Reference, check_score, known_scores
 
 
 def _require_probe(bundle: Bundle) -> LinearProbe:
@@ -27,17 +29,27 @@ def _require_probe(bundle: Bundle) -> LinearProbe:
     return bundle.probe
 
 
-def prototypes(bundle: Bundle) -> np.ndarray:
-    """(K, D) unit class prototypes of the bundle's stored training features (what ``prototype`` compares to).
+def reference(bundle: Bundle) -> Reference:
+    """What the feature scores compare an image with: the bundle's stored training features and labels, and
+    its negatives (:class:`retailnb.evaluation.rejection.Reference`).
 
-    Recomputed from the stored features rather than stored, so they always follow the products added
-    and removed; it is one pass over N x D numbers.
+    Built from the stored features rather than stored, so it always follows the products added and
+    removed; prototypes are one pass over N x D numbers, the Mahalanobis scores' Gaussians are fitted on
+    first use.
+
+    Raises:
+        ValueError: the bundle has no products.
     """
-    return class_prototypes(bundle.features, bundle.labels, len(bundle.class_names))
+    _require_probe(bundle)
+    return Reference(bundle.features, bundle.labels, len(bundle.class_names), negatives=bundle.negatives)
 
 
 def bundle_known_scores(bundle: Bundle, features: np.ndarray, score: str | None = None) -> np.ndarray:
-    """(N,) known-ness of (N, D) features under ``score`` (default: the bundle's rejection score).
+    """(N,) known-ness of (N, D) features under ``score`` (default: the bundle's rejection score), higher for
+    images more like an enrolled product (:func:`retailnb.evaluation.rejection.known_scores`).
+
+    ``msp`` and ``energy`` read the probe's logits; the other scores read the features against
+    :func:`reference` (the stored training features, and the negatives for ``prototype`` and ``knn``).
 
     Raises:
         ValueError: the bundle has no probe, an unknown score, or features that do not fit the backbone.
@@ -45,9 +57,9 @@ def bundle_known_scores(bundle: Bundle, features: np.ndarray, score: str | None 
     probe = _require_probe(bundle)
     score = check_score(score or (bundle.rejection.score if bundle.rejection else bundle.settings.rejection_score))
     features = check_features(bundle, features, "features")
-    if score == "prototype":
-        return known_scores(score, features=features, prototypes=prototypes(bundle))
-    return known_scores(score, logits=probe.logits(features))
+    if score in PROBE_SCORES:
+        return known_scores(score, logits=probe.logits(features))
+    return known_scores(score, features=features, reference=reference(bundle))
 
 
 def predict_features(bundle: Bundle, features: np.ndarray, k: int = 5, *, reject: bool = True) -> Predictions:
@@ -145,10 +157,11 @@ def predict_files(
 
 
 def describe_bundle(bundle: Bundle) -> dict[str, Any]:
-    """What a bundle is, as JSON data: products with their image counts, backbone, preprocessing, provenance.
+    """What a bundle is, as JSON data: products with their image counts, negatives, backbone, preprocessing,
+    provenance.
 
     The summary ``retailnb info`` prints (which reads it from the file with
     :func:`retailnb.bundle.info.bundle_info`, without building the backbone); unlike ``repr``, it lists
     every product.
     """
-    return describe(bundle_meta(bundle), bundle.feature_dim, bundle.labels)
+    return describe(bundle_meta(bundle), bundle.feature_dim, bundle.labels, bundle.n_negatives)

@@ -140,7 +140,9 @@ class RejectionSpec(Spec):
         unknown_fraction: share of the target's products held out as unknown (at least one, and at least
             two stay known).
         recall: the known-product recall each threshold is chosen for, on the enrolled images.
-        folds: folds of the out-of-fold probe scores the threshold is chosen from (``msp``, ``energy``).
+        folds: folds of the out-of-fold scores the threshold is chosen from (``msp``, ``energy``, and the
+            Mahalanobis scores).
+        knn_k: the neighbour whose similarity the ``knn`` score is (1: the nearest enrolled image).
         source_unknowns: also measure rejection on a second unknown set, the source's unlabelled-only
             products (:func:`retailnb.evaluation.compare.source_unknown_records`: seen without a label in
             pretraining and the noisy student, never enrolled), at the same thresholds. Only a target
@@ -151,6 +153,7 @@ class RejectionSpec(Spec):
     unknown_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
     recall: Annotated[float, Field(gt=0.0, le=1.0)]
     folds: Annotated[int, Field(ge=2)]
+    knn_k: PositiveInt
     source_unknowns: bool
 
 

@@ -17,14 +17,14 @@ class NewProductsSpec(Spec):
         n_new: target products held out of the first probe and then enrolled.
         shots: images per new product to enrol from.
         seed: which products are held out and which images are drawn.
-        rejection_score: the bundle's known-ness score for answering "unknown" (``msp``, ``energy`` or
-            ``prototype``; :mod:`retailnb.evaluation.rejection`).
+        rejection_score: the bundle's known-ness score for answering "unknown" (one of
+            :data:`retailnb.evaluation.rejection.SCORES`).
     """
 
     n_new: PositiveInt
     shots: Annotated[list[PositiveInt], OneOrList, Field(min_length=1)]
     seed: int
-    rejection_score: Literal["msp", "energy", "prototype"]
+    rejection_score: Literal["msp", "energy", "prototype", "knn", "mahalanobis", "relative_mahalanobis"]
 
 
 class NewProductsStageSpec(Spec):

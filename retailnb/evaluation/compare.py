@@ -197,7 +197,8 @@ def backbone_results(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarra
     c = next((r["c"] for r in rows if r["shots"] == "all"), FALLBACK_C)
     result = evaluate_rejection(f_train, y_train, f_test, y_test, fit=logistic_fit(c, seed=seed),
                                 unknown_fraction=rejection.unknown_fraction, recall=rejection.recall,
-                                seed=seed, folds=rejection.folds, f_source_unknown=f_source_unknown)
+                                seed=seed, folds=rejection.folds, knn_k=rejection.knn_k,
+                                f_source_unknown=f_source_unknown)
     return rows, result
 
 

@@ -155,6 +155,9 @@ def run_noisy_student(spec: NoisyStageSpec, out_dir: str, source: SourceImages, 
         folder = out / f"round_{r}"
         folder.mkdir(parents=True, exist_ok=True)
         dataset, selection = student_dataset(source, probs, spec)
+        if len(dataset) < noisy.batch_size:
+            log.warning("noisy.batch_size: %d is more than the %d images of round %d (labelled and selected "
+                        "pseudolabelled): its one batch holds copies of images", noisy.batch_size, len(dataset), r)
         # NaN (no selected image with known truth) is written as null: JSON has no NaN
         quality = {k: None if v != v else v for k, v in selection_quality(selection, source.truth).items()}
         table = pseudolabel_table(source.unlabelled_paths, selection, source.classes, source.truth_names)

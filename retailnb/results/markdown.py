@@ -403,7 +403,8 @@ def target_heading(name: str, summary: TargetSummary) -> str:
             f"{n} training seed{'s' if n != 1 else ''}\n")
 
 
-SCORE_NAMES = {"msp": "max. softmax probability", "energy": "energy", "prototype": "nearest prototype"}
+SCORE_NAMES = {"msp": "max. softmax probability", "energy": "energy", "prototype": "nearest prototype",
+               "knn": "nearest image", "mahalanobis": "Mahalanobis", "relative_mahalanobis": "relative Mahalanobis"}
 """How the report names each rejection score of :data:`retailnb.evaluation.rejection.SCORES`."""
 
 
@@ -430,7 +431,29 @@ def rejection_table_markdown(summary: TargetSummary) -> str:
         label = f"`{name}`" + (" (main)" if name == summary.main_variant else "")
         rows.append([label, *(fmt(cells.get(reject_key(s, "auroc"))) for s in scores),
                      *(fmt(cells.get(reject_key(best, m))) for m in measures)])
-    return markdown_table(header, rows)
+    return markdown_table(header, rows) + calibration_sentence(summary, best)
+
+
+CALIBRATION_TOLERANCE = 0.02
+"""How far the known-product share accepted on test may fall from the recall a threshold was chosen for
+(on the enrolled images alone) for the threshold to count as calibrated."""
+
+
+def calibration_sentence(summary: TargetSummary, score: str) -> str:
+    """Whether ``score``'s thresholds hold on test: per method, the known test photos accepted against the
+    recall they were chosen for, within :data:`CALIBRATION_TOLERANCE`; empty without a protocol."""
+    setup = summary.rejection
+    if setup is None:
+        return ""
+    off = {name: cells[reject_key(score, "known_acceptance")].mean for name, cells in summary.methods.items()
+           if reject_key(score, "known_acceptance") in cells}
+    off = {name: value for name, value in off.items() if abs(value - setup.recall) > CALIBRATION_TOLERANCE}
+    if not off:
+        return (f"\nCalibration holds: with every method the {SCORE_NAMES[score]} threshold accepts the known test "
+                f"photos within {CALIBRATION_TOLERANCE * 100:.0f} points of the {setup.recall:.0%} it was chosen for.\n")
+    listed = ", ".join(f"`{name}` {value:.1%}" for name, value in off.items())
+    return (f"\nCalibration misses by more than {CALIBRATION_TOLERANCE * 100:.0f} points of the {setup.recall:.0%} "
+            f"the {SCORE_NAMES[score]} thresholds were chosen for: known test photos accepted {listed}.\n")
 
 
 def rejection_heading(summary: TargetSummary) -> str:

@@ -86,6 +86,11 @@ def run_here(spec: NoisyStageSpec, paths: NoisyPaths) -> NoisyResult:
     In a distributed run every process calls it; rank 0 alone writes.
     """
     source = load_source(paths.manifest, spec.backbone.image_size, storage=spec.compute.images)
+    pool = len(source.labels) + len(source.unlabelled_paths)
+    if spec.noisy.batch_size > pool:
+        raise ValueError(f"noisy.batch_size: {spec.noisy.batch_size} is more than the {pool} labelled and unlabelled "
+                         f"images of {paths.manifest} a student can ever train on: a batch would hold copies of an "
+                         "image; lower it to at most the number of images")
     probe = load_probe_data(read_manifest(paths.manifest), spec.backbone.image_size, "probe_train", "probe_test",
                             storage=spec.compute.images)
     backbone, teacher = first_teacher(spec, paths.teacher_backbone, source)

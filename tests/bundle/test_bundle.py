@@ -31,6 +31,7 @@ from retailnb.bundle.model import (
 from retailnb.bundle.predict import describe_bundle, predict, predict_features, predict_files
 from retailnb.data.images import ImageError
 from retailnb.evaluation.probe import fit_logistic_probe
+from retailnb.evaluation.rejection import SCORES
 from shared_fixtures import colour_images
 
 SIZE = 32
@@ -69,6 +70,23 @@ def test_round_trip_gives_identical_predictions_and_bytes(shop: Bundle, tmp_path
     assert loaded.settings == shop.settings and loaded.provenance == shop.provenance
     np.testing.assert_array_equal(loaded.features, shop.features)
     assert save_bundle(loaded, tmp_path / "again.bundle").read_bytes() == path.read_bytes()  # reproducible
+
+
+@pytest.mark.parametrize("score", SCORES)
+def test_every_rejection_score_round_trips_fit_save_load_predict(shop: Bundle, tmp_path: Path, score: str) -> None:
+    b = dataclasses.replace(shop, settings=ProbeSettings(rejection_score=score, recall=0.9))
+    fitted = fit_probe(b, shop.features, [OLD[i] for i in shop.labels])
+    assert fitted.rejection is not None and (fitted.rejection.score, fitted.rejection.recall) == (score, 0.9)
+    loaded = load_bundle(save_bundle(fitted, tmp_path / f"{score}.bundle"))
+    assert loaded.rejection == fitted.rejection and loaded.settings == fitted.settings
+    images, _ = colour_images(OLD + NEW, 2, seed=3)
+    before, after = predict(fitted, images, k=2), predict(loaded, images, k=2)
+    assert before.rejection_score == after.rejection_score == score
+    assert before.known_scores is not None and after.known_scores is not None
+    assert np.isfinite(after.known_scores).all()
+    np.testing.assert_allclose(after.known_scores, before.known_scores, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(after.known, before.known)
+    assert after.answers == before.answers and after.threshold == loaded.rejection.threshold  # type: ignore[union-attr]
 
 
 def test_bundle_file_holds_no_pickle(shop: Bundle, tmp_path: Path) -> None:
@@ -265,7 +283,8 @@ def test_load_errors_name_the_problem(shop: Bundle, tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="cut.bundle"):
         load_bundle(tmp_path / "cut.bundle")
     _rewrite_meta(good, tmp_path / "v2.bundle", format_version=BUNDLE_FORMAT + 1, retailnb_version="9.0")
-    with pytest.raises(BundleError, match=f"bundle format {BUNDLE_FORMAT + 1}, this retailnb reads {BUNDLE_FORMAT}"):
+    readable = f"bundle format {BUNDLE_FORMAT + 1}, this retailnb reads 1 and {BUNDLE_FORMAT} "
+    with pytest.raises(BundleError, match=readable):
         load_bundle(tmp_path / "v2.bundle")
     _rewrite_meta(good, tmp_path / "arch.bundle", architecture="resnet18")
     with pytest.raises(BundleError, match="do not fit timm model 'resnet18'"):

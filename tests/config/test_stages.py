@@ -44,7 +44,7 @@ BAD: list[tuple[str, str | None, str, Any, str]] = [
     ("evaluate", "prepared", "evaluate.finetune.patience", 0, "greater than or equal to 1"),
     ("evaluate", "prepared", "data.on_error", "ignore", "'raise' or 'skip'"),
     ("new_products", None, "new_products.shots", "1,5", "YAML list"),
-    ("new_products", None, "new_products.rejection_score", "softmax", "'msp', 'energy' or 'prototype'"),
+    ("new_products", None, "new_products.rejection_score", "softmax", "'mahalanobis' or 'relative_mahalanobis'"),
     ("new_products", None, "evaluate.rejection.recall", "0.5", "valid number"),
     ("new_products", None, "evaluate.rejection.recall", 1.5, "less than or equal to 1"),
     ("data", None, "data.synthetic.n_source_families", 0, "greater than or equal to 1"),
@@ -145,3 +145,13 @@ def test_each_training_stage_offsets_its_seeds_by_the_training_seed(stage: str) 
     assert engine(moved).seed == engine(base).seed + 3
     if stage == "evaluate":  # the shot draws and the random-init backbone are repeated too
         assert moved.probe.seed == base.probe.seed + 3
+
+
+def test_the_bundle_score_choices_are_the_rejection_scores() -> None:
+    """config cannot import evaluation (a lower layer); its Literal repeats the scores, checked here."""
+    from typing import get_args
+
+    from retailnb.config.new_products import NewProductsSpec
+    from retailnb.evaluation.rejection import SCORES
+
+    assert get_args(NewProductsSpec.model_fields["rejection_score"].annotation) == SCORES

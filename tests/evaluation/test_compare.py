@@ -84,7 +84,7 @@ def test_the_catalogue_row_trains_on_the_packshots_alone_and_rejection_is_measur
     data, f_train, f_test = four_products(["catalogue", "shelf", "shelf", "shelf", "shelf", "shelf"])
     mask = catalogue_mask(data)
     assert mask is not None and mask.sum() == 4 and mask[::6].all()
-    rejection = RejectionSpec(unknown_fraction=0.25, recall=0.9, folds=3, source_unknowns=False)
+    rejection = RejectionSpec(unknown_fraction=0.25, recall=0.9, folds=3, knn_k=1, source_unknowns=False)
     rows, result = backbone_results(f_train, data.y_train, f_test, data.y_test, shots=[1, None], draws=2, seed=0,
                                     knn_k=1, catalogue=mask, rejection=rejection)
     catalogue = [r for r in rows if r["shots"] == "catalogue"]
@@ -140,3 +140,18 @@ def test_plot_data_records_the_predictions_it_is_given(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="one class per test image"):
         write_plot_data(summaries, finetuned, data, predicted[:-1], tmp_path / "short")
     assert not (tmp_path / "short").exists()
+
+
+def test_the_rejection_knn_k_reaches_the_knn_score_alone() -> None:
+    """evaluate.rejection.knn_k: the knn score's neighbour; a further one lowers its threshold, and no other
+    score changes."""
+    data, f_train, f_test = four_products(["shelf"] * 6)
+    results = []
+    for k in (1, 3):
+        rejection = RejectionSpec(unknown_fraction=0.25, recall=0.9, folds=3, knn_k=k, source_unknowns=False)
+        results.append(backbone_results(f_train, data.y_train, f_test, data.y_test, shots=[None], draws=1, seed=0,
+                                        knn_k=1, rejection=rejection)[1])
+    first, third = results
+    assert first is not None and third is not None
+    assert third["knn"]["threshold"] < first["knn"]["threshold"]
+    assert all(first[s] == third[s] for s in ("msp", "energy", "prototype", "mahalanobis", "relative_mahalanobis"))

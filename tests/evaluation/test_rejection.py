@@ -16,16 +16,20 @@ import torch
 
 from retailnb.bundle.fit import add_products, check_new_products, fit_probe, new_bundle, remove_products
 from retailnb.bundle.io import load_bundle, save_bundle
-from retailnb.bundle.model import UNKNOWN, Bundle, ClassNameError, ProbeSettings
+from retailnb.bundle.model import DEFAULT_REJECTION_SCORE, UNKNOWN, Bundle, ClassNameError, ProbeSettings
 from retailnb.bundle.predict import describe_bundle, predict_features
 from retailnb.evaluation.rejection import (
+    NEGATIVE_SCORES,
+    PROBE_SCORES,
     REJECTION_METRICS,
     SCORES,
+    Reference,
     SOURCE_METRICS,
     calibration_scores,
     class_prototypes,
     evaluate_rejection,
     known_scores,
+    leave_one_out_knn_scores,
     leave_one_out_prototype_scores,
     logistic_fit,
     rejection_cells,
@@ -94,7 +98,7 @@ def test_leave_one_out_scores_are_below_the_in_sample_ones_and_a_lone_image_is_n
     x, y = clusters(rng, rng.normal(size=(3, 16)), 4, noise=1.0)
     x, y = np.concatenate([x, rng.normal(size=(1, 16))]), np.concatenate([y, [3]])  # class 3: one image
     loo = leave_one_out_prototype_scores(x, y)
-    in_sample = known_scores("prototype", features=x, prototypes=class_prototypes(x, y, 4))
+    in_sample = known_scores("prototype", features=x, reference=Reference(x, y, 4))
     assert np.isnan(loo[-1]) and not np.isnan(loo[:-1]).any()
     assert (loo[:-1] < in_sample[:-1]).all()
     assert np.array_equal(calibration_scores("prototype", x, y), loo, equal_nan=True)
@@ -114,11 +118,11 @@ def test_auroc_is_one_on_separated_clusters_and_chance_on_one_distribution() -> 
     rng = np.random.default_rng(4)
     centres = rng.normal(size=(4, 32)) * 3
     x, y = clusters(rng, centres, 10)
-    protos = class_prototypes(x, y, 4)
+    reference = Reference(x, y, 4)
     known_x, _ = clusters(rng, centres, 5)
     far = rng.normal(size=(20, 32)) * 3  # other directions altogether
-    known = known_scores("prototype", features=known_x, prototypes=protos)
-    unknown = known_scores("prototype", features=far, prototypes=protos)
+    known = known_scores("prototype", features=known_x, reference=reference)
+    unknown = known_scores("prototype", features=far, reference=reference)
     threshold = threshold_at_recall(calibration_scores("prototype", x, y), 0.95)
     metrics = rejection_metrics(known, unknown, np.ones(len(known), dtype=bool), threshold)
     assert metrics["auroc"] == 1.0 and metrics["unknown_rejection"] == 1.0
@@ -165,7 +169,7 @@ def test_source_products_far_from_every_prototype_are_rejected_at_the_same_thres
     result = evaluate_rejection(x_train, y_train, x_test, y_test, f_source_unknown=far_features(), **REJECTION_KW)
     assert result["prototype"]["source_auroc"] > 0.99 and result["prototype"]["source_unknown_rejection"] > 0.95
     for score in SCORES:
-        assert set(plain[score]) == {*REJECTION_METRICS, "threshold"}  # no second set: no source measures
+        assert set(plain[score]) == {*REJECTION_METRICS, "closed_accuracy", "threshold"}  # no second set: no source measures
         # the second set adds its two measures and changes nothing else, the threshold included
         assert {k: v for k, v in result[score].items() if k not in SOURCE_METRICS} == plain[score]
         assert all(0.0 <= result[score][m] <= 1.0 for m in SOURCE_METRICS)
@@ -218,10 +222,10 @@ def test_probe_settings_check_recall_and_score() -> None:
 
 def test_fit_stores_the_threshold_of_its_own_held_out_scores(shop: Bundle, tmp_path: Path) -> None:
     r = shop.rejection
-    assert r is not None and r.score == "prototype" and r.recall == 0.95 and r.active
-    expected = threshold_at_recall(calibration_scores("prototype", shop.features, shop.labels), 0.95)
+    assert r is not None and r.score == DEFAULT_REJECTION_SCORE and r.recall == 0.95 and r.active
+    expected = threshold_at_recall(calibration_scores(DEFAULT_REJECTION_SCORE, shop.features, shop.labels), 0.95)
     assert r.threshold == expected
-    assert shop.provenance["history"][-1]["rejection"] == {"score": "prototype", "recall": 0.95, "threshold": expected}
+    assert shop.provenance["history"][-1]["rejection"] == {"score": DEFAULT_REJECTION_SCORE, "recall": 0.95, "threshold": expected}
     path = save_bundle(shop, tmp_path / "shop.bundle")
     with zipfile.ZipFile(path) as zf:
         assert json.loads(zf.read("bundle.json"))["rejection"]["threshold"] == expected
@@ -248,14 +252,14 @@ def test_the_threshold_follows_added_and_removed_products(shop: Bundle, centres:
     grown = add_products(shop, x, [f"new{i}" for i in y])
     assert grown.rejection is not None and grown.rejection.threshold != shop.rejection.threshold
     assert grown.rejection.threshold == threshold_at_recall(
-        calibration_scores("prototype", grown.features, grown.labels), 0.95)
+        calibration_scores(DEFAULT_REJECTION_SCORE, grown.features, grown.labels), 0.95)
     assert grown.provenance["history"][-1]["rejection"]["threshold"] == grown.rejection.threshold
     shrunk = remove_products(grown, ["new0", "new1"])
     assert shrunk.rejection is not None and shrunk.rejection.threshold == shop.rejection.threshold
     fewer = remove_products(shop, ["p0", "p1"])
     assert fewer.rejection is not None and len(fewer.labels) < len(shop.labels)
     assert fewer.rejection.threshold == threshold_at_recall(
-        calibration_scores("prototype", fewer.features, fewer.labels), 0.95)
+        calibration_scores(DEFAULT_REJECTION_SCORE, fewer.features, fewer.labels), 0.95)
     assert fewer.provenance["history"][-1]["rejection"]["threshold"] == fewer.rejection.threshold
 
 

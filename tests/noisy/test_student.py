@@ -136,3 +136,39 @@ def test_the_on_disk_cache_gives_the_same_rounds_as_memory(tmp_path: Path, monke
     assert np.array_equal(p_disk, p_mem) and t_disk == t_mem
     assert all(torch.allclose(s_disk[k].float(), s_mem[k].float(), atol=1e-5) for k in s_mem)
     assert r_disk[1].train_loss == pytest.approx(r_mem[1].train_loss, abs=1e-5)
+
+
+def test_a_batch_larger_than_the_pool_is_refused_naming_the_key(tmp_path: Path) -> None:
+    """noisy.batch_size above every image a student could train on stops the stage before any round."""
+    from retailnb.stages.noisy import NoisyPaths, run_here
+
+    manifest = tiny_synthetic_manifest(tmp_path / "data", monitor_train_per_sku=2, monitor_test_per_sku=2)
+    torch.manual_seed(0)
+    save_backbone(tmp_path / "teacher.pt", timm.create_model(ARCH, num_classes=0))
+    spec = default_spec("noisy", backbone__architecture=ARCH, backbone__image_size=32, compute__accelerator="cpu",
+                        compute__num_workers=0, rounds=1, batch_size=4096, engine__epochs=1,
+                        engine__warmup_epochs=0.0)
+    out = tmp_path / "noisy"
+    paths = NoisyPaths(manifest=str(manifest), teacher_backbone=str(tmp_path / "teacher.pt"), out_dir=str(out),
+                       metrics=str(tmp_path / "noisy.json"), rounds_plot=str(tmp_path / "rounds.json"),
+                       pseudolabels_plot=str(tmp_path / "pseudolabels.json"))
+    with pytest.raises(ValueError, match=r"noisy\.batch_size: 4096 is more than the \d+ labelled and unlabelled"):
+        run_here(spec, paths)
+    assert not (out / "round_1").exists() and not (tmp_path / "noisy.json").exists()
+
+
+def test_a_round_smaller_than_a_batch_is_named_in_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A strict pseudolabel threshold can leave a round fewer images than a batch: the log says so."""
+    manifest = tiny_synthetic_manifest(tmp_path / "data", monitor_train_per_sku=2, monitor_test_per_sku=2)
+    spec = default_spec("noisy", backbone__architecture=ARCH, backbone__image_size=32, compute__accelerator="cpu",
+                        compute__num_workers=0, rounds=1, batch_size=8, pseudo__threshold=1.0,
+                        pseudo__balance=False, engine__epochs=1, engine__warmup_epochs=0.0)
+    source = load_source(str(manifest), 32, decode_workers=0)
+    big = spec.model_copy(update={"noisy": spec.noisy.model_copy(update={"batch_size": len(source.labels) + 1})})
+    probe = load_probe_data(read_manifest(manifest), 32, "probe_train", "probe_test")
+    torch.manual_seed(0)
+    save_backbone(tmp_path / "teacher.pt", timm.create_model(ARCH, num_classes=0))
+    backbone, teacher = first_teacher(big, str(tmp_path / "teacher.pt"), source)
+    with caplog.at_level("WARNING", logger="retailnb.noisy.rounds"):
+        run_noisy_student(big, str(tmp_path / "noisy"), source, probe, backbone, teacher.predict_proba(source.unlabelled))
+    assert any("noisy.batch_size" in r.getMessage() and "round 1" in r.getMessage() for r in caplog.records)

@@ -477,3 +477,29 @@ def test_the_headline_figure_draws_every_row_with_its_interval() -> None:
     (ax,) = fig.axes
     assert [t.get_text() for t in ax.get_yticklabels()] == [label for label, _, _ in rows]
     assert "mean over 3 training seeds, 95% interval" in ax.get_title(loc="left")
+
+
+def test_the_report_names_every_rejection_score() -> None:
+    from retailnb.evaluation.rejection import SCORES
+    from retailnb.results.markdown import SCORE_NAMES
+
+    assert set(SCORE_NAMES) == set(SCORES)
+
+
+@pytest.mark.parametrize("acceptance, holds", [(0.94, True), (0.96, True), (0.90, False), (0.99, False)])
+def test_the_rejection_table_says_whether_the_thresholds_hold_their_recall_on_test(acceptance: float,
+                                                                                  holds: bool) -> None:
+    """Thresholds are chosen on the enrolled images alone; the known test photos they accept are checked
+    against the recall (within 2 points) in a sentence under the table."""
+    def cells(seed: int) -> dict[str, Any]:
+        metrics = with_store_cells(seed)
+        for row in metrics["methods"].values():
+            row["reject_prototype_known_acceptance"] = acceptance
+        return metrics
+
+    text = rejection_table_markdown(summarize_target("prepared", {s: record(cells(s)) for s in SEEDS}, 0.95))
+    if holds:
+        assert "Calibration holds: with every method the nearest prototype threshold accepts" in text
+    else:
+        assert "Calibration misses by more than 2 points of the 95%" in text
+        assert f"`simclr_supcon` {acceptance:.1%}" in text

@@ -1,0 +1,260 @@
+"""Unknown-product rejection on the synthetic default and on real photos: every known-ness score, per
+backbone and dataset, with intervals over training seeds, in one command.
+
+Three datasets, each with a share of its products (``evaluate.rejection.unknown_fraction``) held out as
+unknown, the rest enrolled; each score's threshold is chosen from the enrolled training images alone at
+``evaluate.rejection.recall`` (:func:`retailnb.evaluation.rejection.evaluate_rejection`, exactly as the
+pipeline's evaluation measures it):
+
+* ``synthetic``: the default pipeline's target catalogue, with the backbones of a ``dvc repro`` of this
+  repository (``--pipeline``: its ``data/prepared`` and ``models/seeds/<seed>``). Second unknown set: the
+  source's unlabelled-only products. Negatives (what a store knows it does not sell): the source's
+  labelled images, which pretraining saw.
+* ``grocery_disjoint``: the Grocery Store Dataset's class-disjoint split (``common.grocery_halves``). Per
+  seed the pipeline's main pretraining and its noisy student run here on the even half, as the pipeline runs
+  them (cached in ``--work``); the odd half is the target, whose products pretraining never saw. Second
+  unknown set: the even half's test photos (the pretraining half's products). Negatives: the even half's
+  train photos and catalogue images.
+* ``grocery_all``: all 81 Grocery products as the target of the synthetic pipeline's backbones (no second
+  set, no negatives: the backbones saw no real product).
+
+Per score (``reject_*``; ``+neg``: with the negatives, for the scores that use them) and backbone (``main``:
+the noisy student's teacher; ``student``: the last noisy round), it prints AUROC of the held-out products,
+the share of them rejected at the threshold, the share of known test images accepted (the calibration
+check: it should be the recall), known accuracy with rejection on (a rejected known image counts as an
+error) and its drop from the probe's accuracy, and AUROC on the second unknown set: each mean with its
+t-interval over the seeds.
+
+Usage:
+    python benchmarks/bench_rejection.py [--pipeline .] [--grocery ../shared/data/GroceryStoreDataset]
+        [--seeds 0 1 2] [--work DIR] [--datasets synthetic grocery_disjoint grocery_all]
+        [--out benchmarks/results/rejection]
+    python benchmarks/bench_rejection.py --smoke   # checks the script runs (tiny synthetic data)
+
+Without the Grocery Store Dataset its datasets are skipped with a line saying so; without a pipeline run
+(``dvc repro``) the pipeline's datasets stop with one line naming the missing folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from common import GROCERY, PARAMS, REPO, add_smoke, grocery_halves, has_grocery, interval_text, smoke_params
+from retailnb.config.params_file import read_params
+
+DATASETS = ("synthetic", "grocery_disjoint", "grocery_all")
+MEASURES = ("auroc", "unknown_rejection", "known_acceptance", "known_accuracy", "accuracy_drop", "source_auroc")
+"""The columns of the table, in order (``source_auroc`` where the dataset has a second unknown set)."""
+
+
+# --- features -------------------------------------------------------------------------------------
+
+
+def features_of(backbone_path: Path, architecture: str, images: Any) -> np.ndarray:
+    """(N, D) float32 frozen features of ``images`` under the backbone saved at ``backbone_path``."""
+    from retailnb.models.backbone import create_backbone
+    from retailnb.models.inference import extract_features
+
+    model = create_backbone(architecture, weights=str(backbone_path))
+    return np.asarray(extract_features(model, images, precision="fp32"))
+
+
+def decoded(manifest: Any, rows: Sequence[Any], size: int) -> np.ndarray:
+    """The images of ``manifest``'s ``rows`` decoded at ``size`` (the probes' decoding)."""
+    from retailnb.data.images import decode_images
+
+    return np.asarray(decode_images(manifest.paths(rows), size))
+
+
+def pipeline_backbones(pipeline: Path, params: dict[str, Any], seed: int) -> dict[str, Path]:
+    """The main backbone and the last noisy round's of a pipeline run for ``seed``."""
+    seed_dir = pipeline / "models" / "seeds" / str(seed)
+    main = seed_dir / "pretrain" / params["noisy"]["teacher_variant"] / "backbone.pt"
+    student = seed_dir / "noisy" / f"round_{params['noisy']['rounds']}" / "backbone.pt"
+    for path in (main, student):
+        if not path.is_file():
+            sys.exit(f"error: {path} is missing: run `dvc repro` in {pipeline} first (or give --pipeline)")
+    return {"main": main, "student": student}
+
+
+def grocery_backbones(params: dict[str, Any], seed: int, source: Path, target: Path, work: Path) -> dict[str, Path]:
+    """Pretrain the main variant and run the noisy student on the Grocery even half (once per work folder)."""
+    from bench_transfer import run_noisy
+    from common import Side, run_retailnb
+
+    out = work / f"seed{seed}"
+    main = out / "pretrain" / "backbone.pt"
+    if not main.is_file():
+        start = time.perf_counter()
+        run_retailnb(params, seed, source, target, out / "pretrain")
+        print(f"  seed {seed}: pretrained on the even half in {time.perf_counter() - start:.0f} s", flush=True)
+    student = out / "noisy" / f"round_{params['noisy']['rounds']}" / "backbone.pt"
+    if not student.is_file():
+        start = time.perf_counter()
+        run_noisy(params, seed, source, target, Side(0.0, 0.0, 0.0, 0, 0.0), main, out / "noisy")
+        print(f"  seed {seed}: noisy student in {time.perf_counter() - start:.0f} s", flush=True)
+    return {"main": main, "student": student}
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+
+def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, params: dict[str, Any],
+            seed: int) -> dict[str, dict[str, float]]:
+    """Every score (and ``+neg`` with ``f['negatives']``) on one backbone's features: a row per score."""
+    from retailnb.evaluation.probe import fit_logistic_probe
+    from retailnb.evaluation.rejection import NEGATIVE_SCORES, evaluate_rejection, logistic_fit
+
+    spec = params["evaluate"]["rejection"]
+    c = float(fit_logistic_probe(f["train"], y_train, seed=seed).named_steps["logisticregression"].C)
+    kwargs = dict(fit=logistic_fit(c, seed=seed), unknown_fraction=float(spec["unknown_fraction"]),
+                  recall=float(spec["recall"]), seed=seed, folds=int(spec["folds"]),
+                  f_source_unknown=f.get("source"))
+    plain = evaluate_rejection(f["train"], y_train, f["test"], y_test, **kwargs)
+    rows = {score: dict(plain[score]) for score in plain if isinstance(plain[score], dict)}
+    if f.get("negatives") is not None:
+        negative = evaluate_rejection(f["train"], y_train, f["test"], y_test, f_negatives=f["negatives"],
+                                      scores=NEGATIVE_SCORES, **kwargs)
+        rows.update({f"{score}+neg": dict(negative[score]) for score in NEGATIVE_SCORES})
+    for row in rows.values():
+        row["accuracy_drop"] = row["closed_accuracy"] - row["known_accuracy"]
+    return rows
+
+
+def dataset_features(name: str, args: argparse.Namespace, params: dict[str, Any], seed: int,
+                     cache: dict[str, Any]) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, np.ndarray]:
+    """Per backbone, the features of the dataset's train/test images (and second unknown set, negatives)."""
+    from retailnb.data.manifest import read_manifest
+    from retailnb.evaluation.compare import source_unknown_records
+    from retailnb.evaluation.quickprobe import load_probe_data
+
+    size, arch = params["backbone"]["image_size"], params["backbone"]["architecture"]
+    if name == "grocery_disjoint":
+        source, target = cache.setdefault("halves", grocery_halves(args.grocery, args.work))
+        backbones = grocery_backbones(params, seed, source, target, args.work)
+        data = cache.setdefault("odd", load_probe_data(read_manifest(target), size, "probe_train", "probe_test"))
+        even = cache.setdefault("even", load_probe_data(read_manifest(source), size, "probe_train", "probe_test"))
+        extra = {"source": even.x_test, "negatives": even.x_train}
+    else:
+        backbones = pipeline_backbones(args.pipeline, params, seed)
+        if name == "synthetic":
+            manifest = read_manifest(args.pipeline / "data" / "prepared" / "manifest.csv")
+            data = cache.setdefault("synthetic", load_probe_data(manifest, size, "probe_train", "probe_test"))
+            extra = cache.setdefault("synthetic_extra", {
+                "source": decoded(manifest, source_unknown_records(manifest), size),
+                "negatives": decoded(manifest, manifest.select("labelled"), size)})
+        else:
+            if "all" not in cache:
+                from retailnb.data.prepare import prepare_dataset
+
+                out = args.work / "grocery_all"
+                if not (out / "manifest.csv").is_file():
+                    prepare_dataset("grocery_store", out, root=args.grocery, labels="fine", kinds="all",
+                                    on_error="skip")
+                cache["all"] = load_probe_data(read_manifest(out / "manifest.csv"), size, "probe_train", "probe_test")
+            data, extra = cache["all"], {}
+    features = {}
+    for backbone, path in backbones.items():
+        saved = args.work / "features" / f"{name}_seed{seed}_{backbone}.npz"
+        if saved.is_file():
+            with np.load(saved) as f:
+                features[backbone] = {k: f[k] for k in f.files}
+            continue
+        images = {"train": data.x_train, "test": data.x_test, **extra}
+        features[backbone] = {k: features_of(path, arch, v) for k, v in images.items()}
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(saved, **features[backbone])
+    return features, np.asarray(data.y_train), np.asarray(data.y_test)
+
+
+# --- summary --------------------------------------------------------------------------------------
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    """The markdown tables of ``results`` (dataset -> backbone -> score -> measure -> per-seed values)."""
+    lines = []
+    for dataset, backbones in results["datasets"].items():
+        lines += [f"### {dataset}", ""]
+        any_source = any("source_auroc" in m for b in backbones.values() for m in b.values())
+        measures = [m for m in MEASURES if m != "source_auroc" or any_source]
+        lines += ["| backbone | score | " + " | ".join(measures) + " |", "|---|---|" + "---|" * len(measures)]
+        for backbone, scores in backbones.items():
+            for score, values in scores.items():
+                cells = [interval_text(values[m]) if m in values else "-" for m in measures]
+                lines.append(f"| {backbone} | {score} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pipeline", type=Path, default=REPO, help="a repository where `dvc repro` ran")
+    parser.add_argument("--grocery", type=Path, default=GROCERY, help="the Grocery Store Dataset's folder")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: evaluate.seeds")
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--work", type=Path, default=None,
+                        help="cache of the Grocery runs and of every backbone's features (default: a temp folder)")
+    parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
+    add_smoke(parser, "tiny pipeline and data, one seed, synthetic only")
+    args = parser.parse_args(argv)
+    params = read_params(PARAMS)
+    if args.smoke:
+        params = smoke_params(params)
+        args.datasets, args.seeds = ["synthetic"], [0]
+        args.pipeline = smoke_pipeline(params, Path(tempfile.mkdtemp(prefix="retailnb-rejection-smoke-")))
+    args.work = args.work or Path(tempfile.mkdtemp(prefix="retailnb-rejection-"))
+    args.work.mkdir(parents=True, exist_ok=True)
+    seeds = args.seeds or list(params["evaluate"]["seeds"])
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    results: dict[str, Any] = {"seeds": seeds, "params": params["evaluate"]["rejection"], "datasets": {}}
+    for dataset in args.datasets:
+        if dataset.startswith("grocery") and not has_grocery(args.grocery):
+            print(f"{dataset}: skipped, no Grocery Store Dataset at {args.grocery}")
+            continue
+        cache: dict[str, Any] = {}
+        per: dict[str, dict[str, dict[str, list[float]]]] = {}
+        for seed in seeds:
+            start = time.perf_counter()
+            features, y_train, y_test = dataset_features(dataset, args, params, seed, cache)
+            for backbone, f in features.items():
+                for score, row in measure(f, y_train, y_test, params, seed).items():
+                    cell = per.setdefault(backbone, {}).setdefault(score, {})
+                    for m in MEASURES:
+                        if m in row:
+                            cell.setdefault(m, []).append(float(row[m]))
+            print(f"{dataset} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+        results["datasets"][dataset] = per
+    lines = [f"Unknown-product rejection; seeds {seeds}; held out {params['evaluate']['rejection']['unknown_fraction']} "
+             f"of the products, thresholds at recall {params['evaluate']['rejection']['recall']}", "", *table(results)]
+    print("\n".join(lines))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def smoke_pipeline(params: dict[str, Any], work: Path) -> Path:
+    """A tiny pipeline's data and backbones for seed 0 in ``work``, laid out as a ``dvc repro`` leaves them."""
+    from bench_transfer import run_noisy
+    from common import Side, run_retailnb, synthetic_manifest
+    from retailnb.config.data import SyntheticSpec
+
+    manifest = synthetic_manifest(SyntheticSpec.model_validate(params["data"]["synthetic"]), work / "data" / "prepared")
+    seed_dir = work / "models" / "seeds" / "0"
+    _, main = run_retailnb(params, 0, manifest, manifest, seed_dir / "pretrain" / params["noisy"]["teacher_variant"])
+    run_noisy(params, 0, manifest, manifest, Side(0.0, 0.0, 0.0, 0, 0.0), main, seed_dir / "noisy")
+    return work
+
+
+if __name__ == "__main__":
+    main()
