@@ -105,21 +105,49 @@ def method_table(target: Mapping[str, Any]) -> str:
     return markdown(header, "l" + "r" * (len(header) - 1), rows)
 
 
-SCORE_NAMES = {"msp": "max. softmax probability", "energy": "energy", "prototype": "nearest prototype"}
-
-
 def rejection_table(target: Mapping[str, Any], score: str) -> str:
-    """Each backbone's AUROC per known-ness score, then ``score`` at its 95%-recall threshold: known photos
-    named correctly, held-out products rejected, known accepted; and the source's unseen brands where measured."""
+    """Each backbone's AUROC per known-ness score it was measured with, then ``score`` at its 95%-recall
+    threshold: known photos named correctly, held-out products rejected, known accepted; and the source's
+    unseen brands where measured."""
+    from retailnb.results.markdown import SCORE_NAMES
+
     measures = {"known_accuracy": "known accuracy", "unknown_rejection": "held-out rejected",
                 "known_acceptance": "known accepted", "source_auroc": "AUROC, other brands",
                 "source_unknown_rejection": "other brands rejected"}
     measures = {m: name for m, name in measures.items()
                 if any(f"reject_{score}_{m}" in cells for cells in target["methods"].values())}
-    header = ["method", *(f"AUROC, {name}" for name in SCORE_NAMES.values()), *measures.values()]
-    rows = [[_label(name, target["main_variant"]), *(pm(cells.get(f"reject_{s}_auroc")) for s in SCORE_NAMES),
+    scores = [s for s in SCORE_NAMES if any(f"reject_{s}_auroc" in cells for cells in target["methods"].values())]
+    header = ["method", *(f"AUROC, {SCORE_NAMES[s]}" for s in scores), *measures.values()]
+    rows = [[_label(name, target["main_variant"]), *(pm(cells.get(f"reject_{s}_auroc")) for s in scores),
              *(pm(cells.get(f"reject_{score}_{m}")) for m in measures)] for name, cells in target["methods"].items()]
     return markdown(header, "l" + "r" * (len(header) - 1), rows)
+
+
+BENCH_COLUMNS = {"auroc": "AUROC, held out", "unknown_rejection": "held out rejected",
+                 "known_acceptance": "known accepted", "accuracy_drop": "accuracy drop",
+                 "source_auroc": "AUROC, second set"}
+"""The columns of ``bench_rejection.py``'s tables in the docs, from its JSON's measures."""
+
+
+def rejection_bench_table(dataset: str) -> str:
+    """``benchmarks/bench_rejection.py``'s results on ``dataset``: per backbone and score (``+neg``: with the
+    store's negatives), each measure as mean ± half-width of its t-interval over the seeds."""
+    rows_of = read(RESULTS / "rejection.json")["datasets"][dataset]
+    columns = {m: name for m, name in BENCH_COLUMNS.items()
+               if any(m in cells for scores in rows_of.values() for cells in scores.values())}
+    rows = []
+    for backbone, scores in rows_of.items():
+        for score, cells in scores.items():
+            rows.append([backbone, score, *(_pm_values(cells.get(m)) for m in columns)])
+    header = ["backbone", "score", *columns.values()]
+    return markdown(header, "ll" + "r" * len(columns), rows)
+
+
+def _pm_values(values: Sequence[float] | None) -> str:
+    if not values:
+        return "–"
+    mean, half = interval(values)
+    return f"{mean:.3f}" if half is None else f"{mean:.3f} ± {half:.3f}"
 
 
 def headline_table(target: Mapping[str, Any]) -> str:
@@ -211,6 +239,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "recipes-grocery": lambda: recipe_table("grocery"),
     "recipes-synthetic": lambda: recipe_table("synthetic"),
     "scale": scale_table,
+    "rejection-synthetic": lambda: rejection_bench_table("synthetic"),
+    "rejection-grocery-disjoint": lambda: rejection_bench_table("grocery_disjoint"),
+    "rejection-grocery-all": lambda: rejection_bench_table("grocery_all"),
 }
 """Every generated table by name, and how it is made."""
 

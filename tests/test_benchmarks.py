@@ -10,6 +10,7 @@ is added to ``sys.path``. The smoke runs start the scripts exactly so, in a subp
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +245,20 @@ def test_the_cli_benchmark_measures_the_commands_own_memory() -> None:
     seconds, rss, status, err = load("bench_cli").run(["--version"])
     assert status == 0 and err == "" and seconds > 0
     assert 0 < rss < 200, rss
+
+
+@pytest.mark.pipeline
+def test_the_rejection_benchmark_measures_every_score_in_smoke_mode(tmp_path: Path) -> None:
+    """A tiny pipeline's main backbone and last noisy round: every score, and the two that use negatives with
+    them, in the printed table and the JSON it writes."""
+    from retailnb.evaluation.rejection import NEGATIVE_SCORES, SCORES
+
+    out = smoke("bench_rejection", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "rejection"))
+    results = json.loads((tmp_path / "rejection.json").read_text())
+    rows = results["datasets"]["synthetic"]
+    assert set(rows) == {"main", "student"}
+    for backbone in rows.values():
+        assert set(backbone) == {*SCORES, *(f"{s}+neg" for s in NEGATIVE_SCORES)}
+        assert all(len(values) == 1 for cells in backbone.values() for values in cells.values())  # one seed
+    assert "| main | relative_mahalanobis |" in out and "| student | knn+neg |" in out
+    assert (tmp_path / "rejection.md").read_text().startswith("Unknown-product rejection; seeds [0]")

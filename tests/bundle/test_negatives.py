@@ -42,9 +42,10 @@ def base() -> Bundle:
 
 @pytest.fixture(scope="module")
 def shop(base: Bundle) -> Bundle:
-    """A ``knn`` bundle (the default score) of four colours."""
+    """A ``knn`` bundle of four colours."""
     images, labels = colour_images(OLD, 4, seed=0)
-    fitted = fit_probe(base, embed(base, images), labels)
+    fitted = fit_probe(dataclasses.replace(base, settings=ProbeSettings(rejection_score="knn")), embed(base, images),
+                       labels)
     assert fitted.rejection is not None and fitted.rejection.score == "knn"
     return fitted
 
@@ -254,7 +255,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def shop_file(data: Path) -> Path:
     out = data / "shop.bundle"
     assert main(["fit", str(data / "shop"), "--architecture", "test_resnet", "--backbone-weights",
-                 str(data / "backbone.pt"), "--image-size", str(SIZE), "--out", str(out)]) == 0
+                 str(data / "backbone.pt"), "--image-size", str(SIZE), "--rejection-score", "knn", "--out",
+                 str(out)]) == 0
     return out
 
 
