@@ -31,8 +31,9 @@ Usage:
         [--out benchmarks/results/rejection]
     python benchmarks/bench_rejection.py --smoke   # checks the script runs (tiny synthetic data)
 
-Without the Grocery Store Dataset its datasets are skipped with a line saying so; without a pipeline run
-(``dvc repro``) the pipeline's datasets stop with one line naming the missing folder.
+The parameters are those of ``--pipeline``'s ``params.yaml`` (the backbones' architecture and size, the
+rejection protocol). Without the Grocery Store Dataset its datasets are skipped with a line saying so;
+without a pipeline run (``dvc repro``) the pipeline's datasets stop with one line naming the missing file.
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     add_smoke(parser, "tiny pipeline and data, one seed, synthetic only")
     args = parser.parse_args(argv)
-    params = read_params(PARAMS)
+    params = read_params(args.pipeline / "params.yaml" if (args.pipeline / "params.yaml").is_file() else PARAMS)
     if args.smoke:
         params = smoke_params(params)
         args.datasets, args.seeds = ["synthetic"], [0]
