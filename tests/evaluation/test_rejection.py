@@ -19,17 +19,13 @@ from retailnb.bundle.io import load_bundle, save_bundle
 from retailnb.bundle.model import DEFAULT_REJECTION_SCORE, UNKNOWN, Bundle, ClassNameError, ProbeSettings
 from retailnb.bundle.predict import describe_bundle, predict_features
 from retailnb.evaluation.rejection import (
-    NEGATIVE_SCORES,
-    PROBE_SCORES,
     REJECTION_METRICS,
     SCORES,
     Reference,
     SOURCE_METRICS,
     calibration_scores,
-    class_prototypes,
     evaluate_rejection,
     known_scores,
-    leave_one_out_knn_scores,
     leave_one_out_prototype_scores,
     logistic_fit,
     rejection_cells,
