@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from common import GROCERY, PARAMS, REPO, add_smoke, grocery_halves, has_grocery, interval_text, smoke_params
 from retailnb.config.params_file import read_params
@@ -219,7 +218,6 @@ def main(argv: list[str] | None = None) -> None:
     args.work = args.work or Path(tempfile.mkdtemp(prefix="retailnb-rejection-"))
     args.work.mkdir(parents=True, exist_ok=True)
     seeds = args.seeds or list(params["evaluate"]["seeds"])
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     results: dict[str, Any] = {"seeds": seeds, "grocery_seeds": args.grocery_seeds or seeds,
                                "params": params["evaluate"]["rejection"], "datasets": {}}
     for dataset in args.datasets:

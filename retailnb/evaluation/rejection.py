@@ -153,15 +153,12 @@ class Reference:
             return np.zeros(len(unit))
         return np.asarray((unit @ self.negatives.T).max(axis=1))
 
-    def kth_similarity(self, unit: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
-        """(N,) cosine similarity of each unit feature to its ``knn_k``-th nearest enrolled image, leaving
-        out enrolled image ``exclude[i]`` for row ``i`` (leave-one-out); NaN where too few images remain."""
+    def kth_similarity(self, unit: np.ndarray) -> np.ndarray:
+        """(N,) cosine similarity of each unit feature to its ``knn_k``-th nearest enrolled image (the last
+        one when there are fewer; :func:`leave_one_out_knn_scores` leaves each enrolled image out)."""
         sims = unit @ self.unit.T
-        if exclude is not None:
-            sims[np.arange(len(unit)), exclude] = -np.inf
         k = min(self.knn_k, sims.shape[1])
-        out = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
-        return np.where(np.isfinite(out), out, np.nan)
+        return np.asarray(-np.partition(-sims, k - 1, axis=1)[:, k - 1])
 
 
 def known_scores(score: Score, *, logits: np.ndarray | None = None, features: np.ndarray | None = None,

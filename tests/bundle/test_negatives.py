@@ -29,6 +29,7 @@ from retailnb.evaluation.rejection import NEGATIVE_SCORES, calibration_scores, t
 from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import save_backbone
 from shared_fixtures import colour_images, write_colour_folder
+from test_bundle import npy, rewrite_entry
 
 SIZE = 32
 OLD, NOT_SOLD = ["blue", "green", "red", "yellow"], ["black", "white"]
@@ -151,21 +152,6 @@ def test_add_negatives_checks_its_features(shop: Bundle) -> None:
         add_negatives(shop, np.zeros((0, 96)))
     with pytest.raises(ValueError, match="finite"):
         add_negatives(shop, np.full((1, 96), np.nan))
-
-
-def rewrite_entry(src: Path, dest: Path, name: str, change: Callable[[bytes], bytes]) -> Path:
-    """A copy of the bundle ``src`` with one entry's bytes changed (the zip's CRC written for the new bytes)."""
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w") as zout:
-        for info in zin.infolist():
-            data = zin.read(info)
-            zout.writestr(info, change(data) if info.filename == name else data)
-    return dest
-
-
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
 
 
 def forged_header(_: bytes) -> bytes:
