@@ -238,13 +238,6 @@ def finetune_comparisons(summary: TargetSummary) -> list[Comparison]:
     return out
 
 
-def finetune_verdicts(summary: TargetSummary) -> list[str]:
-    """The probe against finetuning in words: the ratio, then :func:`finetune_comparisons`."""
-    ratio = ratio_sentence(summary) if "probe_all" in summary.methods.get(summary.main_variant, {}) else None
-    return ([ratio] if ratio and "pretrained" in summary.finetune else []) + [
-        c.sentence() for c in finetune_comparisons(summary)]
-
-
 def noisy_comparisons(summary: TargetSummary, noisy: Sequence[NoisyRecord] = ()) -> list[Comparison]:
     """Each noisy-student round against round 0 (the main contrastive backbone alone), the last of each
     round noting the pseudolabels' precision and coverage averaged over the seeds' noisy records."""
@@ -260,11 +253,6 @@ def noisy_comparisons(summary: TargetSummary, noisy: Sequence[NoisyRecord] = ())
             rows[-1] = Comparison(last.what, last.a_label, last.a, last.b_label, last.b, _pseudolabel_note(noisy, r))
         out += rows
     return out
-
-
-def noisy_verdicts(summary: TargetSummary, noisy: Sequence[NoisyRecord] = ()) -> list[str]:
-    """:func:`noisy_comparisons` in words."""
-    return [c.sentence() for c in noisy_comparisons(summary, noisy)]
 
 
 def _pseudolabel_note(noisy: Sequence[NoisyRecord], r: int) -> str:
@@ -491,11 +479,6 @@ def rejection_comparisons(summary: TargetSummary) -> list[Comparison]:
         r, last = rounds[-1]
         out.append(Comparison(what, f"noisy-student round {r}", methods[last][key], f"`{main}`", methods[main][key]))
     return out
-
-
-def rejection_verdicts(summary: TargetSummary) -> list[str]:
-    """:func:`rejection_comparisons` in words."""
-    return [c.sentence() for c in rejection_comparisons(summary)]
 
 
 def results_markdown(targets: Mapping[str, TargetSummary], confidence: float) -> str:
