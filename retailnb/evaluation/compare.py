@@ -30,6 +30,7 @@ from retailnb.evaluation.finetune import FinetuneResult, finetune
 from retailnb.evaluation.probe import DEFAULT_THREADS, FALLBACK_C, fit_logistic_probe
 from retailnb.evaluation.quickprobe import ProbeData
 from retailnb.models.backbone import create_backbone
+from retailnb.models.backbone_info import WEIGHTS_NONE, read_backbone_info
 from retailnb.models.sharded import process_group, sharded_features
 from retailnb.util.hashing import file_sha256
 from retailnb.util.parallel import default_workers
@@ -159,11 +160,17 @@ def backbones_features(backbones: Mapping[str, str], data: ProbeData, *, archite
                        ) -> tuple[dict[str, Features], dict[str, np.ndarray]]:
     """Train and test features of every backbone (cached: see :func:`backbone_features`), in table order;
     and, when ``source`` is given, its features of the source's unlabelled-only products
-    (:func:`source_unknown_features`; an empty dict otherwise)."""
+    (:func:`source_unknown_features`; an empty dict otherwise).
+
+    Each backbone is built as the ``backbone.json`` beside its weights says (a noisy student may be larger
+    than its teacher, ``noisy.student.architecture``); ``architecture`` for weights without one and for
+    random weights.
+    """
     features, source_features = {}, {}
     for name, weights in backbones.items():
         torch.manual_seed(seed)  # random_init: the same random weights every run
-        model = create_backbone(architecture, weights=weights)
+        info = read_backbone_info(weights) if weights != WEIGHTS_NONE else None
+        model = create_backbone(info.architecture if info is not None else architecture, weights=weights)
         features[name] = backbone_features(name, model, data, cache_dir, weights)
         if source is not None:
             source_features[name] = source_unknown_features(name, model, source, cache_dir, weights)

@@ -15,6 +15,7 @@ from retailnb.config.evaluate import RejectionSpec
 from retailnb.data.manifest import ManifestRow
 from retailnb.evaluation.compare import (
     backbone_results,
+    backbones_features,
     catalogue_mask,
     collect_backbones,
     evaluate_backbones,
@@ -155,3 +156,25 @@ def test_the_rejection_knn_k_reaches_the_knn_score_alone() -> None:
     assert first is not None and third is not None
     assert third["knn"]["threshold"] < first["knn"]["threshold"]
     assert all(first[s] == third[s] for s in ("msp", "energy", "prototype", "mahalanobis", "relative_mahalanobis"))
+
+
+def test_a_student_larger_than_its_teacher_is_built_as_its_backbone_json_says(tmp_path: Path) -> None:
+    """``noisy.student.architecture`` may name a larger model than ``backbone.architecture``: each round's
+    features come from the architecture its ``backbone.json`` records, not the teacher's."""
+    from retailnb.models.backbone_info import write_backbone_info
+
+    torch.manual_seed(1)
+    teacher_dir, round_dir = tmp_path / "pretrain" / "simclr", tmp_path / "noisy" / "round_1"
+    teacher_dir.mkdir(parents=True)
+    round_dir.mkdir(parents=True)
+    save_backbone(teacher_dir / "backbone.pt", timm.create_model(ARCH, num_classes=0))
+    student = timm.create_model("resnet10t", num_classes=0)
+    save_backbone(round_dir / "backbone.pt", student)
+    write_backbone_info(round_dir / "backbone.json", architecture="resnet10t", image_size=32,
+                        feature_dim=student.num_features, weights=round_dir / "backbone.pt")
+    backbones = collect_backbones(tmp_path / "pretrain", tmp_path / "noisy", variants=["simclr"])
+    features, _ = backbones_features(backbones, tiny_probe_data(), architecture=ARCH, seed=0,
+                                     cache_dir=tmp_path / "features")
+    assert features["noisy_round_1"][0].shape[1] == student.num_features
+    assert features["simclr"][0].shape[1] == timm.create_model(ARCH, num_classes=0).num_features
+    assert student.num_features != features["simclr"][0].shape[1]
