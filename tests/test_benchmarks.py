@@ -262,3 +262,36 @@ def test_the_rejection_benchmark_measures_every_score_in_smoke_mode(tmp_path: Pa
         assert all(len(values) == 1 for cells in backbone.values() for values in cells.values())  # one seed
     assert "| main | relative_mahalanobis |" in out and "| student | knn+neg |" in out
     assert (tmp_path / "rejection.md").read_text().startswith("Unknown-product rejection; seeds [0]")
+
+
+@pytest.mark.pipeline
+def test_the_budget_study_applies_each_configuration_and_reports_its_ratio(tmp_path: Path) -> None:
+    """Two configurations of a tiny run: each override changes what it says (two noisy rounds instead of
+    one), every ratio is the probe over finetuning, and the table and figure are written beside the JSON; a
+    rerun measures nothing again."""
+    configs = tmp_path / "budget.yaml"
+    configs.write_text("configs:\n  default: []\n  two_rounds: [noisy.rounds=2]\n")
+    args = ("--work", str(tmp_path / "work"), "--configs-file", str(configs), "--configs", "default", "two_rounds",
+            "--out", str(tmp_path / "budget.json"))
+    smoke("budget_study", *args)
+    results = {r["config"]: r for r in json.loads((tmp_path / "budget.json").read_text())}
+    assert set(results) == {"default", "two_rounds"}
+    assert results["default"]["rounds"] == ["noisy_round_1"]
+    assert results["two_rounds"]["rounds"] == ["noisy_round_1", "noisy_round_2"]
+    assert results["two_rounds"]["overrides"] == ["noisy.rounds=2"]
+    # the same pretraining (and so the same main backbone and finetuning baseline) is trained once
+    default, two = results["default"], results["two_rounds"]
+    assert two["pretrain_minutes"] == default["pretrain_minutes"] and two["finetune_accuracy"] == default["finetune_accuracy"]
+    assert two["probes"][two["main"]] == default["probes"][default["main"]]
+    assert len(list((tmp_path / "work" / "runs" / "pretrain").iterdir())) == 1
+    study = load("budget_study")
+    for row in results.values():
+        assert set(row["probes"]) == {row["main"], *row["rounds"]}
+        assert all(set(probes) == set(study.LEVERS) for probes in row["probes"].values())
+        assert study.ratios(row, row["main"]) == row["probes"][row["main"]]["probe"] / row["finetune_accuracy"]
+        assert row["pretrain_images"] > 0 and row["noisy_images"] > 0
+    table = (tmp_path / "budget.md").read_text()
+    assert "| default | 1 |" in table and "| two_rounds | 1 |" in table
+    assert (tmp_path / "budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = smoke("budget_study", *args)
+    assert " seed 0: ratio" not in again  # both were measured: nothing runs again
