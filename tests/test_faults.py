@@ -342,7 +342,7 @@ def killed_midway(code: str, *args: str) -> None:
         proc.kill()
         raise AssertionError(f"the victim did not reach the kill point: {line!r} {proc.communicate()[1]}")
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    assert proc.wait(timeout=30) == -signal.SIGKILL, "the victim ended before the kill reached it"
 
 
 SAVE_KILLED = """

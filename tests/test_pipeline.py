@@ -536,9 +536,13 @@ def test_a_stage_killed_midway_leaves_a_repository_the_next_repro_completes(pipe
     root = copy_repo(pipeline, tmp_path / "repo")
     run = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "new_products"],
                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    time.sleep(8)  # the stage's kernel is running
+    assert run.stdout is not None
+    for line in run.stdout:  # dvc names the stage as it starts it
+        if b"Running stage 'new_products'" in line:
+            break
+    time.sleep(4)  # the stage's kernel is starting or running (torch alone takes longer to import)
     os.killpg(run.pid, signal.SIGKILL)
-    run.wait(timeout=60)
+    assert run.wait(timeout=60) == -signal.SIGKILL, "dvc repro ended before the kill reached it"
     dvc(root, "repro")
     assert not json.loads(dvc(root, "status", "--json").stdout)
     assert (root / "models" / "bundle" / "catalogue.bundle").is_file()
