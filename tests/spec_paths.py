@@ -5,16 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from retailnb.config.base import Spec
-from retailnb.config.data import DataStageSpec
-from retailnb.config.evaluate import EvaluateStageSpec
-from retailnb.config.new_products import NewProductsStageSpec
-from retailnb.config.noisy import NoisyStageSpec
-from retailnb.config.pretrain import PretrainStageSpec
-from retailnb.config.report import ReportStageSpec
 from retailnb.config.stages import STAGES, spec_from_params
+from retailnb.stages.check import STAGE_SPECS
 
-SPECS: dict[str, type[Spec]] = {spec.stage: spec for spec in (  # type: ignore[attr-defined]
-    DataStageSpec, PretrainStageSpec, NoisyStageSpec, EvaluateStageSpec, ReportStageSpec, NewProductsStageSpec)}
+SPECS: dict[str, type[Spec]] = {spec.stage: spec for spec in STAGE_SPECS}  # type: ignore[attr-defined]
 """Every stage's spec model by its stage name (the name of its ``dvc.yaml`` stage)."""
 
 

@@ -155,3 +155,12 @@ def test_the_bundle_score_choices_are_the_rejection_scores() -> None:
     from retailnb.evaluation.rejection import SCORES
 
     assert get_args(NewProductsSpec.model_fields["rejection_score"].annotation) == SCORES
+
+
+def test_the_params_check_validates_every_stage_of_the_table() -> None:
+    """``stages/check.STAGE_SPECS`` (what ``dvc repro`` validates first, and what these tests use) holds
+    the spec of every stage of :data:`STAGES`, each once, in the pipeline's order."""
+    from retailnb.config.stages import STAGES
+    from retailnb.stages.check import STAGE_SPECS
+
+    assert [spec.stage for spec in STAGE_SPECS] == list(STAGES)  # type: ignore[attr-defined]
