@@ -7,7 +7,7 @@ A code block in the docs is a promise. Each fenced block of each page (:data:`PA
   parameters, so ``models/``, ``metrics/`` and ``reports/`` exist), one copy per page. The copy also gets
   the checkout's ``.dvc/plots`` templates and ``.dvc/config``, as a clone has them, the folders of photos
   the examples name (:func:`add_photos`), and links to the checkout's ``docs/`` and ``benchmarks/``, whose
-  committed results some examples read;
+  committed results some examples read (none may change them: checked after the blocks have run);
 * checked without running: ``yaml`` blocks are merged into ``params.yaml`` and every stage's spec is
   validated; ``text`` blocks have a checker in :data:`CHECKED`;
 * listed in :data:`NOT_RUN` with the reason it cannot run here (an install, the whole test suite, GPUs,
@@ -67,6 +67,11 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "the Grocery Store Dataset and an hour of training",
     ("docs/experiments.md", "python benchmarks/bench_transfer.py --noisy"):
         "the Grocery Store Dataset and half an hour per seed; tests/test_benchmarks.py runs it with --smoke",
+    ("docs/experiments.md", "python benchmarks/budget_study.py"):
+        "an hour and a half of training on 2 cores; tests/test_benchmarks.py runs it with --smoke",
+    ("docs/experiments.md", "python benchmarks/bench_rejection.py --pipeline ."):
+        "writes the committed benchmarks/results/rejection.* (here through the workspace's link to benchmarks/), "
+        "and the Grocery datasets take hours; tests/test_benchmarks.py runs it with --smoke",
     ("docs/experiments.md", "python benchmarks/recipe_study.py"):
         "the Grocery Store Dataset and hours of training; tests/test_benchmarks.py runs it with --smoke",
     ("docs/experiments.md", "dvc exp run -S '+pretrain.variants.simclr="):
@@ -309,10 +314,19 @@ def add_photos(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def workspaces(tiny_pipeline: TinyPipeline, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """The copy of the tiny pipeline each page's blocks run in, made on first use."""
+def workspaces(tiny_pipeline: TinyPipeline, tmp_path_factory: pytest.TempPathFactory,
+               ) -> Iterator[Callable[[str], Path]]:
+    """The copy of the tiny pipeline each page's blocks run in, made on first use. Its ``docs/`` and
+    ``benchmarks/`` are links to the checkout's: after the blocks, the checkout's committed results and
+    pages must be as they were (a block that wrote them would leave the tables stale, as a CI run found)."""
     made: dict[str, Path] = {}
     base = tmp_path_factory.mktemp("docs")
+
+    def committed() -> dict[str, bytes]:
+        files = [*(REPO / "benchmarks" / "results").iterdir(), *(REPO / "docs").glob("*.md")]
+        return {str(f.relative_to(REPO)): f.read_bytes() for f in files if f.is_file()}
+
+    before = committed()
 
     def workspace(page: str) -> Path:
         if page not in made:
@@ -325,7 +339,10 @@ def workspaces(tiny_pipeline: TinyPipeline, tmp_path_factory: pytest.TempPathFac
             made[page] = root
         return made[page]
 
-    return workspace
+    yield workspace
+    after = committed()
+    changed = sorted(name for name in {*before, *after} if before.get(name) != after.get(name))
+    assert not changed, f"the docs' blocks changed files of the checkout: {changed}"
 
 
 def run_bash(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:

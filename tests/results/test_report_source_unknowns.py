@@ -73,10 +73,15 @@ def test_records_written_before_the_source_products_read_as_before() -> None:
     records = {s: EvaluateRecord.model_validate(without_source(c)) for s, c in committed.items()}
     assert all(r.rejection is not None and r.rejection.n_source_unknown == 0 for r in records.values())
     summary = summarize_target("prepared", records, 0.95)
-    assert table_rows(rejection_table_markdown(summary))[0] == BEFORE
+    # the committed records measure every score: one AUROC column each, then the threshold's columns
+    from retailnb.evaluation.rejection import SCORES
+    from retailnb.results.markdown import SCORE_NAMES
+
+    header = [BEFORE[0], *(f"AUROC, {SCORE_NAMES[score]}" for score in SCORES), *BEFORE[4:]]
+    assert table_rows(rejection_table_markdown(summary))[0] == header
     assert "unlabelled-only" not in rejection_heading(summary)
     now = summarize_target("prepared", {s: EvaluateRecord.model_validate(c) for s, c in committed.items()}, 0.95)
-    assert table_rows(rejection_table_markdown(now))[0] == [*BEFORE, "AUROC, source products",
+    assert table_rows(rejection_table_markdown(now))[0] == [*header, "AUROC, source products",
                                                              "source products rejected"]
 
 
