@@ -221,6 +221,13 @@ def scale_table() -> str:
     return markdown(["images", "holding", "peak RSS (MiB)", "train img/s", "pseudolabelling ms/img"], "rlrrr", rows)
 
 
+def budget_table(target: str) -> str:
+    """``benchmarks/budget_study.py``'s table on ``target``, as the study wrote it beside its JSON (from the
+    same results, in the same run): ratio and accuracies per configuration with their t-intervals."""
+    text = (RESULTS / f"budget_{target}.md").read_text()
+    return "".join(line + "\n" for line in text.splitlines() if line.startswith("|"))
+
+
 def _default() -> Mapping[str, Any]:
     return read(SUMMARY)["targets"]["prepared"]
 
@@ -242,6 +249,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "rejection-synthetic": lambda: rejection_bench_table("synthetic"),
     "rejection-grocery-disjoint": lambda: rejection_bench_table("grocery_disjoint"),
     "rejection-grocery-all": lambda: rejection_bench_table("grocery_all"),
+    "budget-synthetic": lambda: budget_table("synthetic"),
 }
 """Every generated table by name, and how it is made."""
 

@@ -295,3 +295,15 @@ def test_the_budget_study_applies_each_configuration_and_reports_its_ratio(tmp_p
     assert (tmp_path / "budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = smoke("budget_study", *args)
     assert " seed 0: ratio" not in again  # both were measured: nothing runs again
+
+
+@pytest.mark.parametrize("target", ["synthetic"])
+def test_the_committed_budget_table_is_the_one_its_json_gives(target: str, tmp_path: Path) -> None:
+    """``benchmarks/results/budget_<target>.md`` (which the docs show) is what ``--render`` writes from the
+    committed JSON: the table cannot drift from the results."""
+    results = REPO / "benchmarks" / "results" / f"budget_{target}.json"
+    copy = tmp_path / results.name
+    copy.write_text(results.read_text())
+    load("budget_study").main(["--render", "--target", target, "--out", str(copy)])
+    assert copy.with_suffix(".md").read_text() == results.with_suffix(".md").read_text()
+    assert copy.with_suffix(".png").stat().st_size > 10_000
