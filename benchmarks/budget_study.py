@@ -76,6 +76,9 @@ from retailnb.config.params_file import read_params
 AUGMENTATIONS = 4
 """Light augmentations averaged with each training image's features (the ``aug_mean`` lever)."""
 
+TREND_ROUNDS = 4
+"""The round table's trend: the ratio's mean gain per round over a configuration's last this many rounds."""
+
 LEVERS = ("probe", "l2", "aug_mean")
 """The probes measured on every backbone: as the evaluate stage fits it, then the two probe-side levers."""
 
@@ -271,6 +274,33 @@ def table(results: list[dict[str, Any]], names: list[str]) -> list[str]:
     return lines
 
 
+def round_ratios(runs: list[dict[str, Any]], depth: int) -> list[list[float] | None]:
+    """Per round 0 (the main backbone) to ``depth``, the ratio of each run, or None where a run has fewer rounds."""
+    out: list[list[float] | None] = [[ratios(r, r["main"]) for r in runs]]
+    for i in range(depth):
+        out.append([ratios(r, r["rounds"][i]) for r in runs] if all(len(r["rounds"]) > i for r in runs) else None)
+    return out
+
+
+def round_table(results: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """The Markdown table of the ratio after each noisy-student round (round 0: the main backbone, the
+    teacher of round 1), per configuration, each mean [95% t-interval]."""
+    configs = config_rows(results, names)
+    depth = max(len(r["rounds"]) for _, runs in configs for r in runs)
+    header = ("| configuration | main | " + " | ".join(f"round {i}" for i in range(1, depth + 1))
+              + f" | gain per round, last {TREND_ROUNDS} |")
+    lines = [header, "|" + "---|" * (depth + 3)]
+    for name, runs in configs:
+        by_round = round_ratios(runs, depth)
+        cells = [interval_text(values) if values is not None else "–" for values in by_round]
+        n = len([values for values in by_round if values is not None]) - 1  # the configuration's rounds
+        trend = (interval_text([(b - a) / TREND_ROUNDS for a, b in zip(by_round[n - TREND_ROUNDS], by_round[n],  # type: ignore[arg-type]
+                                                                         strict=True)])
+                 if n >= TREND_ROUNDS else "–")
+        lines.append(f"| {name} | " + " | ".join([*cells, trend]) + " |")
+    return lines
+
+
 def figure(results: list[dict[str, Any]], names: list[str], path: Path, title: str) -> None:
     """Ratio against training minutes, per configuration: the main backbone and the last noisy round, each
     with its 95% t-interval over seeds; the paper's claim taken as a ratio of 0.9."""
@@ -281,7 +311,7 @@ def figure(results: list[dict[str, Any]], names: list[str], path: Path, title: s
 
     from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    fig, (ax, by_round) = plt.subplots(1, 2, figsize=(13, 5), dpi=110, gridspec_kw={"width_ratios": [3, 2]})
     shapes = (("main backbone", "o", lambda r: r["main"]), ("last noisy round", "s", last_round))
     for i, (name, runs) in enumerate(config_rows(results, names)):
         points = []
@@ -305,6 +335,22 @@ def figure(results: list[dict[str, Any]], names: list[str], path: Path, title: s
     ax.set_ylabel("probe accuracy / finetuning accuracy")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
+    # the ratio after each round: configurations that differ only in their number of rounds share the first ones
+    configs = config_rows(results, names)
+    depth = max(len(r["rounds"]) for _, runs in configs for r in runs)
+    for i, (name, runs) in enumerate(configs):
+        points = [(k + 0.06 * (i - len(configs) / 2), _interval(values))
+                  for k, values in enumerate(round_ratios(runs, depth)) if values is not None]
+        xs, stats = [x for x, _ in points], [st for _, st in points]
+        by_round.errorbar(xs, [m for m, _, _ in stats], yerr=[[m - lo for m, lo, _ in stats], [hi - m for m, _, hi in stats]],
+                          fmt="-o", markersize=3, color=f"C{i}", capsize=2, linewidth=0.8, label=name)
+    by_round.axhline(0.9, color="grey", linestyle="--", linewidth=1)
+    by_round.set_xticks(range(depth + 1), ["main", *map(str, range(1, depth + 1))])
+    by_round.set_xlabel("noisy-student round (main: the pretrained backbone, round 1's teacher)", fontsize=9)
+    by_round.set_ylabel("probe accuracy / finetuning accuracy")
+    by_round.set_title("The ratio after each round", fontsize=10)
+    by_round.legend(fontsize=7, loc="lower right")
+    by_round.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -318,7 +364,9 @@ def render(results: list[dict[str, Any]], names: list[str], out: Path, target: s
     lines = [f"Budget study, target {target} (products pretraining never saw); seeds {seeds}; mean [95% "
              "t-interval] over training seeds; ratio = probe accuracy with all images / accuracy of finetuning "
              "the main backbone; the overrides of each configuration are in benchmarks/budget.yaml", "",
-             *table(results, studied)]
+             *table(results, studied), "", "The ratio after each noisy-student round (main: the pretrained "
+             "backbone, round 1's teacher; –: the configuration has fewer rounds), and its mean gain per round over "
+             f"the last {TREND_ROUNDS} rounds, seed by seed:", "", *round_table(results, studied)]
     text = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(text)
     figure(results, studied, out.with_suffix(".png"), f"Probe / finetune against training budget ({target})")

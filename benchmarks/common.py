@@ -9,8 +9,9 @@ its figures mean nothing).
 
 Sections:
 
-* **paths and params**: :data:`REPO`, :data:`PARAMS`, :data:`GROCERY`; :func:`set_key` and
-  :func:`apply_overrides` (``-S key.path=value`` as ``dvc exp run -S`` applies it); :func:`write_params`.
+* **paths and params**: :data:`REPO`, :data:`PARAMS`, :data:`GROCERY`; :func:`write_params`; ``set_key`` and
+  ``apply_overrides`` (``-S key.path=value`` as ``dvc exp run -S`` applies it) are
+  :mod:`retailnb.config.overrides`'s, imported here for every script.
 * **smoke mode**: :func:`add_smoke`, :func:`apply_smoke`, and the tiny parameters every smoke run shares
   (:data:`SMOKE_SYNTHETIC`, :data:`SMOKE_PIPELINE`, with :data:`ONE_EPOCH`; :func:`smoke_params`).
 * **timing**: :func:`timed_steps` (the step loop every throughput figure is timed with, the reference loop
@@ -41,8 +42,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
+
+from retailnb.config.overrides import apply_overrides, set_key
 
 if TYPE_CHECKING:
     from retailnb.config.data import SyntheticSpec
@@ -58,54 +60,6 @@ PARAMS = REPO / "params.yaml"
 
 GROCERY = REPO.parent / "shared" / "data" / "GroceryStoreDataset"
 """Where the Grocery Store Dataset is looked for by default (it is not part of the repository)."""
-
-
-def _parent(params: dict[str, Any], dotted: str) -> tuple[dict[str, Any], str]:
-    """The mapping that holds ``dotted``'s last part, and that part (KeyError: a parent is missing)."""
-    *parents, last = dotted.split(".")
-    node = params
-    for part in parents:
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(f"no key {dotted} in params.yaml")
-        node = node[part]
-    if not isinstance(node, dict):
-        raise KeyError(f"no key {dotted} in params.yaml")
-    return node, last
-
-
-def set_key(params: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``params["a"]["b"] = value`` for ``dotted = "a.b"``; the path must exist (a typo fails).
-
-    Raises:
-        KeyError: ``params`` has no ``dotted``.
-    """
-    node, last = _parent(params, dotted)
-    if last not in node:
-        raise KeyError(f"no key {dotted} in params.yaml")
-    node[last] = value
-
-
-def apply_overrides(params: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """``params`` with ``key.path=value`` overrides applied, values parsed as YAML (like ``dvc exp run -S``).
-
-    ``params`` itself is left alone. Under ``pretrain.variants`` new keys are allowed (a variant's weights).
-
-    Raises:
-        ValueError: an override without ``=`` or whose path does not exist in ``params``.
-    """
-    params = json.loads(json.dumps(params))
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ValueError(f"-S {item!r}: expected key.path=value")
-        try:
-            node, last = _parent(params, key)
-        except KeyError:
-            raise ValueError(f"-S {item!r}: params.yaml has no {key!r}") from None
-        if last not in node and key.split(".")[:2] != ["pretrain", "variants"]:
-            raise ValueError(f"-S {item!r}: params.yaml has no {key!r}")
-        node[last] = yaml.safe_load(text)
-    return params
 
 
 # --- smoke mode -----------------------------------------------------------------------------------

@@ -221,11 +221,24 @@ def scale_table() -> str:
     return markdown(["images", "holding", "peak RSS (MiB)", "train img/s", "pseudolabelling ms/img"], "rlrrr", rows)
 
 
-def budget_table(target: str) -> str:
-    """``benchmarks/budget_study.py``'s table on ``target``, as the study wrote it beside its JSON (from the
-    same results, in the same run): ratio and accuracies per configuration with their t-intervals."""
-    text = (RESULTS / f"budget_{target}.md").read_text()
-    return "".join(line + "\n" for line in text.splitlines() if line.startswith("|"))
+def budget_table(target: str, which: int = 0) -> str:
+    """``benchmarks/budget_study.py``'s table number ``which`` on ``target``, as the study wrote it beside its
+    JSON (from the same results, in the same run): 0, ratio and accuracies per configuration; 1, the ratio
+    after each noisy-student round; each cell with its t-interval."""
+    return _nth_table((RESULTS / f"budget_{target}.md").read_text(), which)
+
+
+def _nth_table(text: str, which: int) -> str:
+    """The ``which``-th run of consecutive ``|`` lines of ``text``, each line ending in a newline."""
+    tables: list[list[str]] = []
+    previous = False
+    for line in text.splitlines():
+        if line.startswith("|"):
+            if not previous:
+                tables.append([])
+            tables[-1].append(line)
+        previous = line.startswith("|")
+    return "".join(line + "\n" for line in tables[which])
 
 
 def _default() -> Mapping[str, Any]:
@@ -250,6 +263,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "rejection-grocery-disjoint": lambda: rejection_bench_table("grocery_disjoint"),
     "rejection-grocery-all": lambda: rejection_bench_table("grocery_all"),
     "budget-synthetic": lambda: budget_table("synthetic"),
+    "budget-synthetic-rounds": lambda: budget_table("synthetic", 1),
 }
 """Every generated table by name, and how it is made."""
 

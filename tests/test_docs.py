@@ -6,8 +6,9 @@ A code block in the docs is a promise. Each fenced block of each page (:data:`PA
   tiny pipeline's repository (the session's ``tiny_pipeline``: ``dvc repro`` has run every stage on tiny
   parameters, so ``models/``, ``metrics/`` and ``reports/`` exist), one copy per page. The copy also gets
   the checkout's ``.dvc/plots`` templates and ``.dvc/config``, as a clone has them, the folders of photos
-  the examples name (:func:`add_photos`), and links to the checkout's ``docs/`` and ``benchmarks/``, whose
-  committed results some examples read (none may change them: checked after the blocks have run);
+  the examples name (:func:`add_photos`), and links to the checkout's ``docs/``, ``benchmarks/`` and
+  ``recipes/``, whose committed results some examples read (none may change them: checked after the blocks
+  have run);
 * checked without running: ``yaml`` blocks are merged into ``params.yaml`` and every stage's spec is
   validated; ``text`` blocks have a checker in :data:`CHECKED`;
 * listed in :data:`NOT_RUN` with the reason it cannot run here (an install, the whole test suite, GPUs,
@@ -72,6 +73,9 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/experiments.md", "python benchmarks/bench_rejection.py --pipeline ."):
         "writes the committed benchmarks/results/rejection.* (here through the workspace's link to benchmarks/), "
         "and the Grocery datasets take hours; tests/test_benchmarks.py runs it with --smoke",
+    ("docs/experiments.md", "dvc exp run -n more-time"):
+        "eight noisy-student rounds and the evaluation again, about 35 minutes on 2 cores; "
+        "tests/config/test_overrides.py checks that the recipe sets what DVC's -S sets and each stage reads it",
     ("docs/experiments.md", "python benchmarks/recipe_study.py"):
         "the Grocery Store Dataset and hours of training; tests/test_benchmarks.py runs it with --smoke",
     ("docs/experiments.md", "dvc exp run -S '+pretrain.variants.simclr="):
@@ -316,8 +320,8 @@ def add_photos(root: Path) -> None:
 @pytest.fixture(scope="module")
 def workspaces(tiny_pipeline: TinyPipeline, tmp_path_factory: pytest.TempPathFactory,
                ) -> Iterator[Callable[[str], Path]]:
-    """The copy of the tiny pipeline each page's blocks run in, made on first use. Its ``docs/`` and
-    ``benchmarks/`` are links to the checkout's: after the blocks, the checkout's committed results and
+    """The copy of the tiny pipeline each page's blocks run in, made on first use. Its ``docs/``,
+    ``benchmarks/`` and ``recipes/`` are links to the checkout's: after the blocks, the checkout's committed results and
     pages must be as they were (a block that wrote them would leave the tables stale, as a CI run found)."""
     made: dict[str, Path] = {}
     base = tmp_path_factory.mktemp("docs")
@@ -334,7 +338,7 @@ def workspaces(tiny_pipeline: TinyPipeline, tmp_path_factory: pytest.TempPathFac
             shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots", dirs_exist_ok=True)
             shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")  # the plots' page template
             add_photos(root)
-            for name in ("docs", "benchmarks"):
+            for name in ("docs", "benchmarks", "recipes"):
                 (root / name).symlink_to(REPO / name)
             made[page] = root
         return made[page]

@@ -10,4 +10,7 @@ Why pydantic v2 rather than OmegaConf structured configs: strict mode rejects ``
 ``2.5`` for an int outright, constraints (``gt``, ``ge``, ``Literal``) sit beside each field, nested
 models give key paths for free, and the same models serialise to JSON for ``torchrun`` workers and the
 stage records the report reads. OmegaConf would coerce ``"false"`` to ``False`` and has no range checks.
+
+Overrides (``key.path=value``, as ``dvc exp run -S`` takes them) and the recipes of ``recipes/`` (measured
+configurations as overrides, for those with more time) are :mod:`retailnb.config.overrides`.
 """
