@@ -293,10 +293,11 @@ def round_table(results: list[dict[str, Any]], names: list[str]) -> list[str]:
     for name, runs in configs:
         by_round = round_ratios(runs, depth)
         cells = [interval_text(values) if values is not None else "–" for values in by_round]
-        n = len([values for values in by_round if values is not None]) - 1  # the configuration's rounds
-        trend = (interval_text([(b - a) / TREND_ROUNDS for a, b in zip(by_round[n - TREND_ROUNDS], by_round[n],  # type: ignore[arg-type]
-                                                                         strict=True)])
-                 if n >= TREND_ROUNDS else "–")
+        have = [values for values in by_round if values is not None]  # the main backbone, then each of its rounds
+        trend = "–"
+        if len(have) > TREND_ROUNDS:
+            start, end = have[-1 - TREND_ROUNDS], have[-1]
+            trend = interval_text([(b - a) / TREND_ROUNDS for a, b in zip(start, end, strict=True)])
         lines.append(f"| {name} | " + " | ".join([*cells, trend]) + " |")
     return lines
 
