@@ -33,7 +33,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from retailnb.config.params_file import ParamsError, PathLike, read_params
+from retailnb.config.params_file import ParamsError, PathLike, lookup, read_params
 
 NEW_KEYS_UNDER: tuple[str, ...] = ("pretrain.variants",)
 """Mappings whose keys are names the user chooses (a pretraining variant): an override may add one."""
@@ -152,23 +152,16 @@ def read_recipe(path: PathLike, params_file: PathLike = "params.yaml") -> Recipe
         raise ParamsError(p, f"overrides: {err}") from None
     for item in overrides:
         key = item.partition("=")[0]
-        old, new = _lookup(params, key), _lookup(applied, key)
-        if old is not _MISSING and not _same_type(old, new):
+        try:
+            old = lookup(params, key, file=params_file)
+        except ParamsError:
+            continue  # a new key (a pretraining variant): nothing to compare its type with
+        new = lookup(applied, key, file=params_file)
+        if not _same_type(old, new):
             raise ParamsError(p, f"overrides: {item!r}: {params_file} holds {_kind(old)} at {key}, "
                                  f"the recipe gives {_kind(new)}")
     return Recipe(path=p, description=str(data["description"]).strip(), study=str(data["study"]),
                   config=str(data["config"]), overrides=tuple(overrides))
-
-
-_MISSING = object()
-
-
-def _lookup(params: dict[str, Any], key: str) -> Any:
-    try:
-        node, last = _parent(params, key)
-    except KeyError:
-        return _MISSING
-    return node.get(last, _MISSING)
 
 
 def _kind(value: Any) -> str:

@@ -13,7 +13,7 @@ import pytest
 from dvc.utils.hydra import apply_overrides as dvc_apply_overrides
 
 from retailnb.config.overrides import Recipe, apply_overrides, read_recipe
-from retailnb.config.params_file import ParamsError, read_params
+from retailnb.config.params_file import ParamsError, lookup, read_params
 from retailnb.config.stages import STAGES, spec_from_params
 from retailnb.stages.check import STAGE_SPECS, problems
 
@@ -57,7 +57,7 @@ def spec_value(params: dict[str, Any], key: str) -> list[Any]:
     found = []
     for spec in STAGE_SPECS:
         entry = STAGES[spec.stage]
-        loop = list(params[entry.foreach.split(".")[0]][entry.foreach.split(".")[1]]) if entry.foreach else [None]
+        loop = list(lookup(params, entry.foreach, file=PARAMS)) if entry.foreach else [None]
         for name in loop:
             for field, path in entry.key_paths(name).items():
                 if key == path or key.startswith(path + "."):
@@ -83,9 +83,7 @@ def test_a_recipe_sets_what_dvc_exp_run_sets_and_each_stage_reads_it(path: Path,
     assert problems(ours) == []
     for item in recipe.overrides:
         key, _, _ = item.partition("=")
-        value = ours
-        for part in key.split("."):
-            value = value[part]
+        value = lookup(ours, key, file=copy)
         seen = spec_value(ours, key)
         assert seen, f"{path.name}: no stage reads {key}"
         assert all(v == value and type(v) is type(value) for v in seen), (key, value, seen)
