@@ -55,7 +55,6 @@ from common import (
     TARGET_KINDS,
     Side,
     add_smoke,
-    apply_overrides,
     apply_smoke,
     grocery_halves,
     has_grocery,
@@ -69,6 +68,7 @@ from common import (
 )
 from reference_loop import PLAIN_RECIPE, ReferenceViews, reference_loop, resnet18_simclr
 from retailnb.config.noisy import NoisyStageSpec
+from retailnb.config.overrides import apply_overrides
 from retailnb.config.params_file import read_params
 from retailnb.config.pretrain import PretrainStageSpec
 from retailnb.config.stages import spec_from_params

@@ -62,7 +62,6 @@ from common import (
     PARAMS,
     REPO,
     add_smoke,
-    apply_overrides,
     apply_smoke,
     grocery_halves,
     has_grocery,
@@ -71,6 +70,7 @@ from common import (
     synthetic_manifest,
     target_data,
 )
+from retailnb.config.overrides import apply_overrides
 from retailnb.config.params_file import read_params
 
 AUGMENTATIONS = 4

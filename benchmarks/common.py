@@ -9,9 +9,10 @@ its figures mean nothing).
 
 Sections:
 
-* **paths and params**: :data:`REPO`, :data:`PARAMS`, :data:`GROCERY`; :func:`write_params`; ``set_key`` and
-  ``apply_overrides`` (``-S key.path=value`` as ``dvc exp run -S`` applies it) are
-  :mod:`retailnb.config.overrides`'s, imported here for every script.
+* **paths and params**: :data:`REPO`, :data:`PARAMS`, :data:`GROCERY`; :func:`write_params`. The scripts that
+  apply ``-S key.path=value`` overrides import ``set_key`` and ``apply_overrides`` from
+  :mod:`retailnb.config.overrides`. Nothing here imports the pipeline's extra packages at module level (only
+  inside the functions that need them): ``bench_cli.py`` runs where only ``pip install .`` is installed.
 * **smoke mode**: :func:`add_smoke`, :func:`apply_smoke`, and the tiny parameters every smoke run shares
   (:data:`SMOKE_SYNTHETIC`, :data:`SMOKE_PIPELINE`, with :data:`ONE_EPOCH`; :func:`smoke_params`).
 * **timing**: :func:`timed_steps` (the step loop every throughput figure is timed with, the reference loop
@@ -44,7 +45,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from retailnb.config.overrides import apply_overrides, set_key
 
 if TYPE_CHECKING:
     from retailnb.config.data import SyntheticSpec
@@ -123,6 +123,8 @@ def write_params(path: Path, params: dict[str, Any]) -> None:
 
 def smoke_params(params: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``params`` with :data:`ONE_EPOCH` and :data:`SMOKE_PIPELINE` set."""
+    from retailnb.config.overrides import set_key  # the pipeline's YAML reader: not in `pip install .`
+
     params = json.loads(json.dumps(params))
     for key, value in {**ONE_EPOCH, **SMOKE_PIPELINE}.items():
         set_key(params, key, value)

@@ -48,11 +48,11 @@ from common import (
     add_smoke,
     apply_smoke,
     random_images,
-    set_key,
     synchronize,
     write_params,
 )
 from reference_loop import PLAIN_RECIPE, ReferenceViews, reference_loop, timm_simclr
+from retailnb.config.overrides import set_key
 from retailnb.config.params_file import read_params
 from retailnb.config.pretrain import PretrainStageSpec
 from retailnb.config.stages import spec_from_params

@@ -44,7 +44,6 @@ from common import (
     PARAMS,
     REPO,
     add_smoke,
-    apply_overrides,
     apply_smoke,
     grocery_halves,
     has_grocery,
@@ -53,6 +52,7 @@ from common import (
     smoke_params,
     synthetic_halves,
 )
+from retailnb.config.overrides import apply_overrides
 from retailnb.config.params_file import read_params
 
 SMOKE = {"target": "synthetic", "seeds": [0]}

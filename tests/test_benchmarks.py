@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from retailnb.config.evaluate import EvaluateStageSpec
+from retailnb.config.overrides import apply_overrides, set_key
 from retailnb.config.params_file import read_params
 from retailnb.config.pretrain import PretrainStageSpec
 from retailnb.config.stages import spec_from_params
@@ -46,10 +47,10 @@ def load(name: str) -> ModuleType:
     return module
 
 
-def smoke(script: str, *args: str, timeout: float = 600) -> str:
+def smoke(script: str, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> str:
     """Run ``python benchmarks/<script>.py --smoke ARGS`` as a user would; its output (it must succeed)."""
     done = subprocess.run([sys.executable, str(BENCHMARKS / f"{script}.py"), "--smoke", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode == 0, f"{script} --smoke failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -62,7 +63,7 @@ def test_no_benchmark_edits_sys_path() -> None:
 
 
 def test_every_recipe_is_a_valid_spec_that_differs_from_the_defaults_as_it_says() -> None:
-    apply_overrides, load_recipes = load("common").apply_overrides, load("recipe_study").load_recipes
+    load_recipes = load("recipe_study").load_recipes
     params = read_params(REPO / "params.yaml")
     variant = params["noisy"]["teacher_variant"]
     default = spec_from_params(PretrainStageSpec, params, variant)
@@ -92,11 +93,11 @@ def test_the_smoke_overrides_are_keys_of_params_yaml() -> None:
     common = load("common")
     params = read_params(REPO / "params.yaml")
     for key, value in {**common.ONE_EPOCH, **common.SMOKE_PIPELINE}.items():
-        common.set_key(params, key, value)
+        set_key(params, key, value)
     spec_from_params(EvaluateStageSpec, params, "prepared")  # still a valid spec
     assert common.smoke_params(read_params(REPO / "params.yaml")) == params
     with pytest.raises(KeyError, match="pretrain.engine.epoch"):
-        common.set_key(params, "pretrain.engine.epoch", 1)
+        set_key(params, "pretrain.engine.epoch", 1)
 
 
 def test_the_reference_loop_is_lightlys_example_step_for_step() -> None:
@@ -205,10 +206,64 @@ def test_the_transfer_benchmark_and_the_recipe_study_run_in_smoke_mode(tmp_path:
     assert (tmp_path / "recipes" / "recipe_study_smoke.json").is_file()
 
 
+def installed_by_pip_install_dot() -> set[str]:
+    """The distributions ``pip install .`` installs: the package's own dependencies, theirs, and so on (no extras)."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    wanted = [Requirement(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
+    seen = {"retailnb"}
+    while wanted:
+        requirement = wanted.pop()
+        name = canonicalize_name(requirement.name)
+        if name in seen or (requirement.marker is not None and not requirement.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        wanted += [Requirement(r) for r in metadata.requires(requirement.name) or []]
+    return seen
+
+
+BLOCKER = """\
+import sys
+sys.modules.update(dict.fromkeys({blocked!r}))  # None: `import` fails, importlib.util.find_spec answers None
+"""
+"""A ``sitecustomize`` that makes every module ``pip install .`` would not install absent, as there."""
+
+
+def package_only_env(folder: Path) -> dict[str, str]:
+    """An environment whose Python processes (and their children) import only what ``pip install .`` installs."""
+    import os
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    allowed = installed_by_pip_install_dot()
+    blocked = sorted(module for module, dists in metadata.packages_distributions().items()
+                     if not module.startswith("_") and not {canonicalize_name(d) for d in dists} & allowed)
+    assert {"ruamel", "dvc", "papermill", "lightly", "matplotlib", "pytest"} <= set(blocked), blocked
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(BLOCKER.format(blocked=blocked))
+    return {**os.environ, "PYTHONPATH": str(folder)}
+
+
+def test_the_package_only_environment_refuses_the_pipelines_packages(tmp_path: Path) -> None:
+    """The environment the CLI benchmark runs in below: the pipeline's packages fail to import, torch does not."""
+    env = package_only_env(tmp_path / "site")
+    for module, status in (("ruamel.yaml", 1), ("dvc", 1), ("papermill", 1), ("torch", 0), ("timm", 0)):
+        done = subprocess.run([sys.executable, "-c", f"import {module}"], env=env, capture_output=True, text=True)
+        assert done.returncode == status, (module, done.stderr[-500:])
+
+
 @pytest.mark.pipeline
-def test_the_cli_benchmark_times_every_command_in_smoke_mode() -> None:
-    """A tiny bundle built with ``retailnb fit``, then every command in a fresh process: wall time and peak memory."""
-    out = smoke("bench_cli")
+def test_the_cli_benchmark_times_every_command_in_smoke_mode(tmp_path: Path) -> None:
+    """A tiny bundle built with ``retailnb fit``, then every command in a fresh process: wall time and peak memory.
+
+    It runs where only ``pip install .`` is installed, as CI runs it: no pipeline package is imported.
+    """
+    out = smoke("bench_cli", env=package_only_env(tmp_path / "site"))
     for figure in ("built ", "--help", "--version", "info, missing bundle", "predict, 12 images", "max RSS MiB"):
         assert figure in out, (figure, out)
     assert len([line for line in out.splitlines() if line.startswith("info")]) == 2
