@@ -175,6 +175,9 @@ class EvaluateStageSpec(Spec):
             outputs on disk) is not read.
         on_overlap: a training image that is also a test image stops the stage naming both files
             (``raise``), or is left out of training and counted (``drop``) (``evaluate.on_overlap``).
+        overlap_distance: a training image whose colour thumbnail lies closer than this cosine distance to a
+            test image's is that image too (a re-encoded or resized copy); 0: identical pixels only
+            (``evaluate.overlap_distance``).
         on_error: what a bad image of a real target does, as for the data stage (``data.on_error``).
         min_size: smallest accepted shorter side of a real target's image (``data.min_size``).
     """
@@ -192,6 +195,7 @@ class EvaluateStageSpec(Spec):
     main_variant: str
     variants: dict[str, ObjectivesSpec]
     on_overlap: Literal["raise", "drop"]
+    overlap_distance: Annotated[float, Field(ge=0.0, lt=1.0)]
     on_error: Literal["raise", "skip"]
     min_size: PositiveInt
 

@@ -72,6 +72,7 @@ STAGES: dict[str, StageParams] = {
             "main_variant": "noisy.teacher_variant",
             "variants": "pretrain.variants",
             "on_overlap": "evaluate.on_overlap",
+            "overlap_distance": "evaluate.overlap_distance",
             "on_error": "data.on_error",
             "min_size": "data.min_size",
         },

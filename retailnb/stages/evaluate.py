@@ -99,12 +99,13 @@ def rejection_setup(rejections: dict[str, dict[str, Any]], recall: float,
 
 def load_target(spec: EvaluateStageSpec, name: str, paths: EvaluatePaths) -> tuple[ProbeData, int]:
     """The target's training and test images, decoded at the backbone's size, with ``evaluate.on_overlap``
-    applied; and the number of training images dropped because a test image is identical."""
+    applied; and the number of training images dropped because they are test images too (identical, or a
+    copy within ``evaluate.overlap_distance``)."""
     manifest = target_manifest(name, spec.target, paths.manifest, Path(paths.features_dir) / "target",
                                on_error=spec.on_error, min_size=spec.min_size)
     data = load_probe_data(read_manifest(manifest), spec.backbone.image_size, "probe_train", "probe_test",
                            storage=spec.compute.images)
-    return resolve_overlap(data, name, spec.on_overlap)
+    return resolve_overlap(data, name, spec.on_overlap, spec.overlap_distance)
 
 
 def load_source_unknowns(spec: EvaluateStageSpec, paths: EvaluatePaths) -> SourceUnknownData | None:
