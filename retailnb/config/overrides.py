@@ -33,7 +33,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from retailnb.config.params_file import ParamsError, PathLike, lookup, read_params
+from retailnb.config.params_file import ParamsError, PathLike, lookup, read_mapping, read_params
 
 NEW_KEYS_UNDER: tuple[str, ...] = ("pretrain.variants",)
 """Mappings whose keys are names the user chooses (a pretraining variant): an override may add one."""
@@ -131,14 +131,7 @@ def read_recipe(path: PathLike, params_file: PathLike = "params.yaml") -> Recipe
             where a float is stands: YAML writes ``1`` for ``1.0``).
     """
     p = Path(path)
-    if not p.is_file():
-        raise ParamsError(p, "no such recipe file")
-    try:
-        data = YAML(typ="safe", pure=True).load(p.read_text())
-    except YAMLError as err:
-        raise ParamsError(p, f"not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ParamsError(p, "expected a mapping with " + ", ".join(RECIPE_KEYS))
+    data = read_mapping(p, missing="no such recipe file", expected="a mapping with " + ", ".join(RECIPE_KEYS))
     missing, unknown = [k for k in RECIPE_KEYS if k not in data], sorted(set(data) - set(RECIPE_KEYS))
     if missing or unknown:
         raise ParamsError(p, "; ".join([f"{k}: missing" for k in missing] + [f"{k}: unknown key" for k in unknown]))

@@ -30,22 +30,36 @@ class ParamsError(FileProblem):
     """
 
 
+def read_mapping(path: PathLike, *, missing: str, expected: str) -> dict[str, Any]:
+    """A YAML file (1.2, as DVC reads it) whose top is a mapping, as plain Python values.
+
+    Args:
+        missing: what the error says when there is no file at ``path``.
+        expected: what the top should be, for the error when it is not a mapping.
+
+    Raises:
+        ParamsError: the file is missing, is not valid YAML (its first line) or is not a mapping at the top.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ParamsError(p, missing)
+    try:
+        data = YAML(typ="safe", pure=True).load(p.read_text())
+    except YAMLError as error:
+        raise ParamsError(p, f"not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(p, f"expected {expected}, got {type(data).__name__}")
+    return data
+
+
 def read_params(path: PathLike) -> dict[str, Any]:
     """The whole params file as plain Python values (YAML 1.2, as DVC reads it).
 
     Raises:
         ParamsError: the file is missing, is not valid YAML or is not a mapping at the top.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ParamsError(p, "no params file here (run from the repository root, or pass its path)")
-    try:
-        data = YAML(typ="safe", pure=True).load(p.read_text())
-    except YAMLError as error:
-        raise ParamsError(p, f"not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ParamsError(p, f"expected a mapping of sections at the top, got {type(data).__name__}")
-    return data
+    return read_mapping(path, missing="no params file here (run from the repository root, or pass its path)",
+                        expected="a mapping of sections at the top")
 
 
 def lookup(params: Mapping[str, Any], key_path: str, *, file: PathLike) -> Any:

@@ -128,6 +128,17 @@ def test_a_missing_params_file_is_named(tmp_path: Path) -> None:
         load_stage(DataStageSpec, tmp_path / "nowhere.yaml")
 
 
+@pytest.mark.parametrize(("text", "words"), [("data: [\n  x: 1\n", "not valid YAML: "),
+                                             ("- data\n", "expected a mapping of sections at the top, got list")])
+def test_a_params_file_that_is_not_a_mapping_of_yaml_is_one_line_naming_it(tmp_path: Path, text: str,
+                                                                           words: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError, match=words) as error:
+        read_params(path)
+    assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
+
+
 def test_a_training_seed_from_the_stage_command_is_a_non_negative_integer() -> None:
     """The seed arrives as a string (``-p seed 2``); anything but digits stops the stage naming it."""
     from retailnb.config.base import training_seed
