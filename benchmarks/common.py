@@ -17,7 +17,8 @@ Sections:
   (:data:`SMOKE_SYNTHETIC`, :data:`SMOKE_PIPELINE`, with :data:`ONE_EPOCH`; :func:`smoke_params`).
 * **timing**: :func:`timed_steps` (the step loop every throughput figure is timed with, the reference loop
   included: wait for the batch, the step, the main process's CPU time), :func:`synchronize`,
-  :func:`best_seconds`, :func:`cpu_seconds`.
+  :func:`best_seconds`, :func:`cpu_seconds`; :func:`run_stamped` and :func:`stage_seconds` (a ``dvc repro`` log's
+  seconds per stage).
 * **data**: :func:`synthetic_manifest`, :func:`random_images`.
 * **transfer target** (bench_transfer.py, recipe_study.py): the source and target manifests
   (:func:`grocery_halves`, :func:`synthetic_halves`), the frozen-feature probe (:func:`probe`),
@@ -33,7 +34,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import resource
+import subprocess
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -214,6 +217,28 @@ def cpu_seconds() -> float:
     """CPU time used so far by this process and its finished children (e.g. a generator's workers)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def stage_seconds(log: str) -> list[tuple[str, float]]:
+    """(stage, seconds) from a ``dvc repro`` log whose lines were stamped by :func:`run_stamped`."""
+    stamps = [(float(t), name) for t, name in re.findall(r"^\[(\d+\.\d+)\] Running stage '([^']+)'", log, re.M)]
+    end = re.findall(r"^\[(\d+\.\d+)\]", log, re.M)
+    times = [t for t, _ in stamps] + [float(end[-1]) if end else 0.0]
+    return [(name, times[i + 1] - t) for i, (t, name) in enumerate(stamps)]
+
+
+def run_stamped(cmd: Sequence[str], cwd: Path, timeout: float) -> tuple[int, str]:
+    """Run ``cmd``; every output line is echoed and kept, prefixed with seconds since the start."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        stamped = f"[{time.perf_counter() - start:.1f}] {line.rstrip()}"
+        print(stamped, flush=True)
+        lines.append(stamped)
+    lines.append(f"[{time.perf_counter() - start:.1f}] done")
+    return proc.wait(timeout=timeout), "\n".join(lines)
 
 
 # --- data -----------------------------------------------------------------------------------------

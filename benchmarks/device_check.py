@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +47,8 @@ from common import (
     add_smoke,
     apply_smoke,
     random_images,
+    run_stamped,
+    stage_seconds,
     synchronize,
     write_params,
 )
@@ -133,28 +134,6 @@ def copy_pipeline(dest: Path, overrides: dict[str, Any]) -> Path:
                 ["git", "add", "-A"], ["git", "commit", "-qm", "device check"]):  # dvclive needs a commit
         subprocess.run(cmd, cwd=dest, check=True)
     return dest
-
-
-def stage_seconds(log: str) -> list[tuple[str, float]]:
-    """(stage, seconds) from a ``dvc repro`` log whose lines were stamped by :func:`run_stamped`."""
-    stamps = [(float(t), name) for t, name in re.findall(r"^\[(\d+\.\d+)\] Running stage '([^']+)'", log, re.M)]
-    end = re.findall(r"^\[(\d+\.\d+)\]", log, re.M)
-    times = [t for t, _ in stamps] + [float(end[-1]) if end else 0.0]
-    return [(name, times[i + 1] - t) for i, (t, name) in enumerate(stamps)]
-
-
-def run_stamped(cmd: Sequence[str], cwd: Path, timeout: float) -> tuple[int, str]:
-    """Run ``cmd``; every output line is echoed and kept, prefixed with seconds since the start."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        stamped = f"[{time.perf_counter() - start:.1f}] {line.rstrip()}"
-        print(stamped, flush=True)
-        lines.append(stamped)
-    lines.append(f"[{time.perf_counter() - start:.1f}] done")
-    return proc.wait(timeout=timeout), "\n".join(lines)
 
 
 def check_pipeline(device: torch.device, timeout: float, overrides: dict[str, Any]) -> Path:

@@ -160,7 +160,7 @@ def test_the_device_check_script_is_what_its_shell_wrapper_runs() -> None:
 
 
 def test_stage_seconds_reads_the_stamped_dvc_log() -> None:
-    stage_seconds = load("device_check").stage_seconds
+    stage_seconds = load("common").stage_seconds
     log = "[0.5] Running stage 'data':\n[3.0] x\n[4.5] Running stage 'pretrain@simclr-0':\n[10.0] done"
     assert stage_seconds(log) == [("data", 4.0), ("pretrain@simclr-0", 5.5)]
 
@@ -186,6 +186,8 @@ def test_the_scale_benchmark_runs_every_configuration_in_smoke_mode(tmp_path: Pa
     ("bench_features", (), ["extract_features", "bare forward fp32 chan_last", "logistic probe"]),
     ("bench_new_products", (), ["end to end: best", "predict from JPEG files", "ratio:"]),
     ("bench_synthetic", (), ["32 px  generate default config", "img/s per core"]),
+    ("bench_pipeline", (), ["stage                              seconds", "\ncheck ", "\nevaluate@prepared-0 ",
+                            "\nnew_products ", "dvc repro from a fresh clone", "dvc repro with nothing changed"]),
 ])
 def test_a_benchmarks_smoke_mode_prints_its_figures(script: str, args: tuple[str, ...], figures: list[str]) -> None:
     out = smoke(script, *args)
