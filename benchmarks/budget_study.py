@@ -67,7 +67,7 @@ from common import (
     has_grocery,
     interval_text,
     smoke_params,
-    synthetic_manifest,
+    synthetic_halves,
     target_data,
 )
 from retailnb.config.overrides import apply_overrides
@@ -96,14 +96,7 @@ def load_configs(path: Path) -> dict[str, list[str]]:
 def source_and_target(target: str, params: dict[str, Any], root: Path, work: Path) -> tuple[Path, Path]:
     """(source manifest, target manifest): the synthetic data of ``params`` (one folder per distinct
     ``data.synthetic``, so a configuration that changes it gets its own), or the Grocery halves."""
-    if target == "grocery":
-        return grocery_halves(root, work)
-    from retailnb.config.data import SyntheticSpec
-
-    synthetic = params["data"]["synthetic"]
-    key = hashlib.sha256(json.dumps(synthetic, sort_keys=True).encode()).hexdigest()[:12]
-    manifest = synthetic_manifest(SyntheticSpec.model_validate(synthetic), work / "data" / f"synthetic-{key}")
-    return manifest, manifest
+    return grocery_halves(root, work) if target == "grocery" else synthetic_halves(params, work)
 
 
 def probe_all(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,
@@ -116,8 +109,10 @@ def probe_all(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_te
 
 
 def unit(features: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm."""
-    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    """Rows scaled to unit L2 norm (:func:`retailnb.evaluation.rejection.normalize`), in the features' float32."""
+    from retailnb.evaluation.rejection import normalize
+
+    return normalize(features).astype(features.dtype)
 
 
 def augmented_mean(weights: str, architecture: str, x_train: Any, f_train: np.ndarray, views: Any, size: int,

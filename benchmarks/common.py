@@ -32,6 +32,7 @@ runs (bench_scale.py measures the peak memory of processes that import this modu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import re
@@ -289,11 +290,15 @@ def synthetic_halves(params: dict[str, Any], work: Path) -> tuple[Path, Path]:
     """(pretraining manifest, target manifest) of the synthetic data of ``params`` (``data.synthetic``).
 
     One manifest: pretraining reads its source roles (``labelled``, ``unlabelled``), the probes its target
-    catalogue (``probe_train``/``probe_test``, brand families pretraining never saw).
+    catalogue (``probe_train``/``probe_test``, brand families pretraining never saw). It is generated once per
+    distinct ``data.synthetic``, in ``work/data/synthetic-<its hash>``, so settings that change the data get
+    their own.
     """
     from retailnb.config.data import SyntheticSpec
 
-    manifest = synthetic_manifest(SyntheticSpec.model_validate(params["data"]["synthetic"]), work / "synthetic")
+    synthetic = params["data"]["synthetic"]
+    key = hashlib.sha256(json.dumps(synthetic, sort_keys=True).encode()).hexdigest()[:12]
+    manifest = synthetic_manifest(SyntheticSpec.model_validate(synthetic), work / "data" / f"synthetic-{key}")
     return manifest, manifest
 
 
