@@ -264,6 +264,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "rejection-grocery-all": lambda: rejection_bench_table("grocery_all"),
     "budget-synthetic": lambda: budget_table("synthetic"),
     "budget-synthetic-rounds": lambda: budget_table("synthetic", 1),
+    "budget-grocery": lambda: budget_table("grocery"),
+    "budget-grocery-rounds": lambda: budget_table("grocery", 1),
 }
 """Every generated table by name, and how it is made."""
 
