@@ -108,13 +108,6 @@ def probe_all(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_te
     return float(rows[0]["probe_accuracy"])
 
 
-def unit(features: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (:func:`retailnb.evaluation.rejection.normalize`), in the features' float32."""
-    from retailnb.evaluation.rejection import normalize
-
-    return normalize(features).astype(features.dtype)
-
-
 def augmented_mean(weights: str, architecture: str, x_train: Any, f_train: np.ndarray, views: Any, size: int,
                    seed: int) -> np.ndarray:
     """Each training image's features averaged with those of :data:`AUGMENTATIONS` light augmentations."""
@@ -141,6 +134,7 @@ def run_one(params: dict[str, Any], seed: int, source: Path, target: Path, run_d
     from retailnb.config.stages import spec_from_params
     from retailnb.evaluation.compare import backbones_features, collect_backbones
     from retailnb.evaluation.finetune import finetune
+    from retailnb.evaluation.rejection import normalize
     from retailnb.stages import noisy
     from retailnb.stages.pretrain import PretrainPaths, train_here
 
@@ -185,7 +179,8 @@ def run_one(params: dict[str, Any], seed: int, source: Path, target: Path, run_d
                              size, probe_seed)
         probes[name] = {
             "probe": probe_all(f_train, data.y_train, f_test, data.y_test, probe_seed, knn_k),
-            "l2": probe_all(unit(f_train), data.y_train, unit(f_test), data.y_test, probe_seed, knn_k),
+            "l2": probe_all(normalize(f_train).astype(f_train.dtype), data.y_train,
+                            normalize(f_test).astype(f_test.dtype), data.y_test, probe_seed, knn_k),
             "aug_mean": probe_all(aug, data.y_train, f_test, data.y_test, probe_seed, knn_k),
         }
     probed = time.perf_counter()

@@ -46,22 +46,22 @@ from types import TracebackType
 from typing import Any
 
 import retailnb
+# plain Python: the choices are offered and checked before torch is imported
+from retailnb.bundle.choices import (
+    DEFAULT_REJECTION_SCORE,
+    DEVICES,
+    EMBEDDINGS_ARRAYS,
+    FORMATS,
+    IMAGE_KINDS,
+    ON_ERROR,
+    TABLE_WIDTH,
+    WAIT_S,
+)
+from retailnb.evaluation.score_names import SCORES
 
 EXIT_USER_ERROR = 2
 """Exit status of a command stopped by bad input (argparse uses the same for bad arguments)."""
 
-FORMATS = ("table", "json", "csv")
-TABLE_WIDTH = 100  # retailnb.bundle.commands.TABLE_WIDTH, repeated: importing it would load torch for --help
-DEVICES = ("auto", "cpu", "cuda")  # retailnb.bundle.model.DEVICES, repeated: importing it would load torch for --help
-WAIT_S = 600.0  # retailnb.util.locks.DEFAULT_TIMEOUT_S, repeated for the same reason
-REJECTION_SCORES = ("msp", "energy", "prototype", "knn", "mahalanobis", "relative_mahalanobis")
-"""retailnb.evaluation.rejection.SCORES, repeated for the same reason."""
-DEFAULT_REJECTION_SCORE = "prototype"  # retailnb.bundle.model.DEFAULT_REJECTION_SCORE, repeated for the same reason
-NEGATIVE_SCORES = ("prototype", "knn")  # retailnb.evaluation.rejection.NEGATIVE_SCORES, repeated likewise
-IMAGE_KINDS = ("shelf", "catalogue")  # retailnb.bundle.model.IMAGE_KINDS, repeated for the same reason
-ON_ERROR = ("raise", "skip")  # retailnb.bundle.model.ON_ERROR, repeated for the same reason
-EMBEDDINGS_ARRAYS = ("features (N, D) float32, paths (N,), architecture, image_size, bundle")
-"""retailnb.bundle.commands.EMBEDDINGS_ARRAYS, repeated for the same reason."""
 BUNDLE_EDITS = ("add-products", "remove-products", "add-negatives", "remove-negatives")
 """The commands that change a bundle in place (or write the changed bundle to ``--out``)."""
 CHOOSE_C_HELP = ("choose the regularisation C again by cross-validation (a dozen fits instead of one); by default "
@@ -107,7 +107,7 @@ def _rejection_options(p: argparse.ArgumentParser) -> None:
                    help="share of known-product images to accept, 0 < R <= 1: images scoring below the threshold "
                    "that accepts R of the enrolled images (held out) are answered 'unknown'; stored in the bundle "
                    "(default: the bundle's, 0.95 for a new one)")
-    p.add_argument("--rejection-score", choices=REJECTION_SCORES,
+    p.add_argument("--rejection-score", choices=SCORES,
                    help="known-ness score of the rejection: knn (cosine to the nearest enrolled image), prototype "
                    "(cosine to the nearest product's mean feature), mahalanobis or relative_mahalanobis (distance "
                    "to the nearest product's Gaussian, the latter less the distance to all images' Gaussian), msp "

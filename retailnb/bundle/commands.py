@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from retailnb.util.atomic import atomic_write, check_writable
+from retailnb.bundle.choices import TABLE_WIDTH
 from retailnb.bundle.embed import embed_files, folder_features
 from retailnb.bundle.fit import (
     add_negatives,
@@ -50,7 +51,7 @@ from retailnb.bundle.predict import predict_files
 from retailnb.data.adapters import DatasetError
 from retailnb.data.inputs import image_files, product_folders
 from retailnb.data.images import ImageError
-from retailnb.evaluation.rejection import NEGATIVE_SCORES
+from retailnb.evaluation.score_names import NEGATIVE_SCORES
 from retailnb.util.hashing import files_sha256
 from retailnb.util.locks import BusyError, exclusive
 from retailnb.models.backbone import WeightsUnavailableError
@@ -190,10 +191,6 @@ def rejection_line(rejection: Rejection | None) -> str:
 # --------------------------------------------------------------------------------------------------
 # Commands
 # --------------------------------------------------------------------------------------------------
-
-
-EMBEDDINGS_ARRAYS = "features (N, D) float32, paths (N,), architecture, image_size, bundle"
-"""What the ``.npz`` of ``retailnb embed`` holds, in words (its ``--out`` help)."""
 
 
 def save_embeddings(path: str | Path, features: np.ndarray, paths: Sequence[str | Path], *, architecture: str,
@@ -431,10 +428,6 @@ def _rows(paths: Sequence[Path], predictions: Predictions) -> list[dict[str, Any
 
 def _score_text(score: float | None, digits: int) -> str:
     return "" if score is None else f"{score:.{digits}f}"
-
-
-TABLE_WIDTH = 100
-"""Characters per line of ``retailnb predict``'s table (a terminal's width, with room to spare)."""
 
 
 def printable(text: str) -> str:

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from retailnb.bundle.model import ON_ERROR, Bundle, EmbeddedFiles, PathLike
+from retailnb.bundle.choices import ON_ERROR
+from retailnb.bundle.model import Bundle, EmbeddedFiles, PathLike
 from retailnb.data.images import ImageError, decode_images, load_fitted
 from retailnb.data.inputs import image_files, product_folders
 from retailnb.models.inference import (
@@ -127,7 +128,7 @@ def embed_files(
         workers: threads; None: :func:`default_embed_workers`. 1 decodes and embeds in turn, in this
             thread, with torch's threads left as they are.
         progress: called with the number of images of each finished batch (a progress bar's ``update``).
-        on_error: what to do with an image that cannot be read (:data:`~retailnb.bundle.model.ON_ERROR`):
+        on_error: what to do with an image that cannot be read (:data:`~retailnb.bundle.choices.ON_ERROR`):
             ``"raise"`` (the default) stops at the first, naming it (batches not yet started are
             cancelled); ``"skip"`` embeds the others and returns the errors in ``failures``. A batch with a
             bad file is then decoded again file by file, the others as fast as with ``"raise"``.

@@ -22,13 +22,11 @@ from typing import Any
 import numpy as np
 
 import retailnb
+from retailnb.evaluation.score_names import NEGATIVE_SCORES
 from retailnb.util.errors import FileProblem
 from retailnb.util.tables import aligned
 
 PathLike = str | os.PathLike[str]
-
-NEGATIVE_SCORES = ("prototype", "knn")
-"""retailnb.evaluation.rejection.NEGATIVE_SCORES, repeated: importing it would load scikit-learn for ``info``."""
 
 UNKNOWN = "unknown"
 """The answer for an image unlike every enrolled product; no product may be named so."""

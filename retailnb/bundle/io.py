@@ -51,8 +51,8 @@ from retailnb.bundle.info import (
     check_bundle_file,
     read_meta,
 )
+from retailnb.bundle.choices import DEFAULT_REJECTION_SCORE, WAIT_S
 from retailnb.bundle.model import (
-    DEFAULT_REJECTION_SCORE,
     Bundle,
     LinearProbe,
     PathLike,
@@ -64,7 +64,7 @@ from retailnb.bundle.model import (
 )
 from retailnb.models.backbone import create_backbone
 from retailnb.util.atomic import atomic_write
-from retailnb.util.locks import DEFAULT_TIMEOUT_S, exclusive
+from retailnb.util.locks import exclusive
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: a fixed timestamp makes the bytes reproducible
 _PROBE_KEYS = ("mean", "scale", "coef", "intercept")
@@ -147,7 +147,7 @@ def edit_bundle(
     change: Callable[[Bundle], Bundle],
     *,
     out: PathLike | None = None,
-    timeout: float = DEFAULT_TIMEOUT_S,
+    timeout: float = WAIT_S,
 ) -> Bundle:
     """Load a bundle file, change it and save the result, holding the destination's lock throughout.
 

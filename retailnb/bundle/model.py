@@ -8,9 +8,12 @@ training features of every class (so that the probe can be refitted on old + new
 old images), and provenance (what produced it, with which parameters, data and retailnb version).
 
 This module holds the types (:class:`Bundle`, :class:`LinearProbe`, :class:`Rejection`,
-:class:`Predictions`, ...), the constants and the small helpers the other modules of the package
-share. The rest of the package, one concept per module (each imports only those before it):
+:class:`Predictions`, ...) and the small helpers the other modules of the package share. The rest of the
+package, one concept per module (each imports only those before it):
 
+* :mod:`retailnb.bundle.choices`: the choices and defaults of the functions and commands (devices, kinds of
+  enrolment images, the default rejection score, ...), in plain Python so the command line reads them
+  without torch;
 * :mod:`retailnb.bundle.info`: what a bundle file is, read without torch: the format's name and version,
   :class:`BundleError`, :data:`UNKNOWN` (all three also importable from here), and the summary
   ``retailnb info`` prints;
@@ -28,7 +31,7 @@ share. The rest of the package, one concept per module (each imports only those 
 A probe always names one of its products, but a shelf shows many that are not enrolled: images whose
 known-ness score is below the bundle's :class:`Rejection` threshold are answered :data:`UNKNOWN`. A bundle
 may also carry *negatives*, features of images it must never name (products the store knows it does not
-sell): the scores of :data:`~retailnb.evaluation.rejection.NEGATIVE_SCORES` count an image that looks like
+sell): the scores of :data:`~retailnb.evaluation.score_names.NEGATIVE_SCORES` count an image that looks like
 one of them as less known.
 """
 
@@ -45,27 +48,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from retailnb.bundle.choices import DEFAULT_REJECTION_SCORE, DEVICES
 from retailnb.bundle.info import BUNDLE_FORMAT, BUNDLE_FORMAT_NAME, UNKNOWN, BundleError  # noqa: F401 (re-exported)
 from retailnb.data.images import ImageError
 from retailnb.models.backbone import feature_dim
 from retailnb.models.inference import IMAGENET_MEAN, IMAGENET_STD, model_device
-from retailnb.evaluation.rejection import Score, check_score
+from retailnb.evaluation.score_names import check_score
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 PathLike = str | os.PathLike[str]
-
-IMAGE_KINDS = ("shelf", "catalogue")
-"""What a product's enrolment images are: photos from the shelf, or catalogue packshots (often one or two)."""
-
-DEVICES = ("auto", "cpu", "cuda")
-"""Device names :func:`inference_device` takes (also ``cuda:<index>``); ``auto`` is CUDA when available."""
-
-
-DEFAULT_REJECTION_SCORE: Score = "prototype"
-"""The known-ness score a new bundle rejects unknown products with (:attr:`ProbeSettings.rejection_score`;
-``retailnb fit --rejection-score`` chooses another): one of :data:`retailnb.evaluation.rejection.SCORES`."""
 
 
 class ClassNameError(ValueError):
@@ -121,7 +114,7 @@ class ProbeSettings:
             (post-hoc logit adjustment, Menon et al., ICLR 2021). With the same number of images per
             product the shift is the same for every class and changes no probability.
         rejection_score: the known-ness score of unknown-product rejection, one of
-            :data:`retailnb.evaluation.rejection.SCORES` (default :data:`DEFAULT_REJECTION_SCORE`).
+            :data:`retailnb.evaluation.score_names.SCORES` (default :data:`DEFAULT_REJECTION_SCORE`).
         recall: the share of known-product images the rejection threshold is chosen to accept.
     """
 
@@ -150,7 +143,7 @@ class Rejection:
     (:func:`retailnb.evaluation.rejection.threshold_at_recall`).
 
     Attributes:
-        score: one of :data:`retailnb.evaluation.rejection.SCORES` (``knn``, ``prototype``, ``msp``, ...).
+        score: one of :data:`retailnb.evaluation.score_names.SCORES` (``knn``, ``prototype``, ``msp``, ...).
         recall: the target share of known-product images accepted.
         threshold: images scoring below it are unknown; ``-inf`` (accept everything) while no enrolled
             image could be scored out of fold (every product has a single image).
@@ -320,13 +313,6 @@ class Bundle:
                 f"device={str(self.device)!r}, format_version={BUNDLE_FORMAT})")
 
 
-ON_ERROR = ("raise", "skip")
-"""What :func:`~retailnb.bundle.embed.embed_files`, :func:`~retailnb.bundle.predict.predict_files` and the
-command line (``--on-error``) do with an image that cannot be read: ``raise`` (the default of all three) stops
-at the first with an :class:`~retailnb.data.images.ImageError` naming the file; ``skip`` goes on without it
-and returns (or, on the command line, lists) the files it skipped."""
-
-
 class EmbeddedFiles(NamedTuple):
     """What :func:`~retailnb.bundle.embed.embed_files` returns: features, the file of each row, and the files skipped.
 
@@ -363,7 +349,7 @@ class Predictions(NamedTuple):
             threshold``); all True when rejection is off or was not asked for. None: all known.
         threshold: the threshold ``known`` was decided by; None when nothing was rejected by a threshold.
         rejection_score: the name of the score in ``known_scores`` (one of
-            :data:`retailnb.evaluation.rejection.SCORES`).
+            :data:`retailnb.evaluation.score_names.SCORES`).
     """
 
     indices: np.ndarray

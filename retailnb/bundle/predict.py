@@ -19,7 +19,8 @@ import torch
 from retailnb.bundle.embed import embed, embed_files
 from retailnb.bundle.info import describe
 from retailnb.bundle.io import bundle_meta, load_bundle
-from retailnb.bundle.model import ON_ERROR, Bundle, LinearProbe, PathLike, Predictions, check_features
+from retailnb.bundle.choices import ON_ERROR
+from retailnb.bundle.model import Bundle, LinearProbe, PathLike, Predictions, check_features
 from retailnb.evaluation.rejection import PROBE_SCORES, Reference, check_score, known_scores
 
 

@@ -18,7 +18,7 @@ class NewProductsSpec(Spec):
         shots: images per new product to enrol from.
         seed: which products are held out and which images are drawn.
         rejection_score: the bundle's known-ness score for answering "unknown" (one of
-            :data:`retailnb.evaluation.rejection.SCORES`).
+            :data:`retailnb.evaluation.score_names.SCORES`).
     """
 
     n_new: PositiveInt

@@ -65,12 +65,12 @@ def thumbnails(images: np.ndarray | DiskArray) -> np.ndarray:
     return torch.cat(rows).numpy() if rows else np.zeros((0, 3 * THUMBNAIL**2), dtype=np.float32)
 
 
-def find_overlap(data: ProbeData, distance: float = 0.0) -> list[tuple[int, int]]:
+def find_overlap(data: ProbeData, distance: float) -> list[tuple[int, int]]:
     """(training index, test index) of every training image that is also a test image.
 
     A training image is the first test image of identical pixels; failing that, with ``distance`` above 0,
     the nearest test image whose thumbnail (:func:`thumbnails`) lies closer than ``distance`` in cosine
-    distance (``evaluate.overlap_distance``).
+    distance (``evaluate.overlap_distance``; 0 compares pixels only).
     """
     test_index: dict[bytes, int] = {}
     for j, digest in enumerate(_digests(data.x_test)):
@@ -106,7 +106,7 @@ def without_training_rows(data: ProbeData, drop: list[int]) -> ProbeData:
 
 
 def resolve_overlap(data: ProbeData, target: str, on_overlap: Literal["raise", "drop"],
-                    distance: float = 0.0) -> tuple[ProbeData, int]:
+                    distance: float) -> tuple[ProbeData, int]:
     """Apply ``evaluate.on_overlap`` to a target's decoded splits, copies found within ``distance``
     (``evaluate.overlap_distance``; :func:`find_overlap`).
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from scipy.special import logsumexp, softmax
@@ -37,27 +37,17 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import normalize as sk_normalize
 
-Score = Literal["msp", "energy", "prototype", "knn", "mahalanobis", "relative_mahalanobis"]
-SCORES: tuple[Score, ...] = ("msp", "energy", "prototype", "knn", "mahalanobis", "relative_mahalanobis")
-"""The known-ness scores :func:`known_scores` computes, in the order results list them."""
-
-PROBE_SCORES: tuple[Score, ...] = ("msp", "energy")
-"""The scores that read the probe's logits; the others read features and a :class:`Reference`."""
-
-NEGATIVE_SCORES: tuple[Score, ...] = ("prototype", "knn")
-"""The scores that use the images a store does not sell (:attr:`Reference.negatives`) when it has some: an
-image's cosine similarity to its nearest negative is subtracted from its score."""
+from retailnb.evaluation.score_names import (  # noqa: F401 (re-exported: the scores' names)
+    NEGATIVE_SCORES,
+    PROBE_SCORES,
+    SCORES,
+    Score,
+    check_score,
+)
 
 LogitsFit = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]
 """Fits a probe on (features, labels) and returns its logits function (N, D) -> (N, K) over the sorted
 labels it saw: how :func:`calibration_scores` refits the probe on each fold."""
-
-
-def check_score(score: str) -> Score:
-    """``score`` if it is one of :data:`SCORES`, else a ValueError naming the choices."""
-    if score not in SCORES:
-        raise ValueError(f"unknown rejection score {score!r}; expected one of {', '.join(SCORES)}")
-    return score  # type: ignore[return-value]
 
 
 def normalize(features: np.ndarray) -> np.ndarray:

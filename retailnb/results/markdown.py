@@ -393,7 +393,7 @@ def target_heading(name: str, summary: TargetSummary) -> str:
 
 SCORE_NAMES = {"msp": "max. softmax probability", "energy": "energy", "prototype": "nearest prototype",
                "knn": "nearest image", "mahalanobis": "Mahalanobis", "relative_mahalanobis": "relative Mahalanobis"}
-"""How the report names each rejection score of :data:`retailnb.evaluation.rejection.SCORES`."""
+"""How the report names each rejection score of :data:`retailnb.evaluation.score_names.SCORES`."""
 
 
 SOURCE_COLUMNS = {"source_auroc": "AUROC, source products", "source_unknown_rejection": "source products rejected"}

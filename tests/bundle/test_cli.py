@@ -142,7 +142,6 @@ def test_embed_writes_features_paths_and_the_backbone(data: Path, shop: Path, tm
                                expected.probabilities, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(commands.load_embeddings(out)[0], arrays["features"])
     assert commands.load_embeddings(out)[1] == paths.tolist()
-    assert commands.EMBEDDINGS_ARRAYS == cli_module.EMBEDDINGS_ARRAYS
 
 
 def test_load_embeddings_reads_files_that_kept_paths_as_json(tmp_path: Path) -> None:
@@ -521,14 +520,6 @@ def test_predict_files_gives_the_cli_top_1(data: Path, shop: Path, capsys: pytes
     assert len(cli) == 12 and accuracy(cli, OLD) == 1.0
     assert result.classes_.tolist() == OLD and result.probabilities.shape == (12, 4)
     np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0)
-
-
-def test_the_clis_device_choices_are_the_bundles() -> None:
-    """cli.DEVICES repeats bundle.DEVICES (importing the bundle would load torch for --help): kept equal."""
-    from retailnb.bundle import cli
-    from retailnb.bundle import model as bundle
-
-    assert cli.DEVICES == bundle.DEVICES
 
 
 @pytest.mark.parametrize("case", ["bundle", "photo", "photo_in_folder", "other_kind"])

@@ -37,11 +37,11 @@ def probe_data(n_per_class: int = 3, copies: dict[int, int] | None = None) -> Pr
 
 
 def test_identical_pixels_are_found_and_distinct_images_are_not() -> None:
-    assert find_overlap(probe_data()) == []
-    assert find_overlap(probe_data(copies={1: 0, 4: 3})) == [(1, 0), (4, 3)]
+    assert find_overlap(probe_data(), 0.0) == []
+    assert find_overlap(probe_data(copies={1: 0, 4: 3}), 0.0) == [(1, 0), (4, 3)]
     nearly = probe_data(copies={1: 0})
     nearly.x_train[1, 0, 0, 0] ^= 1  # one bit of one pixel differs: not identical pixels, the same thumbnail
-    assert find_overlap(nearly) == []
+    assert find_overlap(nearly, 0.0) == []
     assert find_overlap(nearly, 0.01) == [(1, 0)]
 
 
@@ -83,7 +83,7 @@ def test_a_re_encoded_or_resized_copy_is_found_within_the_distance_and_other_pho
     swapped = Image.fromarray(np.asarray(originals[2])[..., [2, 0, 1]])
     train = [jpeg(originals[0], 50), smaller, swapped, photo(10), photo(11)]
     data = photo_data(train, originals)
-    assert find_overlap(data) == []  # no pixel is identical
+    assert find_overlap(data, 0.0) == []  # no pixel is identical
     assert find_overlap(data, 0.01) == [(0, 0), (1, 1)]
     assert find_overlap(data, 0.9) != find_overlap(data, 0.01)  # the distance is what decides
 
@@ -91,7 +91,7 @@ def test_a_re_encoded_or_resized_copy_is_found_within_the_distance_and_other_pho
 def test_raise_names_every_duplicated_file_and_the_setting() -> None:
     data = probe_data(copies={1: 0, 4: 3})
     with pytest.raises(OverlapError) as error:
-        resolve_overlap(data, "shop", "raise")
+        resolve_overlap(data, "shop", "raise", 0.01)
     message = str(error.value)
     assert message.startswith("evaluate.targets.shop: 2 training image(s) are also test images")
     assert "train/0/1.jpg = test/0/0.jpg" in message and "train/1/4.jpg = test/1/3.jpg" in message
@@ -102,24 +102,24 @@ def test_raise_names_the_first_pairs_and_counts_the_rest() -> None:
     n = MAX_NAMED + 3
     data = probe_data(n_per_class=n, copies={i: 0 for i in range(n)})
     with pytest.raises(OverlapError, match=f"{n} training image.*and 3 more"):
-        resolve_overlap(data, "shop", "raise")
+        resolve_overlap(data, "shop", "raise", 0.01)
 
 
 def test_drop_removes_the_duplicates_from_training_only_and_counts_them() -> None:
     data = probe_data(copies={1: 0, 4: 3})
-    kept, dropped = resolve_overlap(data, "shop", "drop")
+    kept, dropped = resolve_overlap(data, "shop", "drop", 0.01)
     assert dropped == 2 and len(kept.y_train) == 4 and [r.path for r in kept.train] == [
         "train/0/0.jpg", "train/0/2.jpg", "train/1/3.jpg", "train/1/5.jpg"]
     assert np.array_equal(kept.x_train, data.x_train[[0, 2, 3, 5]]) and kept.y_train.tolist() == [0, 0, 1, 1]
     assert kept.x_test is data.x_test and kept.classes == data.classes
-    assert find_overlap(kept) == []
-    assert resolve_overlap(probe_data(), "shop", "drop")[1] == 0
+    assert find_overlap(kept, 0.01) == []
+    assert resolve_overlap(probe_data(), "shop", "drop", 0.01)[1] == 0
 
 
 def test_drop_that_would_empty_a_product_says_which() -> None:
     data = probe_data(n_per_class=1, copies={1: 2})
     with pytest.raises(ValueError, match="no training image is left for p1"):
-        resolve_overlap(data, "shop", "drop")
+        resolve_overlap(data, "shop", "drop", 0.01)
 
 
 @pytest.mark.parametrize("on_overlap", ["raise", "drop"])

@@ -108,19 +108,19 @@ def test_overlap_is_resolved_identically_from_disk(manifest: Path, monkeypatch: 
     monkeypatch.setattr(overlap, "CHUNK_BYTES", 3 * SIZE * SIZE * 2)  # digests read two images at a time
     memory, disk = both(manifest)
     with pytest.raises(OverlapError) as from_memory:
-        resolve_overlap(memory, "t", "raise")
+        resolve_overlap(memory, "t", "raise", 0.0)
     with pytest.raises(OverlapError) as from_disk:
-        resolve_overlap(disk, "t", "raise")
+        resolve_overlap(disk, "t", "raise", 0.0)
     assert str(from_disk.value) == str(from_memory.value)
     assert reads and max(reads) <= 2
-    kept_memory, dropped_memory = resolve_overlap(memory, "t", "drop")
-    kept_disk, dropped_disk = resolve_overlap(disk, "t", "drop")
+    kept_memory, dropped_memory = resolve_overlap(memory, "t", "drop", 0.0)
+    kept_disk, dropped_disk = resolve_overlap(disk, "t", "drop", 0.0)
     assert dropped_disk == dropped_memory >= 2
     assert isinstance(kept_disk.x_train, DiskArray)  # a view of the cache, not the images read into memory
     assert kept_disk.train == kept_memory.train and np.array_equal(kept_disk.y_train, kept_memory.y_train)
     assert np.array_equal(kept_disk.x_train[:], kept_memory.x_train)
     assert np.array_equal(kept_disk.x_test[:], kept_memory.x_test)
-    assert overlap.find_overlap(kept_disk) == overlap.find_overlap(kept_memory) == []
+    assert overlap.find_overlap(kept_disk, 0.0) == overlap.find_overlap(kept_memory, 0.0) == []
 
 
 def test_finetuning_from_the_disk_cache_trains_the_same_network(manifest: Path, tmp_path: Path,

@@ -1,0 +1,30 @@
+"""The names of the known-ness scores (:mod:`retailnb.evaluation.rejection`), in plain Python.
+
+They live apart from the scores themselves so that what only needs their names imports neither numpy's
+heavy neighbours nor torch: the command line offers them in ``--help`` and checks ``--rejection-score``
+before it loads anything, and ``retailnb info`` says which of them use a bundle's negatives.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Score = Literal["msp", "energy", "prototype", "knn", "mahalanobis", "relative_mahalanobis"]
+SCORES: tuple[Score, ...] = ("msp", "energy", "prototype", "knn", "mahalanobis", "relative_mahalanobis")
+"""The known-ness scores :func:`~retailnb.evaluation.rejection.known_scores` computes, in the order results
+list them."""
+
+PROBE_SCORES: tuple[Score, ...] = ("msp", "energy")
+"""The scores that read the probe's logits; the others read features and a
+:class:`~retailnb.evaluation.rejection.Reference`."""
+
+NEGATIVE_SCORES: tuple[Score, ...] = ("prototype", "knn")
+"""The scores that use the images a store does not sell (:attr:`~retailnb.evaluation.rejection.Reference.negatives`)
+when it has some: an image's cosine similarity to its nearest negative is subtracted from its score."""
+
+
+def check_score(score: str) -> Score:
+    """``score`` if it is one of :data:`SCORES`, else a ValueError naming the choices."""
+    if score not in SCORES:
+        raise ValueError(f"unknown rejection score {score!r}; expected one of {', '.join(SCORES)}")
+    return score  # type: ignore[return-value]
