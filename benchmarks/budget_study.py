@@ -304,6 +304,7 @@ def figure(results: list[dict[str, Any]], names: list[str], path: Path, title: s
 
     fig, (ax, by_round) = plt.subplots(1, 2, figsize=(13, 5), dpi=110, gridspec_kw={"width_ratios": [3, 2]})
     shapes = (("main backbone", "o", lambda r: r["main"]), ("last noisy round", "s", last_round))
+    labelled: list[tuple[float, float]] = []  # where each configuration's name went, so that none covers another
     for i, (name, runs) in enumerate(config_rows(results, names)):
         points = []
         for _, marker, pick in shapes:
@@ -315,7 +316,9 @@ def figure(results: list[dict[str, Any]], names: list[str], path: Path, title: s
             ax.errorbar(x, mean, yerr=[[mean - low], [high - mean]], fmt=marker, color=f"C{i}", capsize=3)
             points.append((x, mean))
         ax.plot(*zip(*points), color=f"C{i}", linewidth=0.8, alpha=0.6)
-        ax.annotate(name, points[-1], textcoords="offset points", xytext=(6, 4), fontsize=8, color=f"C{i}")
+        near = sum(abs(x - points[-1][0]) < 0.8 and abs(y - points[-1][1]) < 0.03 for x, y in labelled)
+        labelled.append(points[-1])
+        ax.annotate(name, points[-1], textcoords="offset points", xytext=(6, 4 + 10 * near), fontsize=8, color=f"C{i}")
     ax.legend(handles=[Line2D([], [], marker=m, linestyle="", color="black", label=label) for label, m, _ in shapes],
               fontsize=8, loc="lower right")
     ax.axhline(0.9, color="grey", linestyle="--", linewidth=1)
