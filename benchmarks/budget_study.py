@@ -147,7 +147,7 @@ def run_one(params: dict[str, Any], seed: int, source: Path, target: Path, run_d
     # finetuning baseline: one folder per pretraining spec and source, its minutes and images recorded there
     key = hashlib.sha256(f"{pretrain_spec.model_dump_json()}|{source.resolve()}".encode()).hexdigest()[:12]
     pretrain_root = run_dir.parent.parent / "pretrain" / f"{variant}-{seed}-{key}"
-    pretrain_dir, noisy_dir = pretrain_root / variant, run_dir / "noisy"
+    pretrain_dir = pretrain_root / variant
     done_file = pretrain_root / "pretrain_done.json"
     if not done_file.is_file():
         shutil.rmtree(pretrain_root, ignore_errors=True)  # an interrupted pretraining starts over: its minutes count
@@ -157,12 +157,21 @@ def run_one(params: dict[str, Any], seed: int, source: Path, target: Path, run_d
         done_file.write_text(json.dumps({"minutes": (time.perf_counter() - start) / 60, "images": fitted.images}))
     pretrain = json.loads(done_file.read_text())
     teacher = str(pretrain_dir / "backbone.pt")
-    shutil.rmtree(noisy_dir, ignore_errors=True)  # an interrupted run's rounds start over, so their minutes count
-    started = time.perf_counter()
-    record = noisy.run_here(noisy_spec, noisy.NoisyPaths(
-        manifest=str(source), teacher_backbone=teacher, out_dir=str(noisy_dir),
-        metrics=str(run_dir / "noisy.json"), rounds_plot=str(run_dir / "noisy_rounds.json"),
-        pseudolabels_plot=str(run_dir / "noisy_pseudolabels.json"))).record
+    # configurations that also train the noisy student alike (e.g. another finetuning grid) share its rounds
+    # too: one folder per noisy-student spec under the pretraining's, its minutes and images recorded there
+    noisy_key = hashlib.sha256(noisy_spec.model_dump_json().encode()).hexdigest()[:12]
+    noisy_root = pretrain_root / f"noisy-{noisy_key}"
+    noisy_dir, noisy_done = noisy_root / "noisy", noisy_root / "noisy_done.json"
+    if not noisy_done.is_file():
+        shutil.rmtree(noisy_root, ignore_errors=True)  # an interrupted run's rounds start over: their minutes count
+        started = time.perf_counter()
+        record = noisy.run_here(noisy_spec, noisy.NoisyPaths(
+            manifest=str(source), teacher_backbone=teacher, out_dir=str(noisy_dir),
+            metrics=str(noisy_root / "noisy.json"), rounds_plot=str(noisy_root / "noisy_rounds.json"),
+            pseudolabels_plot=str(noisy_root / "noisy_pseudolabels.json"))).record
+        noisy_images = sum(r.images or 0 for r in record.rounds) * noisy_spec.noisy.engine.epochs  # images per epoch
+        noisy_done.write_text(json.dumps({"minutes": (time.perf_counter() - started) / 60, "images": noisy_images}))
+    rounds = json.loads(noisy_done.read_text())
     trained = time.perf_counter()
 
     size, architecture = evaluate_spec.backbone.image_size, evaluate_spec.backbone.architecture
@@ -192,11 +201,10 @@ def run_one(params: dict[str, Any], seed: int, source: Path, target: Path, run_d
                          compute=evaluate_spec.compute, state_dir=tuned_file.with_suffix(""), image_size=size)
         tuned_file.write_text(json.dumps({"accuracy": tuned.accuracy, "minutes": (time.perf_counter() - probed) / 60}))
     finetuned = json.loads(tuned_file.read_text())
-    noisy_images = sum(r.images or 0 for r in record.rounds) * noisy_spec.noisy.engine.epochs  # images per epoch
     return {
-        "pretrain_minutes": pretrain["minutes"], "noisy_minutes": (trained - started) / 60,
+        "pretrain_minutes": pretrain["minutes"], "noisy_minutes": rounds["minutes"],
         "probe_minutes": (probed - trained) / 60, "finetune_minutes": finetuned["minutes"],
-        "pretrain_images": pretrain["images"], "noisy_images": noisy_images,
+        "pretrain_images": pretrain["images"], "noisy_images": rounds["images"],
         "finetune_accuracy": finetuned["accuracy"], "main": variant,
         "rounds": [name for name in probes if name.startswith("noisy_round_")], "probes": probes,
     }
