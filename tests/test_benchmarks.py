@@ -308,14 +308,16 @@ def test_the_rejection_benchmark_measures_every_score_in_smoke_mode(tmp_path: Pa
 def test_the_budget_study_applies_each_configuration_and_reports_its_ratio(tmp_path: Path) -> None:
     """Two configurations of a tiny run: each override changes what it says (two noisy rounds instead of
     one), every ratio is the probe over finetuning, and the table and figure are written beside the JSON; a
-    rerun measures nothing again."""
+    configuration that changes only finetuning shares the noisy student's rounds; a rerun measures nothing
+    again."""
     configs = tmp_path / "budget.yaml"
-    configs.write_text("configs:\n  default: []\n  two_rounds: [noisy.rounds=2]\n")
+    configs.write_text("configs:\n  default: []\n  two_rounds: [noisy.rounds=2]\n"
+                       "  tuned: [\"evaluate.finetune.lrs=[0.01]\"]\n")
     args = ("--work", str(tmp_path / "work"), "--configs-file", str(configs), "--configs", "default", "two_rounds",
-            "--out", str(tmp_path / "budget.json"))
+            "tuned", "--out", str(tmp_path / "budget.json"))
     smoke("budget_study", *args)
     results = {r["config"]: r for r in json.loads((tmp_path / "budget.json").read_text())}
-    assert set(results) == {"default", "two_rounds"}
+    assert set(results) == {"default", "two_rounds", "tuned"}
     assert results["default"]["rounds"] == ["noisy_round_1"]
     assert results["two_rounds"]["rounds"] == ["noisy_round_1", "noisy_round_2"]
     assert results["two_rounds"]["overrides"] == ["noisy.rounds=2"]
@@ -324,6 +326,12 @@ def test_the_budget_study_applies_each_configuration_and_reports_its_ratio(tmp_p
     assert two["pretrain_minutes"] == default["pretrain_minutes"] and two["finetune_accuracy"] == default["finetune_accuracy"]
     assert two["probes"][two["main"]] == default["probes"][default["main"]]
     assert len(list((tmp_path / "work" / "runs" / "pretrain").iterdir())) == 1
+    # the same noisy student too (only finetuning changes): its rounds are trained once, their minutes shared
+    tuned = results["tuned"]
+    assert (tuned["noisy_minutes"], tuned["noisy_images"]) == (default["noisy_minutes"], default["noisy_images"])
+    assert tuned["probes"] == default["probes"]
+    pretrain_root = next((tmp_path / "work" / "runs" / "pretrain").iterdir())
+    assert len(list(pretrain_root.glob("noisy-*"))) == 2  # default's and two_rounds'
     study = load("budget_study")
     for row in results.values():
         assert set(row["probes"]) == {row["main"], *row["rounds"]}
