@@ -46,6 +46,7 @@ TINY: dict[str, Any] = {
     "evaluate.seeds": [0, 1],
     "evaluate.finetune.lrs": [0.0003, 0.003],
     "evaluate.finetune.patience": 1,
+    "evaluate.finetune.random_init": True,  # the report's rows and comparisons of both baselines
     "evaluate.finetune.engine.max_epochs": 2,
     "evaluate.finetune.engine.warmup_epochs": 0.5,
     "new_products.n_new": 2,

@@ -100,7 +100,7 @@ def test_an_edit_waits_for_the_lock_or_says_busy(tiny_bundle: Path, tmp_path: Pa
     before = path.read_bytes()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom retailnb.util.locks import exclusive\n"
-         "with exclusive(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)\n", str(path)],
+         "with exclusive(sys.argv[1], 600):\n    print('locked', flush=True)\n    time.sleep(60)\n", str(path)],
         env=ENV, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
@@ -119,7 +119,7 @@ def test_an_edit_waits_for_the_lock_or_says_busy(tiny_bundle: Path, tmp_path: Pa
 
 def test_the_lock_file_sits_beside_the_bundle_and_locks_within_a_process_too(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "x.bundle"
-    with exclusive(target) as locked:
+    with exclusive(target, 0) as locked:
         assert locked == target and lock_path(target) == tmp_path / "sub" / ".x.bundle.lock"
         assert lock_path(target).exists()
 

@@ -55,13 +55,8 @@ from retailnb.bundle.model import (
     frozen_backbone,
 )
 from retailnb.evaluation.probe import fit_logistic_probe
-from retailnb.evaluation.rejection import (
-    PROBE_SCORES,
-    calibration_scores,
-    check_score,
-    logistic_fit,
-    threshold_at_recall,
-)
+from retailnb.evaluation.rejection import calibration_scores, logistic_fit, threshold_at_recall
+from retailnb.evaluation.score_names import PROBE_SCORES, check_score
 from retailnb.models.backbone import WEIGHTS_HUB, WEIGHTS_NONE, create_backbone
 from retailnb.models.backbone_info import resolve_backbone
 from retailnb.models.inference import IMAGENET_MEAN, IMAGENET_STD

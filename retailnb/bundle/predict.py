@@ -21,7 +21,8 @@ from retailnb.bundle.info import describe
 from retailnb.bundle.io import bundle_meta, load_bundle
 from retailnb.bundle.choices import ON_ERROR
 from retailnb.bundle.model import Bundle, LinearProbe, PathLike, Predictions, check_features
-from retailnb.evaluation.rejection import PROBE_SCORES, Reference, check_score, known_scores
+from retailnb.evaluation.rejection import Reference, known_scores
+from retailnb.evaluation.score_names import PROBE_SCORES, check_score
 
 
 def _require_probe(bundle: Bundle) -> LinearProbe:

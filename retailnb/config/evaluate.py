@@ -117,6 +117,8 @@ class FinetuneSpec(Spec):
             one image keeps it for training).
         lrs: the learning-rate grid.
         patience: epochs without a better validation accuracy before a run stops.
+        random_init: also finetune from random weights, the same protocol without pretraining (a second
+            baseline, as long again as the first; the ratio to finetuning is always to the main backbone's).
         engine: optimisation.
     """
 
@@ -126,6 +128,7 @@ class FinetuneSpec(Spec):
     val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
     lrs: Annotated[list[PositiveFloat], Field(min_length=1)]
     patience: PositiveInt
+    random_init: bool
     engine: FinetuneEngineSpec
 
 

@@ -238,19 +238,22 @@ def evaluate_backbones(backbones: Mapping[str, str], data: ProbeData, *, archite
 
 
 FINETUNE_INITS = ("pretrained", "random_init")
-"""The finetuning baselines: from the main pretrained backbone, and from random weights."""
+"""The finetuning baselines: from the main pretrained backbone, and (``evaluate.finetune.random_init``) from
+random weights."""
 
 
 def finetune_baselines(backbone: BackboneSpec, backbone_path: str | os.PathLike[str], data: ProbeData, *,
                        spec: FinetuneSpec, compute: ComputeSpec,
                        state_dir: str | os.PathLike[str]) -> dict[str, FinetuneResult]:
-    """Finetune end to end on ``probe_train`` (with its validation split), from the main backbone and from
-    random weights; each scored once on ``probe_test`` (see :func:`retailnb.evaluation.finetune.finetune`)."""
+    """Finetune end to end on ``probe_train`` (with its validation split), from the main backbone and, when
+    ``spec.random_init`` is on, from random weights; each scored once on ``probe_test`` (see
+    :func:`retailnb.evaluation.finetune.finetune`). Keys: those of :data:`FINETUNE_INITS` that ran."""
     states = {"pretrained": torch.load(backbone_path, map_location="cpu", weights_only=True), "random_init": None}
+    inits = FINETUNE_INITS if spec.random_init else ("pretrained",)
     return {init: finetune(backbone.architecture, states[init], data.x_train, data.y_train, data.x_test, data.y_test,
                            spec=spec, compute=compute, state_dir=Path(state_dir) / init,
                            image_size=backbone.image_size)
-            for init in FINETUNE_INITS}
+            for init in inits}
 
 
 def results_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]], finetuned_accuracy: float,

@@ -6,7 +6,8 @@ that a logistic regression on the frozen backbone comes close to this at a fract
 baseline must be a fair one: a seeded, stratified validation split of the training images chooses the
 learning rate from a grid and when to stop (patience, up to an epoch cap), and the best-validation
 weights of the chosen run are scored once on the test split. The same protocol runs from the
-pretrained backbone and from random weights (what a practitioner without pretraining would do).
+pretrained backbone and, with ``evaluate.finetune.random_init``, from random weights (what a practitioner
+without pretraining would do).
 """
 
 from __future__ import annotations

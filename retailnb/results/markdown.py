@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from retailnb.results.intervals import order, paired_difference, t_interval
-from retailnb.evaluation.rejection import SCORES
+from retailnb.evaluation.score_names import SCORES
 from retailnb.results.records import DataRecord, IntervalRecord, NoisyRecord, PretrainRecord, TargetSummary
 from retailnb.results.summary import best_rejection_score, noisy_rounds, reject_key
 from retailnb.util.tables import markdown_table

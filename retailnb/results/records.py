@@ -176,7 +176,8 @@ class EvaluateRecord(Record):
             catalogue packshots alone), ``reject_<score>_<measure>`` (unknown-product rejection, see
             ``rejection``), ``knn_all``, ``ratio_to_finetune`` (to the
             finetuned main backbone).
-        finetune: the finetuning baselines, ``pretrained`` (the main backbone) and ``random_init``.
+        finetune: the finetuning baselines, ``pretrained`` (the main backbone) and, when
+            ``evaluate.finetune.random_init`` is on, ``random_init``.
         main_variant: the main backbone's name.
         n_classes: products of the target.
         n_train: its training images (after ``n_overlap_dropped``).
@@ -248,7 +249,7 @@ class TargetSummary(Record):
         main_variant: the main backbone's name.
         methods: method -> ``probe_<shots>``, ``knn_all`` -> the interval of the
             per-seed values (each the mean over the shot draws of that seed).
-        finetune: ``pretrained`` and ``random_init`` over the seeds.
+        finetune: ``pretrained`` (and ``random_init``, when it ran) over the seeds.
         probe_to_finetune: per seed, the main backbone's all-image probe over its finetuned accuracy.
         noisy_gain: per seed, the last noisy-student round's all-image probe minus the main backbone's
             (the last round, not the best on test: choosing on the test split would flatter it).

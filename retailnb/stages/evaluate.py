@@ -134,7 +134,8 @@ class EvaluateRunSpec(Spec):
 
 
 def run(spec: EvaluateStageSpec, name: str, paths: EvaluatePaths) -> EvaluateResult:
-    """Probe every backbone few-shot, finetune the main one and random weights, write the record and plot data.
+    """Probe every backbone few-shot, finetune the main one (and random weights: ``evaluate.finetune.random_init``),
+    write the record and plot data.
 
     When ``spec.compute`` is distributed the features and the finetuning runs come from ``torchrun`` first
     (:func:`network_work`); what they leave is then reused here, whatever ``compute.resume`` says.

@@ -20,10 +20,6 @@ from filelock import FileLock, Timeout
 
 from retailnb.util.atomic import ensure_parent
 
-DEFAULT_TIMEOUT_S = 600.0
-"""How long an edit waits for another edit of the same file before giving up (seconds)."""
-
-
 class BusyError(RuntimeError):
     """Another process kept a file locked for longer than the caller would wait."""
 
@@ -35,12 +31,14 @@ def lock_path(path: str | os.PathLike[str]) -> Path:
 
 
 @contextlib.contextmanager
-def exclusive(path: str | os.PathLike[str], timeout: float = DEFAULT_TIMEOUT_S) -> Iterator[Path]:
+def exclusive(path: str | os.PathLike[str], timeout: float) -> Iterator[Path]:
     """Hold the exclusive lock of ``path`` for the block (waiting up to ``timeout`` seconds for it).
 
     Args:
         path: the file about to be loaded, changed and replaced; missing parent folders are created.
-        timeout: seconds to wait for another holder; 0 fails at once if the file is locked.
+        timeout: seconds to wait for another holder; 0 fails at once if the file is locked. No default:
+            each caller says how long its kind of edit may wait (a bundle edit, the command line's
+            ``--wait``; a build of the image cache, a day).
 
     Yields:
         ``path`` as a Path.

@@ -45,6 +45,7 @@ BAD: list[tuple[str, str | None, str, Any, str]] = [
     ("evaluate", "prepared", "evaluate.finetune.lrs", [], "at least 1 item"),
     ("evaluate", "prepared", "evaluate.finetune.lrs", [0.001, -0.1], "greater than 0"),
     ("evaluate", "prepared", "evaluate.finetune.patience", 0, "greater than or equal to 1"),
+    ("evaluate", "prepared", "evaluate.finetune.random_init", "no", "valid boolean"),
     ("evaluate", "prepared", "data.on_error", "ignore", "'raise' or 'skip'"),
     ("new_products", None, "new_products.shots", "1,5", "YAML list"),
     ("new_products", None, "new_products.rejection_score", "softmax", "'mahalanobis' or 'relative_mahalanobis'"),
@@ -166,7 +167,7 @@ def test_the_bundle_score_choices_are_the_rejection_scores() -> None:
     from typing import get_args
 
     from retailnb.config.new_products import NewProductsSpec
-    from retailnb.evaluation.rejection import SCORES
+    from retailnb.evaluation.score_names import SCORES
 
     assert get_args(NewProductsSpec.model_fields["rejection_score"].annotation) == SCORES
 

@@ -82,3 +82,38 @@ def test_finetune_chooses_the_lr_on_validation_scores_test_once_and_reuses_a_fin
     again = run()  # every run of the grid finished: its best weights are reused, nothing is trained again
     assert again.grid == result.grid and again.accuracy == result.accuracy
     assert again.seconds < result.seconds
+
+
+@pytest.mark.parametrize("random_init", [False, True])
+def test_the_random_weights_baseline_runs_only_when_evaluate_finetune_random_init_says_so(
+        tmp_path: Path, random_init: bool) -> None:
+    """``evaluate.finetune.random_init`` (a YAML boolean) adds the second baseline; off, only the main
+    backbone is finetuned and no random-weights run is trained or saved."""
+    from pipeline_fixture import write_params
+    from shared_fixtures import repo_params, with_overrides
+
+    from retailnb.config.evaluate import EvaluateStageSpec
+    from retailnb.config.stages import load_stage
+    from retailnb.evaluation.compare import finetune_baselines
+    from retailnb.evaluation.quickprobe import ProbeData
+    from retailnb.models.checkpoint import save_backbone
+
+    params = write_params(tmp_path, with_overrides(repo_params(), {"evaluate.finetune.random_init": random_init}))
+    assert f"random_init: {str(random_init).lower()}" in params.read_text()  # a YAML boolean
+    spec = load_stage(EvaluateStageSpec, params, key="prepared")
+    assert spec.finetune.random_init is random_init
+    spec = spec.model_copy(update={"finetune": spec.finetune.model_copy(update={
+        "batch_size": 8, "lrs": [0.01], "patience": 1,
+        "engine": spec.finetune.engine.model_copy(update={"max_epochs": 1, "warmup_epochs": 0.0})})})
+    x_train, y_train = colour_split(4, seed=0)
+    x_test, y_test = colour_split(2, seed=1)
+    data = ProbeData(train=[], test=[], x_train=x_train, x_test=x_test, y_train=y_train, y_test=y_test,
+                     classes=["red", "green", "blue"])
+    backbone = tmp_path / "backbone.pt"
+    torch.manual_seed(0)
+    save_backbone(backbone, timm.create_model(ARCH, num_classes=0))
+    compute = spec.compute.model_copy(update={"num_workers": 0, "accelerator": "cpu"})
+    done = finetune_baselines(spec.backbone.model_copy(update={"architecture": ARCH, "image_size": 32}), backbone,
+                              data, spec=spec.finetune, compute=compute, state_dir=tmp_path / "ft")
+    assert list(done) == (["pretrained", "random_init"] if random_init else ["pretrained"])
+    assert (tmp_path / "ft" / "random_init").exists() is random_init

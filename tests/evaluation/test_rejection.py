@@ -20,7 +20,6 @@ from retailnb.bundle.model import DEFAULT_REJECTION_SCORE, UNKNOWN, Bundle, Clas
 from retailnb.bundle.predict import describe_bundle, predict_features
 from retailnb.evaluation.rejection import (
     REJECTION_METRICS,
-    SCORES,
     Reference,
     SOURCE_METRICS,
     calibration_scores,
@@ -34,6 +33,7 @@ from retailnb.evaluation.rejection import (
     split_known_unknown,
     threshold_at_recall,
 )
+from retailnb.evaluation.score_names import SCORES
 
 SIZE = 32
 N_CLASSES, PER_CLASS = 5, 8

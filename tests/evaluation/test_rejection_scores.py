@@ -8,12 +8,8 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from retailnb.evaluation.rejection import (
-    NEGATIVE_SCORES,
-    PROBE_SCORES,
-    SCORES,
     Reference,
     calibration_scores,
-    check_score,
     evaluate_rejection,
     known_scores,
     leave_one_out_knn_scores,
@@ -21,6 +17,7 @@ from retailnb.evaluation.rejection import (
     normalize,
     threshold_at_recall,
 )
+from retailnb.evaluation.score_names import NEGATIVE_SCORES, PROBE_SCORES, SCORES, check_score
 
 FEATURE_SCORES = tuple(s for s in SCORES if s not in PROBE_SCORES)
 
