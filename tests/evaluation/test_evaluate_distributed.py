@@ -39,7 +39,8 @@ def test_two_processes_extract_the_same_features_finetune_and_resume(tmp_path: P
         spec = default_spec("evaluate", "prepared", backbone__architecture=ARCH, backbone__image_size=32,
                             compute__accelerator="cpu", compute__num_workers=0, compute__devices=devices,
                             probe__shots=[1, "all"], probe__draws=1, finetune__batch_size=4, finetune__lrs=[0.01],
-                            finetune__patience=1, finetune__engine__max_epochs=2, finetune__engine__warmup_epochs=0.0)
+                            finetune__patience=1, finetune__engine__max_epochs=2, finetune__engine__warmup_epochs=0.0,
+                            finetune__random_init=True)  # both baselines, each with DDP
         paths = stage_paths(tmp_path / f"devices_{devices}", manifest, tmp_path / "pretrain")
         results[devices] = (paths, run(spec, "prepared", paths))
     (one, first), (two, second) = results[1], results[2]
