@@ -114,7 +114,7 @@ def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, p
     """Every score (and ``+neg`` with ``f['negatives']``) on one backbone's features: a row per score."""
     from retailnb.evaluation.probe import fit_logistic_probe
     from retailnb.evaluation.rejection import evaluate_rejection, logistic_fit
-    from retailnb.evaluation.score_names import NEGATIVE_SCORES
+    from retailnb.config.score_names import NEGATIVE_SCORES
 
     spec = params["evaluate"]["rejection"]
     c = float(fit_logistic_probe(f["train"], y_train, seed=seed).named_steps["logisticregression"].C)

@@ -291,7 +291,7 @@ def test_the_cli_benchmark_measures_the_commands_own_memory() -> None:
 def test_the_rejection_benchmark_measures_every_score_in_smoke_mode(tmp_path: Path) -> None:
     """A tiny pipeline's main backbone and last noisy round: every score, and the two that use negatives with
     them, in the printed table and the JSON it writes."""
-    from retailnb.evaluation.score_names import NEGATIVE_SCORES, SCORES
+    from retailnb.config.score_names import NEGATIVE_SCORES, SCORES
 
     out = smoke("bench_rejection", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "rejection"))
     results = json.loads((tmp_path / "rejection.json").read_text())

@@ -7,7 +7,7 @@ scikit-learn. Every other module of the package takes them from here.
 
 from __future__ import annotations
 
-from retailnb.evaluation.score_names import Score
+from retailnb.config.score_names import Score
 
 IMAGE_KINDS = ("shelf", "catalogue")
 """What a product's enrolment images are: photos from the shelf, or catalogue packshots (often one or two)."""
@@ -19,7 +19,7 @@ CUDA when available."""
 DEFAULT_REJECTION_SCORE: Score = "prototype"
 """The known-ness score a new bundle rejects unknown products with
 (:attr:`~retailnb.bundle.model.ProbeSettings.rejection_score`; ``retailnb fit --rejection-score`` chooses
-another): one of :data:`retailnb.evaluation.score_names.SCORES`."""
+another): one of :data:`retailnb.config.score_names.SCORES`."""
 
 ON_ERROR = ("raise", "skip")
 """What :func:`~retailnb.bundle.embed.embed_files`, :func:`~retailnb.bundle.predict.predict_files` and the

@@ -57,7 +57,7 @@ from retailnb.bundle.choices import (
     TABLE_WIDTH,
     WAIT_S,
 )
-from retailnb.evaluation.score_names import SCORES
+from retailnb.config.score_names import SCORES
 
 EXIT_USER_ERROR = 2
 """Exit status of a command stopped by bad input (argparse uses the same for bad arguments)."""
@@ -344,15 +344,6 @@ def _check_backbone(args: argparse.Namespace) -> None:
                                                              args.image_size)
 
 
-def is_image_name(path: Path) -> bool:
-    """Whether a file name has an extension Pillow opens (as :func:`retailnb.data.listing.is_image_name`,
-    whose module imports torch)."""
-    from PIL import Image
-
-    Image.init()
-    return path.suffix.lower() in {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
-
-
 def _is_text(path: Path) -> bool:
     """Whether a file's first bytes read as UTF-8 text (a table, CSV or JSON that predict wrote)."""
     with path.open("rb") as fh:
@@ -372,6 +363,8 @@ def _own_format(command: str, out: Path) -> bool:
         return zipfile.is_zipfile(out) and "bundle.json" in zipfile.ZipFile(out).namelist()
     if command == "embed":  # a .npz of features: a zip of .npy arrays, not a bundle
         return zipfile.is_zipfile(out) and all(n.endswith(".npy") for n in zipfile.ZipFile(out).namelist())
+    from retailnb.data.listing import is_image_name
+
     return _is_text(out) and not is_image_name(out)  # predict: a table, CSV or JSON
 
 
@@ -386,6 +379,8 @@ def check_out(args: argparse.Namespace) -> None:
     out_arg = getattr(args, "out", None)
     if out_arg is None or getattr(args, "force", False):
         return
+    from retailnb.data.listing import is_image_name  # Pillow, loaded here rather than by ``--help``
+
     out = Path(os.path.realpath(out_arg))  # os.path.realpath: a link loop stays itself, Path.resolve raises
     if args.command in ("embed", "predict") and out == Path(os.path.realpath(args.bundle)):
         raise ValueError(f"--out {out_arg} is the bundle read (--bundle {args.bundle}); name another file "

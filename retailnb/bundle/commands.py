@@ -51,7 +51,7 @@ from retailnb.bundle.predict import predict_files
 from retailnb.data.adapters import DatasetError
 from retailnb.data.inputs import image_files, product_folders
 from retailnb.data.images import ImageError
-from retailnb.evaluation.score_names import NEGATIVE_SCORES
+from retailnb.config.score_names import NEGATIVE_SCORES
 from retailnb.util.hashing import files_sha256
 from retailnb.util.locks import BusyError, exclusive
 from retailnb.models.backbone import WeightsUnavailableError

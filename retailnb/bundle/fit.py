@@ -18,7 +18,7 @@ recall :attr:`~retailnb.bundle.model.ProbeSettings.recall` (:func:`choose_reject
 :data:`~retailnb.bundle.model.UNKNOWN`.
 
 A bundle's negatives (:attr:`~retailnb.bundle.model.Bundle.negatives`: e.g. products the store knows it does
-not sell) never train the probe; the scores of :data:`~retailnb.evaluation.score_names.NEGATIVE_SCORES` hold an
+not sell) never train the probe; the scores of :data:`~retailnb.config.score_names.NEGATIVE_SCORES` hold an
 image's likeness to the enrolled images against its likeness to them, so adding or removing negatives
 chooses the threshold again, and every refit keeps them.
 """
@@ -56,7 +56,7 @@ from retailnb.bundle.model import (
 )
 from retailnb.evaluation.probe import fit_logistic_probe
 from retailnb.evaluation.rejection import calibration_scores, logistic_fit, threshold_at_recall
-from retailnb.evaluation.score_names import PROBE_SCORES, check_score
+from retailnb.config.score_names import PROBE_SCORES, check_score
 from retailnb.models.backbone import WEIGHTS_HUB, WEIGHTS_NONE, create_backbone
 from retailnb.models.backbone_info import resolve_backbone
 from retailnb.models.inference import IMAGENET_MEAN, IMAGENET_STD
@@ -203,7 +203,7 @@ def choose_rejection(features: np.ndarray, labels: np.ndarray, settings: ProbeSe
     out-of-fold scores (:func:`retailnb.evaluation.rejection.calibration_scores`): leave-one-out prototypes
     or nearest images, Gaussians of k-1 folds, or probes refitted at ``c`` on k-1 folds. In-sample scores
     would be over-confident and reject too many known images. The scores that use ``negatives`` (the
-    bundle's, :data:`~retailnb.evaluation.score_names.NEGATIVE_SCORES`) are calibrated with them, as they are
+    bundle's, :data:`~retailnb.config.score_names.NEGATIVE_SCORES`) are calibrated with them, as they are
     then computed. A product with a single image cannot be scored out of fold (skipped); when no image
     can, the threshold is ``-inf`` (accept everything) and a warning says rejection is off.
     """
@@ -447,7 +447,7 @@ def add_negatives(bundle: Bundle, features: np.ndarray, *, source: Mapping[str, 
 
     Negatives are images the store knows it does not sell (say, the products pretraining saw, or a folder
     of other shops' products). They never train the probe; the ``prototype`` and ``knn`` scores
-    (:data:`~retailnb.evaluation.score_names.NEGATIVE_SCORES`) subtract an image's cosine similarity to the
+    (:data:`~retailnb.config.score_names.NEGATIVE_SCORES`) subtract an image's cosine similarity to the
     nearest negative, so an image like a negative is more readily answered :data:`UNKNOWN`. The
     rejection threshold is chosen again with them (:func:`choose_rejection`); other scores ignore them.
     They are added to any negatives the bundle holds, and every later refit (adding, removing or

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 import retailnb
-from retailnb.evaluation.score_names import NEGATIVE_SCORES
+from retailnb.config.score_names import NEGATIVE_SCORES
 from retailnb.util.errors import FileProblem
 from retailnb.util.tables import aligned
 

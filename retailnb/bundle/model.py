@@ -31,7 +31,7 @@ package, one concept per module (each imports only those before it):
 A probe always names one of its products, but a shelf shows many that are not enrolled: images whose
 known-ness score is below the bundle's :class:`Rejection` threshold are answered :data:`UNKNOWN`. A bundle
 may also carry *negatives*, features of images it must never name (products the store knows it does not
-sell): the scores of :data:`~retailnb.evaluation.score_names.NEGATIVE_SCORES` count an image that looks like
+sell): the scores of :data:`~retailnb.config.score_names.NEGATIVE_SCORES` count an image that looks like
 one of them as less known.
 """
 
@@ -53,7 +53,7 @@ from retailnb.bundle.info import BUNDLE_FORMAT, BUNDLE_FORMAT_NAME, UNKNOWN, Bun
 from retailnb.data.images import ImageError
 from retailnb.models.backbone import feature_dim
 from retailnb.models.inference import IMAGENET_MEAN, IMAGENET_STD, model_device
-from retailnb.evaluation.score_names import check_score
+from retailnb.config.score_names import check_score
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -114,7 +114,7 @@ class ProbeSettings:
             (post-hoc logit adjustment, Menon et al., ICLR 2021). With the same number of images per
             product the shift is the same for every class and changes no probability.
         rejection_score: the known-ness score of unknown-product rejection, one of
-            :data:`retailnb.evaluation.score_names.SCORES` (default :data:`DEFAULT_REJECTION_SCORE`).
+            :data:`retailnb.config.score_names.SCORES` (default :data:`DEFAULT_REJECTION_SCORE`).
         recall: the share of known-product images the rejection threshold is chosen to accept.
     """
 
@@ -143,7 +143,7 @@ class Rejection:
     (:func:`retailnb.evaluation.rejection.threshold_at_recall`).
 
     Attributes:
-        score: one of :data:`retailnb.evaluation.score_names.SCORES` (``knn``, ``prototype``, ``msp``, ...).
+        score: one of :data:`retailnb.config.score_names.SCORES` (``knn``, ``prototype``, ``msp``, ...).
         recall: the target share of known-product images accepted.
         threshold: images scoring below it are unknown; ``-inf`` (accept everything) while no enrolled
             image could be scored out of fold (every product has a single image).
@@ -349,7 +349,7 @@ class Predictions(NamedTuple):
             threshold``); all True when rejection is off or was not asked for. None: all known.
         threshold: the threshold ``known`` was decided by; None when nothing was rejected by a threshold.
         rejection_score: the name of the score in ``known_scores`` (one of
-            :data:`retailnb.evaluation.score_names.SCORES`).
+            :data:`retailnb.config.score_names.SCORES`).
     """
 
     indices: np.ndarray

@@ -22,7 +22,7 @@ from retailnb.bundle.io import bundle_meta, load_bundle
 from retailnb.bundle.choices import ON_ERROR
 from retailnb.bundle.model import Bundle, LinearProbe, PathLike, Predictions, check_features
 from retailnb.evaluation.rejection import Reference, known_scores
-from retailnb.evaluation.score_names import PROBE_SCORES, check_score
+from retailnb.config.score_names import PROBE_SCORES, check_score
 
 
 def _require_probe(bundle: Bundle) -> LinearProbe:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
 from retailnb.config.base import OneOrList, PositiveInt, Spec
 from retailnb.config.compute import BackboneSpec
+from retailnb.config.score_names import Score
 
 
 class NewProductsSpec(Spec):
@@ -18,13 +19,13 @@ class NewProductsSpec(Spec):
         shots: images per new product to enrol from.
         seed: which products are held out and which images are drawn.
         rejection_score: the bundle's known-ness score for answering "unknown" (one of
-            :data:`retailnb.evaluation.score_names.SCORES`).
+            :data:`retailnb.config.score_names.SCORES`).
     """
 
     n_new: PositiveInt
     shots: Annotated[list[PositiveInt], OneOrList, Field(min_length=1)]
     seed: int
-    rejection_score: Literal["msp", "energy", "prototype", "knn", "mahalanobis", "relative_mahalanobis"]
+    rejection_score: Score
 
 
 class NewProductsStageSpec(Spec):

@@ -32,10 +32,6 @@ DEFAULT_ROLE_MAP: dict[str, tuple[str, ...]] = {
 }
 """Roles the images of each dataset split play; an image gets one manifest row per role."""
 
-IGNORED_NAMES = frozenset({"Thumbs.db", "desktop.ini"})
-"""File names that operating systems drop into folders; never treated as images (nor are dot-files)."""
-
-
 class DatasetError(ValueError):
     """A dataset's layout is not what its adapter expects; the message names the file or folder."""
 
@@ -132,11 +128,6 @@ def resolve_role_map(role_map: RoleMap | None) -> dict[str, tuple[str, ...]]:
         if unknown:
             raise ValueError(f"role map: split {split!r} has unknown role(s) {unknown}; expected some of {ROLES}")
     return resolved
-
-
-def is_listable(path: Path) -> bool:
-    """Whether a directory entry may be part of a dataset (not a dot-file nor OS clutter)."""
-    return not path.name.startswith(".") and path.name not in IGNORED_NAMES
 
 
 def validate_images(

@@ -31,11 +31,10 @@ from retailnb.data.adapters import (
     Issues,
     OnError,
     RoleMap,
-    is_listable,
     resolve_role_map,
     write_adapter_manifest,
 )
-from retailnb.data.listing import folder_images
+from retailnb.data.listing import folder_images, is_listable
 from retailnb.data.images import DEFAULT_MIN_SIZE
 from retailnb.data.manifest import DOMAINS
 

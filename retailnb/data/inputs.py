@@ -14,7 +14,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from retailnb.data.adapters import DatasetError, is_listable
+from retailnb.data.adapters import DatasetError
+from retailnb.data.listing import is_listable
 from retailnb.data.folder import COMMON_SPLITS, detect_layout
 from retailnb.data.listing import folder_images, image_extensions, is_image_name
 

@@ -1,7 +1,7 @@
 """What counts as an image file in a folder: one rule, shared by the ingest and the command line.
 
 An entry of a folder is an image when its name is listable (not a dot-file nor OS clutter, see
-:func:`retailnb.data.adapters.is_listable`) and ends in an extension Pillow opens (``.jpg``, ``.png``,
+:func:`is_listable`) and ends in an extension Pillow opens (``.jpg``, ``.png``,
 ...), and it is not a folder. What the entry turns out to be is checked later, when the image is
 validated or decoded: a broken symbolic link, a link loop or an unreadable file named ``x.jpg`` is
 taken by this rule, so that the check reports it by name (skipped and listed, or an error) instead of
@@ -17,9 +17,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from retailnb.data.adapters import is_listable
-
 PathLike = str | os.PathLike[str]
+
+IGNORED_NAMES = frozenset({"Thumbs.db", "desktop.ini"})
+"""File names that operating systems drop into folders; never treated as images (nor are dot-files)."""
+
+
+def is_listable(path: Path) -> bool:
+    """Whether a directory entry may be part of a dataset (not a dot-file nor OS clutter)."""
+    return not path.name.startswith(".") and path.name not in IGNORED_NAMES
 
 
 @lru_cache(maxsize=1)

@@ -37,7 +37,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import normalize as sk_normalize
 
-from retailnb.evaluation.score_names import NEGATIVE_SCORES, PROBE_SCORES, SCORES, Score, check_score
+from retailnb.config.score_names import NEGATIVE_SCORES, PROBE_SCORES, SCORES, Score, check_score
 
 LogitsFit = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]
 """Fits a probe on (features, labels) and returns its logits function (N, D) -> (N, K) over the sorted

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from retailnb.results.intervals import order, paired_difference, t_interval
-from retailnb.evaluation.score_names import SCORES
+from retailnb.config.score_names import SCORES
 from retailnb.results.records import DataRecord, IntervalRecord, NoisyRecord, PretrainRecord, TargetSummary
 from retailnb.results.summary import best_rejection_score, noisy_rounds, reject_key
 from retailnb.util.tables import markdown_table
@@ -393,7 +393,7 @@ def target_heading(name: str, summary: TargetSummary) -> str:
 
 SCORE_NAMES = {"msp": "max. softmax probability", "energy": "energy", "prototype": "nearest prototype",
                "knn": "nearest image", "mahalanobis": "Mahalanobis", "relative_mahalanobis": "relative Mahalanobis"}
-"""How the report names each rejection score of :data:`retailnb.evaluation.score_names.SCORES`."""
+"""How the report names each rejection score of :data:`retailnb.config.score_names.SCORES`."""
 
 
 SOURCE_COLUMNS = {"source_auroc": "AUROC, source products", "source_unknown_rejection": "source products rejected"}

@@ -28,7 +28,7 @@ from retailnb.results.records import (
     TargetSummary,
     read_record,
 )
-from retailnb.evaluation.score_names import SCORES
+from retailnb.config.score_names import SCORES
 
 _ROUND_KEY = re.compile(r"^noisy_round_(\d+)$")
 

@@ -31,7 +31,7 @@ from retailnb.bundle.model import (
 from retailnb.bundle.predict import describe_bundle, predict, predict_features, predict_files
 from retailnb.data.images import ImageError
 from retailnb.evaluation.probe import fit_logistic_probe
-from retailnb.evaluation.score_names import SCORES
+from retailnb.config.score_names import SCORES
 from shared_fixtures import colour_images
 
 SIZE = 32

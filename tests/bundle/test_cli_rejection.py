@@ -20,7 +20,7 @@ from PIL import Image
 from retailnb.bundle.io import load_bundle
 from retailnb.bundle.cli import main
 from retailnb.bundle.model import DEFAULT_REJECTION_SCORE, Bundle
-from retailnb.evaluation.score_names import SCORES
+from retailnb.config.score_names import SCORES
 from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import save_backbone
 from shared_fixtures import COLOURS, write_colour_folder

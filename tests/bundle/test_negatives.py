@@ -24,7 +24,7 @@ from retailnb.bundle.io import load_bundle, save_bundle
 from retailnb.bundle.model import Bundle, BundleError, ProbeSettings
 from retailnb.bundle.predict import bundle_known_scores, describe_bundle, predict_features
 from retailnb.evaluation.rejection import calibration_scores, threshold_at_recall
-from retailnb.evaluation.score_names import NEGATIVE_SCORES
+from retailnb.config.score_names import NEGATIVE_SCORES
 from retailnb.models.backbone import create_backbone
 from retailnb.models.checkpoint import save_backbone
 from shared_fixtures import colour_images, write_colour_folder
@@ -332,7 +332,7 @@ def test_fit_help_offers_every_score_and_names_the_default(capsys: pytest.Captur
     """``--rejection-score`` offers the scores the package computes, and its help names the default a new
     bundle gets."""
     from retailnb.bundle.choices import DEFAULT_REJECTION_SCORE
-    from retailnb.evaluation.score_names import SCORES
+    from retailnb.config.score_names import SCORES
 
     assert ProbeSettings().rejection_score == DEFAULT_REJECTION_SCORE
     with pytest.raises(SystemExit):

@@ -162,16 +162,6 @@ def test_each_training_stage_offsets_its_seeds_by_the_training_seed(stage: str) 
         assert moved.probe.seed == base.probe.seed + 3
 
 
-def test_the_bundle_score_choices_are_the_rejection_scores() -> None:
-    """config cannot import evaluation (a lower layer); its Literal repeats the scores, checked here."""
-    from typing import get_args
-
-    from retailnb.config.new_products import NewProductsSpec
-    from retailnb.evaluation.score_names import SCORES
-
-    assert get_args(NewProductsSpec.model_fields["rejection_score"].annotation) == SCORES
-
-
 def test_the_params_check_validates_every_stage_of_the_table() -> None:
     """``stages/check.STAGE_SPECS`` (what ``dvc repro`` validates first, and what these tests use) holds
     the spec of every stage of :data:`STAGES`, each once, in the pipeline's order."""

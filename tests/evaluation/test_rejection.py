@@ -33,7 +33,7 @@ from retailnb.evaluation.rejection import (
     split_known_unknown,
     threshold_at_recall,
 )
-from retailnb.evaluation.score_names import SCORES
+from retailnb.config.score_names import SCORES
 
 SIZE = 32
 N_CLASSES, PER_CLASS = 5, 8

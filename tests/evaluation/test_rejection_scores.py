@@ -17,7 +17,7 @@ from retailnb.evaluation.rejection import (
     normalize,
     threshold_at_recall,
 )
-from retailnb.evaluation.score_names import NEGATIVE_SCORES, PROBE_SCORES, SCORES, check_score
+from retailnb.config.score_names import NEGATIVE_SCORES, PROBE_SCORES, SCORES, check_score
 
 FEATURE_SCORES = tuple(s for s in SCORES if s not in PROBE_SCORES)
 

@@ -480,7 +480,7 @@ def test_the_headline_figure_draws_every_row_with_its_interval() -> None:
 
 
 def test_the_report_names_every_rejection_score() -> None:
-    from retailnb.evaluation.score_names import SCORES
+    from retailnb.config.score_names import SCORES
     from retailnb.results.markdown import SCORE_NAMES
 
     assert set(SCORE_NAMES) == set(SCORES)

@@ -74,7 +74,7 @@ def test_records_written_before_the_source_products_read_as_before() -> None:
     assert all(r.rejection is not None and r.rejection.n_source_unknown == 0 for r in records.values())
     summary = summarize_target("prepared", records, 0.95)
     # the committed records measure every score: one AUROC column each, then the threshold's columns
-    from retailnb.evaluation.score_names import SCORES
+    from retailnb.config.score_names import SCORES
     from retailnb.results.markdown import SCORE_NAMES
 
     header = [BEFORE[0], *(f"AUROC, {SCORE_NAMES[score]}" for score in SCORES), *BEFORE[4:]]

@@ -1,8 +1,10 @@
 """The names of the known-ness scores (:mod:`retailnb.evaluation.rejection`), in plain Python.
 
-They live apart from the scores themselves so that what only needs their names imports neither numpy's
-heavy neighbours nor torch: the command line offers them in ``--help`` and checks ``--rejection-score``
-before it loads anything, and ``retailnb info`` says which of them use a bundle's negatives.
+They are the choices of a parameter (``new_products.rejection_score``) and of the command line, so they
+live in the parameters' layer, apart from the scores themselves: what only needs their names imports
+neither numpy's heavy neighbours nor torch. The command line offers them in ``--help`` and checks
+``--rejection-score`` before it loads anything, ``retailnb info`` says which of them use a bundle's
+negatives, and the stage spec types its field with :data:`Score`.
 """
 
 from __future__ import annotations
