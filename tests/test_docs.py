@@ -443,6 +443,55 @@ def prose(page: str) -> str:
     return re.sub(r"<!--.*?-->", "", text, flags=re.S)
 
 
+def summary_intervals() -> set[tuple[str, str, str]]:
+    """Every interval of metrics/summary.json as (mean, low, high) at three decimals, signs dropped: each
+    result's, and the paired (seed by seed) difference of any two results of one target, either way round."""
+    import json
+
+    from retailnb.results.intervals import t_interval
+
+    out: set[tuple[str, str, str]] = set()
+
+    def add(mean: float, low: float | None, high: float | None) -> None:
+        if low is not None and high is not None:
+            out.add(tuple(f"{abs(v):.3f}" for v in (mean, low, high)))  # type: ignore[arg-type]
+            out.add(tuple(f"{abs(v):.3f}" for v in (-mean, -high, -low)))  # type: ignore[arg-type]
+
+    summary = json.loads((REPO / "metrics" / "summary.json").read_text())
+    for target in summary["targets"].values():
+        records = list(intervals(target))
+        for r in records:
+            add(r["mean"], r["low"], r["high"])
+        for a, b in itertools.combinations(records, 2):
+            if len(a["values"]) == len(b["values"]) > 1:
+                d = t_interval([x - y for x, y in zip(a["values"], b["values"])])
+                add(d.mean, d.low, d.high)
+    return out
+
+
+INTERVAL = re.compile(r"(?<![\d.])[+-]?(\d\.\d{3})\s+\[[+-]?(\d\.\d{3}),\s+[+-]?(\d\.\d{3})\]")
+"""A quoted interval, ``0.489 [0.474, 0.505]`` or ``+0.187 [+0.143, +0.230]``, wherever the line breaks."""
+
+
+BENCHMARK_SOURCES = {"README.md": ("benchmarks/results/rejection.md",)}
+"""Benchmark tables a checked page quotes by name besides the summary (README's store section quotes
+``benchmarks/bench_rejection.py``): their intervals count as known for that page."""
+
+
+@pytest.mark.parametrize("page", CHECKED_PROSE)
+def test_prose_intervals_are_intervals_of_the_summary(page: str) -> None:
+    """Each quoted ``mean [low, high]`` is one interval of the summary (or of a benchmark table the page
+    names), as a whole: three numbers that each occur somewhere in it are not enough (a stale interval's
+    numbers can match others by chance)."""
+    known = summary_intervals()
+    for source in BENCHMARK_SOURCES.get(page, ()):
+        known |= {m.groups() for m in INTERVAL.finditer((REPO / source).read_text())}
+    quoted = [m.groups() for m in INTERVAL.finditer(prose(page))]
+    assert quoted, f"{page} quotes no interval"
+    stale = [q for q in quoted if q not in known]
+    assert stale == [], f"{page} quotes intervals that metrics/summary.json does not hold: {stale}"
+
+
 @pytest.mark.parametrize("page", CHECKED_PROSE)
 def test_prose_numbers_come_from_the_summary(page: str) -> None:
     known = summary_numbers()
