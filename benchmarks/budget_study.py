@@ -87,6 +87,31 @@ SMOKE = {"target": "synthetic", "seeds": [0]}
 (the default configuration alone unless ``--configs`` names others)."""
 
 
+def cpu_fingerprint() -> str:
+    """This machine's CPU as far as floating point goes: model (family, model, stepping), torch's build and
+    the vector instructions it uses. Runs on two fingerprints differ in the last digits from the first
+    epoch on, so their rows cannot be paired seed by seed, nor share a pretraining."""
+    import platform
+
+    import torch
+
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "cpu family", "model", "stepping") and key.strip() not in fields:
+                    fields[key.strip()] = value.strip()
+                if not line.strip() and fields:
+                    break
+    except OSError:
+        pass
+    model = (f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}, "
+             f"stepping {fields.get('stepping', '?')})" if "model name" in fields else platform.processor() or
+             platform.machine())
+    return f"{model}; torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}"
+
+
 def load_configs(path: Path) -> dict[str, list[str]]:
     """Every configuration of the YAML file: its name and params.yaml overrides."""
     configs = yaml.safe_load(path.read_text())["configs"]
@@ -404,16 +429,24 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.target == "grocery" and not has_grocery(args.root):
         parser.exit(2, f"budget_study: no Grocery Store Dataset at {args.root} (--root)\n")
+    done = lambda name, seed: any(r["config"] == name and r["seed"] == seed  # noqa: E731
+                                  and r["overrides"] == configs[name] for r in results)
+    cpu = cpu_fingerprint()
+    others = sorted({str(r.get("cpu", "not recorded")) for r in results} - {cpu})
+    if others and any(not done(name, seed) for name in names for seed in args.seeds):
+        parser.exit(2, f"budget_study: {out} holds runs made on another CPU ({' | '.join(others)}); this one is "
+                       f"{cpu}. Runs on two CPUs differ from the first epoch and cannot be paired: give a new "
+                       "--out and run the default there too, or run where the file was made\n")
     base = read_params(PARAMS)
     for name in names:
         params = apply_overrides(smoke_params(base) if args.smoke else base, configs[name])
         source, target = source_and_target(args.target, params, args.root, args.work)
         for seed in args.seeds:
-            if any(r["config"] == name and r["seed"] == seed and r["overrides"] == configs[name] for r in results):
+            if done(name, seed):
                 continue
             row = run_one(params, seed, source, target, args.work / "runs" / args.target / f"{name}-{seed}")
             results = [r for r in results if not (r["config"] == name and r["seed"] == seed)]
-            results.append({"config": name, "seed": seed, "overrides": configs[name], **row})
+            results.append({"config": name, "seed": seed, "overrides": configs[name], "cpu": cpu, **row})
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(results, indent=2) + "\n")
             last = last_round(row)
