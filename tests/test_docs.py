@@ -409,30 +409,35 @@ def leaves(node: Any) -> Iterator[Any]:
         yield node
 
 
+def summary_triples() -> Iterator[tuple[float, float | None, float | None]]:
+    """(mean, low, high) of every interval of metrics/summary.json: each result's, and the paired (seed by
+    seed) difference of any two results of one target."""
+    import json
+
+    from retailnb.results.intervals import t_interval
+
+    summary = json.loads((REPO / "metrics" / "summary.json").read_text())
+    for target in summary["targets"].values():
+        records = list(intervals(target))
+        for r in records:
+            yield r["mean"], r["low"], r["high"]
+        for a, b in itertools.combinations(records, 2):
+            if len(a["values"]) == len(b["values"]) > 1:
+                d = t_interval([x - y for x, y in zip(a["values"], b["values"])])
+                yield d.mean, d.low, d.high
+
+
 def summary_numbers() -> set[str]:
     """Every number of metrics/summary.json the prose may quote, as ``0.123``: its values (means, interval
     ends, learning rates), half-widths, and the paired (seed by seed) differences of any two results of
     one target."""
     import json
 
-    from retailnb.results.intervals import t_interval
-
-    out: set[str] = set()
-
-    def add(mean: float, low: float | None, high: float | None) -> None:
+    summary = json.loads((REPO / "metrics" / "summary.json").read_text())
+    out = {f"{abs(v):.3f}" for v in leaves(summary) if isinstance(v, float)}
+    for mean, low, high in summary_triples():
         values = [mean] if low is None or high is None else [mean, low, high, (high - low) / 2]
         out.update(f"{abs(v):.3f}" for v in values)
-
-    summary = json.loads((REPO / "metrics" / "summary.json").read_text())
-    out.update(f"{abs(v):.3f}" for v in leaves(summary) if isinstance(v, float))
-    for target in summary["targets"].values():
-        records = list(intervals(target))
-        for r in records:
-            add(r["mean"], r["low"], r["high"])
-        for a, b in itertools.combinations(records, 2):
-            if len(a["values"]) == len(b["values"]) > 1:
-                d = t_interval([x - y for x, y in zip(a["values"], b["values"])])
-                add(d.mean, d.low, d.high)
     return out
 
 
@@ -443,29 +448,14 @@ def prose(page: str) -> str:
     return re.sub(r"<!--.*?-->", "", text, flags=re.S)
 
 
-def summary_intervals() -> set[tuple[str, str, str]]:
-    """Every interval of metrics/summary.json as (mean, low, high) at three decimals, signs dropped: each
-    result's, and the paired (seed by seed) difference of any two results of one target, either way round."""
-    import json
-
-    from retailnb.results.intervals import t_interval
-
-    out: set[tuple[str, str, str]] = set()
-
-    def add(mean: float, low: float | None, high: float | None) -> None:
+def summary_intervals() -> set[tuple[str, ...]]:
+    """Every interval of metrics/summary.json (:func:`summary_triples`) as (mean, low, high) at three
+    decimals, signs dropped, either way round (a paired difference may be quoted as B - A)."""
+    out: set[tuple[str, ...]] = set()
+    for mean, low, high in summary_triples():
         if low is not None and high is not None:
-            out.add(tuple(f"{abs(v):.3f}" for v in (mean, low, high)))  # type: ignore[arg-type]
-            out.add(tuple(f"{abs(v):.3f}" for v in (-mean, -high, -low)))  # type: ignore[arg-type]
-
-    summary = json.loads((REPO / "metrics" / "summary.json").read_text())
-    for target in summary["targets"].values():
-        records = list(intervals(target))
-        for r in records:
-            add(r["mean"], r["low"], r["high"])
-        for a, b in itertools.combinations(records, 2):
-            if len(a["values"]) == len(b["values"]) > 1:
-                d = t_interval([x - y for x, y in zip(a["values"], b["values"])])
-                add(d.mean, d.low, d.high)
+            out.add(tuple(f"{abs(v):.3f}" for v in (mean, low, high)))
+            out.add(tuple(f"{abs(v):.3f}" for v in (-mean, -high, -low)))
     return out
 
 
