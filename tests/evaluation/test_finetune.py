@@ -1,4 +1,4 @@
-"""The finetuning baselines: a stratified validation split, early stopping, the learning-rate grid."""
+"""The finetuning baselines: a stratified validation split, early stopping, the learning-rate grid, which baselines run."""
 
 from __future__ import annotations
 
@@ -8,11 +8,17 @@ import numpy as np
 import pytest
 import timm
 import torch
-from shared_fixtures import colour_images, default_spec
+from pipeline_fixture import write_params
+from shared_fixtures import colour_images, default_spec, repo_params, with_overrides
 from torch import nn
 
 import retailnb.evaluation.finetune as finetune_mod
+from retailnb.config.evaluate import EvaluateStageSpec
+from retailnb.config.stages import load_stage
+from retailnb.evaluation.compare import finetune_baselines
 from retailnb.evaluation.finetune import EarlyStopping, finetune, validation_split
+from retailnb.evaluation.quickprobe import ProbeData
+from retailnb.models.checkpoint import save_backbone
 
 ARCH = "test_resnet"
 
@@ -89,15 +95,6 @@ def test_the_random_weights_baseline_runs_only_when_evaluate_finetune_random_ini
         tmp_path: Path, random_init: bool) -> None:
     """``evaluate.finetune.random_init`` (a YAML boolean) adds the second baseline; off, only the main
     backbone is finetuned and no random-weights run is trained or saved."""
-    from pipeline_fixture import write_params
-    from shared_fixtures import repo_params, with_overrides
-
-    from retailnb.config.evaluate import EvaluateStageSpec
-    from retailnb.config.stages import load_stage
-    from retailnb.evaluation.compare import finetune_baselines
-    from retailnb.evaluation.quickprobe import ProbeData
-    from retailnb.models.checkpoint import save_backbone
-
     params = write_params(tmp_path, with_overrides(repo_params(), {"evaluate.finetune.random_init": random_init}))
     assert f"random_init: {str(random_init).lower()}" in params.read_text()  # a YAML boolean
     spec = load_stage(EvaluateStageSpec, params, key="prepared")
