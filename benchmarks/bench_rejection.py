@@ -20,7 +20,10 @@ pipeline's evaluation measures it):
 
 Per score (``reject_*``; ``+neg``: with the negatives, for the scores that use them) and backbone (``main``:
 the noisy student's teacher; ``student``: the last noisy round), it prints AUROC of the held-out products,
-the share of them rejected at the threshold, the share of known test images accepted (the calibration
+and apart for the held-out products of a kind (brand family; Grocery: coarse class such as "Yoghurt") that
+has an enrolled product (``sibling_auroc``: another variant of something the store sells) and of a kind
+that has none (``new_group_auroc``: each over the seeds whose split holds such products), the share of them
+rejected at the threshold, the share of known test images accepted (the calibration
 check: it should be the recall), known accuracy with rejection on (a rejected known image counts as an
 error) and its drop from the probe's accuracy, and AUROC on the second unknown set: each mean with its
 t-interval over the seeds.
@@ -53,7 +56,8 @@ from common import GROCERY, PARAMS, REPO, add_smoke, grocery_halves, has_grocery
 from retailnb.config.params_file import read_params
 
 DATASETS = ("synthetic", "grocery_disjoint", "grocery_all")
-MEASURES = ("auroc", "unknown_rejection", "known_acceptance", "known_accuracy", "accuracy_drop", "source_auroc")
+MEASURES = ("auroc", "sibling_auroc", "new_group_auroc", "unknown_rejection", "known_acceptance", "known_accuracy",
+            "accuracy_drop", "source_auroc")
 """The columns of the table, in order (``source_auroc`` where the dataset has a second unknown set)."""
 
 
@@ -109,9 +113,10 @@ def grocery_backbones(params: dict[str, Any], seed: int, source: Path, target: P
 # --- measuring ------------------------------------------------------------------------------------
 
 
-def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, params: dict[str, Any],
-            seed: int) -> dict[str, dict[str, float]]:
-    """Every score (and ``+neg`` with ``f['negatives']``) on one backbone's features: a row per score."""
+def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, groups: list[str],
+            params: dict[str, Any], seed: int) -> dict[str, dict[str, float]]:
+    """Every score (and ``+neg`` with ``f['negatives']``) on one backbone's features: a row per score, the
+    held-out products also measured apart by ``groups`` (each class's kind or brand family)."""
     from retailnb.evaluation.probe import fit_logistic_probe
     from retailnb.evaluation.rejection import evaluate_rejection, logistic_fit
     from retailnb.config.score_names import NEGATIVE_SCORES
@@ -120,7 +125,7 @@ def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, p
     c = float(fit_logistic_probe(f["train"], y_train, seed=seed).named_steps["logisticregression"].C)
     kwargs = dict(fit=logistic_fit(c, seed=seed), unknown_fraction=float(spec["unknown_fraction"]),
                   recall=float(spec["recall"]), seed=seed, folds=int(spec["folds"]),
-                  f_source_unknown=f.get("source"))
+                  f_source_unknown=f.get("source"), groups=groups)
     plain = evaluate_rejection(f["train"], y_train, f["test"], y_test, **kwargs)
     rows = {score: dict(plain[score]) for score in plain if isinstance(plain[score], dict)}
     if f.get("negatives") is not None:
@@ -133,8 +138,9 @@ def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, p
 
 
 def dataset_features(name: str, args: argparse.Namespace, params: dict[str, Any], seed: int,
-                     cache: dict[str, Any]) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, np.ndarray]:
-    """Per backbone, the features of the dataset's train/test images (and second unknown set, negatives)."""
+                     cache: dict[str, Any]) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, np.ndarray, list[str]]:
+    """Per backbone, the features of the dataset's train/test images (and second unknown set, negatives);
+    the labels; and each class's group (the manifest's ``group``: Grocery's coarse kind, a synthetic brand family)."""
     from retailnb.data.manifest import read_manifest
     from retailnb.evaluation.compare import source_unknown_records
     from retailnb.evaluation.quickprobe import load_probe_data
@@ -175,7 +181,8 @@ def dataset_features(name: str, args: argparse.Namespace, params: dict[str, Any]
         features[backbone] = {k: features_of(path, arch, v) for k, v in images.items()}
         saved.parent.mkdir(parents=True, exist_ok=True)
         np.savez(saved, **features[backbone])
-    return features, np.asarray(data.y_train), np.asarray(data.y_test)
+    group_of = {row.class_name: row.group for row in data.train}
+    return features, np.asarray(data.y_train), np.asarray(data.y_test), [group_of[c] for c in data.classes]
 
 
 # --- summary --------------------------------------------------------------------------------------
@@ -186,8 +193,7 @@ def table(results: dict[str, Any]) -> list[str]:
     lines = []
     for dataset, backbones in results["datasets"].items():
         lines += [f"### {dataset}", ""]
-        any_source = any("source_auroc" in m for b in backbones.values() for m in b.values())
-        measures = [m for m in MEASURES if m != "source_auroc" or any_source]
+        measures = [m for m in MEASURES if any(m in cell for b in backbones.values() for cell in b.values())]
         lines += ["| backbone | score | " + " | ".join(measures) + " |", "|---|---|" + "---|" * len(measures)]
         for backbone, scores in backbones.items():
             for score, values in scores.items():
@@ -229,9 +235,9 @@ def main(argv: list[str] | None = None) -> None:
         per: dict[str, dict[str, dict[str, list[float]]]] = {}
         for seed in (args.grocery_seeds or seeds) if dataset == "grocery_disjoint" else seeds:
             start = time.perf_counter()
-            features, y_train, y_test = dataset_features(dataset, args, params, seed, cache)
+            features, y_train, y_test, groups = dataset_features(dataset, args, params, seed, cache)
             for backbone, f in features.items():
-                for score, row in measure(f, y_train, y_test, params, seed).items():
+                for score, row in measure(f, y_train, y_test, groups, params, seed).items():
                     cell = per.setdefault(backbone, {}).setdefault(score, {})
                     for m in MEASURES:
                         if m in row:

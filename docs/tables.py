@@ -123,7 +123,8 @@ def rejection_table(target: Mapping[str, Any], score: str) -> str:
     return markdown(header, "l" + "r" * (len(header) - 1), rows)
 
 
-BENCH_COLUMNS = {"auroc": "AUROC, held out", "unknown_rejection": "held out rejected",
+BENCH_COLUMNS = {"auroc": "AUROC, held out", "sibling_auroc": "AUROC, siblings", "new_group_auroc": "AUROC, new kinds",
+                 "unknown_rejection": "held out rejected",
                  "known_acceptance": "known accepted", "accuracy_drop": "accuracy drop",
                  "source_auroc": "AUROC, second set"}
 """The columns of ``bench_rejection.py``'s tables in the docs, from its JSON's measures."""

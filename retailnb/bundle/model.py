@@ -50,10 +50,10 @@ from torch import nn
 
 from retailnb.bundle.choices import DEFAULT_REJECTION_SCORE, DEVICES
 from retailnb.bundle.info import BUNDLE_FORMAT, BUNDLE_FORMAT_NAME, UNKNOWN, BundleError  # noqa: F401 (re-exported)
+from retailnb.config.score_names import check_score
 from retailnb.data.images import ImageError
 from retailnb.models.backbone import feature_dim
 from retailnb.models.inference import IMAGENET_MEAN, IMAGENET_STD, model_device
-from retailnb.config.score_names import check_score
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline

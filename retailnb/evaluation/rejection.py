@@ -26,7 +26,7 @@ at the same threshold (:func:`source_metrics`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -335,6 +335,30 @@ def source_metrics(known: np.ndarray, source: np.ndarray, threshold: float) -> d
     }
 
 
+def group_metrics(known: np.ndarray, sibling: np.ndarray, new_group: np.ndarray) -> dict[str, float]:
+    """How well a score tells known products' test images from held-out products of an enrolled product's group
+    (``sibling``: another variant of a kind or brand the store sells) and of a group with no enrolled product
+    (``new_group``).
+
+    Returns:
+        ``sibling_auroc`` and ``new_group_auroc`` (known as the positive class; 0.5 is chance), each only when
+        its set has a score.
+
+    Raises:
+        ValueError: no known score, or neither set has one.
+    """
+    known = np.asarray(known, dtype=np.float64)
+    if known.size == 0 or np.size(sibling) + np.size(new_group) == 0:
+        raise ValueError("group rejection metrics need known scores and at least one held-out product's score")
+    out = {}
+    for name, unknown in (("sibling_auroc", sibling), ("new_group_auroc", new_group)):
+        unknown = np.asarray(unknown, dtype=np.float64)
+        if unknown.size:
+            y = np.concatenate([np.ones(known.size), np.zeros(unknown.size)])
+            out[name] = float(roc_auc_score(y, np.concatenate([known, unknown])))
+    return out
+
+
 def split_known_unknown(labels: np.ndarray, unknown_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of the classes of ``labels`` into known (enrolled) and unknown (held-out) ones.
 
@@ -357,7 +381,7 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
                        fit: LogitsFit, unknown_fraction: float, recall: float, seed: int = 0,
                        folds: int = 3, f_source_unknown: np.ndarray | None = None,
                        f_negatives: np.ndarray | None = None, knn_k: int = 1,
-                       scores: tuple[Score, ...] = SCORES) -> dict[str, Any]:
+                       scores: tuple[Score, ...] = SCORES, groups: Sequence[str] | None = None) -> dict[str, Any]:
     """Hold ``unknown_fraction`` of the products out, enrol the rest, and score every rejection score.
 
     The probe is fitted on the known products' training images only; the test images of known products
@@ -373,17 +397,24 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
             :data:`NEGATIVE_SCORES` use (:class:`Reference`), or None.
         knn_k: the neighbour of the ``knn`` score.
         scores: the scores measured.
+        groups: the group of each class index (the product's kind or brand family, e.g. the Grocery Store
+            Dataset's coarse class), or None. Given, the held-out products are also measured in two parts
+            (:func:`group_metrics`): siblings, whose group has an enrolled product, and products of a new group.
 
     Returns:
         ``n_known``/``n_unknown`` (products), ``recall`` (the target), and per score the dict of
-        :func:`rejection_metrics`, plus that of :func:`source_metrics` when ``f_source_unknown`` is given.
+        :func:`rejection_metrics`, plus that of :func:`source_metrics` when ``f_source_unknown`` is given
+        and that of :func:`group_metrics` when ``groups`` is (with ``n_sibling``/``n_new_group`` products).
 
     Raises:
-        ValueError: ``f_source_unknown`` has no rows (pass None for no second set).
+        ValueError: ``f_source_unknown`` has no rows (pass None for no second set), or ``groups`` does not
+            name every class index of ``y_train``.
     """
     f_train, y_train, f_test, y_test = map(np.asarray, (f_train, y_train, f_test, y_test))
     if f_source_unknown is not None and len(f_source_unknown) == 0:
         raise ValueError("f_source_unknown has no rows; pass None when the target has no source products")
+    if groups is not None and len(groups) <= int(y_train.max()):
+        raise ValueError(f"groups names {len(groups)} classes; the labels go up to class index {int(y_train.max())}")
     known_classes, unknown_classes = split_known_unknown(y_train, unknown_fraction, seed)
     remap = {int(c): i for i, c in enumerate(known_classes)}
     tr = np.isin(y_train, known_classes)
@@ -395,9 +426,15 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
     sets = {"known": f_test[te_known], "unknown": f_test[te_unknown]}
     if f_source_unknown is not None:
         sets["source"] = np.asarray(f_source_unknown)
+    result: dict[str, Any] = {"n_known": len(known_classes), "n_unknown": len(unknown_classes), "recall": recall}
+    if groups is not None:
+        enrolled = {groups[int(c)] for c in known_classes}
+        siblings = [int(c) for c in unknown_classes if groups[int(c)] in enrolled]
+        parts = {"sibling": np.isin(y_test, siblings), "new_group": te_unknown & ~np.isin(y_test, siblings)}
+        sets.update({name: f_test[rows] for name, rows in parts.items() if rows.any()})
+        result.update(n_sibling=len(siblings), n_new_group=len(unknown_classes) - len(siblings))
     logits = {name: logits_of(x) for name, x in sets.items()}
     correct = logits["known"].argmax(axis=1) == y_te
-    result: dict[str, Any] = {"n_known": len(known_classes), "n_unknown": len(unknown_classes), "recall": recall}
     for score in scores:
         calibration = calibration_scores(score, x_tr, y_tr, fit=fit, folds=folds, seed=seed, negatives=f_negatives,
                                          knn_k=knn_k)
@@ -406,6 +443,8 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
         result[score] = rejection_metrics(s["known"], s["unknown"], correct, threshold)
         if "source" in s:
             result[score].update(source_metrics(s["known"], s["source"], threshold))
+        if groups is not None:
+            result[score].update(group_metrics(s["known"], s.get("sibling", np.empty(0)), s.get("new_group", np.empty(0))))
     return result
 
 
@@ -433,10 +472,14 @@ REJECTION_METRICS = ("auroc", "known_accuracy", "unknown_rejection", "known_acce
 SOURCE_METRICS = ("source_auroc", "source_unknown_rejection")
 """The measures of :func:`source_metrics`, carried for each score when the source products were measured."""
 
+GROUP_METRICS = ("sibling_auroc", "new_group_auroc")
+"""The measures of :func:`group_metrics`, carried for each score when the products' groups were given."""
+
 
 def rejection_cells(result: Mapping[str, Any]) -> dict[str, float]:
     """A result of :func:`evaluate_rejection` as flat table cells ``reject_<score>_<measure>``: the
     :data:`REJECTION_METRICS` always, the :data:`SOURCE_METRICS` when the result holds them."""
     return {f"reject_{score}_{measure}": float(result[score][measure])
-            for score in SCORES if score in result for measure in (*REJECTION_METRICS, *SOURCE_METRICS)
+            for score in SCORES if score in result
+            for measure in (*REJECTION_METRICS, *SOURCE_METRICS, *GROUP_METRICS)
             if measure in result[score]}

@@ -19,11 +19,13 @@ from retailnb.bundle.io import load_bundle, save_bundle
 from retailnb.bundle.model import DEFAULT_REJECTION_SCORE, UNKNOWN, Bundle, ClassNameError, ProbeSettings
 from retailnb.bundle.predict import describe_bundle, predict_features
 from retailnb.evaluation.rejection import (
+    GROUP_METRICS,
     REJECTION_METRICS,
     Reference,
     SOURCE_METRICS,
     calibration_scores,
     evaluate_rejection,
+    group_metrics,
     known_scores,
     leave_one_out_prototype_scores,
     logistic_fit,
@@ -189,6 +191,54 @@ def test_source_metrics_count_the_source_scores_below_the_threshold() -> None:
     assert metrics == {"source_auroc": pytest.approx(8 / 12), "source_unknown_rejection": 0.5}
     with pytest.raises(ValueError, match="source-product score"):
         source_metrics(np.ones(3), np.array([]), 0.5)
+
+
+def sibling_features() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], int, int]:
+    """8 products as :func:`target_features`, but one held-out product is a near copy of an enrolled one of its
+    group (a sibling) and the other is alone in its group: (features..., groups, sibling, new-group product)."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(8, 32)) * 3
+    known, unknown = split_known_unknown(np.arange(8), REJECTION_KW["unknown_fraction"], REJECTION_KW["seed"])
+    sibling, alone = int(unknown[0]), int(unknown[1])
+    centres[sibling] = centres[known[0]] + 0.3 * rng.normal(size=32)  # another variant of an enrolled product
+    groups = [f"kind{c}" for c in range(8)]
+    groups[sibling] = groups[int(known[0])]
+    x_train, y_train = clusters(rng, centres, 10)
+    x_test, y_test = clusters(rng, centres, 5)
+    return x_train, y_train, x_test, y_test, groups, sibling, alone
+
+
+def test_held_out_siblings_and_products_of_new_groups_are_measured_apart() -> None:
+    x_train, y_train, x_test, y_test, groups, _, _ = sibling_features()
+    plain = evaluate_rejection(x_train, y_train, x_test, y_test, **REJECTION_KW)
+    result = evaluate_rejection(x_train, y_train, x_test, y_test, groups=groups, **REJECTION_KW)
+    assert (result["n_sibling"], result["n_new_group"]) == (1, 1)
+    for score in ("prototype", "knn", "mahalanobis"):
+        # the sibling looks like its enrolled kin; the product of a new group is far from every product
+        assert result[score]["new_group_auroc"] > 0.99 > result[score]["sibling_auroc"] + 0.2
+        # the held-out products' AUROC lies between its two parts
+        assert result[score]["sibling_auroc"] < result[score]["auroc"] < result[score]["new_group_auroc"]
+    for score in SCORES:
+        # the groups add their two measures and change nothing else
+        assert {k: v for k, v in result[score].items() if k not in GROUP_METRICS} == plain[score]
+    assert set(rejection_cells(result)) == set(rejection_cells(plain)) | {
+        f"reject_{s}_{m}" for s in SCORES for m in GROUP_METRICS}
+    # every held-out product in an enrolled group: only the sibling measure
+    same = [groups[0]] * 8
+    only = evaluate_rejection(x_train, y_train, x_test, y_test, groups=same, **REJECTION_KW)
+    assert (only["n_sibling"], only["n_new_group"]) == (2, 0)
+    assert only["prototype"]["sibling_auroc"] == only["prototype"]["auroc"] and "new_group_auroc" not in only["prototype"]
+    with pytest.raises(ValueError, match="groups names 7 classes; the labels go up to class index 7"):
+        evaluate_rejection(x_train, y_train, x_test, y_test, groups=groups[:7], **REJECTION_KW)
+
+
+def test_group_metrics_compare_the_known_scores_with_each_part() -> None:
+    # known 0.9 and 0.8 beat both sibling scores but 0.85 one of them: 3 of 4 pairs; every new-group score: 1.0
+    metrics = group_metrics(np.array([0.9, 0.8]), np.array([0.85, 0.1]), np.array([0.2, 0.3, 0.1]))
+    assert metrics == {"sibling_auroc": pytest.approx(3 / 4), "new_group_auroc": 1.0}
+    assert group_metrics(np.array([0.9]), np.array([]), np.array([0.95])) == {"new_group_auroc": 0.0}
+    with pytest.raises(ValueError, match="held-out product"):
+        group_metrics(np.ones(3), np.array([]), np.array([]))
 
 
 def test_rejection_cells_carry_the_source_measures_only_when_measured() -> None:
