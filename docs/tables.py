@@ -267,6 +267,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "budget-synthetic-rounds": lambda: budget_table("synthetic", 1),
     "budget-grocery": lambda: budget_table("grocery"),
     "budget-grocery-rounds": lambda: budget_table("grocery", 1),
+    "budget-grocery-levers": lambda: budget_table("grocery_levers"),
 }
 """Every generated table by name, and how it is made."""
 

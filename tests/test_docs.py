@@ -70,9 +70,12 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "the Grocery Store Dataset and half an hour per seed; tests/test_benchmarks.py runs it with --smoke",
     ("docs/experiments.md", "python benchmarks/budget_study.py --configs"):
         "an hour and a half of training on 2 cores; tests/test_benchmarks.py runs it with --smoke",
-    ("docs/experiments.md", "python benchmarks/budget_study.py --target grocery"):
+    ("docs/experiments.md", "python benchmarks/budget_study.py --target grocery --configs default rounds_4"):
         "the Grocery Store Dataset and 45 minutes per configuration on 2 cores; tests/test_benchmarks.py runs "
         "the study with --smoke",
+    ("docs/experiments.md", "python benchmarks/budget_study.py --target grocery --configs default pretrain_12 \\"):
+        "the Grocery Store Dataset and 45 minutes per configuration on 2 cores; tests/test_benchmarks.py runs "
+        "the study with --smoke and checks the committed table against its JSON",
     ("docs/experiments.md", "python benchmarks/bench_rejection.py --pipeline ."):
         "writes the committed benchmarks/results/rejection.* (here through the workspace's link to benchmarks/), "
         "and the Grocery datasets take hours; tests/test_benchmarks.py runs it with --smoke",
