@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: evaluate.seeds")
     parser.add_argument("--grocery-seeds", type=int, nargs="+", default=None,
                         help="seeds of grocery_disjoint, each pretraining and running the noisy student here "
-                             "(about 20 min each alone on 2 CPU cores); default: --seeds")
+                             "(about 5 min each alone on 2 CPU cores); default: --seeds")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--work", type=Path, default=None,
                         help="cache of the Grocery runs and of every backbone's features (default: a temp folder)")
