@@ -32,6 +32,7 @@ Usage:
     python benchmarks/bench_rejection.py [--pipeline .] [--grocery ../shared/data/GroceryStoreDataset]
         [--seeds 0 1 2] [--grocery-seeds 0 1] [--work DIR] [--datasets synthetic grocery_disjoint grocery_all]
         [--out benchmarks/results/rejection]
+    python benchmarks/bench_rejection.py --render --out benchmarks/results/rejection   # .md from .json
     python benchmarks/bench_rejection.py --smoke   # checks the script runs (tiny synthetic data)
 
 The parameters are those of ``--pipeline``'s ``params.yaml`` (the backbones' architecture and size, the
@@ -203,6 +204,22 @@ def table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def summary(results: dict[str, Any]) -> list[str]:
+    """The heading line (seeds and protocol, from ``results`` itself) and the tables of ``results``."""
+    protocol = results["params"]
+    return [f"Unknown-product rejection; seeds {results['seeds']} (grocery_disjoint: {results['grocery_seeds']}); "
+            f"held out {protocol['unknown_fraction']} of the products, thresholds at recall {protocol['recall']}",
+            "", *table(results)]
+
+
+def render(out: Path) -> None:
+    """Rewrite ``OUT.md`` from ``OUT.json`` (a committed result's table, without rerunning anything)."""
+    saved = out.with_suffix(".json")
+    if not saved.is_file():
+        sys.exit(f"--render: no results at {saved}")
+    out.with_suffix(".md").write_text("\n".join(summary(json.loads(saved.read_text()))) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", type=Path, default=REPO, help="a repository where `dvc repro` ran")
@@ -215,8 +232,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=None,
                         help="cache of the Grocery runs and of every backbone's features (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
+    parser.add_argument("--render", action="store_true", help="only rewrite OUT.md from OUT.json (needs --out)")
     add_smoke(parser, "tiny pipeline and data, one seed, synthetic only")
     args = parser.parse_args(argv)
+    if args.render:
+        if args.out is None:
+            parser.error("--render needs --out (the results to render: OUT.json)")
+        render(args.out)
+        return
     params = read_params(args.pipeline / "params.yaml" if (args.pipeline / "params.yaml").is_file() else PARAMS)
     if args.smoke:
         params = smoke_params(params)
@@ -244,8 +267,7 @@ def main(argv: list[str] | None = None) -> None:
                             cell.setdefault(m, []).append(float(row[m]))
             print(f"{dataset} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
         results["datasets"][dataset] = per
-    lines = [f"Unknown-product rejection; seeds {seeds} (grocery_disjoint: {results['grocery_seeds']}); held out {params['evaluate']['rejection']['unknown_fraction']} "
-             f"of the products, thresholds at recall {params['evaluate']['rejection']['recall']}", "", *table(results)]
+    lines = summary(results)
     print("\n".join(lines))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -383,3 +383,16 @@ def test_the_committed_budget_table_is_the_one_its_json_gives(name: str, target:
     load("budget_study").main(["--render", "--target", target, "--out", str(copy)])
     assert copy.with_suffix(".md").read_text() == results.with_suffix(".md").read_text()
     assert copy.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_the_committed_rejection_table_is_the_one_its_json_gives(tmp_path: Path) -> None:
+    """``benchmarks/results/rejection.md`` is what ``--render`` writes from the committed JSON (its heading's
+    seeds and protocol included), and ``--render`` without results names the file it looked for."""
+    results = REPO / "benchmarks" / "results" / "rejection.json"
+    copy = tmp_path / results.name
+    copy.write_text(results.read_text())
+    load("bench_rejection").main(["--render", "--out", str(copy.with_suffix(""))])
+    assert copy.with_suffix(".md").read_text() == results.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit, match=str(tmp_path / "absent.json")):
+        load("bench_rejection").main(["--render", "--out", str(tmp_path / "absent")])
+    assert not (tmp_path / "absent.md").exists()
