@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from retailnb.data.adapters import DatasetError
-from retailnb.data.listing import is_listable
 from retailnb.data.folder import COMMON_SPLITS, detect_layout
-from retailnb.data.listing import folder_images, image_extensions, is_image_name
+from retailnb.data.listing import folder_images, image_extensions, is_image_name, is_listable
 
 __all__ = ["image_extensions", "image_files", "is_image_file", "product_folders"]
 

@@ -280,6 +280,12 @@ def threshold_at_recall(scores: np.ndarray, recall: float) -> float:
     return float(np.sort(s)[s.size - needed])
 
 
+def _auroc(known: np.ndarray, unknown: np.ndarray) -> float:
+    """AUROC of ``known`` scores (the positive class) against ``unknown`` ones; 0.5 is chance."""
+    y = np.concatenate([np.ones(known.size), np.zeros(unknown.size)])
+    return float(roc_auc_score(y, np.concatenate([known, unknown])))
+
+
 def rejection_metrics(known: np.ndarray, unknown: np.ndarray, known_correct: np.ndarray,
                       threshold: float) -> dict[str, float]:
     """How well a score separates known from unknown products, and what its threshold does.
@@ -301,10 +307,9 @@ def rejection_metrics(known: np.ndarray, unknown: np.ndarray, known_correct: np.
     correct = np.asarray(known_correct, dtype=bool)
     if known.size == 0 or unknown.size == 0 or correct.shape != known.shape:
         raise ValueError("rejection metrics need known and unknown scores, and one correctness per known image")
-    y = np.concatenate([np.ones(known.size), np.zeros(unknown.size)])
     accepted = known >= threshold
     return {
-        "auroc": float(roc_auc_score(y, np.concatenate([known, unknown]))),
+        "auroc": _auroc(known, unknown),
         "known_accuracy": float((accepted & correct).mean()),
         "closed_accuracy": float(correct.mean()),
         "known_acceptance": float(accepted.mean()),
@@ -328,9 +333,8 @@ def source_metrics(known: np.ndarray, source: np.ndarray, threshold: float) -> d
     known, source = np.asarray(known, dtype=np.float64), np.asarray(source, dtype=np.float64)
     if known.size == 0 or source.size == 0:
         raise ValueError("source rejection metrics need known scores and at least one source-product score")
-    y = np.concatenate([np.ones(known.size), np.zeros(source.size)])
     return {
-        "source_auroc": float(roc_auc_score(y, np.concatenate([known, source]))),
+        "source_auroc": _auroc(known, source),
         "source_unknown_rejection": float((source < threshold).mean()),
     }
 
@@ -354,8 +358,7 @@ def group_metrics(known: np.ndarray, sibling: np.ndarray, new_group: np.ndarray)
     for name, unknown in (("sibling_auroc", sibling), ("new_group_auroc", new_group)):
         unknown = np.asarray(unknown, dtype=np.float64)
         if unknown.size:
-            y = np.concatenate([np.ones(known.size), np.zeros(unknown.size)])
-            out[name] = float(roc_auc_score(y, np.concatenate([known, unknown])))
+            out[name] = _auroc(known, unknown)
     return out
 
 
