@@ -29,7 +29,7 @@ from retailnb.models.checkpoint import load_checkpoint, save_checkpoint
 from retailnb.models.classifier import StudentObjective, build_student, network_probabilities
 from retailnb.models.sharded import broadcast_state, process_group
 from retailnb.train.datasets import TargetDataset, to_chw_uint8
-from retailnb.train.engine import fit, make_fabric
+from retailnb.train.engine import code_digest, fit, make_fabric
 from retailnb.train.sampler import EpochBatchSampler
 from retailnb.transforms.views import retail_view_transform
 
@@ -99,9 +99,9 @@ def accuracy(model: nn.Module, images: ProbeImages, labels: np.ndarray) -> float
 class EarlyStopping:
     """The engine's ``on_epoch_end``: validation accuracy after each epoch, best weights kept, stop on patience.
 
-    The best weights and their epoch are also saved to ``best_path`` (with the run key), so that a run
-    resumed after an interruption keeps the best of the epochs before it, and a finished run is not
-    trained again. In a distributed run every process scores rank 0's network (DDP keeps the parameters
+    The best weights and their epoch are also saved to ``best_path`` (with the run key and the code's
+    digest), so that a run resumed after an interruption keeps the best of the epochs before it, and a
+    finished run of the same code is not trained again. In a distributed run every process scores rank 0's network (DDP keeps the parameters
     equal, not the batch-norm statistics), so all stop at the same epoch; rank 0 alone saves.
     """
 
@@ -113,7 +113,7 @@ class EarlyStopping:
         if resume and best_path.is_file():
             saved = load_checkpoint(best_path)
             extra = saved.get("extra", {})
-            if extra.get("run_key") == run_key:
+            if extra.get("run_key") == run_key and extra.get("code") == code_digest():
                 self.best_state = saved["state_dict"]
                 self.best_accuracy, self.best_epoch = float(extra["val_accuracy"]), int(extra["epoch"])
                 self.last_epoch, self.finished = int(extra["last_epoch"]), bool(extra["finished"])
@@ -137,7 +137,7 @@ class EarlyStopping:
         if self.best_state is None or process_group()[0] != 0:
             return
         save_checkpoint(self.best_path, model_state=self.best_state,
-                        extra={"run_key": self.run_key, "val_accuracy": self.best_accuracy, "epoch": self.best_epoch,
+                        extra={"run_key": self.run_key, "code": code_digest(), "val_accuracy": self.best_accuracy, "epoch": self.best_epoch,
                                "last_epoch": self.last_epoch, "finished": self.finished})
 
 

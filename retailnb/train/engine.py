@@ -10,6 +10,7 @@ every epoch and exact resumption from it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -145,11 +146,29 @@ def data_digest(*parts: torch.Tensor | np.ndarray | DiskImages | Mapping[str, to
     return digest.hexdigest()
 
 
+@functools.cache
+def code_digest() -> str:
+    """A short content hash of the ``retailnb`` package's source (every ``.py`` file, by path and bytes).
+
+    A saved training state records it, and :func:`can_resume` continues only a state of the same code: DVC
+    reruns a stage when its code changed but keeps its ``persist`` output, and a finished state of the old
+    code would otherwise be "resumed" with nothing left to train, so a change to a loss or an optimiser
+    would silently return the old weights. Any edit of the package therefore trains afresh.
+    """
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.blake2b(digest_size=8)
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def can_resume(state_path: str | Path, run_key: str, resume: str = "auto") -> bool:
     """Whether ``state_path`` holds a training state of this very run (same ``run_key``) to continue.
 
     The key is the serialised spec of the run: a state left by a run with other parameters (DVC keeps
     the folder with ``persist``) must not be continued, or a changed parameter would be silently ignored.
+    Nor is a state saved by other code (:func:`code_digest`), for the same reason.
     With ``resume="never"`` (``compute.resume``) no state is continued, nor even read.
 
     Raises:
@@ -164,7 +183,8 @@ def can_resume(state_path: str | Path, run_key: str, resume: str = "auto") -> bo
         raise CheckpointError(path, f"{err.problem}. It is the resume state of an interrupted training run; "
                               f"delete it (rm {path}) or set compute.resume: never to train this run from "
                               "the start") from None
-    return state.get("extra", {}).get("run_key") == run_key
+    extra = state.get("extra", {})
+    return extra.get("run_key") == run_key and extra.get("code") == code_digest()
 
 
 def fit(
@@ -268,7 +288,7 @@ def fit(
                 scheduler=scheduler,
                 step=(epoch + 1) * steps_per_epoch,
                 epoch=epoch,
-                extra={"history": dict(history), "run_key": run_key},
+                extra={"history": dict(history), "run_key": run_key, "code": code_digest()},
             )
         fabric.barrier()
         if on_epoch_end is not None and on_epoch_end(epoch, model):

@@ -56,6 +56,10 @@ def test_early_stopping_keeps_the_best_epoch_stops_on_patience_and_resumes(tmp_p
     other = EarlyStopping(np.zeros((1, 4, 4, 3)), np.zeros(1), patience=2, best_path=tmp_path / "best.pt",
                           run_key="another run")
     assert not other.finished and other.best_state is None
+    monkeypatch.setattr(finetune_mod, "code_digest", lambda: "another version of retailnb")
+    edited = EarlyStopping(np.zeros((1, 4, 4, 3)), np.zeros(1), patience=2, best_path=tmp_path / "best.pt",
+                           run_key="k")
+    assert not edited.finished and edited.best_state is None  # a finished run of other code is trained again
 
 
 def colour_split(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -68,3 +68,33 @@ def test_compute_resume_never_trains_over_a_corrupt_state_that_auto_refuses(tmp_
             run()
     else:
         assert run().epochs_run == 2 and load_checkpoint(state)["epoch"] == 1  # trained from the start, overwritten
+
+
+def test_a_finished_state_saved_by_other_code_is_trained_afresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DVC reruns a stage whose code changed but keeps its ``persist`` output: a finished training state of the
+    old code must not be "resumed" with nothing left to train (the edit would silently return the old weights)."""
+    from retailnb.train import engine
+    from retailnb.models.checkpoint import load_checkpoint
+
+    spec = default_spec("pretrain", "simclr_supcon")
+    compute = spec.compute.model_copy(update={"num_workers": 0, "accelerator": "cpu", "channels_last": False})
+    config = spec.engine.model_copy(update={"epochs": 2, "warmup_epochs": 0.0})
+    dataset = torch.utils.data.TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
+    sampler = EpochBatchSampler(np.full(16, -1), batch_size=8, images_per_class=2, supcon_fraction=0.0, seed=0)
+    state = tmp_path / "state.pt"
+
+    def loss(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        return {"loss": nn.functional.cross_entropy(model(batch[0]), batch[1])}
+
+    def run() -> Any:
+        return fit(make_fabric(compute), nn.Linear(4, 2), dataset, sampler, loss, config, compute, state_path=state,
+                   run_key="k")
+
+    assert run().epochs_run == 2
+    assert load_checkpoint(state)["extra"]["code"] == engine.code_digest()
+    assert engine.can_resume(state, "k") and run().epochs_run == 0  # the same code: the finished state stands
+    monkeypatch.setattr(engine, "code_digest", lambda: "another version of retailnb")
+    assert not engine.can_resume(state, "k")
+    again = run()
+    assert (again.start_epoch, again.epochs_run) == (0, 2)
+    assert load_checkpoint(state)["extra"]["code"] == "another version of retailnb"
