@@ -101,8 +101,9 @@ class EarlyStopping:
 
     The best weights and their epoch are also saved to ``best_path`` (with the run key and the code's
     digest), so that a run resumed after an interruption keeps the best of the epochs before it, and a
-    finished run of the same code is not trained again. In a distributed run every process scores rank 0's network (DDP keeps the parameters
-    equal, not the batch-norm statistics), so all stop at the same epoch; rank 0 alone saves.
+    finished run of the same code is not trained again. In a distributed run every process scores rank 0's
+    network (DDP keeps the parameters equal, not the batch-norm statistics), so all stop at the same epoch;
+    rank 0 alone saves.
     """
 
     def __init__(self, x_val: ProbeImages, y_val: np.ndarray, patience: int, best_path: Path, run_key: str,
@@ -137,8 +138,8 @@ class EarlyStopping:
         if self.best_state is None or process_group()[0] != 0:
             return
         save_checkpoint(self.best_path, model_state=self.best_state,
-                        extra={"run_key": self.run_key, "code": code_digest(), "val_accuracy": self.best_accuracy, "epoch": self.best_epoch,
-                               "last_epoch": self.last_epoch, "finished": self.finished})
+                        extra={"run_key": self.run_key, "code": code_digest(), "val_accuracy": self.best_accuracy,
+                               "epoch": self.best_epoch, "last_epoch": self.last_epoch, "finished": self.finished})
 
 
 def _train_one(architecture: str, backbone_state: dict[str, torch.Tensor] | None, n_classes: int, lr: float,

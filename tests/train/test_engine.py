@@ -43,26 +43,29 @@ def test_on_epoch_end_returning_true_stops_the_run(tmp_path: Path, capsys: pytes
     assert "about" in lines[0] and "left" in lines[0]
 
 
-@pytest.mark.parametrize("resume", ["auto", "never"])
-def test_compute_resume_never_trains_over_a_corrupt_state_that_auto_refuses(tmp_path: Path, resume: str) -> None:
-    from retailnb.models.checkpoint import CheckpointError, load_checkpoint
-
+def toy_run(state: Path, resume: str = "auto") -> Any:
+    """A two-epoch run of a linear model on random data that saves its state to ``state``: call it to train."""
     spec = default_spec("pretrain", "simclr_supcon")
     compute = spec.compute.model_copy(update={"num_workers": 0, "accelerator": "cpu", "channels_last": False,
                                               "resume": resume})
     engine = spec.engine.model_copy(update={"epochs": 2, "warmup_epochs": 0.0})
     dataset = torch.utils.data.TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
     sampler = EpochBatchSampler(np.full(16, -1), batch_size=8, images_per_class=2, supcon_fraction=0.0, seed=0)
-    state = tmp_path / "state.pt"
-    state.write_bytes(b"PK\x03\x04" + b"\0" * 100)  # what a kill mid-copy leaves
 
     def loss(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         return {"loss": nn.functional.cross_entropy(model(batch[0]), batch[1])}
 
-    def run() -> Any:
-        return fit(make_fabric(compute), nn.Linear(4, 2), dataset, sampler, loss, engine, compute, state_path=state,
-                   run_key="k")
+    return lambda: fit(make_fabric(compute), nn.Linear(4, 2), dataset, sampler, loss, engine, compute, state_path=state,
+                       run_key="k")
 
+
+@pytest.mark.parametrize("resume", ["auto", "never"])
+def test_compute_resume_never_trains_over_a_corrupt_state_that_auto_refuses(tmp_path: Path, resume: str) -> None:
+    from retailnb.models.checkpoint import CheckpointError, load_checkpoint
+
+    state = tmp_path / "state.pt"
+    state.write_bytes(b"PK\x03\x04" + b"\0" * 100)  # what a kill mid-copy leaves
+    run = toy_run(state, resume)
     if resume == "auto":
         with pytest.raises(CheckpointError, match="compute.resume: never"):
             run()
@@ -73,23 +76,11 @@ def test_compute_resume_never_trains_over_a_corrupt_state_that_auto_refuses(tmp_
 def test_a_finished_state_saved_by_other_code_is_trained_afresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """DVC reruns a stage whose code changed but keeps its ``persist`` output: a finished training state of the
     old code must not be "resumed" with nothing left to train (the edit would silently return the old weights)."""
-    from retailnb.train import engine
     from retailnb.models.checkpoint import load_checkpoint
+    from retailnb.train import engine
 
-    spec = default_spec("pretrain", "simclr_supcon")
-    compute = spec.compute.model_copy(update={"num_workers": 0, "accelerator": "cpu", "channels_last": False})
-    config = spec.engine.model_copy(update={"epochs": 2, "warmup_epochs": 0.0})
-    dataset = torch.utils.data.TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
-    sampler = EpochBatchSampler(np.full(16, -1), batch_size=8, images_per_class=2, supcon_fraction=0.0, seed=0)
     state = tmp_path / "state.pt"
-
-    def loss(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        return {"loss": nn.functional.cross_entropy(model(batch[0]), batch[1])}
-
-    def run() -> Any:
-        return fit(make_fabric(compute), nn.Linear(4, 2), dataset, sampler, loss, config, compute, state_path=state,
-                   run_key="k")
-
+    run = toy_run(state)
     assert run().epochs_run == 2
     assert load_checkpoint(state)["extra"]["code"] == engine.code_digest()
     assert engine.can_resume(state, "k") and run().epochs_run == 0  # the same code: the finished state stands
