@@ -28,10 +28,14 @@ check: it should be the recall), known accuracy with rejection on (a rejected kn
 error) and its drop from the probe's accuracy, and AUROC on the second unknown set: each mean with its
 t-interval over the seeds.
 
+Then the trade-off a store chooses with ``--recall``: the bundle's default score (and ``+neg``) with its
+threshold at each of ``--recalls``, and what that threshold does on test: held-out products rejected, known
+images accepted, known accuracy lost, second set rejected.
+
 Usage:
     python benchmarks/bench_rejection.py [--pipeline .] [--grocery ../shared/data/GroceryStoreDataset]
         [--seeds 0 1 2] [--grocery-seeds 0 1] [--work DIR] [--datasets synthetic grocery_disjoint grocery_all]
-        [--out benchmarks/results/rejection]
+        [--recalls 0.9 0.95 0.97 0.99] [--out benchmarks/results/rejection]
     python benchmarks/bench_rejection.py --render --out benchmarks/results/rejection   # .md from .json
     python benchmarks/bench_rejection.py --smoke   # checks the script runs (tiny synthetic data)
 
@@ -43,6 +47,7 @@ without a pipeline run (``dvc repro``) the pipeline's datasets stop with one lin
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -54,12 +59,18 @@ from typing import Any
 import numpy as np
 
 from common import GROCERY, PARAMS, REPO, add_smoke, grocery_halves, has_grocery, interval_text, smoke_params
+from retailnb.bundle.choices import DEFAULT_REJECTION_SCORE
 from retailnb.config.params_file import read_params
+from retailnb.util.hashing import file_sha256
 
 DATASETS = ("synthetic", "grocery_disjoint", "grocery_all")
 MEASURES = ("auroc", "sibling_auroc", "new_group_auroc", "unknown_rejection", "known_acceptance", "known_accuracy",
             "accuracy_drop", "source_auroc")
 """The columns of the table, in order (``source_auroc`` where the dataset has a second unknown set)."""
+RECALLS = (0.9, 0.95, 0.97, 0.99)
+"""The known-product recalls of the trade-off tables (``--recalls``)."""
+TRADEOFF_MEASURES = ("unknown_rejection", "known_acceptance", "accuracy_drop", "source_unknown_rejection")
+"""The columns of the trade-off tables: what the bundle's default score's threshold does at each recall."""
 
 
 # --- features -------------------------------------------------------------------------------------
@@ -93,11 +104,20 @@ def pipeline_backbones(pipeline: Path, params: dict[str, Any], seed: int) -> dic
 
 
 def grocery_backbones(params: dict[str, Any], seed: int, source: Path, target: Path, work: Path) -> dict[str, Path]:
-    """Pretrain the main variant and run the noisy student on the Grocery even half (once per work folder)."""
+    """Pretrain the main variant and run the noisy student on the Grocery even half, once per work folder,
+    training seed, specs and code: their folder's key holds both stages' specs and the package's
+    :func:`~retailnb.train.engine.code_digest`, so an edit of ``retailnb/`` trains afresh in a reused ``--work``."""
     from bench_transfer import run_noisy
     from common import Side, run_retailnb
+    from retailnb.config.noisy import NoisyStageSpec
+    from retailnb.config.pretrain import PretrainStageSpec
+    from retailnb.config.stages import spec_from_params
+    from retailnb.train.engine import code_digest
 
-    out = work / f"seed{seed}"
+    pretrain = spec_from_params(PretrainStageSpec, params, params["noisy"]["teacher_variant"]).with_seed(seed)
+    noisy = spec_from_params(NoisyStageSpec, params).with_seed(seed)
+    identity = f"{pretrain.model_dump_json()}|{noisy.model_dump_json()}|{code_digest()}"
+    out = work / f"seed{seed}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
     main = out / "pretrain" / "backbone.pt"
     if not main.is_file():
         start = time.perf_counter()
@@ -114,25 +134,34 @@ def grocery_backbones(params: dict[str, Any], seed: int, source: Path, target: P
 # --- measuring ------------------------------------------------------------------------------------
 
 
-def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, groups: list[str],
-            params: dict[str, Any], seed: int) -> dict[str, dict[str, float]]:
-    """Every score (and ``+neg`` with ``f['negatives']``) on one backbone's features: a row per score, the
-    held-out products also measured apart by ``groups`` (each class's kind or brand family)."""
+def probe_c(f_train: np.ndarray, y_train: np.ndarray, seed: int) -> float:
+    """The regularisation the probe's cross-validation picks on all the training images' features."""
     from retailnb.evaluation.probe import fit_logistic_probe
+
+    return float(fit_logistic_probe(f_train, y_train, seed=seed).named_steps["logisticregression"].C)
+
+
+def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, groups: list[str],
+            params: dict[str, Any], seed: int, *, c: float, recall: float,
+            scores: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """``scores`` (default: every score; and ``+neg`` with ``f['negatives']`` for those that use them) on one
+    backbone's features, thresholds at ``recall``, the probe at ``c``: a row per score, the held-out products
+    also measured apart by ``groups`` (each class's kind or brand family)."""
+    from retailnb.config.score_names import NEGATIVE_SCORES, SCORES
     from retailnb.evaluation.rejection import evaluate_rejection, logistic_fit
-    from retailnb.config.score_names import NEGATIVE_SCORES
 
     spec = params["evaluate"]["rejection"]
-    c = float(fit_logistic_probe(f["train"], y_train, seed=seed).named_steps["logisticregression"].C)
+    chosen = tuple(scores or SCORES)
     kwargs = dict(fit=logistic_fit(c, seed=seed), unknown_fraction=float(spec["unknown_fraction"]),
-                  recall=float(spec["recall"]), seed=seed, folds=int(spec["folds"]),
+                  recall=recall, seed=seed, folds=int(spec["folds"]),
                   f_source_unknown=f.get("source"), groups=groups)
-    plain = evaluate_rejection(f["train"], y_train, f["test"], y_test, **kwargs)
+    plain = evaluate_rejection(f["train"], y_train, f["test"], y_test, scores=chosen, **kwargs)
     rows = {score: dict(plain[score]) for score in plain if isinstance(plain[score], dict)}
-    if f.get("negatives") is not None:
+    negative_scores = tuple(score for score in NEGATIVE_SCORES if score in chosen)
+    if f.get("negatives") is not None and negative_scores:
         negative = evaluate_rejection(f["train"], y_train, f["test"], y_test, f_negatives=f["negatives"],
-                                      scores=NEGATIVE_SCORES, **kwargs)
-        rows.update({f"{score}+neg": dict(negative[score]) for score in NEGATIVE_SCORES})
+                                      scores=negative_scores, **kwargs)
+        rows.update({f"{score}+neg": dict(negative[score]) for score in negative_scores})
     for row in rows.values():
         row["accuracy_drop"] = row["closed_accuracy"] - row["known_accuracy"]
     return rows
@@ -172,8 +201,8 @@ def dataset_features(name: str, args: argparse.Namespace, params: dict[str, Any]
                 cache["all"] = load_probe_data(read_manifest(out / "manifest.csv"), size, "probe_train", "probe_test")
             data, extra = cache["all"], {}
     features = {}
-    for backbone, path in backbones.items():
-        saved = args.work / "features" / f"{name}_seed{seed}_{backbone}.npz"
+    for backbone, path in backbones.items():  # cached under the weights' content: a retrained backbone is new
+        saved = args.work / "features" / f"{name}_seed{seed}_{backbone}_{file_sha256(path)[:12]}.npz"
         if saved.is_file():
             with np.load(saved) as f:
                 features[backbone] = {k: f[k] for k in f.files}
@@ -204,12 +233,30 @@ def table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def tradeoff_table(results: dict[str, Any]) -> list[str]:
+    """The markdown tables of ``results['tradeoff']`` (dataset -> backbone -> score -> recall -> measure ->
+    per-seed values): what the default score's threshold costs and rejects at each known-product recall."""
+    lines = []
+    for dataset, backbones in results.get("tradeoff", {}).items():
+        lines += [f"### {dataset}: the threshold's recall against what it costs ({results['tradeoff_score']})", ""]
+        measures = [m for m in TRADEOFF_MEASURES
+                    if any(m in cell for b in backbones.values() for s in b.values() for cell in s.values())]
+        lines += ["| backbone | score | recall | " + " | ".join(measures) + " |", "|---|---|---|" + "---|" * len(measures)]
+        for backbone, scores in backbones.items():
+            for score, recalls in scores.items():
+                for recall, values in recalls.items():
+                    cells = [interval_text(values[m]) if m in values else "-" for m in measures]
+                    lines.append(f"| {backbone} | {score} | {recall} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def summary(results: dict[str, Any]) -> list[str]:
     """The heading line (seeds and protocol, from ``results`` itself) and the tables of ``results``."""
     protocol = results["params"]
     return [f"Unknown-product rejection; seeds {results['seeds']} (grocery_disjoint: {results['grocery_seeds']}); "
             f"held out {protocol['unknown_fraction']} of the products, thresholds at recall {protocol['recall']}",
-            "", *table(results)]
+            "", *table(results), *tradeoff_table(results)]
 
 
 def render(out: Path) -> None:
@@ -229,12 +276,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="seeds of grocery_disjoint, each pretraining and running the noisy student here "
                              "(about 5 min each alone on 2 CPU cores); default: --seeds")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--recalls", type=float, nargs="+", default=list(RECALLS),
+                        help="known-product recalls of the trade-off tables (the bundle's default score at each)")
     parser.add_argument("--work", type=Path, default=None,
                         help="cache of the Grocery runs and of every backbone's features (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     parser.add_argument("--render", action="store_true", help="only rewrite OUT.md from OUT.json (needs --out)")
     add_smoke(parser, "tiny pipeline and data, one seed, synthetic only")
     args = parser.parse_args(argv)
+    if not all(0.0 < recall <= 1.0 for recall in args.recalls):
+        parser.error(f"--recalls must be known-product recalls in (0, 1], got {args.recalls}")
     if args.render:
         if args.out is None:
             parser.error("--render needs --out (the results to render: OUT.json)")
@@ -248,25 +299,39 @@ def main(argv: list[str] | None = None) -> None:
     args.work = args.work or Path(tempfile.mkdtemp(prefix="retailnb-rejection-"))
     args.work.mkdir(parents=True, exist_ok=True)
     seeds = args.seeds or list(params["evaluate"]["seeds"])
-    results: dict[str, Any] = {"seeds": seeds, "grocery_seeds": args.grocery_seeds or seeds,
-                               "params": params["evaluate"]["rejection"], "datasets": {}}
+    spec = params["evaluate"]["rejection"]
+    results: dict[str, Any] = {"seeds": seeds, "grocery_seeds": args.grocery_seeds or seeds, "params": spec,
+                               "datasets": {}, "recalls": args.recalls, "tradeoff_score": DEFAULT_REJECTION_SCORE,
+                               "tradeoff": {}}
     for dataset in args.datasets:
         if dataset.startswith("grocery") and not has_grocery(args.grocery):
             print(f"{dataset}: skipped, no Grocery Store Dataset at {args.grocery}")
             continue
         cache: dict[str, Any] = {}
         per: dict[str, dict[str, dict[str, list[float]]]] = {}
+        costs: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
         for seed in (args.grocery_seeds or seeds) if dataset == "grocery_disjoint" else seeds:
             start = time.perf_counter()
             features, y_train, y_test, groups = dataset_features(dataset, args, params, seed, cache)
             for backbone, f in features.items():
-                for score, row in measure(f, y_train, y_test, groups, params, seed).items():
+                c = probe_c(f["train"], y_train, seed)
+                rows = measure(f, y_train, y_test, groups, params, seed, c=c, recall=float(spec["recall"]))
+                for score, row in rows.items():
                     cell = per.setdefault(backbone, {}).setdefault(score, {})
                     for m in MEASURES:
                         if m in row:
                             cell.setdefault(m, []).append(float(row[m]))
+                for recall in args.recalls:
+                    rows = measure(f, y_train, y_test, groups, params, seed, c=c, recall=recall,
+                                   scores=[DEFAULT_REJECTION_SCORE])
+                    for score, row in rows.items():
+                        cell = costs.setdefault(backbone, {}).setdefault(score, {}).setdefault(f"{recall:g}", {})
+                        for m in TRADEOFF_MEASURES:
+                            if m in row:
+                                cell.setdefault(m, []).append(float(row[m]))
             print(f"{dataset} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
         results["datasets"][dataset] = per
+        results["tradeoff"][dataset] = costs
     lines = summary(results)
     print("\n".join(lines))
     if args.out:

@@ -29,7 +29,11 @@ summed over pretraining and the rounds).
 Results are appended to ``--out`` (JSON, one entry per configuration and seed; a rerun skips what is
 there, so an interrupted study continues), and the table and figure of every configuration in it are
 written beside it (``.md``, ``.png``): per configuration the ratio of the main backbone and of the last
-round, with the accuracies, each as a mean and t-interval over the seeds.
+round, with the accuracies, each as a mean and t-interval over the seeds. The work folder (``--work``)
+caches each pretraining, noisy student and finetuning under a key of its spec, its data and the package's
+code (:func:`retailnb.train.engine.code_digest`), so configurations share what they train alike and an edit of
+``retailnb/`` trains afresh; the rows already in ``--out`` are kept as they are (give a new ``--out`` after a
+change of what training computes).
 
 Usage:
     python benchmarks/budget_study.py [--target synthetic|grocery] [--seeds 0 1 2] [--configs a b ...]
@@ -162,6 +166,7 @@ def run_one(params: dict[str, Any], seed: int, source: Path, target: Path, run_d
     from retailnb.evaluation.rejection import normalize
     from retailnb.stages import noisy
     from retailnb.stages.pretrain import PretrainPaths, train_here
+    from retailnb.train.engine import code_digest
 
     variant = params["noisy"]["teacher_variant"]
     pretrain_spec = spec_from_params(PretrainStageSpec, params, variant).with_seed(seed)
@@ -169,8 +174,10 @@ def run_one(params: dict[str, Any], seed: int, source: Path, target: Path, run_d
     target_name = next(iter(params["evaluate"]["targets"]))
     evaluate_spec = spec_from_params(EvaluateStageSpec, params, target_name).with_seed(seed)
     # configurations that pretrain alike (e.g. more rounds, another student) share the pretraining and its
-    # finetuning baseline: one folder per pretraining spec and source, its minutes and images recorded there
-    key = hashlib.sha256(f"{pretrain_spec.model_dump_json()}|{source.resolve()}".encode()).hexdigest()[:12]
+    # finetuning baseline: one folder per pretraining spec, source and code (an edit of the package trains
+    # afresh, as the pipeline's own training states do), its minutes and images recorded there
+    identity = f"{pretrain_spec.model_dump_json()}|{source.resolve()}|{code_digest()}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:12]
     pretrain_root = run_dir.parent.parent / "pretrain" / f"{variant}-{seed}-{key}"
     pretrain_dir = pretrain_root / variant
     done_file = pretrain_root / "pretrain_done.json"

@@ -144,6 +144,24 @@ def rejection_bench_table(dataset: str) -> str:
     return markdown(header, "ll" + "r" * len(columns), rows)
 
 
+TRADEOFF_COLUMNS = {"unknown_rejection": "held out rejected", "known_acceptance": "known accepted",
+                    "accuracy_drop": "accuracy drop", "source_unknown_rejection": "second set rejected"}
+"""The columns of the recall trade-off table, from ``bench_rejection.py``'s JSON's ``tradeoff`` measures."""
+
+
+def rejection_tradeoff_table(backbone: str = "student") -> str:
+    """``benchmarks/bench_rejection.py``'s trade-off on every dataset for ``backbone``: the bundle's default
+    score (and with the store's negatives) at each known-product recall its threshold was chosen for."""
+    costs = read(RESULTS / "rejection.json")["tradeoff"]
+    rows = []
+    for dataset, backbones in costs.items():
+        for score, recalls in backbones[backbone].items():
+            for recall, cells in recalls.items():
+                rows.append([f"`{dataset}`", score, recall, *(_pm_values(cells.get(m)) for m in TRADEOFF_COLUMNS)])
+    header = ["dataset", "score", "recall", *TRADEOFF_COLUMNS.values()]
+    return markdown(header, "ll" + "r" * (1 + len(TRADEOFF_COLUMNS)), rows)
+
+
 def _pm_values(values: Sequence[float] | None) -> str:
     if not values:
         return "–"
@@ -263,6 +281,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "rejection-synthetic": lambda: rejection_bench_table("synthetic"),
     "rejection-grocery-disjoint": lambda: rejection_bench_table("grocery_disjoint"),
     "rejection-grocery-all": lambda: rejection_bench_table("grocery_all"),
+    "rejection-recall": rejection_tradeoff_table,
     "budget-synthetic": lambda: budget_table("synthetic"),
     "budget-synthetic-rounds": lambda: budget_table("synthetic", 1),
     "budget-grocery": lambda: budget_table("grocery"),

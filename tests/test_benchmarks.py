@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import yaml
@@ -293,7 +294,8 @@ def test_the_rejection_benchmark_measures_every_score_in_smoke_mode(tmp_path: Pa
     them, in the printed table and the JSON it writes."""
     from retailnb.config.score_names import NEGATIVE_SCORES, SCORES
 
-    out = smoke("bench_rejection", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "rejection"))
+    out = smoke("bench_rejection", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "rejection"),
+                "--recalls", "0.5", "0.95", "1")
     results = json.loads((tmp_path / "rejection.json").read_text())
     rows = results["datasets"]["synthetic"]
     assert set(rows) == {"main", "student"}
@@ -304,6 +306,24 @@ def test_the_rejection_benchmark_measures_every_score_in_smoke_mode(tmp_path: Pa
         assert all({"sibling_auroc", "new_group_auroc"} & set(cells) for cells in backbone.values())
     assert "| main | relative_mahalanobis |" in out and "| student | knn+neg |" in out
     assert (tmp_path / "rejection.md").read_text().startswith("Unknown-product rejection; seeds [0]")
+    # the trade-off: the bundle's default score, alone and with the negatives, at every recall asked for
+    assert results["params"]["recall"] == 0.95 and results["tradeoff_score"] == "prototype"
+    costs = results["tradeoff"]["synthetic"]
+    for backbone, scores in costs.items():
+        assert set(scores) == {"prototype", "prototype+neg"}
+        for score, recalls in scores.items():
+            assert list(recalls) == ["0.5", "0.95", "1"]
+            # at the protocol's recall it is the main table's row, measure for measure
+            assert {m: recalls["0.95"][m] for m in ("unknown_rejection", "known_acceptance", "accuracy_drop")} == {
+                m: rows[backbone][score][m] for m in ("unknown_rejection", "known_acceptance", "accuracy_drop")}
+            accepted = [recalls[r]["known_acceptance"][0] for r in recalls]
+            rejected = [recalls[r]["unknown_rejection"][0] for r in recalls]
+            drops = [recalls[r]["accuracy_drop"][0] for r in recalls]
+            # a higher recall lowers the threshold: more known and unknown images pass, less accuracy is lost
+            assert accepted == sorted(accepted) and rejected == sorted(rejected, reverse=True), (accepted, rejected)
+            assert drops == sorted(drops, reverse=True) and accepted[0] < accepted[-1], (drops, accepted)
+    assert "### synthetic: the threshold's recall against what it costs (prototype)" in out
+    assert "| student | prototype+neg | 0.5 |" in out
 
 
 @pytest.mark.pipeline
@@ -349,6 +369,35 @@ def test_the_budget_study_applies_each_configuration_and_reports_its_ratio(tmp_p
     assert (tmp_path / "budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = smoke("budget_study", *args)
     assert " seed 0: ratio" not in again  # both were measured: nothing runs again
+
+
+@pytest.mark.pipeline
+def test_the_budget_studys_work_folder_trains_afresh_after_an_edit_of_the_package(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The work folder keeps each pretraining (with its noisy student and finetuning) under a key that holds
+    the package's code: a new results file over the same folder reuses it under the same code, and trains
+    afresh under another (an edit of ``retailnb/``), as the pipeline's own training states do."""
+    import retailnb.train.engine as engine
+
+    study = load("budget_study")
+    configs = tmp_path / "budget.yaml"
+    configs.write_text("configs:\n  default: []\n")
+
+    def run(name: str) -> dict[str, Any]:
+        out = tmp_path / f"{name}.json"
+        study.main(["--smoke", "--work", str(tmp_path / "work"), "--configs-file", str(configs), "--out", str(out)])
+        return json.loads(out.read_text())[0]
+
+    def pretrained() -> list[str]:
+        return sorted(path.name for path in (tmp_path / "work" / "runs" / "pretrain").iterdir())
+
+    first = run("first")
+    folders = pretrained()
+    assert run("same_code")["pretrain_minutes"] == first["pretrain_minutes"] and pretrained() == folders
+    monkeypatch.setattr(engine, "code_digest", lambda: "another version of the package")
+    edited = run("edited")
+    assert edited["pretrain_minutes"] != first["pretrain_minutes"]
+    assert len(pretrained()) == 2 and set(folders) < set(pretrained())
 
 
 def test_the_budget_study_will_not_pair_runs_of_two_cpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
