@@ -18,7 +18,8 @@ pipeline's evaluation measures it):
 * ``grocery_all``: all 81 Grocery products as the target of the synthetic pipeline's backbones (no second
   set, no negatives: the backbones saw no real product).
 
-Per score (``reject_*``; ``+neg``: with the negatives, for the scores that use them) and backbone (``main``:
+Per score (``reject_*``; ``+neg``: with the negatives, for the scores that use them; ``background``, where
+there are negatives: a probe over the enrolled products plus one class of the negatives) and backbone (``main``:
 the noisy student's teacher; ``student``: the last noisy round), it prints AUROC of the held-out products,
 and apart for the held-out products of a kind (brand family; Grocery: coarse class such as "Yoghurt") that
 has an enrolled product (``sibling_auroc``: another variant of something the store sells) and of a kind
@@ -147,21 +148,24 @@ def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, g
     """``scores`` (default: every score; and ``+neg`` with ``f['negatives']`` for those that use them) on one
     backbone's features, thresholds at ``recall``, the probe at ``c``: a row per score, the held-out products
     also measured apart by ``groups`` (each class's kind or brand family)."""
-    from retailnb.config.score_names import NEGATIVE_SCORES, SCORES
+    from retailnb.config.score_names import BACKGROUND_SCORES, NEGATIVE_SCORES, SCORES
     from retailnb.evaluation.rejection import evaluate_rejection, logistic_fit
 
     spec = params["evaluate"]["rejection"]
-    chosen = tuple(scores or SCORES)
+    chosen = tuple(scores or (*SCORES, *BACKGROUND_SCORES))
     kwargs = dict(fit=logistic_fit(c, seed=seed), unknown_fraction=float(spec["unknown_fraction"]),
                   recall=recall, seed=seed, folds=int(spec["folds"]),
                   f_source_unknown=f.get("source"), groups=groups)
-    plain = evaluate_rejection(f["train"], y_train, f["test"], y_test, scores=chosen, **kwargs)
+    plain = evaluate_rejection(f["train"], y_train, f["test"], y_test, scores=tuple(s for s in chosen if s in SCORES),
+                               **kwargs)
     rows = {score: dict(plain[score]) for score in plain if isinstance(plain[score], dict)}
-    negative_scores = tuple(score for score in NEGATIVE_SCORES if score in chosen)
+    negative_scores = tuple(score for score in (*NEGATIVE_SCORES, *BACKGROUND_SCORES) if score in chosen)
     if f.get("negatives") is not None and negative_scores:
         negative = evaluate_rejection(f["train"], y_train, f["test"], y_test, f_negatives=f["negatives"],
                                       scores=negative_scores, **kwargs)
-        rows.update({f"{score}+neg": dict(negative[score]) for score in negative_scores})
+        # with the negatives: "+neg" for the scores that also run without them; background needs them
+        rows.update({score if score in BACKGROUND_SCORES else f"{score}+neg": dict(negative[score])
+                     for score in negative_scores})
     for row in rows.values():
         row["accuracy_drop"] = row["closed_accuracy"] - row["known_accuracy"]
     return rows

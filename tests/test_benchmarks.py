@@ -290,9 +290,9 @@ def test_the_cli_benchmark_measures_the_commands_own_memory() -> None:
 
 @pytest.mark.pipeline
 def test_the_rejection_benchmark_measures_every_score_in_smoke_mode(tmp_path: Path) -> None:
-    """A tiny pipeline's main backbone and last noisy round: every score, and the two that use negatives with
-    them, in the printed table and the JSON it writes."""
-    from retailnb.config.score_names import NEGATIVE_SCORES, SCORES
+    """A tiny pipeline's main backbone and last noisy round: every score, the two that use negatives with
+    them and the one that needs them, in the printed table and the JSON it writes."""
+    from retailnb.config.score_names import BACKGROUND_SCORES, NEGATIVE_SCORES, SCORES
 
     out = smoke("bench_rejection", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "rejection"),
                 "--recalls", "0.5", "0.95", "1")
@@ -300,11 +300,11 @@ def test_the_rejection_benchmark_measures_every_score_in_smoke_mode(tmp_path: Pa
     rows = results["datasets"]["synthetic"]
     assert set(rows) == {"main", "student"}
     for backbone in rows.values():
-        assert set(backbone) == {*SCORES, *(f"{s}+neg" for s in NEGATIVE_SCORES)}
+        assert set(backbone) == {*SCORES, *(f"{s}+neg" for s in NEGATIVE_SCORES), *BACKGROUND_SCORES}
         assert all(len(values) == 1 for cells in backbone.values() for values in cells.values())  # one seed
         # the held-out products measured apart by brand family: siblings of enrolled products, or new families
         assert all({"sibling_auroc", "new_group_auroc"} & set(cells) for cells in backbone.values())
-    assert "| main | relative_mahalanobis |" in out and "| student | knn+neg |" in out
+    assert "| main | relative_mahalanobis |" in out and "| student | knn+neg |" in out and "| main | background |" in out
     assert (tmp_path / "rejection.md").read_text().startswith("Unknown-product rejection; seeds [0]")
     # the trade-off: the bundle's default score, alone and with the negatives, at every recall asked for
     assert results["params"]["recall"] == 0.95 and results["tradeoff_score"] == "prototype"

@@ -25,6 +25,14 @@ NEGATIVE_SCORES: tuple[Score, ...] = ("prototype", "knn")
 when it has some: an image's cosine similarity to its nearest negative is subtracted from its score."""
 
 
+BackgroundScore = Literal["background"]
+BACKGROUND_SCORES: tuple[BackgroundScore, ...] = ("background",)
+"""The scores that need the images a store does not sell, measured only where there are some: ``background``,
+a probe over the enrolled products and one more class of those images, whose known-ness is the probability
+it gives the enrolled products. The evaluation measures it (:func:`~retailnb.evaluation.rejection.evaluate_rejection`
+with negatives); a bundle does not offer it yet, so it is not one of :data:`SCORES`."""
+
+
 def check_score(score: str) -> Score:
     """``score`` if it is one of :data:`SCORES`, else a ValueError naming the choices."""
     if score not in SCORES:

@@ -150,3 +150,36 @@ def test_the_knn_neighbour_reaches_the_reference() -> None:
     first = evaluate_rejection(x_train, y_train, x_test, y_test, knn_k=1, **kw)["knn"]
     fifth = evaluate_rejection(x_train, y_train, x_test, y_test, knn_k=5, **kw)["knn"]
     assert first["threshold"] > fifth["threshold"]  # the 5th neighbour is further than the 1st
+
+
+def test_background_is_one_minus_the_probability_of_the_negatives_class() -> None:
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])  # two products, then the background class
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert np.allclose(known_scores("background", logits=logits), 1.0 - p[:, 2])
+    assert check_score("prototype") and "background" not in SCORES  # no bundle offers it yet
+    with pytest.raises(ValueError, match="background score needs the probe's logits"):
+        known_scores("background", features=logits)
+
+
+def test_background_tells_images_like_the_negatives_from_the_products_and_needs_negatives() -> None:
+    """The probe with the store's negatives as one more class: held-out products that look like the
+    negatives score low, new images of the enrolled products high, and its out-of-fold threshold keeps
+    its recall; without negatives it is refused, naming what it needs."""
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(10, 32)) * 3
+    x_train, y_train = clusters(rng, centres[:8], 10)
+    x_test, y_test = clusters(rng, centres[:8], 10)
+    negatives, _ = clusters(rng, centres[8:], 15)  # two products the store does not sell
+    like_negatives, _ = clusters(rng, centres[8:], 10)
+    kw = dict(fit=logistic_fit(1.0), unknown_fraction=0.25, recall=0.9, seed=0, folds=3)
+    result = evaluate_rejection(x_train, y_train, x_test, y_test, f_negatives=negatives,
+                                f_source_unknown=like_negatives, scores=("background", "prototype"), **kw)
+    background = result["background"]
+    assert background["source_auroc"] > 0.99 and background["source_unknown_rejection"] > 0.9
+    assert abs(background["known_acceptance"] - 0.9) < 0.1
+    calibration = calibration_scores("background", x_train, y_train, fit=logistic_fit(1.0), negatives=negatives)
+    assert not np.isnan(calibration).any() and ((calibration > 0) & (calibration < 1)).all()
+    with pytest.raises(ValueError, match="background score needs negatives"):
+        evaluate_rejection(x_train, y_train, x_test, y_test, scores=("background",), **kw)
+    with pytest.raises(ValueError, match="background score needs negatives"):
+        calibration_scores("background", x_train, y_train, fit=logistic_fit(1.0))
