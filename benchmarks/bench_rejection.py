@@ -245,7 +245,8 @@ def tradeoff_table(results: dict[str, Any]) -> list[str]:
         lines += [f"### {dataset}: the threshold's recall against what it costs ({results['tradeoff_score']})", ""]
         measures = [m for m in TRADEOFF_MEASURES
                     if any(m in cell for b in backbones.values() for s in b.values() for cell in s.values())]
-        lines += ["| backbone | score | recall | " + " | ".join(measures) + " |", "|---|---|---|" + "---|" * len(measures)]
+        lines += ["| backbone | score | recall | " + " | ".join(measures) + " |",
+                  "|---|---|---|" + "---|" * len(measures)]
         for backbone, scores in backbones.items():
             for score, recalls in scores.items():
                 for recall, values in recalls.items():
