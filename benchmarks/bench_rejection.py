@@ -222,18 +222,25 @@ def dataset_features(name: str, args: argparse.Namespace, params: dict[str, Any]
 # --- summary --------------------------------------------------------------------------------------
 
 
+def section(heading: str, keys: list[str], rows: list[tuple[list[str], dict[str, list[float]]]],
+            measures: Sequence[str]) -> list[str]:
+    """One markdown table under ``### heading``: the ``keys`` columns that name each row, then each of
+    ``measures`` some row has (mean and t-interval over the seeds; ``-`` where a row lacks it)."""
+    shown = [m for m in measures if any(m in values for _, values in rows)]
+    lines = [f"### {heading}", "", "| " + " | ".join([*keys, *shown]) + " |", "|" + "---|" * (len(keys) + len(shown))]
+    for names, values in rows:
+        cells = [interval_text(values[m]) if m in values else "-" for m in shown]
+        lines.append("| " + " | ".join([*names, *cells]) + " |")
+    return [*lines, ""]
+
+
 def table(results: dict[str, Any]) -> list[str]:
     """The markdown tables of ``results`` (dataset -> backbone -> score -> measure -> per-seed values)."""
     lines = []
     for dataset, backbones in results["datasets"].items():
-        lines += [f"### {dataset}", ""]
-        measures = [m for m in MEASURES if any(m in cell for b in backbones.values() for cell in b.values())]
-        lines += ["| backbone | score | " + " | ".join(measures) + " |", "|---|---|" + "---|" * len(measures)]
-        for backbone, scores in backbones.items():
-            for score, values in scores.items():
-                cells = [interval_text(values[m]) if m in values else "-" for m in measures]
-                lines.append(f"| {backbone} | {score} | " + " | ".join(cells) + " |")
-        lines.append("")
+        rows = [([backbone, score], values) for backbone, scores in backbones.items()
+                for score, values in scores.items()]
+        lines += section(dataset, ["backbone", "score"], rows, MEASURES)
     return lines
 
 
@@ -242,17 +249,10 @@ def tradeoff_table(results: dict[str, Any]) -> list[str]:
     per-seed values): what the default score's threshold costs and rejects at each known-product recall."""
     lines = []
     for dataset, backbones in results.get("tradeoff", {}).items():
-        lines += [f"### {dataset}: the threshold's recall against what it costs ({results['tradeoff_score']})", ""]
-        measures = [m for m in TRADEOFF_MEASURES
-                    if any(m in cell for b in backbones.values() for s in b.values() for cell in s.values())]
-        lines += ["| backbone | score | recall | " + " | ".join(measures) + " |",
-                  "|---|---|---|" + "---|" * len(measures)]
-        for backbone, scores in backbones.items():
-            for score, recalls in scores.items():
-                for recall, values in recalls.items():
-                    cells = [interval_text(values[m]) if m in values else "-" for m in measures]
-                    lines.append(f"| {backbone} | {score} | {recall} | " + " | ".join(cells) + " |")
-        lines.append("")
+        rows = [([backbone, score, recall], values) for backbone, scores in backbones.items()
+                for score, recalls in scores.items() for recall, values in recalls.items()]
+        heading = f"{dataset}: the threshold's recall against what it costs ({results['tradeoff_score']})"
+        lines += section(heading, ["backbone", "score", "recall"], rows, TRADEOFF_MEASURES)
     return lines
 
 
