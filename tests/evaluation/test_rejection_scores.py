@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from retailnb.evaluation.rejection import (
     Reference,
+    background_fit,
     calibration_scores,
     evaluate_rejection,
     known_scores,
@@ -183,3 +184,20 @@ def test_background_tells_images_like_the_negatives_from_the_products_and_needs_
         evaluate_rejection(x_train, y_train, x_test, y_test, scores=("background",), **kw)
     with pytest.raises(ValueError, match="background score needs negatives"):
         calibration_scores("background", x_train, y_train, fit=logistic_fit(1.0))
+
+
+def test_background_reads_normalised_features_so_a_feature_vector_s_length_does_not_count() -> None:
+    """The background probe is fitted and applied on L2-normalised features: rescaling any image's feature
+    vector (enrolled, negative or scored) leaves every background score as it was."""
+    rng = np.random.default_rng(8)
+    centres = rng.normal(size=(6, 16)) * 3
+    x, y = clusters(rng, centres[:4], 8)
+    negatives, _ = clusters(rng, centres[4:], 8)
+    queries, _ = clusters(rng, centres, 3)
+
+    def scores(scale: float) -> np.ndarray:
+        factors = [rng.uniform(0.5, 2.0, size=(len(a), 1)) ** scale for a in (x, negatives, queries)]
+        logits_of = background_fit(logistic_fit(1.0), x * factors[0], y, negatives * factors[1])
+        return known_scores("background", logits=logits_of(queries * factors[2]))
+
+    assert np.allclose(scores(0.0), scores(1.0), atol=1e-6)
