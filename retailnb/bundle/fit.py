@@ -200,9 +200,10 @@ def choose_rejection(features: np.ndarray, labels: np.ndarray, settings: ProbeSe
     """The rejection threshold of a probe fitted at ``c`` on ``features`` / ``labels``, at ``settings.recall``.
 
     The threshold is the :func:`retailnb.evaluation.rejection.threshold_at_recall` of the enrolled images' own
-    out-of-fold scores (:func:`retailnb.evaluation.rejection.calibration_scores`): leave-one-out prototypes
-    or nearest images, Gaussians of k-1 folds, or probes refitted at ``c`` on k-1 folds. In-sample scores
-    would be over-confident and reject too many known images. The scores that use ``negatives`` (the
+    out-of-fold scores (:func:`retailnb.evaluation.rejection.calibration_scores`): each fold of a product's
+    look-alike images scored by the prototypes, nearest images, Gaussians or probes (refitted at ``c``) of
+    the other folds. In-sample scores, or scores against an image's near-copies, would be over-confident and
+    reject too many known images. The scores that use ``negatives`` (the
     bundle's, :data:`~retailnb.config.score_names.NEGATIVE_SCORES`) are calibrated with them, as they are
     then computed. A product with a single image cannot be scored out of fold (skipped); when no image
     can, the threshold is ``-inf`` (accept everything) and a warning says rejection is off.

@@ -143,8 +143,8 @@ class RejectionSpec(Spec):
         unknown_fraction: share of the target's products held out as unknown (at least one, and at least
             two stay known).
         recall: the known-product recall each threshold is chosen for, on the enrolled images.
-        folds: folds of the out-of-fold scores the threshold is chosen from (``msp``, ``energy``, and the
-            Mahalanobis scores).
+        folds: folds of the out-of-fold scores the threshold is chosen from, each holding out groups of a
+            product's look-alike images (:func:`retailnb.evaluation.rejection.near_copy_folds`).
         knn_k: the neighbour whose similarity the ``knn`` score is (1: the nearest enrolled image).
         source_unknowns: also measure rejection on a second unknown set, the source's unlabelled-only
             products (:func:`retailnb.evaluation.compare.source_unknown_records`: seen without a label in

@@ -17,9 +17,10 @@ gives the enrolled products.
 
 The threshold is chosen from the enrolled products' own images at a target known-product recall (the
 share of known images accepted): :func:`threshold_at_recall` of their *held-out* scores. The scores of
-the images a probe was fitted on are over-confident (the probe has seen them), so the calibration scores
-are out of fold (:func:`calibration_scores`): leave-one-out prototypes, and k-fold probes for the
-probe-based scores. Nothing here sees an unknown product: the threshold is what a store can compute on
+the images a probe was fitted on are over-confident (the probe has seen them), and so are those of images
+scored against near-copies of themselves, so the calibration scores are out of fold, each fold holding out
+whole groups of a product's look-alike images (:func:`calibration_scores`, :func:`near_copy_folds`).
+Nothing here sees an unknown product: the threshold is what a store can compute on
 day one, and :func:`rejection_metrics` measures it on products held out of the enrolment.
 
 A second unknown set, where the target has one
@@ -39,7 +40,6 @@ import numpy as np
 from scipy.special import logsumexp, softmax
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import KFold
 from sklearn.preprocessing import normalize as sk_normalize
 
 from retailnb.config.score_names import (
@@ -178,7 +178,7 @@ class Reference:
 
     def kth_similarity(self, unit: np.ndarray) -> np.ndarray:
         """(N,) cosine similarity of each unit feature to its ``knn_k``-th nearest enrolled image (the last
-        one when there are fewer; :func:`leave_one_out_knn_scores` leaves each enrolled image out)."""
+        one when there are fewer)."""
         sims = unit @ self.unit.T
         k = min(self.knn_k, sims.shape[1])
         return np.asarray(-np.partition(-sims, k - 1, axis=1)[:, k - 1])
@@ -225,39 +225,41 @@ def known_scores(score: AnyScore, *, logits: np.ndarray | None = None, features:
     return -distance
 
 
-def leave_one_out_prototype_scores(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(N,) each image's similarity to its nearest prototype when its own class prototype leaves it out.
+LOOK_ALIKE_GROUPS = 3
+"""Groups of look-alikes per product and fold (:func:`near_copy_folds`). With one group per fold a fold held
+out a product's most unlike images, and thresholds accepted more than asked (96-99% for the 95% asked on the
+Grocery Store Dataset's class-disjoint target); with three, 95-97% for every score but ``energy`` and
+``relative_mahalanobis``, and 94-97% on the synthetic default (two, 95-98%; noisy student, three seeds)."""
 
-    An image that is its class's only one has no prototype of its own then: NaN (skip it when choosing a
-    threshold). The other classes' prototypes are whole.
+
+def near_copy_folds(features: np.ndarray, labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """(N,) the calibration fold of each image: each product's images in groups of look-alikes, whole groups
+    to a fold.
+
+    A product's training photos are often near-copies of each other (the same pack, moments apart), and a
+    shelf photo is not. Scored against a fit that saw its near-copies, an enrolled image looks more known
+    than a new photo of its product, and a threshold chosen from such scores rejects too many known images.
+    So each product's images are grouped around :data:`LOOK_ALIKE_GROUPS` centres per fold, chosen among
+    its unit features by k-means++ seeding (scikit-learn's ``kmeans_plusplus``, ``seed``: spread-out images,
+    each image joining its nearest centre; a few milliseconds a product, where k-means itself took 40), and
+    group ``j`` goes to fold ``j % folds``. A product with no more images than groups deals them out to the
+    folds in turn (one image per fold, for up to ``folds``).
     """
-    x, labels = normalize(features), np.asarray(labels)
-    classes, inverse = np.unique(labels, return_inverse=True)
-    sums = np.zeros((len(classes), x.shape[1]))
-    np.add.at(sums, inverse, x)
-    counts = np.bincount(inverse, minlength=len(classes))
-    sims = x @ normalize(sums).T  # (N, K): every image against every whole prototype
-    own = sums[inverse] - x  # each image's class sum without the image
-    rows = np.arange(len(x))
-    sims[rows, inverse] = (own * x).sum(axis=1) / np.maximum(np.linalg.norm(own, axis=1), 1e-12)
-    out = sims.max(axis=1)
-    out[counts[inverse] < 2] = np.nan
-    return np.asarray(out)
+    from sklearn.cluster import kmeans_plusplus
 
-
-def leave_one_out_knn_scores(features: np.ndarray, labels: np.ndarray, knn_k: int = 1) -> np.ndarray:
-    """(N,) each image's ``knn`` score among the other enrolled images; NaN for a product's only image (its
-    nearest image would be another product's, which no known image of it meets on the shelf)."""
-    labels = np.asarray(labels)
-    if len(labels) < 2:
-        return np.full(len(labels), np.nan)
-    unit = normalize(features)
-    sims = unit @ unit.T
-    np.fill_diagonal(sims, -np.inf)
-    k = min(knn_k, len(labels) - 1)
-    out = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
-    inverse = np.unique(labels, return_inverse=True)[1]
-    return np.where(np.bincount(inverse)[inverse] < 2, np.nan, out)
+    unit, labels = normalize(features), np.asarray(labels)
+    if folds < 2:
+        raise ValueError(f"calibration needs at least 2 folds, got {folds}")
+    groups = LOOK_ALIKE_GROUPS * folds
+    out = np.zeros(len(labels), dtype=np.int64)
+    for product in np.unique(labels):
+        rows = np.flatnonzero(labels == product)
+        if len(rows) <= groups:
+            out[rows] = np.arange(len(rows)) % folds
+            continue
+        centres, _ = kmeans_plusplus(unit[rows], groups, random_state=seed)
+        out[rows] = (unit[rows] @ centres.T).argmax(axis=1) % folds
+    return out
 
 
 def calibration_scores(score: AnyScore, features: np.ndarray, labels: np.ndarray, *, fit: LogitsFit | None = None,
@@ -265,51 +267,49 @@ def calibration_scores(score: AnyScore, features: np.ndarray, labels: np.ndarray
                        knn_k: int = 1) -> np.ndarray:
     """Out-of-fold known-ness of the enrolled images: what the threshold is chosen from.
 
-    ``prototype`` and ``knn``: leave-one-out (:func:`leave_one_out_prototype_scores`,
-    :func:`leave_one_out_knn_scores`), less the similarity to the nearest of ``negatives``. The others:
-    the images are split into ``folds`` shuffled folds, and each fold is scored by a probe ``fit`` (``msp``,
-    ``energy``; ``background``: with ``negatives`` as one more class) or the Gaussians (``mahalanobis``,
-    ``relative_mahalanobis``) of the other folds. An image
+    The images are split into ``folds`` folds of look-alikes (:func:`near_copy_folds`), and each fold is
+    scored by what the other folds give: prototypes and nearest images (``prototype``, ``knn``, less the
+    similarity to the nearest of ``negatives``), Gaussians (``mahalanobis``, ``relative_mahalanobis``), or a
+    probe ``fit`` (``msp``, ``energy``; ``background``: with ``negatives`` as one more class). An image
     whose product has no image in the other folds cannot be scored as known (NaN).
 
-    Leave-one-out class means with the covariance of all the images would be cheaper for the Gaussians,
-    but the image then shapes the covariance it is measured with: on the default target's 360 enrolled
-    images in 512 dimensions such a threshold accepted 13% of new known images for the 95% asked; the
-    3-fold one accepted 95% (measured once, main backbone, seed 0).
+    Folds of look-alikes rather than shuffled folds or leave-one-out: on the Grocery Store Dataset's
+    class-disjoint target (noisy student, three seeds), whose products' training photos are near-copies,
+    thresholds for 95% recall accepted 79% (``knn``, leave-one-out), 88% (``mahalanobis``, shuffled folds)
+    and 85% (``background``) of new known photos, and 96%, 96% and 96% with look-alike folds; on the
+    synthetic default (no near-copies) 93-97% either way (:data:`LOOK_ALIKE_GROUPS`).
+    Leave-one-out class means with the covariance of all the images would be cheaper for the Gaussians, but
+    the image then shapes the covariance it is measured with (13% accepted for 95% asked, measured once).
     """
     score = _check(score)
     features, labels = np.asarray(features), np.asarray(labels)
-    if score in NEGATIVE_SCORES:
-        unit = normalize(features)
-        loo = (leave_one_out_prototype_scores(features, labels) if score == "prototype"
-               else leave_one_out_knn_scores(features, labels, knn_k))
-        if negatives is None or len(negatives) == 0:
-            return loo
-        return loo - np.asarray((unit @ normalize(negatives).T).max(axis=1))
     if (score in PROBE_SCORES or score == "background") and fit is None:
         raise ValueError(f"the {score} score needs a probe fit to calibrate")
     if score == "background" and (negatives is None or len(negatives) == 0):
         raise ValueError("the background score needs negatives: images of products the store does not sell")
     out = np.full(len(labels), np.nan)
-    n_splits = min(folds, len(labels))
-    if n_splits < 2:
+    if len(labels) < 2:
         return out
-    for train, held in KFold(n_splits=n_splits, shuffle=True, random_state=seed).split(features):
+    fold_of = near_copy_folds(features, labels, folds, seed)
+    for fold in range(folds):
+        train, held = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
         seen = np.unique(labels[train])
-        if len(seen) < 2:
+        if len(seen) < 2 and score not in NEGATIVE_SCORES:  # a probe or a shared covariance needs two products
             continue
         scorable = held[np.isin(labels[held], seen)]
         if not scorable.size:
             continue
+        train_labels = np.searchsorted(seen, labels[train])
         if score in PROBE_SCORES:
             assert fit is not None
-            out[scorable] = known_scores(score, logits=fit(features[train], labels[train])(features[scorable]))
+            out[scorable] = known_scores(score, logits=fit(features[train], train_labels)(features[scorable]))
         elif score == "background":
             assert fit is not None
-            logits_of = background_fit(fit, features[train], np.searchsorted(seen, labels[train]), negatives)
+            logits_of = background_fit(fit, features[train], train_labels, negatives)
             out[scorable] = known_scores(score, logits=logits_of(features[scorable]))
         else:
-            reference = Reference(features[train], np.searchsorted(seen, labels[train]), len(seen))
+            reference = Reference(features[train], train_labels, len(seen), knn_k=knn_k,
+                                  negatives=negatives if score in NEGATIVE_SCORES else None)
             out[scorable] = known_scores(score, features=features[scorable], reference=reference)
     return out
 

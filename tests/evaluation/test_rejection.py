@@ -20,6 +20,7 @@ from retailnb.bundle.model import DEFAULT_REJECTION_SCORE, UNKNOWN, Bundle, Clas
 from retailnb.bundle.predict import describe_bundle, predict_features
 from retailnb.evaluation.rejection import (
     GROUP_METRICS,
+    LOOK_ALIKE_GROUPS,
     REJECTION_METRICS,
     Reference,
     SOURCE_METRICS,
@@ -27,8 +28,8 @@ from retailnb.evaluation.rejection import (
     evaluate_rejection,
     group_metrics,
     known_scores,
-    leave_one_out_prototype_scores,
     logistic_fit,
+    near_copy_folds,
     rejection_cells,
     rejection_metrics,
     source_metrics,
@@ -91,15 +92,64 @@ def test_threshold_without_any_score_accepts_everything_and_recall_is_checked() 
             threshold_at_recall(np.ones(3), bad)
 
 
-def test_leave_one_out_scores_are_below_the_in_sample_ones_and_a_lone_image_is_nan() -> None:
+def sessions(rng: np.random.Generator, centres: np.ndarray, n_sessions: int, per_session: int,
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Photos of each product in ``n_sessions`` sessions of ``per_session`` near-copies (a product varies
+    from session to session, hardly within one): features, class indices, and each photo's session."""
+    k, d = centres.shape
+    session_centres = centres[:, None] + rng.normal(size=(k, n_sessions, d))
+    x = session_centres[:, :, None] + 0.05 * rng.normal(size=(k, n_sessions, per_session, d))
+    labels = np.repeat(np.arange(k), n_sessions * per_session)
+    return x.reshape(-1, d), labels, np.tile(np.repeat(np.arange(n_sessions), per_session), k)
+
+
+def test_near_copy_folds_keep_each_session_together_and_a_small_product_deals_its_images_out() -> None:
+    rng = np.random.default_rng(2)
+    n_sessions = 3 * LOOK_ALIKE_GROUPS  # one group of look-alikes per session
+    x, y, session = sessions(rng, rng.normal(size=(4, 16)) * 3, n_sessions, 4)
+    n = len(y)
+    x, y = np.concatenate([x, rng.normal(size=(3, 16))]), np.concatenate([y, [4, 4, 5]])  # 2 images, 1 image
+    fold = near_copy_folds(x, y, 3, seed=0)
+    for product in range(4):
+        rows = y[:n] == product
+        assert {len(set(fold[:n][rows & (session == s)])) for s in range(n_sessions)} == {1}  # a session: one fold
+        per_fold = np.bincount([fold[:n][rows & (session == s)][0] for s in range(n_sessions)], minlength=3)
+        assert per_fold.tolist() == [LOOK_ALIKE_GROUPS] * 3  # and as many sessions in each fold
+    assert sorted(fold[n:n + 2]) == [0, 1] and fold[n + 2] == 0
+    with pytest.raises(ValueError, match="2 folds"):
+        near_copy_folds(x, y, 1)
+
+
+@pytest.mark.parametrize("score", ["knn", "mahalanobis"])
+def test_a_threshold_from_look_alike_folds_holds_on_a_new_session_where_shuffled_folds_fail(score: str) -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 32)) * 2
+    n_train = 3 * LOOK_ALIKE_GROUPS
+    x, y, session = sessions(rng, centres, n_train + 4, 3)
+    train, test = session < n_train, session >= n_train  # a shelf photo is a new session
+    calibration = calibration_scores(score, x[train], y[train], folds=3)
+    new_photos = known_scores(score, features=x[test], reference=Reference(x[train], y[train], 6))
+    accepted = (new_photos >= threshold_at_recall(calibration, 0.9)).mean()
+    # shuffled folds: every held-out photo has near-copies in the other folds, so it looks more known
+    shuffled = np.full(train.sum(), np.nan)
+    from sklearn.model_selection import KFold
+    for fit_rows, held in KFold(3, shuffle=True, random_state=0).split(x[train]):
+        reference = Reference(x[train][fit_rows], y[train][fit_rows], 6)
+        shuffled[held] = known_scores(score, features=x[train][held], reference=reference)
+    accepted_shuffled = (new_photos >= threshold_at_recall(shuffled, 0.9)).mean()
+    assert not np.isnan(calibration).any()
+    assert accepted >= 0.85 and accepted_shuffled < 0.6, (accepted, accepted_shuffled)
+
+
+def test_out_of_fold_scores_are_below_the_in_sample_ones_and_a_lone_image_is_nan() -> None:
     rng = np.random.default_rng(2)
     x, y = clusters(rng, rng.normal(size=(3, 16)), 4, noise=1.0)
     x, y = np.concatenate([x, rng.normal(size=(1, 16))]), np.concatenate([y, [3]])  # class 3: one image
-    loo = leave_one_out_prototype_scores(x, y)
-    in_sample = known_scores("prototype", features=x, reference=Reference(x, y, 4))
-    assert np.isnan(loo[-1]) and not np.isnan(loo[:-1]).any()
-    assert (loo[:-1] < in_sample[:-1]).all()
-    assert np.array_equal(calibration_scores("prototype", x, y), loo, equal_nan=True)
+    for score in ("prototype", "knn"):
+        out_of_fold = calibration_scores(score, x, y)
+        in_sample = known_scores(score, features=x, reference=Reference(x, y, 4))
+        assert np.isnan(out_of_fold[-1]) and not np.isnan(out_of_fold[:-1]).any()
+        assert (out_of_fold[:-1] < in_sample[:-1]).all()
 
 
 def test_out_of_fold_probe_scores_differ_from_in_sample_ones() -> None:

@@ -13,7 +13,6 @@ from retailnb.evaluation.rejection import (
     calibration_scores,
     evaluate_rejection,
     known_scores,
-    leave_one_out_knn_scores,
     logistic_fit,
     normalize,
     threshold_at_recall,
@@ -45,19 +44,6 @@ def test_knn_is_the_similarity_to_the_kth_nearest_enrolled_image() -> None:
         assert known_scores("knn", features=x, reference=reference)[0] == pytest.approx(expected)
     with pytest.raises(ValueError, match="knn_k must be at least 1"):
         Reference(train, np.array([0, 1, 1]), 2, knn_k=0)
-
-
-def test_leave_one_out_knn_leaves_the_image_itself_out_and_a_lone_product_is_nan() -> None:
-    rng = np.random.default_rng(0)
-    x, y = clusters(rng, rng.normal(size=(3, 8)) * 3, 4)
-    x, y = np.concatenate([x, rng.normal(size=(1, 8))]), np.concatenate([y, [3]])
-    loo = leave_one_out_knn_scores(x, y)
-    unit = normalize(x)
-    sims = unit @ unit.T
-    np.fill_diagonal(sims, -np.inf)
-    assert np.allclose(loo[:-1], sims.max(axis=1)[:-1]) and np.isnan(loo[-1])
-    assert (loo[:-1] < 1.0 - 1e-9).all()  # never the image's own similarity of 1
-    assert np.array_equal(calibration_scores("knn", x, y), loo, equal_nan=True)
 
 
 def test_mahalanobis_is_minus_the_shared_covariance_distance_to_the_nearest_class_mean() -> None:
