@@ -29,8 +29,8 @@ check: it should be the recall), known accuracy with rejection on (a rejected kn
 error) and its drop from the probe's accuracy, and AUROC on the second unknown set: each mean with its
 t-interval over the seeds.
 
-Then the trade-off a store chooses with ``--recall``: the bundle's default score (and ``+neg``) with its
-threshold at each of ``--recalls``, and what that threshold does on test: held-out products rejected, known
+Then the trade-off a store chooses with ``--recall``: the bundle's default score (and ``+neg``), and
+``background`` where there are negatives, with the threshold at each of ``--recalls``, and what that threshold does on test: held-out products rejected, known
 images accepted, known accuracy lost, second set rejected.
 
 Usage:
@@ -71,7 +71,10 @@ MEASURES = ("auroc", "sibling_auroc", "new_group_auroc", "unknown_rejection", "k
 RECALLS = (0.9, 0.95, 0.97, 0.99)
 """The known-product recalls of the trade-off tables (``--recalls``)."""
 TRADEOFF_MEASURES = ("unknown_rejection", "known_acceptance", "accuracy_drop", "source_unknown_rejection")
-"""The columns of the trade-off tables: what the bundle's default score's threshold does at each recall."""
+"""The columns of the trade-off tables: what a score's threshold does at each recall."""
+TRADEOFF_SCORES = (DEFAULT_REJECTION_SCORE, "background")
+"""The scores of the trade-off tables: the bundle's default (and ``+neg``), and ``background`` where there are
+negatives (what a bundle with negatives offers)."""
 
 
 # --- features -------------------------------------------------------------------------------------
@@ -251,7 +254,8 @@ def tradeoff_table(results: dict[str, Any]) -> list[str]:
     for dataset, backbones in results.get("tradeoff", {}).items():
         rows = [([backbone, score, recall], values) for backbone, scores in backbones.items()
                 for score, recalls in scores.items() for recall, values in recalls.items()]
-        heading = f"{dataset}: the threshold's recall against what it costs ({results['tradeoff_score']})"
+        scores = ", ".join(results["tradeoff_scores"])
+        heading = f"{dataset}: the threshold's recall against what it costs ({scores})"
         lines += section(heading, ["backbone", "score", "recall"], rows, TRADEOFF_MEASURES)
     return lines
 
@@ -306,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = args.seeds or list(params["evaluate"]["seeds"])
     spec = params["evaluate"]["rejection"]
     results: dict[str, Any] = {"seeds": seeds, "grocery_seeds": args.grocery_seeds or seeds, "params": spec,
-                               "datasets": {}, "recalls": args.recalls, "tradeoff_score": DEFAULT_REJECTION_SCORE,
+                               "datasets": {}, "recalls": args.recalls, "tradeoff_scores": TRADEOFF_SCORES,
                                "tradeoff": {}}
     for dataset in args.datasets:
         if dataset.startswith("grocery") and not has_grocery(args.grocery):
@@ -328,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
                             cell.setdefault(m, []).append(float(row[m]))
                 for recall in args.recalls:
                     rows = measure(f, y_train, y_test, groups, params, seed, c=c, recall=recall,
-                                   scores=[DEFAULT_REJECTION_SCORE])
+                                   scores=TRADEOFF_SCORES)
                     for score, row in rows.items():
                         cell = costs.setdefault(backbone, {}).setdefault(score, {}).setdefault(f"{recall:g}", {})
                         for m in TRADEOFF_MEASURES:

@@ -151,7 +151,8 @@ TRADEOFF_COLUMNS = {"unknown_rejection": "held out rejected", "known_acceptance"
 
 def rejection_tradeoff_table(backbone: str = "student") -> str:
     """``benchmarks/bench_rejection.py``'s trade-off on every dataset for ``backbone``: the bundle's default
-    score (and with the store's negatives) at each known-product recall its threshold was chosen for."""
+    score (and with the store's negatives) and ``background`` at each known-product recall its threshold was
+    chosen for."""
     costs = read(RESULTS / "rejection.json")["tradeoff"]
     rows = []
     for dataset, backbones in costs.items():

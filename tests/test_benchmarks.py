@@ -307,11 +307,11 @@ def test_the_rejection_benchmark_measures_every_score_in_smoke_mode(tmp_path: Pa
     assert "| main | relative_mahalanobis |" in out and "| student | knn+neg |" in out
     assert "| main | background |" in out
     assert (tmp_path / "rejection.md").read_text().startswith("Unknown-product rejection; seeds [0]")
-    # the trade-off: the bundle's default score, alone and with the negatives, at every recall asked for
-    assert results["params"]["recall"] == 0.95 and results["tradeoff_score"] == "prototype"
+    # the trade-off: the bundle's default score, alone and with the negatives, and background, at every recall
+    assert results["params"]["recall"] == 0.95 and results["tradeoff_scores"] == ["prototype", "background"]
     costs = results["tradeoff"]["synthetic"]
     for backbone, scores in costs.items():
-        assert set(scores) == {"prototype", "prototype+neg"}
+        assert set(scores) == {"prototype", "prototype+neg", "background"}
         for score, recalls in scores.items():
             assert list(recalls) == ["0.5", "0.95", "1"]
             # at the protocol's recall it is the main table's row, measure for measure
@@ -323,7 +323,7 @@ def test_the_rejection_benchmark_measures_every_score_in_smoke_mode(tmp_path: Pa
             # a higher recall lowers the threshold: more known and unknown images pass, less accuracy is lost
             assert accepted == sorted(accepted) and rejected == sorted(rejected, reverse=True), (accepted, rejected)
             assert drops == sorted(drops, reverse=True) and accepted[0] < accepted[-1], (drops, accepted)
-    assert "### synthetic: the threshold's recall against what it costs (prototype)" in out
+    assert "### synthetic: the threshold's recall against what it costs (prototype, background)" in out
     assert "| student | prototype+neg | 0.5 |" in out
 
 

@@ -19,7 +19,7 @@ CUDA when available."""
 DEFAULT_REJECTION_SCORE: Score = "prototype"
 """The known-ness score a new bundle rejects unknown products with
 (:attr:`~retailnb.bundle.model.ProbeSettings.rejection_score`; ``retailnb fit --rejection-score`` chooses
-another): one of :data:`retailnb.config.score_names.SCORES`."""
+another): one of :data:`retailnb.config.score_names.BUNDLE_SCORES`."""
 
 ON_ERROR = ("raise", "skip")
 """What :func:`~retailnb.bundle.embed.embed_files`, :func:`~retailnb.bundle.predict.predict_files` and the

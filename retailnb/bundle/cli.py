@@ -57,7 +57,7 @@ from retailnb.bundle.choices import (
     TABLE_WIDTH,
     WAIT_S,
 )
-from retailnb.config.score_names import SCORES
+from retailnb.config.score_names import BUNDLE_SCORES
 
 EXIT_USER_ERROR = 2
 """Exit status of a command stopped by bad input (argparse uses the same for bad arguments)."""
@@ -107,12 +107,14 @@ def _rejection_options(p: argparse.ArgumentParser) -> None:
                    help="share of known-product images to accept, 0 < R <= 1: images scoring below the threshold "
                    "that accepts R of the enrolled images (held out) are answered 'unknown'; stored in the bundle "
                    "(default: the bundle's, 0.95 for a new one)")
-    p.add_argument("--rejection-score", choices=SCORES,
+    p.add_argument("--rejection-score", choices=BUNDLE_SCORES,
                    help="known-ness score of the rejection: knn (cosine to the nearest enrolled image), prototype "
                    "(cosine to the nearest product's mean feature), mahalanobis or relative_mahalanobis (distance "
                    "to the nearest product's Gaussian, the latter less the distance to all images' Gaussian), msp "
-                   "(the probe's top probability) or energy (log-sum-exp of its logits); knn and prototype "
-                   "subtract the cosine to the nearest of the bundle's negatives (add-negatives); stored in the "
+                   "(the probe's top probability), energy (log-sum-exp of its logits) or background (one minus "
+                   "the probability of a probe over the products and the bundle's negatives that an image is a "
+                   "negative; needs negatives); knn and prototype subtract the cosine to the nearest of the "
+                   "bundle's negatives (add-negatives); stored in the "
                    f"bundle (default: the bundle's, {DEFAULT_REJECTION_SCORE} for a new one)")
 
 
@@ -220,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _bundle_edit_options(p, "bundle to add the negatives to", run="cmd_add_negatives", choose_c=False)
 
     p = sub.add_parser("remove-negatives", help="drop every negative of a bundle; its threshold is chosen again")
+    _rejection_options(p)
     _bundle_edit_options(p, "bundle whose negatives to drop", run="cmd_remove_negatives", choose_c=False)
 
     p = sub.add_parser("predict", help="the most probable products of each image")

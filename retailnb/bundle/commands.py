@@ -32,6 +32,7 @@ from retailnb.bundle.fit import (
     add_negatives,
     add_products,
     check_new_products,
+    check_background,
     fit_probe,
     new_bundle,
     remove_negatives,
@@ -51,7 +52,7 @@ from retailnb.bundle.predict import predict_files
 from retailnb.data.adapters import DatasetError
 from retailnb.data.inputs import image_files, product_folders
 from retailnb.data.images import ImageError
-from retailnb.config.score_names import NEGATIVE_SCORES
+from retailnb.config.score_names import USES_NEGATIVES
 from retailnb.util.hashing import files_sha256
 from retailnb.util.locks import BusyError, exclusive
 from retailnb.models.backbone import WeightsUnavailableError
@@ -324,6 +325,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         products = product_folders(args.folder)
         bundle = _rejection_options(_base_bundle(args), args)
         check_new_products(dataclasses.replace(bundle, class_names=()), list(products))  # before embedding
+        check_background(bundle.settings, bundle.n_negatives)
         features, names, source = _folder_features(bundle, args.folder, products)
         start = time.perf_counter()
         fitted = fit_probe(bundle, features, names, source=source, image_kind=args.images)
@@ -368,9 +370,9 @@ def negatives_line(bundle: Bundle, added: int) -> str:
     uses them."""
     line = f"added {added} negative image{'' if added == 1 else 's'} ({bundle.n_negatives} in all)"
     score = bundle.rejection.score if bundle.rejection is not None else bundle.settings.rejection_score
-    if score not in NEGATIVE_SCORES:
+    if score not in USES_NEGATIVES:
         line += (f"; the {score} score does not use them (--rejection-score "
-                 f"{' or '.join(NEGATIVE_SCORES)} does)")
+                 f"{', '.join(USES_NEGATIVES[:-1])} or {USES_NEGATIVES[-1]} does)")
     return line
 
 
@@ -397,10 +399,10 @@ def cmd_add_negatives(args: argparse.Namespace) -> None:
 
 def cmd_remove_negatives(args: argparse.Namespace) -> None:
     """``retailnb remove-negatives``: the bundle without its negatives, its threshold chosen again (under its
-    lock)."""
+    lock; ``--rejection-score`` moves a bundle off ``background``, which needs them)."""
     target = check_writable(args.out or args.bundle)
     with exclusive(target, args.wait):
-        bundle = _edited_bundle(args)
+        bundle = _rejection_options(_edited_bundle(args), args)
         removed = remove_negatives(bundle)
         _say(f"removed {bundle.n_negatives} negative image{'' if bundle.n_negatives == 1 else 's'}")
         _say(rejection_line(removed.rejection))

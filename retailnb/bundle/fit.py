@@ -55,8 +55,13 @@ from retailnb.bundle.model import (
     frozen_backbone,
 )
 from retailnb.evaluation.probe import fit_logistic_probe
-from retailnb.evaluation.rejection import calibration_scores, logistic_fit, threshold_at_recall
-from retailnb.config.score_names import PROBE_SCORES, check_score
+from retailnb.evaluation.rejection import (
+    background_training_set,
+    calibration_scores,
+    logistic_fit,
+    threshold_at_recall,
+)
+from retailnb.config.score_names import BACKGROUND_SCORES, PROBE_SCORES, SCORES, check_bundle_score
 from retailnb.models.backbone import WEIGHTS_HUB, WEIGHTS_NONE, create_backbone
 from retailnb.models.backbone_info import resolve_backbone
 from retailnb.models.inference import IMAGENET_MEAN, IMAGENET_STD
@@ -204,18 +209,40 @@ def choose_rejection(features: np.ndarray, labels: np.ndarray, settings: ProbeSe
     look-alike images scored by the prototypes, nearest images, Gaussians or probes (refitted at ``c``) of
     the other folds. In-sample scores, or scores against an image's near-copies, would be over-confident and
     reject too many known images. The scores that use ``negatives`` (the
-    bundle's, :data:`~retailnb.config.score_names.NEGATIVE_SCORES`) are calibrated with them, as they are
+    bundle's, :data:`~retailnb.config.score_names.USES_NEGATIVES`) are calibrated with them, as they are
     then computed. A product with a single image cannot be scored out of fold (skipped); when no image
     can, the threshold is ``-inf`` (accept everything) and a warning says rejection is off.
     """
-    score = check_score(settings.rejection_score)
-    fit = logistic_fit(c, seed=settings.seed) if score in PROBE_SCORES else None
+    score = check_bundle_score(settings.rejection_score)
+    fit = logistic_fit(c, seed=settings.seed) if score in PROBE_SCORES or score in BACKGROUND_SCORES else None
     calibration = calibration_scores(score, features, labels, fit=fit, seed=settings.seed, negatives=negatives)
     rejection = Rejection(score, float(settings.recall), threshold_at_recall(calibration, settings.recall))
     if not rejection.active:
         logger.warning("unknown-product rejection is off: no enrolled image could be scored out of fold; it "
                        "needs products with two or more images")
     return rejection
+
+
+def check_background(settings: ProbeSettings, n_negatives: int) -> None:
+    """A ValueError, saying what to do, when ``settings`` reject with ``background`` and there are no negatives."""
+    if settings.rejection_score in BACKGROUND_SCORES and not n_negatives:
+        raise ValueError("the background rejection score needs negatives, images the store does not sell: add "
+                         "them with the score (`retailnb add-negatives IMAGES --rejection-score background`), or "
+                         f"choose another score (one of {', '.join(SCORES)})")
+
+
+def fit_background(features: np.ndarray, labels: np.ndarray, settings: ProbeSettings, c: float,
+                   negatives: np.ndarray | None) -> LinearProbe | None:
+    """The ``background`` score's probe (:attr:`~retailnb.bundle.model.Bundle.background`) at the probe's
+    ``c``, when ``settings`` reject with it; None otherwise.
+
+    Raises:
+        ValueError: ``settings`` reject with ``background`` and there are no negatives.
+    """
+    if settings.rejection_score not in BACKGROUND_SCORES:
+        return None
+    check_background(settings, 0 if negatives is None else len(negatives))
+    return LinearProbe.from_pipeline(_fit_pipeline(*background_training_set(features, labels, negatives), settings, c))
 
 
 def _refit(bundle: Bundle, features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
@@ -230,7 +257,7 @@ def _refit(bundle: Bundle, features: np.ndarray, labels: np.ndarray, class_names
     missing = sorted(set(range(len(class_names))) - set(labels.tolist()))
     if missing:
         raise ValueError(f"every class needs training images; none for {', '.join(class_names[i] for i in missing)}")
-    probe, c_from, rejection = None, None, None
+    probe, c_from, rejection, background = None, None, None, None
     if class_names:
         if len(class_names) < 2:
             raise ValueError(f"a probe needs at least two products, got only {class_names[0]!r}")
@@ -239,11 +266,14 @@ def _refit(bundle: Bundle, features: np.ndarray, labels: np.ndarray, class_names
         pipe = _fit_pipeline(features, labels, bundle.settings, bundle.probe.c if keep and bundle.probe else None)
         counts = np.bincount(labels, minlength=len(class_names)) if bundle.settings.uniform_prior else None
         probe = LinearProbe.from_pipeline(pipe, counts)
+        check_background(bundle.settings, bundle.n_negatives)
         rejection = choose_rejection(features, labels, bundle.settings, probe.c, bundle.negatives)
+        background = fit_background(features, labels, bundle.settings, probe.c, bundle.negatives)
     entry = _history_entry(change, features, probe.c if probe else None, c_from, rejection, bundle.n_negatives)
     history = [*bundle.provenance.get("history", []), entry]
     return dataclasses.replace(bundle, class_names=class_names, features=features, labels=labels, probe=probe,
-                               rejection=rejection, provenance={**bundle.provenance, "history": history})
+                               rejection=rejection, background=background,
+                               provenance={**bundle.provenance, "history": history})
 
 
 def fit_probe(
@@ -430,16 +460,19 @@ def _with_negatives(bundle: Bundle, negatives: np.ndarray | None, change: _Chang
     """A copy of ``bundle`` whose negatives are ``negatives`` (None: none), its threshold chosen again.
 
     The probe is not refitted (negatives never train it); the rejection threshold is chosen again with the
-    probe's C when the bundle has a probe, since the scores that use negatives change with them.
+    probe's C when the bundle has a probe, since the scores that use negatives change with them, and so is
+    the ``background`` score's probe, which they train.
     """
-    probe, rejection = bundle.probe, None
-    if probe is not None:
-        rejection = choose_rejection(bundle.features, bundle.labels, bundle.settings, probe.c, negatives)
+    probe, rejection, background = bundle.probe, None, None
     n_negatives = 0 if negatives is None else len(negatives)
+    if probe is not None:
+        check_background(bundle.settings, n_negatives)
+        rejection = choose_rejection(bundle.features, bundle.labels, bundle.settings, probe.c, negatives)
+        background = fit_background(bundle.features, bundle.labels, bundle.settings, probe.c, negatives)
     entry = _history_entry(change, bundle.features, probe.c if probe else None, "kept" if probe else None,
                            rejection, n_negatives)
     history = [*bundle.provenance.get("history", []), entry]
-    return dataclasses.replace(bundle, negatives=negatives, rejection=rejection,
+    return dataclasses.replace(bundle, negatives=negatives, rejection=rejection, background=background,
                                provenance={**bundle.provenance, "history": history})
 
 
@@ -449,8 +482,9 @@ def add_negatives(bundle: Bundle, features: np.ndarray, *, source: Mapping[str, 
     Negatives are images the store knows it does not sell (say, the products pretraining saw, or a folder
     of other shops' products). They never train the probe; the ``prototype`` and ``knn`` scores
     (:data:`~retailnb.config.score_names.NEGATIVE_SCORES`) subtract an image's cosine similarity to the
-    nearest negative, so an image like a negative is more readily answered :data:`UNKNOWN`. The
-    rejection threshold is chosen again with them (:func:`choose_rejection`); other scores ignore them.
+    nearest negative, so an image like a negative is more readily answered :data:`UNKNOWN`, and the
+    ``background`` score (which needs them) fits a probe with them as one more class (:func:`fit_background`).
+    The rejection threshold is chosen again with them (:func:`choose_rejection`); other scores ignore them.
     They are added to any negatives the bundle holds, and every later refit (adding, removing or
     fitting products) keeps them.
 
@@ -487,7 +521,8 @@ def remove_negatives(bundle: Bundle, *, source: Mapping[str, Any] | None = None)
         source: JSON description of why or by whom, for provenance.
 
     Raises:
-        ValueError: the bundle holds no negatives.
+        ValueError: the bundle holds no negatives, or rejects with the ``background`` score, which needs them
+            (choose another score first: ``dataclasses.replace(bundle, settings=...)``).
     """
     if not bundle.n_negatives:
         raise ValueError("this bundle holds no negatives to remove")

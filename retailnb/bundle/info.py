@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 import retailnb
-from retailnb.config.score_names import NEGATIVE_SCORES
+from retailnb.config.score_names import USES_NEGATIVES
 from retailnb.util.errors import FileProblem
 from retailnb.util.tables import aligned
 
@@ -34,15 +34,17 @@ UNKNOWN = "unknown"
 BUNDLE_FORMAT_NAME = "retailnb.bundle"
 """The ``format`` value of every bundle's ``bundle.json``: tells a bundle from any other zip file."""
 
-BUNDLE_FORMAT = 2
+BUNDLE_FORMAT = 3
 """Version of the bundle file layout this retailnb writes; raised whenever it changes.
 
 2 added the negatives (``negatives/features.npy``) and the scores beyond ``msp``, ``energy`` and
 ``prototype``: a retailnb that reads only 1 would ignore the negatives the threshold was chosen with, so it
-is told the version instead."""
+is told the version instead. 3 added the ``background`` score and its probe (``background/*.npy``, with
+its C in ``bundle.json``), which a retailnb that reads only 2 could not score."""
 
-READABLE_FORMATS = (1, 2)
-"""The bundle format versions this retailnb reads: its own, and 1 (a bundle without negatives)."""
+READABLE_FORMATS = (1, 2, 3)
+"""The bundle format versions this retailnb reads: its own, 2 (no background probe) and 1 (no negatives
+either)."""
 
 NEGATIVES = "negatives/features.npy"
 """The archive entry of a bundle's negatives, (M, D) float32; absent when it has none."""
@@ -66,7 +68,7 @@ def check_meta(meta: Any, path: PathLike) -> dict[str, Any]:
     version = meta.get("format_version")
     if isinstance(version, bool) or version not in READABLE_FORMATS:
         writer = meta.get("retailnb_version", "an unknown version")
-        readable = " and ".join(map(str, READABLE_FORMATS))
+        readable = ", ".join(map(str, READABLE_FORMATS[:-1])) + f" and {READABLE_FORMATS[-1]}"
         raise BundleError(
             path,
             f"bundle format {version}, this retailnb reads {readable} (this is retailnb {retailnb.__version__}; "
@@ -257,8 +259,9 @@ def format_info(info: Mapping[str, Any]) -> str:
     if rejection is not None:
         lines.append(["rejection", _rejection_text(rejection)])
     n_negatives = int(info.get("n_negatives", 0))
-    lines.append(["negatives", f"{n_negatives} images it never names (used by the {' and '.join(NEGATIVE_SCORES)} "
-                  "scores)" if n_negatives else "none"])
+    used_by = f"{', '.join(USES_NEGATIVES[:-1])} and {USES_NEGATIVES[-1]}"
+    lines.append(["negatives", f"{n_negatives} images it never names (used by the {used_by} scores)"
+                  if n_negatives else "none"])
     lines += [[f"history {i}", _history_line(step)] for i, step in enumerate(info["provenance"].get("history", []), 1)]
     products = [["product", "images"], *([name, str(n)] for name, n in info["products"].items())]
     summary = f"{info['n_products']} products, {info['n_train']} training images"

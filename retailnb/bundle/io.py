@@ -8,7 +8,9 @@ The file format (:data:`~retailnb.bundle.info.BUNDLE_FORMAT`) is one uncompresse
 * ``probe/{mean,scale,coef,intercept}.npy``: the standardiser and the logistic regression;
 * ``train/{features,labels}.npy``: the training features and their class indices;
 * ``negatives/features.npy``: the features of the images the bundle must never name (format 2), only
-  when it has some.
+  when it has some;
+* ``background/{mean,scale,coef,intercept}.npy``: the ``background`` score's probe (format 3), only when
+  the bundle rejects with it.
 
 Only JSON and ``.npy`` arrays read with ``allow_pickle=False``: loading a bundle never runs code from
 the file. Entries carry a fixed timestamp, so the same bundle always gives the same bytes (and the same
@@ -19,8 +21,8 @@ The operations of :mod:`retailnb.bundle.fit` return a new bundle and touch no fi
 :func:`save_bundle`. To change a bundle file in place, use :func:`edit_bundle`: it holds the file's lock
 (:func:`retailnb.util.locks.exclusive`) from load to save, so two concurrent edits land one after the
 other instead of the later save dropping the earlier change. The rejection threshold is kept in
-``bundle.json`` (``rejection``); a file written before it existed loads with rejection off, and a file of
-format 1 loads without negatives.
+``bundle.json`` (``rejection``); a file written before it existed loads with rejection off, a file of
+format 1 loads without negatives, and one of format 2 without a background probe.
 
 The SHA-256 of files (:mod:`retailnb.util.hashing`) versions the data and weights a bundle's provenance
 names.
@@ -62,6 +64,7 @@ from retailnb.bundle.model import (
     frozen_backbone,
     inference_device,
 )
+from retailnb.config.score_names import BACKGROUND_SCORES
 from retailnb.models.backbone import create_backbone
 from retailnb.util.atomic import atomic_write
 from retailnb.util.locks import exclusive
@@ -81,6 +84,7 @@ def bundle_meta(bundle: Bundle) -> dict[str, Any]:
         "preprocessing": {"image_size": p.image_size, "mean": list(p.mean), "std": list(p.std)},
         "class_names": list(bundle.class_names),
         "probe": None if bundle.probe is None else {"c": bundle.probe.c},
+        "background": None if bundle.background is None else {"c": bundle.background.c},
         "settings": {"cs": list(s.cs), "cv": s.cv, "max_iter": s.max_iter, "seed": s.seed,
                      "uniform_prior": s.uniform_prior, "rejection_score": s.rejection_score, "recall": s.recall},
         "rejection": None if bundle.rejection is None else bundle.rejection.as_json(),
@@ -95,9 +99,9 @@ def _arrays(bundle: Bundle) -> dict[str, np.ndarray]:
     for key, tensor in bundle.backbone.state_dict().items():
         t = tensor.detach().cpu()
         arrays[f"backbone/{key}"] = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
-    if bundle.probe is not None:
-        for key in _PROBE_KEYS:
-            arrays[f"probe/{key}"] = getattr(bundle.probe, key)
+    for name, probe in (("probe", bundle.probe), ("background", bundle.background)):
+        if probe is not None:
+            arrays.update({f"{name}/{key}": getattr(probe, key) for key in _PROBE_KEYS})
     arrays["train/features"] = np.asarray(bundle.features, dtype=np.float32)
     arrays["train/labels"] = np.asarray(bundle.labels, dtype=np.int64)
     if bundle.n_negatives:
@@ -229,9 +233,9 @@ def _backbone(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -
 def _bundle(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> Bundle:
     """A :class:`Bundle` from the parsed file; KeyError or ValueError when an entry is missing or wrong."""
     pre = meta["preprocessing"]
-    probe = None
-    if meta["probe"] is not None:
-        probe = LinearProbe(**{k: arrays[f"probe/{k}"] for k in _PROBE_KEYS}, c=float(meta["probe"]["c"]))
+    probe, background = (None if meta.get(name) is None  # no background before format 3
+                         else LinearProbe(**{k: arrays[f"{name}/{k}"] for k in _PROBE_KEYS}, c=float(meta[name]["c"]))
+                         for name in ("probe", "background"))
     s = meta["settings"]
     rejection = meta.get("rejection")  # absent in files written before rejection: it stays off
     negatives = arrays.get(NEGATIVES[: -len(".npy")])  # absent in format 1, and without negatives
@@ -249,6 +253,7 @@ def _bundle(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> 
         provenance=meta["provenance"],
         rejection=None if rejection is None or probe is None else Rejection.from_json(rejection),
         negatives=negatives,
+        background=background,
     )
 
 
@@ -265,8 +270,9 @@ def _check_consistent(bundle: Bundle, path: Path) -> None:
     if UNKNOWN in names:
         problems.append(f"a product named {UNKNOWN!r}, the answer for images it rejects")
     arrays = {"training features": bundle.features}
-    if bundle.probe is not None:
-        arrays.update({f"probe {k}": getattr(bundle.probe, k) for k in _PROBE_KEYS})
+    for name, probe in (("probe", bundle.probe), ("background probe", bundle.background)):
+        if probe is not None:
+            arrays.update({f"{name} {k}": getattr(probe, k) for k in _PROBE_KEYS})
     negatives = bundle.negatives
     if negatives is not None:
         if negatives.dtype.kind not in "fiu" or negatives.ndim != 2 or negatives.shape[1] != d:
@@ -280,6 +286,11 @@ def _check_consistent(bundle: Bundle, path: Path) -> None:
         problems.append(f"training labels outside [0, {k})")
     if bundle.probe is not None and bundle.probe.coef.shape != (k, d):
         problems.append(f"probe weights of shape {bundle.probe.coef.shape} for {k} classes of width {d}")
+    if bundle.background is not None and bundle.background.coef.shape != (k + 1, d):
+        problems.append(f"background probe weights of shape {bundle.background.coef.shape} for {k} classes and "
+                        f"the negatives, of width {d}")
+    if bundle.rejection is not None and bundle.rejection.score in BACKGROUND_SCORES and bundle.background is None:
+        problems.append("rejection by the background score without its background probe")
     if problems:
         raise BundleError(path, "corrupt bundle: " + "; ".join(problems))
 

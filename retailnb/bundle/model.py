@@ -50,7 +50,7 @@ from torch import nn
 
 from retailnb.bundle.choices import DEFAULT_REJECTION_SCORE, DEVICES
 from retailnb.bundle.info import BUNDLE_FORMAT, BUNDLE_FORMAT_NAME, UNKNOWN, BundleError  # noqa: F401 (re-exported)
-from retailnb.config.score_names import check_score
+from retailnb.config.score_names import check_bundle_score
 from retailnb.data.images import ImageError
 from retailnb.models.backbone import feature_dim
 from retailnb.models.inference import IMAGENET_MEAN, IMAGENET_STD, model_device
@@ -114,7 +114,8 @@ class ProbeSettings:
             (post-hoc logit adjustment, Menon et al., ICLR 2021). With the same number of images per
             product the shift is the same for every class and changes no probability.
         rejection_score: the known-ness score of unknown-product rejection, one of
-            :data:`retailnb.config.score_names.SCORES` (default :data:`DEFAULT_REJECTION_SCORE`).
+            :data:`retailnb.config.score_names.BUNDLE_SCORES` (default :data:`DEFAULT_REJECTION_SCORE`;
+            ``background`` needs negatives).
         recall: the share of known-product images the rejection threshold is chosen to accept.
     """
 
@@ -127,7 +128,7 @@ class ProbeSettings:
     recall: float = 0.95
 
     def __post_init__(self) -> None:
-        check_score(self.rejection_score)
+        check_bundle_score(self.rejection_score)
         if isinstance(self.recall, bool) or not isinstance(self.recall, (int, float)) or not 0.0 < self.recall <= 1.0:
             raise ValueError(f"recall must be a number in (0, 1] (the share of known-product images to accept), "
                              f"got {self.recall!r}")
@@ -143,7 +144,7 @@ class Rejection:
     (:func:`retailnb.evaluation.rejection.threshold_at_recall`).
 
     Attributes:
-        score: one of :data:`retailnb.config.score_names.SCORES` (``knn``, ``prototype``, ``msp``, ...).
+        score: one of :data:`retailnb.config.score_names.BUNDLE_SCORES` (``knn``, ``prototype``, ``msp``, ...).
         recall: the target share of known-product images accepted.
         threshold: images scoring below it are unknown; ``-inf`` (accept everything) while no enrolled
             image could be scored out of fold (every product has a single image).
@@ -166,7 +167,7 @@ class Rejection:
     def from_json(cls, data: Mapping[str, Any]) -> Rejection:
         """The inverse of :meth:`as_json`."""
         threshold = data["threshold"]
-        return cls(check_score(str(data["score"])), float(data["recall"]),
+        return cls(check_bundle_score(str(data["score"])), float(data["recall"]),
                    float("-inf") if threshold is None else float(threshold))
 
 
@@ -258,6 +259,10 @@ class Bundle:
         negatives: (M, D) float32 features of images the bundle must never name (outlier exposure: e.g.
             products the store knows it does not sell), which the ``prototype`` and ``knn`` scores hold
             an image's likeness to against it; None when it has none. They never train the probe.
+        background: with the ``background`` rejection score, the probe over the unit features of the
+            products and of the negatives as one more class (row ``K`` of its weights), refitted at the
+            probe's C with every change of products or negatives
+            (:func:`retailnb.evaluation.rejection.background_training_set`); None with another score.
     """
 
     architecture: str
@@ -271,6 +276,7 @@ class Bundle:
     provenance: dict[str, Any] = field(default_factory=dict)
     rejection: Rejection | None = None
     negatives: np.ndarray | None = None
+    background: LinearProbe | None = None
 
     def __post_init__(self) -> None:
         if self.features.size == 0:  # no products yet: (0, D), so that old and new features always stack
@@ -349,7 +355,7 @@ class Predictions(NamedTuple):
             threshold``); all True when rejection is off or was not asked for. None: all known.
         threshold: the threshold ``known`` was decided by; None when nothing was rejected by a threshold.
         rejection_score: the name of the score in ``known_scores`` (one of
-            :data:`retailnb.config.score_names.SCORES`).
+            :data:`retailnb.config.score_names.BUNDLE_SCORES`).
     """
 
     indices: np.ndarray

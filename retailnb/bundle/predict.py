@@ -21,8 +21,8 @@ from retailnb.bundle.info import describe
 from retailnb.bundle.io import bundle_meta, load_bundle
 from retailnb.bundle.choices import ON_ERROR
 from retailnb.bundle.model import Bundle, LinearProbe, PathLike, Predictions, check_features
-from retailnb.evaluation.rejection import Reference, known_scores
-from retailnb.config.score_names import PROBE_SCORES, check_score
+from retailnb.evaluation.rejection import Reference, known_scores, normalize
+from retailnb.config.score_names import BACKGROUND_SCORES, PROBE_SCORES, check_bundle_score
 
 
 def _require_probe(bundle: Bundle) -> LinearProbe:
@@ -50,17 +50,26 @@ def bundle_known_scores(bundle: Bundle, features: np.ndarray, score: str | None 
     """(N,) known-ness of (N, D) features under ``score`` (default: the bundle's rejection score), higher for
     images more like an enrolled product (:func:`retailnb.evaluation.rejection.known_scores`).
 
-    ``msp`` and ``energy`` read the probe's logits; the other scores read the features against
-    :func:`reference` (the stored training features, and the negatives for ``prototype`` and ``knn``).
+    ``msp`` and ``energy`` read the probe's logits, ``background`` the logits of the bundle's
+    :attr:`~retailnb.bundle.model.Bundle.background` probe on unit features; the other scores read the
+    features against :func:`reference` (the stored training features, and the negatives for ``prototype``
+    and ``knn``).
 
     Raises:
-        ValueError: the bundle has no probe, an unknown score, or features that do not fit the backbone.
+        ValueError: the bundle has no probe, an unknown score, ``background`` without the bundle's background
+            probe, or features that do not fit the backbone.
     """
     probe = _require_probe(bundle)
-    score = check_score(score or (bundle.rejection.score if bundle.rejection else bundle.settings.rejection_score))
+    score = check_bundle_score(score or (bundle.rejection.score if bundle.rejection
+                                         else bundle.settings.rejection_score))
     features = check_features(bundle, features, "features")
     if score in PROBE_SCORES:
         return known_scores(score, logits=probe.logits(features))
+    if score in BACKGROUND_SCORES:
+        if bundle.background is None:
+            raise ValueError("this bundle has no background probe: it is fitted when the bundle rejects with the "
+                             "background score (`retailnb add-negatives IMAGES --rejection-score background`)")
+        return known_scores(score, logits=bundle.background.logits(normalize(features)))
     return known_scores(score, features=features, reference=reference(bundle))
 
 

@@ -27,14 +27,30 @@ when it has some: an image's cosine similarity to its nearest negative is subtra
 
 BackgroundScore = Literal["background"]
 BACKGROUND_SCORES: tuple[BackgroundScore, ...] = ("background",)
-"""The scores that need the images a store does not sell, measured only where there are some: ``background``,
-a probe over the enrolled products and one more class of those images, whose known-ness is the probability
-it gives the enrolled products. The evaluation measures it (:func:`~retailnb.evaluation.rejection.evaluate_rejection`
-with negatives); a bundle does not offer it yet, so it is not one of :data:`SCORES`."""
+"""The scores that need the images a store does not sell: ``background``, a probe over the enrolled products
+and one more class of those images, whose known-ness is the probability it gives the enrolled products. The
+evaluation measures it only where there are such images (:func:`~retailnb.evaluation.rejection.evaluate_rejection`
+with negatives), so it is not one of :data:`SCORES`; a bundle with negatives offers it (:data:`BUNDLE_SCORES`)."""
+
+BundleScore = Score | BackgroundScore
+BUNDLE_SCORES: tuple[BundleScore, ...] = (*SCORES, *BACKGROUND_SCORES)
+"""The scores a bundle can reject with (``retailnb fit --rejection-score``): :data:`SCORES` and, with negatives,
+:data:`BACKGROUND_SCORES`."""
+
+USES_NEGATIVES: tuple[BundleScore, ...] = (*NEGATIVE_SCORES, *BACKGROUND_SCORES)
+"""The scores a bundle's negatives change: those that subtract the nearest negative's similarity, and those
+that need negatives."""
 
 
 def check_score(score: str) -> Score:
     """``score`` if it is one of :data:`SCORES`, else a ValueError naming the choices."""
     if score not in SCORES:
         raise ValueError(f"unknown rejection score {score!r}; expected one of {', '.join(SCORES)}")
+    return score  # type: ignore[return-value]
+
+
+def check_bundle_score(score: str) -> BundleScore:
+    """``score`` if it is one of :data:`BUNDLE_SCORES`, else a ValueError naming the choices."""
+    if score not in BUNDLE_SCORES:
+        raise ValueError(f"unknown rejection score {score!r}; expected one of {', '.join(BUNDLE_SCORES)}")
     return score  # type: ignore[return-value]

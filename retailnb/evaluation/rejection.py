@@ -47,39 +47,38 @@ from retailnb.config.score_names import (
     NEGATIVE_SCORES,
     PROBE_SCORES,
     SCORES,
-    BackgroundScore,
-    Score,
-    check_score,
+    BundleScore,
+    check_bundle_score,
 )
 
 LogitsFit = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]
 """Fits a probe on (features, labels) and returns its logits function (N, D) -> (N, K) over the sorted
 labels it saw: how :func:`calibration_scores` refits the probe on each fold."""
 
-AnyScore = Score | BackgroundScore
-"""A score of a bundle (:data:`~retailnb.config.score_names.SCORES`) or one the evaluation alone measures
-(:data:`~retailnb.config.score_names.BACKGROUND_SCORES`)."""
 
+def background_training_set(features: np.ndarray, labels: np.ndarray,
+                            negatives: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """What the ``background`` score's probe is fitted on: the enrolled images (``labels`` ``0..K-1``) and
+    ``negatives`` as one more class, ``K``, all L2-normalised (:func:`normalize`; the probe reads unit
+    features, as the other scores on features compare them: on the Grocery Store Dataset's class-disjoint
+    target that told held-out products apart better than the raw features, AUROC 0.763 [0.749, 0.778]
+    against 0.742 [0.710, 0.775], noisy student, three seeds).
 
-def _check(score: str) -> AnyScore:
-    """``score`` if the evaluation knows it, else :func:`check_score`'s error."""
-    return "background" if score in BACKGROUND_SCORES else check_score(score)
-
-
-def background_fit(fit: LogitsFit, features: np.ndarray, labels: np.ndarray,
-                   negatives: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray]:
-    """The logits function of a probe ``fit`` on the enrolled images (``labels`` ``0..K-1``) and ``negatives``
-    as one more class, ``K``: its last column is the background (what the ``background`` score reads).
-
-    The probe reads L2-normalised features, as the other scores on features compare them: on the Grocery
-    Store Dataset's class-disjoint target that told held-out products apart better than the raw features
-    (AUROC 0.763 [0.749, 0.778] against 0.742 [0.710, 0.775], noisy student, three seeds).
+    Raises:
+        ValueError: no negatives.
     """
     if negatives is None or len(negatives) == 0:
         raise ValueError("the background score needs negatives: images of products the store does not sell")
     labels = np.asarray(labels)
     background = np.full(len(negatives), int(labels.max()) + 1)
-    logits_of = fit(np.concatenate([normalize(features), normalize(negatives)]), np.concatenate([labels, background]))
+    return np.concatenate([normalize(features), normalize(negatives)]), np.concatenate([labels, background])
+
+
+def background_fit(fit: LogitsFit, features: np.ndarray, labels: np.ndarray,
+                   negatives: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray]:
+    """The logits function of a probe ``fit`` on :func:`background_training_set`, which reads unit features:
+    its last column is the background (what the ``background`` score reads)."""
+    logits_of = fit(*background_training_set(features, labels, negatives))
     return lambda x: logits_of(normalize(x))
 
 
@@ -184,7 +183,7 @@ class Reference:
         return np.asarray(-np.partition(-sims, k - 1, axis=1)[:, k - 1])
 
 
-def known_scores(score: AnyScore, *, logits: np.ndarray | None = None, features: np.ndarray | None = None,
+def known_scores(score: BundleScore, *, logits: np.ndarray | None = None, features: np.ndarray | None = None,
                  reference: Reference | None = None) -> np.ndarray:
     """(N,) known-ness of each image, higher for images like an enrolled product.
 
@@ -202,7 +201,7 @@ def known_scores(score: AnyScore, *, logits: np.ndarray | None = None, features:
     The scores of :data:`NEGATIVE_SCORES` subtract the similarity to the nearest of the reference's
     negatives when it has some.
     """
-    score = _check(score)
+    score = check_bundle_score(score)
     if score in PROBE_SCORES or score == "background":
         if logits is None:
             raise ValueError(f"the {score} score needs the probe's logits")
@@ -262,7 +261,7 @@ def near_copy_folds(features: np.ndarray, labels: np.ndarray, folds: int, seed: 
     return out
 
 
-def calibration_scores(score: AnyScore, features: np.ndarray, labels: np.ndarray, *, fit: LogitsFit | None = None,
+def calibration_scores(score: BundleScore, features: np.ndarray, labels: np.ndarray, *, fit: LogitsFit | None = None,
                        folds: int = 3, seed: int = 0, negatives: np.ndarray | None = None,
                        knn_k: int = 1) -> np.ndarray:
     """Out-of-fold known-ness of the enrolled images: what the threshold is chosen from.
@@ -281,7 +280,7 @@ def calibration_scores(score: AnyScore, features: np.ndarray, labels: np.ndarray
     Leave-one-out class means with the covariance of all the images would be cheaper for the Gaussians, but
     the image then shapes the covariance it is measured with (13% accepted for 95% asked, measured once).
     """
-    score = _check(score)
+    score = check_bundle_score(score)
     features, labels = np.asarray(features), np.asarray(labels)
     if (score in PROBE_SCORES or score == "background") and fit is None:
         raise ValueError(f"the {score} score needs a probe fit to calibrate")
@@ -434,7 +433,7 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
                        fit: LogitsFit, unknown_fraction: float, recall: float, seed: int = 0,
                        folds: int = 3, f_source_unknown: np.ndarray | None = None,
                        f_negatives: np.ndarray | None = None, knn_k: int = 1,
-                       scores: tuple[AnyScore, ...] = SCORES, groups: Sequence[str] | None = None) -> dict[str, Any]:
+                       scores: tuple[BundleScore, ...] = SCORES, groups: Sequence[str] | None = None) -> dict[str, Any]:
     """Hold ``unknown_fraction`` of the products out, enrol the rest, and score every rejection score.
 
     The probe is fitted on the known products' training images only; the test images of known products

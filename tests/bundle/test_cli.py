@@ -21,6 +21,7 @@ from retailnb.bundle import commands
 from retailnb.bundle import predict as predict_mod
 from retailnb.bundle.io import load_bundle
 from retailnb.bundle.model import Bundle
+from retailnb.bundle.info import BUNDLE_FORMAT
 from retailnb.bundle.predict import predict_files
 from retailnb.bundle import cli as cli_module
 from retailnb.bundle.cli import main
@@ -212,7 +213,7 @@ def test_bundles_of_another_format_or_missing_are_refused(command: list[str], da
     old = other_version(shop, tmp_path / "old.bundle")
     content = old.read_bytes()
     assert main([command[0], *args, "--bundle", str(old)]) == 2
-    assert "bundle format 99, this retailnb reads 1 and 2 " in capsys.readouterr().err
+    assert "bundle format 99, this retailnb reads 1, 2 and 3 " in capsys.readouterr().err
     assert old.read_bytes() == content
     assert main([command[0], *args, "--bundle", str(tmp_path / "none.bundle")]) == 2
     assert "bundle not found" in capsys.readouterr().err
@@ -499,7 +500,7 @@ def test_info_lists_products_with_image_counts_and_provenance(data: Path, shop: 
     assert [line.split() for line in products] == [[name, "4"] for name in OLD]
     assert main(["info", str(shop), "--format", "json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["products"] == dict.fromkeys(OLD, 4) and info["format_version"] == 2
+    assert info["products"] == dict.fromkeys(OLD, 4) and info["format_version"] == BUNDLE_FORMAT
     assert info["architecture"] == "test_resnet" and info["preprocessing"]["image_size"] == SIZE
     assert info["provenance"]["backbone"]["weights"] == str(data / "backbone.pt")
 

@@ -102,7 +102,7 @@ def test_negatives_are_saved_and_loaded_and_info_counts_them(shop: Bundle, not_s
     with zipfile.ZipFile(save_bundle(shop, tmp_path / "plain.bundle")) as zf:
         assert NEGATIVES not in zf.namelist()  # no entry without negatives
     assert main(["info", str(path)]) == 0
-    assert "negatives         8 images it never names (used by the prototype and knn scores)" in capsys.readouterr().out
+    assert "negatives         8 images it never names (used by the prototype, knn and background scores)" in capsys.readouterr().out
     assert main(["info", str(tmp_path / "plain.bundle")]) == 0
     assert "negatives         none" in capsys.readouterr().out
 
@@ -278,7 +278,8 @@ def test_cli_add_negatives_embeds_every_image_under_a_folder(data: Path, shop_fi
     out = tmp_path / "other.bundle"
     assert main(["add-negatives", str(data / "not_sold" / "white"), "--bundle", str(bundle), "--out", str(out),
                  "--rejection-score", "msp", "--recall", "0.9"]) == 0
-    assert "the msp score does not use them (--rejection-score prototype or knn does)" in capsys.readouterr().err
+    expected = "the msp score does not use them (--rejection-score prototype, knn or background does)"
+    assert expected in capsys.readouterr().err
     more = load_bundle(out)
     assert more.n_negatives == 7 and more.rejection is not None and (more.rejection.score, more.rejection.recall) == (
         "msp", 0.9)
@@ -332,11 +333,11 @@ def test_fit_help_offers_every_score_and_names_the_default(capsys: pytest.Captur
     """``--rejection-score`` offers the scores the package computes, and its help names the default a new
     bundle gets."""
     from retailnb.bundle.choices import DEFAULT_REJECTION_SCORE
-    from retailnb.config.score_names import SCORES
+    from retailnb.config.score_names import BUNDLE_SCORES
 
     assert ProbeSettings().rejection_score == DEFAULT_REJECTION_SCORE
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"(default: the bundle's, {DEFAULT_REJECTION_SCORE} for a new one)" in help_text
-    assert "{" + ",".join(SCORES) + "}" in help_text
+    assert "{" + ",".join(BUNDLE_SCORES) + "}" in help_text
