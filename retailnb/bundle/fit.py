@@ -19,8 +19,9 @@ recall :attr:`~retailnb.bundle.model.ProbeSettings.recall` (:func:`choose_reject
 
 A bundle's negatives (:attr:`~retailnb.bundle.model.Bundle.negatives`: e.g. products the store knows it does
 not sell) never train the probe; the scores of :data:`~retailnb.config.score_names.NEGATIVE_SCORES` hold an
-image's likeness to the enrolled images against its likeness to them, so adding or removing negatives
-chooses the threshold again, and every refit keeps them.
+image's likeness to the enrolled images against its likeness to them, and the ``background`` score's probe
+(:func:`fit_background`) learns them as one more class, so adding or removing negatives chooses the
+threshold again (and refits that probe), and every refit keeps them.
 """
 
 from __future__ import annotations

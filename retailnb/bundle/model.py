@@ -32,7 +32,8 @@ A probe always names one of its products, but a shelf shows many that are not en
 known-ness score is below the bundle's :class:`Rejection` threshold are answered :data:`UNKNOWN`. A bundle
 may also carry *negatives*, features of images it must never name (products the store knows it does not
 sell): the scores of :data:`~retailnb.config.score_names.NEGATIVE_SCORES` count an image that looks like
-one of them as less known.
+one of them as less known, and the ``background`` score rejects with a second probe
+(:attr:`Bundle.background`) over the products and the negatives as one more class.
 """
 
 from __future__ import annotations

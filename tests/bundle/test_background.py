@@ -99,7 +99,8 @@ def test_the_background_probe_is_saved_and_loaded_and_a_format_2_bundle_loads_wi
         meta.pop("background")
         return json.dumps({**meta, "format_version": 2}).encode()
 
-    old = rewrite_entry(save_bundle(shop, tmp_path / "shop.bundle"), tmp_path / "old.bundle", "bundle.json", as_format_2)
+    saved = save_bundle(shop, tmp_path / "shop.bundle")
+    old = rewrite_entry(saved, tmp_path / "old.bundle", "bundle.json", as_format_2)
     assert load_bundle(old).background is None and load_bundle(old).rejection == shop.rejection
     lost = rewrite_entry(path, tmp_path / "lost.bundle", "bundle.json",
                          lambda data: json.dumps({**json.loads(data), "background": None}).encode())
