@@ -527,4 +527,8 @@ def remove_negatives(bundle: Bundle, *, source: Mapping[str, Any] | None = None)
     """
     if not bundle.n_negatives:
         raise ValueError("this bundle holds no negatives to remove")
+    if bundle.settings.rejection_score in BACKGROUND_SCORES:
+        raise ValueError("this bundle rejects with the background score, which needs its negatives: remove them "
+                         "with another score (`retailnb remove-negatives --rejection-score SCORE`, one of "
+                         f"{', '.join(SCORES)})")
     return _with_negatives(bundle, None, _Change("remove_negatives", (), 0, source))

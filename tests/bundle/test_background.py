@@ -74,7 +74,7 @@ def test_background_is_refused_without_negatives_and_keeps_its_negatives(shop: B
     images, names = colour_images(OLD, 4, seed=0)
     with pytest.raises(ValueError, match="background rejection score needs negatives.*add-negatives"):
         fit_probe(with_score(shop, "background"), embed(shop, images), names)
-    with pytest.raises(ValueError, match="background rejection score needs negatives"):
+    with pytest.raises(ValueError, match="rejects with the background score.*--rejection-score SCORE"):
         remove_negatives(backed)
     dropped = remove_negatives(with_score(backed, "knn"))
     assert dropped.negatives is None and dropped.background is None and dropped.rejection is not None
@@ -123,7 +123,7 @@ def test_cli_background_needs_negatives_and_remove_negatives_moves_off_it(
     assert main(["predict", str(data / "shelf"), "--bundle", str(bundle), "--format", "json"]) == 0
     assert {row["answer"] for row in json.loads(capsys.readouterr().out)} == {"unknown"}  # black, like a negative
     assert main(["remove-negatives", "--bundle", str(bundle)]) == 2
-    assert "background rejection score needs negatives" in capsys.readouterr().err
+    assert "rejects with the background score, which needs its negatives" in capsys.readouterr().err
     assert load_bundle(bundle).n_negatives == 5  # refused: the file is unchanged
     assert main(["remove-negatives", "--bundle", str(bundle), "--rejection-score", "prototype"]) == 0
     dropped = load_bundle(bundle)
