@@ -348,6 +348,7 @@ def cmd_add_products(args: argparse.Namespace) -> None:
         products = product_folders(args.folder)
         bundle = _rejection_options(_edited_bundle(args), args)
         check_new_products(bundle, list(products))  # fail before embedding anything
+        check_background(bundle.settings, bundle.n_negatives)
         features, names, source = _folder_features(bundle, args.folder, products)
         start = time.perf_counter()
         enrolled = add_products(bundle, features, names, choose_c=args.choose_c, source=source,

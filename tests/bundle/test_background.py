@@ -117,6 +117,10 @@ def test_cli_background_needs_negatives_and_remove_negatives_moves_off_it(
     assert "background rejection score needs negatives" in err and "embedding" not in err and not out.exists()
 
     bundle = copy_of(shop_file, tmp_path)
+    assert main(["add-products", str(data / "shelf"), "--bundle", str(bundle), "--out", str(out),
+                 "--rejection-score", "background"]) == 2
+    err = capsys.readouterr().err
+    assert "background rejection score needs negatives" in err and "embedding" not in err and not out.exists()
     assert main(["add-negatives", str(data / "not_sold"), "--bundle", str(bundle), "--rejection-score",
                  "background"]) == 0
     assert "unknown-product rejection: background score below" in capsys.readouterr().err
