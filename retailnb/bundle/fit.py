@@ -267,9 +267,8 @@ def _refit(bundle: Bundle, features: np.ndarray, labels: np.ndarray, class_names
         pipe = _fit_pipeline(features, labels, bundle.settings, bundle.probe.c if keep and bundle.probe else None)
         counts = np.bincount(labels, minlength=len(class_names)) if bundle.settings.uniform_prior else None
         probe = LinearProbe.from_pipeline(pipe, counts)
-        check_background(bundle.settings, bundle.n_negatives)
+        background = fit_background(features, labels, bundle.settings, probe.c, bundle.negatives)  # checks first
         rejection = choose_rejection(features, labels, bundle.settings, probe.c, bundle.negatives)
-        background = fit_background(features, labels, bundle.settings, probe.c, bundle.negatives)
     entry = _history_entry(change, features, probe.c if probe else None, c_from, rejection, bundle.n_negatives)
     history = [*bundle.provenance.get("history", []), entry]
     return dataclasses.replace(bundle, class_names=class_names, features=features, labels=labels, probe=probe,
@@ -467,9 +466,8 @@ def _with_negatives(bundle: Bundle, negatives: np.ndarray | None, change: _Chang
     probe, rejection, background = bundle.probe, None, None
     n_negatives = 0 if negatives is None else len(negatives)
     if probe is not None:
-        check_background(bundle.settings, n_negatives)
-        rejection = choose_rejection(bundle.features, bundle.labels, bundle.settings, probe.c, negatives)
         background = fit_background(bundle.features, bundle.labels, bundle.settings, probe.c, negatives)
+        rejection = choose_rejection(bundle.features, bundle.labels, bundle.settings, probe.c, negatives)
     entry = _history_entry(change, bundle.features, probe.c if probe else None, "kept" if probe else None,
                            rejection, n_negatives)
     history = [*bundle.provenance.get("history", []), entry]
