@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from sklearn.model_selection import KFold
 
 from retailnb.bundle.fit import add_products, check_new_products, fit_probe, new_bundle, remove_products
 from retailnb.bundle.io import load_bundle, save_bundle
@@ -132,7 +133,6 @@ def test_a_threshold_from_look_alike_folds_holds_on_a_new_session_where_shuffled
     accepted = (new_photos >= threshold_at_recall(calibration, 0.9)).mean()
     # shuffled folds: every held-out photo has near-copies in the other folds, so it looks more known
     shuffled = np.full(train.sum(), np.nan)
-    from sklearn.model_selection import KFold
     for fit_rows, held in KFold(3, shuffle=True, random_state=0).split(x[train]):
         reference = Reference(x[train][fit_rows], y[train][fit_rows], 6)
         shuffled[held] = known_scores(score, features=x[train][held], reference=reference)
