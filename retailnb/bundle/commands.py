@@ -39,6 +39,7 @@ from retailnb.bundle.fit import (
     remove_products,
 )
 from retailnb.bundle.io import load_bundle, save_bundle
+from retailnb.bundle.info import listed
 from retailnb.bundle.model import (
     Bundle,
     BundleError,
@@ -373,7 +374,7 @@ def negatives_line(bundle: Bundle, added: int) -> str:
     score = bundle.rejection.score if bundle.rejection is not None else bundle.settings.rejection_score
     if score not in USES_NEGATIVES:
         line += (f"; the {score} score does not use them (--rejection-score "
-                 f"{', '.join(USES_NEGATIVES[:-1])} or {USES_NEGATIVES[-1]} does)")
+                 f"{listed(USES_NEGATIVES, 'or')} does)")
     return line
 
 

@@ -53,6 +53,12 @@ META = "bundle.json"
 """The archive entry that holds everything of a bundle that is not an array."""
 
 
+def listed(items: Sequence[object], last: str = "and") -> str:
+    """``items`` in words: ``a``, ``a and b``, ``a, b and c`` (``last``: the word before the last item)."""
+    words = [str(item) for item in items]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {last} {words[-1]}"
+
+
 class BundleError(FileProblem):
     """A bundle file is unreadable, corrupt, of another format version, or does not fit its backbone."""
 
@@ -68,7 +74,7 @@ def check_meta(meta: Any, path: PathLike) -> dict[str, Any]:
     version = meta.get("format_version")
     if isinstance(version, bool) or version not in READABLE_FORMATS:
         writer = meta.get("retailnb_version", "an unknown version")
-        readable = ", ".join(map(str, READABLE_FORMATS[:-1])) + f" and {READABLE_FORMATS[-1]}"
+        readable = listed(READABLE_FORMATS)
         raise BundleError(
             path,
             f"bundle format {version}, this retailnb reads {readable} (this is retailnb {retailnb.__version__}; "
@@ -259,9 +265,8 @@ def format_info(info: Mapping[str, Any]) -> str:
     if rejection is not None:
         lines.append(["rejection", _rejection_text(rejection)])
     n_negatives = int(info.get("n_negatives", 0))
-    used_by = f"{', '.join(USES_NEGATIVES[:-1])} and {USES_NEGATIVES[-1]}"
-    lines.append(["negatives", f"{n_negatives} images it never names (used by the {used_by} scores)"
-                  if n_negatives else "none"])
+    lines.append(["negatives", f"{n_negatives} images it never names (used by the {listed(USES_NEGATIVES)} "
+                  "scores)" if n_negatives else "none"])
     lines += [[f"history {i}", _history_line(step)] for i, step in enumerate(info["provenance"].get("history", []), 1)]
     products = [["product", "images"], *([name, str(n)] for name, n in info["products"].items())]
     summary = f"{info['n_products']} products, {info['n_train']} training images"
