@@ -202,11 +202,11 @@ def known_scores(score: BundleScore, *, logits: np.ndarray | None = None, featur
     negatives when it has some.
     """
     score = check_bundle_score(score)
-    if score in PROBE_SCORES or score == "background":
+    if score in PROBE_SCORES or score in BACKGROUND_SCORES:
         if logits is None:
             raise ValueError(f"the {score} score needs the probe's logits")
         z = np.asarray(logits, dtype=np.float64)
-        if score == "background":
+        if score in BACKGROUND_SCORES:
             return np.asarray(1.0 - softmax(z, axis=1)[:, -1])
         if score == "msp":
             return np.asarray(softmax(z, axis=1).max(axis=1))
@@ -284,10 +284,10 @@ def calibration_scores(score: BundleScore, features: np.ndarray, labels: np.ndar
     """
     score = check_bundle_score(score)
     features, labels = np.asarray(features), np.asarray(labels)
-    if (score in PROBE_SCORES or score == "background") and fit is None:
+    if (score in PROBE_SCORES or score in BACKGROUND_SCORES) and fit is None:
         raise ValueError(f"the {score} score needs a probe fit to calibrate")
-    if score == "background" and (negatives is None or len(negatives) == 0):
-        raise ValueError("the background score needs negatives: images of products the store does not sell")
+    if score in BACKGROUND_SCORES and (negatives is None or len(negatives) == 0):
+        raise ValueError(f"the {score} score needs negatives: images of products the store does not sell")
     out = np.full(len(labels), np.nan)
     if len(labels) < 2:
         return out
@@ -304,7 +304,7 @@ def calibration_scores(score: BundleScore, features: np.ndarray, labels: np.ndar
         if score in PROBE_SCORES:
             assert fit is not None
             out[scorable] = known_scores(score, logits=fit(features[train], train_labels)(features[scorable]))
-        elif score == "background":
+        elif score in BACKGROUND_SCORES:
             assert fit is not None
             logits_of = background_fit(fit, features[train], train_labels, negatives)
             out[scorable] = known_scores(score, logits=logits_of(features[scorable]))
