@@ -147,10 +147,11 @@ def probe_c(f_train: np.ndarray, y_train: np.ndarray, seed: int) -> float:
 
 def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, groups: list[str],
             params: dict[str, Any], seed: int, *, c: float, recall: float,
-            scores: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+            scores: Sequence[str] | None = None, more_recalls: Sequence[float] = ()) -> dict[str, dict[str, Any]]:
     """``scores`` (default: every score; and ``+neg`` with ``f['negatives']`` for those that use them) on one
     backbone's features, thresholds at ``recall``, the probe at ``c``: a row per score, the held-out products
-    also measured apart by ``groups`` (each class's kind or brand family)."""
+    also measured apart by ``groups`` (each class's kind or brand family); each row's ``at_recall`` holds the
+    threshold's measures at each of ``more_recalls`` (the same fits)."""
     from retailnb.config.score_names import BACKGROUND_SCORES, NEGATIVE_SCORES, SCORES
     from retailnb.evaluation.rejection import evaluate_rejection, logistic_fit
 
@@ -158,7 +159,7 @@ def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, g
     chosen = tuple(scores or (*SCORES, *BACKGROUND_SCORES))
     kwargs = dict(fit=logistic_fit(c, seed=seed), unknown_fraction=float(spec["unknown_fraction"]),
                   recall=recall, seed=seed, folds=int(spec["folds"]),
-                  f_source_unknown=f.get("source"), groups=groups)
+                  f_source_unknown=f.get("source"), groups=groups, more_recalls=more_recalls)
     plain = evaluate_rejection(f["train"], y_train, f["test"], y_test, scores=tuple(s for s in chosen if s in SCORES),
                                **kwargs)
     rows = {score: dict(plain[score]) for score in plain if isinstance(plain[score], dict)}
@@ -170,7 +171,8 @@ def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, g
         rows.update({score if score in BACKGROUND_SCORES else f"{score}+neg": dict(negative[score])
                      for score in negative_scores})
     for row in rows.values():
-        row["accuracy_drop"] = row["closed_accuracy"] - row["known_accuracy"]
+        for cells in (row, *row.get("at_recall", {}).values()):
+            cells["accuracy_drop"] = cells["closed_accuracy"] - cells["known_accuracy"]
     return rows
 
 
@@ -324,20 +326,20 @@ def main(argv: list[str] | None = None) -> None:
             features, y_train, y_test, groups = dataset_features(dataset, args, params, seed, cache)
             for backbone, f in features.items():
                 c = probe_c(f["train"], y_train, seed)
-                rows = measure(f, y_train, y_test, groups, params, seed, c=c, recall=float(spec["recall"]))
+                rows = measure(f, y_train, y_test, groups, params, seed, c=c, recall=float(spec["recall"]),
+                               more_recalls=args.recalls)
                 for score, row in rows.items():
                     cell = per.setdefault(backbone, {}).setdefault(score, {})
                     for m in MEASURES:
                         if m in row:
                             cell.setdefault(m, []).append(float(row[m]))
-                for recall in args.recalls:
-                    rows = measure(f, y_train, y_test, groups, params, seed, c=c, recall=recall,
-                                   scores=TRADEOFF_SCORES)
-                    for score, row in rows.items():
-                        cell = costs.setdefault(backbone, {}).setdefault(score, {}).setdefault(f"{recall:g}", {})
+                    if score.removesuffix("+neg") not in TRADEOFF_SCORES:
+                        continue
+                    for recall, at in row["at_recall"].items():
+                        cell = costs.setdefault(backbone, {}).setdefault(score, {}).setdefault(recall, {})
                         for m in TRADEOFF_MEASURES:
-                            if m in row:
-                                cell.setdefault(m, []).append(float(row[m]))
+                            if m in at:
+                                cell.setdefault(m, []).append(float(at[m]))
             print(f"{dataset} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
         results["datasets"][dataset] = per
         results["tradeoff"][dataset] = costs

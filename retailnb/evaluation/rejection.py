@@ -435,7 +435,8 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
                        fit: LogitsFit, unknown_fraction: float, recall: float, seed: int = 0,
                        folds: int = 3, f_source_unknown: np.ndarray | None = None,
                        f_negatives: np.ndarray | None = None, knn_k: int = 1,
-                       scores: tuple[BundleScore, ...] = SCORES, groups: Sequence[str] | None = None) -> dict[str, Any]:
+                       scores: tuple[BundleScore, ...] = SCORES, groups: Sequence[str] | None = None,
+                       more_recalls: Sequence[float] = ()) -> dict[str, Any]:
     """Hold ``unknown_fraction`` of the products out, enrol the rest, and score every rejection score.
 
     The probe is fitted on the known products' training images only; the test images of known products
@@ -455,11 +456,15 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
         groups: the group of each class index (the product's kind or brand family, e.g. the Grocery Store
             Dataset's coarse class), or None. Given, the held-out products are also measured in two parts
             (:func:`group_metrics`): siblings, whose group has an enrolled product, and products of a new group.
+        more_recalls: further known-product recalls to measure each score's threshold at (a trade-off of
+            rejection against accuracy), from the same fits and calibration scores as ``recall``.
 
     Returns:
         ``n_known``/``n_unknown`` (products), ``recall`` (the target), and per score the dict of
         :func:`rejection_metrics`, plus that of :func:`source_metrics` when ``f_source_unknown`` is given
-        and that of :func:`group_metrics` when ``groups`` is (with ``n_sibling``/``n_new_group`` products).
+        and that of :func:`group_metrics` when ``groups`` is (with ``n_sibling``/``n_new_group`` products);
+        with ``more_recalls``, each score's ``at_recall`` maps each of them (as ``f"{recall:g}"``) to the dicts of
+        :func:`rejection_metrics` and :func:`source_metrics` at its threshold.
 
     Raises:
         ValueError: ``f_source_unknown`` has no rows (pass None for no second set), or ``groups`` does not
@@ -496,14 +501,20 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
     for score in scores:
         calibration = calibration_scores(score, x_tr, y_tr, fit=fit, folds=folds, seed=seed, negatives=f_negatives,
                                          knn_k=knn_k)
-        threshold = threshold_at_recall(calibration, recall)
         s = {name: known_scores(score, logits=background_logits[name] if score in BACKGROUND_SCORES else logits[name],
                                 features=x, reference=reference) for name, x in sets.items()}
-        result[score] = rejection_metrics(s["known"], s["unknown"], correct, threshold)
-        if "source" in s:
-            result[score].update(source_metrics(s["known"], s["source"], threshold))
+
+        def at(threshold: float) -> dict[str, float]:
+            row = rejection_metrics(s["known"], s["unknown"], correct, threshold)
+            if "source" in s:
+                row.update(source_metrics(s["known"], s["source"], threshold))
+            return row
+
+        result[score] = at(threshold_at_recall(calibration, recall))
         if groups is not None:
             result[score].update(group_metrics(s["known"], s.get("sibling", np.empty(0)), s.get("new_group", np.empty(0))))
+        if more_recalls:
+            result[score]["at_recall"] = {f"{r:g}": at(threshold_at_recall(calibration, r)) for r in more_recalls}
     return result
 
 

@@ -223,6 +223,23 @@ def test_source_products_far_from_every_prototype_are_rejected_at_the_same_thres
         assert all(0.0 <= result[score][m] <= 1.0 for m in SOURCE_METRICS)
 
 
+def test_more_recalls_measure_each_threshold_from_the_same_fits() -> None:
+    x_train, y_train, x_test, y_test = target_features()
+    kwargs = {**REJECTION_KW, "f_source_unknown": far_features()}
+    result = evaluate_rejection(x_train, y_train, x_test, y_test, more_recalls=(0.5, 0.9, 1.0), **kwargs)
+    for score in SCORES:
+        at = result[score].pop("at_recall")
+        assert list(at) == ["0.5", "0.9", "1"]
+        # at the headline recall: the headline's measures; at any other: what a separate call at it measures
+        assert at["0.9"] == {k: v for k, v in result[score].items() if k in at["0.9"]}
+        for recall in (0.5, 1.0):
+            alone = evaluate_rejection(x_train, y_train, x_test, y_test, **{**kwargs, "recall": recall})[score]
+            assert at[f"{recall:g}"] == {k: v for k, v in alone.items() if k in at[f"{recall:g}"]}
+        thresholds = [at[r]["threshold"] for r in at]
+        assert thresholds == sorted(thresholds, reverse=True) and thresholds[0] > thresholds[-1], thresholds
+    assert "at_recall" not in evaluate_rejection(x_train, y_train, x_test, y_test, **kwargs)["prototype"]
+
+
 def test_source_products_like_the_known_ones_are_chance_and_rejected_as_often_as_known_photos() -> None:
     x_train, y_train, x_test, y_test = target_features()
     known_classes, _ = split_known_unknown(y_train, REJECTION_KW["unknown_fraction"], REJECTION_KW["seed"])
