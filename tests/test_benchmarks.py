@@ -14,9 +14,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -433,6 +435,101 @@ def test_the_committed_budget_table_is_the_one_its_json_gives(name: str, target:
     load("budget_study").main(["--render", "--target", target, "--out", str(copy)])
     assert copy.with_suffix(".md").read_text() == results.with_suffix(".md").read_text()
     assert copy.with_suffix(".png").stat().st_size > 10_000
+
+
+def levers_module() -> ModuleType:
+    load("bench_rejection")  # the study's sibling: imported by name, as when the script runs
+    return load("rejection_levers")
+
+
+def test_the_rejection_levers_study_measures_each_lever_in_smoke_mode(tmp_path: Path) -> None:
+    """Every lever of the smoke run measures every score on both backbones, and each changes what it measures:
+    flip and layers the features of the same backbones, enrolled the backbones themselves."""
+    out = smoke("rejection_levers", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "levers"))
+    results = json.loads((tmp_path / "levers.json").read_text())
+    assert results["target"] == "synthetic" and results["seeds"] == [0]
+    levers = results["levers"]
+    assert list(levers) == ["default", "flip", "layers", "enrolled"]
+    for backbones in levers.values():
+        assert set(backbones) == {"main", "student"}
+        for scores in backbones.values():
+            assert set(scores) == {"prototype", "knn", "mahalanobis", "prototype+neg", "knn+neg", "background"}
+            assert all(len(values) == 1 for cells in scores.values() for values in cells.values())
+    for lever in ("flip", "layers", "enrolled"):
+        assert levers[lever]["student"]["prototype"]["auroc"] != levers["default"]["student"]["prototype"]["auroc"]
+    # the enrolled products' photos joined the pretraining data: a manifest per seed and split, then its backbones
+    manifests = list((tmp_path / "work" / "enrolled").glob("seed0-*/manifest.csv"))
+    assert len(manifests) == 1 and list(manifests[0].parent.glob("seed0-*/noisy/round_*/backbone.pt"))
+    assert "| enrolled | background |" in out and "Paired with `default`" in out
+    assert (tmp_path / "levers.md").read_text().startswith("Rejection levers on the synthetic target; seeds [0]")
+
+
+def test_each_training_lever_changes_the_setting_it_names() -> None:
+    levers = levers_module()
+    params = read_params(REPO / "params.yaml")
+    assert params["backbone"]["image_size"] == 64 and params["noisy"]["rounds"] == 2
+    size, rounds = levers.lever_params("size_96", params), levers.lever_params("rounds_4", params)
+    assert size["backbone"]["image_size"] == 96 and type(size["backbone"]["image_size"]) is int
+    assert rounds["noisy"]["rounds"] == 4 and type(rounds["noisy"]["rounds"]) is int
+    assert levers.lever_params("flip", params) == params and set(levers.TRAINING) <= set(levers.LEVERS)
+
+
+def test_the_feature_levers_mirror_and_stack_what_they_say() -> None:
+    import torch
+
+    from retailnb.models.backbone import create_backbone
+    from retailnb.models.checkpoint import save_backbone
+
+    levers = levers_module()
+    with TemporaryDirectory() as folder:
+        path = Path(folder) / "backbone.pt"
+        torch.manual_seed(0)
+        save_backbone(path, create_backbone("resnet10t"))
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+        mirrored = np.ascontiguousarray(images[:, :, ::-1])
+        plain = levers.lever_features("default", path, "resnet10t", images)
+        flip = levers.lever_features("flip", path, "resnet10t", images)
+        np.testing.assert_allclose(flip, (plain + levers.lever_features("default", path, "resnet10t", mirrored)) / 2,
+                                   rtol=1e-5, atol=1e-6)
+        assert not np.allclose(flip, plain)
+        symmetric = np.concatenate([images[:, :, :16], images[:, :, :16][:, :, ::-1]], axis=2)
+        np.testing.assert_allclose(levers.lever_features("flip", path, "resnet10t", symmetric),
+                                   levers.lever_features("default", path, "resnet10t", symmetric), rtol=1e-4, atol=1e-5)
+        stacked = levers.lever_features("layers", path, "resnet10t", images)
+        assert stacked.shape == (4, 256 + 512)  # the third and fourth stages' widths
+        np.testing.assert_allclose(np.linalg.norm(stacked[:, :256], axis=1), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(stacked[:, 256:], axis=1), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(stacked[:, 256:], plain / np.linalg.norm(plain, axis=1, keepdims=True), rtol=1e-4,
+                                   atol=1e-6)  # the last stage's part is the default features, unit length
+
+
+def test_the_enrolled_lever_adds_only_the_enrolled_products_photos_as_labelled(tmp_path: Path) -> None:
+    from retailnb.data.manifest import ManifestRow, read_manifest, write_manifest
+
+    levers = levers_module()
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(b"")
+    def row(path: str, label: int, name: str, role: str) -> ManifestRow:
+        return ManifestRow(path=path, label=label, class_name=name, split="train", role=role, domain="shelf",
+                           group=name)
+    source = write_manifest([row(str(tmp_path / "a.png"), 0, "jam", "labelled"),
+                             row(str(tmp_path / "a.png"), 0, "jam", "unlabelled")], tmp_path / "src" / "manifest.csv")
+    target = write_manifest([row(str(tmp_path / "b.png"), 1, "milk", "probe_train"),
+                             row(str(tmp_path / "b.png"), 1, "milk", "probe_test"),
+                             row(str(tmp_path / "c.png"), 2, "oats", "probe_train"),
+                             row(str(tmp_path / "c.png"), 2, "oats", "unlabelled")], tmp_path / "tgt" / "manifest.csv")
+    merged = read_manifest(levers.enrolled_manifest(levers.Target(source, target, synthetic=False), ["milk"],
+                                                    tmp_path / "deep" / "er" / "out"))
+    assert [(r.class_name, r.role) for r in merged.records] == [("jam", "labelled"), ("jam", "unlabelled"),
+                                                                ("milk", "labelled")]
+    assert [merged.resolve(r).name for r in merged.records] == ["a.png", "a.png", "b.png"]
+    assert all(merged.resolve(r).is_file() for r in merged.records)
+
+
+def test_the_rejection_levers_study_needs_the_grocery_data_unless_smoke(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=f"no Grocery Store Dataset at {tmp_path}"):
+        levers_module().main(["--grocery", str(tmp_path), "--work", str(tmp_path / "work")])
 
 
 def test_the_committed_rejection_table_is_the_one_its_json_gives(tmp_path: Path) -> None:

@@ -1,0 +1,288 @@
+"""What moves unknown-product rejection on real photos, beyond the score: one lever at a time.
+
+``bench_rejection.py`` measures every known-ness score on fixed backbones; on the Grocery Store Dataset's
+class-disjoint target no score reaches the AUROC the store needs, and the scores agree on why: the
+backbone cannot tell a held-out product from its enrolled siblings. This study keeps that benchmark's
+protocol (a quarter of the target's products held out, thresholds for 95% known recall from look-alike
+folds, the pretraining half's photos as the second unknown set and as negatives) and changes one thing at a
+time, on the features or on the training (:data:`LEVERS`):
+
+* ``default``: the benchmark's Grocery backbones (:func:`bench_rejection.grocery_backbones`), features as a
+  bundle takes them.
+* ``flip``: each image's features averaged with its mirror image's (test-time augmentation).
+* ``layers``: the last two stages' pooled features side by side, each of unit length: the earlier stage
+  keeps more of the colour and print that tell siblings apart.
+* ``size_96``: every stage at 96 px instead of 64.
+* ``rounds_4``: four noisy-student rounds instead of two (the probe's closed-set accuracy rises with them).
+* ``enrolled``: pretraining and the noisy student also see the enrolled products' training photos, with
+  their labels, as a store that trains on its own catalogue would; the held-out products stay unseen.
+
+Per lever and backbone it measures the scores of :data:`SCORES` (``+neg``: with the negatives) and, per
+lever, the paired difference from ``default`` over the seeds. Three training seeds by default; the
+training levers train per seed (about 5 to 10 minutes a seed on 2 cores), in ``--work`` folders keyed as the
+benchmark's, so a rerun reuses them::
+
+    python benchmarks/rejection_levers.py --out benchmarks/results/rejection_levers
+    python benchmarks/rejection_levers.py --levers default flip layers      # the feature levers only
+    python benchmarks/rejection_levers.py --render --out benchmarks/results/rejection_levers
+    python benchmarks/rejection_levers.py --smoke   # checks the script runs: tiny synthetic data, one epoch
+
+Needs the Grocery Store Dataset (``--grocery``); ``--smoke`` uses the synthetic data instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench_rejection import features_of, grocery_backbones, measure, probe_c
+from common import (GROCERY, PARAMS, add_smoke, grocery_halves, has_grocery, interval_text, smoke_params,
+                    synthetic_halves)
+from retailnb.config.params_file import read_params
+
+LEVERS = ("default", "flip", "layers", "size_96", "rounds_4", "enrolled")
+"""The levers, in the order the tables list them; ``default`` is the one the others are paired with."""
+TRAINING = {"size_96": ["backbone.image_size=96"], "rounds_4": ["noisy.rounds=4"], "enrolled": []}
+"""The levers that train their own backbones: the ``params.yaml`` overrides of each (``enrolled`` changes the
+pretraining data instead)."""
+SCORES = ("prototype", "knn", "mahalanobis", "background")
+"""The scores measured (``prototype`` and ``knn`` also with the negatives, ``background`` needs them)."""
+MEASURES = ("auroc", "sibling_auroc", "new_group_auroc", "source_auroc", "closed_accuracy", "known_acceptance",
+            "accuracy_drop")
+"""The columns of the table."""
+PAIRED = ("prototype", "prototype+neg", "background")
+"""The scores of the paired table: the bundle's default, with the negatives, and the best on real photos."""
+PAIRED_MEASURES = ("auroc", "source_auroc", "closed_accuracy")
+"""The measures of the paired table."""
+SMOKE_LEVERS = ("default", "flip", "layers", "enrolled")
+
+
+# --- features -------------------------------------------------------------------------------------
+
+
+def last_stages_features(backbone_path: Path, architecture: str, images: Any) -> np.ndarray:
+    """(N, D3 + D4) the last two stages' globally pooled features of ``images``, each part of unit length."""
+    import torch
+
+    from retailnb.evaluation.rejection import normalize
+    from retailnb.models.backbone import create_backbone
+    from retailnb.models.inference import extract_features
+
+    class LastStages(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            maps = self.model.forward_intermediates(x, indices=2, intermediates_only=True)
+            return torch.cat([m.mean(dim=(2, 3)) for m in maps], dim=1)
+
+    model = create_backbone(architecture, weights=str(backbone_path))
+    width = model.feature_info[-2]["num_chs"]
+    both = np.asarray(extract_features(LastStages(model), images, precision="fp32"))
+    return np.concatenate([normalize(both[:, :width]), normalize(both[:, width:])], axis=1).astype(np.float32)
+
+
+def lever_features(lever: str, backbone_path: Path, architecture: str, images: Any) -> np.ndarray:
+    """(N, D) the features ``lever`` takes of ``images`` ((N, H, W, 3) uint8) under the saved backbone."""
+    if lever == "flip":
+        mirrored = np.ascontiguousarray(np.asarray(images)[:, :, ::-1])
+        both = features_of(backbone_path, architecture, images), features_of(backbone_path, architecture, mirrored)
+        return (both[0] + both[1]) / 2
+    if lever == "layers":
+        return last_stages_features(backbone_path, architecture, images)
+    return features_of(backbone_path, architecture, images)
+
+
+# --- the target and the backbones -----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Target:
+    """The pretraining and target manifests, and the target's images at one size."""
+
+    source: Path
+    target: Path
+    synthetic: bool
+
+    def data(self, size: int) -> tuple[Any, dict[str, np.ndarray], list[str]]:
+        """The target's probe data, the extra sets (``source``: second unknown set, ``negatives``) and each
+        class's group, at ``size`` px."""
+        from bench_rejection import decoded
+        from retailnb.data.manifest import read_manifest
+        from retailnb.evaluation.compare import source_unknown_records
+        from retailnb.evaluation.quickprobe import load_probe_data
+
+        data = load_probe_data(read_manifest(self.target), size, "probe_train", "probe_test")
+        if self.synthetic:
+            manifest = read_manifest(self.source)
+            extra = {"source": decoded(manifest, source_unknown_records(manifest), size),
+                     "negatives": decoded(manifest, manifest.select("labelled"), size)}
+        else:
+            even = load_probe_data(read_manifest(self.source), size, "probe_train", "probe_test")
+            extra = {"source": np.asarray(even.x_test), "negatives": np.asarray(even.x_train)}
+        group_of = {row.class_name: row.group for row in data.train}
+        return data, extra, [group_of[c] for c in data.classes]
+
+
+def enrolled_manifest(target: Target, known: Sequence[str], out: Path) -> Path:
+    """A pretraining manifest in ``out``: the source's rows and the ``known`` products' enrolment photos
+    (the target's ``probe_train`` rows) as ``labelled`` rows; nothing of the other target products."""
+    from retailnb.data.manifest import read_manifest, write_manifest
+
+    source, own = read_manifest(target.source), read_manifest(target.target)
+    rows = [dataclasses.replace(r, path=str(source.resolve(r))) for r in source.records]
+    rows += [dataclasses.replace(r, path=str(own.resolve(r)), role="labelled")
+             for r in own.select("probe_train") if r.class_name in set(known)]
+    out.mkdir(parents=True, exist_ok=True)
+    return write_manifest(rows, out / "manifest.csv")
+
+
+def lever_backbones(lever: str, params: dict[str, Any], seed: int, target: Target, known: Sequence[str],
+                    work: Path) -> dict[str, Path]:
+    """The main backbone and noisy student ``lever`` measures (trained once per work folder, seed and code)."""
+    if lever == "enrolled":
+        key = hashlib.sha256("|".join(sorted(known)).encode()).hexdigest()[:12]
+        manifest = enrolled_manifest(target, known, work / "enrolled" / f"seed{seed}-{key}")
+        return grocery_backbones(params, seed, manifest, target.target, manifest.parent)
+    return grocery_backbones(params, seed, target.source, target.target, work)
+
+
+def lever_params(lever: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with ``lever``'s overrides (:data:`TRAINING`)."""
+    from retailnb.config.overrides import apply_overrides
+
+    return apply_overrides(params, TRAINING.get(lever, []))
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+
+def run_seed(lever: str, params: dict[str, Any], seed: int, target: Target, work: Path,
+             cache: dict[int, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """``lever``'s rows for one seed: backbone -> score -> measure."""
+    from retailnb.evaluation.rejection import split_known_unknown
+
+    lever_spec = lever_params(lever, params)
+    size, arch = lever_spec["backbone"]["image_size"], lever_spec["backbone"]["architecture"]
+    if size not in cache:
+        cache[size] = target.data(size)
+    data, extra, groups = cache[size]
+    y_train, y_test = np.asarray(data.y_train), np.asarray(data.y_test)
+    unknown_fraction = float(params["evaluate"]["rejection"]["unknown_fraction"])
+    known = [data.classes[i] for i in split_known_unknown(y_train, unknown_fraction, seed)[0]]
+    rows = {}
+    for backbone, path in lever_backbones(lever, lever_spec, seed, target, known, work).items():
+        images = {"train": data.x_train, "test": data.x_test, **extra}
+        f = {name: lever_features(lever, path, arch, x) for name, x in images.items()}
+        rows[backbone] = measure(f, y_train, y_test, groups, params, seed, c=probe_c(f["train"], y_train, seed),
+                                 recall=float(params["evaluate"]["rejection"]["recall"]), scores=SCORES)
+    return rows
+
+
+def paired(results: dict[str, Any], lever: str, backbone: str, score: str, measure_name: str) -> list[float] | None:
+    """Per seed, ``lever`` minus ``default`` on one cell; None where either lacks it."""
+    levers = results["levers"]
+    try:
+        a, b = levers[lever][backbone][score][measure_name], levers["default"][backbone][score][measure_name]
+    except KeyError:
+        return None
+    return [x - y for x, y in zip(a, b)] if len(a) == len(b) else None
+
+
+def summary(results: dict[str, Any], backbone: str = "student") -> list[str]:
+    """The markdown of ``results``: per lever and score, each measure over the seeds; then the paired
+    differences from ``default``."""
+    levers = results["levers"]
+    lines = [f"Rejection levers on the {results['target']} target; seeds {results['seeds']}; {backbone} backbone; "
+             f"held out {results['params']['unknown_fraction']} of the products, thresholds at recall "
+             f"{results['params']['recall']}", "",
+             "| lever | score | " + " | ".join(MEASURES) + " |", "|" + "---|" * (2 + len(MEASURES))]
+    for lever, backbones in levers.items():
+        for score, cells in backbones.get(backbone, {}).items():
+            lines.append(f"| {lever} | {score} | " + " | ".join(interval_text(cells[m]) if m in cells else "-"
+                                                              for m in MEASURES) + " |")
+    lines += ["", f"Paired with `default` (lever minus default, per seed; {backbone} backbone)", "",
+              "| lever | score | " + " | ".join(PAIRED_MEASURES) + " |", "|" + "---|" * (2 + len(PAIRED_MEASURES))]
+    for lever in levers:
+        if lever == "default":
+            continue
+        for score in PAIRED:
+            cells = [paired(results, lever, backbone, score, m) for m in PAIRED_MEASURES]
+            if any(c is not None for c in cells):
+                texts = [interval_text(c) if c else "-" for c in cells]
+                lines.append(f"| {lever} | {score} | " + " | ".join(texts) + " |")
+    return [*lines, ""]
+
+
+def write(results: dict[str, Any], out: Path | None) -> None:
+    lines = summary(results)
+    print("\n".join(lines))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+        out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grocery", type=Path, default=GROCERY, help="the Grocery Store Dataset's folder")
+    parser.add_argument("--levers", nargs="+", choices=LEVERS, default=list(LEVERS),
+                        help="the levers to measure (default: all; `default` is always measured)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: evaluate.seeds")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="trained backbones, reused across runs (default: a new temporary folder)")
+    parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
+    parser.add_argument("--render", action="store_true", help="only rewrite OUT.md from OUT.json (needs --out)")
+    add_smoke(parser, "levers default, flip, layers and enrolled on tiny synthetic data, one seed, one epoch")
+    args = parser.parse_args(argv)
+    if args.render:
+        if args.out is None:
+            parser.error("--render needs --out (the results to render: OUT.json)")
+        saved = args.out.with_suffix(".json")
+        if not saved.is_file():
+            sys.exit(f"--render: no results at {saved}")
+        args.out.with_suffix(".md").write_text("\n".join(summary(json.loads(saved.read_text()))) + "\n")
+        return
+    params = read_params(PARAMS)
+    args.work = args.work or Path(tempfile.mkdtemp(prefix="retailnb-levers-" + ("smoke-" if args.smoke else "")))
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.smoke:
+        params, args.seeds = smoke_params(params), [0]
+        args.levers = [lever for lever in SMOKE_LEVERS if lever in args.levers or lever == "default"]
+        target = Target(*synthetic_halves(params, args.work), synthetic=True)
+    elif not has_grocery(args.grocery):
+        sys.exit(f"no Grocery Store Dataset at {args.grocery} (--grocery); --smoke runs on synthetic data")
+    else:
+        target = Target(*grocery_halves(args.grocery, args.work), synthetic=False)
+    seeds = args.seeds or list(params["evaluate"]["seeds"])
+    results: dict[str, Any] = {"target": "synthetic" if target.synthetic else "grocery_disjoint", "seeds": seeds,
+                               "params": params["evaluate"]["rejection"], "levers": {}}
+    cache: dict[int, Any] = {}
+    for lever in ["default", *(lever for lever in LEVERS if lever in args.levers and lever != "default")]:
+        per: dict[str, dict[str, dict[str, list[float]]]] = {}
+        for seed in seeds:
+            start = time.perf_counter()
+            for backbone, scores in run_seed(lever, params, seed, target, args.work, cache).items():
+                for score, row in scores.items():
+                    cells = per.setdefault(backbone, {}).setdefault(score, {})
+                    for m in MEASURES:
+                        if m in row:
+                            cells.setdefault(m, []).append(float(row[m]))
+            print(f"{lever} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+        results["levers"][lever] = per
+    write(results, args.out)
+
+
+if __name__ == "__main__":
+    main()
