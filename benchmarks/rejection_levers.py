@@ -12,15 +12,17 @@ time, on the features or on the training (:data:`LEVERS`):
 * ``flip``: each image's features averaged with its mirror image's (test-time augmentation).
 * ``layers``: the last two stages' pooled features side by side, each of unit length: the earlier stage
   keeps more of the colour and print that tell siblings apart.
-* ``size_96``: every stage at 96 px instead of 64.
 * ``rounds_4``: four noisy-student rounds instead of two (the probe's closed-set accuracy rises with them).
 * ``enrolled``: pretraining and the noisy student also see the enrolled products' training photos, with
   their labels, as a store that trains on its own catalogue would; the held-out products stay unseen.
+* ``size_96``, ``size_128``: every stage at 96 or 128 px instead of 64 (a pack's print is a few pixels
+  high at 64).
 
 Per lever and backbone it measures the scores of :data:`SCORES` (``+neg``: with the negatives) and, per
 lever, the paired difference from ``default`` over the seeds. Three training seeds by default; the
-training levers train per seed (about 5 to 10 minutes a seed on 2 cores), in ``--work`` folders keyed as the
-benchmark's, so a rerun reuses them::
+training levers train per seed (on 2 cores about 7 minutes a seed at 64 px, 12 at 96, 22 at 128), in
+``--work`` folders keyed as the benchmark's, so a rerun reuses them. ``--out`` is rewritten after each
+lever, so a long run's finished levers are kept::
 
     python benchmarks/rejection_levers.py --out benchmarks/results/rejection_levers
     python benchmarks/rejection_levers.py --levers default flip layers      # the feature levers only
@@ -50,9 +52,11 @@ from common import (GROCERY, PARAMS, add_smoke, grocery_halves, has_grocery, int
                     synthetic_halves)
 from retailnb.config.params_file import read_params
 
-LEVERS = ("default", "flip", "layers", "size_96", "rounds_4", "enrolled")
-"""The levers, in the order the tables list them; ``default`` is the one the others are paired with."""
-TRAINING = {"size_96": ["backbone.image_size=96"], "rounds_4": ["noisy.rounds=4"], "enrolled": []}
+LEVERS = ("default", "flip", "layers", "rounds_4", "enrolled", "size_96", "size_128")
+"""The levers, in the order they run and the tables list them (the feature levers first, then the training
+levers by cost); ``default`` is the one the others are paired with."""
+TRAINING = {"rounds_4": ["noisy.rounds=4"], "enrolled": [], "size_96": ["backbone.image_size=96"],
+            "size_128": ["backbone.image_size=128"]}
 """The levers that train their own backbones: the ``params.yaml`` overrides of each (``enrolled`` changes the
 pretraining data instead)."""
 SCORES = ("prototype", "knn", "mahalanobis", "background")
@@ -281,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                             cells.setdefault(m, []).append(float(row[m]))
             print(f"{lever} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
         results["levers"][lever] = per
-    write(results, args.out)
+        write(results, args.out)
 
 
 if __name__ == "__main__":
