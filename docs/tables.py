@@ -269,6 +269,29 @@ def _grocery() -> Mapping[str, Any]:
     return read(RESULTS / "grocery_pipeline_simsiam_summary.json")["targets"]["prepared"]
 
 
+LEVER_COLUMNS = {"auroc": "AUROC, held out", "sibling_auroc": "AUROC, siblings", "source_auroc": "AUROC, second set",
+                 "closed_accuracy": "accuracy, no rejection", "known_acceptance": "known accepted"}
+"""The columns of the rejection levers table, from ``rejection_levers.py``'s JSON's measures."""
+LEVER_SCORES = ("prototype", "prototype+neg", "background")
+"""The scores the docs show of the levers study: the bundle's default, with the negatives, and ``background``."""
+
+
+def rejection_levers_table(backbone: str = "student") -> str:
+    """``benchmarks/rejection_levers.py``'s results for ``backbone``: per lever and score of
+    :data:`LEVER_SCORES`, each measure as mean ± half-width; then, for each lever but the default, the
+    held-out AUROC paired with the default's by seed (lever minus default, mean [95% t-interval])."""
+    levers = read(RESULTS / "rejection_levers.json")["levers"]
+    rows = []
+    for lever, backbones in levers.items():
+        for score in LEVER_SCORES:
+            cells = backbones[backbone][score]
+            base = levers["default"][backbone][score]["auroc"]
+            paired = "–" if lever == "default" else brackets([a - b for a, b in zip(cells["auroc"], base)])
+            rows.append([f"`{lever}`", score, *(_pm_values(cells.get(m)) for m in LEVER_COLUMNS), paired])
+    header = ["lever", "score", *LEVER_COLUMNS.values(), "AUROC, held out, paired with default"]
+    return markdown(header, "ll" + "r" * (len(header) - 2), rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "headline": lambda: headline_table(_default()),
     "default": lambda: method_table(_default()),
@@ -283,6 +306,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "rejection-grocery-disjoint": lambda: rejection_bench_table("grocery_disjoint"),
     "rejection-grocery-all": lambda: rejection_bench_table("grocery_all"),
     "rejection-recall": rejection_tradeoff_table,
+    "rejection-levers": rejection_levers_table,
     "budget-synthetic": lambda: budget_table("synthetic"),
     "budget-synthetic-rounds": lambda: budget_table("synthetic", 1),
     "budget-grocery": lambda: budget_table("grocery"),

@@ -543,3 +543,19 @@ def test_the_committed_rejection_table_is_the_one_its_json_gives(tmp_path: Path)
     with pytest.raises(SystemExit, match=str(tmp_path / "absent.json")):
         load("bench_rejection").main(["--render", "--out", str(tmp_path / "absent")])
     assert not (tmp_path / "absent.md").exists()
+
+
+def test_the_committed_rejection_levers_table_is_the_one_its_json_gives(tmp_path: Path) -> None:
+    """``benchmarks/results/rejection_levers.md`` is what ``--render`` writes from the committed JSON, and the
+    committed study measured every lever on the Grocery target over three seeds."""
+    results = REPO / "benchmarks" / "results" / "rejection_levers.json"
+    copy = tmp_path / results.name
+    copy.write_text(results.read_text())
+    levers = levers_module()
+    levers.main(["--render", "--out", str(copy.with_suffix(""))])
+    assert copy.with_suffix(".md").read_text() == results.with_suffix(".md").read_text()
+    committed = json.loads(results.read_text())
+    assert committed["target"] == "grocery_disjoint" and len(committed["seeds"]) == 3
+    assert list(committed["levers"]) == list(levers.DEFAULT_LEVERS)
+    with pytest.raises(SystemExit, match=str(tmp_path / "absent.json")):
+        levers.main(["--render", "--out", str(tmp_path / "absent")])
