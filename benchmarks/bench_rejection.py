@@ -176,12 +176,20 @@ def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, g
     return rows
 
 
+def synthetic_extra(manifest: Any, size: int) -> dict[str, np.ndarray]:
+    """The synthetic manifest's second unknown set (``source``: the source's unlabelled-only products) and
+    ``negatives`` (the source's labelled photos), decoded at ``size``."""
+    from retailnb.evaluation.compare import source_unknown_records
+
+    return {"source": decoded(manifest, source_unknown_records(manifest), size),
+            "negatives": decoded(manifest, manifest.select("labelled"), size)}
+
+
 def dataset_features(name: str, args: argparse.Namespace, params: dict[str, Any], seed: int,
                      cache: dict[str, Any]) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, np.ndarray, list[str]]:
     """Per backbone, the features of the dataset's train/test images (and second unknown set, negatives);
     the labels; and each class's group (the manifest's ``group``: Grocery's coarse kind, a synthetic brand family)."""
     from retailnb.data.manifest import read_manifest
-    from retailnb.evaluation.compare import source_unknown_records
     from retailnb.evaluation.quickprobe import load_probe_data
 
     size, arch = params["backbone"]["image_size"], params["backbone"]["architecture"]
@@ -196,9 +204,7 @@ def dataset_features(name: str, args: argparse.Namespace, params: dict[str, Any]
         if name == "synthetic":
             manifest = read_manifest(args.pipeline / "data" / "prepared" / "manifest.csv")
             data = cache.setdefault("synthetic", load_probe_data(manifest, size, "probe_train", "probe_test"))
-            extra = cache.setdefault("synthetic_extra", {
-                "source": decoded(manifest, source_unknown_records(manifest), size),
-                "negatives": decoded(manifest, manifest.select("labelled"), size)})
+            extra = cache.setdefault("synthetic_extra", synthetic_extra(manifest, size))
         else:
             if "all" not in cache:
                 from retailnb.data.prepare import prepare_dataset

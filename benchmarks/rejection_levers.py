@@ -125,16 +125,13 @@ class Target:
     def data(self, size: int) -> tuple[Any, dict[str, np.ndarray], list[str]]:
         """The target's probe data, the extra sets (``source``: second unknown set, ``negatives``) and each
         class's group, at ``size`` px."""
-        from bench_rejection import decoded
+        from bench_rejection import synthetic_extra
         from retailnb.data.manifest import read_manifest
-        from retailnb.evaluation.compare import source_unknown_records
         from retailnb.evaluation.quickprobe import load_probe_data
 
         data = load_probe_data(read_manifest(self.target), size, "probe_train", "probe_test")
         if self.synthetic:
-            manifest = read_manifest(self.source)
-            extra = {"source": decoded(manifest, source_unknown_records(manifest), size),
-                     "negatives": decoded(manifest, manifest.select("labelled"), size)}
+            extra = synthetic_extra(read_manifest(self.source), size)
         else:
             even = load_probe_data(read_manifest(self.source), size, "probe_train", "probe_test")
             extra = {"source": np.asarray(even.x_test), "negatives": np.asarray(even.x_train)}
