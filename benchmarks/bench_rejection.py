@@ -147,11 +147,13 @@ def probe_c(f_train: np.ndarray, y_train: np.ndarray, seed: int) -> float:
 
 def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, groups: list[str],
             params: dict[str, Any], seed: int, *, c: float, recall: float,
-            scores: Sequence[str] | None = None, more_recalls: Sequence[float] = ()) -> dict[str, dict[str, Any]]:
+            scores: Sequence[str] | None = None, more_recalls: Sequence[float] = (),
+            calibrate: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
     """``scores`` (default: every score; and ``+neg`` with ``f['negatives']`` for those that use them) on one
     backbone's features, thresholds at ``recall``, the probe at ``c``: a row per score, the held-out products
     also measured apart by ``groups`` (each class's kind or brand family); each row's ``at_recall`` holds the
-    threshold's measures at each of ``more_recalls`` (the same fits)."""
+    threshold's measures at each of ``more_recalls`` (the same fits). ``calibrate``: the training images the
+    thresholds come from (``evaluate_rejection``'s; None: all, out of fold)."""
     from retailnb.config.score_names import BACKGROUND_SCORES, NEGATIVE_SCORES, SCORES
     from retailnb.evaluation.rejection import evaluate_rejection, logistic_fit
 
@@ -159,7 +161,7 @@ def measure(f: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray, g
     chosen = tuple(scores or (*SCORES, *BACKGROUND_SCORES))
     kwargs = dict(fit=logistic_fit(c, seed=seed), unknown_fraction=float(spec["unknown_fraction"]),
                   recall=recall, seed=seed, folds=int(spec["folds"]),
-                  f_source_unknown=f.get("source"), groups=groups, more_recalls=more_recalls)
+                  f_source_unknown=f.get("source"), groups=groups, more_recalls=more_recalls, calibrate=calibrate)
     plain = evaluate_rejection(f["train"], y_train, f["test"], y_test, scores=tuple(s for s in chosen if s in SCORES),
                                **kwargs)
     rows = {score: dict(plain[score]) for score in plain if isinstance(plain[score], dict)}

@@ -15,6 +15,9 @@ time, on the features or on the training (:data:`LEVERS`):
 * ``rounds_4``: four noisy-student rounds instead of two (the probe's closed-set accuracy rises with them).
 * ``enrolled``: pretraining and the noisy student also see the enrolled products' training photos, with
   their labels, as a store that trains on its own catalogue would; the held-out products stay unseen.
+* ``enrolled_split``: as ``enrolled``, but a third of each enrolled product's training photos (whole groups
+  of look-alikes, :func:`calibration_share`) stay out of training, and the thresholds come from them: a
+  threshold chosen on photos the backbone trained on accepts too few new photos.
 * ``size_96``, ``size_128``: every stage at 96 or 128 px instead of 64 (a pack's print is a few pixels
   high at 64).
 
@@ -53,15 +56,17 @@ from common import (GROCERY, PARAMS, add_smoke, grocery_halves, has_grocery, int
                     synthetic_halves)
 from retailnb.config.params_file import read_params
 
-LEVERS = ("default", "flip", "layers", "rounds_4", "enrolled", "size_96", "size_128")
+LEVERS = ("default", "flip", "layers", "rounds_4", "enrolled", "enrolled_split", "size_96", "size_128")
 """The levers, in the order they run and the tables list them (the feature levers first, then the training
 levers by cost); ``default`` is the one the others are paired with."""
 DEFAULT_LEVERS = LEVERS[:-1]
 """What a run measures unless ``--levers`` says otherwise: ``size_128`` alone trains for about an hour on 2 cores."""
-TRAINING = {"rounds_4": ["noisy.rounds=4"], "enrolled": [], "size_96": ["backbone.image_size=96"],
-            "size_128": ["backbone.image_size=128"]}
-"""The levers that train their own backbones: the ``params.yaml`` overrides of each (``enrolled`` changes the
-pretraining data instead)."""
+TRAINING = {"rounds_4": ["noisy.rounds=4"], "enrolled": [], "enrolled_split": [],
+            "size_96": ["backbone.image_size=96"], "size_128": ["backbone.image_size=128"]}
+"""The levers that train their own backbones: the ``params.yaml`` overrides of each (``enrolled`` and
+``enrolled_split`` change the pretraining data instead)."""
+ENROLLED = ("enrolled", "enrolled_split")
+"""The levers whose backbones also train on the enrolled products' photos."""
 SCORES = ("prototype", "knn", "mahalanobis", "background")
 """The scores measured (``prototype`` and ``knn`` also with the negatives, ``background`` needs them)."""
 MEASURES = ("auroc", "sibling_auroc", "new_group_auroc", "source_auroc", "closed_accuracy", "known_acceptance",
@@ -71,7 +76,7 @@ PAIRED = ("prototype", "prototype+neg", "background")
 """The scores of the paired table: the bundle's default, with the negatives, and the best on real photos."""
 PAIRED_MEASURES = ("auroc", "source_auroc", "closed_accuracy")
 """The measures of the paired table."""
-SMOKE_LEVERS = ("default", "flip", "layers", "enrolled")
+SMOKE_LEVERS = ("default", "flip", "layers", "enrolled", "enrolled_split")
 
 
 # --- features -------------------------------------------------------------------------------------
@@ -139,25 +144,42 @@ class Target:
         return data, extra, [group_of[c] for c in data.classes]
 
 
-def enrolled_manifest(target: Target, known: Sequence[str], out: Path) -> Path:
+def calibration_share(images: Any, labels: np.ndarray, known: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """(N,) bool: the training photos of the ``known`` class indices kept out of the backbone's training for
+    the thresholds: of each product's photos, whole groups of look-alikes (on 8x8 colour thumbnails, before
+    any backbone sees them; :func:`~retailnb.evaluation.rejection.near_copy_folds`), one fold in ``folds``."""
+    from retailnb.evaluation.rejection import near_copy_folds
+
+    x = np.asarray(images, dtype=np.float32)
+    n, h, w, c = x.shape
+    thumbs = x[:, : h - h % 8, : w - w % 8].reshape(n, 8, h // 8, 8, w // 8, c).mean(axis=(2, 4)).reshape(n, -1)
+    rows = np.flatnonzero(np.isin(labels, known))
+    out = np.zeros(n, dtype=bool)
+    out[rows] = near_copy_folds(thumbs[rows] - thumbs[rows].mean(axis=0), labels[rows], folds, seed) == 0
+    return out
+
+
+def enrolled_manifest(target: Target, known: Sequence[str], out: Path, held: Sequence[str] = ()) -> Path:
     """A pretraining manifest in ``out``: the source's rows and the ``known`` products' enrolment photos
-    (the target's ``probe_train`` rows) as ``labelled`` rows; nothing of the other target products."""
+    (the target's ``probe_train`` rows) as ``labelled`` rows, less those whose manifest path is in ``held``;
+    nothing of the other target products."""
     from retailnb.data.manifest import read_manifest, write_manifest
 
     source, own = read_manifest(target.source), read_manifest(target.target)
     rows = [dataclasses.replace(r, path=str(source.resolve(r))) for r in source.records]
     rows += [dataclasses.replace(r, path=str(own.resolve(r)), role="labelled")
-             for r in own.select("probe_train") if r.class_name in set(known)]
+             for r in own.select("probe_train") if r.class_name in set(known) and r.path not in set(held)]
     out.mkdir(parents=True, exist_ok=True)
     return write_manifest(rows, out / "manifest.csv")
 
 
 def lever_backbones(lever: str, params: dict[str, Any], seed: int, target: Target, known: Sequence[str],
-                    work: Path) -> dict[str, Path]:
-    """The main backbone and noisy student ``lever`` measures (trained once per work folder, seed and code)."""
-    if lever == "enrolled":
-        key = hashlib.sha256("|".join(sorted(known)).encode()).hexdigest()[:12]
-        manifest = enrolled_manifest(target, known, work / "enrolled" / f"seed{seed}-{key}")
+                    work: Path, held: Sequence[str] = ()) -> dict[str, Path]:
+    """The main backbone and noisy student ``lever`` measures (trained once per work folder, seed and code);
+    the ``enrolled`` levers train on the ``known`` products' photos but those of ``held`` (manifest paths)."""
+    if lever in ENROLLED:
+        key = hashlib.sha256("|".join([*sorted(known), *sorted(held)]).encode()).hexdigest()[:12]
+        manifest = enrolled_manifest(target, known, work / "enrolled" / f"seed{seed}-{key}", held)
         return grocery_backbones(params, seed, manifest, target.target, manifest.parent)
     return grocery_backbones(params, seed, target.source, target.target, work)
 
@@ -183,14 +205,19 @@ def run_seed(lever: str, params: dict[str, Any], seed: int, target: Target, work
         cache[size] = target.data(size)
     data, extra, groups = cache[size]
     y_train, y_test = np.asarray(data.y_train), np.asarray(data.y_test)
-    unknown_fraction = float(params["evaluate"]["rejection"]["unknown_fraction"])
-    known = [data.classes[i] for i in split_known_unknown(y_train, unknown_fraction, seed)[0]]
+    spec = params["evaluate"]["rejection"]
+    known_classes = split_known_unknown(y_train, float(spec["unknown_fraction"]), seed)[0]
+    known = [data.classes[i] for i in known_classes]
+    calibrate = None
+    if lever == "enrolled_split":
+        calibrate = calibration_share(data.x_train, y_train, known_classes, int(spec["folds"]), seed)
+    held = [row.path for row, kept in zip(data.train, calibrate if calibrate is not None else []) if kept]
     rows = {}
-    for backbone, path in lever_backbones(lever, lever_spec, seed, target, known, work).items():
+    for backbone, path in lever_backbones(lever, lever_spec, seed, target, known, work, held).items():
         images = {"train": data.x_train, "test": data.x_test, **extra}
         f = {name: lever_features(lever, path, arch, x) for name, x in images.items()}
         rows[backbone] = measure(f, y_train, y_test, groups, params, seed, c=probe_c(f["train"], y_train, seed),
-                                 recall=float(params["evaluate"]["rejection"]["recall"]), scores=SCORES)
+                                 recall=float(spec["recall"]), scores=SCORES, calibrate=calibrate)
     return rows
 
 

@@ -444,22 +444,27 @@ def levers_module() -> ModuleType:
 
 def test_the_rejection_levers_study_measures_each_lever_in_smoke_mode(tmp_path: Path) -> None:
     """Every lever of the smoke run measures every score on both backbones, and each changes what it measures:
-    flip and layers the features of the same backbones, enrolled the backbones themselves."""
+    flip and layers the features of the same backbones, enrolled the backbones themselves; enrolled_split trains
+    without its calibration share."""
+    from retailnb.data.manifest import read_manifest
+
     out = smoke("rejection_levers", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "levers"))
     results = json.loads((tmp_path / "levers.json").read_text())
     assert results["target"] == "synthetic" and results["seeds"] == [0]
     levers = results["levers"]
-    assert list(levers) == ["default", "flip", "layers", "enrolled"]
+    assert list(levers) == ["default", "flip", "layers", "enrolled", "enrolled_split"]
     for backbones in levers.values():
         assert set(backbones) == {"main", "student"}
         for scores in backbones.values():
             assert set(scores) == {"prototype", "knn", "mahalanobis", "prototype+neg", "knn+neg", "background"}
             assert all(len(values) == 1 for cells in scores.values() for values in cells.values())
-    for lever in ("flip", "layers", "enrolled"):
+    for lever in ("flip", "layers", "enrolled", "enrolled_split"):
         assert levers[lever]["student"]["prototype"]["auroc"] != levers["default"]["student"]["prototype"]["auroc"]
     # the enrolled products' photos joined the pretraining data: a manifest per seed and split, then its backbones
-    manifests = list((tmp_path / "work" / "enrolled").glob("seed0-*/manifest.csv"))
-    assert len(manifests) == 1 and list(manifests[0].parent.glob("seed0-*/noisy/round_*/backbone.pt"))
+    manifests = sorted((tmp_path / "work" / "enrolled").glob("seed0-*/manifest.csv"), key=lambda m: m.stat().st_size)
+    assert len(manifests) == 2 and all(list(m.parent.glob("seed0-*/noisy/round_*/backbone.pt")) for m in manifests)
+    split, enrolled = ({r.path for r in read_manifest(m).select("labelled")} for m in manifests)
+    assert split < enrolled  # the split's training photos: the enrolled ones less its calibration share
     assert "| enrolled | background |" in out and "Paired with `default`" in out
     assert (tmp_path / "levers.md").read_text().startswith("Rejection levers on the synthetic target; seeds [0]")
 
@@ -525,6 +530,28 @@ def test_the_enrolled_lever_adds_only_the_enrolled_products_photos_as_labelled(t
                                                                 ("milk", "labelled")]
     assert [merged.resolve(r).name for r in merged.records] == ["a.png", "a.png", "b.png"]
     assert all(merged.resolve(r).is_file() for r in merged.records)
+    held = read_manifest(levers.enrolled_manifest(levers.Target(source, target, synthetic=False), ["milk", "oats"],
+                                                  tmp_path / "held", held=[read_manifest(target).records[0].path]))
+    assert [(r.class_name, r.role) for r in held.records][2:] == [("oats", "labelled")]  # milk's photo held back
+
+
+def test_the_calibration_share_is_whole_look_alike_groups_of_the_known_products() -> None:
+    levers = levers_module()
+    rng = np.random.default_rng(0)
+    # 4 products, each photographed in 9 sessions of 3 near-copies (a session: one colour and pattern)
+    sessions = rng.integers(0, 256, size=(4, 9, 1, 16, 16, 3))
+    images = np.clip(sessions + rng.normal(0, 2, size=(4, 9, 3, 16, 16, 3)), 0, 255).astype(np.uint8)
+    images, labels = images.reshape(-1, 16, 16, 3), np.repeat(np.arange(4), 27)
+    session = np.tile(np.repeat(np.arange(9), 3), 4)
+    share = levers.calibration_share(images, labels, np.array([0, 2, 3]), folds=3, seed=0)
+    assert not share[labels == 1].any()  # an unknown product's photos are never enrolled
+    for product in (0, 2, 3):
+        mine = labels == product
+        assert 0 < share[mine].sum() < mine.sum()
+        for s in range(9):  # a session's near-copies stay together: all held back or all trained on
+            assert len(set(share[mine & (session == s)])) == 1
+    assert 0.2 < share[labels != 1].mean() < 0.5
+    assert np.array_equal(share, levers.calibration_share(images, labels, np.array([0, 2, 3]), folds=3, seed=0))
 
 
 def test_the_rejection_levers_study_needs_the_grocery_data_unless_smoke(tmp_path: Path) -> None:

@@ -264,14 +264,16 @@ def near_copy_folds(features: np.ndarray, labels: np.ndarray, folds: int, seed: 
 
 def calibration_scores(score: BundleScore, features: np.ndarray, labels: np.ndarray, *, fit: LogitsFit | None = None,
                        folds: int = 3, seed: int = 0, negatives: np.ndarray | None = None,
-                       knn_k: int = 1) -> np.ndarray:
+                       knn_k: int = 1, fold_of: np.ndarray | None = None) -> np.ndarray:
     """Out-of-fold known-ness of the enrolled images: what the threshold is chosen from.
 
     The images are split into ``folds`` folds of look-alikes (:func:`near_copy_folds`), and each fold is
     scored by what the other folds give: prototypes and nearest images (``prototype``, ``knn``, less the
     similarity to the nearest of ``negatives``), Gaussians (``mahalanobis``, ``relative_mahalanobis``), or a
     probe ``fit`` (``msp``, ``energy``; ``background``: with ``negatives`` as one more class). An image
-    whose product has no image in the other folds cannot be scored as known (NaN).
+    whose product has no image in the other folds cannot be scored as known (NaN). ``fold_of`` gives each
+    image's fold instead (``folds`` is then unused); an image of a negative fold is never held out, only fitted
+    on, and stays NaN.
 
     Folds of look-alikes rather than shuffled folds or leave-one-out: on the Grocery Store Dataset's
     class-disjoint target (noisy student, three seeds), whose products' training photos are near-copies,
@@ -291,8 +293,12 @@ def calibration_scores(score: BundleScore, features: np.ndarray, labels: np.ndar
     out = np.full(len(labels), np.nan)
     if len(labels) < 2:
         return out
-    fold_of = near_copy_folds(features, labels, folds, seed)
-    for fold in range(folds):
+    if fold_of is None:
+        fold_of = near_copy_folds(features, labels, folds, seed)
+    elif np.shape(fold_of) != labels.shape:
+        raise ValueError(f"fold_of has shape {np.shape(fold_of)}; the labels have {labels.shape}")
+    fold_of = np.asarray(fold_of, dtype=np.int64)
+    for fold in range(int(fold_of.max()) + 1):
         train, held = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
         seen = np.unique(labels[train])
         if len(seen) < 2 and score not in NEGATIVE_SCORES:  # a probe or a shared covariance needs two products
@@ -436,7 +442,7 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
                        folds: int = 3, f_source_unknown: np.ndarray | None = None,
                        f_negatives: np.ndarray | None = None, knn_k: int = 1,
                        scores: tuple[BundleScore, ...] = SCORES, groups: Sequence[str] | None = None,
-                       more_recalls: Sequence[float] = ()) -> dict[str, Any]:
+                       more_recalls: Sequence[float] = (), calibrate: np.ndarray | None = None) -> dict[str, Any]:
     """Hold ``unknown_fraction`` of the products out, enrol the rest, and score every rejection score.
 
     The probe is fitted on the known products' training images only; the test images of known products
@@ -458,6 +464,10 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
             (:func:`group_metrics`): siblings, whose group has an enrolled product, and products of a new group.
         more_recalls: further known-product recalls to measure each score's threshold at (a trade-off of
             rejection against accuracy), from the same fits and calibration scores as ``recall``.
+        calibrate: (N_train,) bool, the training images whose scores choose the thresholds, each scored by
+            what the other known training images give; or None: every known training image, out of fold in
+            look-alike folds. For a backbone that trained on some of the store's photos: its thresholds come
+            from the photos it did not see, which a new photo resembles.
 
     Returns:
         ``n_known``/``n_unknown`` (products), ``recall`` (the target), and per score the dict of
@@ -467,10 +477,13 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
         :func:`rejection_metrics` and :func:`source_metrics` at its threshold.
 
     Raises:
-        ValueError: ``f_source_unknown`` has no rows (pass None for no second set), or ``groups`` does not
-            name every class index of ``y_train``.
+        ValueError: ``f_source_unknown`` has no rows (pass None for no second set), ``groups`` does not
+            name every class index of ``y_train``, or ``calibrate`` is not one flag per training image or
+            marks no known product's image.
     """
     f_train, y_train, f_test, y_test = map(np.asarray, (f_train, y_train, f_test, y_test))
+    if calibrate is not None and np.shape(calibrate) != y_train.shape:
+        raise ValueError(f"calibrate has shape {np.shape(calibrate)}; y_train has {y_train.shape}")
     if f_source_unknown is not None and len(f_source_unknown) == 0:
         raise ValueError("f_source_unknown has no rows; pass None when the target has no source products")
     if groups is not None and len(groups) <= int(y_train.max()):
@@ -481,6 +494,10 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
     te_known, te_unknown = np.isin(y_test, known_classes), np.isin(y_test, unknown_classes)
     x_tr, y_tr = f_train[tr], np.array([remap[int(c)] for c in y_train[tr]])
     y_te = np.array([remap[int(c)] for c in y_test[te_known]])
+    # the calibration images' fold (0) and the images only fitted on (-1), or None: look-alike folds
+    fold_of = None if calibrate is None else np.where(np.asarray(calibrate, dtype=bool)[tr], 0, -1)
+    if fold_of is not None and not (fold_of == 0).any():
+        raise ValueError("calibrate marks none of the known products' training images")
     logits_of = fit(x_tr, y_tr)
     reference = Reference(x_tr, y_tr, len(known_classes), negatives=f_negatives, knn_k=knn_k)
     sets = {"known": f_test[te_known], "unknown": f_test[te_unknown]}
@@ -500,7 +517,9 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
         background_logits = {name: background_of(x) for name, x in sets.items()}
     for score in scores:
         calibration = calibration_scores(score, x_tr, y_tr, fit=fit, folds=folds, seed=seed, negatives=f_negatives,
-                                         knn_k=knn_k)
+                                         knn_k=knn_k, fold_of=fold_of)
+        if fold_of is not None:
+            calibration = calibration[fold_of == 0]
         s = {name: known_scores(score, logits=background_logits[name] if score in BACKGROUND_SCORES else logits[name],
                                 features=x, reference=reference) for name, x in sets.items()}
 

@@ -240,6 +240,43 @@ def test_more_recalls_measure_each_threshold_from_the_same_fits() -> None:
     assert "at_recall" not in evaluate_rejection(x_train, y_train, x_test, y_test, **kwargs)["prototype"]
 
 
+def test_given_folds_hold_out_fold_zero_only_and_a_negative_fold_is_only_fitted_on() -> None:
+    rng = np.random.default_rng(4)
+    x, y = clusters(rng, rng.normal(size=(3, 16)), 6, noise=1.0)
+    fold_of = np.where(np.arange(len(y)) % 3 == 0, 0, -1)
+    scores = calibration_scores("prototype", x, y, fold_of=fold_of)
+    fitted = fold_of < 0
+    expected = known_scores("prototype", features=x[~fitted], reference=Reference(x[fitted], y[fitted], 3))
+    assert np.isnan(scores[fitted]).all()
+    np.testing.assert_allclose(scores[~fitted], expected)
+    with pytest.raises(ValueError, match="fold_of has shape"):
+        calibration_scores("prototype", x, y, fold_of=fold_of[:-1])
+
+
+def test_calibrating_on_photos_the_backbone_did_not_see_keeps_the_recall_promise() -> None:
+    # a backbone that trained on most of the enrolled photos holds those tight around their product; the
+    # photos it did not see, and new shelf photos, scatter as much as each other
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 32)) * 3
+    x_seen, y_seen = clusters(rng, centres, 60, noise=0.3)
+    x_unseen, y_unseen = clusters(rng, centres, 15, noise=1.5)
+    x_test, y_test = clusters(rng, centres, 50, noise=1.5)
+    x_train, y_train = np.concatenate([x_seen, x_unseen]), np.concatenate([y_seen, y_unseen])
+    unseen = np.arange(len(y_train)) >= len(y_seen)
+    kwargs = {**REJECTION_KW, "recall": 0.95}
+    plain = evaluate_rejection(x_train, y_train, x_test, y_test, **kwargs)
+    held = evaluate_rejection(x_train, y_train, x_test, y_test, calibrate=unseen, **kwargs)
+    assert held["prototype"]["known_acceptance"] >= 0.93 and plain["prototype"]["known_acceptance"] < 0.85
+    for score in SCORES:  # the thresholds move, nothing the fits score does
+        assert held[score]["threshold"] != plain[score]["threshold"], score
+        assert {k: v for k, v in held[score].items() if k in ("auroc", "closed_accuracy")} == {
+            k: v for k, v in plain[score].items() if k in ("auroc", "closed_accuracy")}, score
+    with pytest.raises(ValueError, match="calibrate has shape"):
+        evaluate_rejection(x_train, y_train, x_test, y_test, calibrate=unseen[:-1], **kwargs)
+    with pytest.raises(ValueError, match="marks none"):
+        evaluate_rejection(x_train, y_train, x_test, y_test, calibrate=np.zeros(len(y_train), dtype=bool), **kwargs)
+
+
 def test_source_products_like_the_known_ones_are_chance_and_rejected_as_often_as_known_photos() -> None:
     x_train, y_train, x_test, y_test = target_features()
     known_classes, _ = split_known_unknown(y_train, REJECTION_KW["unknown_fraction"], REJECTION_KW["seed"])
