@@ -27,9 +27,9 @@ training levers train per seed (on 2 cores about 7 minutes a seed at 64 px, 12 a
 ``--work`` folders keyed as the benchmark's, so a rerun reuses them. ``--out`` is rewritten after each
 lever, so a long run's finished levers are kept::
 
-    python benchmarks/rejection_levers.py --out benchmarks/results/rejection_levers
+    python benchmarks/rejection_levers.py --out benchmarks/results/rejection_levers \
+        --levers default flip layers rounds_4 enrolled enrolled_split size_96 size_128   # the committed results
     python benchmarks/rejection_levers.py --levers default flip layers      # the feature levers only
-    python benchmarks/rejection_levers.py --levers size_128 --work W        # 128 px: an hour more
     python benchmarks/rejection_levers.py --render --out benchmarks/results/rejection_levers
     python benchmarks/rejection_levers.py --smoke   # checks the script runs: tiny synthetic data, one epoch
 

@@ -583,6 +583,6 @@ def test_the_committed_rejection_levers_table_is_the_one_its_json_gives(tmp_path
     assert copy.with_suffix(".md").read_text() == results.with_suffix(".md").read_text()
     committed = json.loads(results.read_text())
     assert committed["target"] == "grocery_disjoint" and len(committed["seeds"]) == 3
-    assert list(committed["levers"]) == list(levers.DEFAULT_LEVERS)
+    assert list(committed["levers"]) == list(levers.LEVERS)
     with pytest.raises(SystemExit, match=str(tmp_path / "absent.json")):
         levers.main(["--render", "--out", str(tmp_path / "absent")])

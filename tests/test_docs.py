@@ -81,7 +81,7 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "and the Grocery datasets take hours; tests/test_benchmarks.py runs it with --smoke",
     ("docs/experiments.md", "python benchmarks/rejection_levers.py --work"):
         "writes the committed benchmarks/results/rejection_levers.*, and trains on the Grocery Store Dataset for "
-        "about an hour; tests/test_benchmarks.py runs it with --smoke and checks the committed table",
+        "about two hours; tests/test_benchmarks.py runs it with --smoke and checks the committed table",
     ("docs/experiments.md", "dvc exp run -n more-time"):
         "eight noisy-student rounds and the evaluation again, about 35 minutes on 2 cores; "
         "tests/config/test_overrides.py checks that the recipe sets what DVC's -S sets and each stage reads it",
