@@ -208,10 +208,10 @@ def run_seed(lever: str, params: dict[str, Any], seed: int, target: Target, work
     spec = params["evaluate"]["rejection"]
     known_classes = split_known_unknown(y_train, float(spec["unknown_fraction"]), seed)[0]
     known = [data.classes[i] for i in known_classes]
-    calibrate = None
+    calibrate, held = None, []  # the photos kept out of training for the thresholds, and their manifest paths
     if lever == "enrolled_split":
         calibrate = calibration_share(data.x_train, y_train, known_classes, int(spec["folds"]), seed)
-    held = [row.path for row, kept in zip(data.train, calibrate if calibrate is not None else []) if kept]
+        held = [row.path for row, kept in zip(data.train, calibrate) if kept]
     rows = {}
     for backbone, path in lever_backbones(lever, lever_spec, seed, target, known, work, held).items():
         images = {"train": data.x_train, "test": data.x_test, **extra}
