@@ -554,6 +554,47 @@ def test_the_calibration_share_is_whole_look_alike_groups_of_the_known_products(
     assert np.array_equal(share, levers.calibration_share(images, labels, np.array([0, 2, 3]), folds=3, seed=0))
 
 
+def test_the_split_lever_trains_without_its_calibration_share_and_chooses_the_thresholds_on_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run_seed`` hands ``enrolled_split``'s share to both ends: its paths stay out of the backbones' training
+    and its mask reaches the measures; the other levers pass neither."""
+    from types import SimpleNamespace
+
+    from retailnb.evaluation.rejection import split_known_unknown
+
+    levers = levers_module()
+    params = read_params(REPO / "params.yaml")
+    rng = np.random.default_rng(0)
+    y_train = np.repeat(np.arange(8), 9)
+    images = rng.integers(0, 256, size=(len(y_train), 16, 16, 3), dtype=np.uint8)
+    data = SimpleNamespace(x_train=images, x_test=images[:8], y_train=y_train, y_test=np.arange(8),
+                           classes=[f"p{i}" for i in range(8)],
+                           train=[SimpleNamespace(path=f"img{i}.png") for i in range(len(y_train))])
+    seen: dict[str, Any] = {}
+
+    def backbones(lever: str, spec: Any, seed: int, target: Any, known: Any, work: Any, held: Any = ()) -> Any:
+        seen["held"] = list(held)
+        return {"student": Path("unused.pt")}
+
+    def measure(*args: Any, calibrate: Any = None, **kwargs: Any) -> Any:
+        seen["calibrate"] = calibrate
+        return {}
+
+    monkeypatch.setattr(levers, "lever_backbones", backbones)
+    monkeypatch.setattr(levers, "measure", measure)
+    monkeypatch.setattr(levers, "lever_features", lambda lever, path, arch, x: np.zeros((len(x), 4)))
+    monkeypatch.setattr(levers, "probe_c", lambda f, y, seed: 1.0)
+    cache = {params["backbone"]["image_size"]: (data, {}, ["g"] * 8)}
+    levers.run_seed("enrolled_split", params, 1, None, Path("unused"), cache)
+    spec = params["evaluate"]["rejection"]
+    known = split_known_unknown(y_train, float(spec["unknown_fraction"]), 1)[0]
+    share = levers.calibration_share(images, y_train, known, int(spec["folds"]), 1)
+    assert share.any() and np.array_equal(seen["calibrate"], share)
+    assert seen["held"] == [f"img{i}.png" for i in np.flatnonzero(share)]
+    levers.run_seed("enrolled", params, 1, None, Path("unused"), cache)
+    assert seen["calibrate"] is None and seen["held"] == []
+
+
 def test_the_rejection_levers_study_needs_the_grocery_data_unless_smoke(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=f"no Grocery Store Dataset at {tmp_path}"):
         levers_module().main(["--grocery", str(tmp_path), "--work", str(tmp_path / "work")])
