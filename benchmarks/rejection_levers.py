@@ -16,7 +16,7 @@ time, on the features or on the training (:data:`LEVERS`):
 * ``enrolled``: pretraining and the noisy student also see the enrolled products' training photos, with
   their labels, as a store that trains on its own catalogue would; the held-out products stay unseen.
 * ``enrolled_split``: as ``enrolled``, but a third of each enrolled product's training photos (whole groups
-  of look-alikes, :func:`calibration_share`) stay out of training, and the thresholds come from them: a
+  of look-alikes, :func:`known_share`) stay out of training, and the thresholds come from them: a
   threshold chosen on photos the backbone trained on accepts too few new photos.
 * ``size_96``, ``size_128``: every stage at 96 or 128 px instead of 64 (a pack's print is a few pixels
   high at 64).
@@ -55,6 +55,7 @@ from bench_rejection import features_of, grocery_backbones, measure, probe_c
 from common import (GROCERY, PARAMS, add_smoke, grocery_halves, has_grocery, interval_text, smoke_params,
                     synthetic_halves)
 from retailnb.config.params_file import read_params
+from retailnb.data.lookalikes import calibration_share
 
 LEVERS = ("default", "flip", "layers", "rounds_4", "enrolled", "enrolled_split", "size_96", "size_128")
 """The levers, in the order they run and the tables list them (the feature levers first, then the training
@@ -144,18 +145,13 @@ class Target:
         return data, extra, [group_of[c] for c in data.classes]
 
 
-def calibration_share(images: Any, labels: np.ndarray, known: np.ndarray, folds: int, seed: int) -> np.ndarray:
+def known_share(images: Any, labels: np.ndarray, known: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """(N,) bool: the training photos of the ``known`` class indices kept out of the backbone's training for
-    the thresholds: of each product's photos, whole groups of look-alikes (on 8x8 colour thumbnails, before
-    any backbone sees them; :func:`~retailnb.evaluation.rejection.near_copy_folds`), one fold in ``folds``."""
-    from retailnb.evaluation.rejection import near_copy_folds
-
-    x = np.asarray(images, dtype=np.float32)
-    n, h, w, c = x.shape
-    thumbs = x[:, : h - h % 8, : w - w % 8].reshape(n, 8, h // 8, 8, w // 8, c).mean(axis=(2, 4)).reshape(n, -1)
+    the thresholds, as ``data.calibration_folds`` keeps a store's photos out
+    (:func:`retailnb.data.lookalikes.calibration_share` of the known products' photos); the others' are unmarked."""
     rows = np.flatnonzero(np.isin(labels, known))
-    out = np.zeros(n, dtype=bool)
-    out[rows] = near_copy_folds(thumbs[rows] - thumbs[rows].mean(axis=0), labels[rows], folds, seed) == 0
+    out = np.zeros(len(labels), dtype=bool)
+    out[rows] = calibration_share(np.asarray(images)[rows], np.asarray(labels)[rows], folds, seed)
     return out
 
 
@@ -210,7 +206,7 @@ def run_seed(lever: str, params: dict[str, Any], seed: int, target: Target, work
     known = [data.classes[i] for i in known_classes]
     calibrate, held = None, []  # the photos kept out of training for the thresholds, and their manifest paths
     if lever == "enrolled_split":
-        calibrate = calibration_share(data.x_train, y_train, known_classes, int(spec["folds"]), seed)
+        calibrate = known_share(data.x_train, y_train, known_classes, int(spec["folds"]), seed)
         held = [row.path for row, kept in zip(data.train, calibrate) if kept]
     rows = {}
     for backbone, path in lever_backbones(lever, lever_spec, seed, target, known, work, held).items():

@@ -69,3 +69,14 @@ def torchrun_threads() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def training_manifest(tmp_path: Path) -> str:
+    """A data stage manifest whose training images are none of a test's target images (a real target's
+    evaluation reads it for the photos no training saw)."""
+    from retailnb.data.manifest import ManifestRow, write_manifest
+
+    rows = [ManifestRow(path=str(tmp_path / "elsewhere.png"), label=0, class_name="other", split="train",
+                        role="labelled")]
+    return str(write_manifest(rows, tmp_path / "training" / "manifest.csv"))

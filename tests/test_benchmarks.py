@@ -543,7 +543,7 @@ def test_the_calibration_share_is_whole_look_alike_groups_of_the_known_products(
     images = np.clip(sessions + rng.normal(0, 2, size=(4, 9, 3, 16, 16, 3)), 0, 255).astype(np.uint8)
     images, labels = images.reshape(-1, 16, 16, 3), np.repeat(np.arange(4), 27)
     session = np.tile(np.repeat(np.arange(9), 3), 4)
-    share = levers.calibration_share(images, labels, np.array([0, 2, 3]), folds=3, seed=0)
+    share = levers.known_share(images, labels, np.array([0, 2, 3]), folds=3, seed=0)
     assert not share[labels == 1].any()  # an unknown product's photos are never enrolled
     for product in (0, 2, 3):
         mine = labels == product
@@ -551,7 +551,7 @@ def test_the_calibration_share_is_whole_look_alike_groups_of_the_known_products(
         for s in range(9):  # a session's near-copies stay together: all held back or all trained on
             assert len(set(share[mine & (session == s)])) == 1
     assert 0.2 < share[labels != 1].mean() < 0.5
-    assert np.array_equal(share, levers.calibration_share(images, labels, np.array([0, 2, 3]), folds=3, seed=0))
+    assert np.array_equal(share, levers.known_share(images, labels, np.array([0, 2, 3]), folds=3, seed=0))
 
 
 def test_the_split_lever_trains_without_its_calibration_share_and_chooses_the_thresholds_on_it(
@@ -588,7 +588,7 @@ def test_the_split_lever_trains_without_its_calibration_share_and_chooses_the_th
     levers.run_seed("enrolled_split", params, 1, None, Path("unused"), cache)
     spec = params["evaluate"]["rejection"]
     known = split_known_unknown(y_train, float(spec["unknown_fraction"]), 1)[0]
-    share = levers.calibration_share(images, y_train, known, int(spec["folds"]), 1)
+    share = levers.known_share(images, y_train, known, int(spec["folds"]), 1)
     assert share.any() and np.array_equal(seen["calibrate"], share)
     assert seen["held"] == [f"img{i}.png" for i in np.flatnonzero(share)]
     levers.run_seed("enrolled", params, 1, None, Path("unused"), cache)

@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=_image_size, help="side of the square input images, in pixels (default: "
                    "the size backbone.json beside the weights records; needed with --backbone-weights none)")
     p.add_argument("--out", required=True, help="bundle file to write")
+    p.add_argument("--trained-on", metavar="MANIFEST",
+                   help="the manifest the backbone trained on (data/prepared/manifest.csv of the pipeline run that "
+                   "made it): the threshold is chosen on FOLDER's photos it trained no backbone on (those "
+                   "data.calibration_folds kept out), which a new photo resembles")
     _force_option(p)
     _enrolment_options(p)
     _wait_option(p)
@@ -316,6 +320,14 @@ def _check_folder(folder: str) -> None:
         raise ValueError(f"{folder}: not a folder; expected {folder}/<product>/<image>")
 
 
+def _check_trained_on(path: str) -> None:
+    """``--trained-on`` is a manifest with rows that train a backbone (``labelled`` or ``unlabelled``)."""
+    from retailnb.data.manifest import TRAINING_ROLES, read_manifest
+
+    if not read_manifest(path).select(*TRAINING_ROLES):
+        raise ValueError(f"{path}: no {' or '.join(TRAINING_ROLES)} rows: this manifest trains no backbone")
+
+
 def _check_bundle(path: str, *, with_products: bool = False) -> None:
     """``--bundle`` is a bundle file of this format version (``bundle.json`` alone is read)."""
     from retailnb.bundle.info import read_bundle_meta
@@ -423,6 +435,8 @@ def check_args(args: argparse.Namespace) -> None:
     elif command == "fit":
         _check_folder(args.folder)
         _check_backbone(args)
+        if args.trained_on is not None:
+            _check_trained_on(args.trained_on)
         check_writable(args.out)
     elif command in BUNDLE_EDITS:
         if command == "add-products":

@@ -53,6 +53,8 @@ from retailnb.bundle.predict import predict_files
 from retailnb.data.adapters import DatasetError
 from retailnb.data.inputs import image_files, product_folders
 from retailnb.data.images import ImageError
+from retailnb.data.manifest import read_manifest
+from retailnb.evaluation.rejection import unseen_photos
 from retailnb.config.score_names import USES_NEGATIVES
 from retailnb.util.hashing import files_sha256
 from retailnb.util.locks import BusyError, exclusive
@@ -328,14 +330,33 @@ def cmd_fit(args: argparse.Namespace) -> None:
         check_new_products(dataclasses.replace(bundle, class_names=()), list(products))  # before embedding
         check_background(bundle.settings, bundle.n_negatives)
         features, names, source = _folder_features(bundle, args.folder, products)
+        unseen = None
+        if args.trained_on is not None:
+            paths = [Path(p).resolve() for files in products.values() for p in files]  # folder_features' order
+            unseen = unseen_photos(paths, read_manifest(args.trained_on).training_paths())
+            source = {**source, "trained_on": str(Path(args.trained_on).resolve())}
         start = time.perf_counter()
-        fitted = fit_probe(bundle, features, names, source=source, image_kind=args.images)
+        fitted = fit_probe(bundle, features, names, source=source, image_kind=args.images, calibrate=unseen)
         assert fitted.probe is not None  # fit_probe always fits one: it needs two products or more
         _say(f"fitted the probe on {len(fitted.class_names)} products (C={fitted.probe.c:g}, chosen by "
              f"cross-validation) in {time.perf_counter() - start:.2f} s")
         _say(rejection_line(fitted.rejection))
+        if args.trained_on is not None:
+            _say(calibration_line(unseen, len(names), args.trained_on))
         _save(fitted, args.out)
         _say(enrolled_line(names, args.images))
+
+
+def calibration_line(unseen: np.ndarray | None, n: int, manifest: str) -> str:
+    """What ``fit --trained-on`` chose the threshold on, in one line: the photos the backbone never trained on,
+    all of them, or (none left) a warning."""
+    if unseen is None:
+        return (f"warning: {manifest} trained the backbone on all {n} photos, so the threshold is chosen on photos "
+                "it knows and will accept fewer new photos than asked; keep some out of training "
+                "(data.calibration_folds) and fit again")
+    if unseen.all():
+        return f"the backbone trained on none of the {n} photos ({manifest}): the threshold is chosen on all of them"
+    return f"the threshold is chosen on the {int(unseen.sum())} of {n} photos that {manifest} trains no backbone on"
 
 
 def cmd_add_products(args: argparse.Namespace) -> None:

@@ -58,6 +58,7 @@ from retailnb.bundle.model import (
 from retailnb.evaluation.probe import fit_logistic_probe
 from retailnb.evaluation.rejection import (
     background_training_set,
+    calibration_folds,
     calibration_scores,
     logistic_fit,
     threshold_at_recall,
@@ -202,7 +203,7 @@ def _fit_pipeline(features: np.ndarray, labels: np.ndarray, settings: ProbeSetti
 
 
 def choose_rejection(features: np.ndarray, labels: np.ndarray, settings: ProbeSettings, c: float,
-                     negatives: np.ndarray | None = None) -> Rejection:
+                     negatives: np.ndarray | None = None, calibrate: np.ndarray | None = None) -> Rejection:
     """The rejection threshold of a probe fitted at ``c`` on ``features`` / ``labels``, at ``settings.recall``.
 
     The threshold is the :func:`retailnb.evaluation.rejection.threshold_at_recall` of the enrolled images' own
@@ -213,10 +214,16 @@ def choose_rejection(features: np.ndarray, labels: np.ndarray, settings: ProbeSe
     bundle's, :data:`~retailnb.config.score_names.USES_NEGATIVES`) are calibrated with them, as they are
     then computed. A product with a single image cannot be scored out of fold (skipped); when no image
     can, the threshold is ``-inf`` (accept everything) and a warning says rejection is off.
+
+    With ``calibrate`` (the rows whose photos trained no backbone: :attr:`Bundle.calibrate`), only those rows
+    are scored, each by what the other rows give (:func:`retailnb.evaluation.rejection.calibration_folds`): a
+    backbone that trained on a photo finds it more familiar than a new one, and a threshold from such photos
+    accepts fewer new photos than asked.
     """
     score = check_bundle_score(settings.rejection_score)
     fit = logistic_fit(c, seed=settings.seed) if score in PROBE_SCORES or score in BACKGROUND_SCORES else None
-    calibration = calibration_scores(score, features, labels, fit=fit, seed=settings.seed, negatives=negatives)
+    calibration = calibration_scores(score, features, labels, fit=fit, seed=settings.seed, negatives=negatives,
+                                     fold_of=calibration_folds(calibrate, len(labels)))
     rejection = Rejection(score, float(settings.recall), threshold_at_recall(calibration, settings.recall))
     if not rejection.active:
         logger.warning("unknown-product rejection is off: no enrolled image could be scored out of fold; it "
@@ -247,13 +254,13 @@ def fit_background(features: np.ndarray, labels: np.ndarray, settings: ProbeSett
 
 
 def _refit(bundle: Bundle, features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
-           change: _Change, *, choose_c: bool) -> Bundle:
+           change: _Change, *, choose_c: bool, calibrate: np.ndarray | None = None) -> Bundle:
     """A copy of ``bundle`` whose probe is fitted from scratch on ``features`` / ``labels``.
 
     C is chosen by cross-validation when ``choose_c`` is set or the bundle has no probe to take it from;
     otherwise the bundle's C is kept. The rejection threshold is chosen again with every fit
-    (:func:`choose_rejection`), so it follows the products added and removed; the bundle's negatives are
-    kept.
+    (:func:`choose_rejection`, on the rows ``calibrate`` marks: the new bundle's :attr:`Bundle.calibrate`), so it
+    follows the products added and removed; the bundle's negatives are kept.
     """
     missing = sorted(set(range(len(class_names))) - set(labels.tolist()))
     if missing:
@@ -268,11 +275,11 @@ def _refit(bundle: Bundle, features: np.ndarray, labels: np.ndarray, class_names
         counts = np.bincount(labels, minlength=len(class_names)) if bundle.settings.uniform_prior else None
         probe = LinearProbe.from_pipeline(pipe, counts)
         background = fit_background(features, labels, bundle.settings, probe.c, bundle.negatives)  # checks first
-        rejection = choose_rejection(features, labels, bundle.settings, probe.c, bundle.negatives)
+        rejection = choose_rejection(features, labels, bundle.settings, probe.c, bundle.negatives, calibrate)
     entry = _history_entry(change, features, probe.c if probe else None, c_from, rejection, bundle.n_negatives)
     history = [*bundle.provenance.get("history", []), entry]
     return dataclasses.replace(bundle, class_names=class_names, features=features, labels=labels, probe=probe,
-                               rejection=rejection, background=background,
+                               rejection=rejection, background=background, calibrate=calibrate,
                                provenance={**bundle.provenance, "history": history})
 
 
@@ -283,6 +290,7 @@ def fit_probe(
     *,
     source: Mapping[str, Any] | None = None,
     image_kind: str = "shelf",
+    calibrate: np.ndarray | None = None,
 ) -> Bundle:
     """A copy of ``bundle`` whose products are exactly those of ``names``, with a probe fitted on ``features``.
 
@@ -297,6 +305,10 @@ def fit_probe(
         source: JSON description of the data (folder, manifest, its SHA-256, parameters) for provenance.
         image_kind: what the images are, one of :data:`IMAGE_KINDS` (``shelf`` photos or ``catalogue``
             packshots); recorded per product in the history.
+        calibrate: (N,) bool, the rows whose photos trained no backbone (e.g. those a pipeline run kept out of
+            training with ``data.calibration_folds``: :func:`retailnb.evaluation.rejection.unseen_photos`); the
+            threshold is chosen on them. None when the backbone trained on none of the photos (or every row
+            is marked).
 
     Returns:
         The new bundle, with its rejection threshold chosen (see :func:`choose_rejection`).
@@ -312,7 +324,18 @@ def fit_probe(
     classes, labels = np.unique(np.asarray(names, dtype=str), return_inverse=True)
     class_names = _check_class_names(classes.tolist())
     change = _Change("fit", class_names, len(features), source, _enrolled_from(names, image_kind))
-    return _refit(bundle, features, labels.astype(np.int64), class_names, change, choose_c=True)
+    calibrate = calibration_rows(calibrate, len(features))
+    return _refit(bundle, features, labels.astype(np.int64), class_names, change, choose_c=True, calibrate=calibrate)
+
+
+def calibration_rows(calibrate: np.ndarray | None, n: int) -> np.ndarray | None:
+    """``calibrate`` as :attr:`Bundle.calibrate` keeps it: None when it is None or marks all ``n`` rows (every
+    photo is as new as a shelf photo), a bool array otherwise.
+
+    Raises:
+        ValueError: not ``n`` booleans, or marking none (:func:`retailnb.evaluation.rejection.calibration_folds`).
+    """
+    return None if calibration_folds(calibrate, n) is None else np.asarray(calibrate, dtype=bool)
 
 
 def _old_training_set(bundle: Bundle, old_features: np.ndarray | None,
@@ -370,6 +393,10 @@ def add_products(
     scratch, with the bundle's C (chosen by cross-validation when the bundle was first fitted) unless
     ``choose_c`` asks to choose it again (cross-validation: a dozen fits instead of one).
 
+    A bundle that knows which of its photos trained no backbone (:attr:`Bundle.calibrate`) keeps choosing its
+    threshold on those: the new products' photos, which may have trained it, are only fitted on. With
+    ``old_features`` that record no longer describes the rows, and the threshold comes from every row.
+
     Args:
         bundle: the bundle to extend (unchanged).
         features: (N, D) features of the new products' images, e.g. from :func:`retailnb.bundle.embed.embed`.
@@ -403,7 +430,10 @@ def add_products(
     x = np.concatenate([old_x, features])
     y = np.concatenate([old_y, np.asarray([index[n] for n in names], dtype=np.int64)])
     change = _Change("add_products", new, len(features), source, _enrolled_from(names, image_kind))
-    return _refit(bundle, x, y, class_names, change, choose_c=choose_c)
+    calibrate = None  # the stored rows' marks; the new photos may have trained the backbone: only fitted on
+    if bundle.calibrate is not None and old_features is None:
+        calibrate = np.concatenate([bundle.calibrate, np.zeros(len(features), dtype=bool)])
+    return _refit(bundle, x, y, class_names, change, choose_c=choose_c, calibrate=calibrate)
 
 
 def _unknown_names_message(unknown: Sequence[str], known: Sequence[str]) -> str:
@@ -453,7 +483,9 @@ def remove_products(
         raise ValueError(f"a probe needs at least two products; only {class_names[0]!r} would remain")
     features = bundle.features[rows]
     change = _Change("remove_products", drop, 0, source)
-    return _refit(bundle, features, remap[bundle.labels[rows]], class_names, change, choose_c=choose_c)
+    calibrate = None if bundle.calibrate is None or not bundle.calibrate[rows].any() else bundle.calibrate[rows]
+    return _refit(bundle, features, remap[bundle.labels[rows]], class_names, change, choose_c=choose_c,
+                  calibrate=calibrate)
 
 
 def _with_negatives(bundle: Bundle, negatives: np.ndarray | None, change: _Change) -> Bundle:
@@ -467,7 +499,8 @@ def _with_negatives(bundle: Bundle, negatives: np.ndarray | None, change: _Chang
     n_negatives = 0 if negatives is None else len(negatives)
     if probe is not None:
         background = fit_background(bundle.features, bundle.labels, bundle.settings, probe.c, negatives)
-        rejection = choose_rejection(bundle.features, bundle.labels, bundle.settings, probe.c, negatives)
+        rejection = choose_rejection(bundle.features, bundle.labels, bundle.settings, probe.c, negatives,
+                                     bundle.calibrate)
     entry = _history_entry(change, bundle.features, probe.c if probe else None, "kept" if probe else None,
                            rejection, n_negatives)
     history = [*bundle.provenance.get("history", []), entry]

@@ -34,20 +34,26 @@ UNKNOWN = "unknown"
 BUNDLE_FORMAT_NAME = "retailnb.bundle"
 """The ``format`` value of every bundle's ``bundle.json``: tells a bundle from any other zip file."""
 
-BUNDLE_FORMAT = 3
+BUNDLE_FORMAT = 4
 """Version of the bundle file layout this retailnb writes; raised whenever it changes.
 
 2 added the negatives (``negatives/features.npy``) and the scores beyond ``msp``, ``energy`` and
 ``prototype``: a retailnb that reads only 1 would ignore the negatives the threshold was chosen with, so it
 is told the version instead. 3 added the ``background`` score and its probe (``background/*.npy``, with
-its C in ``bundle.json``), which a retailnb that reads only 2 could not score."""
+its C in ``bundle.json``), which a retailnb that reads only 2 could not score. 4 added the photos the
+threshold is chosen on (``train/calibrate.npy``), which a retailnb that reads only 3 would forget at the next
+refit."""
 
-READABLE_FORMATS = (1, 2, 3)
-"""The bundle format versions this retailnb reads: its own, 2 (no background probe) and 1 (no negatives
-either)."""
+READABLE_FORMATS = (1, 2, 3, 4)
+"""The bundle format versions this retailnb reads: its own, 3 (no calibration photos), 2 (no background probe
+either) and 1 (no negatives either)."""
 
 NEGATIVES = "negatives/features.npy"
 """The archive entry of a bundle's negatives, (M, D) float32; absent when it has none."""
+
+CALIBRATE = "train/calibrate.npy"
+"""The archive entry marking the training rows that trained no backbone, (N,) bool; absent when the bundle was
+fitted without knowing which did."""
 
 META = "bundle.json"
 """The archive entry that holds everything of a bundle that is not an array."""

@@ -10,7 +10,9 @@ The file format (:data:`~retailnb.bundle.info.BUNDLE_FORMAT`) is one uncompresse
 * ``negatives/features.npy``: the features of the images the bundle must never name (format 2), only
   when it has some;
 * ``background/{mean,scale,coef,intercept}.npy``: the ``background`` score's probe (format 3), only when
-  the bundle rejects with it.
+  the bundle rejects with it;
+* ``train/calibrate.npy``: which training rows trained no backbone, the threshold's photos (format 4), only
+  when the bundle was fitted with them.
 
 Only JSON and ``.npy`` arrays read with ``allow_pickle=False``: loading a bundle never runs code from
 the file. Entries carry a fixed timestamp, so the same bundle always gives the same bytes (and the same
@@ -46,6 +48,7 @@ import retailnb
 from retailnb.bundle.info import (
     BUNDLE_FORMAT,
     BUNDLE_FORMAT_NAME,
+    CALIBRATE,
     META,
     NEGATIVES,
     UNKNOWN,
@@ -106,6 +109,8 @@ def _arrays(bundle: Bundle) -> dict[str, np.ndarray]:
     arrays["train/labels"] = np.asarray(bundle.labels, dtype=np.int64)
     if bundle.n_negatives:
         arrays[NEGATIVES[: -len(".npy")]] = np.asarray(bundle.negatives, dtype=np.float32)
+    if bundle.calibrate is not None:
+        arrays[CALIBRATE[: -len(".npy")]] = np.asarray(bundle.calibrate, dtype=bool)
     return arrays
 
 
@@ -254,6 +259,7 @@ def _bundle(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> 
         rejection=None if rejection is None or probe is None else Rejection.from_json(rejection),
         negatives=negatives,
         background=background,
+        calibrate=arrays.get(CALIBRATE[: -len(".npy")]),  # absent before format 4, and in bundles fitted without it
     )
 
 
@@ -280,6 +286,11 @@ def _check_consistent(bundle: Bundle, path: Path) -> None:
         else:
             arrays[NEGATIVES] = negatives
     problems += [f"{what} not finite" for what, a in arrays.items() if a.size and not np.isfinite(a).all()]
+    calibrate = bundle.calibrate
+    if calibrate is not None and (calibrate.dtype != bool or calibrate.shape != bundle.labels.shape
+                                  or not calibrate.any()):
+        problems.append(f"{CALIBRATE} of shape {calibrate.shape} and type {calibrate.dtype}, not "
+                        f"{len(bundle.labels)} booleans marking some rows")
     if bundle.features.shape != (len(bundle.labels), d) and bundle.features.size:
         problems.append(f"training features of shape {bundle.features.shape}, not ({len(bundle.labels)}, {d})")
     if bundle.labels.size and (bundle.labels.min() < 0 or bundle.labels.max() >= k):

@@ -264,6 +264,10 @@ class Bundle:
             products and of the negatives as one more class (row ``K`` of its weights), refitted at the
             probe's C with every change of products or negatives
             (:func:`retailnb.evaluation.rejection.background_training_set`); None with another score.
+        calibrate: (N,) bool, the training rows whose photos trained no backbone, which the rejection threshold
+            is chosen on (each scored by what the other rows give:
+            :func:`retailnb.evaluation.rejection.calibration_folds`);
+            None: every row, out of fold in look-alike folds (a backbone that trained on none of them).
     """
 
     architecture: str
@@ -278,6 +282,7 @@ class Bundle:
     rejection: Rejection | None = None
     negatives: np.ndarray | None = None
     background: LinearProbe | None = None
+    calibrate: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.features.size == 0:  # no products yet: (0, D), so that old and new features always stack

@@ -67,6 +67,16 @@ def check_kinds(source: str, kinds: str) -> None:
                          f"source {source!r} takes kinds 'all'")
 
 
+def check_calibration_folds(source: str, folds: int) -> None:
+    """``calibration_folds`` is 0 (keep no photo out of training) or at least 2, and 0 for the synthetic source,
+    whose target products no training sees."""
+    if folds == 1 or folds < 0:
+        raise ValueError(f"calibration_folds must be 0 (keep no photo out) or at least 2, got {folds}")
+    if folds and source == "synthetic":
+        raise ValueError("calibration_folds keeps some of a real dataset's train photos out of training; the "
+                         "synthetic source's target products are never trained on: set it to 0")
+
+
 class DataSpec(Spec):
     """The ``data`` section: the dataset every later stage reads through the manifest.
 
@@ -79,6 +89,11 @@ class DataSpec(Spec):
         on_error: a corrupt, truncated or tiny real image stops the stage (``raise``) or is skipped and
             counted (``skip``).
         min_size: smallest accepted shorter side of a real image, in pixels.
+        calibration_folds: a real dataset's train photos both train the backbone and enrol its products; with
+            ``k`` >= 2, one fold in ``k`` of each product's photos (whole groups of look-alikes) is kept out of
+            training, and the rejection thresholds are chosen on those
+            (:func:`retailnb.data.adapters.held_for_calibration`).
+            0 keeps none; the synthetic source takes 0.
         synthetic: the synthetic catalogue's sizes.
     """
 
@@ -88,6 +103,7 @@ class DataSpec(Spec):
     kinds: Literal["all", "even", "odd"]
     on_error: Literal["raise", "skip"]
     min_size: PositiveInt
+    calibration_folds: NonNegativeInt
     synthetic: SyntheticSpec
 
     @model_validator(mode="after")
@@ -95,6 +111,7 @@ class DataSpec(Spec):
         if self.source != "synthetic" and not self.root:
             raise ValueError(f"root must name the dataset folder for source {self.source!r}")
         check_kinds(self.source, self.kinds)
+        check_calibration_folds(self.source, self.calibration_folds)
         return self
 
 

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from retailnb.data.images import DEFAULT_MIN_SIZE, ImageError, check_images
-from retailnb.data.manifest import ROLES, ManifestRow, write_manifest
+import numpy as np
+
+from retailnb.data.images import DEFAULT_MIN_SIZE, ImageError, check_images, decode_images
+from retailnb.data.lookalikes import THUMBNAIL_SOURCE, calibration_share
+from retailnb.data.manifest import EVALUATION_ROLES, ROLES, TRAINING_ROLES, ManifestRow, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,8 @@ class AdapterReport:
         seconds: wall time of the whole build, validation included.
         ignored: files beside the images that are not images by their name (``README.txt``; see
             :mod:`retailnb.data.listing`), never read: listed so that nothing vanishes uncounted.
+        n_held: training photos kept out of every training role for the rejection thresholds
+            (:func:`held_for_calibration`; 0 without ``calibration_folds``).
     """
 
     manifest: Path
@@ -78,6 +83,7 @@ class AdapterReport:
     skipped: tuple[Skipped, ...]
     seconds: float
     ignored: tuple[str, ...] = ()
+    n_held: int = 0
 
     @property
     def n_skipped(self) -> int:
@@ -148,8 +154,10 @@ def validate_images(
     return kept
 
 
-def expand_roles(candidates: Sequence[Candidate], role_map: Mapping[str, Sequence[str]]) -> list[ManifestRow]:
-    """One manifest row per (image, role of its split), paths absolute; splits without roles drop out."""
+def expand_roles(candidates: Sequence[Candidate], role_map: Mapping[str, Sequence[str]],
+                 held: frozenset[Path] = frozenset()) -> list[ManifestRow]:
+    """One manifest row per (image, role of its split), paths absolute; splits without roles drop out. An image
+    in ``held`` keeps only its split's :data:`~retailnb.data.manifest.EVALUATION_ROLES`."""
     return [
         ManifestRow(
             path=str(c.path),
@@ -162,7 +170,30 @@ def expand_roles(candidates: Sequence[Candidate], role_map: Mapping[str, Sequenc
         )
         for c in candidates
         for role in role_map.get(c.split, ())
+        if c.path not in held or role in EVALUATION_ROLES
     ]
+
+
+def held_for_calibration(candidates: Sequence[Candidate], role_map: Mapping[str, Sequence[str]], folds: int, *,
+                         min_size: int = DEFAULT_MIN_SIZE, workers: int | None = None) -> frozenset[Path]:
+    """The photos kept out of training so that the rejection thresholds can be chosen on photos no training
+    saw (``data.calibration_folds``): of each product's photos that would both train the backbone and
+    enrol it (a split with a :data:`~retailnb.data.manifest.TRAINING_ROLES` role and ``probe_train``), whole
+    groups of look-alikes, one fold in ``folds`` (:func:`retailnb.data.lookalikes.calibration_share`, on
+    the photos decoded at :data:`~retailnb.data.lookalikes.THUMBNAIL_SOURCE` pixels; seed 0).
+
+    A backbone that trained on every photo a threshold is chosen from finds them more familiar than a new
+    photo of the same product: on the Grocery Store Dataset, thresholds for 95% recall then accepted 86-94% of
+    new known photos, and 94-98% when a third of the photos stayed out (docs/experiments.md, ``enrolled_split``).
+    """
+    both = {split for split, roles in role_map.items()
+            if "probe_train" in roles and any(role in TRAINING_ROLES for role in roles)}
+    shared = [c for c in candidates if c.split in both]
+    if not shared:
+        return frozenset()
+    images = decode_images([c.path for c in shared], THUMBNAIL_SOURCE, workers=workers, min_size=min_size)
+    held = calibration_share(images, np.array([c.label for c in shared]), folds, seed=0)
+    return frozenset(c.path for c, keep_out in zip(shared, held, strict=True) if keep_out)
 
 
 def contiguous_labels(kept: Sequence[Candidate], n_classes: int,
@@ -196,6 +227,7 @@ def write_adapter_manifest(
     workers: int | None = None,
     ignored: tuple[str, ...] = (),
     min_classes: int = 1,
+    calibration_folds: int = 0,
 ) -> AdapterReport:
     """Validate the candidates, expand them into rows and write the manifest; the last step of an adapter.
 
@@ -211,6 +243,8 @@ def write_adapter_manifest(
         workers: validation processes; None uses every available core.
         ignored: files the adapter did not take as images (for the report).
         min_classes: fewest classes a usable dataset has (2 for a user's own photos: a classifier needs two).
+        calibration_folds: keep one fold in this many of each product's training photos out of training
+            (:func:`held_for_calibration`); 0 keeps none.
 
     Returns:
         The report of what was written and skipped.
@@ -227,7 +261,9 @@ def write_adapter_manifest(
     if n_classes < min_classes:
         raise DatasetError(f"{source}: images of one class only ({kept[0].class_name!r}): a classifier needs at "
                            f"least {min_classes}; nothing written")
-    records = expand_roles(kept, role_map)
+    held = (held_for_calibration(kept, role_map, calibration_folds, min_size=min_size, workers=workers)
+            if calibration_folds else frozenset())
+    records = expand_roles(kept, role_map, held)
     if not records:
         raise DatasetError(f"{source}: no usable images for the splits {sorted(role_map)}; nothing written")
     path = write_manifest(records, out)
@@ -240,6 +276,7 @@ def write_adapter_manifest(
         skipped=tuple(issues.skipped),
         seconds=time.perf_counter() - started,
         ignored=ignored,
+        n_held=len(held),
     )
     log.info(
         "%s: wrote %d rows (%d images, %d classes) to %s in %.1fs; skipped %d",

@@ -242,6 +242,7 @@ def build_image_folder_manifest(
     on_error: OnError = "raise",
     min_size: int = DEFAULT_MIN_SIZE,
     workers: int | None = None,
+    calibration_folds: int = 0,
 ) -> AdapterReport:
     """Write the manifest of an image-folder dataset (see the module docstring for the layouts).
 
@@ -261,6 +262,8 @@ def build_image_folder_manifest(
             files, unknown classes or images listed twice.
         min_size: smallest accepted shorter side of an image, in pixels.
         workers: processes validating the images; None uses every available core.
+        calibration_folds: keep one fold in this many of each product's train photos out of training, for the
+            rejection thresholds (:func:`~retailnb.data.adapters.held_for_calibration`); 0 keeps none.
 
     Returns:
         Rows per role, images per split, number of classes, skipped inputs and ignored files (files
@@ -296,4 +299,5 @@ def build_image_folder_manifest(
         workers=workers,
         ignored=tuple(str(p) for p in ignored),
         min_classes=2,
+        calibration_folds=calibration_folds,
     )

@@ -209,6 +209,7 @@ def build_grocery_manifest(
     on_error: OnError = "raise",
     min_size: int = DEFAULT_MIN_SIZE,
     workers: int | None = None,
+    calibration_folds: int = 0,
 ) -> AdapterReport:
     """Write the manifest of a Grocery Store Dataset copy.
 
@@ -225,6 +226,8 @@ def build_grocery_manifest(
             inputs out and lists them in the report.
         min_size: smallest accepted shorter side of an image, in pixels.
         workers: processes validating the images; None uses every available core.
+        calibration_folds: keep one fold in this many of each product's train photos out of training, for the
+            rejection thresholds (:func:`~retailnb.data.adapters.held_for_calibration`); 0 keeps none.
 
     Returns:
         Rows per role, images per split, number of classes and skipped inputs.
@@ -252,4 +255,5 @@ def build_grocery_manifest(
         source=dataset_dir,
         min_size=min_size,
         workers=workers,
+        calibration_folds=calibration_folds,
     )

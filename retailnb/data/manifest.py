@@ -34,6 +34,10 @@ ROLES: tuple[str, ...] = (
     "probe_train",  # target catalogue: few-shot training images for the downstream probe
     "probe_test",  # target catalogue: shelf test images for the downstream probe
 )
+TRAINING_ROLES: tuple[str, ...] = ("labelled", "unlabelled")
+"""The roles whose images train the backbone (pretraining and the noisy student)."""
+EVALUATION_ROLES: tuple[str, ...] = ("probe_train", "probe_test")
+"""The roles only the evaluation reads."""
 DOMAINS: tuple[str, ...] = ("catalogue", "shelf", "unknown")
 COLUMNS: tuple[str, ...] = ("path", "label", "class_name", "split", "role", "domain", "group")
 
@@ -83,6 +87,10 @@ class Manifest:
     def paths(self, records: Sequence[ManifestRow]) -> list[Path]:
         """Absolute image paths of ``records``."""
         return [self.resolve(r) for r in records]
+
+    def training_paths(self) -> frozenset[Path]:
+        """The resolved paths of the images that train the backbone (rows of :data:`TRAINING_ROLES`)."""
+        return frozenset(self.resolve(r).resolve() for r in self.select(*TRAINING_ROLES))
 
     def role_counts(self) -> dict[str, int]:
         """Number of rows per role (every role listed, zero when absent)."""

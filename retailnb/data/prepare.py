@@ -18,7 +18,7 @@ from retailnb.util.atomic import temporary_folder
 from retailnb.data.adapters import AdapterReport
 from retailnb.data.grocery import build_grocery_manifest
 from retailnb.data.folder import build_image_folder_manifest
-from retailnb.config.data import SyntheticSpec, check_kinds
+from retailnb.config.data import SyntheticSpec, check_calibration_folds, check_kinds
 from retailnb.data.synthetic import generate
 
 SOURCES: tuple[str, ...] = ("synthetic", "grocery_store", "imagefolder")
@@ -36,6 +36,7 @@ def prepare_dataset(
     min_size: int = 16,
     synthetic: SyntheticSpec | None = None,
     workers: int | None = None,
+    calibration_folds: int = 0,
 ) -> Path:
     """Write the manifest of ``source`` into ``out_dir`` (replaced whole, only once complete).
 
@@ -54,18 +55,23 @@ def prepare_dataset(
         min_size: smallest accepted shorter side of a real image, in pixels.
         synthetic: the synthetic dataset's sizes (needed for ``synthetic``; ``data.synthetic``).
         workers: worker processes; None uses every core.
+        calibration_folds: a real dataset keeps one fold in this many of each product's train photos out of
+            training, for the rejection thresholds (:func:`retailnb.data.adapters.held_for_calibration`); 0
+            keeps none. The synthetic target is never trained on and takes 0.
 
     Returns:
         The manifest's path.
 
     Raises:
-        ValueError: an unknown ``source``, a real source without ``root``, or ``kinds`` other than
-            ``all`` for a source without coarse kinds.
+        ValueError: an unknown ``source``, a real source without ``root``, ``kinds`` other than
+            ``all`` for a source without coarse kinds, or ``calibration_folds`` that is neither 0 nor at least 2
+            or not 0 for ``synthetic``.
     """
     out_dir = Path(out_dir)
     if source not in SOURCES:
         raise ValueError(f"data.source must be one of {SOURCES}, got {source!r}")
     check_kinds(source, kinds)
+    check_calibration_folds(source, calibration_folds)
     if source == "synthetic":
         if synthetic is None:
             raise ValueError("data.synthetic: the synthetic source needs its sizes (a SyntheticSpec)")
@@ -79,10 +85,13 @@ def prepare_dataset(
         manifest = tmp / "manifest.csv"
         if source == "grocery_store":
             report = build_grocery_manifest(
-                root, manifest, labels=labels, kinds=kinds, on_error=on_error, min_size=min_size, workers=workers  # type: ignore[arg-type]
+                root, manifest, labels=labels, kinds=kinds, on_error=on_error,  # type: ignore[arg-type]
+                min_size=min_size, workers=workers, calibration_folds=calibration_folds,
             )
         else:
-            report = build_image_folder_manifest(root, manifest, on_error=on_error, min_size=min_size, workers=workers)  # type: ignore[arg-type]
+            report = build_image_folder_manifest(
+                root, manifest, on_error=on_error, min_size=min_size, workers=workers,  # type: ignore[arg-type]
+                calibration_folds=calibration_folds)
         (tmp / "ingest_report.json").write_text(json.dumps(_report_dict(report), indent=2, default=str) + "\n")
         if report.n_skipped:
             log.warning("skipped %d bad input(s) of %s; see ingest_report.json", report.n_skipped, root)

@@ -189,13 +189,14 @@ def catalogue_mask(data: ProbeData) -> np.ndarray | None:
 def backbone_results(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray, *,
                      shots: Sequence[int | None], draws: int, seed: int, knn_k: int,
                      catalogue: np.ndarray | None = None, rejection: RejectionSpec | None = None,
-                     f_source_unknown: np.ndarray | None = None,
+                     f_source_unknown: np.ndarray | None = None, calibrate: np.ndarray | None = None,
                      ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """One backbone's few-shot rows (plus the catalogue-only row when ``catalogue`` is given) and its
     unknown-product rejection result (when ``rejection`` is given; see
     :func:`retailnb.evaluation.rejection.evaluate_rejection`), the latter's probe at the C the all-images probe chose,
     measured on the source's unlabelled-only products too when their features ``f_source_unknown`` are
-    given."""
+    given, its thresholds chosen on the training photos ``calibrate`` marks (those no training saw:
+    :func:`~retailnb.evaluation.rejection.unseen_photos`) when given."""
     rows = fewshot_eval(f_train, y_train, f_test, y_test, shots=shots, draws=draws, seed=seed, knn_k=knn_k)
     if catalogue is not None:
         rows.append(catalogue_eval(f_train, y_train, f_test, y_test, catalogue, seed=seed, knn_k=knn_k))
@@ -205,7 +206,7 @@ def backbone_results(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarra
     result = evaluate_rejection(f_train, y_train, f_test, y_test, fit=logistic_fit(c, seed=seed),
                                 unknown_fraction=rejection.unknown_fraction, recall=rejection.recall,
                                 seed=seed, folds=rejection.folds, knn_k=rejection.knn_k,
-                                f_source_unknown=f_source_unknown)
+                                f_source_unknown=f_source_unknown, calibrate=calibrate)
     return rows, result
 
 
@@ -213,6 +214,7 @@ def evaluate_backbones(backbones: Mapping[str, str], data: ProbeData, *, archite
                        shots: Sequence[int | None], draws: int, seed: int, knn_k: int = 1,
                        cache_dir: str | os.PathLike[str], workers: int | None = None,
                        rejection: RejectionSpec | None = None, source: SourceUnknownData | None = None,
+                       calibrate: np.ndarray | None = None,
                        ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Features], dict[str, dict[str, Any]]]:
     """Few-shot summaries, features and unknown-product rejection results of every backbone.
 
@@ -221,14 +223,16 @@ def evaluate_backbones(backbones: Mapping[str, str], data: ProbeData, *, archite
     processes side by side (None: one per core). The results do not depend on ``workers``. When every
     product has a catalogue packshot (:func:`catalogue_mask`) the summaries hold a ``catalogue`` row too.
     With ``rejection`` and ``source`` given, rejection is also measured on the source's unlabelled-only
-    products (their features cached beside the others').
+    products (their features cached beside the others'). ``calibrate`` marks the training photos the rejection
+    thresholds are chosen on (:func:`~retailnb.evaluation.rejection.unseen_photos`), or None: every one, out of
+    fold.
     """
     features, source_features = backbones_features(backbones, data, architecture=architecture, seed=seed,
                                                    cache_dir=cache_dir, source=source)
     catalogue = catalogue_mask(data)
     jobs = [delayed(backbone_results)(f_train, data.y_train, f_test, data.y_test, shots=shots, draws=draws,
                                       seed=seed, knn_k=knn_k, catalogue=catalogue, rejection=rejection,
-                                      f_source_unknown=source_features.get(name))
+                                      f_source_unknown=source_features.get(name), calibrate=calibrate)
             for name, (f_train, f_test) in features.items()]
     n_jobs = min(len(jobs), workers or default_workers())
     results = Parallel(n_jobs=n_jobs)(jobs)  # n_jobs=1 runs them in this process, one after the other

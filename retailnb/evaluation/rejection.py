@@ -19,7 +19,8 @@ The threshold is chosen from the enrolled products' own images at a target known
 share of known images accepted): :func:`threshold_at_recall` of their *held-out* scores. The scores of
 the images a probe was fitted on are over-confident (the probe has seen them), and so are those of images
 scored against near-copies of themselves, so the calibration scores are out of fold, each fold holding out
-whole groups of a product's look-alike images (:func:`calibration_scores`, :func:`near_copy_folds`).
+whole groups of a product's look-alike images (:func:`calibration_scores`,
+:func:`~retailnb.data.lookalikes.near_copy_folds`).
 Nothing here sees an unknown product: the threshold is what a store can compute on
 day one, and :func:`rejection_metrics` measures it on products held out of the enrolment.
 
@@ -32,8 +33,10 @@ at the same threshold (:func:`source_metrics`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +45,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import normalize as sk_normalize
 
+from retailnb.data.lookalikes import near_copy_folds
 from retailnb.config.score_names import (
     BACKGROUND_SCORES,
     NEGATIVE_SCORES,
@@ -50,6 +54,8 @@ from retailnb.config.score_names import (
     BundleScore,
     check_bundle_score,
 )
+
+log = logging.getLogger(__name__)
 
 LogitsFit = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]
 """Fits a probe on (features, labels) and returns its logits function (N, D) -> (N, K) over the sorted
@@ -224,52 +230,14 @@ def known_scores(score: BundleScore, *, logits: np.ndarray | None = None, featur
     return -distance
 
 
-LOOK_ALIKE_GROUPS = 3
-"""Groups of look-alikes per product and fold (:func:`near_copy_folds`). With one group per fold a fold held
-out a product's most unlike images, and thresholds accepted more than asked (97-100% for the 95% asked on the
-Grocery Store Dataset's class-disjoint target, groups by k-means; two: 95-98%); with three, 95-97% for every
-score but ``energy`` and ``relative_mahalanobis``, and 94-98% on the synthetic default (noisy student, three
-seeds; ``benchmarks/bench_rejection.py``)."""
-
-
-def near_copy_folds(features: np.ndarray, labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
-    """(N,) the calibration fold of each image: each product's images in groups of look-alikes, whole groups
-    to a fold.
-
-    A product's training photos are often near-copies of each other (the same pack, moments apart), and a
-    shelf photo is not. Scored against a fit that saw its near-copies, an enrolled image looks more known
-    than a new photo of its product, and a threshold chosen from such scores rejects too many known images.
-    So each product's images are grouped around :data:`LOOK_ALIKE_GROUPS` centres per fold, chosen among
-    its unit features by k-means++ seeding (scikit-learn's ``kmeans_plusplus``, ``seed``: spread-out images,
-    each image joining its nearest centre; a few milliseconds a product, where k-means itself took 40), and
-    group ``j`` goes to fold ``j % folds``. A product with no more images than groups deals them out to the
-    folds in turn (one image per fold, for up to ``folds``).
-    """
-    from sklearn.cluster import kmeans_plusplus
-
-    unit, labels = normalize(features), np.asarray(labels)
-    if folds < 2:
-        raise ValueError(f"calibration needs at least 2 folds, got {folds}")
-    groups = LOOK_ALIKE_GROUPS * folds
-    out = np.zeros(len(labels), dtype=np.int64)
-    for product in np.unique(labels):
-        rows = np.flatnonzero(labels == product)
-        if len(rows) <= groups:
-            out[rows] = np.arange(len(rows)) % folds
-            continue
-        centres, _ = kmeans_plusplus(unit[rows], groups, random_state=seed)
-        out[rows] = (unit[rows] @ centres.T).argmax(axis=1) % folds
-    return out
-
-
 def calibration_scores(score: BundleScore, features: np.ndarray, labels: np.ndarray, *, fit: LogitsFit | None = None,
                        folds: int = 3, seed: int = 0, negatives: np.ndarray | None = None,
                        knn_k: int = 1, fold_of: np.ndarray | None = None) -> np.ndarray:
     """Out-of-fold known-ness of the enrolled images: what the threshold is chosen from.
 
-    The images are split into ``folds`` folds of look-alikes (:func:`near_copy_folds`), and each fold is
-    scored by what the other folds give: prototypes and nearest images (``prototype``, ``knn``, less the
-    similarity to the nearest of ``negatives``), Gaussians (``mahalanobis``, ``relative_mahalanobis``), or a
+    The images are split into ``folds`` folds of look-alikes (:func:`~retailnb.data.lookalikes.near_copy_folds`),
+    and each fold is scored by what the other folds give: prototypes and nearest images (``prototype``, ``knn``,
+    less the similarity to the nearest of ``negatives``), Gaussians (``mahalanobis``, ``relative_mahalanobis``), or a
     probe ``fit`` (``msp``, ``energy``; ``background``: with ``negatives`` as one more class). An image
     whose product has no image in the other folds cannot be scored as known (NaN). ``fold_of`` gives each
     image's fold instead (``folds`` is then unused); an image of a negative fold is never held out, only fitted
@@ -280,7 +248,7 @@ def calibration_scores(score: BundleScore, features: np.ndarray, labels: np.ndar
     thresholds for 95% recall accepted 79% (``knn``, leave-one-out), 88% (``mahalanobis``, shuffled folds)
     and 85% (``background``) of new known photos, and 97%, 96% and 96% with look-alike folds; on the
     synthetic default (no near-copies) 93-98% either way, relative Mahalanobis aside (99%;
-    :data:`LOOK_ALIKE_GROUPS`).
+    :data:`~retailnb.data.lookalikes.LOOK_ALIKE_GROUPS`).
     Leave-one-out class means with the covariance of all the images would be cheaper for the Gaussians, but
     the image then shapes the covariance it is measured with (13% accepted for 95% asked, measured once).
     """
@@ -319,6 +287,39 @@ def calibration_scores(score: BundleScore, features: np.ndarray, labels: np.ndar
                                   negatives=negatives if score in NEGATIVE_SCORES else None)
             out[scorable] = known_scores(score, features=features[scorable], reference=reference)
     return out
+
+
+def calibration_folds(calibrate: np.ndarray | None, n: int) -> np.ndarray | None:
+    """The ``fold_of`` of :func:`calibration_scores` for ``n`` enrolled images of which ``calibrate`` marks those
+    no training saw: the marked images are the one fold scored (0), the rest only fitted on (-1).
+
+    None (look-alike folds over every image) when ``calibrate`` is None or marks every image: with no image
+    trained on, every image is as new as a shelf photo.
+
+    Raises:
+        ValueError: ``calibrate`` is not ``n`` flags, or marks none.
+    """
+    if calibrate is None:
+        return None
+    flags = np.asarray(calibrate)
+    if flags.shape != (n,) or flags.dtype != bool:
+        raise ValueError(f"calibrate must be {n} booleans, one per enrolled image; got {flags.dtype} of shape "
+                         f"{flags.shape}")
+    if not flags.any():
+        raise ValueError("calibrate marks none of the enrolled images: it names the photos no training saw, "
+                         "which the threshold is chosen on")
+    return None if flags.all() else np.where(flags, 0, -1)
+
+
+def unseen_photos(paths: Sequence[Path], trained: frozenset[Path]) -> np.ndarray | None:
+    """(N,) bool: which of the enrolled photos (resolved ``paths``) trained no backbone (are not among the resolved
+    ``trained`` paths, :meth:`~retailnb.data.manifest.Manifest.training_paths`): the photos a rejection threshold
+    is chosen on (the ``calibrate`` of :func:`evaluate_rejection` and of the bundle's fits). None when every
+    photo trained a backbone, or there are none: no photo is left to choose on, and a threshold from the photos
+    a backbone knows accepts fewer new photos than asked (the caller says so).
+    """
+    unseen = np.array([path not in trained for path in paths], dtype=bool)
+    return unseen if unseen.any() else None
 
 
 def threshold_at_recall(scores: np.ndarray, recall: float) -> float:
@@ -479,7 +480,7 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
     Raises:
         ValueError: ``f_source_unknown`` has no rows (pass None for no second set), ``groups`` does not
             name every class index of ``y_train``, or ``calibrate`` is not one flag per training image or
-            marks no known product's image.
+            marks no known product's image (:func:`calibration_folds`).
     """
     f_train, y_train, f_test, y_test = map(np.asarray, (f_train, y_train, f_test, y_test))
     if calibrate is not None and np.shape(calibrate) != y_train.shape:
@@ -494,10 +495,7 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
     te_known, te_unknown = np.isin(y_test, known_classes), np.isin(y_test, unknown_classes)
     x_tr, y_tr = f_train[tr], np.array([remap[int(c)] for c in y_train[tr]])
     y_te = np.array([remap[int(c)] for c in y_test[te_known]])
-    # the calibration images' fold (0) and the images only fitted on (-1), or None: look-alike folds
-    fold_of = None if calibrate is None else np.where(np.asarray(calibrate, dtype=bool)[tr], 0, -1)
-    if fold_of is not None and not (fold_of == 0).any():
-        raise ValueError("calibrate marks none of the known products' training images")
+    fold_of = None if calibrate is None else calibration_folds(np.asarray(calibrate)[tr], int(tr.sum()))
     logits_of = fit(x_tr, y_tr)
     reference = Reference(x_tr, y_tr, len(known_classes), negatives=f_negatives, knn_k=knn_k)
     sets = {"known": f_test[te_known], "unknown": f_test[te_unknown]}

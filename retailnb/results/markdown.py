@@ -326,15 +326,19 @@ def verdicts(summary: TargetSummary, pretrain: Mapping[str, PretrainRecord], noi
 
 
 def data_sentence(data: DataRecord) -> str:
-    """One sentence on the data from ``metrics/data.json``: labelled, unlabelled and target image counts."""
+    """One sentence on the data from ``metrics/data.json``: labelled, unlabelled and target image counts, and the
+    target's training images kept out of training (``data.calibration_folds``)."""
     images, classes = data.images, data.classes
 
     def part(role: str, what: str) -> str:
         return f"{images.get(role, 0)} {what} ({classes.get(role, 0)} products)"
 
-    seen = data.target_classes_in_source
+    seen, held = data.target_classes_in_source, data.probe_train_unseen
     if seen:
-        target = f"of the same products (pretraining saw {seen} of the {classes.get('probe_test', 0)} target products)"
+        target = f"of the same products (pretraining saw {seen} of the {classes.get('probe_test', 0)} target products"
+        if held:
+            target += f"; {held} training images stayed out of training, for the unknown-product thresholds"
+        target += ")"
     else:
         target = "of a target catalogue that pretraining never saw"
     return (

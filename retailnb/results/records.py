@@ -49,6 +49,8 @@ class DataRecord(Record):
         unique_images: distinct image files.
         probe_train_min_per_class: the fewest ``probe_train`` images of any target product.
         target_classes_in_source: target products that the source (pretraining) also holds.
+        probe_train_unseen: ``probe_train`` images that no training role holds (the rejection thresholds are
+            chosen on these when some are and some are not: ``data.calibration_folds``).
     """
 
     images: dict[str, int]
@@ -57,6 +59,7 @@ class DataRecord(Record):
     unique_images: int
     probe_train_min_per_class: int
     target_classes_in_source: int
+    probe_train_unseen: int
 
 
 class ProbeScores(Record):

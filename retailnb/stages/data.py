@@ -25,7 +25,8 @@ def run(spec: DataStageSpec, paths: DataPaths) -> tuple[DataRecord, Manifest]:
     """Build (synthetic) or ingest (real) the dataset, write its manifest and record; return both."""
     data = spec.data
     manifest_path = prepare_dataset(data.source, paths.out_dir, root=data.root, labels=data.labels, kinds=data.kinds,
-                                    on_error=data.on_error, min_size=data.min_size, synthetic=data.synthetic)
+                                    on_error=data.on_error, min_size=data.min_size, synthetic=data.synthetic,
+                                    calibration_folds=data.calibration_folds)
     manifest = read_manifest(manifest_path)
     record = DataRecord.model_validate(describe_manifest(manifest))
     record.write(paths.metrics)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from retailnb.evaluation.compare import (
 from retailnb.evaluation.finetune import FinetuneResult
 from retailnb.evaluation.overlap import resolve_overlap
 from retailnb.evaluation.quickprobe import ProbeData, load_probe_data
+from retailnb.evaluation.rejection import unseen_photos
 from retailnb.evaluation.targets import target_manifest
 from retailnb.results.records import EvaluateRecord, FinetuneRecord, GridRecord, RejectionSetup
 from retailnb.train.engine import make_fabric
@@ -97,15 +98,32 @@ def rejection_setup(rejections: dict[str, dict[str, Any]], recall: float,
                           n_source_unknown=n_source_unknown)
 
 
-def load_target(spec: EvaluateStageSpec, name: str, paths: EvaluatePaths) -> tuple[ProbeData, int]:
+class LoadedTarget(NamedTuple):
+    """What :func:`load_target` gives: the images, the training images dropped as copies of test images, and
+    which training images no training stage read (:func:`~retailnb.evaluation.rejection.unseen_photos`)."""
+
+    data: ProbeData
+    n_dropped: int
+    unseen: np.ndarray | None
+
+
+def load_target(spec: EvaluateStageSpec, name: str, paths: EvaluatePaths) -> LoadedTarget:
     """The target's training and test images, decoded at the backbone's size, with ``evaluate.on_overlap``
-    applied; and the number of training images dropped because they are test images too (identical, or a
-    copy within ``evaluate.overlap_distance``)."""
-    manifest = target_manifest(name, spec.target, paths.manifest, Path(paths.features_dir) / "target",
-                               on_error=spec.on_error, min_size=spec.min_size)
-    data = load_probe_data(read_manifest(manifest), spec.backbone.image_size, "probe_train", "probe_test",
+    applied; the number of training images dropped because they are test images too (identical, or a
+    copy within ``evaluate.overlap_distance``); and which training images the data stage's manifest
+    (``paths.manifest``) trains no backbone on, the photos the rejection thresholds are chosen on."""
+    manifest = read_manifest(target_manifest(name, spec.target, paths.manifest, Path(paths.features_dir) / "target",
+                                             on_error=spec.on_error, min_size=spec.min_size))
+    data = load_probe_data(manifest, spec.backbone.image_size, "probe_train", "probe_test",
                            storage=spec.compute.images)
-    return resolve_overlap(data, name, spec.on_overlap, spec.overlap_distance)
+    data, n_dropped = resolve_overlap(data, name, spec.on_overlap, spec.overlap_distance)
+    trained = read_manifest(paths.manifest).training_paths()
+    unseen = unseen_photos([manifest.resolve(r).resolve() for r in data.train], trained)
+    if unseen is None:
+        log.warning("%s: every training photo of the target also trained the backbones, so the unknown-product "
+                    "thresholds are chosen on photos they know and accept fewer new photos than asked; "
+                    "data.calibration_folds (e.g. 3) keeps some out of training for them", name)
+    return LoadedTarget(data, n_dropped, unseen)
 
 
 def load_source_unknowns(spec: EvaluateStageSpec, paths: EvaluatePaths) -> SourceUnknownData | None:
@@ -144,7 +162,7 @@ def run(spec: EvaluateStageSpec, name: str, paths: EvaluatePaths) -> EvaluateRes
         launch("retailnb.stages.evaluate", EvaluateRunSpec(spec=spec, name=name, paths=paths),
                Path(paths.features_dir) / "run.json", spec.compute)
         spec = spec.model_copy(update={"compute": spec.compute.model_copy(update={"resume": "auto"})})
-    data, n_dropped = load_target(spec, name, paths)
+    data, n_dropped, unseen = load_target(spec, name, paths)
     source = load_source_unknowns(spec, paths)
     backbones = collect_backbones(paths.pretrain_dir, paths.noisy_dir, spec.extra_weights,
                                   variants=list(spec.variants))
@@ -152,7 +170,7 @@ def run(spec: EvaluateStageSpec, name: str, paths: EvaluatePaths) -> EvaluateRes
     summaries, features, rejections = evaluate_backbones(
         backbones, data, architecture=spec.backbone.architecture, shots=shot_counts(probe.shots),
         draws=probe.draws, seed=probe.seed, knn_k=probe.knn_k, cache_dir=paths.features_dir,
-        rejection=spec.rejection, source=source,
+        rejection=spec.rejection, source=source, calibrate=unseen,
     )
     finetuned = finetune_baselines(spec.backbone, Path(paths.pretrain_dir) / spec.main_variant / "backbone.pt", data,
                                    spec=spec.finetune, compute=spec.compute,
@@ -180,7 +198,7 @@ def network_work(spec: EvaluateStageSpec, name: str, paths: EvaluatePaths) -> No
     """What a distributed run does under ``torchrun``: every backbone's features (cached; the source's
     unlabelled-only products' too, when :func:`load_source_unknowns` finds them) and the finetuning
     baselines (their best weights saved), leaving the probes and the record to :func:`run`."""
-    data, _ = load_target(spec, name, paths)
+    data = load_target(spec, name, paths).data
     backbones = collect_backbones(paths.pretrain_dir, paths.noisy_dir, spec.extra_weights,
                                   variants=list(spec.variants))
     backbones_features(backbones, data, architecture=spec.backbone.architecture, seed=spec.probe.seed,

@@ -86,7 +86,7 @@ def test_the_background_probe_is_saved_and_loaded_and_a_format_2_bundle_loads_wi
     path = save_bundle(backed, tmp_path / "backed.bundle")
     with zipfile.ZipFile(path) as zf:
         meta = json.loads(zf.read("bundle.json"))
-        assert meta["format_version"] == BUNDLE_FORMAT == 3 and "background/coef.npy" in zf.namelist()
+        assert meta["format_version"] == BUNDLE_FORMAT == 4 and "background/coef.npy" in zf.namelist()
     loaded = load_bundle(path)
     assert loaded.background is not None and backed.background is not None
     np.testing.assert_array_equal(loaded.background.coef, backed.background.coef)

@@ -283,7 +283,7 @@ def test_load_errors_name_the_problem(shop: Bundle, tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="cut.bundle"):
         load_bundle(tmp_path / "cut.bundle")
     _rewrite_meta(good, tmp_path / "v2.bundle", format_version=BUNDLE_FORMAT + 1, retailnb_version="9.0")
-    readable = f"bundle format {BUNDLE_FORMAT + 1}, this retailnb reads 1, 2 and {BUNDLE_FORMAT} "
+    readable = f"bundle format {BUNDLE_FORMAT + 1}, this retailnb reads 1, 2, 3 and {BUNDLE_FORMAT} "
     with pytest.raises(BundleError, match=readable):
         load_bundle(tmp_path / "v2.bundle")
     _rewrite_meta(good, tmp_path / "arch.bundle", architecture="resnet18")

@@ -213,7 +213,7 @@ def test_bundles_of_another_format_or_missing_are_refused(command: list[str], da
     old = other_version(shop, tmp_path / "old.bundle")
     content = old.read_bytes()
     assert main([command[0], *args, "--bundle", str(old)]) == 2
-    assert "bundle format 99, this retailnb reads 1, 2 and 3 " in capsys.readouterr().err
+    assert "bundle format 99, this retailnb reads 1, 2, 3 and 4 " in capsys.readouterr().err
     assert old.read_bytes() == content
     assert main([command[0], *args, "--bundle", str(tmp_path / "none.bundle")]) == 2
     assert "bundle not found" in capsys.readouterr().err

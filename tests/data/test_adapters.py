@@ -500,6 +500,6 @@ def test_a_transfer_target_of_the_other_half_holds_none_of_the_pretraining_produ
     evaluate = default_spec("evaluate", "prepared", evaluate__on_overlap="drop").model_copy(update={"target": target})
     paths = EvaluatePaths(manifest=str(tmp_path / "prepared" / "manifest.csv"), pretrain_dir="", noisy_dir="",
                           features_dir=str(tmp_path / "features"), metrics="", plots_dir="")
-    data, n_dropped = load_target(evaluate, "grocery_transfer", paths)
+    data, n_dropped, unseen = load_target(evaluate, "grocery_transfer", paths)
     assert data.classes == ["Banana"] and len(data.y_train) + n_dropped == 1 + 2 and len(data.y_test) == 1
     assert not {r.class_name for r in source.records} & set(data.classes)

@@ -67,6 +67,26 @@ def test_backbones_are_probed_alike_in_one_or_two_processes_and_features_are_cac
     assert one["random_init"][-1]["probe_accuracy_mean"] == 1.0
 
 
+def test_the_photos_no_backbone_saw_reach_every_backbone_s_rejection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                     ) -> None:
+    from retailnb.evaluation import compare
+
+    seen: list[object] = []
+    real = compare.evaluate_rejection
+
+    def spy(*args: object, calibrate: object = None, **kwargs: object) -> dict[str, object]:
+        seen.append(calibrate)
+        return real(*args, calibrate=calibrate, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(compare, "evaluate_rejection", spy)
+    data = tiny_probe_data()
+    unseen = np.arange(len(data.y_train)) % 4 == 0
+    rejection = RejectionSpec(unknown_fraction=0.34, recall=0.9, folds=3, knn_k=1, source_unknowns=False)
+    evaluate_backbones({"random_init": "none"}, data, architecture=ARCH, shots=[None], draws=1, seed=0,
+                       cache_dir=tmp_path, workers=1, rejection=rejection, calibrate=unseen)
+    assert len(seen) == 1 and seen[0] is unseen
+
+
 def four_products(domains: list[str]) -> tuple[ProbeData, np.ndarray, np.ndarray]:
     """Four products as feature clusters; training image ``i`` of each product has domain ``domains[i]``."""
     rng = np.random.default_rng(0)

@@ -123,7 +123,8 @@ def test_drop_that_would_empty_a_product_says_which() -> None:
 
 
 @pytest.mark.parametrize("on_overlap", ["raise", "drop"])
-def test_the_evaluate_stage_applies_evaluate_on_overlap(tmp_path: Path, on_overlap: str) -> None:
+def test_the_evaluate_stage_applies_evaluate_on_overlap(tmp_path: Path, on_overlap: str,
+                                                       training_manifest: str) -> None:
     """A photo copied into both splits of an image-folder target, through the stage's spec (params.yaml's
     ``evaluate.overlap_distance``, which also finds identical pixels)."""
     root = tmp_path / "shop"
@@ -137,13 +138,14 @@ def test_the_evaluate_stage_applies_evaluate_on_overlap(tmp_path: Path, on_overl
     spec = default_spec("evaluate", "prepared", evaluate__on_overlap=on_overlap)
     spec = spec.model_copy(update={"target": spec.target.model_copy(update={"source": "imagefolder",
                                                                            "root": str(root)})})
-    paths = EvaluatePaths(manifest="", pretrain_dir="", noisy_dir="", features_dir=str(tmp_path / "features"),
+    paths = EvaluatePaths(manifest=training_manifest, pretrain_dir="", noisy_dir="",
+                          features_dir=str(tmp_path / "features"),
                           metrics="", plots_dir="")
     if on_overlap == "raise":
         with pytest.raises(OverlapError, match=r"train/tea/copy.png = .*test/tea/1.png"):
             load_target(spec, "shop", paths)
         return
-    data, dropped = load_target(spec, "shop", paths)
+    data, dropped, _ = load_target(spec, "shop", paths)
     assert dropped == 1 and len(data.y_train) == 6
     assert not any(r.path.endswith("copy.png") for r in data.train)
     record = EvaluateRecord(target="shop", target_source="imagefolder", methods={}, finetune={},
@@ -154,7 +156,8 @@ def test_the_evaluate_stage_applies_evaluate_on_overlap(tmp_path: Path, on_overl
 
 
 @pytest.mark.parametrize("distance", [0.0, 0.01])
-def test_the_evaluate_stage_applies_evaluate_overlap_distance(tmp_path: Path, distance: float) -> None:
+def test_the_evaluate_stage_applies_evaluate_overlap_distance(tmp_path: Path, distance: float,
+                                                             training_manifest: str) -> None:
     """A JPEG re-save of a test photo among the training photos of an image-folder target: found with the
     default distance (0.01, the YAML float of params.yaml), not with 0 (identical pixels only)."""
     root = tmp_path / "shop"
@@ -168,29 +171,31 @@ def test_the_evaluate_stage_applies_evaluate_overlap_distance(tmp_path: Path, di
     assert type(default_spec("evaluate", "prepared").overlap_distance) is float
     spec = spec.model_copy(update={"target": spec.target.model_copy(update={"source": "imagefolder",
                                                                            "root": str(root)})})
-    paths = EvaluatePaths(manifest="", pretrain_dir="", noisy_dir="", features_dir=str(tmp_path / "features"),
+    paths = EvaluatePaths(manifest=training_manifest, pretrain_dir="", noisy_dir="",
+                          features_dir=str(tmp_path / "features"),
                           metrics="", plots_dir="")
     if distance:
         with pytest.raises(OverlapError, match=r"train/tea/resaved.jpg = .*test/tea/4.png"):
             load_target(spec, "shop", paths)
     else:
-        data, dropped = load_target(spec, "shop", paths)
+        data, dropped, _ = load_target(spec, "shop", paths)
         assert dropped == 0 and len(data.y_train) == 5
 
 
 @pytest.mark.real_data
 @pytest.mark.skipif(not (GROCERY_ROOT / "dataset" / "classes.csv").is_file(), reason=f"no dataset at {GROCERY_ROOT}")
 def test_the_grocery_store_dataset_has_no_near_duplicate_across_its_splits_at_the_default_distance(
-        tmp_path: Path) -> None:
+        tmp_path: Path, training_manifest: str) -> None:
     """The default distance flags no photo of the real dataset's 2,640 training photos (and 81 catalogue images)
     against its 2,485 test photos at the backbone's size (the nearest pair lies at 0.157), and a JPEG re-save
     of its own test photos is flagged."""
     spec = default_spec("evaluate", "prepared")
     spec = spec.model_copy(update={"target": spec.target.model_copy(update={"source": "grocery_store",
                                                                            "root": str(GROCERY_ROOT)})})
-    paths = EvaluatePaths(manifest="", pretrain_dir="", noisy_dir="", features_dir=str(tmp_path / "features"),
+    paths = EvaluatePaths(manifest=training_manifest, pretrain_dir="", noisy_dir="",
+                          features_dir=str(tmp_path / "features"),
                           metrics="", plots_dir="")
-    data, dropped = load_target(spec, "grocery", paths)  # on_overlap: raise
+    data, dropped, _ = load_target(spec, "grocery", paths)  # on_overlap: raise
     assert dropped == 0 and len(data.y_train) == 2640 + 81 and len(data.y_test) == 2485
     photos = [Image.fromarray(np.asarray(image)) for image in data.x_test[::250]]
     resaved = photo_data([jpeg(image, 70) for image in photos], photos, spec.backbone.image_size)

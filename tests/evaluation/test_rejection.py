@@ -21,23 +21,24 @@ from retailnb.bundle.model import DEFAULT_REJECTION_SCORE, UNKNOWN, Bundle, Clas
 from retailnb.bundle.predict import describe_bundle, predict_features
 from retailnb.evaluation.rejection import (
     GROUP_METRICS,
-    LOOK_ALIKE_GROUPS,
     REJECTION_METRICS,
     Reference,
     SOURCE_METRICS,
+    calibration_folds,
     calibration_scores,
     evaluate_rejection,
     group_metrics,
     known_scores,
     logistic_fit,
-    near_copy_folds,
     rejection_cells,
     rejection_metrics,
     source_metrics,
     split_known_unknown,
     threshold_at_recall,
+    unseen_photos,
 )
 from retailnb.config.score_names import SCORES
+from retailnb.data.lookalikes import LOOK_ALIKE_GROUPS, near_copy_folds
 
 SIZE = 32
 N_CLASSES, PER_CLASS = 5, 8
@@ -251,6 +252,19 @@ def test_given_folds_hold_out_fold_zero_only_and_a_negative_fold_is_only_fitted_
     np.testing.assert_allclose(scores[~fitted], expected)
     with pytest.raises(ValueError, match="fold_of has shape"):
         calibration_scores("prototype", x, y, fold_of=fold_of[:-1])
+
+
+def test_the_photos_no_backbone_saw_are_the_one_fold_scored_and_none_or_all_mean_look_alike_folds() -> None:
+    paths = [Path(f"/shop/{i}.png") for i in range(5)]
+    unseen = unseen_photos(paths, frozenset(paths[1:3]))
+    assert unseen is not None and unseen.tolist() == [True, False, False, True, True]
+    assert unseen_photos(paths, frozenset(paths)) is None and unseen_photos([], frozenset()) is None
+    assert calibration_folds(unseen, 5).tolist() == [0, -1, -1, 0, 0]
+    assert calibration_folds(None, 5) is None and calibration_folds(np.ones(5, dtype=bool), 5) is None
+    for bad, words in ((unseen[:4], "must be 5 booleans"), (unseen.astype(int), "booleans"),
+                       (np.zeros(5, dtype=bool), "marks none")):
+        with pytest.raises(ValueError, match=words):
+            calibration_folds(bad, 5)
 
 
 def test_calibrating_on_photos_the_backbone_did_not_see_keeps_the_recall_promise() -> None:

@@ -85,7 +85,8 @@ def test_missing_dataset_folder_names_the_parameter(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("on_error", ["raise", "skip"])
-def test_the_evaluate_stage_applies_data_on_error_and_min_size_to_a_real_target(tmp_path: Path, on_error: str) -> None:
+def test_the_evaluate_stage_applies_data_on_error_and_min_size_to_a_real_target(tmp_path: Path, on_error: str,
+                                                                               training_manifest: str) -> None:
     """``data.on_error`` and ``data.min_size`` reach a real target's ingest through the stage's spec."""
     root = write_shop(tmp_path / "shop")
     (root / "train" / "tea" / "broken.png").write_bytes(b"not a png")
@@ -93,13 +94,13 @@ def test_the_evaluate_stage_applies_data_on_error_and_min_size_to_a_real_target(
     Image.new("RGB", (12, 12)).save(root / "test" / "jam" / "tinier.png")
     spec = default_spec("evaluate", "prepared", data__on_error=on_error, data__min_size=13)
     spec = spec.model_copy(update={"target": target(source="imagefolder", root=str(root))})
-    paths = EvaluatePaths(manifest=str(tmp_path / "unused.csv"), pretrain_dir="", noisy_dir="",
+    paths = EvaluatePaths(manifest=training_manifest, pretrain_dir="", noisy_dir="",
                           features_dir=str(tmp_path / "features"), metrics="", plots_dir="")
     if on_error == "raise":
         with pytest.raises(ImageError, match="broken.png|tinier.png"):
             load_target(spec, "shop", paths)
         assert not (tmp_path / "features" / "target" / "manifest.csv").exists()
         return
-    data, _ = load_target(spec, "shop", paths)
+    data = load_target(spec, "shop", paths).data
     assert len(data.y_train) == 6  # broken.png skipped
     assert len(data.y_test) == 5  # tiny.png (14 px >= 13) kept, tinier.png (12 px) skipped

@@ -246,11 +246,14 @@ def test_side_tables_and_data_sentence() -> None:
     assert sentence.endswith("of a target catalogue that pretraining never saw.")
     seen = data_sentence(data_record({}, {"probe_test": 81}, 81))
     assert seen.endswith("(pretraining saw 81 of the 81 target products).")
+    held = data_sentence(data_record({}, {"probe_test": 81}, 81, unseen=900))
+    assert held.endswith("(pretraining saw 81 of the 81 target products; 900 training images stayed out of training, "
+                         "for the unknown-product thresholds).")
 
 
-def data_record(images: dict[str, int], classes: dict[str, int], seen: int) -> DataRecord:
+def data_record(images: dict[str, int], classes: dict[str, int], seen: int, unseen: int = 0) -> DataRecord:
     return DataRecord(images=images, classes=classes, domains={}, unique_images=sum(images.values()),
-                      probe_train_min_per_class=1, target_classes_in_source=seen)
+                      probe_train_min_per_class=1, target_classes_in_source=seen, probe_train_unseen=unseen)
 
 
 def test_combinations_come_from_the_records_objectives_not_the_variant_names() -> None:
