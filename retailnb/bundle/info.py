@@ -155,7 +155,11 @@ def bundle_info(path: PathLike) -> dict[str, Any]:
             n_negatives = _n_negatives(zf)
             with zf.open("train/labels.npy") as fh:
                 labels = np.lib.format.read_array(fh, allow_pickle=False)
-        return describe(meta, width, labels, n_negatives)
+            n_calibration = None
+            if CALIBRATE in zf.namelist():
+                with zf.open(CALIBRATE) as fh:
+                    n_calibration = int(np.lib.format.read_array(fh, allow_pickle=False).sum())
+        return describe(meta, width, labels, n_negatives, n_calibration)
     except BundleError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as err:
@@ -181,15 +185,17 @@ def _describe_rejection(meta: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def describe(meta: Mapping[str, Any], feature_dim: int, labels: Sequence[int] | np.ndarray,
-             n_negatives: int = 0) -> dict[str, Any]:
+             n_negatives: int = 0, n_calibration: int | None = None) -> dict[str, Any]:
     """A bundle's summary as JSON data: backbone, preprocessing, probe, rejection, products with their image
-    counts, negatives, provenance.
+    counts, negatives, the photos its threshold is chosen on, provenance.
 
     Args:
         meta: its ``bundle.json`` (:func:`read_meta`, or :func:`retailnb.bundle.io.bundle_meta` of a loaded one).
         feature_dim: the width of its backbone's features.
         labels: the class index of each stored training feature.
         n_negatives: the images it holds as negatives (images it must never name).
+        n_calibration: the training photos that trained no backbone, which the threshold is chosen on; None:
+            not recorded (the threshold comes from every photo).
     """
     names = list(meta["class_names"])
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names)).tolist() if names else []
@@ -204,6 +210,7 @@ def describe(meta: Mapping[str, Any], feature_dim: int, labels: Sequence[int] | 
         "n_products": len(names),
         "n_train": len(labels),
         "n_negatives": int(n_negatives),
+        "n_calibration": n_calibration,
         "products": {name: int(n) for name, n in zip(names, counts)},
         "provenance": meta["provenance"],
     }
@@ -273,6 +280,10 @@ def format_info(info: Mapping[str, Any]) -> str:
     n_negatives = int(info.get("n_negatives", 0))
     lines.append(["negatives", f"{n_negatives} images it never names (used by the {listed(USES_NEGATIVES)} "
                   "scores)" if n_negatives else "none"])
+    n_calibration = info.get("n_calibration")
+    if n_calibration is not None:
+        lines.append(["threshold photos", f"{n_calibration} of the {info['n_train']} training images, which trained "
+                      "no backbone"])
     lines += [[f"history {i}", _history_line(step)] for i, step in enumerate(info["provenance"].get("history", []), 1)]
     products = [["product", "images"], *([name, str(n)] for name, n in info["products"].items())]
     summary = f"{info['n_products']} products, {info['n_train']} training images"

@@ -175,4 +175,5 @@ def describe_bundle(bundle: Bundle) -> dict[str, Any]:
     :func:`retailnb.bundle.info.bundle_info`, without building the backbone); unlike ``repr``, it lists
     every product.
     """
-    return describe(bundle_meta(bundle), bundle.feature_dim, bundle.labels, bundle.n_negatives)
+    n_calibration = None if bundle.calibrate is None else int(bundle.calibrate.sum())
+    return describe(bundle_meta(bundle), bundle.feature_dim, bundle.labels, bundle.n_negatives, n_calibration)

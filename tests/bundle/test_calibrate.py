@@ -4,6 +4,7 @@ fit_probe(calibrate=...), kept through saves and edits, and ``retailnb fit --tra
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -20,10 +21,10 @@ from retailnb.bundle.fit import (
     new_bundle,
     remove_products,
 )
-from retailnb.bundle.info import CALIBRATE, BundleError
+from retailnb.bundle.info import CALIBRATE, BundleError, bundle_info, format_info
 from retailnb.bundle.io import load_bundle, save_bundle
 from retailnb.bundle.model import Bundle
-from retailnb.bundle.predict import predict_features
+from retailnb.bundle.predict import describe_bundle, predict_features
 from retailnb.data.manifest import ManifestRow, write_manifest
 from retailnb.models.checkpoint import save_backbone
 
@@ -80,9 +81,14 @@ def test_a_threshold_chosen_on_the_unseen_photos_keeps_the_recall_promise(base: 
         assert CALIBRATE in zf.namelist() and json.loads(zf.read("bundle.json"))["format_version"] == 4
     loaded = load_bundle(path)
     assert loaded.calibrate is not None and np.array_equal(loaded.calibrate, unseen)
+    assert bundle_info(path) == describe_bundle(loaded) and bundle_info(path)["n_calibration"] == unseen.sum()
+    assert re.search(f"threshold photos +{unseen.sum()} of the {len(names)} training images",
+                     format_info(bundle_info(path)))
     assert loaded.rejection == held.rejection
     with zipfile.ZipFile(save_bundle(plain, tmp_path / "plain.bundle")) as zf:
         assert CALIBRATE not in zf.namelist()
+    assert bundle_info(tmp_path / "plain.bundle")["n_calibration"] is None
+    assert "threshold photos" not in format_info(bundle_info(tmp_path / "plain.bundle"))
     negated = add_negatives(loaded, new[:5] + 10)
     assert negated.calibrate is not None and negated.probe is not None
     assert negated.rejection == choose_rejection(negated.features, negated.labels, negated.settings, negated.probe.c,
