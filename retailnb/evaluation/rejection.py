@@ -520,19 +520,23 @@ def evaluate_rejection(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndar
             calibration = calibration[fold_of == 0]
         s = {name: known_scores(score, logits=background_logits[name] if score in BACKGROUND_SCORES else logits[name],
                                 features=x, reference=reference) for name, x in sets.items()}
-
-        def at(threshold: float) -> dict[str, float]:
-            row = rejection_metrics(s["known"], s["unknown"], correct, threshold)
-            if "source" in s:
-                row.update(source_metrics(s["known"], s["source"], threshold))
-            return row
-
-        result[score] = at(threshold_at_recall(calibration, recall))
+        result[score] = threshold_metrics(s, correct, threshold_at_recall(calibration, recall))
         if groups is not None:
             result[score].update(group_metrics(s["known"], s.get("sibling", np.empty(0)), s.get("new_group", np.empty(0))))
         if more_recalls:
-            result[score]["at_recall"] = {f"{r:g}": at(threshold_at_recall(calibration, r)) for r in more_recalls}
+            result[score]["at_recall"] = {f"{r:g}": threshold_metrics(s, correct, threshold_at_recall(calibration, r))
+                                          for r in more_recalls}
     return result
+
+
+def threshold_metrics(scores: Mapping[str, np.ndarray], known_correct: np.ndarray,
+                      threshold: float) -> dict[str, float]:
+    """:func:`rejection_metrics` of the ``known`` and ``unknown`` scores at ``threshold``, and
+    :func:`source_metrics` too when ``scores`` has a ``source`` set."""
+    row = rejection_metrics(scores["known"], scores["unknown"], known_correct, threshold)
+    if "source" in scores:
+        row.update(source_metrics(scores["known"], scores["source"], threshold))
+    return row
 
 
 def two_column_logits(decision: np.ndarray) -> np.ndarray:
