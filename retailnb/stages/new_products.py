@@ -16,6 +16,7 @@ from retailnb.bundle.io import save_bundle
 from retailnb.bundle.model import Bundle, ProbeSettings
 from retailnb.config.new_products import NewProductsStageSpec
 from retailnb.data.manifest import read_manifest
+from retailnb.evaluation.rejection import unseen_photos
 from retailnb.bundle.enrolment import enrolment_curve, hold_out_classes
 from retailnb.evaluation.quickprobe import load_probe_data
 from retailnb.results.records import NewProductsRecord
@@ -45,10 +46,15 @@ class NewProductsResult:
 
 
 def run(spec: NewProductsStageSpec, paths: NewProductsPaths) -> NewProductsResult:
-    """Fit the first bundle without ``n_new`` products, enrol them from each shot count, write all."""
+    """Fit the first bundle without ``n_new`` products, enrol them from each shot count, write all.
+
+    The first bundle's threshold is chosen on the photos of its products that no training stage read, when the
+    manifest keeps some out (``data.calibration_folds``; :func:`~retailnb.evaluation.rejection.unseen_photos`).
+    """
     settings = spec.new_products
     size = spec.backbone.image_size
-    data = load_probe_data(read_manifest(paths.manifest), size, "probe_train", "probe_test")
+    manifest = read_manifest(paths.manifest)
+    data = load_probe_data(manifest, size, "probe_train", "probe_test")
     old, new = hold_out_classes(data.classes, settings.n_new, settings.seed)
     train_names = np.asarray(data.classes)[data.y_train]
     test_names = np.asarray(data.classes)[data.y_test]
@@ -58,7 +64,10 @@ def run(spec: NewProductsStageSpec, paths: NewProductsPaths) -> NewProductsResul
                                                 recall=spec.recall))
     source = {"manifest": paths.manifest, "manifest_sha256": file_sha256(paths.manifest), "role": "probe_train",
               "held_out": new}
-    bundle = fit_probe(bundle, embed(bundle, data.x_train[is_old]), train_names[is_old].tolist(), source=source)
+    unseen = unseen_photos([manifest.resolve(r).resolve() for r in data.train], manifest.training_paths())
+    calibrate = None if unseen is None or not unseen[is_old].any() else unseen[is_old]
+    bundle = fit_probe(bundle, embed(bundle, data.x_train[is_old]), train_names[is_old].tolist(), source=source,
+                       calibrate=calibrate)
     rows, final = enrolment_curve(bundle, data.x_train[~is_old], train_names[~is_old].tolist(),
                                   embed(bundle, data.x_test), test_names.tolist(), shots=settings.shots,
                                   seed=settings.seed)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from retailnb.bundle.io import load_bundle
 from retailnb.config.params_file import read_params
 from retailnb.config.new_products import NewProductsStageSpec
 from retailnb.config.stages import spec_from_params
+from retailnb.data.manifest import ManifestRow, read_manifest, write_manifest
 from retailnb.stages import new_products
 
 
@@ -46,3 +49,31 @@ def test_other_rejection_settings_change_the_bundles_threshold(pipeline: Path, t
             assert default is not None and default.score == "prototype"
             # accepting half the enrolled photos needs a higher similarity than accepting 95% of them
             assert rejection.threshold > default.threshold
+
+
+def test_the_first_bundle_chooses_its_threshold_on_the_photos_no_training_read(pipeline: Path, tmp_path: Path) -> None:
+    """As on a real dataset whose train photos also train the backbone: every target photo but the first of each
+    product gets a ``labelled`` row too, and the bundle's threshold is chosen on those first photos (the synthetic
+    default's target photos train nothing: no record)."""
+    spec = spec_from_params(NewProductsStageSpec, read_params(pipeline / "params.yaml"))
+    default = new_products.run(spec, stage_paths(pipeline, tmp_path / "default"))
+    assert default.bundle.calibrate is None
+    manifest = read_manifest(pipeline / "data" / "prepared" / "manifest.csv")
+    first: dict[str, Path] = {}
+    rows = list(manifest.records)
+    for r in manifest.select("probe_train"):
+        path = manifest.resolve(r)
+        if first.setdefault(r.class_name, path) != path:
+            rows.append(ManifestRow(path=str(path), label=r.label, class_name=r.class_name, split="train",
+                                    role="labelled"))
+    paths = stage_paths(pipeline, tmp_path / "held")
+    paths = new_products.NewProductsPaths(manifest=str(write_manifest(rows, tmp_path / "manifest.csv")),
+                                          backbone_weights=paths.backbone_weights, bundle_dir=paths.bundle_dir,
+                                          metrics=paths.metrics)
+    held = new_products.run(spec, paths)
+    first_bundle = held.bundle.provenance["history"][0]
+    calibrate = held.bundle.calibrate
+    assert calibrate is not None and first_bundle["operation"] == "fit"
+    old = calibrate[: first_bundle["n_images"]]  # the first fit's rows; enrolled products' rows follow, unmarked
+    assert old.sum() == len(first) - spec.new_products.n_new and not calibrate[first_bundle["n_images"]:].any()
+    assert held.bundle.rejection != default.bundle.rejection
