@@ -12,6 +12,11 @@ time, on the features or on the training (:data:`LEVERS`):
 * ``flip``: each image's features averaged with its mirror image's (test-time augmentation).
 * ``layers``: the last two stages' pooled features side by side, each of unit length: the earlier stage
   keeps more of the colour and print that tell siblings apart.
+* ``colour``: the backbone's features of unit length beside a colour histogram of the image's centre
+  (:func:`colour_histogram`, also of unit length): colour tells many siblings apart (apple, pepper and juice
+  varieties), and the contrastive views teach the backbone to discount it.
+* ``colour_only``: the colour histogram alone, no backbone: what a hand-made feature does under the same
+  protocol (its ``main`` and ``student`` rows are the same).
 * ``rounds_4``: four noisy-student rounds instead of two (the probe's closed-set accuracy rises with them).
 * ``enrolled``: pretraining and the noisy student also see the enrolled products' training photos, with
   their labels, as a store that trains on its own catalogue would; the held-out products stay unseen.
@@ -29,6 +34,8 @@ lever, so a long run's finished levers are kept::
 
     python benchmarks/rejection_levers.py --out benchmarks/results/rejection_levers \
         --levers default flip layers rounds_4 enrolled enrolled_split size_96 size_128   # the committed results
+    python benchmarks/rejection_levers.py --levers default colour colour_only \
+        --out benchmarks/results/rejection_colour                          # the committed colour results
     python benchmarks/rejection_levers.py --levers default flip layers      # the feature levers only
     python benchmarks/rejection_levers.py --render --out benchmarks/results/rejection_levers
     python benchmarks/rejection_levers.py --smoke   # checks the script runs: tiny synthetic data, one epoch
@@ -57,11 +64,17 @@ from common import (GROCERY, PARAMS, add_smoke, grocery_halves, has_grocery, int
 from retailnb.config.params_file import read_params
 from retailnb.data.lookalikes import calibration_share
 
-LEVERS = ("default", "flip", "layers", "rounds_4", "enrolled", "enrolled_split", "size_96", "size_128")
+LEVERS = ("default", "flip", "layers", "colour", "colour_only", "rounds_4", "enrolled", "enrolled_split", "size_96",
+          "size_128")
 """The levers, in the order they run and the tables list them (the feature levers first, then the training
 levers by cost); ``default`` is the one the others are paired with."""
 DEFAULT_LEVERS = LEVERS[:-1]
 """What a run measures unless ``--levers`` says otherwise: ``size_128`` alone trains for about an hour on 2 cores."""
+COLOUR_LEVERS = ("colour", "colour_only")
+"""The levers measured in a later run of their own (``benchmarks/results/rejection_colour``, each paired with
+that run's ``default``); ``benchmarks/results/rejection_levers`` holds the others."""
+COLOUR_BINS = (16, 4, 4)
+"""Hue, saturation and value bins of :func:`colour_histogram` (256 in all)."""
 TRAINING = {"rounds_4": ["noisy.rounds=4"], "enrolled": [], "enrolled_split": [],
             "size_96": ["backbone.image_size=96"], "size_128": ["backbone.image_size=128"]}
 """The levers that train their own backbones: the ``params.yaml`` overrides of each (``enrolled`` and
@@ -77,7 +90,7 @@ PAIRED = ("prototype", "prototype+neg", "background")
 """The scores of the paired table: the bundle's default, with the negatives, and the best on real photos."""
 PAIRED_MEASURES = ("auroc", "source_auroc", "closed_accuracy")
 """The measures of the paired table."""
-SMOKE_LEVERS = ("default", "flip", "layers", "enrolled", "enrolled_split")
+SMOKE_LEVERS = ("default", "flip", "layers", "colour", "colour_only", "enrolled", "enrolled_split")
 
 
 # --- features -------------------------------------------------------------------------------------
@@ -106,8 +119,31 @@ def last_stages_features(backbone_path: Path, architecture: str, images: Any) ->
     return np.concatenate([normalize(both[:, :width]), normalize(both[:, width:])], axis=1).astype(np.float32)
 
 
+def colour_histogram(images: Any, bins: tuple[int, int, int] = COLOUR_BINS) -> np.ndarray:
+    """(N, prod(bins)) float32: each image's joint hue-saturation-value histogram over its central half (each side's
+    middle half, where the product is; the edges show shelf and neighbours), as square roots of the shares, so a
+    row has unit length and the dot product of two rows is their Bhattacharyya coefficient."""
+    from matplotlib.colors import rgb_to_hsv
+
+    x = np.asarray(images)
+    h, w = x.shape[1:3]
+    centre = x[:, h // 4: h - h // 4, w // 4: w - w // 4].astype(np.float32) / 255
+    out = np.empty((len(x), int(np.prod(bins))), dtype=np.float32)
+    for i, image in enumerate(centre):
+        counts, _ = np.histogramdd(rgb_to_hsv(image).reshape(-1, 3), bins=bins, range=[(0.0, 1.0)] * 3)
+        out[i] = np.sqrt(counts.ravel() / counts.sum())
+    return out
+
+
 def lever_features(lever: str, backbone_path: Path, architecture: str, images: Any) -> np.ndarray:
     """(N, D) the features ``lever`` takes of ``images`` ((N, H, W, 3) uint8) under the saved backbone."""
+    from retailnb.evaluation.rejection import normalize
+
+    if lever == "colour_only":
+        return colour_histogram(images)
+    if lever == "colour":
+        return np.concatenate([normalize(features_of(backbone_path, architecture, images)),
+                               colour_histogram(images)], axis=1).astype(np.float32)
     if lever == "flip":
         mirrored = np.ascontiguousarray(np.asarray(images)[:, :, ::-1])
         both = features_of(backbone_path, architecture, images), features_of(backbone_path, architecture, mirrored)

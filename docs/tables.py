@@ -276,11 +276,12 @@ LEVER_SCORES = ("prototype", "prototype+neg", "background")
 """The scores the docs show of the levers study: the bundle's default, with the negatives, and ``background``."""
 
 
-def rejection_levers_table(backbone: str = "student") -> str:
-    """``benchmarks/rejection_levers.py``'s results for ``backbone``: per lever and score of
-    :data:`LEVER_SCORES`, each measure as mean ± half-width; then, for each lever but the default, the
-    held-out AUROC paired with the default's by seed (lever minus default, mean [95% t-interval])."""
-    levers = read(RESULTS / "rejection_levers.json")["levers"]
+def rejection_levers_table(results: str = "rejection_levers", backbone: str = "student") -> str:
+    """``benchmarks/rejection_levers.py``'s results (``benchmarks/results/<results>.json``) for ``backbone``:
+    per lever and score of :data:`LEVER_SCORES`, each measure as mean ± half-width; then, for each lever but
+    the default, the held-out AUROC paired with that run's default by seed (lever minus default, mean [95%
+    t-interval])."""
+    levers = read(RESULTS / f"{results}.json")["levers"]
     rows = []
     for lever, backbones in levers.items():
         for score in LEVER_SCORES:
@@ -307,6 +308,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "rejection-grocery-all": lambda: rejection_bench_table("grocery_all"),
     "rejection-recall": rejection_tradeoff_table,
     "rejection-levers": rejection_levers_table,
+    "rejection-colour": lambda: rejection_levers_table("rejection_colour"),
     "budget-synthetic": lambda: budget_table("synthetic"),
     "budget-synthetic-rounds": lambda: budget_table("synthetic", 1),
     "budget-grocery": lambda: budget_table("grocery"),

@@ -452,14 +452,17 @@ def test_the_rejection_levers_study_measures_each_lever_in_smoke_mode(tmp_path: 
     results = json.loads((tmp_path / "levers.json").read_text())
     assert results["target"] == "synthetic" and results["seeds"] == [0]
     levers = results["levers"]
-    assert list(levers) == ["default", "flip", "layers", "enrolled", "enrolled_split"]
+    assert list(levers) == ["default", "flip", "layers", "colour", "colour_only", "enrolled", "enrolled_split"]
     for backbones in levers.values():
         assert set(backbones) == {"main", "student"}
         for scores in backbones.values():
             assert set(scores) == {"prototype", "knn", "mahalanobis", "prototype+neg", "knn+neg", "background"}
             assert all(len(values) == 1 for cells in scores.values() for values in cells.values())
-    for lever in ("flip", "layers", "enrolled", "enrolled_split"):
+    for lever in ("flip", "layers", "colour", "colour_only", "enrolled", "enrolled_split"):
         assert levers[lever]["student"]["prototype"]["auroc"] != levers["default"]["student"]["prototype"]["auroc"]
+    # the histogram alone does not depend on the backbone; beside the backbone's features it does
+    assert levers["colour_only"]["main"] == levers["colour_only"]["student"]
+    assert levers["colour"]["main"] != levers["colour"]["student"]
     # the enrolled products' photos joined the pretraining data: a manifest per seed and split, then its backbones
     manifests = sorted((tmp_path / "work" / "enrolled").glob("seed0-*/manifest.csv"), key=lambda m: m.stat().st_size)
     assert len(manifests) == 2 and all(list(m.parent.glob("seed0-*/noisy/round_*/backbone.pt")) for m in manifests)
@@ -613,6 +616,36 @@ def test_the_committed_rejection_table_is_the_one_its_json_gives(tmp_path: Path)
     assert not (tmp_path / "absent.md").exists()
 
 
+def test_the_committed_colour_levers_table_is_the_one_its_json_gives(tmp_path: Path) -> None:
+    """``benchmarks/results/rejection_colour.md`` (the colour levers, with their own run's default) is what
+    ``--render`` writes from the committed JSON, measured on the Grocery target over three seeds."""
+    results = REPO / "benchmarks" / "results" / "rejection_colour.json"
+    copy = tmp_path / results.name
+    copy.write_text(results.read_text())
+    levers = levers_module()
+    levers.main(["--render", "--out", str(copy.with_suffix(""))])
+    assert copy.with_suffix(".md").read_text() == results.with_suffix(".md").read_text()
+    committed = json.loads(results.read_text())
+    assert committed["target"] == "grocery_disjoint" and len(committed["seeds"]) == 3
+    assert list(committed["levers"]) == ["default", *levers.COLOUR_LEVERS]
+
+
+def test_the_colour_histogram_is_a_unit_length_histogram_of_the_centre() -> None:
+    """Each row is the square root of a distribution over the hue-saturation-value bins (unit length), made of
+    the image's central half only: a border of another colour leaves it as it was."""
+    levers = levers_module()
+    red = np.zeros((1, 16, 16, 3), dtype=np.uint8)
+    red[..., 0] = 200
+    framed = np.full_like(red, 255)
+    framed[:, 4:12, 4:12] = red[:, 4:12, 4:12]
+    blue = red[..., ::-1].copy()
+    h = levers.colour_histogram(np.concatenate([red, framed, blue]))
+    assert h.shape == (3, int(np.prod(levers.COLOUR_BINS))) and h.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(h, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(h[0], h[1])
+    assert float(h[0] @ h[2]) == 0.0  # pure red and pure blue share no bin
+
+
 def test_the_committed_rejection_levers_table_is_the_one_its_json_gives(tmp_path: Path) -> None:
     """``benchmarks/results/rejection_levers.md`` is what ``--render`` writes from the committed JSON, and the
     committed study measured every lever on the Grocery target over three seeds."""
@@ -624,6 +657,6 @@ def test_the_committed_rejection_levers_table_is_the_one_its_json_gives(tmp_path
     assert copy.with_suffix(".md").read_text() == results.with_suffix(".md").read_text()
     committed = json.loads(results.read_text())
     assert committed["target"] == "grocery_disjoint" and len(committed["seeds"]) == 3
-    assert list(committed["levers"]) == list(levers.LEVERS)
+    assert list(committed["levers"]) == [lever for lever in levers.LEVERS if lever not in levers.COLOUR_LEVERS]
     with pytest.raises(SystemExit, match=str(tmp_path / "absent.json")):
         levers.main(["--render", "--out", str(tmp_path / "absent")])

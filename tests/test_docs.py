@@ -82,6 +82,10 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/experiments.md", "python benchmarks/rejection_levers.py --work"):
         "writes the committed benchmarks/results/rejection_levers.*, and trains on the Grocery Store Dataset for "
         "about two hours; tests/test_benchmarks.py runs it with --smoke and checks the committed table",
+    ("docs/experiments.md", "python benchmarks/rejection_levers.py --levers default colour colour_only"):
+        "writes the committed benchmarks/results/rejection_colour.*, and trains the default backbones on the "
+        "Grocery Store Dataset for half an hour; tests/test_benchmarks.py runs both colour levers with --smoke "
+        "and checks the committed table",
     ("docs/experiments.md", "dvc exp run -n more-time"):
         "eight noisy-student rounds and the evaluation again, about 35 minutes on 2 cores; "
         "tests/config/test_overrides.py checks that the recipe sets what DVC's -S sets and each stage reads it",
@@ -469,10 +473,11 @@ INTERVAL = re.compile(r"(?<![\d.])[+-]?(\d\.\d{3})\s+\[[+-]?(\d\.\d{3}),\s+[+-]?
 """A quoted interval, ``0.489 [0.474, 0.505]`` or ``+0.187 [+0.143, +0.230]``, wherever the line breaks."""
 
 
-BENCHMARK_SOURCES = {"README.md": ("benchmarks/results/rejection.md", "benchmarks/results/rejection_levers.md")}
+BENCHMARK_SOURCES = {"README.md": ("benchmarks/results/rejection.md", "benchmarks/results/rejection_levers.md",
+                                   "benchmarks/results/rejection_colour.md")}
 """Benchmark tables a checked page quotes by name besides the summary (README's store section quotes
-``benchmarks/bench_rejection.py`` and ``benchmarks/rejection_levers.py``): their intervals count as known for
-that page."""
+``benchmarks/bench_rejection.py`` and ``benchmarks/rejection_levers.py``, the colour levers included): their
+intervals count as known for that page."""
 
 
 @pytest.mark.parametrize("page", CHECKED_PROSE)
