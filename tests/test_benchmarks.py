@@ -616,10 +616,10 @@ def test_the_committed_rejection_table_is_the_one_its_json_gives(tmp_path: Path)
     assert not (tmp_path / "absent.md").exists()
 
 
-def test_the_committed_colour_levers_table_is_the_one_its_json_gives(tmp_path: Path) -> None:
-    """``benchmarks/results/rejection_colour.md`` (the colour levers, with their own run's default) is what
-    ``--render`` writes from the committed JSON, measured on the Grocery target over three seeds."""
-    results = REPO / "benchmarks" / "results" / "rejection_colour.json"
+def committed_levers(name: str, tmp_path: Path) -> tuple[ModuleType, dict[str, Any]]:
+    """The levers study and its committed ``benchmarks/results/<name>.json``, after checking that the committed
+    ``.md`` is what ``--render`` writes from it and that it measured the Grocery target over three seeds."""
+    results = REPO / "benchmarks" / "results" / f"{name}.json"
     copy = tmp_path / results.name
     copy.write_text(results.read_text())
     levers = levers_module()
@@ -627,6 +627,13 @@ def test_the_committed_colour_levers_table_is_the_one_its_json_gives(tmp_path: P
     assert copy.with_suffix(".md").read_text() == results.with_suffix(".md").read_text()
     committed = json.loads(results.read_text())
     assert committed["target"] == "grocery_disjoint" and len(committed["seeds"]) == 3
+    return levers, committed
+
+
+def test_the_committed_colour_levers_table_is_the_one_its_json_gives(tmp_path: Path) -> None:
+    """``benchmarks/results/rejection_colour.md`` (the colour levers, with their own run's default) is what
+    ``--render`` writes from the committed JSON, measured on the Grocery target over three seeds."""
+    levers, committed = committed_levers("rejection_colour", tmp_path)
     assert list(committed["levers"]) == ["default", *levers.COLOUR_LEVERS]
 
 
@@ -649,14 +656,7 @@ def test_the_colour_histogram_is_a_unit_length_histogram_of_the_centre() -> None
 def test_the_committed_rejection_levers_table_is_the_one_its_json_gives(tmp_path: Path) -> None:
     """``benchmarks/results/rejection_levers.md`` is what ``--render`` writes from the committed JSON, and the
     committed study measured every lever on the Grocery target over three seeds."""
-    results = REPO / "benchmarks" / "results" / "rejection_levers.json"
-    copy = tmp_path / results.name
-    copy.write_text(results.read_text())
-    levers = levers_module()
-    levers.main(["--render", "--out", str(copy.with_suffix(""))])
-    assert copy.with_suffix(".md").read_text() == results.with_suffix(".md").read_text()
-    committed = json.loads(results.read_text())
-    assert committed["target"] == "grocery_disjoint" and len(committed["seeds"]) == 3
+    levers, committed = committed_levers("rejection_levers", tmp_path)
     assert list(committed["levers"]) == [lever for lever in levers.LEVERS if lever not in levers.COLOUR_LEVERS]
     with pytest.raises(SystemExit, match=str(tmp_path / "absent.json")):
         levers.main(["--render", "--out", str(tmp_path / "absent")])
